@@ -1,0 +1,34 @@
+"""cffi build script (out-of-line API mode) for pysockopt._native.
+
+Every ``csrc/*.h`` is the C API that Python may call; the headers are written so that they are
+valid both as C and as a cffi cdef, and this script reads them as the cdef. Every ``csrc/*.c``
+is compiled into the one extension module.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from cffi import FFI
+
+HERE = pathlib.Path(__file__).resolve().parent
+# Relative paths keep absolute build-machine paths out of the sdist/wheel metadata.
+ROOT = HERE.parent
+HEADERS = sorted(HERE.glob("*.h"))
+SOURCES = sorted(HERE.glob("*.c"))
+
+ffibuilder = FFI()
+for header in HEADERS:
+    ffibuilder.cdef(header.read_text())
+
+ffibuilder.set_source(
+    "pysockopt._native",
+    "#include <stdint.h>\n" + "".join(f'#include "{h.name}"\n' for h in HEADERS),
+    sources=[str(s.relative_to(ROOT)) for s in SOURCES],
+    include_dirs=[str(HERE.relative_to(ROOT))],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"],
+    py_limited_api=False,
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

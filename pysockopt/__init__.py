@@ -1,0 +1,36 @@
+"""pysockopt: the truth about your TCP connections.
+
+Tune TCP keepalive so dead peers are found in seconds, read the kernel's per-socket TCP_INFO,
+see every TCP socket on the host like ``ss`` and diagnose the classic problems, explain errno
+values in socket terms, and run heartbeats for 100k connections. Linux first; elsewhere a
+clear error, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+from .errors import InvalidConfigError, UnsupportedPlatformError
+from .keepalive import (
+    HostKeepalive,
+    KeepaliveConfig,
+    KeepaliveReport,
+    KeepaliveSettings,
+    apply_keepalive,
+    read_keepalive,
+    system_keepalive,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # errors
+    "InvalidConfigError",
+    "UnsupportedPlatformError",
+    # keepalive
+    "HostKeepalive",
+    "KeepaliveConfig",
+    "KeepaliveReport",
+    "KeepaliveSettings",
+    "apply_keepalive",
+    "read_keepalive",
+    "system_keepalive",
+]

@@ -1,0 +1,28 @@
+# Types for the compiled cffi module pysockopt._native (built from csrc/). Each C function
+# returns 0 or -errno unless its comment in csrc/*.h says otherwise.
+from typing import Any
+
+# cffi's FFI object and cdata values are untyped; Any stays confined to the binding layer.
+ffi: Any
+
+class _Lib:
+    # keepalive.h
+    PSO_KA_KEEPIDLE: int
+    PSO_KA_KEEPINTVL: int
+    PSO_KA_KEEPCNT: int
+    PSO_KA_USER_TIMEOUT: int
+    PSO_KA_SO_KEEPALIVE: int
+    PSO_KA_NOPTIONS: int
+    PSO_HAS_TCP_KEEPIDLE: int
+    PSO_HAS_TCP_KEEPINTVL: int
+    PSO_HAS_TCP_KEEPCNT: int
+    PSO_HAS_TCP_USER_TIMEOUT: int
+    pso_ka_levels: Any
+    pso_ka_optnames: Any
+    def pso_keepalive_set(self, fd: int, req: Any, /) -> int: ...
+    def pso_keepalive_set_verify(self, fd: int, req: Any, out: Any, /) -> int: ...
+    def pso_keepalive_read(self, fd: int, out: Any, /) -> int: ...
+    def pso_keepalive_failed_option(self) -> int: ...
+    def pso_keepalive_failed_while_setting(self) -> int: ...
+
+lib: _Lib

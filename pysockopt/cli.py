@@ -1,0 +1,174 @@
+"""The ``pysockopt`` command: keepalive, errno, states, conns, diagnose.
+
+Human-readable tables by default, ``--json`` for machines. Exit status: 0 when all is well,
+1 when the command found problems, 2 on usage or runtime errors (like grep and diff).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from . import __version__
+from .errors import InvalidConfigError
+from .keepalive import KeepaliveConfig, system_keepalive
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FOUND = 1
+EXIT_ERROR = 2
+
+#: Each subcommand registers (name, help, add_arguments, run) here.
+Command = tuple[str, str, Callable[[argparse.ArgumentParser], None],
+                Callable[[argparse.Namespace, TextIO], int]]
+COMMANDS: list[Command] = []
+
+
+def command(
+    name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]
+) -> Callable[[Callable[[argparse.Namespace, TextIO], int]],
+              Callable[[argparse.Namespace, TextIO], int]]:
+    """Register ``run(args, out) -> exit status`` as the subcommand ``name``."""
+
+    def register(
+        run: Callable[[argparse.Namespace, TextIO], int],
+    ) -> Callable[[argparse.Namespace, TextIO], int]:
+        COMMANDS.append((name, help, add_arguments, run))
+        return run
+
+    return register
+
+
+def emit_json(out: TextIO, data: Any) -> None:
+    """Write ``data`` as indented JSON and a newline."""
+    json.dump(data, out, indent=2, sort_keys=False)
+    out.write("\n")
+
+
+def human_duration(seconds: float) -> str:
+    """Return ``seconds`` as e.g. ``2 h 11 min 15 s``."""
+    seconds = round(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            parts.append(f"{seconds // size} {unit}")
+            seconds %= size
+    if seconds or not parts:
+        parts.append(f"{seconds} s")
+    return " ".join(parts)
+
+
+def table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """Write an aligned plain-text table (numbers right-aligned), like ``ss`` and ``netstat``."""
+    cells = [[str(c) for c in header]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    numeric = [
+        all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) and bool(rows)
+        for i in range(len(header))
+    ]
+    for row in cells:
+        line = "  ".join(
+            cell.rjust(widths[i]) if numeric[i] else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        )
+        out.write(line.rstrip() + "\n")
+
+
+# --- keepalive
+
+
+def _keepalive_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detect", type=float, metavar="SECONDS",
+                   help="print a config that declares a silent peer dead within SECONDS")
+    p.add_argument("--count", type=int, default=3,
+                   help="keepalive probes for --detect (default: 3)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+@command("keepalive", "host keepalive defaults, or a config for a detection budget",
+         _keepalive_args)
+def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
+    if args.detect is not None:
+        config = KeepaliveConfig.for_detection(args.detect, count=args.count)
+        if args.json:
+            emit_json(out, {
+                "idle": config.idle, "interval": config.interval, "count": config.count,
+                "user_timeout_ms": config.user_timeout_ms,
+                "detection_time": config.detection_time,
+                "socket_options": config.socket_options(),
+            })
+            return EXIT_OK
+        out.write(
+            f"KeepaliveConfig(idle={config.idle}, interval={config.interval}, "
+            f"count={config.count}, user_timeout_ms={config.user_timeout_ms})\n"
+            f"  a silent peer is declared dead after {human_duration(config.detection_time)}"
+            f" (idle {config.idle} + {config.count} probes x {config.interval} s);\n"
+            f"  unacknowledged data fails the connection after"
+            f" {human_duration(config.detection_time)} (TCP_USER_TIMEOUT)\n\n"
+            "Use it:\n"
+            f"  config = pysockopt.KeepaliveConfig.for_detection({args.detect:g}"
+            + (f", count={args.count}" if args.count != 3 else "") + ")\n"
+            "  pysockopt.apply_keepalive(sock, config)      # any connected TCP socket\n"
+            "  config.socket_options()                      # urllib3 / requests / redis-py\n"
+        )
+        return EXIT_OK
+    host = system_keepalive()
+    if args.json:
+        emit_json(out, {
+            "idle": host.idle, "interval": host.interval, "count": host.count,
+            "detection_time": host.detection_time, "linux_default": host.is_linux_default,
+        })
+        return EXIT_OK
+    table(out, ["sysctl", "value", "meaning"], [
+        ("net.ipv4.tcp_keepalive_time", host.idle, "seconds idle before the first probe"),
+        ("net.ipv4.tcp_keepalive_intvl", host.interval, "seconds between probes"),
+        ("net.ipv4.tcp_keepalive_probes", host.count, "unanswered probes before the drop"),
+    ])
+    out.write(
+        f"\nA socket with SO_KEEPALIVE and no values of its own notices a dead peer after "
+        f"{human_duration(host.detection_time)}.\n"
+    )
+    if host.detection_time > 300:
+        out.write("Set per-socket values instead: pysockopt keepalive --detect 30\n")
+    return EXIT_OK
+
+
+# --- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="pysockopt",
+        description="TCP keepalive, TCP_INFO, host-wide socket diagnosis, errno explained.",
+        epilog="Exit status: 0 nothing found, 1 problems found, 2 error.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text, add_arguments, run in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the CLI; return the exit status (0 ok, 1 problems found, 2 error)."""
+    stream = sys.stdout if out is None else out
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 0 for --help/--version, 2 for usage errors
+        return int(exc.code or 0)
+    try:
+        status: int = args.run(args, stream)
+    except (InvalidConfigError, ValueError, LookupError, OSError) as err:
+        sys.stderr.write(f"pysockopt {args.command}: {err}\n")
+        return EXIT_ERROR
+    except BrokenPipeError:  # e.g. `pysockopt conns | head`
+        return EXIT_OK
+    return status
