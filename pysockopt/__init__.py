@@ -19,6 +19,14 @@ from .keepalive import (
     system_keepalive,
 )
 
+# tcpinfo imports (issue 4) go here
+
+# errno imports (issue 3) go here
+
+# connections / diagnose imports (issue 5) go here
+
+# heartbeat imports (issue 6) go here
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -33,4 +41,12 @@ __all__ = [
     "apply_keepalive",
     "read_keepalive",
     "system_keepalive",
+    # tcpinfo (issue 4)
+
+    # errno (issue 3)
+
+    # connections / diagnose (issue 5)
+
+    # heartbeat (issue 6)
+
 ]

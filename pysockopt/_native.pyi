@@ -25,4 +25,11 @@ class _Lib:
     def pso_keepalive_failed_option(self) -> int: ...
     def pso_keepalive_failed_while_setting(self) -> int: ...
 
+    # tcpinfo.h (issue 4)
+
+    # errno table (issue 3)
+
+    # sockdiag.h (issue 5)
+
+
 lib: _Lib

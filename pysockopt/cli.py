@@ -137,6 +137,18 @@ def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+# --- errno (issue 3): `pysockopt errno`
+
+
+# --- tcpinfo (issue 4)
+
+
+# --- states, conns (issue 5)
+
+
+# --- diagnose (issue 5)
+
+
 # --- entry point
 
 
