@@ -368,3 +368,24 @@ def test_cli_bad_budget_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_usage_error_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run("no-such-command")[0] == 2
     assert _run()[0] == 2
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_for_detection_budget_holds_on_a_real_dead_peer(netns_pair: object) -> None:
+    from netns import NetnsPair
+    assert isinstance(netns_pair, NetnsPair)
+    config = KeepaliveConfig.for_detection(6)  # idle 3 + 3 probes x 1 s, user timeout 6 s
+    with netns_pair.connected(5557) as (client, server):
+        apply_keepalive(client, config)
+        client.sendall(b"x")
+        assert server.recv(1) == b"x"
+        last_traffic = time.monotonic()
+        netns_pair.link_down("b")
+        exc, _ = _wait_recv_error(client, 20)
+        elapsed = time.monotonic() - last_traffic
+        assert isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT, exc
+        # With TCP_USER_TIMEOUT set the keepalive timer aborts at its first run at or past the
+        # user timeout: the last probe's slot (6 s), or one interval later when the timer
+        # runs a jiffy early.
+        assert 5.0 <= elapsed <= 7.0 + 0.5, elapsed
