@@ -477,8 +477,10 @@ _explain(
     "Load the module or enable the feature, or fall back to another protocol.")
 _explain(
     "ESOCKTNOSUPPORT", _C.INVALID,
-    "The socket type is not supported in this address family.",
-    "Use a type the family supports (SOCK_STREAM or SOCK_DGRAM).")
+    "socket() asked for a socket type this address family does not provide (SOCK_SEQPACKET "
+    "or SOCK_RDM with AF_INET, for instance), or a type this kernel does not know.",
+    "Use a type the family supports (SOCK_STREAM or SOCK_DGRAM for IP), as getaddrinfo() "
+    "returns them.")
 _explain(
     "EOPNOTSUPP ENOTSUP", _C.INVALID,
     "The operation is not supported on this socket: listen() or accept() on a datagram "
@@ -487,8 +489,9 @@ _explain(
     "Use an operation the socket type supports. In an accept loop, accept again.")
 _explain(
     "EPFNOSUPPORT", _C.INVALID,
-    "The protocol family is not supported (the kernel was built without it).",
-    "Use another family, or a kernel with it.")
+    "socket() asked for a protocol family this kernel does not support: it was built without "
+    "it, or its module is not loaded (AF_TIPC, AF_RDS and the like).",
+    "Load the module or use another family; for IP, AF_INET and AF_INET6 are always there.")
 _explain(
     "EAFNOSUPPORT", _C.INVALID,
     "The address family is not supported: an AF_INET6 socket on a host with IPv6 disabled, "
@@ -780,8 +783,9 @@ def _tls(exc: OSError) -> Triage | None:
                       f"{type(exc).__name__}: the connection under TLS failed; close it and "
                       "reconnect", None)
     if isinstance(exc, ssl.SSLCertVerificationError):
+        why = getattr(exc, "verify_message", None) or exc.strerror or exc
         return Triage(Action.GIVE_UP, ErrorCategory.TLS,
-                      f"certificate verification failed ({exc.verify_message}); reconnecting "
+                      f"certificate verification failed ({why}); reconnecting "
                       "fails the same way: fix the trust store, host name or certificate", None)
     return Triage(Action.GIVE_UP, ErrorCategory.TLS,
                   f"TLS error {exc.reason or exc}: usually configuration (protocol versions, "
