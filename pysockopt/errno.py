@@ -284,7 +284,7 @@ _explain(
     "already have been reported, or not yet read), or this side called shutdown(SHUT_WR). The "
     "kernel also sends SIGPIPE, which kills a process that neither ignores it nor passes "
     "MSG_NOSIGNAL. Python ignores SIGPIPE at start-up, so Python code gets BrokenPipeError "
-    "instead; C code in child processes gets the default, fatal, disposition back.",
+    "instead; programs it starts with subprocess get the default, fatal, disposition back.",
     "Stop writing and close the socket; a client reconnects. recv() tells why: b'' for a "
     "clean close, ECONNRESET for a reset. In C, send with MSG_NOSIGNAL (SO_NOSIGPIPE on "
     "macOS) or ignore SIGPIPE. A command-line tool piped into `head` should exit quietly.")
