@@ -8,6 +8,7 @@ is compiled into the one extension module.
 from __future__ import annotations
 
 import pathlib
+import runpy
 
 from cffi import FFI
 
@@ -16,6 +17,9 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 HEADERS = sorted(HERE.glob("*.h"))
 SOURCES = sorted(HERE.glob("*.c"))
+# The errno table is generated from the platform's <errno.h> and appended to the module's own
+# source (so no generated file lands in the tree); see gen_errno_table.py.
+ERRNO_TABLE = runpy.run_path(str(HERE / "gen_errno_table.py"))["table_source"]()
 
 ffibuilder = FFI()
 for header in HEADERS:
@@ -23,7 +27,7 @@ for header in HEADERS:
 
 ffibuilder.set_source(
     "pysockopt._native",
-    "#include <stdint.h>\n" + "".join(f'#include "{h.name}"\n' for h in HEADERS),
+    "#include <stdint.h>\n" + "".join(f'#include "{h.name}"\n' for h in HEADERS) + ERRNO_TABLE,
     sources=[str(s.relative_to(ROOT)) for s in SOURCES],
     include_dirs=[str(HERE.relative_to(ROOT))],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=gnu11"],

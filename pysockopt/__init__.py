@@ -22,6 +22,18 @@ from .keepalive import (
 # tcpinfo imports (issue 4) go here
 
 # errno imports (issue 3) go here
+# isort: split
+from .errno import (
+    Action,
+    ErrnoInfo,
+    ErrorCategory,
+    Triage,
+    UnknownErrnoName,
+    errno_info,
+    errno_search,
+    errno_table,
+    triage,
+)
 
 # connections / diagnose imports (issue 5) go here
 
@@ -44,6 +56,15 @@ __all__ = [
     # tcpinfo (issue 4)
 
     # errno (issue 3)
+    "Action",
+    "ErrnoInfo",
+    "ErrorCategory",
+    "Triage",
+    "UnknownErrnoName",
+    "errno_info",
+    "errno_search",
+    "errno_table",
+    "triage",
 
     # connections / diagnose (issue 5)
 

@@ -27,7 +27,9 @@ class _Lib:
 
     # tcpinfo.h (issue 4)
 
-    # errno table (issue 3)
+    # errno table (issue 3): errnotab.h, defined by code generated at build time
+    pso_errno_table: Any
+    pso_errno_count: int
 
     # sockdiag.h (issue 5)
 
