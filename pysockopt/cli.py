@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -260,9 +261,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return int(exc.code or 0)
     try:
         status: int = args.run(args, stream)
+        stream.flush()
+    except BrokenPipeError:  # `pysockopt conns | head`: the reader has all it wanted
+        # Python would complain again when it flushes stdout at exit; point it at devnull.
+        if out is None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except (InvalidConfigError, ValueError, LookupError, OSError) as err:
         sys.stderr.write(f"pysockopt {args.command}: {err}\n")
         return EXIT_ERROR
-    except BrokenPipeError:  # e.g. `pysockopt conns | head`
-        return EXIT_OK
     return status
