@@ -98,7 +98,7 @@ def run() -> None:
             lambda: poll_tcp_info(socks),
             baseline_label="C loop of getsockopt, same sockets",
             target=1.3,
-            rounds=11,
+            rounds=21,
             per_item=n,
         )
         report("C loop per socket", f"{result.baseline_s * 1e9:.0f} ns")

@@ -228,6 +228,10 @@ def test_from_bytes_decodes_exactly_what_was_returned(data: bytes,
     assert TcpInfo.from_bytes(memoryview(data), kernel=kernel) == info
 
 
+class SubSocket(socket.socket):
+    pass
+
+
 def test_every_field_matches_the_stdlib_bytes(
     pair_with_traffic: tuple[socket.socket, socket.socket, int, int],
 ) -> None:
@@ -243,8 +247,11 @@ def test_every_field_matches_the_stdlib_bytes(
         for name in STABLE:
             assert getattr(ours, name) == getattr(info, name), name
         by_fd = tcp_info(sock.fileno())
+        with SubSocket(fileno=os.dup(sock.fileno())) as sub:  # a subclass: the C-core path
+            by_sub = tcp_info(sub)
         for name in STABLE:
             assert getattr(by_fd, name) == getattr(info, name), name
+            assert getattr(by_sub, name) == getattr(info, name), name
 
 
 @pytest.mark.parametrize("size", [104, 160, 232, 248])
