@@ -314,17 +314,28 @@ def _getter_source(f: TcpInfoField, shared: bool) -> str:
     return f"({value} >> {first}) & {mask}" if first else f"{value} & {mask}"
 
 
-def _getters(fields: Iterable[TcpInfoField], shared: bool) -> dict[str, Any]:
-    """Compile one small function per field: constant offsets, no per-read table lookups."""
-    namespace: dict[str, Any] = {
-        "_STATES": _STATES,
-        **{f"_U{size}": struct.Struct("=" + fmt).unpack_from for size, fmt in _FORMATS.items()},
-    }
-    lines = []
-    for f in fields:
-        lines.append(f"def {f.name}(self):\n    return {_getter_source(f, shared)}\n")
-    exec("".join(lines), namespace)  # source built from the constant table above
-    return {f.name: property(namespace[f.name]) for f in fields}
+_GETTERS: dict[tuple[TcpInfoField, bool], property] = {}
+
+
+def _getters(fields: Iterable[TcpInfoField], shared: bool) -> dict[str, property]:
+    """Return one property per field, compiling the ones not compiled yet.
+
+    Each getter reads at constant offsets, with no table lookup when read; each (field, shared)
+    getter is compiled once and reused by every class.
+    """
+    missing = [f for f in fields if (f, shared) not in _GETTERS]
+    if missing:
+        namespace: dict[str, Any] = {
+            "_STATES": _STATES,
+            **{f"_U{size}": struct.Struct("=" + fmt).unpack_from
+               for size, fmt in _FORMATS.items()},
+        }
+        source = "".join(f"def {f.name}(self):\n    return {_getter_source(f, shared)}\n"
+                         for f in missing)
+        exec(source, namespace)  # source built from the constant table above
+        for f in missing:
+            _GETTERS[f, shared] = property(namespace[f.name])
+    return {f.name: _GETTERS[f, shared] for f in fields}
 
 
 class TcpInfo:
@@ -344,8 +355,9 @@ class TcpInfo:
     __slots__ = ("_buf", "_off")
     _buf: bytes
     _off: int
-    #: Set per generated subclass: the length it decodes and the kernel layout it follows.
-    _size: int = 0
+    #: Set per generated subclass: the length it decodes (for views that own their bytes, the
+    #: length of those bytes) and the kernel layout it follows.
+    _size: int
     _kernel: tuple[int, int] | None = None
 
     if TYPE_CHECKING:
@@ -514,7 +526,7 @@ def _restore(raw: bytes, kernel: tuple[int, int] | None) -> TcpInfo:
     return TcpInfo.from_bytes(raw, kernel=kernel)
 
 
-_CLASSES: dict[tuple[int, tuple[int, int] | None, bool], type[TcpInfo]] = {}
+_CLASSES: dict[tuple[int, tuple[int, int] | None, int], type[TcpInfo]] = {}
 _CLASSES_LOCK = threading.Lock()
 
 
@@ -524,16 +536,18 @@ def _class_for(size: int, kernel: tuple[int, int] | None, shared: bool) -> type[
     Fields the kernel did not return are plain ``None`` class attributes, so no attribute read
     checks a length. ``shared`` views read a batch's buffer from their ``_off``; the others own
     their bytes and read at constant offsets (one attribute load and one addition less per
-    field read, and one less store per view). One small class per combination actually seen.
+    field read, and one less store per view). Classes are keyed by the fields present, not the
+    length, so arbitrary lengths given to from_bytes make at most one class per field.
     """
-    key = (size, kernel, shared)
+    present = tuple(f for f in tcp_info_fields(kernel) if f.end <= size)
+    # A batch holds one length (the kernel's), which its shared views take from the class.
+    key = (len(present), kernel, size if shared else -1)
     cls = _CLASSES.get(key)
     if cls is not None:
         return cls
     with _CLASSES_LOCK:
         cls = _CLASSES.get(key)
         if cls is None:
-            present = [f for f in tcp_info_fields(kernel) if f.end <= size]
             body: dict[str, Any] = dict.fromkeys(FIELD_NAMES)
             body.update(_getters(present, shared))
             body["__slots__"] = ()
@@ -541,12 +555,18 @@ def _class_for(size: int, kernel: tuple[int, int] | None, shared: bool) -> type[
             body["__qualname__"] = "TcpInfo"
             body["__doc__"] = TcpInfo.__doc__
             body["_kernel"] = kernel
-            body["_size"] = size
-            if not shared:
+            if shared:
+                body["_size"] = size
+            else:
                 body["_off"] = 0  # shadows the base's slot: these views start at 0
+                body["_size"] = property(_own_size)
             cls = type("TcpInfo", (TcpInfo,), body)
             _CLASSES[key] = cls
     return cls
+
+
+def _own_size(view: TcpInfo) -> int:
+    return len(view._buf)
 
 
 # --- reading sockets
@@ -663,10 +683,14 @@ def poll_tcp_info(socks: Iterable[SocketLike]) -> list[TcpInfo | OSError]:
     new = _NEW
     out: list[TcpInfo | OSError] = []
     append = out.append
-    if used == n * TCP_INFO_KNOWN_SIZE and lens.count(TCP_INFO_KNOWN_SIZE) == n:
-        full = _FULL_SHARED  # every entry complete, the common case: no per-entry checks
-        for start in range(0, used, TCP_INFO_KNOWN_SIZE):
-            view = new(full)
+    size = lens[0] if n else 0
+    if size > 0 and lens.count(size) == n:
+        # Every entry succeeded with the kernel's one size, the common case: one class, no
+        # per-entry checks.
+        cls = _FULL_SHARED if size == TCP_INFO_KNOWN_SIZE else _class_for(size, RUNNING_KERNEL,
+                                                                           True)
+        for start in range(0, used, size):
+            view = new(cls)
             view._buf = data
             view._off = start
             append(view)

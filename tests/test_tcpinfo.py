@@ -228,6 +228,13 @@ def test_from_bytes_decodes_exactly_what_was_returned(data: bytes,
     assert TcpInfo.from_bytes(memoryview(data), kernel=kernel) == info
 
 
+def test_arbitrary_lengths_make_a_bounded_number_of_classes() -> None:
+    for n in range(700):
+        assert TcpInfo.from_bytes(bytes(n)).size == n
+    own = [key for key in mod._CLASSES if key[1] == mod.RUNNING_KERNEL and key[2] == -1]
+    assert len(own) <= len(layout(mod.RUNNING_KERNEL)) + 1
+
+
 class SubSocket(socket.socket):
     pass
 
