@@ -446,8 +446,14 @@ class TcpInfo:
         ``extra``. ``kernel`` (default: the running one) picks the layout of bytes whose meaning
         changed between versions; pass the producing host's version for captured bytes.
         """
-        raw = bytes(data)
-        view = _NEW(_class_for(len(raw), kernel, False))
+        # Called once per socket by host-wide dumps (INET_DIAG_INFO): keep the common case to
+        # a length check and one object.
+        raw = data if type(data) is bytes else bytes(data)
+        n = len(raw)
+        if n == _FULL_SIZE and kernel == RUNNING_KERNEL:
+            view = _NEW(_FULL)
+        else:
+            view = _NEW(_class_for(n, kernel, False))
         view._buf = raw
         return view
 
@@ -527,6 +533,7 @@ def _restore(raw: bytes, kernel: tuple[int, int] | None) -> TcpInfo:
 
 
 _CLASSES: dict[tuple[int, tuple[int, int] | None, int], type[TcpInfo]] = {}
+_BY_LENGTH: dict[tuple[int, tuple[int, int] | None, bool], type[TcpInfo]] = {}
 _CLASSES_LOCK = threading.Lock()
 
 
@@ -539,30 +546,36 @@ def _class_for(size: int, kernel: tuple[int, int] | None, shared: bool) -> type[
     field read, and one less store per view). Classes are keyed by the fields present, not the
     length, so arbitrary lengths given to from_bytes make at most one class per field.
     """
+    cls = _BY_LENGTH.get((size, kernel, shared))
+    if cls is not None:  # the hot path: from_bytes per netlink entry, every batch
+        return cls
     present = tuple(f for f in tcp_info_fields(kernel) if f.end <= size)
     # A batch holds one length (the kernel's), which its shared views take from the class.
     key = (len(present), kernel, size if shared else -1)
-    cls = _CLASSES.get(key)
-    if cls is not None:
-        return cls
     with _CLASSES_LOCK:
         cls = _CLASSES.get(key)
         if cls is None:
-            body: dict[str, Any] = dict.fromkeys(FIELD_NAMES)
-            body.update(_getters(present, shared))
-            body["__slots__"] = ()
-            body["__module__"] = __name__
-            body["__qualname__"] = "TcpInfo"
-            body["__doc__"] = TcpInfo.__doc__
-            body["_kernel"] = kernel
-            if shared:
-                body["_size"] = size
-            else:
-                body["_off"] = 0  # shadows the base's slot: these views start at 0
-                body["_size"] = property(_own_size)
-            cls = type("TcpInfo", (TcpInfo,), body)
-            _CLASSES[key] = cls
+            cls = _CLASSES[key] = _new_class(present, kernel, size, shared)
+        if len(_BY_LENGTH) < 4096:  # bounded: past it, odd lengths take the slower lookup
+            _BY_LENGTH[size, kernel, shared] = cls
     return cls
+
+
+def _new_class(present: tuple[TcpInfoField, ...], kernel: tuple[int, int] | None, size: int,
+               shared: bool) -> type[TcpInfo]:
+    body: dict[str, Any] = dict.fromkeys(FIELD_NAMES)
+    body.update(_getters(present, shared))
+    body["__slots__"] = ()
+    body["__module__"] = __name__
+    body["__qualname__"] = "TcpInfo"
+    body["__doc__"] = TcpInfo.__doc__
+    body["_kernel"] = kernel
+    if shared:
+        body["_size"] = size
+    else:
+        body["_off"] = 0  # shadows the base's slot: these views start at 0
+        body["_size"] = property(_own_size)
+    return type("TcpInfo", (TcpInfo,), body)
 
 
 def _own_size(view: TcpInfo) -> int:
