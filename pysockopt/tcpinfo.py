@@ -616,7 +616,6 @@ _native_one = lib.pso_tcp_info
 _native_batch = lib.pso_tcp_info_batch
 _ffi_new = ffi.new
 _ffi_unpack = ffi.unpack
-_socket = socket.socket
 _socket_fileno = socket.socket.fileno
 _CAP: Final[int] = lib.PSO_TCPI_CAP
 _SOL_TCP: Final = int(socket.IPPROTO_TCP)
