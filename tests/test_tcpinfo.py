@@ -657,7 +657,7 @@ def test_large_batch_with_holes() -> None:
         listener.close()
 
 
-def test_no_descriptor_or_memory_leak_in_the_native_paths(
+def test_native_paths_leak_no_descriptors(
     tcp_pair: tuple[socket.socket, socket.socket],
 ) -> None:
     client, server = tcp_pair
