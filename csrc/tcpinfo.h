@@ -1,0 +1,28 @@
+/* tcpinfo.h: getsockopt(TCP_INFO) for one socket or a whole batch in one crossing. Included as C
+ * and read as the cffi cdef, so: declarations and integer #defines only, no include guards, no
+ * other preprocessor. The bytes are decoded in Python from its own offset table, never from a
+ * C struct tcp_info (glibc knows 104 bytes, the build host's linux/tcp.h may be older than the
+ * running kernel). */
+
+/* Bytes offered to the kernel per socket: more than the 280 known today, so the extra bytes a
+ * newer kernel returns are seen (and kept) instead of silently cut off. */
+#define PSO_TCPI_CAP 512
+
+/* 1 where TCP_INFO is Linux's struct tcp_info, 0 elsewhere (other layouts are never guessed). */
+extern const int PSO_HAS_TCP_INFO;
+
+/* getsockopt(IPPROTO_TCP, TCP_INFO) of fd into buf (cap bytes). Returns the length the kernel
+ * wrote (>= 0) or -errno. */
+int pso_tcp_info(int fd, unsigned char *buf, int cap);
+
+/* TCP_INFO for n descriptors in one call. Entry i is written at buf + offs[i] with lens[i] its
+ * length; a failed entry gets lens[i] = -errno and takes no room. Entries are packed one after
+ * another, each given PSO_TCPI_CAP bytes of room, so buf must hold n * PSO_TCPI_CAP bytes.
+ * Returns the total bytes used (>= 0) or -errno for bad arguments; one bad descriptor never
+ * fails the batch. */
+long pso_tcp_info_batch(const int *fds, int n, unsigned char *buf, long *offs, int *lens);
+
+/* Benchmark baseline only (benchmarks/bench_tcpinfo.py): the plainest C loop of getsockopt
+ * (TCP_INFO, PSO_TCPI_CAP bytes) over n descriptors into one reused buffer. Returns how many
+ * calls succeeded. Not part of the library's API. */
+int pso_bench_getsockopt_loop(const int *fds, int n, unsigned char *buf);
