@@ -8,6 +8,10 @@ clear error, never a wrong answer.
 
 from __future__ import annotations
 
+# errno imports (issue 3) go here
+# connections / diagnose imports (issue 5) go here
+from .connections import Connection, Process, Timer, connections, processes_of, state_counts
+from .diagnose import Diagnosis, Evidence, Finding, Severity, Thresholds, diagnose
 from .errors import InvalidConfigError, UnsupportedPlatformError
 from .keepalive import (
     HostKeepalive,
@@ -28,10 +32,6 @@ from .tcpinfo import (
     poll_tcp_info,
     tcp_info,
 )
-
-# errno imports (issue 3) go here
-
-# connections / diagnose imports (issue 5) go here
 
 # heartbeat imports (issue 6) go here
 
@@ -60,6 +60,18 @@ __all__ = [
     # errno (issue 3)
 
     # connections / diagnose (issue 5)
+    "Connection",
+    "Process",
+    "Timer",
+    "connections",
+    "processes_of",
+    "state_counts",
+    "Diagnosis",
+    "Evidence",
+    "Finding",
+    "Severity",
+    "Thresholds",
+    "diagnose",
 
     # heartbeat (issue 6)
 
