@@ -254,7 +254,7 @@ def _raw_dump(family: int, *, states: int = 0xFFE, ext: int = 0,
         for _ in range(100_000):
             data = s.recv(65536)
             out.append(data)
-            (length, kind) = struct.unpack_from("=IH", data, len(data) - _last_len(data))
+            (_length, kind) = struct.unpack_from("=IH", data, len(data) - _last_len(data))
             if kind in (2, 3):  # NLMSG_ERROR, NLMSG_DONE
                 return out
         raise AssertionError("dump did not end")
