@@ -193,7 +193,7 @@ class Diagnosis:
         counts = ", ".join(f"{s.label} {n}" for s, n in
                            sorted(self.counts.items(), key=lambda kv: -kv[1]))
         lines = [f"{self.total} TCP sockets{scope}" + (f": {counts}" if counts else "")]
-        if not self.findings:
+        if not self.problems:
             lines.append("No problems found.")
         for f in self.findings:
             lines.append("")

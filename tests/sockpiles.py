@@ -102,14 +102,16 @@ class Pile:
 
         The clients stay open with their write side shut, so they sit in FIN_WAIT2.
         """
-        servers = []
+        servers, clients = [], []
         for _ in range(n):
             client, server = self._pair()
             client.shutdown(socket.SHUT_WR)
             self.held += [client, server]
             servers.append(server)
-        wait_for(lambda: all(_state(s) == TcpState.CLOSE_WAIT for s in servers), 5,
-                 "CLOSE_WAIT")
+            clients.append(client)
+        wait_for(lambda: all(_state(s) == TcpState.CLOSE_WAIT for s in servers)
+                 and all(_state(c) == TcpState.FIN_WAIT2 for c in clients), 5,
+                 "CLOSE_WAIT and FIN_WAIT2")
         return servers
 
     def time_wait(self, n: int) -> None:
