@@ -82,6 +82,19 @@ static struct pso_conn *new_conn(struct pso_sd_sink *sink)
     return c;
 }
 
+/* Counts one socket in state; when the sink keeps records, *out is its new zeroed record
+ * (else NULL). Returns 0 or -ENOMEM. */
+static int account(struct pso_sd_sink *sink, unsigned state, struct pso_conn **out)
+{
+    sink->counts[state]++;
+    sink->total++;
+    *out = NULL;
+    if (!sink->keep)
+        return 0;
+    *out = new_conn(sink);
+    return *out == NULL ? -ENOMEM : 0;
+}
+
 /* Appends len bytes to the info blob; returns 0 or -ENOMEM. */
 static int keep_info(struct pso_sd_sink *sink, struct pso_conn *c, const uint8_t *data,
                      size_t len)
@@ -198,13 +211,10 @@ static int parse_diag_msg(const uint8_t *payload, size_t len, struct pso_sd_sink
         off += step < len - off ? step : len - off;
     }
 
-    sink->counts[m.idiag_state]++;
-    sink->total++;
-    if (!sink->keep)
-        return 0;
-    struct pso_conn *c = new_conn(sink);
-    if (c == NULL)
-        return -ENOMEM;
+    struct pso_conn *c;
+    int rc = account(sink, m.idiag_state, &c);
+    if (rc || c == NULL)
+        return rc;
     memcpy(c->src, m.id.idiag_src, 16);
     memcpy(c->dst, m.id.idiag_dst, 16);
     if (m.idiag_family == AF_INET) { /* only the first word is the address */
@@ -223,11 +233,8 @@ static int parse_diag_msg(const uint8_t *payload, size_t len, struct pso_sd_sink
     c->uid = m.idiag_uid;
     c->inode = m.idiag_inode;
     c->drops = drops;
-    if (info != NULL && info_len > 0) {
-        int rc = keep_info(sink, c, info, info_len);
-        if (rc)
-            return rc;
-    }
+    if (info != NULL && info_len > 0)
+        return keep_info(sink, c, info, info_len);
     return 0;
 }
 
@@ -497,13 +504,10 @@ static int proc_line(const char *p, const char *end, int family, const struct ps
     if (q->port >= 0 && sport != q->port && dport != q->port)
         return 0;
 
-    sink->counts[state]++;
-    sink->total++;
-    if (!sink->keep)
-        return 0;
-    struct pso_conn *c = new_conn(sink);
-    if (c == NULL)
-        return -ENOMEM;
+    struct pso_conn *c;
+    int rc = account(sink, (unsigned)state, &c);
+    if (rc || c == NULL)
+        return rc;
     memcpy(c->src, src, 16);
     memcpy(c->dst, dst, 16);
     c->sport = sport;
