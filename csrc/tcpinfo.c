@@ -31,21 +31,20 @@ static int tcp_info_into(int fd, unsigned char *buf, int cap)
 #endif
 }
 
-int pso_tcp_info(int fd, unsigned char *buf, int cap)
-{
-    if (buf == NULL || cap < 0)
-        return -EINVAL;
-    return tcp_info_into(fd, buf, cap);
-}
+/* Per thread, like errno: cffi drops the GIL during the call, so threads must not share it. */
+static __thread unsigned char thread_buffer[PSO_TCPI_CAP];
 
-long pso_tcp_info_batch(const int *fds, int n, unsigned char *buf, long *offs, int *lens)
+unsigned char *pso_tcp_info_buffer(void) { return thread_buffer; }
+
+int pso_tcp_info(int fd) { return tcp_info_into(fd, thread_buffer, PSO_TCPI_CAP); }
+
+long pso_tcp_info_batch(const int *fds, int n, unsigned char *buf, int *lens)
 {
     long used = 0;
-    if (n < 0 || (n > 0 && (fds == NULL || buf == NULL || offs == NULL || lens == NULL)))
+    if (n < 0 || (n > 0 && (fds == NULL || buf == NULL || lens == NULL)))
         return -EINVAL;
     for (int i = 0; i < n; i++) {
         int rc = tcp_info_into(fds[i], buf + used, PSO_TCPI_CAP);
-        offs[i] = used;
         lens[i] = rc;
         if (rc > 0)
             used += rc;

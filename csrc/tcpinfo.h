@@ -11,16 +11,19 @@
 /* 1 where TCP_INFO is Linux's struct tcp_info, 0 elsewhere (other layouts are never guessed). */
 extern const int PSO_HAS_TCP_INFO;
 
-/* getsockopt(IPPROTO_TCP, TCP_INFO) of fd into buf (cap bytes). Returns the length the kernel
- * wrote (>= 0) or -errno. */
-int pso_tcp_info(int fd, unsigned char *buf, int cap);
+/* getsockopt(IPPROTO_TCP, TCP_INFO) of fd into this thread's buffer, pso_tcp_info_buffer().
+ * Returns the length the kernel wrote (>= 0) or -errno. One argument: each argument cffi converts
+ * costs about as much as the Python-side work left for a field read. */
+int pso_tcp_info(int fd);
 
-/* TCP_INFO for n descriptors in one call. Entry i is written at buf + offs[i] with lens[i] its
- * length; a failed entry gets lens[i] = -errno and takes no room. Entries are packed one after
- * another, each given PSO_TCPI_CAP bytes of room, so buf must hold n * PSO_TCPI_CAP bytes.
- * Returns the total bytes used (>= 0) or -errno for bad arguments; one bad descriptor never
- * fails the batch. */
-long pso_tcp_info_batch(const int *fds, int n, unsigned char *buf, long *offs, int *lens);
+/* This thread's PSO_TCPI_CAP-byte buffer that pso_tcp_info fills. Valid while the thread lives. */
+unsigned char *pso_tcp_info_buffer(void);
+
+/* TCP_INFO for n descriptors in one call, packed one after another into buf (which must hold
+ * n * PSO_TCPI_CAP bytes): lens[i] is entry i's length, or -errno for a failed entry, which takes
+ * no room. Returns the total bytes used (>= 0) or -EINVAL for bad arguments; one bad descriptor
+ * never fails the batch. */
+long pso_tcp_info_batch(const int *fds, int n, unsigned char *buf, int *lens);
 
 /* Benchmark baseline only (benchmarks/bench_tcpinfo.py): the plainest C loop of getsockopt
  * (TCP_INFO, PSO_TCPI_CAP bytes) over n descriptors into one reused buffer. Returns how many
