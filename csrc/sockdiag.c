@@ -181,7 +181,7 @@ static int parse_diag_msg(const uint8_t *payload, size_t len, struct pso_sd_sink
         return -EBADMSG;
     memcpy(&m, payload, sizeof m); /* the payload need not be aligned for us */
     if ((m.idiag_family != AF_INET && m.idiag_family != AF_INET6) ||
-        m.idiag_state >= PSO_SD_NSTATES || m.idiag_timer > 4)
+        m.idiag_state == 0 || m.idiag_state >= PSO_SD_NSTATES || m.idiag_timer > 4)
         return -EBADMSG;
 
     /* Walk every attribute even when nothing is kept: a corrupt one is an error either way. */
@@ -475,7 +475,7 @@ static int proc_line(const char *p, const char *end, int family, const struct ps
     if ((p = address(p, end, words, dst, &dport)) == NULL)
         return -EBADMSG;
     p = skip_spaces(p, end);
-    if ((p = hex_field(p, end, 2, &state)) == NULL || state >= PSO_SD_NSTATES)
+    if ((p = hex_field(p, end, 2, &state)) == NULL || state == 0 || state >= PSO_SD_NSTATES)
         return -EBADMSG;
     p = skip_spaces(p, end);
     if ((p = hex_field(p, end, 8, &txq)) == NULL || (p = expect(p, end, ':')) == NULL ||

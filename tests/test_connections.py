@@ -316,7 +316,11 @@ def _parse_guarded(datagrams: list[bytes]) -> tuple[int, list[Connection] | None
                 return rc, None
         from pysockopt.connections import _records
 
-        return rc, _records(sink)
+        try:
+            return rc, _records(sink)
+        except OSError as err:  # a state number no TcpState has: refused, not returned
+            assert err.errno == errno.EBADMSG
+            return -err.errno, None
     finally:
         lib.pso_sd_sink_free(sink)
 
@@ -383,6 +387,7 @@ DONE = _message(3, struct.pack("=i", 0))
     (_message(20, bytes(40)), errno.EBADMSG),                           # short inet_diag_msg
     (_message(20, _diag_msg(family=99)), errno.EBADMSG),                # unknown family
     (_message(20, _diag_msg(state=16)), errno.EBADMSG),                 # state out of range
+    (_message(20, _diag_msg(state=0)), errno.EBADMSG),                  # no such state
     (_message(20, _diag_msg(timer=9)), errno.EBADMSG),                  # unknown timer
     (_message(20, _diag_msg(attrs=struct.pack("=HH", 40, 2))), errno.EBADMSG),  # attr too long
     (_message(20, _diag_msg(attrs=struct.pack("=HH", 2, 2))), errno.EBADMSG),   # attr too short
