@@ -134,7 +134,7 @@ int pso_sd_build_request(const struct pso_sd_query *q, int family, uint32_t seq,
     size_t total = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(struct inet_diag_req_v2)) + attr_len;
 
     if (q == NULL || buf == NULL || (family != AF_INET && family != AF_INET6) ||
-        q->port > 65535 || (q->states & ~(uint32_t)0xffff) != 0)
+        q->port < -1 || q->port > 65535 || (q->states & ~(uint32_t)0xffff) != 0)
         return -EINVAL;
     if (cap < total)
         return -ENOBUFS;
