@@ -82,9 +82,10 @@ def test_netlink_and_proc_give_the_same_sockets(world: Pile) -> None:
         wq = None if c.state == TcpState.LISTEN else c.wqueue
         return c._replace(expires_ms=0, drops=None, wqueue=wq)
 
-    a = sorted(map(comparable, connections(port=world.port, source="netlink")))
-    b = sorted(map(comparable, connections(port=world.port, source="proc")))
-    assert a == b
+    a = set(map(comparable, connections(port=world.port, source="netlink")))
+    b = set(map(comparable, connections(port=world.port, source="proc")))
+    assert a - b == b - a == set()
+    assert len(a) == sum(ss_counts(world.port).values())
 
 
 def test_listener_queue_backlog_and_drops(world: Pile) -> None:
@@ -217,7 +218,9 @@ def test_enumeration_sees_the_calling_threads_namespace(netns_pair: NetnsPair) -
         expected = {TcpState.LISTEN: 1, TcpState.ESTABLISHED: 4, TcpState.TIME_WAIT: 1000}
         assert nl == expected and proc == expected
         assert ss_counts(pile.port, netns_pair.a) == expected
-        assert state_counts(port=pile.port) == {}  # not in our namespace
+        # Not in our namespace (the port number may be in use here by something else).
+        assert [c for c in connections(port=pile.port)
+                if netns_pair.addr_a in (c.local_address, c.remote_address)] == []
 
 
 def test_a_dump_larger_than_one_datagram_is_read_to_the_end(netns_pair: NetnsPair) -> None:
