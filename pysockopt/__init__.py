@@ -8,29 +8,8 @@ clear error, never a wrong answer.
 
 from __future__ import annotations
 
-from .errors import InvalidConfigError, UnsupportedPlatformError
-from .keepalive import (
-    HostKeepalive,
-    KeepaliveConfig,
-    KeepaliveReport,
-    KeepaliveSettings,
-    apply_keepalive,
-    read_keepalive,
-    system_keepalive,
-)
-
-# tcpinfo imports (issue 4) go here
-from .tcpinfo import (
-    TCP_INFO_FIELDS,
-    TcpInfo,
-    TcpInfoField,
-    TcpState,
-    poll_tcp_info,
-    tcp_info,
-)
-
-# errno imports (issue 3) go here
-# isort: split
+from .connections import Connection, Process, Timer, connections, processes_of, state_counts
+from .diagnose import Diagnosis, Evidence, Finding, Severity, Thresholds, diagnose
 from .errno import (
     Action,
     ErrnoInfo,
@@ -42,8 +21,24 @@ from .errno import (
     errno_table,
     triage,
 )
-
-# connections / diagnose imports (issue 5) go here
+from .errors import InvalidConfigError, UnsupportedPlatformError
+from .keepalive import (
+    HostKeepalive,
+    KeepaliveConfig,
+    KeepaliveReport,
+    KeepaliveSettings,
+    apply_keepalive,
+    read_keepalive,
+    system_keepalive,
+)
+from .tcpinfo import (
+    TCP_INFO_FIELDS,
+    TcpInfo,
+    TcpInfoField,
+    TcpState,
+    poll_tcp_info,
+    tcp_info,
+)
 
 # heartbeat imports (issue 6) go here
 
@@ -81,6 +76,18 @@ __all__ = [
     "triage",
 
     # connections / diagnose (issue 5)
+    "Connection",
+    "Process",
+    "Timer",
+    "connections",
+    "processes_of",
+    "state_counts",
+    "Diagnosis",
+    "Evidence",
+    "Finding",
+    "Severity",
+    "Thresholds",
+    "diagnose",
 
     # heartbeat (issue 6)
 

@@ -229,7 +229,91 @@ def _errno(args: argparse.Namespace, out: TextIO) -> int:
 # --- states, conns (issue 5)
 
 
+def _port_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, metavar="P",
+                   help="only sockets whose local or remote port is P")
+
+
+def _states_args(p: argparse.ArgumentParser) -> None:
+    _port_arg(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+@command("states", "count TCP sockets per state (like netstat -nat | sort | uniq -c)",
+         _states_args)
+def _states(args: argparse.Namespace, out: TextIO) -> int:
+    from .connections import state_counts
+
+    counts = state_counts(port=args.port)
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    if args.json:
+        emit_json(out, {"port": args.port, "total": sum(counts.values()),
+                        "counts": {s.label: n for s, n in ordered}})
+        return EXIT_OK
+    table(out, ["state", "sockets"], [(s.label, n) for s, n in ordered]
+          + [("total", sum(counts.values()))])
+    return EXIT_OK
+
+
+def _conns_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", action="append", metavar="S",
+                   help="only this state, e.g. CLOSE_WAIT or close-wait (repeatable)")
+    _port_arg(p)
+    p.add_argument("-i", "--info", action="store_true",
+                   help="add TCP_INFO: rtt, cwnd, retransmits, idle times (like ss -tin)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+@command("conns", "list TCP sockets (like ss -tan, or ss -tin with -i)", _conns_args)
+def _conns(args: argparse.Namespace, out: TextIO) -> int:
+    from .connections import connections, parse_state
+
+    states = [parse_state(s) for s in args.state] if args.state else None
+    conns = connections(states=states, port=args.port, with_info=args.info)
+    if args.json:
+        emit_json(out, [c.as_dict() for c in conns])
+        return EXIT_OK
+    header = ["State", "Recv-Q", "Send-Q", "Local", "Peer", "Timer"]
+    if args.info:
+        header += ["rtt_ms", "cwnd", "retrans", "idle_ms"]
+    rows: list[list[object]] = []
+    for c in conns:
+        timer = c.timer.label if c.timer else ""
+        if c.timer:
+            timer += f"({c.expires_ms / 1000:.1f}s,{c.retrans})"
+        row: list[object] = [c.state.label, c.rqueue, c.wqueue, c.local, c.remote, timer]
+        if args.info:
+            i = c.info
+            if i is None:
+                row += [None, None, None, None]
+            else:
+                idle = None if i.last_data_recv is None else i.last_data_recv
+                rtt = None if i.rtt is None else round(i.rtt / 1000, 3)
+                row += [rtt, i.snd_cwnd, i.total_retrans, idle]
+        rows.append(row)
+    table(out, header, rows)
+    return EXIT_OK
+
+
 # --- diagnose (issue 5)
+
+
+def _diagnose_args(p: argparse.ArgumentParser) -> None:
+    _port_arg(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+@command("diagnose", "find CLOSE_WAIT leaks, SYN floods, full accept queues, TIME_WAIT "
+         "pressure, dead peers", _diagnose_args)
+def _diagnose(args: argparse.Namespace, out: TextIO) -> int:
+    from .diagnose import diagnose
+
+    result = diagnose(port=args.port)
+    if args.json:
+        emit_json(out, result.as_dict())
+    else:
+        out.write(result.render())
+    return EXIT_OK if result.ok else EXIT_FOUND
 
 
 # --- entry point

@@ -1,0 +1,577 @@
+/* sockdiag.c: NETLINK_SOCK_DIAG dumps of TCP sockets and the /proc/net/tcp* fallback. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <linux/inet_diag.h>
+
+#include "sockdiag.h"
+
+/* Values from the kernel's uapi that old build hosts may lack; the ABI never changes them. */
+#define BC_JMP 1        /* INET_DIAG_BC_JMP */
+#define BC_S_EQ 11      /* INET_DIAG_BC_S_EQ (kernel 4.16) */
+#define BC_D_EQ 12      /* INET_DIAG_BC_D_EQ */
+#define ATTR_INFO 2     /* INET_DIAG_INFO */
+#define ATTR_SKMEMINFO 7 /* INET_DIAG_SKMEMINFO: u32[SK_MEMINFO_VARS] */
+#define REQ_BYTECODE 1  /* INET_DIAG_REQ_BYTECODE */
+#define SKMEM_DROPS 8   /* SK_MEMINFO_DROPS index */
+#define TCP_STATE_SYN_RECV 3
+#define TCP_STATE_LISTEN 10
+#define TCP_STATE_TIME_WAIT 6
+#define TCPF_ALL_KNOWN 0x1ffe /* ESTABLISHED (1) .. NEW_SYN_RECV (12) */
+
+/* A dump datagram is at most ~32 KiB (the kernel caps its dump skb there); twice that leaves
+ * room, and MSG_TRUNC still catches a bigger one instead of parsing half of it. */
+#define RECV_BUF 65536
+
+static __thread int failed_step = 0;
+static __thread int bad_line = 0;
+
+int pso_sd_failed_step(void) { return failed_step; }
+int pso_proc_bad_line(void) { return bad_line; }
+
+/* --- sink */
+
+void pso_sd_sink_init(struct pso_sd_sink *sink, int keep)
+{
+    memset(sink, 0, sizeof *sink);
+    sink->keep = keep;
+}
+
+void pso_sd_sink_free(struct pso_sd_sink *sink)
+{
+    if (sink == NULL)
+        return;
+    free(sink->conns);
+    free(sink->info);
+    sink->conns = NULL;
+    sink->info = NULL;
+    sink->nconns = sink->conns_cap = 0;
+    sink->info_len = sink->info_cap = 0;
+}
+
+void pso_sd_sink_rearm(struct pso_sd_sink *sink, uint32_t seq)
+{
+    sink->done = 0;
+    sink->seq = seq;
+}
+
+/* Returns a zeroed record at the end of sink->conns, or NULL when out of memory. */
+static struct pso_conn *new_conn(struct pso_sd_sink *sink)
+{
+    if (sink->nconns == sink->conns_cap) {
+        size_t cap = sink->conns_cap ? sink->conns_cap * 2 : 1024;
+        struct pso_conn *grown;
+        if (cap > SIZE_MAX / sizeof *grown)
+            return NULL;
+        grown = realloc(sink->conns, cap * sizeof *grown);
+        if (grown == NULL)
+            return NULL;
+        sink->conns = grown;
+        sink->conns_cap = cap;
+    }
+    struct pso_conn *c = &sink->conns[sink->nconns++];
+    memset(c, 0, sizeof *c);
+    c->drops = -1;
+    return c;
+}
+
+/* Counts one socket in state; when the sink keeps records, *out is its new zeroed record
+ * (else NULL). Returns 0 or -ENOMEM. */
+static int account(struct pso_sd_sink *sink, unsigned state, struct pso_conn **out)
+{
+    sink->counts[state]++;
+    sink->total++;
+    *out = NULL;
+    if (!sink->keep)
+        return 0;
+    *out = new_conn(sink);
+    return *out == NULL ? -ENOMEM : 0;
+}
+
+/* Appends len bytes to the info blob; returns 0 or -ENOMEM. */
+static int keep_info(struct pso_sd_sink *sink, struct pso_conn *c, const uint8_t *data,
+                     size_t len)
+{
+    if (len > UINT16_MAX || sink->info_len > UINT32_MAX - len)
+        return -ENOMEM;
+    if (sink->info_len + len > sink->info_cap) {
+        size_t cap = sink->info_cap ? sink->info_cap : 65536;
+        while (cap < sink->info_len + len)
+            cap *= 2;
+        uint8_t *grown = realloc(sink->info, cap);
+        if (grown == NULL)
+            return -ENOMEM;
+        sink->info = grown;
+        sink->info_cap = cap;
+    }
+    memcpy(sink->info + sink->info_len, data, len);
+    c->info_off = (uint32_t)sink->info_len;
+    c->info_len = (uint16_t)len;
+    sink->info_len += len;
+    return 0;
+}
+
+/* --- request */
+
+int pso_sd_build_request(const struct pso_sd_query *q, int family, uint32_t seq,
+                         uint8_t *buf, size_t cap)
+{
+    /* The port filter is bytecode, as ss builds it: "sport == P or dport == P".
+     * Exact ports in the request's sockid would be ANDed, and the listener walk ignores
+     * dport; the bytecode runs on every kind of socket (full, TIME_WAIT, request). */
+    struct {
+        struct inet_diag_bc_op s_eq, s_port, jmp, d_eq, d_port;
+    } bc;
+    size_t bc_len = q != NULL && q->port >= 0 ? sizeof bc : 0;
+    size_t attr_len = bc_len ? NLA_HDRLEN + bc_len : 0;
+    size_t total = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(struct inet_diag_req_v2)) + attr_len;
+
+    if (q == NULL || buf == NULL || (family != AF_INET && family != AF_INET6) ||
+        q->port < -1 || q->port > 65535 || (q->states & ~(uint32_t)0xffff) != 0)
+        return -EINVAL;
+    if (cap < total)
+        return -ENOBUFS;
+    memset(buf, 0, total);
+
+    struct nlmsghdr *nlh = (struct nlmsghdr *)buf;
+    nlh->nlmsg_len = (uint32_t)total;
+    nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    nlh->nlmsg_seq = seq;
+
+    struct inet_diag_req_v2 *req = (struct inet_diag_req_v2 *)(buf + NLMSG_HDRLEN);
+    req->sdiag_family = (uint8_t)family;
+    req->sdiag_protocol = IPPROTO_TCP;
+    req->idiag_states = q->states;
+    if (q->ext & PSO_SD_EXT_INFO)
+        req->idiag_ext |= 1 << (ATTR_INFO - 1);
+    if (q->ext & PSO_SD_EXT_SKMEMINFO)
+        req->idiag_ext |= 1 << (ATTR_SKMEMINFO - 1);
+
+    if (bc_len) {
+        /* yes/no are byte offsets from the op; landing exactly on the end accepts, landing
+         * 4 bytes past it rejects (net/ipv4/inet_diag.c inet_diag_bc_run). */
+        bc.s_eq = (struct inet_diag_bc_op){BC_S_EQ, 8, 12};   /* no: to d_eq */
+        bc.s_port = (struct inet_diag_bc_op){0, 0, (uint16_t)q->port};
+        bc.jmp = (struct inet_diag_bc_op){BC_JMP, 4, 12};     /* sport matched: to the end */
+        bc.d_eq = (struct inet_diag_bc_op){BC_D_EQ, 8, 12};   /* no: 4 past the end */
+        bc.d_port = (struct inet_diag_bc_op){0, 0, (uint16_t)q->port};
+        struct nlattr *nla = (struct nlattr *)(buf + NLMSG_HDRLEN +
+                                               NLMSG_ALIGN(sizeof(struct inet_diag_req_v2)));
+        nla->nla_len = (uint16_t)attr_len;
+        nla->nla_type = REQ_BYTECODE;
+        memcpy((uint8_t *)nla + NLA_HDRLEN, &bc, bc_len);
+    }
+    return (int)total;
+}
+
+/* --- reply parser */
+
+static int parse_diag_msg(const uint8_t *payload, size_t len, struct pso_sd_sink *sink)
+{
+    struct inet_diag_msg m;
+    if (len < sizeof m)
+        return -EBADMSG;
+    memcpy(&m, payload, sizeof m); /* the payload need not be aligned for us */
+    if ((m.idiag_family != AF_INET && m.idiag_family != AF_INET6) ||
+        m.idiag_state == 0 || m.idiag_state >= PSO_SD_NSTATES || m.idiag_timer > 4)
+        return -EBADMSG;
+
+    /* Walk every attribute even when nothing is kept: a corrupt one is an error either way. */
+    const uint8_t *info = NULL;
+    size_t info_len = 0;
+    int32_t drops = -1;
+    size_t off = NLMSG_ALIGN(sizeof m);
+    while (off < len) {
+        struct nlattr nla;
+        if (len - off < NLA_HDRLEN)
+            return -EBADMSG;
+        memcpy(&nla, payload + off, sizeof nla);
+        if (nla.nla_len < NLA_HDRLEN || nla.nla_len > len - off)
+            return -EBADMSG;
+        size_t plen = nla.nla_len - NLA_HDRLEN;
+        const uint8_t *p = payload + off + NLA_HDRLEN;
+        uint16_t type = nla.nla_type & NLA_TYPE_MASK;
+        if (type == ATTR_INFO) {
+            info = p;
+            info_len = plen;
+        } else if (type == ATTR_SKMEMINFO && plen >= (SKMEM_DROPS + 1) * sizeof(uint32_t)) {
+            uint32_t d;
+            memcpy(&d, p + SKMEM_DROPS * sizeof(uint32_t), sizeof d);
+            drops = d > INT32_MAX ? INT32_MAX : (int32_t)d;
+        }
+        size_t step = NLA_ALIGN(nla.nla_len);
+        off += step < len - off ? step : len - off;
+    }
+
+    struct pso_conn *c;
+    int rc = account(sink, m.idiag_state, &c);
+    if (rc || c == NULL)
+        return rc;
+    memcpy(c->src, m.id.idiag_src, 16);
+    memcpy(c->dst, m.id.idiag_dst, 16);
+    if (m.idiag_family == AF_INET) { /* only the first word is the address */
+        memset(c->src + 4, 0, 12);
+        memset(c->dst + 4, 0, 12);
+    }
+    c->sport = ntohs(m.id.idiag_sport);
+    c->dport = ntohs(m.id.idiag_dport);
+    c->family = m.idiag_family;
+    c->state = m.idiag_state;
+    c->timer = m.idiag_timer;
+    c->retrans = m.idiag_retrans;
+    c->expires_ms = m.idiag_expires;
+    c->rqueue = m.idiag_rqueue;
+    c->wqueue = m.idiag_wqueue;
+    c->uid = m.idiag_uid;
+    c->inode = m.idiag_inode;
+    c->drops = drops;
+    if (info != NULL && info_len > 0)
+        return keep_info(sink, c, info, info_len);
+    return 0;
+}
+
+int pso_sd_parse(const uint8_t *buf, size_t len, struct pso_sd_sink *sink)
+{
+    if (sink == NULL || (buf == NULL && len > 0))
+        return -EINVAL;
+    if (sink->done)
+        return -EBADMSG; /* data after NLMSG_DONE */
+    if (len == 0)
+        return -EBADMSG; /* the kernel never sends an empty datagram in a dump */
+    size_t off = 0;
+    while (off < len) {
+        struct nlmsghdr h;
+        if (len - off < sizeof h)
+            return -EBADMSG;
+        memcpy(&h, buf + off, sizeof h);
+        if (h.nlmsg_len < sizeof h || h.nlmsg_len > len - off)
+            return -EBADMSG;
+        if (sink->seq != 0 && h.nlmsg_seq != sink->seq)
+            return -EBADMSG;
+        const uint8_t *payload = buf + off + NLMSG_HDRLEN;
+        size_t plen = h.nlmsg_len - NLMSG_HDRLEN;
+        if (h.nlmsg_type == NLMSG_DONE) {
+            /* Since 4.x the DONE payload is the dump's own return value. */
+            if (plen >= sizeof(int)) {
+                int status;
+                memcpy(&status, payload, sizeof status);
+                if (status < 0)
+                    return status;
+            }
+            sink->done = 1;
+            return PSO_SD_DONE;
+        }
+        if (h.nlmsg_type == NLMSG_ERROR) {
+            int error;
+            if (plen < sizeof error)
+                return -EBADMSG;
+            memcpy(&error, payload, sizeof error);
+            /* A dump never gets a plain ACK: 0 or a positive value is a broken reply. */
+            return error < 0 ? error : -EBADMSG;
+        }
+        if (h.nlmsg_type == NLMSG_OVERRUN)
+            return -ENOBUFS;
+        if (h.nlmsg_type == SOCK_DIAG_BY_FAMILY) {
+            int rc = parse_diag_msg(payload, plen, sink);
+            if (rc)
+                return rc;
+        } else if (h.nlmsg_type != NLMSG_NOOP) {
+            return -EBADMSG;
+        }
+        size_t step = NLMSG_ALIGN(h.nlmsg_len);
+        off += step < len - off ? step : len - off;
+    }
+    return PSO_SD_MORE;
+}
+
+/* --- netlink I/O */
+
+static int fail_step(int step, int rc)
+{
+    failed_step = step;
+    return rc;
+}
+
+static int dump_family(int fd, const struct pso_sd_query *q, int family, uint32_t seq,
+                       uint8_t *buf, struct pso_sd_sink *sink)
+{
+    uint8_t req[256];
+    int n = pso_sd_build_request(q, family, seq, req, sizeof req);
+    if (n < 0)
+        return fail_step(PSO_SD_STEP_SEND, n);
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    ssize_t sent;
+    do {
+        sent = sendto(fd, req, (size_t)n, 0, (struct sockaddr *)&kernel, sizeof kernel);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0)
+        return fail_step(PSO_SD_STEP_SEND, -errno);
+    if (sent != n)
+        return fail_step(PSO_SD_STEP_SEND, -EIO);
+
+    pso_sd_sink_rearm(sink, seq);
+    for (;;) {
+        struct sockaddr_nl from;
+        struct iovec iov = {.iov_base = buf, .iov_len = RECV_BUF};
+        struct msghdr msg = {.msg_name = &from, .msg_namelen = sizeof from,
+                             .msg_iov = &iov, .msg_iovlen = 1};
+        ssize_t got = recvmsg(fd, &msg, 0);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return fail_step(PSO_SD_STEP_RECV, -errno);
+        }
+        if (msg.msg_flags & MSG_TRUNC)
+            return fail_step(PSO_SD_STEP_RECV, -EMSGSIZE);
+        if (msg.msg_namelen >= sizeof from && from.nl_pid != 0)
+            continue; /* not from the kernel */
+        int rc = pso_sd_parse(buf, (size_t)got, sink);
+        if (rc == PSO_SD_DONE)
+            return 0;
+        if (rc < 0)
+            return fail_step(rc == -EBADMSG || rc == -ENOMEM ? PSO_SD_STEP_PARSE
+                                                              : PSO_SD_STEP_KERNEL, rc);
+    }
+}
+
+int pso_sd_dump(const struct pso_sd_query *q, struct pso_sd_sink *sink)
+{
+    failed_step = 0;
+    if (q == NULL || sink == NULL)
+        return fail_step(PSO_SD_STEP_SEND, -EINVAL);
+    if (q->family != 0 && q->family != AF_INET && q->family != AF_INET6)
+        return fail_step(PSO_SD_STEP_SEND, -EINVAL);
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0)
+        return fail_step(PSO_SD_STEP_SOCKET, -errno);
+    uint8_t *buf = malloc(RECV_BUF);
+    if (buf == NULL) {
+        close(fd);
+        return fail_step(PSO_SD_STEP_RECV, -ENOMEM);
+    }
+    static __thread uint32_t next_seq = 0;
+    int rc = 0;
+    static const int families[2] = {AF_INET, AF_INET6};
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        if (q->family != 0 && q->family != families[i])
+            continue;
+        if (++next_seq == 0)
+            next_seq = 1;
+        rc = dump_family(fd, q, families[i], next_seq, buf, sink);
+    }
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+/* --- /proc/net/tcp* */
+
+/* Reads hex digits [p, end) up to width max_digits into *out; returns the end of the digits
+ * or NULL when there were none or too many. */
+static const char *hex_field(const char *p, const char *end, int max_digits, uint64_t *out)
+{
+    uint64_t v = 0;
+    int n = 0;
+    while (p < end) {
+        char ch = *p;
+        int d;
+        if (ch >= '0' && ch <= '9')
+            d = ch - '0';
+        else if (ch >= 'A' && ch <= 'F')
+            d = ch - 'A' + 10;
+        else if (ch >= 'a' && ch <= 'f')
+            d = ch - 'a' + 10;
+        else
+            break;
+        if (++n > max_digits)
+            return NULL;
+        v = v << 4 | (uint64_t)d;
+        p++;
+    }
+    if (n == 0)
+        return NULL;
+    *out = v;
+    return p;
+}
+
+static const char *dec_field(const char *p, const char *end, uint64_t *out)
+{
+    uint64_t v = 0;
+    int n = 0;
+    int neg = 0;
+    if (p < end && *p == '-') {
+        neg = 1;
+        p++;
+    }
+    while (p < end && *p >= '0' && *p <= '9') {
+        if (++n > 20 || v > (UINT64_MAX - 9) / 10)
+            return NULL;
+        v = v * 10 + (uint64_t)(*p - '0');
+        p++;
+    }
+    if (n == 0)
+        return NULL;
+    *out = neg ? 0 : v; /* a negative count is "none" */
+    return p;
+}
+
+static const char *skip_spaces(const char *p, const char *end)
+{
+    while (p < end && *p == ' ')
+        p++;
+    return p;
+}
+
+static const char *expect(const char *p, const char *end, char ch)
+{
+    return p != NULL && p < end && *p == ch ? p + 1 : NULL;
+}
+
+/* Parses "ADDR:PORT" where ADDR is words * 8 hex digits, each a u32 printed in host order. */
+static const char *address(const char *p, const char *end, int words, uint8_t out[16],
+                           uint16_t *port)
+{
+    memset(out, 0, 16);
+    for (int i = 0; i < words; i++) {
+        uint64_t w;
+        const char *q = hex_field(p, p + 8 <= end ? p + 8 : end, 8, &w);
+        if (q == NULL || q != p + 8)
+            return NULL;
+        uint32_t w32 = (uint32_t)w;
+        memcpy(out + 4 * i, &w32, 4); /* host order back to the bytes the kernel held */
+        p = q;
+    }
+    uint64_t v;
+    p = expect(p, end, ':');
+    if (p == NULL || (p = hex_field(p, end, 4, &v)) == NULL)
+        return NULL;
+    *port = (uint16_t)v;
+    return p;
+}
+
+static int proc_line(const char *p, const char *end, int family, const struct pso_sd_query *q,
+                     struct pso_sd_sink *sink, long clk_tck)
+{
+    int words = family == AF_INET ? 1 : 4;
+    uint8_t src[16], dst[16];
+    uint16_t sport, dport;
+    uint64_t state, txq, rxq, timer, when, retrnsmt, uid, probes, inode, sl;
+
+    p = skip_spaces(p, end);
+    if ((p = dec_field(p, end, &sl)) == NULL || (p = expect(p, end, ':')) == NULL)
+        return -EBADMSG;
+    p = skip_spaces(p, end);
+    if ((p = address(p, end, words, src, &sport)) == NULL)
+        return -EBADMSG;
+    p = skip_spaces(p, end);
+    if ((p = address(p, end, words, dst, &dport)) == NULL)
+        return -EBADMSG;
+    p = skip_spaces(p, end);
+    if ((p = hex_field(p, end, 2, &state)) == NULL || state == 0 || state >= PSO_SD_NSTATES)
+        return -EBADMSG;
+    p = skip_spaces(p, end);
+    if ((p = hex_field(p, end, 8, &txq)) == NULL || (p = expect(p, end, ':')) == NULL ||
+        (p = hex_field(p, end, 8, &rxq)) == NULL)
+        return -EBADMSG;
+    p = skip_spaces(p, end);
+    if ((p = hex_field(p, end, 2, &timer)) == NULL || timer > 4 ||
+        (p = expect(p, end, ':')) == NULL || (p = hex_field(p, end, 16, &when)) == NULL)
+        return -EBADMSG;
+    p = skip_spaces(p, end);
+    if ((p = hex_field(p, end, 8, &retrnsmt)) == NULL)
+        return -EBADMSG;
+    p = skip_spaces(p, end);
+    if ((p = dec_field(p, end, &uid)) == NULL)
+        return -EBADMSG;
+    p = skip_spaces(p, end);
+    if ((p = dec_field(p, end, &probes)) == NULL)
+        return -EBADMSG;
+    p = skip_spaces(p, end);
+    if ((p = dec_field(p, end, &inode)) == NULL || (p < end && *p != ' '))
+        return -EBADMSG;
+
+    if (!(q->states & (1u << state)) &&
+        !(state == 12 && (q->states & (1u << TCP_STATE_SYN_RECV))))
+        return 0;
+    if (q->port >= 0 && sport != q->port && dport != q->port)
+        return 0;
+
+    struct pso_conn *c;
+    int rc = account(sink, (unsigned)state, &c);
+    if (rc || c == NULL)
+        return rc;
+    memcpy(c->src, src, 16);
+    memcpy(c->dst, dst, 16);
+    c->sport = sport;
+    c->dport = dport;
+    c->family = (uint8_t)family;
+    c->state = (uint8_t)state;
+    c->timer = (uint8_t)timer;
+    /* sock_diag reports what the timer is counting: retransmits under the retransmit timer,
+     * unanswered probes under the keepalive and zero-window timers, nothing otherwise. */
+    uint64_t retrans = timer == 1 ? retrnsmt : (timer == 2 || timer == 4) ? probes : 0;
+    c->retrans = (uint8_t)(retrans > 255 ? 255 : retrans);
+    uint64_t ms = timer == 0 ? 0 : when * 1000 / (uint64_t)clk_tck;
+    c->expires_ms = (uint32_t)(ms > UINT32_MAX ? UINT32_MAX : ms);
+    c->rqueue = (uint32_t)rxq;
+    c->wqueue = (uint32_t)txq;
+    if (state == TCP_STATE_LISTEN) { /* the file has no backlog, only a fastopen limit */
+        c->wqueue = 0;
+        c->flags |= PSO_CONN_WQUEUE_UNKNOWN;
+    }
+    /* Request sockets print their listener's uid; sock_diag reports 0 for them. */
+    c->uid = state == TCP_STATE_SYN_RECV && inode == 0 ? 0 : (uint32_t)uid;
+    c->inode = (uint32_t)inode;
+    return 0;
+}
+
+int pso_proc_parse(const char *text, size_t len, int family, const struct pso_sd_query *q,
+                   struct pso_sd_sink *sink)
+{
+    bad_line = 0;
+    if (text == NULL || q == NULL || sink == NULL ||
+        (family != AF_INET && family != AF_INET6))
+        return -EINVAL;
+    long clk_tck = sysconf(_SC_CLK_TCK);
+    if (clk_tck <= 0)
+        clk_tck = 100; /* USER_HZ, which /proc reports in, is 100 on every Linux */
+    const char *p = text;
+    const char *end = text + len;
+    int line = 0;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (nl == NULL) { /* the kernel ends every line: a partial one is a truncated file */
+            bad_line = line + 1;
+            return -EBADMSG;
+        }
+        line++;
+        if (line == 1) {
+            /* The header: "  sl  local_address rem_address   st tx_queue ..." */
+            const char *h = skip_spaces(p, nl);
+            if (nl - h < 2 || h[0] != 's' || h[1] != 'l') {
+                bad_line = line;
+                return -EBADMSG;
+            }
+        } else {
+            int rc = proc_line(p, nl, family, q, sink, clk_tck);
+            if (rc) {
+                bad_line = line;
+                return rc;
+            }
+        }
+        p = nl + 1;
+    }
+    if (line == 0) {
+        bad_line = 1;
+        return -EBADMSG;
+    }
+    return PSO_SD_DONE;
+}

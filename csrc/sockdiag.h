@@ -1,0 +1,110 @@
+/* sockdiag.h: host-wide TCP socket enumeration through NETLINK_SOCK_DIAG, with /proc/net/tcp*
+ * as the fallback. Included as C and read as the cffi cdef, so: declarations and integer
+ * #defines only, no include guards, no other preprocessor.
+ *
+ * I/O and parsing are separate: pso_sd_dump() talks to the kernel and feeds every datagram to
+ * pso_sd_parse(); tests can feed pso_sd_parse() and pso_proc_parse() any bytes. Both append to
+ * one pso_sd_sink, which counts sockets per state and, when asked, keeps one pso_conn record
+ * per socket (and the INET_DIAG_INFO payloads in one blob). */
+
+/* Kernel state numbers are below this (TCP_BOUND_INACTIVE is 13 today). */
+#define PSO_SD_NSTATES 16
+
+/* pso_sd_query.ext bits: which extensions the kernel should attach to full sockets. */
+#define PSO_SD_EXT_INFO 1
+#define PSO_SD_EXT_SKMEMINFO 2
+
+/* pso_conn.flags */
+#define PSO_CONN_WQUEUE_UNKNOWN 1
+
+/* pso_sd_parse / pso_proc_parse return values besides -errno. */
+#define PSO_SD_MORE 0
+#define PSO_SD_DONE 1
+
+/* What to enumerate. family: AF_INET, AF_INET6 or 0 for both (dumped one after the other);
+ * states: bitmask of 1 << state (SYN_RECV also brings the kernel's request sockets);
+ * port: -1 for any, else sockets whose local OR remote port is this one (kernel bytecode). */
+struct pso_sd_query {
+    int family;
+    uint32_t states;
+    int port;
+    int ext;
+};
+
+/* One socket, as the kernel reported it. Addresses are in network byte order (IPv4 in the
+ * first 4 bytes, the rest zero); ports in host order. Layout is fixed: Python unpacks an array
+ * of these with struct (see connections.py _RECORD). */
+struct pso_conn {
+    uint8_t src[16];
+    uint8_t dst[16];
+    uint32_t expires_ms;  /* until the timer fires; 0 without a timer */
+    uint32_t rqueue;      /* LISTEN: accept-queue length */
+    uint32_t wqueue;      /* LISTEN: backlog */
+    uint32_t uid;
+    uint32_t inode;
+    uint32_t info_off;    /* INET_DIAG_INFO payload: offset into the sink's info blob */
+    int32_t drops;        /* SKMEMINFO drops (listener overflows); -1 when not reported */
+    uint16_t sport;
+    uint16_t dport;
+    uint16_t info_len;    /* 0: no INET_DIAG_INFO for this socket */
+    uint8_t family;
+    uint8_t state;
+    uint8_t timer;        /* 0 none, 1 retransmit, 2 keepalive, 3 TIME_WAIT, 4 zero-window probe */
+    uint8_t retrans;
+    uint8_t flags;        /* PSO_CONN_* */
+    uint8_t pad;
+};
+
+/* Where results accumulate. Zero it (or pso_sd_sink_init), set keep, then dump or parse any
+ * number of times; free with pso_sd_sink_free. counts[] is always filled; conns[] and info[]
+ * only when keep is 1. seq: the netlink sequence number replies must carry (0: any). */
+struct pso_sd_sink {
+    int keep;
+    uint32_t seq;
+    int done;
+    uint64_t counts[16];
+    uint64_t total;
+    struct pso_conn *conns;
+    size_t nconns;
+    size_t conns_cap;
+    uint8_t *info;
+    size_t info_len;
+    size_t info_cap;
+};
+
+void pso_sd_sink_init(struct pso_sd_sink *sink, int keep);
+void pso_sd_sink_free(struct pso_sd_sink *sink);
+/* Forgets the end-of-dump mark so the sink can take the next dump's replies. */
+void pso_sd_sink_rearm(struct pso_sd_sink *sink, uint32_t seq);
+
+/* Builds the SOCK_DIAG_BY_FAMILY dump request for one family into buf (cap bytes).
+ * Returns its length or -errno (-EINVAL for a bad query, -ENOBUFS if cap is too small). */
+int pso_sd_build_request(const struct pso_sd_query *q, int family, uint32_t seq,
+                         uint8_t *buf, size_t cap);
+
+/* Parses one datagram of a sock_diag dump reply into sink. Returns PSO_SD_MORE when more
+ * datagrams should follow, PSO_SD_DONE at NLMSG_DONE, or -errno: the kernel's error from
+ * NLMSG_ERROR, -EBADMSG for a truncated or malformed reply, -ENOMEM. Never reads past len. */
+int pso_sd_parse(const uint8_t *buf, size_t len, struct pso_sd_sink *sink);
+
+/* Runs the dump for q (both families when q->family is 0) over a fresh NETLINK_SOCK_DIAG
+ * socket, reading datagrams until NLMSG_DONE, into sink. Returns 0 or -errno; on failure,
+ * pso_sd_failed_step() says which step (PSO_SD_STEP_*). */
+int pso_sd_dump(const struct pso_sd_query *q, struct pso_sd_sink *sink);
+
+#define PSO_SD_STEP_SOCKET 1
+#define PSO_SD_STEP_SEND 2
+#define PSO_SD_STEP_RECV 3
+#define PSO_SD_STEP_PARSE 4
+#define PSO_SD_STEP_KERNEL 5
+int pso_sd_failed_step(void);
+
+/* Parses the text of /proc/net/tcp (family AF_INET) or /proc/net/tcp6 (AF_INET6) into sink,
+ * keeping the sockets q selects (q->family and q->ext are ignored). Normalises what the file
+ * says to what sock_diag would say (timer expiry in ms, retrans by timer kind, uid 0 for
+ * request sockets); a LISTEN socket's backlog is not in the file: PSO_CONN_WQUEUE_UNKNOWN.
+ * Returns PSO_SD_DONE, or -EBADMSG for a malformed line (the line number via
+ * pso_proc_bad_line()), -EINVAL for a bad family, -ENOMEM. */
+int pso_proc_parse(const char *text, size_t len, int family, const struct pso_sd_query *q,
+                   struct pso_sd_sink *sink);
+int pso_proc_bad_line(void);

@@ -1,0 +1,649 @@
+"""Diagnose the classic TCP state piles from one look at every socket on the host.
+
+``diagnose()`` takes one ``connections(with_info=True)`` snapshot plus the host's sysctls and
+checks it against ``RULES``: SYN_RECV piles per listener, full accept queues and listener
+drops, CLOSE_WAIT piles with the process that leaks them, TIME_WAIT pressure on the
+ephemeral port range, FIN_WAIT1 / FIN_WAIT2 / LAST_ACK piles, connections retransmitting to
+a peer that does not answer, long-idle connections without keepalive, and the host's
+keepalive defaults. Thresholds are parameters (``Thresholds``); docs/diagnose.md is generated
+from ``RULES`` (``python -m pysockopt._diagnose_doc``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from enum import IntEnum
+from types import MappingProxyType
+from typing import Final, NamedTuple
+
+from .connections import Connection, Process, Timer, connections, processes_of
+from .errors import InvalidConfigError
+from .keepalive import HostKeepalive, system_keepalive
+from .tcpinfo import TcpState
+
+__all__ = [
+    "RULES",
+    "Diagnosis",
+    "Evidence",
+    "Finding",
+    "HostFacts",
+    "Rule",
+    "Severity",
+    "Thresholds",
+    "diagnose",
+    "rules_markdown",
+]
+
+
+class Severity(IntEnum):
+    """How much a finding matters. WARNING and CRITICAL make ``pysockopt diagnose`` exit 1."""
+
+    INFO = 0
+    WARNING = 1
+    CRITICAL = 2
+
+    @property
+    def label(self) -> str:
+        """The name in lower case, as reports print it."""
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Where each rule starts to report. The defaults suit a busy server; tune per host.
+
+    Counts are sockets on one local port (per listener for SYN_RECV), except
+    ``time_wait_ratio`` (TIME_WAIT sockets to one remote endpoint over the size of
+    net.ipv4.ip_local_port_range), ``accept_queue_ratio`` (accept queue over backlog),
+    ``retrans`` (consecutive retransmissions of one connection) and ``idle_seconds``.
+    """
+
+    syn_recv: int = 100
+    accept_queue_ratio: float = 1.0
+    listen_drops: int = 1
+    close_wait: int = 10
+    time_wait_ratio: float = 0.5
+    fin_wait1: int = 50
+    fin_wait2: int = 50
+    last_ack: int = 50
+    retrans: int = 3
+    idle_seconds: int = 1800
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise InvalidConfigError(f.name, value, "a number > 0")
+
+
+class Evidence(NamedTuple):
+    """One number behind a finding, e.g. ``Evidence("accept_queue", 129)``."""
+
+    name: str
+    value: int | float | str
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem: a stable ``code``, how bad, one line saying what, the numbers, what to do.
+
+    ``port`` is the local port it is about (None for host-wide findings); ``sockets`` holds
+    up to a few of the sockets concerned and ``processes`` the processes holding them, where
+    the rule looks them up.
+    """
+
+    code: str
+    severity: Severity
+    summary: str
+    evidence: tuple[Evidence, ...]
+    advice: str
+    port: int | None = None
+    sockets: tuple[Connection, ...] = ()
+    processes: tuple[Process, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the finding for JSON."""
+        return {
+            "code": self.code,
+            "severity": self.severity.label,
+            "summary": self.summary,
+            "evidence": {e.name: e.value for e in self.evidence},
+            "advice": self.advice,
+            "port": self.port,
+            "processes": [{"pid": p.pid, "command": p.command} for p in self.processes],
+            "sockets": [f"{c.state.label} {c.local} {c.remote}" for c in self.sockets],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """The host settings the rules weigh findings against (this network namespace's)."""
+
+    tcp_syncookies: int | None
+    tcp_max_syn_backlog: int | None
+    somaxconn: int | None
+    ip_local_port_range: tuple[int, int] | None
+    tcp_tw_reuse: int | None
+    keepalive: HostKeepalive | None
+    listen_overflows: int | None
+    listen_drops: int | None
+
+    @property
+    def ephemeral_ports(self) -> int | None:
+        """How many local ports outgoing connections can use (size of ip_local_port_range)."""
+        r = self.ip_local_port_range
+        return None if r is None else r[1] - r[0] + 1
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the facts for JSON."""
+        ka = self.keepalive
+        return {
+            "tcp_syncookies": self.tcp_syncookies,
+            "tcp_max_syn_backlog": self.tcp_max_syn_backlog,
+            "somaxconn": self.somaxconn,
+            "ip_local_port_range": list(self.ip_local_port_range or ()) or None,
+            "tcp_tw_reuse": self.tcp_tw_reuse,
+            "keepalive": None if ka is None else [ka.idle, ka.interval, ka.count],
+            "listen_overflows": self.listen_overflows,
+            "listen_drops": self.listen_drops,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """What ``diagnose()`` saw: state counts, host facts and the findings, worst first."""
+
+    findings: tuple[Finding, ...]
+    counts: Mapping[TcpState, int]
+    host: HostFacts
+    port: int | None
+    thresholds: Thresholds
+
+    @property
+    def total(self) -> int:
+        """Sockets looked at."""
+        return sum(self.counts.values())
+
+    @property
+    def problems(self) -> tuple[Finding, ...]:
+        """Findings of severity WARNING or worse."""
+        return tuple(f for f in self.findings if f.severity >= Severity.WARNING)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing worse than INFO was found."""
+        return not self.problems
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the diagnosis for JSON."""
+        return {
+            "ok": self.ok,
+            "port": self.port,
+            "total": self.total,
+            "counts": {s.label: n for s, n in self.counts.items()},
+            "host": self.host.as_dict(),
+            "findings": [f.as_dict() for f in self.findings],
+        }
+
+    def render(self) -> str:
+        """Return a report a person reads in ten seconds."""
+        scope = f" on port {self.port}" if self.port is not None else ""
+        counts = ", ".join(f"{s.label} {n}" for s, n in
+                           sorted(self.counts.items(), key=lambda kv: -kv[1]))
+        lines = [f"{self.total} TCP sockets{scope}" + (f": {counts}" if counts else "")]
+        if not self.problems:
+            lines.append("No problems found.")
+        for f in self.findings:
+            lines.append("")
+            lines.append(f"{f.severity.label.upper():8} {f.code}: {f.summary}")
+            numbers = "  ".join(f"{e.name}={e.value}" for e in f.evidence)
+            lines.append(f"         {numbers}")
+            if f.processes:
+                procs = ", ".join(f"{p.command} (pid {p.pid})" for p in f.processes)
+                lines.append(f"         held by {procs}")
+            lines.append(f"         -> {f.advice}")
+        return "\n".join(lines) + "\n"
+
+
+# --- the snapshot rules look at
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    conns: Sequence[Connection]
+    by_state: Mapping[TcpState, Sequence[Connection]]
+    host: HostFacts
+
+    def of(self, state: TcpState) -> Sequence[Connection]:
+        return self.by_state.get(state, ())
+
+
+#: Sockets shown in a finding and looked up for their processes.
+_EXAMPLES: Final = 5
+
+
+def _owners(conns: Iterable[Connection]) -> tuple[Process, ...]:
+    """Return the processes holding any of ``conns`` (one /proc walk, flagged sockets only)."""
+    inodes = [c.inode for c in conns if c.inode][:256]
+    found = processes_of(inodes)
+    return tuple(dict.fromkeys(p for procs in found.values() for p in procs))
+
+
+def _by_local_port(conns: Iterable[Connection]) -> dict[int, list[Connection]]:
+    groups: dict[int, list[Connection]] = defaultdict(list)
+    for c in conns:
+        groups[c.local_port].append(c)
+    return groups
+
+
+def _listeners(snap: _Snapshot) -> dict[int, list[Connection]]:
+    return _by_local_port(snap.of(TcpState.LISTEN))
+
+
+# --- the rules
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One diagnosis rule, as data.
+
+    What it looks for (``looks_for``), what that usually means, the ``Thresholds`` field that
+    sets it off, and what to do; ``check`` produces its findings from a snapshot.
+    """
+
+    code: str
+    severity: Severity
+    title: str
+    looks_for: str
+    meaning: str
+    advice: str
+    threshold: str | None
+    check: Callable[[Rule, _Snapshot, Thresholds], Iterable[Finding]]
+
+    def finding(self, summary: str, evidence: Iterable[tuple[str, int | float | str]], *,
+                severity: Severity | None = None, port: int | None = None,
+                sockets: Sequence[Connection] = (), processes: tuple[Process, ...] = (),
+                advice: str | None = None) -> Finding:
+        """Return a Finding of this rule."""
+        return Finding(self.code, self.severity if severity is None else severity, summary,
+                       tuple(Evidence(n, v) for n, v in evidence),
+                       self.advice if advice is None else advice, port,
+                       tuple(sockets[:_EXAMPLES]), processes)
+
+
+def _syn_recv(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+    listeners = _listeners(snap)
+    host = snap.host
+    for port, conns in sorted(_by_local_port(snap.of(TcpState.SYN_RECV)).items()):
+        if len(conns) < t.syn_recv:
+            continue
+        backlog = max((c.backlog or 0 for c in listeners.get(port, ())), default=0)
+        sources = len({c.remote_address for c in conns})
+        full = bool(backlog) and len(conns) >= backlog
+        evidence: list[tuple[str, int | float | str]] = [
+            ("syn_recv", len(conns)), ("remote_addresses", sources),
+            ("synack_retransmits_max", max(c.retrans for c in conns))]
+        if backlog:
+            evidence.append(("backlog", backlog))
+        evidence += [("tcp_syncookies", _show(host.tcp_syncookies)),
+                     ("tcp_max_syn_backlog", _show(host.tcp_max_syn_backlog))]
+        advice = rule.advice
+        if host.tcp_syncookies == 0:
+            advice = ("tcp_syncookies is 0: set net.ipv4.tcp_syncookies=1 so a full SYN queue "
+                      "still lets real clients in. " + advice)
+        yield rule.finding(
+            f"{len(conns)} half-open handshakes (SYN_RECV) on port {port} from {sources} "
+            f"addresses" + (", the SYN queue is full" if full else ""),
+            evidence, port=port, sockets=conns, advice=advice,
+            severity=Severity.CRITICAL if full else None)
+
+
+def _accept_queue(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+    for c in snap.of(TcpState.LISTEN):
+        backlog = c.backlog
+        if not backlog or c.rqueue < backlog * t.accept_queue_ratio:
+            continue
+        evidence: list[tuple[str, int | float | str]] = [
+            ("accept_queue", c.rqueue), ("backlog", backlog)]
+        if c.drops is not None:
+            evidence.append(("drops", c.drops))
+        evidence.append(("somaxconn", _show(snap.host.somaxconn)))
+        yield rule.finding(
+            f"listener {c.local} has {c.rqueue} connections waiting for accept() "
+            f"(backlog {backlog}): the application is not accepting",
+            evidence, port=c.local_port, sockets=[c], processes=_owners([c]),
+            severity=Severity.CRITICAL if c.rqueue >= backlog else Severity.WARNING)
+
+
+def _listen_drops(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+    host = snap.host
+    for c in snap.of(TcpState.LISTEN):
+        if c.drops is None or c.drops < t.listen_drops:
+            continue
+        yield rule.finding(
+            f"listener {c.local} dropped {c.drops} connection attempts (queue full)",
+            [("drops", c.drops), ("accept_queue", c.rqueue), ("backlog", _show(c.backlog)),
+             ("host_listen_overflows", _show(host.listen_overflows)),
+             ("host_listen_drops", _show(host.listen_drops))],
+            port=c.local_port, sockets=[c], processes=_owners([c]))
+
+
+def _pile(state: TcpState, limit: str) -> Callable[[Rule, _Snapshot, Thresholds],
+                                                    Iterable[Finding]]:
+    """Return a rule body for "too many sockets in ``state`` on one local port"."""
+
+    def check(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+        threshold = getattr(t, limit)
+        for port, conns in sorted(_by_local_port(snap.of(state)).items()):
+            if len(conns) < threshold:
+                continue
+            peers = Counter(c.remote_address for c in conns)
+            evidence: list[tuple[str, int | float | str]] = [
+                (state.label.lower(), len(conns)), ("remote_addresses", len(peers)),
+                ("unread_bytes", sum(c.rqueue for c in conns)),
+                ("unsent_bytes", sum(c.wqueue or 0 for c in conns))]
+            procs = _owners(conns)
+            who = f" in {', '.join(sorted({p.command for p in procs}))}" if procs else ""
+            yield rule.finding(
+                f"{len(conns)} {state.label} sockets on local port {port}{who}",
+                evidence, port=port, sockets=conns, processes=procs,
+                severity=Severity.CRITICAL if len(conns) >= 10 * threshold else None)
+
+    return check
+
+
+def _time_wait(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+    host = snap.host
+    size = host.ephemeral_ports
+    if not size or host.ip_local_port_range is None:
+        return
+    low, high = host.ip_local_port_range
+    # Only TIME_WAIT on an ephemeral local port uses up the range; a server that closes
+    # first keeps its TIME_WAIT on its listening port, which costs no port.
+    per_peer: dict[tuple[str, int], list[Connection]] = defaultdict(list)
+    for c in snap.of(TcpState.TIME_WAIT):
+        if low <= c.local_port <= high:
+            per_peer[(c.remote_address, c.remote_port)].append(c)
+    for (address, port), conns in sorted(per_peer.items(), key=lambda kv: -len(kv[1])):
+        ratio = len(conns) / size
+        if ratio < t.time_wait_ratio:
+            continue
+        endpoint = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        yield rule.finding(
+            f"{len(conns)} TIME_WAIT sockets to {endpoint} hold {ratio:.0%} of the "
+            f"{size} ephemeral ports",
+            [("time_wait", len(conns)), ("ephemeral_ports", size),
+             ("ratio", round(ratio, 3)), ("ip_local_port_range", f"{low}-{high}"),
+             ("tcp_tw_reuse", _show(host.tcp_tw_reuse))],
+            port=None, sockets=conns,
+            severity=Severity.CRITICAL if ratio >= 0.9 else None)
+
+
+def _retransmitting(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+    per_peer: dict[str, list[Connection]] = defaultdict(list)
+    for c in snap.of(TcpState.ESTABLISHED):
+        if c.timer == Timer.RETRANSMIT and c.retrans >= t.retrans:
+            per_peer[c.remote_address].append(c)
+    for address, conns in sorted(per_peer.items()):
+        worst = max(conns, key=lambda c: c.retrans)
+        evidence: list[tuple[str, int | float | str]] = [
+            ("connections", len(conns)), ("retrans_max", worst.retrans),
+            ("next_retransmit_ms", worst.expires_ms),
+            ("unacked_bytes", sum(c.wqueue or 0 for c in conns))]
+        if worst.info is not None and worst.info.last_ack_recv is not None:
+            evidence.append(("last_ack_recv_ms", worst.info.last_ack_recv))
+        yield rule.finding(
+            f"{len(conns)} connection(s) to {address} retransmitting "
+            f"({worst.retrans} times in a row): the peer does not answer",
+            evidence, port=worst.local_port, sockets=conns, processes=_owners(conns))
+
+
+def _idle_no_keepalive(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+    limit_ms = t.idle_seconds * 1000
+    suspects: list[Connection] = []
+    for c in snap.of(TcpState.ESTABLISHED):
+        info = c.info
+        # No timer at all: no keepalive armed and nothing in flight.
+        if c.timer != Timer.NONE or info is None:
+            continue
+        recv, ack = info.last_data_recv, info.last_ack_recv
+        if recv is not None and ack is not None and min(recv, ack) >= limit_ms:
+            suspects.append(c)
+    if not suspects:
+        return
+    ports = Counter(c.local_port for c in suspects)
+    port, _ = ports.most_common(1)[0]
+    ka = snap.host.keepalive
+    evidence: list[tuple[str, int | float | str]] = [
+        ("connections", len(suspects)), ("idle_seconds_min", t.idle_seconds),
+        ("top_local_port", port), ("on_top_port", ports[port])]
+    if ka is not None:
+        evidence.append(("host_keepalive_detection_s", ka.detection_time))
+    yield rule.finding(
+        f"{len(suspects)} ESTABLISHED connection(s) silent for over "
+        f"{t.idle_seconds} s with no keepalive: half-open suspects",
+        evidence, port=port if len(ports) == 1 else None, sockets=suspects,
+        processes=_owners(suspects))
+
+
+def _keepalive_defaults(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+    ka = snap.host.keepalive
+    if ka is None or not ka.is_linux_default:
+        return
+    yield rule.finding(
+        f"host keepalive is Linux's default {ka.idle}/{ka.interval}/{ka.count}: a dead peer "
+        f"goes unnoticed for {ka.detection_time // 60} min",
+        [("tcp_keepalive_time", ka.idle), ("tcp_keepalive_intvl", ka.interval),
+         ("tcp_keepalive_probes", ka.count), ("detection_s", ka.detection_time)])
+
+
+RULES: Final[tuple[Rule, ...]] = (
+    Rule("SYN_RECV_PILE", Severity.WARNING, "SYN_RECV pile per listener",
+         "At least `syn_recv` SYN_RECV entries on one listening port; CRITICAL once "
+         "they fill the listener's backlog.",
+         "Handshakes the server answered with SYN+ACK that were never completed: a SYN "
+         "flood (spoofed sources, many distinct addresses), or clients on a path that loses "
+         "the final ACK. The kernel resends SYN+ACK for 30 s to over a minute.",
+         "Keep net.ipv4.tcp_syncookies=1 (then a full SYN queue costs nothing); for a flood, "
+         "filter upstream; for slow clients, a larger listen backlog and "
+         "net.ipv4.tcp_max_syn_backlog.",
+         "syn_recv", _syn_recv),
+    Rule("ACCEPT_QUEUE_FULL", Severity.CRITICAL, "Listener accept queue at its backlog",
+         "A LISTEN socket whose accept queue (Recv-Q) is at least `accept_queue_ratio` "
+         "times its backlog (Send-Q); WARNING below 1.0, CRITICAL at or over it.",
+         "The kernel completes handshakes by itself; accept() only takes them off the queue. "
+         "A full queue means the application stopped accepting or is too slow: new clients "
+         "hang in SYN_SENT while their SYNs are dropped.",
+         "Find why the process does not call accept() (blocked event loop, exhausted worker "
+         "pool, deadlock); raise listen(backlog) and net.core.somaxconn only for bursts.",
+         "accept_queue_ratio", _accept_queue),
+    Rule("LISTEN_DROPS", Severity.WARNING, "Listener dropped connection attempts",
+         "A LISTEN socket whose drop count (sock_diag SKMEMINFO, what `ss -tm` shows as d) "
+         "is at least `listen_drops`; TcpExt ListenOverflows/ListenDrops for the host.",
+         "SYNs or final ACKs arrived while the accept queue was full and were thrown away; "
+         "clients retried after a second or more, or gave up.",
+         "Same causes as a full accept queue: accept faster, or size the backlog for bursts.",
+         "listen_drops", _listen_drops),
+    Rule("CLOSE_WAIT_PILE", Severity.WARNING, "CLOSE_WAIT pile per local port",
+         "At least `close_wait` CLOSE_WAIT sockets on one local port; CRITICAL at ten "
+         "times that. Names the processes holding them.",
+         "The peer closed its side (FIN) and our application never called close(): almost "
+         "always a socket leak, e.g. not closing after recv() returned 0 or on an error path.",
+         "Fix the application to close sockets on EOF and on every error path; the pile "
+         "grows until the process runs out of descriptors (EMFILE).",
+         "close_wait", _pile(TcpState.CLOSE_WAIT, "close_wait")),
+    Rule("TIME_WAIT_PRESSURE", Severity.WARNING, "TIME_WAIT pressure on ephemeral ports",
+         "TIME_WAIT sockets on ephemeral local ports to one remote endpoint, at least "
+         "`time_wait_ratio` of the size of net.ipv4.ip_local_port_range; CRITICAL at 0.9.",
+         "This host opens many short outgoing connections and closes them first; each "
+         "holds its local port for 60 s. When the range runs out, connect() fails with "
+         "EADDRNOTAVAIL (Cannot assign requested address).",
+         "Reuse connections (keep-alive, pools); widen net.ipv4.ip_local_port_range; "
+         "net.ipv4.tcp_tw_reuse=1 lets new outgoing connections reuse TIME_WAIT ports.",
+         "time_wait_ratio", _time_wait),
+    Rule("FIN_WAIT1_PILE", Severity.WARNING, "FIN_WAIT1 pile per local port",
+         "At least `fin_wait1` FIN_WAIT1 sockets on one local port.",
+         "We closed with data or a FIN still unacknowledged: peers are gone or not reading "
+         "(common right after shutting down a server with many clients).",
+         "Check the peers' reachability; net.ipv4.tcp_orphan_retries bounds how long "
+         "orphaned sockets retry.",
+         "fin_wait1", _pile(TcpState.FIN_WAIT1, "fin_wait1")),
+    Rule("FIN_WAIT2_PILE", Severity.WARNING, "FIN_WAIT2 pile per local port",
+         "At least `fin_wait2` FIN_WAIT2 sockets on one local port.",
+         "Our FIN was acknowledged but the peer never closes its side: the peer application "
+         "leaks sockets (the CLOSE_WAIT pile is on its host).",
+         "Look at the peer application; net.ipv4.tcp_fin_timeout bounds orphaned FIN_WAIT2.",
+         "fin_wait2", _pile(TcpState.FIN_WAIT2, "fin_wait2")),
+    Rule("LAST_ACK_PILE", Severity.WARNING, "LAST_ACK pile per local port",
+         "At least `last_ack` LAST_ACK sockets on one local port.",
+         "We closed after the peer did and our FIN is not acknowledged: peers vanished "
+         "(often a load-test client killed abruptly).",
+         "Usually transient; if it persists, check the path to those peers.",
+         "last_ack", _pile(TcpState.LAST_ACK, "last_ack")),
+    Rule("RETRANSMITTING", Severity.WARNING, "ESTABLISHED connections retransmitting",
+         "ESTABLISHED connections with the retransmit timer pending and at least `retrans` "
+         "consecutive retransmissions, grouped per remote address.",
+         "The peer stopped acknowledging: it vanished (host down, cable pulled, route or "
+         "firewall change). Without TCP_USER_TIMEOUT the kernel retries for ~15 minutes "
+         "(net.ipv4.tcp_retries2) before ETIMEDOUT.",
+         "Set TCP_USER_TIMEOUT (pysockopt.KeepaliveConfig.for_detection) so sends to a "
+         "vanished peer fail in seconds; check the path to that address.",
+         "retrans", _retransmitting),
+    Rule("IDLE_NO_KEEPALIVE", Severity.WARNING, "Long-idle connections without keepalive",
+         "ESTABLISHED connections with no timer pending (so no keepalive) and nothing "
+         "received, not even an ACK, for at least `idle_seconds` (tcp_info last_data_recv "
+         "and last_ack_recv).",
+         "Half-open suspects: if the peer vanished without FIN or RST, nothing will ever "
+         "tell this side, and the connection stays ESTABLISHED forever.",
+         "Enable keepalive with short values (pysockopt.apply_keepalive with "
+         "KeepaliveConfig.for_detection(30)) or application heartbeats.",
+         "idle_seconds", _idle_no_keepalive),
+    Rule("KEEPALIVE_DEFAULTS", Severity.INFO, "Host keepalive at Linux defaults",
+         "net.ipv4.tcp_keepalive_time/_intvl/_probes at 7200/75/9.",
+         "A socket that enables SO_KEEPALIVE without its own values notices a dead peer "
+         "after 2 h 11 min.",
+         "Set per-socket values (pysockopt keepalive --detect 30) or lower the sysctls.",
+         None, _keepalive_defaults),
+)
+
+
+def _show(value: int | None) -> int | str:
+    return "unknown" if value is None else value
+
+
+# --- host facts
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _port_range() -> tuple[int, int] | None:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return None
+    return low, high
+
+
+def _listen_counters() -> tuple[int | None, int | None]:
+    """TcpExt ListenOverflows and ListenDrops of this network namespace."""
+    try:
+        with open("/proc/thread-self/net/netstat", encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None, None
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            over, drops = table.get("ListenOverflows"), table.get("ListenDrops")
+            return (None if over is None else int(over), None if drops is None else int(drops))
+    return None, None
+
+
+def host_facts() -> HostFacts:
+    """Read the sysctls and counters the rules use (for the calling thread's namespace)."""
+    base = "/proc/sys/net/ipv4/"
+    try:
+        keepalive: HostKeepalive | None = system_keepalive()
+    except OSError:
+        keepalive = None
+    overflows, drops = _listen_counters()
+    return HostFacts(
+        tcp_syncookies=_read_int(base + "tcp_syncookies"),
+        tcp_max_syn_backlog=_read_int(base + "tcp_max_syn_backlog"),
+        somaxconn=_read_int("/proc/sys/net/core/somaxconn"),
+        ip_local_port_range=_port_range(),
+        tcp_tw_reuse=_read_int(base + "tcp_tw_reuse"),
+        keepalive=keepalive,
+        listen_overflows=overflows,
+        listen_drops=drops,
+    )
+
+
+# --- entry point
+
+
+def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None) -> Diagnosis:
+    """Look at every TCP socket (those on ``port``, local or remote, if given) and report.
+
+    One ``connections(with_info=True)`` snapshot is checked against every rule in ``RULES``;
+    owning processes are looked up only for the sockets a finding names. Findings come
+    worst first. Sees the calling thread's network namespace.
+    """
+    t = Thresholds() if thresholds is None else thresholds
+    if not isinstance(t, Thresholds):
+        raise TypeError(f"thresholds must be a Thresholds, not {type(t).__name__}")
+    conns = connections(port=port, with_info=True)
+    by_state: dict[TcpState, list[Connection]] = defaultdict(list)
+    for c in conns:
+        by_state[c.state].append(c)
+    snap = _Snapshot(conns, by_state, host_facts())
+    findings = [f for rule in RULES for f in rule.check(rule, snap, t)]
+    findings.sort(key=lambda f: -f.severity)  # stable: rule order within a severity
+    counts = MappingProxyType({s: len(v) for s, v in sorted(by_state.items())})
+    return Diagnosis(tuple(findings), counts, snap.host, port, t)
+
+
+def rules_markdown() -> str:
+    """Return docs/diagnose.md, generated from ``RULES`` and the ``Thresholds`` defaults."""
+    defaults = Thresholds()
+    out = [
+        "# pysockopt diagnose: the rules",
+        "",
+        "<!-- Generated by `python -m pysockopt._diagnose_doc` from",
+        "     pysockopt/diagnose.py RULES; tests/test_diagnose.py fails when it is stale. -->",
+        "",
+        "`pysockopt diagnose [--port P] [--json]` (or `pysockopt.diagnose(port=None, "
+        "thresholds=None)`) takes one snapshot of every TCP socket in the network namespace "
+        "(`connections(with_info=True)`), reads the host sysctls, and checks these rules. "
+        "Exit status: 0 when nothing worse than info was found, 1 when there are findings, "
+        "2 on error. Owning processes are looked up (through /proc/*/fd) only for the "
+        "sockets a finding names.",
+        "",
+        "| code | severity | looks for | threshold (default) |",
+        "|---|---|---|---|",
+    ]
+    for r in RULES:
+        limit = ("-" if r.threshold is None
+                 else f"`{r.threshold}` = {getattr(defaults, r.threshold)}")
+        out.append(f"| `{r.code}` | {r.severity.label} | {r.title} | {limit} |")
+    for r in RULES:
+        out += ["", f"## {r.code}: {r.title}", "",
+                f"**Looks for.** {r.looks_for}", "",
+                f"**What it usually means.** {r.meaning}", "",
+                f"**What to do.** {r.advice}"]
+    out += ["", "## Thresholds", "",
+            "Pass `pysockopt.diagnose(thresholds=Thresholds(close_wait=50, ...))` to tune them.",
+            "", "| field | default |", "|---|---|"]
+    for f in fields(defaults):
+        out.append(f"| `{f.name}` | {getattr(defaults, f.name)} |")
+    return "\n".join(out) + "\n"
+

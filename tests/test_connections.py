@@ -1,0 +1,510 @@
+from __future__ import annotations
+
+import ctypes
+import errno
+import io
+import json
+import mmap
+import os
+import socket
+import struct
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from netns import NetnsPair
+from sockpiles import Pile, ss_counts, ss_lines, wait_for
+
+import pysockopt
+from pysockopt import (
+    Connection,
+    InvalidConfigError,
+    TcpInfo,
+    TcpState,
+    Timer,
+    connections,
+    state_counts,
+)
+from pysockopt._native import ffi, lib
+from pysockopt.cli import main
+from pysockopt.connections import _parse_dump, _parse_proc, parse_state
+
+SOURCES = ["netlink", "proc"]
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[Pile]:
+    """One port with sockets in LISTEN, ESTABLISHED, CLOSE_WAIT, FIN_WAIT2 and TIME_WAIT."""
+    with Pile(backlog=32) as pile:
+        pile.established(3)
+        pile.close_wait(2)
+        pile.time_wait(3)
+        pile.unaccepted(2)  # two connections waiting in the accept queue
+        wait_for(lambda: [c.rqueue for c in connections(states=[TcpState.LISTEN],
+                                                        port=pile.port)] == [2],
+                 5, "two connections in the accept queue")
+        yield pile
+
+
+def _rows(conns: list[Connection]) -> Counter[tuple[TcpState, int, int, int, int | None]]:
+    return Counter((c.state, c.local_port, c.remote_port, c.rqueue, c.wqueue) for c in conns)
+
+
+# --- differential against ss
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_connections_match_ss(world: Pile, source: str) -> None:
+    ours = connections(port=world.port, source=source)  # type: ignore[arg-type]
+    theirs = Counter(ss_lines(world.port))
+    if source == "proc":
+        # /proc/net/tcp has no listener backlog: compare everything else.
+        assert [c.wqueue for c in ours if c.state == TcpState.LISTEN] == [None]
+        ours = [c._replace(wqueue=32) if c.state == TcpState.LISTEN else c for c in ours]
+    assert _rows(ours) == theirs
+    assert sum(theirs.values()) == 1 + 3 * 2 + 2 * 2 + 3 + 2 * 2
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_state_counts_match_ss(world: Pile, source: str) -> None:
+    counts = state_counts(port=world.port, source=source)  # type: ignore[arg-type]
+    assert counts == dict(ss_counts(world.port))
+    assert counts[TcpState.CLOSE_WAIT] == 2 and counts[TcpState.FIN_WAIT2] == 2
+    assert counts[TcpState.TIME_WAIT] == 3 and counts[TcpState.LISTEN] == 1
+    assert all(isinstance(s, TcpState) for s in counts)
+
+
+def test_netlink_and_proc_give_the_same_sockets(world: Pile) -> None:
+    def comparable(c: Connection) -> Connection:
+        # The timer's expiry moves between the two reads; /proc lacks backlog and drops.
+        wq = None if c.state == TcpState.LISTEN else c.wqueue
+        return c._replace(expires_ms=0, drops=None, wqueue=wq)
+
+    a = set(map(comparable, connections(port=world.port, source="netlink")))
+    b = set(map(comparable, connections(port=world.port, source="proc")))
+    assert a - b == b - a == set()
+    assert len(a) == sum(ss_counts(world.port).values())
+
+
+def test_listener_queue_backlog_and_drops(world: Pile) -> None:
+    (listener,) = connections(states=[TcpState.LISTEN], port=world.port)
+    assert listener.accept_queue == 2 and listener.backlog == 32
+    assert listener.rqueue == 2 and listener.wqueue == 32
+    assert listener.drops == 0
+    assert listener.remote == "0.0.0.0:*" and listener.local == f"127.0.0.1:{world.port}"
+
+
+def test_states_filter_runs_in_the_kernel(world: Pile) -> None:
+    cw = connections(states=["close-wait"], port=world.port)
+    assert [c.state for c in cw] == [TcpState.CLOSE_WAIT] * 2
+    both = connections(states={TcpState.TIME_WAIT, "FIN-WAIT-2"}, port=world.port)
+    assert Counter(c.state for c in both) == {TcpState.TIME_WAIT: 3, TcpState.FIN_WAIT2: 2}
+    assert connections(states=TcpState.SYN_SENT, port=world.port) == []
+
+
+def test_port_filter_is_local_or_remote(world: Pile) -> None:
+    conns = connections(port=world.port)
+    assert conns and all(world.port in (c.local_port, c.remote_port) for c in conns)
+    assert {c.local_port == world.port for c in conns} == {True, False}
+
+
+def test_sockets_fields_agree_with_the_sockets_themselves(world: Pile) -> None:
+    client, server = world.held[1], world.held[2]
+    by_inode = {c.inode: c for c in connections(port=world.port)}
+    c = by_inode[os.fstat(client.fileno()).st_ino]
+    assert (c.local_address, c.local_port) == client.getsockname()
+    assert (c.remote_address, c.remote_port) == client.getpeername()
+    assert c.uid == os.geteuid() and c.family == socket.AF_INET
+    s = by_inode[os.fstat(server.fileno()).st_ino]
+    assert s.local_port == world.port and s.remote_port == c.local_port
+    assert c.processes() == (pysockopt.Process(os.getpid(), _comm()),)
+
+
+def _comm() -> str:
+    with open("/proc/self/comm") as f:
+        return f.read().strip()
+
+
+def test_time_wait_entries_have_timer_and_no_owner(world: Pile) -> None:
+    tws = connections(states=[TcpState.TIME_WAIT], port=world.port)
+    assert len(tws) == 3
+    for c in tws:
+        assert c.timer == Timer.TIME_WAIT and 0 < c.expires_ms <= 60_000
+        assert c.uid == 0 and c.inode == 0 and c.info is None and c.processes() == ()
+
+
+def test_with_info_gives_tcp_info_for_established_none_for_time_wait(world: Pile) -> None:
+    conns = connections(port=world.port, with_info=True)
+    est = [c for c in conns if c.state == TcpState.ESTABLISHED]
+    assert len(est) == 3 * 2 + 2 * 2  # accepted or not, the handshake is done
+    for c in est:
+        assert isinstance(c.info, TcpInfo)
+        assert c.info.state == TcpState.ESTABLISHED and c.info.rtt is not None
+    assert all(c.info is None for c in conns if c.state == TcpState.TIME_WAIT)
+    assert all(c.info is None for c in connections(port=world.port))
+
+
+def test_ipv6_and_family_filter() -> None:
+    with Pile(family=socket.AF_INET6, host="::1") as v6:
+        v6.established(1)
+        v4 = Pile(port=v6.port)  # the same port number on IPv4
+        with v4:
+            v4.established(2)
+            both = connections(port=v6.port)
+            only6 = connections(port=v6.port, family=socket.AF_INET6)
+            only4 = connections(port=v6.port, family=socket.AF_INET)
+            assert len(both) == 3 + 5 and len(only6) == 3 and len(only4) == 5
+            assert {c.local_address for c in only6} == {"::1"}
+            assert {c.local for c in only6 if c.state == TcpState.LISTEN} == {f"[::1]:{v6.port}"}
+            assert state_counts(port=v6.port, family=socket.AF_INET6) == {
+                TcpState.LISTEN: 1, TcpState.ESTABLISHED: 2}
+            for source in SOURCES:
+                got = connections(port=v6.port, family=socket.AF_INET6,
+                                  source=source)  # type: ignore[arg-type]
+                assert _rows([c._replace(wqueue=0) for c in got]) == _rows(
+                    [c._replace(wqueue=0) for c in only6])
+
+
+@pytest.mark.parametrize("bad", [-1, 65536, "80", 1.5, True])
+def test_bad_port_is_config_error(bad: object) -> None:
+    with pytest.raises(InvalidConfigError, match="port"):
+        connections(port=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfigError, match="port"):
+        state_counts(port=bad)  # type: ignore[arg-type]
+
+
+def test_bad_family_state_and_source_are_config_errors() -> None:
+    with pytest.raises(InvalidConfigError, match="family"):
+        connections(family=socket.AF_UNIX)
+    with pytest.raises(InvalidConfigError, match="state"):
+        connections(states=["ESTABLISHED", "HALF_OPEN"])
+    with pytest.raises(InvalidConfigError, match="state"):
+        connections(states=[99])
+    with pytest.raises(InvalidConfigError, match="source"):
+        state_counts(source="ss")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text,state", [
+    ("ESTAB", TcpState.ESTABLISHED), ("close-wait", TcpState.CLOSE_WAIT),
+    ("FIN-WAIT-1", TcpState.FIN_WAIT1), ("fin_wait2", TcpState.FIN_WAIT2),
+    ("SYN-RECV", TcpState.SYN_RECV), (6, TcpState.TIME_WAIT), (TcpState.LISTEN, TcpState.LISTEN),
+])
+def test_parse_state_spellings(text: str | int, state: TcpState) -> None:
+    assert parse_state(text) is state
+
+
+def test_connection_as_dict_is_json(world: Pile) -> None:
+    conns = connections(port=world.port, with_info=True)
+    data = json.loads(json.dumps([c.as_dict() for c in conns]))
+    assert {d["state"] for d in data} >= {"LISTEN", "ESTABLISHED", "CLOSE_WAIT", "TIME_WAIT"}
+    est = next(d for d in data if d["state"] == "ESTABLISHED")
+    assert est["info"]["rtt"] is not None and est["timer"] == "off"
+
+
+# --- namespaces and large dumps
+
+
+def test_enumeration_sees_the_calling_threads_namespace(netns_pair: NetnsPair) -> None:
+    def inside() -> tuple[dict[TcpState, int], dict[TcpState, int], Pile]:
+        pile = Pile(host=netns_pair.addr_a)
+        pile.established(2)
+        pile.time_wait(1000)  # ~90 KB of replies: several datagrams
+        return (state_counts(source="netlink"), state_counts(source="proc"), pile)
+
+    nl, proc, pile = netns_pair.in_ns("a", inside)
+    with pile:
+        expected = {TcpState.LISTEN: 1, TcpState.ESTABLISHED: 4, TcpState.TIME_WAIT: 1000}
+        assert nl == expected and proc == expected
+        assert ss_counts(pile.port, netns_pair.a) == expected
+        # Not in our namespace (the port number may be in use here by something else).
+        assert [c for c in connections(port=pile.port)
+                if netns_pair.addr_a in (c.local_address, c.remote_address)] == []
+
+
+def test_a_dump_larger_than_one_datagram_is_read_to_the_end(netns_pair: NetnsPair) -> None:
+    def inside() -> tuple[list[bytes], list[Connection]]:
+        with Pile(host=netns_pair.addr_a) as pile:
+            pile.established(300)  # 600 sockets with tcp_info: ~250 KB
+            datagrams = _raw_dump(socket.AF_INET, states=1 << TcpState.ESTABLISHED,
+                                  ext=lib.PSO_SD_EXT_INFO)
+            return datagrams, connections(states=[TcpState.ESTABLISHED], with_info=True)
+
+    datagrams, conns = netns_pair.in_ns("a", inside)
+    assert len(datagrams) > 4
+    parsed = _parse_dump(datagrams)
+    assert len(parsed) == len(conns) == 600
+    assert sorted(c._replace(expires_ms=0, info=None) for c in parsed) == sorted(
+        c._replace(expires_ms=0, info=None) for c in conns)
+    assert all(c.info is not None and c.info.size == len(c.info.raw) for c in parsed)
+
+
+# --- the parser, fed bytes
+
+
+def _raw_dump(family: int, *, states: int = 0xFFE, ext: int = 0,
+              port: int = -1) -> list[bytes]:
+    """Do a sock_diag dump from Python, returning the reply datagrams as the kernel sent them."""
+    query = ffi.new("struct pso_sd_query *", (family, states, port, ext))
+    buf = ffi.new("uint8_t[256]")
+    n = lib.pso_sd_build_request(query, family, 7, buf, 256)
+    assert n > 0
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4)  # NETLINK_SOCK_DIAG
+    try:
+        s.sendto(ffi.buffer(buf, n)[:], (0, 0))
+        out = []
+        for _ in range(100_000):
+            data = s.recv(65536)
+            out.append(data)
+            (_length, kind) = struct.unpack_from("=IH", data, len(data) - _last_len(data))
+            if kind in (2, 3):  # NLMSG_ERROR, NLMSG_DONE
+                return out
+        raise AssertionError("dump did not end")
+    finally:
+        s.close()
+
+
+def _last_len(data: bytes) -> int:
+    """Length of the last netlink message in a datagram."""
+    off = 0
+    while True:
+        (length,) = struct.unpack_from("=I", data, off)
+        step = (length + 3) & ~3
+        if off + step >= len(data):
+            return len(data) - off
+        off += step
+
+
+@pytest.fixture(scope="module")
+def sample(world: Pile) -> list[bytes]:
+    return _raw_dump(socket.AF_INET, ext=lib.PSO_SD_EXT_INFO | lib.PSO_SD_EXT_SKMEMINFO,
+                     port=world.port)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PAGE = mmap.PAGESIZE
+
+
+class Guarded:
+    """Bytes placed so that they end exactly where an unreadable page begins: a parser that
+    reads one byte too far crashes the test instead of passing by luck."""
+
+    def __init__(self, size: int) -> None:
+        pages = (size + _PAGE - 1) // _PAGE + 1
+        self.map = mmap.mmap(-1, pages * _PAGE)
+        self.base = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
+        guard = self.base + (pages - 1) * _PAGE
+        if _libc.mprotect(ctypes.c_void_p(guard), _PAGE, 0) != 0:
+            raise OSError(ctypes.get_errno(), "mprotect")
+        self.end = guard
+
+    def place(self, data: bytes) -> object:
+        start = self.end - len(data)
+        ctypes.memmove(start, data, len(data))
+        return ffi.cast("uint8_t *", start)
+
+
+_guard = Guarded(1 << 20)
+
+
+def _parse_guarded(datagrams: list[bytes]) -> tuple[int, list[Connection] | None]:
+    sink = ffi.new("struct pso_sd_sink *")
+    lib.pso_sd_sink_init(sink, 1)
+    try:
+        rc = lib.PSO_SD_MORE
+        for d in datagrams:
+            rc = lib.pso_sd_parse(_guard.place(d), len(d), sink)
+            if rc < 0:
+                return rc, None
+        from pysockopt.connections import _records
+
+        try:
+            return rc, _records(sink)
+        except OSError as err:  # a state number no TcpState has: refused, not returned
+            assert err.errno == errno.EBADMSG
+            return -err.errno, None
+    finally:
+        lib.pso_sd_sink_free(sink)
+
+
+def test_parser_reads_a_real_reply(sample: list[bytes], world: Pile) -> None:
+    rc, conns = _parse_guarded(sample)
+    assert rc == lib.PSO_SD_DONE and conns is not None
+    assert _rows(conns) == _rows(connections(port=world.port, family=socket.AF_INET))
+    (listener,) = [c for c in conns if c.state == TcpState.LISTEN]
+    assert listener.drops == 0  # SKMEMINFO parsed
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_truncated_reply_is_an_error_never_a_short_answer(sample: list[bytes],
+                                                          data: st.DataObject) -> None:
+    joined = b"".join(sample)
+    cut = data.draw(st.integers(0, len(joined) - 1))
+    with pytest.raises(OSError) as info:
+        _parse_dump([joined[:cut]] if cut else [])
+    assert info.value.errno == errno.EBADMSG
+    # Datagram by datagram too: losing the last one (NLMSG_DONE) is never a success.
+    rc, _ = _parse_guarded(sample[:-1])
+    assert rc == lib.PSO_SD_MORE
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_corrupted_reply_never_crashes_or_returns_malformed_records(
+        sample: list[bytes], data: st.DataObject) -> None:
+    blob = bytearray(b"".join(sample))
+    for _ in range(data.draw(st.integers(1, 8))):
+        pos = data.draw(st.integers(0, len(blob) - 1))
+        blob[pos] = data.draw(st.integers(0, 255))
+    rc, conns = _parse_guarded([bytes(blob)])
+    assert rc in (lib.PSO_SD_MORE, lib.PSO_SD_DONE) or rc < 0
+    for c in conns or ():
+        assert c.family in (socket.AF_INET, socket.AF_INET6)
+        assert isinstance(c.state, TcpState) and isinstance(c.timer, Timer)
+        assert c.info is None or 0 < c.info.size <= len(blob)
+
+
+@given(st.binary(max_size=600))
+def test_random_bytes_never_crash_the_parser(junk: bytes) -> None:
+    rc, conns = _parse_guarded([junk])
+    assert rc < 0 or conns is not None
+
+
+def _message(kind: int, payload: bytes, seq: int = 7) -> bytes:
+    return struct.pack("=IHHII", 16 + len(payload), kind, 2, seq, 0) + payload
+
+
+def _diag_msg(family: int = 2, state: int = 1, timer: int = 0, attrs: bytes = b"") -> bytes:
+    return struct.pack("=BBBB", family, state, timer, 0) + bytes(48) + bytes(20) + attrs
+
+
+DONE = _message(3, struct.pack("=i", 0))
+
+
+@pytest.mark.parametrize("datagram,code", [
+    (b"", errno.EBADMSG),                                               # empty datagram
+    (struct.pack("=IHHII", 15, 20, 2, 7, 0), errno.EBADMSG),             # nlmsg_len < header
+    (struct.pack("=IHHII", 9999, 20, 2, 7, 0) + bytes(72), errno.EBADMSG),  # len past the end
+    (_message(20, bytes(40)), errno.EBADMSG),                           # short inet_diag_msg
+    (_message(20, _diag_msg(family=99)), errno.EBADMSG),                # unknown family
+    (_message(20, _diag_msg(state=16)), errno.EBADMSG),                 # state out of range
+    (_message(20, _diag_msg(state=0)), errno.EBADMSG),                  # no such state
+    (_message(20, _diag_msg(timer=9)), errno.EBADMSG),                  # unknown timer
+    (_message(20, _diag_msg(attrs=struct.pack("=HH", 40, 2))), errno.EBADMSG),  # attr too long
+    (_message(20, _diag_msg(attrs=struct.pack("=HH", 2, 2))), errno.EBADMSG),   # attr too short
+    (_message(99, bytes(8)), errno.EBADMSG),                            # unknown message type
+    (_message(2, struct.pack("=i", -errno.EACCES) + bytes(16)), errno.EACCES),  # NLMSG_ERROR
+    (_message(2, struct.pack("=i", 0) + bytes(16)), errno.EBADMSG),     # an ACK is no dump
+    (_message(2, b"\x01"), errno.EBADMSG),                              # truncated NLMSG_ERROR
+    (_message(3, struct.pack("=i", -errno.ENOBUFS)), errno.ENOBUFS),     # dump failed mid-way
+    (_message(20, _diag_msg(), seq=8) + DONE, errno.EBADMSG),           # someone else's reply
+])
+def test_malformed_replies_are_clear_errors(datagram: bytes, code: int) -> None:
+    sink = ffi.new("struct pso_sd_sink *")
+    lib.pso_sd_sink_init(sink, 1)
+    lib.pso_sd_sink_rearm(sink, 7)
+    try:
+        rc = lib.pso_sd_parse(_guard.place(datagram), len(datagram), sink)
+        assert rc == -code
+    finally:
+        lib.pso_sd_sink_free(sink)
+
+
+def test_a_well_formed_synthetic_reply_parses() -> None:
+    info = bytes(range(104))
+    attrs = struct.pack("=HH", 4 + len(info), 2) + info
+    conns = _parse_dump([_message(20, _diag_msg(state=8, attrs=attrs)), DONE])
+    assert len(conns) == 1 and conns[0].state == TcpState.CLOSE_WAIT
+    assert conns[0].info is not None and conns[0].info.raw == info
+    with pytest.raises(OSError, match="before NLMSG_DONE"):
+        _parse_dump([_message(20, _diag_msg())])
+
+
+# --- the /proc parser
+
+
+@pytest.fixture(scope="module")
+def proc_text(world: Pile) -> bytes:
+    with open("/proc/thread-self/net/tcp", "rb") as f:
+        return f.read()
+
+
+def test_proc_text_parses_like_the_live_path(proc_text: bytes, world: Pile) -> None:
+    got = _parse_proc(proc_text, socket.AF_INET, port=world.port)
+    assert Counter(c.state for c in got) == Counter(
+        c.state for c in connections(port=world.port, family=socket.AF_INET, source="proc"))
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_truncated_or_corrupted_proc_text_is_an_error(proc_text: bytes,
+                                                      data: st.DataObject) -> None:
+    lines = proc_text.splitlines(keepends=True)
+    # Cut inside a data line (not at a line end): the file was truncated.
+    line = data.draw(st.integers(1, len(lines) - 1))
+    cut = data.draw(st.integers(1, len(lines[line]) - 1))
+    text = b"".join(lines[:line]) + lines[line][:cut]
+    with pytest.raises(OSError) as info:
+        _parse_proc(text, socket.AF_INET)
+    assert info.value.errno == errno.EBADMSG
+    # A field replaced by garbage is an error naming the line, never a silent skip.
+    fields = lines[line].split()
+    which = data.draw(st.integers(1, 9))  # address .. inode
+    fields[which] = data.draw(st.sampled_from([b"ZZ", b"-", b"0x", b"1:2:3", b"G" * 9]))
+    bad = b"".join(lines[:line]) + b" ".join(fields) + b"\n" + b"".join(lines[line + 1:])
+    with pytest.raises(OSError, match=f"line {line + 1}"):
+        _parse_proc(bad, socket.AF_INET)
+
+
+@given(st.binary(max_size=400) | st.text("0123456789ABCDEF: \n-", max_size=400).map(str.encode))
+def test_random_proc_text_never_crashes(junk: bytes) -> None:
+    query = ffi.new("struct pso_sd_query *", (0, 0xFFF, -1, 0))
+    for family in (socket.AF_INET, socket.AF_INET6):
+        sink = ffi.new("struct pso_sd_sink *")
+        lib.pso_sd_sink_init(sink, 1)
+        try:
+            text = ffi.cast("char *", _guard.place(junk))
+            rc = lib.pso_proc_parse(text, len(junk), family, query, sink)
+            assert rc == lib.PSO_SD_DONE or rc == -errno.EBADMSG
+        finally:
+            lib.pso_sd_sink_free(sink)
+
+
+# --- CLI
+
+
+def test_cli_states_json_and_table(world: Pile) -> None:
+    out = io.StringIO()
+    assert main(["states", "--port", str(world.port), "--json"], out=out) == 0
+    data = json.loads(out.getvalue())
+    assert data["counts"] == {s.label: n for s, n in ss_counts(world.port).items()}
+    out = io.StringIO()
+    assert main(["states", "--port", str(world.port)], out=out) == 0
+    assert "CLOSE_WAIT" in out.getvalue() and "total" in out.getvalue()
+
+
+def test_cli_conns_filters_and_info(world: Pile) -> None:
+    out = io.StringIO()
+    assert main(["conns", "--state", "close-wait", "--port", str(world.port), "--json"],
+                out=out) == 0
+    rows = json.loads(out.getvalue())
+    assert [r["state"] for r in rows] == ["CLOSE_WAIT"] * 2
+    out = io.StringIO()
+    assert main(["conns", "--port", str(world.port), "-i"], out=out) == 0
+    text = out.getvalue()
+    assert "rtt_ms" in text and "TIME_WAIT" in text and f":{world.port}" in text
+    assert len(text.splitlines()) == 1 + sum(ss_counts(world.port).values())
+
+
+def test_cli_bad_state_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conns", "--state", "HALF_OPEN"]) == 2
+    assert "state" in capsys.readouterr().err
+
+
+def test_public_names_are_exported() -> None:
+    for name in ("Connection", "Timer", "Process", "connections", "state_counts",
+                 "processes_of"):
+        assert name in pysockopt.__all__ and hasattr(pysockopt, name)
+
