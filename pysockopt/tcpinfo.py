@@ -592,23 +592,36 @@ def _unsupported() -> UnsupportedPlatformError:
 
 
 class _Buffers(threading.local):
-    """Per-thread native buffers, grown on demand: no ffi.new on the hot path."""
+    """Per-thread native buffers: no ffi.new of the batch buffer on the hot path."""
+
+    #: Batches up to this many sockets keep their buffer for the next call (2 MiB at 512 B a
+    #: socket); a larger one is freed when the call returns, not held for the thread's life.
+    KEEP = 4096
 
     def __init__(self) -> None:
         # pso_tcp_info fills a buffer that the C core keeps per thread (cffi drops the GIL
         # during calls, so threads must not share one); this is the view of this thread's.
         self.one = ffi.buffer(lib.pso_tcp_info_buffer(), lib.PSO_TCPI_CAP)
-        self.capacity = 0
-        self.batch: Any = None
-        self.batch_view: Any = None
-        self.lens: Any = None
+        self.spare: tuple[int, Any, Any, Any] | None = None
 
-    def grow(self, n: int) -> None:
-        capacity = max(n, 2 * self.capacity, 64)
-        self.batch = ffi.new("unsigned char[]", capacity * lib.PSO_TCPI_CAP)
-        self.batch_view = ffi.buffer(self.batch)
-        self.lens = ffi.new("int[]", capacity)
-        self.capacity = capacity
+    def take(self, n: int) -> tuple[int, Any, Any, Any]:
+        """Return (capacity, batch, batch view, lens) for ``n`` sockets, owned by the caller.
+
+        The thread's spare set is handed out and its slot emptied, so a signal handler that
+        polls again in the middle of this call gets buffers of its own, never these.
+        """
+        spare = self.spare
+        if spare is not None and spare[0] >= n:
+            self.spare = None
+            return spare
+        capacity = max(n, 64)
+        batch = ffi.new("unsigned char[]", capacity * lib.PSO_TCPI_CAP)
+        return capacity, batch, ffi.buffer(batch), ffi.new("int[]", capacity)
+
+    def give_back(self, buffers: tuple[int, Any, Any, Any]) -> None:
+        """Keep ``buffers`` for the next call unless they are large."""
+        if buffers[0] <= self.KEEP:
+            self.spare = buffers
 
 
 _BUFFERS = _Buffers()
@@ -684,14 +697,16 @@ def poll_tcp_info(socks: Iterable[SocketLike]) -> list[TcpInfo | OSError]:
     except TypeError:
         fds, bad = _filenos(socks)
     n = len(fds)
-    buffers = _BUFFERS
-    if n > buffers.capacity:
-        buffers.grow(n)
-    used = _native_batch(_ffi_new("int[]", fds), n, buffers.batch, buffers.lens)
-    if used < 0:
-        raise os_error(int(used), "reading TCP_INFO for a batch")
-    lens = _ffi_unpack(buffers.lens, n)
-    data = buffers.batch_view[0:used]
+    owned = _BUFFERS.take(n)
+    try:
+        _, batch, batch_view, lens_out = owned
+        used = _native_batch(_ffi_new("int[]", fds), n, batch, lens_out)
+        if used < 0:
+            raise os_error(int(used), "reading TCP_INFO for a batch")
+        lens = _ffi_unpack(lens_out, n)
+        data = batch_view[0:used]
+    finally:
+        _BUFFERS.give_back(owned)
     new = _NEW
     out: list[TcpInfo | OSError] = []
     append = out.append
