@@ -84,9 +84,11 @@ class Pile:
                 s.close()
         self.held.clear()
 
-    def _pair(self) -> tuple[socket.socket, socket.socket]:
+    def _pair(self, source: str | None = None) -> tuple[socket.socket, socket.socket]:
         client = socket.socket(self.family, socket.SOCK_STREAM)
         client.settimeout(5)
+        if source is not None:
+            client.bind((source, 0))
         client.connect((self.host, self.port))
         server, _ = self.listener.accept()
         return client, server
@@ -114,10 +116,28 @@ class Pile:
                  "CLOSE_WAIT and FIN_WAIT2")
         return servers
 
-    def time_wait(self, n: int) -> None:
-        """``n`` client-side TIME_WAIT sockets (the client closes first; they hold no fd)."""
+    def leaked_clients(self, n: int) -> list[socket.socket]:
+        """``n`` client sockets in CLOSE_WAIT: the server closed, the client never does.
+
+        The server sockets are closed (orphans in FIN_WAIT2 on the listening port).
+        """
+        clients = []
         for _ in range(n):
             client, server = self._pair()
+            server.close()
+            clients.append(client)
+        self.held += clients
+        wait_for(lambda: all(_state(c) == TcpState.CLOSE_WAIT for c in clients), 5,
+                 "client-side CLOSE_WAIT")
+        return clients
+
+    def time_wait(self, n: int, *, source: str | None = None) -> None:
+        """``n`` client-side TIME_WAIT sockets (the client closes first; they hold no fd).
+
+        ``source``: the local address the clients bind to (port 0: still ephemeral).
+        """
+        for _ in range(n):
+            client, server = self._pair(source)
             client.close()
             server.recv(1)  # the FIN has arrived
             server.close()
