@@ -14,6 +14,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from netns import NetnsPair, _ip
+
 from pysockopt import TcpState
 
 #: How ss spells states (ss -tanH), to compare its lines with ours.
@@ -192,3 +194,21 @@ def send_syns(sources: list[str], dst: str, dport: int, count: int) -> None:
     finally:
         raw.close()
 
+
+
+def flood_target(pair: NetnsPair, port: int, backlog: int) -> tuple[socket.socket, list[str]]:
+    """A listener on ``pair.addr_b:port`` in namespace b, and 62 spoofable source addresses.
+
+    The sources are routed from b into namespace a, which does not forward: SYN+ACKs to
+    them vanish there without a reply, as in a real flood. Close the listener when done.
+    """
+    subnet = pair.addr_a.rsplit(".", 1)[0]
+    _ip("-n", pair.b, "route", "add", f"{subnet}.64/26", "via", pair.addr_a)
+
+    def listen() -> socket.socket:
+        s = socket.socket()
+        s.bind((pair.addr_b, port))
+        s.listen(backlog)
+        return s
+
+    return pair.in_ns("b", listen), [f"{subnet}.{i}" for i in range(65, 127)]

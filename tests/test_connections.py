@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from netns import NetnsPair, _ip
-from sockpiles import Pile, send_syns, ss_counts, ss_lines, wait_for
+from netns import NetnsPair
+from sockpiles import Pile, flood_target, send_syns, ss_counts, ss_lines, wait_for
 
 import pysockopt
 from pysockopt import (
@@ -246,20 +246,10 @@ def test_enumeration_sees_the_calling_threads_namespace(netns_pair: NetnsPair) -
 
 
 def test_new_syn_recv_means_syn_recv_from_both_sources(netns_pair: NetnsPair) -> None:
-    subnet = netns_pair.addr_a.rsplit(".", 1)[0]
-    # Sources behind namespace a, which does not forward: the SYN+ACKs go unanswered, so
-    # namespace b holds request sockets until they time out.
-    _ip("-n", netns_pair.b, "route", "add", f"{subnet}.64/26", "via", netns_pair.addr_a)
-
-    def listen() -> socket.socket:
-        s = socket.socket()
-        s.bind((netns_pair.addr_b, 6001))
-        s.listen(64)
-        return s
-
-    listener = netns_pair.in_ns("b", listen)
+    # The SYN+ACKs go unanswered: namespace b holds request sockets until they time out.
+    listener, sources = flood_target(netns_pair, 6001, 64)
     try:
-        netns_pair.in_ns("a", lambda: send_syns([f"{subnet}.70"], netns_pair.addr_b, 6001, 5))
+        netns_pair.in_ns("a", lambda: send_syns(sources[:1], netns_pair.addr_b, 6001, 5))
 
         def look(states: list[TcpState], source: str) -> list[Connection]:
             return netns_pair.in_ns("b", lambda: connections(

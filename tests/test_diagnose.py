@@ -4,14 +4,13 @@ import dataclasses
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
-from netns import NetnsPair, _ip
-from sockpiles import Pile, send_syns, wait_for
+from netns import NetnsPair
+from sockpiles import Pile, flood_target, send_syns, wait_for
 
 import pysockopt
 from pysockopt import (
@@ -255,19 +254,7 @@ def test_retransmitting_to_a_vanished_peer(netns_pair: NetnsPair) -> None:
 
 
 def test_syn_recv_pile_from_a_syn_flood(netns_pair: NetnsPair) -> None:
-    subnet = netns_pair.addr_a.rsplit(".", 1)[0]
-    # Spoofed sources live behind namespace a, which does not forward: SYN+ACKs to them
-    # vanish there without a reply, as in a real flood.
-    _ip("-n", netns_pair.b, "route", "add", f"{subnet}.64/26", "via", netns_pair.addr_a)
-    sources = [f"{subnet}.{i}" for i in range(65, 127)]
-
-    def listen() -> socket.socket:
-        s = socket.socket()
-        s.bind((netns_pair.addr_b, 6000))
-        s.listen(512)
-        return s
-
-    listener = netns_pair.in_ns("b", listen)
+    listener, sources = flood_target(netns_pair, 6000, 512)
     try:
         netns_pair.in_ns("a", lambda: send_syns(sources, netns_pair.addr_b, 6000, 150))
 
