@@ -238,6 +238,12 @@ static int parse_diag_msg(const uint8_t *payload, size_t len, struct pso_sd_sink
     return 0;
 }
 
+/* The kernel's error numbers are 1..4095 (MAX_ERRNO); anything else is a corrupt reply. */
+static int is_errno(int negative)
+{
+    return negative < 0 && negative >= -4095;
+}
+
 int pso_sd_parse(const uint8_t *buf, size_t len, struct pso_sd_sink *sink)
 {
     if (sink == NULL || (buf == NULL && len > 0))
@@ -264,7 +270,7 @@ int pso_sd_parse(const uint8_t *buf, size_t len, struct pso_sd_sink *sink)
                 int status;
                 memcpy(&status, payload, sizeof status);
                 if (status < 0)
-                    return status;
+                    return is_errno(status) ? status : -EBADMSG;
             }
             sink->done = 1;
             return PSO_SD_DONE;
@@ -275,7 +281,7 @@ int pso_sd_parse(const uint8_t *buf, size_t len, struct pso_sd_sink *sink)
                 return -EBADMSG;
             memcpy(&error, payload, sizeof error);
             /* A dump never gets a plain ACK: 0 or a positive value is a broken reply. */
-            return error < 0 ? error : -EBADMSG;
+            return is_errno(error) ? error : -EBADMSG;
         }
         if (h.nlmsg_type == NLMSG_OVERRUN)
             return -ENOBUFS;
@@ -497,9 +503,19 @@ static int proc_line(const char *p, const char *end, int family, const struct ps
     p = skip_spaces(p, end);
     if ((p = dec_field(p, end, &inode)) == NULL || (p < end && *p != ' '))
         return -EBADMSG;
+    /* After the inode a request socket prints only "refcnt pointer"; a full socket goes on
+     * with rto, ato, ... So the field count tells a request socket from a full SYN_RECV child
+     * not yet accepted (TCP Fast Open), which also has inode 0. */
+    int tail = 0;
+    for (const char *t = skip_spaces(p, end); t < end && tail < 3; t = skip_spaces(t, end)) {
+        tail++;
+        while (t < end && *t != ' ')
+            t++;
+    }
+    int request = state == TCP_STATE_SYN_RECV && inode == 0 && tail <= 2;
 
-    if (!(q->states & (1u << state)) &&
-        !(state == 12 && (q->states & (1u << TCP_STATE_SYN_RECV))))
+    /* Request sockets print state SYN_RECV (3) here, never NEW_SYN_RECV (12). */
+    if (!(q->states & (1u << state)))
         return 0;
     if (q->port >= 0 && sport != q->port && dport != q->port)
         return 0;
@@ -519,7 +535,10 @@ static int proc_line(const char *p, const char *end, int family, const struct ps
      * unanswered probes under the keepalive and zero-window timers, nothing otherwise. */
     uint64_t retrans = timer == 1 ? retrnsmt : (timer == 2 || timer == 4) ? probes : 0;
     c->retrans = (uint8_t)(retrans > 255 ? 255 : retrans);
-    uint64_t ms = timer == 0 ? 0 : when * 1000 / (uint64_t)clk_tck;
+    /* when is up to 16 hex digits: when * 1000 could wrap to a small value. */
+    uint64_t ms = timer == 0 ? 0
+                : when > UINT64_MAX / 1000 ? UINT64_MAX
+                : when * 1000 / (uint64_t)clk_tck;
     c->expires_ms = (uint32_t)(ms > UINT32_MAX ? UINT32_MAX : ms);
     c->rqueue = (uint32_t)rxq;
     c->wqueue = (uint32_t)txq;
@@ -527,8 +546,9 @@ static int proc_line(const char *p, const char *end, int family, const struct ps
         c->wqueue = 0;
         c->flags |= PSO_CONN_WQUEUE_UNKNOWN;
     }
-    /* Request sockets print their listener's uid; sock_diag reports 0 for them. */
-    c->uid = state == TCP_STATE_SYN_RECV && inode == 0 ? 0 : (uint32_t)uid;
+    /* Request sockets print their listener's uid; sock_diag reports 0 for them (but the
+     * listener's uid for a full child socket, as this file does). */
+    c->uid = request ? 0 : (uint32_t)uid;
     c->inode = (uint32_t)inode;
     return 0;
 }

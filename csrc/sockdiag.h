@@ -22,7 +22,8 @@
 #define PSO_SD_DONE 1
 
 /* What to enumerate. family: AF_INET, AF_INET6 or 0 for both (dumped one after the other);
- * states: bitmask of 1 << state (SYN_RECV also brings the kernel's request sockets);
+ * states: bitmask of 1 << state (SYN_RECV also brings the kernel's request sockets, which
+ *   both sources label SYN_RECV; the /proc parser ignores bit NEW_SYN_RECV);
  * port: -1 for any, else sockets whose local OR remote port is this one (kernel bytecode). */
 struct pso_sd_query {
     int family;

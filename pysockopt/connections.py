@@ -167,7 +167,10 @@ def _state_mask(states: Iterable[TcpState | int | str] | TcpState | int | str | 
         states = [states]
     mask = 0
     for s in states:
-        mask |= 1 << parse_state(s)
+        state = parse_state(s)
+        # Both sources label request sockets SYN_RECV (sock_diag's reply and /proc alike),
+        # and asking sock_diag for SYN_RECV brings them: NEW_SYN_RECV is the same request.
+        mask |= 1 << (TcpState.SYN_RECV if state == TcpState.NEW_SYN_RECV else state)
     return mask
 
 
@@ -318,7 +321,8 @@ def connections(
     """Return every TCP socket on the host (in this network namespace), like ``ss -tan``.
 
     ``states``: TcpStates (or numbers, or names like "CLOSE_WAIT") to keep, None for all;
-    SYN_RECV includes the kernel's request sockets. ``port``: sockets whose local or remote
+    SYN_RECV includes the kernel's request sockets, and NEW_SYN_RECV means SYN_RECV (request
+    sockets come back labelled SYN_RECV either way). ``port``: sockets whose local or remote
     port is ``port``. ``family``: ``socket.AF_INET``, ``socket.AF_INET6`` or None for both.
     All three are filters the kernel runs. ``with_info`` attaches each socket's TcpInfo
     (like ``ss -tin``). Listeners come first, with their drop counts. ``source`` as in

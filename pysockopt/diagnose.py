@@ -11,6 +11,8 @@ from ``RULES`` (``python -m pysockopt._diagnose_doc``).
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -54,10 +56,12 @@ class Severity(IntEnum):
 class Thresholds:
     """Where each rule starts to report. The defaults suit a busy server; tune per host.
 
-    Counts are sockets on one local port (per listener for SYN_RECV), except
-    ``time_wait_ratio`` (TIME_WAIT sockets to one remote endpoint over the size of
-    net.ipv4.ip_local_port_range), ``accept_queue_ratio`` (accept queue over backlog),
-    ``retrans`` (consecutive retransmissions of one connection) and ``idle_seconds``.
+    Counts are sockets in one group: per listener for SYN_RECV; for the CLOSE_WAIT,
+    FIN_WAIT1, FIN_WAIT2 and LAST_ACK piles per listening port (server side), else per
+    remote endpoint, else per owning process (client side). ``time_wait_ratio`` is TIME_WAIT
+    sockets from one local address to one remote endpoint over the size of
+    net.ipv4.ip_local_port_range; ``accept_queue_ratio`` is accept queue over backlog;
+    ``retrans`` counts consecutive retransmissions of one connection.
     """
 
     syn_recv: int = 100
@@ -303,7 +307,8 @@ def _syn_recv(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
 def _accept_queue(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
     for c in snap.of(TcpState.LISTEN):
         backlog = c.backlog
-        if not backlog or c.rqueue < backlog * t.accept_queue_ratio:
+        # listen(0) is a backlog of 0 that still queues one connection: full at 1.
+        if backlog is None or not c.rqueue or c.rqueue < backlog * t.accept_queue_ratio:
             continue
         evidence: list[tuple[str, int | float | str]] = [
             ("accept_queue", c.rqueue), ("backlog", backlog)]
@@ -330,28 +335,112 @@ def _listen_drops(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Findin
             port=c.local_port, sockets=[c], processes=_owners([c]))
 
 
+def _who(procs: Sequence[Process]) -> str:
+    """`` in cmd (pid N), ...`` naming up to three processes, or "" when none is known."""
+    if not procs:
+        return ""
+    named = ", ".join(f"{p.command} (pid {p.pid})" for p in procs[:3])
+    more = f" and {len(procs) - 3} more" if len(procs) > 3 else ""
+    return f" in {named}{more}"
+
+
 def _pile(state: TcpState, limit: str) -> Callable[[Rule, _Snapshot, Thresholds],
                                                     Iterable[Finding]]:
-    """Return a rule body for "too many sockets in ``state`` on one local port"."""
+    """Return a rule body for "too many sockets in ``state``" in one group.
+
+    A socket on a port that has a listener is the server's: grouped by that local port.
+    Any other is a client's, on an ephemeral port of its own, so one leak per port never
+    adds up there: grouped by remote endpoint, and what is left, by the process holding it
+    (one /proc walk, only when those sockets together reach the threshold). Orphans (no
+    process) that are left are grouped by local port, as on the server side.
+    """
 
     def check(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
         threshold = getattr(t, limit)
-        for port, conns in sorted(_by_local_port(snap.of(state)).items()):
-            if len(conns) < threshold:
-                continue
+        conns_in_state = snap.of(state)
+        if len(conns_in_state) < threshold:
+            return
+        listening = {c.local_port for c in snap.of(TcpState.LISTEN)}
+        on_port: dict[int, list[Connection]] = defaultdict(list)
+        to_peer: dict[tuple[socket.AddressFamily, str, int], list[Connection]] = (
+            defaultdict(list))
+        for c in conns_in_state:
+            if c.local_port in listening:
+                on_port[c.local_port].append(c)
+            else:
+                to_peer[(c.family, c.remote_address, c.remote_port)].append(c)
+
+        def found(conns: Sequence[Connection], where: str, grouped_by: str,
+                  procs: tuple[Process, ...], port: int | None) -> Finding:
             peers = Counter(c.remote_address for c in conns)
             evidence: list[tuple[str, int | float | str]] = [
-                (state.label.lower(), len(conns)), ("remote_addresses", len(peers)),
+                (state.label.lower(), len(conns)), ("grouped_by", grouped_by),
+                ("remote_addresses", len(peers)),
                 ("unread_bytes", sum(c.rqueue for c in conns)),
                 ("unsent_bytes", sum(c.wqueue or 0 for c in conns))]
-            procs = _owners(conns)
-            who = f" in {', '.join(sorted({p.command for p in procs}))}" if procs else ""
-            yield rule.finding(
-                f"{len(conns)} {state.label} sockets on local port {port}{who}",
+            return rule.finding(
+                f"{len(conns)} {state.label} sockets {where}{_who(procs)}",
                 evidence, port=port, sockets=conns, processes=procs,
                 severity=Severity.CRITICAL if len(conns) >= 10 * threshold else None)
 
+        left: list[Connection] = []
+        for port, conns in sorted(on_port.items()):
+            if len(conns) >= threshold:
+                yield found(conns, f"on local port {port}", "listening port",
+                            _owners(conns), port)
+            else:
+                left += conns  # a listener's few, but maybe part of one process's many
+        for (family, address, rport), conns in sorted(to_peer.items()):
+            if len(conns) >= threshold:
+                endpoint = _endpoint(family, address, rport)
+                yield found(conns, f"to {endpoint}", "remote endpoint", _owners(conns), None)
+            else:
+                left += conns
+        if len(left) < threshold:
+            return
+        owners = processes_of([c.inode for c in left if c.inode])
+        by_owner: dict[tuple[Process, ...], list[Connection]] = defaultdict(list)
+        orphans: dict[int, list[Connection]] = defaultdict(list)
+        for c in left:
+            procs = owners.get(c.inode, ()) if c.inode else ()
+            if procs:
+                by_owner[procs].append(c)
+            elif c.local_port not in on_port:  # a listener's were counted above
+                orphans[c.local_port].append(c)
+        for procs, conns in sorted(by_owner.items(), key=lambda kv: -len(kv[1])):
+            if len(conns) >= threshold:
+                peers = len({(c.remote_address, c.remote_port) for c in conns})
+                yield found(conns, f"to {peers} remote endpoints", "process", procs,
+                            None)
+        for port, conns in sorted(orphans.items()):
+            if len(conns) >= threshold:
+                yield found(conns, f"on local port {port}", "local port (no process)", (),
+                            port)
+
     return check
+
+
+def _endpoint(family: int, address: str, port: int) -> str:
+    return f"[{address}]:{port}" if family == socket.AF_INET6 else f"{address}:{port}"
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _tw_reuse_applies(tw_reuse: int | None, local: str, remote: str) -> bool:
+    """Whether net.ipv4.tcp_tw_reuse lets a new connect() take these TIME_WAIT ports.
+
+    1: for every connection; 2 (the default): when either end is a loopback address.
+    Either way only with TCP timestamps, which loopback always negotiates.
+    """
+    return tw_reuse == 1 or (tw_reuse == 2 and (_is_loopback(local) or _is_loopback(remote)))
 
 
 def _time_wait(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
@@ -361,24 +450,35 @@ def _time_wait(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
         return
     low, high = host.ip_local_port_range
     # Only TIME_WAIT on an ephemeral local port uses up the range; a server that closes
-    # first keeps its TIME_WAIT on its listening port, which costs no port.
-    per_peer: dict[tuple[str, int], list[Connection]] = defaultdict(list)
+    # first keeps its TIME_WAIT on its listening port, which costs no port. A connect()
+    # needs a port free for its own (local address, remote endpoint): each local address
+    # has the whole range to itself.
+    per_pair: dict[tuple[socket.AddressFamily, str, str, int], list[Connection]] = (
+        defaultdict(list))
     for c in snap.of(TcpState.TIME_WAIT):
         if low <= c.local_port <= high:
-            per_peer[(c.remote_address, c.remote_port)].append(c)
-    for (address, port), conns in sorted(per_peer.items(), key=lambda kv: -len(kv[1])):
+            per_pair[(c.family, c.local_address, c.remote_address, c.remote_port)].append(c)
+    for (family, local, address, port), conns in sorted(per_pair.items(),
+                                                        key=lambda kv: -len(kv[1])):
         ratio = len(conns) / size
         if ratio < t.time_wait_ratio:
             continue
-        endpoint = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        reuse = _tw_reuse_applies(host.tcp_tw_reuse, local, address)
+        severity = (Severity.INFO if reuse
+                    else Severity.CRITICAL if ratio >= 0.9 else None)
+        summary = (f"{len(conns)} TIME_WAIT sockets from {local} to "
+                   f"{_endpoint(family, address, port)} hold {ratio:.0%} of the "
+                   f"{size} ephemeral ports")
+        if reuse:
+            summary += (f" (tcp_tw_reuse={host.tcp_tw_reuse} lets new connections "
+                        "reuse them)")
         yield rule.finding(
-            f"{len(conns)} TIME_WAIT sockets to {endpoint} hold {ratio:.0%} of the "
-            f"{size} ephemeral ports",
+            summary,
             [("time_wait", len(conns)), ("ephemeral_ports", size),
              ("ratio", round(ratio, 3)), ("ip_local_port_range", f"{low}-{high}"),
-             ("tcp_tw_reuse", _show(host.tcp_tw_reuse))],
-            port=None, sockets=conns,
-            severity=Severity.CRITICAL if ratio >= 0.9 else None)
+             ("local_address", local), ("tcp_tw_reuse", _show(host.tcp_tw_reuse)),
+             ("tw_reuse_applies", "yes" if reuse else "no")],
+            port=None, sockets=conns, severity=severity)
 
 
 def _retransmitting(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
@@ -439,6 +539,12 @@ def _keepalive_defaults(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[
          ("tcp_keepalive_probes", ka.count), ("detection_s", ka.detection_time)])
 
 
+_PILE_GROUPS: Final = (
+    "Sockets on a port with a listener are grouped by that port (server side); the others, "
+    "each on an ephemeral port of its own (client side), by remote endpoint, and those left "
+    "by owning process (orphans no process holds: by local port), so a client leaking one "
+    "socket per connection is found too.")
+
 RULES: Final[tuple[Rule, ...]] = (
     Rule("SYN_RECV_PILE", Severity.WARNING, "SYN_RECV pile per listener",
          "At least `syn_recv` SYN_RECV entries on one listening port; CRITICAL once "
@@ -451,8 +557,9 @@ RULES: Final[tuple[Rule, ...]] = (
          "net.ipv4.tcp_max_syn_backlog.",
          "syn_recv", _syn_recv),
     Rule("ACCEPT_QUEUE_FULL", Severity.CRITICAL, "Listener accept queue at its backlog",
-         "A LISTEN socket whose accept queue (Recv-Q) is at least `accept_queue_ratio` "
-         "times its backlog (Send-Q); WARNING below 1.0, CRITICAL at or over it.",
+         "A LISTEN socket with connections waiting whose accept queue (Recv-Q) is at least "
+         "`accept_queue_ratio` times its backlog (Send-Q); WARNING below 1.0, CRITICAL at "
+         "or over it (listen(0) is full with one connection waiting).",
          "The kernel completes handshakes by itself; accept() only takes them off the queue. "
          "A full queue means the application stopped accepting or is too slow: new clients "
          "hang in SYN_SENT while their SYNs are dropped.",
@@ -466,38 +573,42 @@ RULES: Final[tuple[Rule, ...]] = (
          "clients retried after a second or more, or gave up.",
          "Same causes as a full accept queue: accept faster, or size the backlog for bursts.",
          "listen_drops", _listen_drops),
-    Rule("CLOSE_WAIT_PILE", Severity.WARNING, "CLOSE_WAIT pile per local port",
-         "At least `close_wait` CLOSE_WAIT sockets on one local port; CRITICAL at ten "
-         "times that. Names the processes holding them.",
+    Rule("CLOSE_WAIT_PILE", Severity.WARNING, "CLOSE_WAIT pile",
+         "At least `close_wait` CLOSE_WAIT sockets in one group; CRITICAL at ten times "
+         "that. " + _PILE_GROUPS + " Names the processes holding them.",
          "The peer closed its side (FIN) and our application never called close(): almost "
          "always a socket leak, e.g. not closing after recv() returned 0 or on an error path.",
          "Fix the application to close sockets on EOF and on every error path; the pile "
          "grows until the process runs out of descriptors (EMFILE).",
          "close_wait", _pile(TcpState.CLOSE_WAIT, "close_wait")),
     Rule("TIME_WAIT_PRESSURE", Severity.WARNING, "TIME_WAIT pressure on ephemeral ports",
-         "TIME_WAIT sockets on ephemeral local ports to one remote endpoint, at least "
-         "`time_wait_ratio` of the size of net.ipv4.ip_local_port_range; CRITICAL at 0.9.",
+         "TIME_WAIT sockets on ephemeral local ports from one local address to one remote "
+         "endpoint (each local address has the whole range to itself), at least "
+         "`time_wait_ratio` of the size of net.ipv4.ip_local_port_range; CRITICAL at 0.9. "
+         "Only INFO where net.ipv4.tcp_tw_reuse lets new connections reuse those ports "
+         "(1: always; 2, the default: when either end is loopback); the evidence says "
+         "`tw_reuse_applies`.",
          "This host opens many short outgoing connections and closes them first; each "
          "holds its local port for 60 s. When the range runs out, connect() fails with "
          "EADDRNOTAVAIL (Cannot assign requested address).",
          "Reuse connections (keep-alive, pools); widen net.ipv4.ip_local_port_range; "
          "net.ipv4.tcp_tw_reuse=1 lets new outgoing connections reuse TIME_WAIT ports.",
          "time_wait_ratio", _time_wait),
-    Rule("FIN_WAIT1_PILE", Severity.WARNING, "FIN_WAIT1 pile per local port",
-         "At least `fin_wait1` FIN_WAIT1 sockets on one local port.",
+    Rule("FIN_WAIT1_PILE", Severity.WARNING, "FIN_WAIT1 pile",
+         "At least `fin_wait1` FIN_WAIT1 sockets in one group. " + _PILE_GROUPS,
          "We closed with data or a FIN still unacknowledged: peers are gone or not reading "
          "(common right after shutting down a server with many clients).",
          "Check the peers' reachability; net.ipv4.tcp_orphan_retries bounds how long "
          "orphaned sockets retry.",
          "fin_wait1", _pile(TcpState.FIN_WAIT1, "fin_wait1")),
-    Rule("FIN_WAIT2_PILE", Severity.WARNING, "FIN_WAIT2 pile per local port",
-         "At least `fin_wait2` FIN_WAIT2 sockets on one local port.",
+    Rule("FIN_WAIT2_PILE", Severity.WARNING, "FIN_WAIT2 pile",
+         "At least `fin_wait2` FIN_WAIT2 sockets in one group. " + _PILE_GROUPS,
          "Our FIN was acknowledged but the peer never closes its side: the peer application "
          "leaks sockets (the CLOSE_WAIT pile is on its host).",
          "Look at the peer application; net.ipv4.tcp_fin_timeout bounds orphaned FIN_WAIT2.",
          "fin_wait2", _pile(TcpState.FIN_WAIT2, "fin_wait2")),
-    Rule("LAST_ACK_PILE", Severity.WARNING, "LAST_ACK pile per local port",
-         "At least `last_ack` LAST_ACK sockets on one local port.",
+    Rule("LAST_ACK_PILE", Severity.WARNING, "LAST_ACK pile",
+         "At least `last_ack` LAST_ACK sockets in one group. " + _PILE_GROUPS,
          "We closed after the peer did and our FIN is not acknowledged: peers vanished "
          "(often a load-test client killed abruptly).",
          "Usually transient; if it persists, check the path to those peers.",
@@ -556,16 +667,27 @@ def _port_range() -> tuple[int, int] | None:
 def _listen_counters() -> tuple[int | None, int | None]:
     """TcpExt ListenOverflows and ListenDrops of this network namespace."""
     try:
-        with open("/proc/thread-self/net/netstat", encoding="ascii") as f:
-            lines = f.read().splitlines()
+        with open("/proc/thread-self/net/netstat", encoding="ascii", errors="replace") as f:
+            return _netstat_counters(f.read())
     except OSError:
         return None, None
+
+
+def _netstat_counters(text: str) -> tuple[int | None, int | None]:
+    """Return ListenOverflows and ListenDrops from /proc/net/netstat text.
+
+    A counter that is absent or not a number is None.
+    """
+    lines = text.splitlines()
     for names, values in zip(lines[::2], lines[1::2], strict=False):
         if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
             table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
-            over, drops = table.get("ListenOverflows"), table.get("ListenDrops")
-            return (None if over is None else int(over), None if drops is None else int(drops))
+            return _count(table.get("ListenOverflows")), _count(table.get("ListenDrops"))
     return None, None
+
+
+def _count(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
 
 def host_facts() -> HostFacts:

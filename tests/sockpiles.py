@@ -14,6 +14,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from netns import NetnsPair, _ip
+
 from pysockopt import TcpState
 
 #: How ss spells states (ss -tanH), to compare its lines with ours.
@@ -84,9 +86,11 @@ class Pile:
                 s.close()
         self.held.clear()
 
-    def _pair(self) -> tuple[socket.socket, socket.socket]:
+    def _pair(self, source: str | None = None) -> tuple[socket.socket, socket.socket]:
         client = socket.socket(self.family, socket.SOCK_STREAM)
         client.settimeout(5)
+        if source is not None:
+            client.bind((source, 0))
         client.connect((self.host, self.port))
         server, _ = self.listener.accept()
         return client, server
@@ -114,10 +118,28 @@ class Pile:
                  "CLOSE_WAIT and FIN_WAIT2")
         return servers
 
-    def time_wait(self, n: int) -> None:
-        """``n`` client-side TIME_WAIT sockets (the client closes first; they hold no fd)."""
+    def leaked_clients(self, n: int) -> list[socket.socket]:
+        """``n`` client sockets in CLOSE_WAIT: the server closed, the client never does.
+
+        The server sockets are closed (orphans in FIN_WAIT2 on the listening port).
+        """
+        clients = []
         for _ in range(n):
             client, server = self._pair()
+            server.close()
+            clients.append(client)
+        self.held += clients
+        wait_for(lambda: all(_state(c) == TcpState.CLOSE_WAIT for c in clients), 5,
+                 "client-side CLOSE_WAIT")
+        return clients
+
+    def time_wait(self, n: int, *, source: str | None = None) -> None:
+        """``n`` client-side TIME_WAIT sockets (the client closes first; they hold no fd).
+
+        ``source``: the local address the clients bind to (port 0: still ephemeral).
+        """
+        for _ in range(n):
+            client, server = self._pair(source)
             client.close()
             server.recv(1)  # the FIN has arrived
             server.close()
@@ -172,3 +194,21 @@ def send_syns(sources: list[str], dst: str, dport: int, count: int) -> None:
     finally:
         raw.close()
 
+
+
+def flood_target(pair: NetnsPair, port: int, backlog: int) -> tuple[socket.socket, list[str]]:
+    """A listener on ``pair.addr_b:port`` in namespace b, and 62 spoofable source addresses.
+
+    The sources are routed from b into namespace a, which does not forward: SYN+ACKs to
+    them vanish there without a reply, as in a real flood. Close the listener when done.
+    """
+    subnet = pair.addr_a.rsplit(".", 1)[0]
+    _ip("-n", pair.b, "route", "add", f"{subnet}.64/26", "via", pair.addr_a)
+
+    def listen() -> socket.socket:
+        s = socket.socket()
+        s.bind((pair.addr_b, port))
+        s.listen(backlog)
+        return s
+
+    return pair.in_ns("b", listen), [f"{subnet}.{i}" for i in range(65, 127)]

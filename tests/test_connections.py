@@ -3,6 +3,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import io
+import ipaddress
 import json
 import mmap
 import os
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from netns import NetnsPair
-from sockpiles import Pile, ss_counts, ss_lines, wait_for
+from sockpiles import Pile, flood_target, send_syns, ss_counts, ss_lines, wait_for
 
 import pysockopt
 from pysockopt import (
@@ -77,13 +78,8 @@ def test_state_counts_match_ss(world: Pile, source: str) -> None:
 
 
 def test_netlink_and_proc_give_the_same_sockets(world: Pile) -> None:
-    def comparable(c: Connection) -> Connection:
-        # The timer's expiry moves between the two reads; /proc lacks backlog and drops.
-        wq = None if c.state == TcpState.LISTEN else c.wqueue
-        return c._replace(expires_ms=0, drops=None, wqueue=wq)
-
-    a = set(map(comparable, connections(port=world.port, source="netlink")))
-    b = set(map(comparable, connections(port=world.port, source="proc")))
+    a = set(map(_comparable, connections(port=world.port, source="netlink")))
+    b = set(map(_comparable, connections(port=world.port, source="proc")))
     assert a - b == b - a == set()
     assert len(a) == sum(ss_counts(world.port).values())
 
@@ -167,6 +163,32 @@ def test_ipv6_and_family_filter() -> None:
                     [c._replace(wqueue=0) for c in only6])
 
 
+def _comparable(c: Connection) -> Connection:
+    # The timer's expiry moves between the two reads; /proc lacks backlog and drops.
+    wq = None if c.state == TcpState.LISTEN else c.wqueue
+    return c._replace(expires_ms=0, drops=None, wqueue=wq)
+
+
+@pytest.mark.parametrize("host", ["::1", "::ffff:127.0.0.1"])
+def test_ipv6_records_are_the_same_from_netlink_and_proc(host: str) -> None:
+    # "::ffff:127.0.0.1": an AF_INET6 socket talking IPv4, shown as v4-mapped by both.
+    with Pile(family=socket.AF_INET6, host=host, backlog=16) as pile:
+        pile.established(2)
+        pile.close_wait(2)
+        pile.time_wait(2)
+        pile.unaccepted(1)
+        wait_for(lambda: [c.rqueue for c in connections(states=[TcpState.LISTEN],
+                                                        port=pile.port)] == [1],
+                 5, "one connection in the accept queue")
+        nl = connections(port=pile.port, source="netlink")
+        proc = connections(port=pile.port, source="proc")
+        assert len(nl) == 1 + 2 * 2 + 2 * 2 + 2 + 2
+        assert {c.family for c in nl} == {socket.AF_INET6}
+        assert {c.local_address for c in nl} == {host}
+        assert sorted(map(_comparable, nl)) == sorted(map(_comparable, proc))
+        assert [c.backlog for c in nl if c.state == TcpState.LISTEN] == [16]
+
+
 @pytest.mark.parametrize("bad", [-1, 65536, "80", 1.5, True])
 def test_bad_port_is_config_error(bad: object) -> None:
     with pytest.raises(InvalidConfigError, match="port"):
@@ -221,6 +243,30 @@ def test_enumeration_sees_the_calling_threads_namespace(netns_pair: NetnsPair) -
         # Not in our namespace (the port number may be in use here by something else).
         assert [c for c in connections(port=pile.port)
                 if netns_pair.addr_a in (c.local_address, c.remote_address)] == []
+
+
+def test_new_syn_recv_means_syn_recv_from_both_sources(netns_pair: NetnsPair) -> None:
+    # The SYN+ACKs go unanswered: namespace b holds request sockets until they time out.
+    listener, sources = flood_target(netns_pair, 6001, 64)
+    try:
+        netns_pair.in_ns("a", lambda: send_syns(sources[:1], netns_pair.addr_b, 6001, 5))
+
+        def look(states: list[TcpState], source: str) -> list[Connection]:
+            return netns_pair.in_ns("b", lambda: connections(
+                states=states, port=6001, source=source))  # type: ignore[arg-type]
+
+        wait_for(lambda: len(look([TcpState.SYN_RECV], "netlink")) == 5, 5, "5 SYN_RECV")
+        answers = {(tuple(states), source): look(states, source)
+                   for states in ([TcpState.SYN_RECV], [TcpState.NEW_SYN_RECV])
+                   for source in SOURCES}
+        for conns in answers.values():
+            assert len(conns) == 5 and {c.state for c in conns} == {TcpState.SYN_RECV}
+            assert {(c.uid, c.inode, c.timer) for c in conns} == {(0, 0, Timer.RETRANSMIT)}
+        rows = {k: sorted(c._replace(expires_ms=0, retrans=0) for c in v)
+                for k, v in answers.items()}
+        assert len({tuple(v) for v in rows.values()}) == 1
+    finally:
+        listener.close()
 
 
 def test_a_dump_larger_than_one_datagram_is_read_to_the_end(netns_pair: NetnsPair) -> None:
@@ -309,6 +355,8 @@ _guard = Guarded(1 << 20)
 
 
 def _parse_guarded(datagrams: list[bytes]) -> tuple[int, list[Connection] | None]:
+    """Parse datagrams placed against a guard page; the sink's counts are checked against
+    its records whatever the outcome, and returned records against ``_assert_sane``."""
     sink = ffi.new("struct pso_sd_sink *")
     lib.pso_sd_sink_init(sink, 1)
     try:
@@ -316,16 +364,42 @@ def _parse_guarded(datagrams: list[bytes]) -> tuple[int, list[Connection] | None
         for d in datagrams:
             rc = lib.pso_sd_parse(_guard.place(d), len(d), sink)
             if rc < 0:
-                return rc, None
+                break
+        # Counted and kept agree, even for a reply refused half-way.
+        counts = [int(sink.counts[i]) for i in range(lib.PSO_SD_NSTATES)]
+        assert sum(counts) == sink.total == sink.nconns
+        states = Counter(int(sink.conns[i].state) for i in range(sink.nconns))
+        assert states == Counter({i: n for i, n in enumerate(counts) if n})
+        # An error is a real errno value (the kernel's are 1..4095), never a corrupt int.
+        assert rc in (lib.PSO_SD_MORE, lib.PSO_SD_DONE) or 0 < -rc < 4096
+        if rc < 0:
+            return rc, None
         from pysockopt.connections import _records
 
         try:
-            return rc, _records(sink)
+            conns = _records(sink)
         except OSError as err:  # a state number no TcpState has: refused, not returned
             assert err.errno == errno.EBADMSG
             return -err.errno, None
+        _assert_sane(conns, sum(len(d) for d in datagrams))
+        return rc, conns
     finally:
         lib.pso_sd_sink_free(sink)
+
+
+def _assert_sane(conns: list[Connection], size: int) -> None:
+    """Every record is one a kernel could have sent: known enums, ports, addresses."""
+    for c in conns:
+        assert c.family in (socket.AF_INET, socket.AF_INET6)
+        assert isinstance(c.state, TcpState) and 1 <= c.state <= 13
+        assert isinstance(c.timer, Timer) and 0 <= c.retrans <= 255
+        assert 0 <= c.local_port <= 65535 and 0 <= c.remote_port <= 65535
+        version = 4 if c.family == socket.AF_INET else 6
+        assert ipaddress.ip_address(c.local_address).version == version
+        assert ipaddress.ip_address(c.remote_address).version == version
+        assert 0 <= c.rqueue < 2**32 and c.wqueue is not None and 0 <= c.wqueue < 2**32
+        assert c.drops is None or 0 <= c.drops < 2**31
+        assert c.info is None or 0 < c.info.size <= size
 
 
 def test_parser_reads_a_real_reply(sample: list[bytes], world: Pile) -> None:
@@ -358,18 +432,20 @@ def test_corrupted_reply_never_crashes_or_returns_malformed_records(
     for _ in range(data.draw(st.integers(1, 8))):
         pos = data.draw(st.integers(0, len(blob) - 1))
         blob[pos] = data.draw(st.integers(0, 255))
-    rc, conns = _parse_guarded([bytes(blob)])
-    assert rc in (lib.PSO_SD_MORE, lib.PSO_SD_DONE) or rc < 0
-    for c in conns or ():
-        assert c.family in (socket.AF_INET, socket.AF_INET6)
-        assert isinstance(c.state, TcpState) and isinstance(c.timer, Timer)
-        assert c.info is None or 0 < c.info.size <= len(blob)
+    rc, conns = _parse_guarded([bytes(blob)])  # checks rc, counts and records
+    if rc >= 0:
+        assert conns is not None
+        # Corrupting bytes never adds sockets: at most one record per message in the blob.
+        assert len(conns) <= sum(len(d) // 88 for d in sample)
 
 
 @given(st.binary(max_size=600))
 def test_random_bytes_never_crash_the_parser(junk: bytes) -> None:
-    rc, conns = _parse_guarded([junk])
-    assert rc < 0 or conns is not None
+    rc, conns = _parse_guarded([junk])  # checks counts and records (_assert_sane)
+    if rc >= 0:
+        assert conns is not None and len(conns) <= len(junk) // 88
+    else:
+        assert conns is None
 
 
 def _message(kind: int, payload: bytes, seq: int = 7) -> bytes:
@@ -400,6 +476,8 @@ DONE = _message(3, struct.pack("=i", 0))
     (_message(2, b"\x01"), errno.EBADMSG),                              # truncated NLMSG_ERROR
     (_message(3, struct.pack("=i", -errno.ENOBUFS)), errno.ENOBUFS),     # dump failed mid-way
     (_message(20, _diag_msg(), seq=8) + DONE, errno.EBADMSG),           # someone else's reply
+    (_message(2, struct.pack("=i", -100_000) + bytes(16)), errno.EBADMSG),  # no such errno
+    (_message(3, struct.pack("=i", -(2**31))), errno.EBADMSG),           # no such errno
 ])
 def test_malformed_replies_are_clear_errors(datagram: bytes, code: int) -> None:
     sink = ffi.new("struct pso_sd_sink *")
@@ -456,6 +534,43 @@ def test_truncated_or_corrupted_proc_text_is_an_error(proc_text: bytes,
     bad = b"".join(lines[:line]) + b" ".join(fields) + b"\n" + b"".join(lines[line + 1:])
     with pytest.raises(OSError, match=f"line {line + 1}"):
         _parse_proc(bad, socket.AF_INET)
+
+
+_PROC_HEADER = (b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when "
+                b"retrnsmt   uid  timeout inode\n")
+
+
+def _proc_line(state: int = 1, timer: int = 0, when: int = 0, uid: int = 1000, inode: int = 77,
+               tail: bytes = b" 1 0000000000000000 20 4 0 10 -1") -> bytes:
+    """One /proc/net/tcp line: 127.0.0.1:8080 -> 127.0.0.1:50000 (tail: after the inode)."""
+    return (b"   0: 0100007F:1F90 0100007F:C350 %02X 00000000:00000000 %02X:%08X 00000002 "
+            b"%5d        0 %d" % (state, timer, when, uid, inode)) + tail + b"\n"
+
+
+def test_proc_timer_expiry_is_clamped_not_wrapped() -> None:
+    # ceil(2**64 / 1000) ticks: times 1000 it wraps to 384, i.e. "fires in 3 ms".
+    ticks = 0x4189374BC6A7F0
+    (c,) = _parse_proc(_PROC_HEADER + _proc_line(timer=1, when=ticks), socket.AF_INET)
+    assert c.timer == Timer.RETRANSMIT and c.expires_ms == 2**32 - 1
+    (c,) = _parse_proc(_PROC_HEADER + _proc_line(timer=1, when=2**64 - 1), socket.AF_INET)
+    assert c.expires_ms == 2**32 - 1
+    hz = os.sysconf("SC_CLK_TCK")
+    (c,) = _parse_proc(_PROC_HEADER + _proc_line(timer=2, when=3 * hz), socket.AF_INET)
+    assert c.timer == Timer.KEEPALIVE and c.expires_ms == 3000
+
+
+def test_proc_uid_zero_only_for_request_sockets() -> None:
+    # A request socket ends after "refcnt pointer" and prints its listener's uid, which
+    # sock_diag reports as 0; a full SYN_RECV child not yet accepted (TCP Fast Open) also has
+    # inode 0, but sock_diag gives its real uid, and so must we.
+    request = _proc_line(state=3, timer=1, when=100, inode=0, tail=b" 0 0000000000000000")
+    child = _proc_line(state=3, timer=1, when=100, inode=0)
+    (r,) = _parse_proc(_PROC_HEADER + request, socket.AF_INET)
+    (f,) = _parse_proc(_PROC_HEADER + child, socket.AF_INET)
+    assert r.state == f.state == TcpState.SYN_RECV
+    assert r.uid == 0 and f.uid == 1000
+    (e,) = _parse_proc(_PROC_HEADER + _proc_line(inode=0), socket.AF_INET)
+    assert e.uid == 1000  # an ESTABLISHED orphan keeps its uid
 
 
 @given(st.binary(max_size=400) | st.text("0123456789ABCDEF: \n-", max_size=400).map(str.encode))

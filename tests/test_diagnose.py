@@ -4,14 +4,13 @@ import dataclasses
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
-from netns import NetnsPair, _ip
-from sockpiles import Pile, send_syns, wait_for
+from netns import NetnsPair
+from sockpiles import Pile, flood_target, send_syns, wait_for
 
 import pysockopt
 from pysockopt import (
@@ -27,7 +26,7 @@ from pysockopt import (
 )
 from pysockopt._diagnose_doc import DOC
 from pysockopt.cli import main
-from pysockopt.diagnose import RULES, rules_markdown
+from pysockopt.diagnose import RULES, _netstat_counters, rules_markdown
 
 
 def _found(d: Diagnosis, code: str) -> list[Finding]:
@@ -60,6 +59,83 @@ def test_close_wait_pile_names_the_leaking_process() -> None:
         # Below the threshold it is not reported; a lower threshold finds it again.
         assert not _found(diagnose(port=pile.port, thresholds=Thresholds(close_wait=13)),
                           "CLOSE_WAIT_PILE")
+
+
+def test_client_side_close_wait_pile_names_the_leaking_process() -> None:
+    # The server closes each connection; the client never closes its side. Each leaked
+    # socket sits on its own ephemeral port: only grouping by the remote endpoint finds it.
+    with Pile() as pile:
+        pile.leaked_clients(50)
+        wait_for(lambda: pysockopt.state_counts(port=pile.port).get(TcpState.FIN_WAIT2) == 50,
+                 5, "the server's 50 closed sockets in FIN_WAIT2")  # the client ACKs late
+        d = diagnose(port=pile.port)
+        assert d.counts[TcpState.CLOSE_WAIT] == 50
+        (f,) = _found(d, "CLOSE_WAIT_PILE")
+        me = pysockopt.Process(os.getpid(), _comm())
+        assert f.processes == (me,) and f.port is None
+        assert _evidence(f)["close_wait"] == 50
+        assert _evidence(f)["grouped_by"] == "remote endpoint"
+        assert f.summary == (f"50 CLOSE_WAIT sockets to 127.0.0.1:{pile.port} "
+                             f"in {me.command} (pid {me.pid})")
+        assert f.severity == Severity.WARNING and f in d.problems
+        # The server's closed sockets wait in FIN_WAIT2 on the listening port.
+        (fw,) = _found(d, "FIN_WAIT2_PILE")
+        assert fw.port == pile.port and _evidence(fw)["grouped_by"] == "listening port"
+        assert _evidence(fw)["fin_wait2"] == 50 and fw.processes == ()
+
+
+def test_client_side_fin_wait2_pile_is_grouped_by_remote_endpoint() -> None:
+    with Pile() as pile:
+        pile.close_wait(12)  # the 12 clients shut down their side: FIN_WAIT2, one per port
+        d = diagnose(port=pile.port, thresholds=Thresholds(fin_wait2=10))
+        (f,) = _found(d, "FIN_WAIT2_PILE")
+        assert _evidence(f)["fin_wait2"] == 12
+        assert _evidence(f)["grouped_by"] == "remote endpoint"
+        assert f"to 127.0.0.1:{pile.port}" in f.summary
+        assert pysockopt.Process(os.getpid(), _comm()) in f.processes
+
+
+def test_client_pile_spread_over_endpoints_is_grouped_by_process(netns_pair: NetnsPair) -> None:
+    def inside() -> Diagnosis:
+        piles = [Pile() for _ in range(3)]
+        try:
+            for pile in piles:
+                pile.leaked_clients(5)  # 5 per endpoint, 15 in all: one process leaks
+            return diagnose()
+        finally:
+            for pile in piles:
+                pile.close()
+
+    d = netns_pair.in_ns("a", inside)
+    assert d.counts[TcpState.CLOSE_WAIT] == 15
+    (f,) = _found(d, "CLOSE_WAIT_PILE")
+    me = pysockopt.Process(os.getpid(), _comm())
+    assert f.processes == (me,) and _evidence(f)["grouped_by"] == "process"
+    assert _evidence(f)["close_wait"] == 15
+    assert f.summary == (f"15 CLOSE_WAIT sockets to 3 remote endpoints "
+                         f"in {me.command} (pid {me.pid})")
+
+
+def test_listen_zero_with_one_waiting_is_a_full_queue() -> None:
+    with Pile(backlog=0) as pile:
+        assert not _found(diagnose(port=pile.port), "ACCEPT_QUEUE_FULL")  # nothing waiting
+        pile.unaccepted(1)
+        wait_for(lambda: [c.rqueue for c in pysockopt.connections(
+            states=[TcpState.LISTEN], port=pile.port)] == [1], 5, "one queued connection")
+        (f,) = _found(diagnose(port=pile.port), "ACCEPT_QUEUE_FULL")
+        assert _evidence(f)["backlog"] == 0 and _evidence(f)["accept_queue"] == 1
+        assert f.severity == Severity.CRITICAL
+
+
+def test_netstat_counters_skip_values_that_are_not_numbers() -> None:
+    head = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\n"
+    assert _netstat_counters(head + "TcpExt: 0 7 9\n") == (7, 9)
+    assert _netstat_counters(head + "TcpExt: 0 x7 9\n") == (None, 9)
+    assert _netstat_counters(head + "TcpExt: 0 7 -1\n") == (7, None)
+    assert _netstat_counters(head + "TcpExt: 0 ٣ 9\n") == (None, 9)  # a non-ASCII digit
+    assert _netstat_counters(head + "TcpExt: 0\n") == (None, None)
+    assert _netstat_counters(head) == (None, None)
+    assert _netstat_counters("") == (None, None)
 
 
 def test_full_accept_queue_and_listener_drops() -> None:
@@ -108,21 +184,51 @@ def test_quiet_port_has_no_problems() -> None:
 # --- situations in private network namespaces
 
 
+def _sysctl(name: str, value: str) -> None:
+    with open(f"/proc/sys/net/ipv4/{name}", "w") as f:
+        f.write(value)
+
+
 def test_time_wait_pressure_against_the_port_range(netns_pair: NetnsPair) -> None:
-    def inside() -> Diagnosis:
-        with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:
-            f.write("40000 40199")  # 200 ephemeral ports in this namespace only
+    def inside() -> tuple[Diagnosis, Diagnosis]:
+        _sysctl("ip_local_port_range", "40000 40199")  # 200 ports, this namespace only
         with Pile() as pile:
             pile.time_wait(130)
-            return diagnose()
+            _sysctl("tcp_tw_reuse", "0")
+            strict = diagnose()
+            _sysctl("tcp_tw_reuse", "2")  # the default: reuse for loopback
+            return strict, diagnose()
 
-    d = netns_pair.in_ns("a", inside)
+    d, reuse = netns_pair.in_ns("a", inside)
     (f,) = _found(d, "TIME_WAIT_PRESSURE")
     ev = _evidence(f)
     assert ev["time_wait"] == 130 and ev["ephemeral_ports"] == 200 and ev["ratio"] == 0.65
-    assert ev["ip_local_port_range"] == "40000-40199"
-    assert f.severity == Severity.WARNING and "127.0.0.1:" in f.summary
+    assert ev["ip_local_port_range"] == "40000-40199" and ev["local_address"] == "127.0.0.1"
+    assert ev["tcp_tw_reuse"] == 0 and ev["tw_reuse_applies"] == "no"
+    assert f.severity == Severity.WARNING and "from 127.0.0.1 to 127.0.0.1:" in f.summary
     assert d.host.ip_local_port_range == (40000, 40199)
+    # With tcp_tw_reuse=2, connect() to loopback reuses these ports: worth knowing, no more.
+    (r,) = _found(reuse, "TIME_WAIT_PRESSURE")
+    assert r.severity == Severity.INFO and "tcp_tw_reuse=2" in r.summary
+    assert _evidence(r)["tw_reuse_applies"] == "yes" and _evidence(r)["time_wait"] == 130
+
+
+def test_time_wait_is_counted_per_local_address(netns_pair: NetnsPair) -> None:
+    def inside() -> tuple[Diagnosis, Diagnosis]:
+        _sysctl("ip_local_port_range", "40000 40199")
+        _sysctl("tcp_tw_reuse", "0")
+        with Pile() as pile:
+            # Two local addresses: each has all 200 ports to itself, 35% used by each.
+            pile.time_wait(70, source="127.0.0.1")
+            pile.time_wait(70, source="127.0.0.2")
+            return diagnose(), diagnose(thresholds=Thresholds(time_wait_ratio=0.3))
+
+    d, low = netns_pair.in_ns("a", inside)
+    assert d.counts[TcpState.TIME_WAIT] == 140
+    assert not _found(d, "TIME_WAIT_PRESSURE")
+    found = _found(low, "TIME_WAIT_PRESSURE")
+    assert sorted((_evidence(f)["local_address"], _evidence(f)["time_wait"]) for f in found) == [
+        ("127.0.0.1", 70), ("127.0.0.2", 70)]
 
 
 def test_retransmitting_to_a_vanished_peer(netns_pair: NetnsPair) -> None:
@@ -148,19 +254,7 @@ def test_retransmitting_to_a_vanished_peer(netns_pair: NetnsPair) -> None:
 
 
 def test_syn_recv_pile_from_a_syn_flood(netns_pair: NetnsPair) -> None:
-    subnet = netns_pair.addr_a.rsplit(".", 1)[0]
-    # Spoofed sources live behind namespace a, which does not forward: SYN+ACKs to them
-    # vanish there without a reply, as in a real flood.
-    _ip("-n", netns_pair.b, "route", "add", f"{subnet}.64/26", "via", netns_pair.addr_a)
-    sources = [f"{subnet}.{i}" for i in range(65, 127)]
-
-    def listen() -> socket.socket:
-        s = socket.socket()
-        s.bind((netns_pair.addr_b, 6000))
-        s.listen(512)
-        return s
-
-    listener = netns_pair.in_ns("b", listen)
+    listener, sources = flood_target(netns_pair, 6000, 512)
     try:
         netns_pair.in_ns("a", lambda: send_syns(sources, netns_pair.addr_b, 6000, 150))
 
