@@ -13,6 +13,7 @@ import time
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from netns import NetnsPair
 
 import pysockopt
 from pysockopt import (
@@ -270,30 +271,33 @@ def _wait_recv_error(sock: socket.socket, limit: float) -> tuple[OSError | None,
     raise AssertionError(f"recv returned {data!r} instead of failing")
 
 
-@pytest.mark.root
-@pytest.mark.slow
-def test_idle_dead_peer_found_by_keepalive(netns_pair: object) -> None:
-    from netns import NetnsPair
-    assert isinstance(netns_pair, NetnsPair)
-    with netns_pair.connected() as (client, server):
-        apply_keepalive(client, KeepaliveConfig(idle=2, interval=1, count=3))
+def _idle_dead_peer_seconds(pair: NetnsPair, port: int, config: KeepaliveConfig) -> float:
+    """Seconds from the last traffic until recv() fails with ETIMEDOUT, once b's link is down."""
+    with pair.connected(port) as (client, server):
+        apply_keepalive(client, config)
         client.sendall(b"x")
         assert server.recv(1) == b"x"
         last_traffic = time.monotonic()
-        netns_pair.link_down("b")
+        pair.link_down("b")
         exc, _ = _wait_recv_error(client, 20)
         elapsed = time.monotonic() - last_traffic
         assert isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT, exc
-        assert 4.0 <= elapsed <= 8.0, elapsed
+        return elapsed
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_idle_dead_peer_found_by_keepalive(netns_pair: NetnsPair) -> None:
+    elapsed = _idle_dead_peer_seconds(netns_pair, 5554, KeepaliveConfig(idle=2, interval=1,
+                                                                         count=3))
+    assert 4.0 <= elapsed <= 8.0, elapsed
 
 
 @pytest.mark.root
 @pytest.mark.slow
 def test_data_in_flight_keepalive_alone_hangs_user_timeout_bounds_it(
-    netns_pair: object,
+    netns_pair: NetnsPair,
 ) -> None:
-    from netns import NetnsPair
-    assert isinstance(netns_pair, NetnsPair)
     # Keepalive alone: with unacknowledged data the keepalive timer never fires.
     with netns_pair.connected(5555) as (client, _server):
         apply_keepalive(client, KeepaliveConfig(idle=2, interval=1, count=3))
@@ -311,9 +315,7 @@ def test_data_in_flight_keepalive_alone_hangs_user_timeout_bounds_it(
 
 @pytest.mark.root
 @pytest.mark.slow
-def test_data_in_flight_fails_within_user_timeout(netns_pair: object) -> None:
-    from netns import NetnsPair
-    assert isinstance(netns_pair, NetnsPair)
+def test_data_in_flight_fails_within_user_timeout(netns_pair: NetnsPair) -> None:
     with netns_pair.connected(5556) as (client, _server):
         apply_keepalive(client, KeepaliveConfig(idle=2, interval=1, count=3,
                                                 user_timeout_ms=3000))
@@ -372,20 +374,10 @@ def test_cli_usage_error_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.root
 @pytest.mark.slow
-def test_for_detection_budget_holds_on_a_real_dead_peer(netns_pair: object) -> None:
-    from netns import NetnsPair
-    assert isinstance(netns_pair, NetnsPair)
+def test_for_detection_budget_holds_on_a_real_dead_peer(netns_pair: NetnsPair) -> None:
     config = KeepaliveConfig.for_detection(6)  # idle 3 + 3 probes x 1 s, user timeout 6 s
-    with netns_pair.connected(5557) as (client, server):
-        apply_keepalive(client, config)
-        client.sendall(b"x")
-        assert server.recv(1) == b"x"
-        last_traffic = time.monotonic()
-        netns_pair.link_down("b")
-        exc, _ = _wait_recv_error(client, 20)
-        elapsed = time.monotonic() - last_traffic
-        assert isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT, exc
-        # With TCP_USER_TIMEOUT set the keepalive timer aborts at its first run at or past the
-        # user timeout: the last probe's slot (6 s), or one interval later when the timer
-        # runs a jiffy early.
-        assert 5.0 <= elapsed <= 7.0 + 0.5, elapsed
+    elapsed = _idle_dead_peer_seconds(netns_pair, 5557, config)
+    # With TCP_USER_TIMEOUT set the keepalive timer aborts at its first run at or past the
+    # user timeout: the last probe's slot (6 s), or one interval later when the timer runs a
+    # jiffy early.
+    assert 5.0 <= elapsed <= 7.0 + 0.5, elapsed
