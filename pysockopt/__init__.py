@@ -26,6 +26,14 @@ from .keepalive import (
 # connections / diagnose imports (issue 5) go here
 
 # heartbeat imports (issue 6) go here
+from .heartbeat import (
+    CloseReason,
+    HeartbeatMonitor,
+    HeartbeatSender,
+    HeartbeatSenderThread,
+    HeartbeatStats,
+    HeartbeatThread,
+)
 
 __version__ = "0.1.0"
 
@@ -48,5 +56,11 @@ __all__ = [
     # connections / diagnose (issue 5)
 
     # heartbeat (issue 6)
+    "CloseReason",
+    "HeartbeatMonitor",
+    "HeartbeatSender",
+    "HeartbeatSenderThread",
+    "HeartbeatStats",
+    "HeartbeatThread",
 
 ]
