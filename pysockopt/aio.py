@@ -89,9 +89,11 @@ class AsyncHeartbeats:
         feed_eof = reader.feed_eof
         set_exception = reader.set_exception
         beat = monitor.beat
+        grace = self._grace
 
         def on_data(data: Any) -> None:
-            beat(writer)
+            if writer not in grace:  # an expired stream still reads, but no longer beats
+                beat(writer)
             feed_data(data)
 
         def on_eof() -> None:

@@ -352,3 +352,310 @@ def test_jitter_spreads_clients_that_connected_together() -> None:
 def test_bad_jitter(jitter: float) -> None:
     with pytest.raises(InvalidConfigError):
         HeartbeatSender(1.0, jitter=jitter)
+
+
+# --- real sockets: helpers
+
+CLOSE_WAIT = 8
+
+
+def server_side_states(port: int) -> dict[int, int]:
+    """{remote port: kernel state number} of the sockets whose local port is ``port``."""
+    states = {}
+    with open("/proc/net/tcp", encoding="ascii") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, remote, state = fields[1], fields[2], fields[3]
+            if int(local.split(":")[1], 16) == port and int(state, 16) != 10:  # not LISTEN
+                states[int(remote.split(":")[1], 16)] = int(state, 16)
+    return states
+
+
+async def wait_for_eof(reader: asyncio.StreamReader, limit: float) -> float:
+    """Read until EOF (the server's FIN); return when it came (loop time)."""
+    loop = asyncio.get_running_loop()
+    await asyncio.wait_for(reader.read(), limit)
+    return loop.time()
+
+
+# --- real sockets: the asyncio runner
+
+
+class AsyncServer:
+    """A line-identity server: the first line names the client, the rest is data."""
+
+    def __init__(self, hb: AsyncHeartbeats, *, close_on_eof: bool = True) -> None:
+        self.hb = hb
+        self.close_on_eof = close_on_eof
+        self.received: dict[str, bytearray] = {}
+        self.writers: dict[str, list[asyncio.StreamWriter]] = {}
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        name = (await reader.readline()).decode().strip()
+        self.writers.setdefault(name, []).append(writer)
+        self.hb.watch(reader, writer, identity=name)
+        buf = self.received.setdefault(name, bytearray())
+        while data := await reader.read(4096):
+            buf += data
+        if self.close_on_eof:
+            writer.close()
+        else:  # the classic leak: recv() said EOF and nobody closes the socket
+            await asyncio.sleep(3600)
+
+    async def __aenter__(self) -> AsyncServer:
+        self._server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self.hb.close()
+        self._server.close()
+        for writers in self.writers.values():
+            for w in writers:
+                w.transport.abort()
+
+    async def connect(self, name: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(f"{name}\n".encode())
+        await writer.drain()
+        for _ in range(100):  # until the server has watched it
+            if name in self.writers and self.writers[name][-1] in self.hb:
+                break
+            await asyncio.sleep(0.01)
+        return reader, writer
+
+
+def test_asyncio_server_closes_the_silent_client_within_the_window() -> None:
+    timeout, grace = 1.5, 0.6
+    closed: list[tuple[str, CloseReason]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        hb = AsyncHeartbeats(HeartbeatMonitor(timeout), grace=grace,
+                             on_close=lambda w, why: closed.append((str(w), why)))
+        async with AsyncServer(hb) as srv:
+            alive = [await srv.connect(f"alive{i}") for i in range(2)]
+            senders = [send_heartbeats(w, b".", 0.3) for _, w in alive]
+            started = loop.time()  # the server adds it after this
+            silent_r, silent_w = await srv.connect("silent")
+            fin_at = await wait_for_eof(silent_r, timeout + 3)
+            elapsed = fin_at - started
+            assert timeout <= elapsed <= timeout + hb.monitor.tick + 0.5, elapsed
+            assert [why for _, why in closed] == [CloseReason.EXPIRED]
+            # Closed with shutdown(SHUT_WR) first: the server still reads what the late
+            # client sends during the grace period.
+            silent_w.write(b"late but delivered")
+            await silent_w.drain()
+            await asyncio.sleep(0.2)
+            assert srv.received["silent"] == b"late but delivered"
+            server_side = srv.writers["silent"][0]
+            assert not server_side.transport.is_closing()
+            await asyncio.sleep(grace)
+            assert server_side.transport.is_closing()  # and closed after the grace period
+            # The others beat all along and stay, for two more timeouts.
+            await asyncio.sleep(2 * timeout)
+            assert len(hb) == 2 and all(w in hb for w in (srv.writers["alive0"][0],
+                                                          srv.writers["alive1"][0]))
+            assert all(not r.at_eof() for r, _ in alive)
+            assert all(len(srv.received[f"alive{i}"]) >= 10 for i in range(2))
+            for task in senders:
+                task.cancel()
+            for _, w in alive:
+                w.close()
+            silent_w.close()
+            await asyncio.sleep(0.1)
+            assert len(hb) == 0  # closed connections are forgotten
+            assert hb.monitor.stats().unknown_beats == 0
+
+    asyncio.run(main())
+
+
+def test_asyncio_busy_client_sends_no_heartbeats() -> None:
+    async def main() -> None:
+        hb = AsyncHeartbeats(HeartbeatMonitor(1.0))
+        async with AsyncServer(hb) as srv:
+            _, w = await srv.connect("busy")
+            task = send_heartbeats(w, b"HB", 0.4, jitter=0.1)
+            for _ in range(10):  # data every 0.1 s: the line is never quiet
+                w.write(b"d")
+                await asyncio.sleep(0.1)
+            assert b"HB" not in srv.received["busy"]
+            await asyncio.sleep(0.6)  # quiet for longer than the interval
+            assert b"HB" in srv.received["busy"]
+            task.cancel()
+            w.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("old_leaves", ["silent", "with FIN"])
+def test_asyncio_reconnect_drops_the_old_connection_at_once(old_leaves: str) -> None:
+    timeout = 3.0
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        hb = AsyncHeartbeats(HeartbeatMonitor(timeout))
+        # A server that never closes on EOF: without identities, CLOSE_WAIT piles up.
+        async with AsyncServer(hb, close_on_eof=False) as srv:
+            old_r, old_w = await srv.connect("alice")
+            old_port = old_w.get_extra_info("sockname")[1]
+            if old_leaves == "with FIN":  # the client crashed: its kernel sent FIN
+                old_w.close()
+                await asyncio.sleep(0.2)
+                assert server_side_states(srv.port)[old_port] == CLOSE_WAIT
+            started = loop.time()
+            _, new_w = await srv.connect("alice")
+            if old_leaves == "silent":
+                await wait_for_eof(old_r, 1.0)  # the old one hears FIN at once
+            else:
+                await asyncio.sleep(0.05)  # our FIN and the peer's ACK, on loopback
+            assert loop.time() - started < 1.0 < timeout
+            states = server_side_states(srv.port)
+            assert CLOSE_WAIT not in states.values(), states
+            if old_leaves == "with FIN":
+                assert old_port not in states  # LAST_ACK was answered at once: gone
+            assert len(hb) == 1 and srv.writers["alice"][1] in hb
+            assert srv.writers["alice"][0].transport.is_closing()
+            assert hb.monitor.stats().replaced == 1
+            new_w.close()
+            old_w.close()
+
+    asyncio.run(main())
+
+
+# --- real sockets: the thread runner
+
+
+class ThreadServer:
+    """Blocking sockets, one reader thread per connection, beats through HeartbeatThread."""
+
+    def __init__(self, runner: HeartbeatThread[socket.socket], *,
+                 close_on_eof: bool = True) -> None:
+        self.runner = runner
+        self.close_on_eof = close_on_eof
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.received: dict[str, bytearray] = {}
+        self.conns: dict[str, list[socket.socket]] = {}
+        self._threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _serve(self, conn: socket.socket) -> None:
+        f = conn.makefile("rb", buffering=0)
+        name = f.readline().decode().strip()
+        buf = self.received.setdefault(name, bytearray())
+        self.runner.add(conn, identity=name)
+        self.conns.setdefault(name, []).append(conn)
+        while True:
+            try:
+                data = conn.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            self.runner.beat(conn)
+            buf += data
+        if self.close_on_eof:
+            self.runner.remove(conn)
+            conn.close()
+
+    def connect(self, name: str) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port))
+        sock.sendall(f"{name}\n".encode())
+        for _ in range(100):
+            if name in self.conns and self.conns[name][-1] in self.runner:
+                break
+            time.sleep(0.01)
+        return sock
+
+    def close(self) -> None:
+        self.listener.close()
+        for conns in self.conns.values():
+            for c in conns:
+                c.close()
+
+
+def recv_eof_at(sock: socket.socket, limit: float) -> float:
+    sock.settimeout(limit)
+    while sock.recv(4096):
+        pass
+    return time.monotonic()
+
+
+def test_thread_runner_closes_the_silent_client_within_the_window() -> None:
+    timeout, grace = 1.5, 0.6
+    closed: list[CloseReason] = []
+    runner: HeartbeatThread[socket.socket] = HeartbeatThread(
+        HeartbeatMonitor(timeout), grace=grace, on_close=lambda s, why: closed.append(why))
+    with runner:
+        srv = ThreadServer(runner)
+        try:
+            alive = [HeartbeatSenderThread(srv.connect(f"alive{i}"), b".", 0.3).start()
+                     for i in range(2)]
+            started = time.monotonic()  # the server adds it after this
+            silent = srv.connect("silent")
+            elapsed = recv_eof_at(silent, timeout + 3) - started
+            assert timeout <= elapsed <= timeout + runner.monitor.tick + 0.5, elapsed
+            assert closed == [CloseReason.EXPIRED]
+            silent.sendall(b"late but delivered")  # still read during the grace period
+            time.sleep(0.2)
+            assert srv.received["silent"] == b"late but delivered"
+            server_side = srv.conns["silent"][0]
+            assert server_side.fileno() != -1
+            time.sleep(grace + 0.2)
+            assert server_side.fileno() == -1  # closed after the grace period
+            time.sleep(2 * timeout)
+            assert len(runner) == 2
+            assert all(s.error is None for s in alive)
+            assert all(len(srv.received[f"alive{i}"]) >= 10 for i in range(2))
+            for s in alive:
+                s.stop()
+                s.sock.close()
+            silent.close()
+        finally:
+            srv.close()
+    assert runner.errors == []
+
+
+@pytest.mark.parametrize("old_leaves", ["silent", "with FIN"])
+def test_thread_runner_reconnect_drops_the_old_connection_at_once(old_leaves: str) -> None:
+    runner: HeartbeatThread[socket.socket] = HeartbeatThread(HeartbeatMonitor(3.0))
+    with runner:
+        srv = ThreadServer(runner, close_on_eof=False)
+        try:
+            old = srv.connect("alice")
+            old_port = old.getsockname()[1]
+            if old_leaves == "with FIN":
+                old.close()
+                time.sleep(0.2)
+                assert server_side_states(srv.port)[old_port] == CLOSE_WAIT
+            started = time.monotonic()
+            new = srv.connect("alice")
+            if old_leaves == "silent":
+                recv_eof_at(old, 1.0)  # the old one hears FIN at once
+            else:
+                time.sleep(0.05)  # our FIN and the peer's ACK, on loopback
+            assert time.monotonic() - started < 1.0
+            states = server_side_states(srv.port)
+            assert CLOSE_WAIT not in states.values(), states
+            if old_leaves == "with FIN":
+                assert old_port not in states
+            assert len(runner) == 1 and srv.conns["alice"][0].fileno() == -1
+            new.close()
+            old.close()
+        finally:
+            srv.close()
