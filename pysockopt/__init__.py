@@ -26,6 +26,7 @@ from .keepalive import (
 # connections / diagnose imports (issue 5) go here
 
 # heartbeat imports (issue 6) go here
+# isort: split
 from .heartbeat import (
     CloseReason,
     HeartbeatMonitor,

@@ -5,7 +5,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 
 import pytest
 from hypothesis import given, settings
