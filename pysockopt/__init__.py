@@ -20,6 +20,14 @@ from .keepalive import (
 )
 
 # tcpinfo imports (issue 4) go here
+from .tcpinfo import (
+    TCP_INFO_FIELDS,
+    TcpInfo,
+    TcpInfoField,
+    TcpState,
+    poll_tcp_info,
+    tcp_info,
+)
 
 # errno imports (issue 3) go here
 
@@ -51,6 +59,12 @@ __all__ = [
     "read_keepalive",
     "system_keepalive",
     # tcpinfo (issue 4)
+    "TCP_INFO_FIELDS",
+    "TcpInfo",
+    "TcpInfoField",
+    "TcpState",
+    "poll_tcp_info",
+    "tcp_info",
 
     # errno (issue 3)
 
