@@ -42,6 +42,9 @@ from .heartbeat import (
     HeartbeatSenderThread,
     HeartbeatStats,
     HeartbeatThread,
+    KernelLiveness,
+    LivenessPlan,
+    Sweep,
 )
 
 __version__ = "0.1.0"
@@ -77,5 +80,8 @@ __all__ = [
     "HeartbeatSenderThread",
     "HeartbeatStats",
     "HeartbeatThread",
+    "KernelLiveness",
+    "LivenessPlan",
+    "Sweep",
 
 ]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from .errors import InvalidConfigError
-from .heartbeat import CloseReason, HeartbeatMonitor, HeartbeatSender
+from .heartbeat import CloseReason, HeartbeatMonitor, HeartbeatSender, KernelLiveness
 
 __all__ = ["AsyncHeartbeats", "send_heartbeats"]
 
@@ -46,25 +46,54 @@ class AsyncHeartbeats:
 
     ``on_close(writer, reason)`` is called after the runner started closing a stream.
     One timer (``loop.call_at``) wakes the runner at the next tick that has anything in it.
+
+    Given a KernelLiveness instead of a monitor (or made by ``for_detection``), each watched
+    stream's socket gets the plan's keepalive and a second timer runs the TCP_INFO sweeps,
+    one shard per callback: streams whose peer closed (CLOSE_WAIT) or that the kernel gave up
+    on are closed at once, and idle peers that still answer keepalive probes stay.
     """
 
     def __init__(
         self,
-        monitor: HeartbeatMonitor[Writer],
+        monitor: HeartbeatMonitor[Writer] | KernelLiveness[Writer],
         *,
         grace: float = 1.0,
         on_close: Callable[[Writer, CloseReason], None] | None = None,
     ) -> None:
         if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace >= 0:
             raise InvalidConfigError("grace", grace, "seconds >= 0")
-        self.monitor = monitor
+        if isinstance(monitor, KernelLiveness):
+            self.kernel: KernelLiveness[Writer] | None = monitor
+            self.monitor: HeartbeatMonitor[Writer] = monitor.monitor
+        else:
+            self.kernel = None
+            self.monitor = monitor
         self.grace = float(grace)
         self._on_close = on_close
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._sweep_timer: asyncio.TimerHandle | None = None
         self._grace: dict[Writer, asyncio.TimerHandle] = {}
         self._closed = False
         self.errors: list[BaseException] = []  # exceptions raised by on_close
+
+    @classmethod
+    def for_detection(
+        cls,
+        seconds: float,
+        *,
+        count: int = 3,
+        grace: float = 1.0,
+        on_close: Callable[[Writer, CloseReason], None] | None = None,
+        shard_size: int = 1024,
+    ) -> AsyncHeartbeats:
+        """Return a kernel-assisted runner that finds a vanished peer within ``seconds``.
+
+        See LivenessPlan.for_detection for how the budget is split.
+        """
+        kernel: KernelLiveness[Writer] = KernelLiveness.for_detection(
+            seconds, count=count, shard_size=shard_size)
+        return cls(kernel, grace=grace, on_close=on_close)
 
     # --- tracking
 
@@ -111,7 +140,11 @@ class AsyncHeartbeats:
         reader.feed_data = on_data  # type: ignore[method-assign]
         reader.feed_eof = on_eof  # type: ignore[method-assign]
         reader.set_exception = on_error  # type: ignore[method-assign]
-        dropped = monitor.add(writer, identity=identity)
+        if self.kernel is not None:
+            dropped = self.kernel.add(writer, writer.get_extra_info("socket"), identity=identity)
+            self._schedule_sweep()
+        else:
+            dropped = monitor.add(writer, identity=identity)
         self._schedule()
         if dropped is not None:
             self._close(dropped, CloseReason.REPLACED)
@@ -125,6 +158,8 @@ class AsyncHeartbeats:
         handle = self._grace.pop(writer, None)
         if handle is not None:
             handle.cancel()
+        if self.kernel is not None:
+            return self.kernel.remove(writer)
         return self.monitor.remove(writer)
 
     def __len__(self) -> int:
@@ -150,6 +185,24 @@ class AsyncHeartbeats:
         for writer in self.monitor.expired():
             self._close(writer, CloseReason.EXPIRED)
         self._schedule()
+
+    def _schedule_sweep(self) -> None:
+        if self._sweep_timer is not None or self._closed or self._loop is None:
+            return
+        assert self.kernel is not None
+        when = self.kernel.next_sweep()
+        if when is None:
+            return
+        loop = self._loop
+        delay = when - self.monitor.clock()
+        self._sweep_timer = loop.call_at(loop.time() + max(0.0, delay), self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_timer = None
+        assert self.kernel is not None
+        for writer, reason in self.kernel.sweep().reaped:
+            self._close(writer, reason)
+        self._schedule_sweep()
 
     def _close(self, writer: Writer, reason: CloseReason) -> None:
         transport = writer.transport
@@ -180,9 +233,10 @@ class AsyncHeartbeats:
     def close(self) -> None:
         """Stop the timers; streams in their grace period are closed now, others are left."""
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._sweep_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._sweep_timer = None
         for writer in list(self._grace):
             self._finish(writer)
 

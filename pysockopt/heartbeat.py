@@ -31,6 +31,8 @@ from enum import Enum
 from typing import Any, Final, Generic, TypeVar
 
 from .errors import InvalidConfigError
+from .keepalive import KeepaliveConfig, apply_keepalive
+from .tcpinfo import TcpState, poll_tcp_info
 
 __all__ = [
     "CloseReason",
@@ -39,6 +41,9 @@ __all__ = [
     "HeartbeatStats",
     "HeartbeatSenderThread",
     "HeartbeatThread",
+    "KernelLiveness",
+    "LivenessPlan",
+    "Sweep",
     "close_now",
 ]
 
@@ -488,6 +493,240 @@ class HeartbeatSender:
         return self._clock() >= self._last + self._period
 
 
+# --- kernel-assisted liveness
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessPlan:
+    """One detection budget split between kernel keepalive, TCP_USER_TIMEOUT and heartbeats.
+
+    Made by ``for_detection(seconds)``: a peer that vanished is found within ``budget``
+    seconds of its last sign of life (data, an ACK, a keepalive reply), and an idle peer whose
+    kernel still answers keepalive probes is never dropped.
+
+    - ``keepalive``: KeepaliveConfig.for_detection(timeout), so the kernel probes after
+      ``keepalive.idle`` seconds of quiet and gives up (keepalive, or TCP_USER_TIMEOUT for data
+      in flight) within ``timeout``;
+    - ``timeout`` and ``tick``: the HeartbeatMonitor's, with ``timeout + tick == budget``;
+    - ``sweep_interval``: every socket's TCP_INFO is read once per this many seconds, small
+      enough that an idle live peer's keepalive replies are seen before its timeout:
+      ``keepalive.idle + 2 * sweep_interval == timeout``.
+    """
+
+    budget: float
+    keepalive: KeepaliveConfig
+    timeout: float
+    tick: float
+    sweep_interval: float
+
+    @classmethod
+    def for_detection(cls, seconds: float, *, count: int = 3) -> LivenessPlan:
+        """Return the plan that finds a vanished peer within ``seconds``.
+
+        ``count`` keepalive probes are sent before the kernel gives up; the budget needs at
+        least ``count + 1`` whole seconds after one tick (``seconds / 64``) is taken out.
+        """
+        budget = _positive("seconds", seconds)
+        tick = budget / DEFAULT_TICKS
+        timeout = budget - tick
+        keepalive = KeepaliveConfig.for_detection(timeout, count=count)
+        return cls(budget, keepalive, timeout, tick, (timeout - keepalive.idle) / 2)
+
+    def monitor(
+        self, *, min_interval: float = 0.0, clock: Callable[[], float] = time.monotonic
+    ) -> HeartbeatMonitor[Any]:
+        """Return a HeartbeatMonitor with this plan's timeout and tick."""
+        return HeartbeatMonitor(self.timeout, tick=self.tick, min_interval=min_interval,
+                                clock=clock)
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep(Generic[K]):
+    """What one KernelLiveness.sweep() call read and decided."""
+
+    #: Sockets whose TCP_INFO was read.
+    swept: int
+    #: Keys dropped from the monitor, with why: PEER_CLOSED, DEAD or GONE. Close them now.
+    reaped: tuple[tuple[K, CloseReason], ...]
+    #: Keys that became suspects in this sweep.
+    suspects: tuple[K, ...]
+
+
+_CLOSE_WAIT: Final = int(TcpState.CLOSE_WAIT)
+_CLOSE: Final = int(TcpState.CLOSE)
+
+
+class KernelLiveness(Generic[K]):
+    """Feed a HeartbeatMonitor from the kernel: batched TCP_INFO sweeps, no application pings.
+
+    ``add(key, sock)`` tracks a connection in the monitor and sets the plan's keepalive on
+    its socket, so the kernel probes an idle peer and a live one answers. Each ``sweep()``
+    reads TCP_INFO for one shard of at most ``shard_size`` sockets in one native call
+    (poll_tcp_info), so no single call stalls a loop, and for each socket:
+
+    - ACK progress is life: the most recent of ``last_ack_recv`` and ``last_data_recv`` is
+      recorded as a beat at that time (HeartbeatMonitor.beat_at), so an idle peer whose
+      kernel answers keepalive probes never expires;
+    - CLOSE_WAIT is reaped at once (the peer closed and the application did not; disable
+      with ``reap_close_wait=False`` for protocols that answer after a half-close);
+    - CLOSE is reaped at once: the kernel itself gave up (keepalive, TCP_USER_TIMEOUT, RST);
+    - an OSError (the descriptor was closed elsewhere) is reaped as GONE;
+    - unanswered keepalive or zero-window probes, RTO backoff, or unacknowledged data being
+      retransmitted make the key a suspect; suspects are read again on every sweep until
+      they recover or are reaped.
+
+    A dead peer sends nothing, so its last sign of life stays put and the monitor expires it
+    ``timeout`` after that, if the kernel has not reaped it first. A full round over all
+    sockets takes ``sweep_interval``; ``next_sweep()`` says when the next shard is due.
+    Not thread-safe (HeartbeatThread locks around it).
+    """
+
+    def __init__(
+        self,
+        monitor: HeartbeatMonitor[K],
+        *,
+        sweep_interval: float,
+        keepalive: KeepaliveConfig | None = None,
+        shard_size: int = 1024,
+        reap_close_wait: bool = True,
+    ) -> None:
+        if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+            raise InvalidConfigError("shard_size", shard_size, "an int >= 1")
+        self.monitor = monitor
+        self.sweep_interval = _positive("sweep_interval", sweep_interval)
+        self.keepalive = keepalive
+        self.shard_size = shard_size
+        self.reap_close_wait = reap_close_wait
+        self._socks: dict[K, Any] = {}
+        self._order: list[K] = []  # round-robin order; rebuilt from _socks at each wrap
+        self._cursor = 0
+        self._suspects: dict[K, None] = {}  # insertion-ordered set
+        self._last_sweep = monitor.clock()
+
+    @classmethod
+    def for_detection(
+        cls,
+        seconds: float,
+        *,
+        count: int = 3,
+        shard_size: int = 1024,
+        reap_close_wait: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> KernelLiveness[Any]:
+        """Return a KernelLiveness (and its monitor) set up by LivenessPlan.for_detection."""
+        plan = LivenessPlan.for_detection(seconds, count=count)
+        return cls(plan.monitor(clock=clock), sweep_interval=plan.sweep_interval,
+                   keepalive=plan.keepalive, shard_size=shard_size,
+                   reap_close_wait=reap_close_wait)
+
+    def add(self, key: K, sock: Any = None, *, identity: Hashable = None) -> K | None:
+        """Track ``key`` whose socket is ``sock`` (default: the key itself); see monitor.add.
+
+        Applies ``keepalive`` to the socket first (an OSError from a socket that is not TCP
+        propagates and nothing is tracked). Returns the key of the same identity it replaced.
+        """
+        sock = key if sock is None else sock
+        if self.keepalive is not None:
+            apply_keepalive(sock, self.keepalive, verify=False)
+        dropped = self.monitor.add(key, identity=identity)
+        if dropped is not None:
+            self._forget(dropped)
+        if key not in self._socks:
+            self._order.append(key)
+        self._socks[key] = sock
+        return dropped
+
+    def remove(self, key: K) -> bool:
+        """Stop tracking ``key``; False if the monitor did not track it."""
+        self._forget(key)
+        return self.monitor.remove(key)
+
+    def _forget(self, key: K) -> None:
+        self._socks.pop(key, None)
+        self._suspects.pop(key, None)
+
+    @property
+    def suspects(self) -> tuple[K, ...]:
+        """Keys currently showing unanswered probes, backoff or retransmissions."""
+        return tuple(self._suspects)
+
+    def next_sweep(self) -> float | None:
+        """Clock time when the next shard is due; None when no socket is tracked."""
+        n = len(self._socks)
+        if not n:
+            return None
+        shards = -(-n // self.shard_size)
+        return self._last_sweep + self.sweep_interval / shards
+
+    def _shard(self) -> list[K]:
+        socks = self._socks
+        monitor = self.monitor
+        # Suspects are read on every sweep, but take at most half a shard: the round goes on.
+        keys = [key for key in self._suspects if key in monitor][: max(1, self.shard_size // 2)]
+        chosen = set(keys)
+        order = self._order
+        wrapped = False
+        while len(keys) < min(self.shard_size, len(socks)):
+            if self._cursor >= len(order):
+                if wrapped:
+                    break
+                # A full round: start the next one from the live keys, in arrival order.
+                wrapped = True
+                order = self._order = list(socks)
+                self._cursor = 0
+            taken = order[self._cursor : self._cursor + self.shard_size - len(keys)]
+            self._cursor += len(taken)
+            for key in taken:
+                if key in chosen or key not in socks:
+                    continue
+                if key not in monitor:  # expired or removed in the monitor meanwhile
+                    self._forget(key)
+                    continue
+                keys.append(key)
+                chosen.add(key)
+        return keys
+
+    def sweep(self) -> Sweep[K]:
+        """Read TCP_INFO for the next shard (suspects first) and act on it; see the class."""
+        monitor = self.monitor
+        self._last_sweep = now = monitor.clock()
+        keys = self._shard()
+        if not keys:
+            return Sweep(0, (), ())
+        socks = self._socks
+        infos = poll_tcp_info([socks[key] for key in keys])
+        reaped: list[tuple[K, CloseReason]] = []
+        new_suspects: list[K] = []
+        suspects = self._suspects
+        beat_at = monitor.beat_at
+        for key, info in zip(keys, infos, strict=True):
+            if isinstance(info, OSError):
+                reason = CloseReason.GONE
+            else:
+                state = info.state
+                if state == _CLOSE_WAIT and self.reap_close_wait:
+                    reason = CloseReason.PEER_CLOSED
+                elif state == _CLOSE:
+                    reason = CloseReason.DEAD
+                else:
+                    ack = info.last_ack_recv
+                    data = info.last_data_recv
+                    quiet = min(ack, data) if ack is not None and data is not None else None
+                    if quiet is not None:
+                        beat_at(key, now - quiet / 1000.0)
+                    if info.probes or info.backoff or (info.unacked and info.retransmits):
+                        if key not in suspects:
+                            suspects[key] = None
+                            new_suspects.append(key)
+                    elif key in suspects:
+                        del suspects[key]
+                    continue
+            monitor.remove(key)
+            self._forget(key)
+            reaped.append((key, reason))
+        return Sweep(len(keys), tuple(reaped), tuple(new_suspects))
+
+
 # --- the thread runner
 
 
@@ -512,28 +751,37 @@ def _grace_value(grace: object) -> float:
 class HeartbeatThread(Generic[K]):
     """Runs a HeartbeatMonitor in one thread that sleeps until the next non-empty tick.
 
-    Use its ``add``, ``beat`` and ``remove`` from any thread (they take a lock around the
-    monitor). With ``close=True`` the keys are sockets and the runner closes the ones it drops:
-    an expired one gets shutdown(SHUT_WR) at once, so a peer that was merely late can still
+    Give it a HeartbeatMonitor, or a KernelLiveness to also run its TCP_INFO sweeps, one shard
+    at a time, in the same thread. Use its ``add``, ``beat`` and ``remove`` from any thread
+    (they take a lock around the monitor).
+
+    With ``close=True`` the keys are sockets and the runner closes the ones it drops: an
+    expired one gets shutdown(SHUT_WR) at once, so a peer that was merely late can still
     send what it has and reads our FIN, and is closed ``grace`` seconds later
     (shutdown(SHUT_RDWR), which wakes a thread blocked reading it, then close); one replaced
-    by a new connection of the same identity is closed at once. ``on_close(key, reason)`` is
-    called for every key dropped (from the runner thread, or from add()'s caller for
-    REPLACED), after the runner's own closing; with ``close=False`` it is the only action.
+    by a new connection of the same identity, or reaped by a sweep (PEER_CLOSED, DEAD, GONE),
+    is closed at once. ``on_close(key, reason)`` is called for every key dropped (from the
+    runner thread, or from add()'s caller for REPLACED), after the runner's own closing; with
+    ``close=False`` it is the only action.
 
     The monitor's clock must be ``time.monotonic`` (or tick with it): the thread sleeps on it.
     """
 
     def __init__(
         self,
-        monitor: HeartbeatMonitor[K],
+        monitor: HeartbeatMonitor[K] | KernelLiveness[K],
         *,
         close: bool = True,
         on_close: Callable[[K, CloseReason], None] | None = None,
         grace: float = 1.0,
         name: str = "pysockopt-heartbeat",
     ) -> None:
-        self.monitor = monitor
+        if isinstance(monitor, KernelLiveness):
+            self.kernel: KernelLiveness[K] | None = monitor
+            self.monitor: HeartbeatMonitor[K] = monitor.monitor
+        else:
+            self.kernel = None
+            self.monitor = monitor
         self.grace = _grace_value(grace)
         self._close_socks = close
         self._on_close = on_close
@@ -548,10 +796,16 @@ class HeartbeatThread(Generic[K]):
 
     # --- thread-safe front of the monitor
 
-    def add(self, key: K, *, identity: Hashable = None) -> K | None:
-        """Track ``key``; an older key of the same identity is dropped (REPLACED) and returned."""
+    def add(self, key: K, *, identity: Hashable = None, sock: Any = None) -> K | None:
+        """Track ``key``; an older key of the same identity is dropped (REPLACED) and returned.
+
+        With a KernelLiveness, ``sock`` is the key's socket (default: the key itself).
+        """
         with self._lock:
-            dropped = self.monitor.add(key, identity=identity)
+            if self.kernel is not None:
+                dropped = self.kernel.add(key, sock, identity=identity)
+            else:
+                dropped = self.monitor.add(key, identity=identity)
             # A new key's deadline is the latest there can be: only an idle thread must wake.
             if self._sleeping_forever:
                 self._wake.notify()
@@ -567,6 +821,8 @@ class HeartbeatThread(Generic[K]):
     def remove(self, key: K) -> bool:
         """Stop tracking ``key`` (the application closed it); False if it was not tracked."""
         with self._lock:
+            if self.kernel is not None:
+                return self.kernel.remove(key)
             return self.monitor.remove(key)
 
     def __len__(self) -> int:
@@ -622,29 +878,36 @@ class HeartbeatThread(Generic[K]):
 
     def _run(self) -> None:
         monitor = self.monitor
+        kernel = self.kernel
         clock = monitor.clock
         while True:
             due: list[Any] = []
+            dropped: list[tuple[K, CloseReason]] = []
             with self._lock:
                 if self._stopping:
                     return
-                expired = monitor.expired()
+                dropped += [(key, CloseReason.EXPIRED) for key in monitor.expired()]
                 now = clock()
+                if kernel is not None:
+                    next_sweep = kernel.next_sweep()
+                    if next_sweep is not None and next_sweep <= now:
+                        dropped += kernel.sweep().reaped
+                        now = clock()
                 while self._closing and self._closing[0][0] <= now:
                     due.append(heapq.heappop(self._closing)[2])
-                if not expired and not due:
-                    deadline = monitor.next_deadline()
-                    if self._closing:
-                        first = self._closing[0][0]
-                        deadline = first if deadline is None else min(deadline, first)
-                    self._sleeping_forever = deadline is None
-                    self._wake.wait(None if deadline is None else max(0.0, deadline - now))
+                if not dropped and not due:
+                    wake = [t for t in (monitor.next_deadline(),
+                                        kernel.next_sweep() if kernel is not None else None,
+                                        self._closing[0][0] if self._closing else None)
+                            if t is not None]
+                    self._sleeping_forever = not wake
+                    self._wake.wait(max(0.0, min(wake) - now) if wake else None)
                     self._sleeping_forever = False
                     continue
             for sock in due:
                 close_now(sock)
-            for key in expired:
-                self._drop(key, CloseReason.EXPIRED)
+            for key, reason in dropped:
+                self._drop(key, reason)
 
 
 class HeartbeatSenderThread:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from netns import NetnsPair
 
 from pysockopt import (
     CloseReason,
@@ -19,6 +20,12 @@ from pysockopt import (
     HeartbeatSenderThread,
     HeartbeatThread,
     InvalidConfigError,
+    KeepaliveConfig,
+    KernelLiveness,
+    LivenessPlan,
+    TcpState,
+    read_keepalive,
+    tcp_info,
 )
 from pysockopt.aio import AsyncHeartbeats, send_heartbeats
 
@@ -610,6 +617,7 @@ def test_thread_runner_closes_the_silent_client_within_the_window() -> None:
             silent = srv.connect("silent")
             elapsed = recv_eof_at(silent, timeout + 3) - started
             assert timeout <= elapsed <= timeout + runner.monitor.tick + 0.5, elapsed
+            time.sleep(0.05)  # on_close runs right after the shutdown the client just saw
             assert closed == [CloseReason.EXPIRED]
             silent.sendall(b"late but delivered")  # still read during the grace period
             time.sleep(0.2)
@@ -659,3 +667,193 @@ def test_thread_runner_reconnect_drops_the_old_connection_at_once(old_leaves: st
             old.close()
         finally:
             srv.close()
+
+
+# --- kernel-assisted liveness
+
+
+def loopback_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return client, server
+
+
+@pytest.mark.parametrize("seconds,count", [(3, 1), (6, 3), (30, 3), (7200, 9)])
+def test_one_budget_sets_keepalive_user_timeout_and_heartbeat_timeout(seconds: float,
+                                                                      count: int) -> None:
+    plan = LivenessPlan.for_detection(seconds, count=count)
+    ka = plan.keepalive
+    assert plan.timeout + plan.tick == pytest.approx(seconds)  # the monitor's window
+    assert ka.count == count and ka.detection_time <= plan.timeout  # the kernel's, inside it
+    assert ka.user_timeout_ms == ka.detection_time * 1000  # data in flight: same budget
+    # An idle live peer answers a probe every `idle` s; sweeps see it well before timeout.
+    assert ka.idle + 2 * plan.sweep_interval == pytest.approx(plan.timeout)
+    assert plan.sweep_interval > 0
+    m = plan.monitor()
+    assert m.detection_window == pytest.approx((plan.timeout, seconds))
+
+
+def test_budget_too_small_for_the_probes_is_a_value_error() -> None:
+    with pytest.raises(InvalidConfigError):
+        LivenessPlan.for_detection(3, count=3)
+
+
+def test_sweep_reaps_close_wait_and_closed_descriptors_at_once() -> None:
+    kernel: KernelLiveness[socket.socket] = KernelLiveness(
+        HeartbeatMonitor(30.0), sweep_interval=1.0, keepalive=KeepaliveConfig(10, 5, 3))
+    pairs = [loopback_pair() for _ in range(3)]
+    try:
+        for _, server in pairs:
+            kernel.add(server)
+            assert read_keepalive(server).idle == 10  # the plan's keepalive is on
+        pairs[0][0].close()  # the peer closed; our application did not
+        pairs[1][1].close()  # our descriptor closed behind the monitor's back
+        time.sleep(0.05)
+        assert tcp_info(pairs[0][1]).state == TcpState.CLOSE_WAIT
+        result = kernel.sweep()
+        assert result.swept == 3
+        assert dict(result.reaped) == {pairs[0][1]: CloseReason.PEER_CLOSED,
+                                       pairs[1][1]: CloseReason.GONE}
+        assert list(kernel.monitor.keys()) == [pairs[2][1]]
+        assert kernel.sweep().reaped == ()
+    finally:
+        for c, s in pairs:
+            c.close()
+            s.close()
+
+
+def test_close_wait_can_be_left_for_half_close_protocols() -> None:
+    kernel: KernelLiveness[socket.socket] = KernelLiveness(
+        HeartbeatMonitor(30.0), sweep_interval=1.0, reap_close_wait=False)
+    client, server = loopback_pair()
+    with client, server:
+        kernel.add(server)
+        client.shutdown(socket.SHUT_WR)
+        time.sleep(0.05)
+        assert kernel.sweep().reaped == () and server in kernel.monitor
+
+
+def test_sweeps_are_sharded_round_robin() -> None:
+    kernel: KernelLiveness[socket.socket] = KernelLiveness(
+        HeartbeatMonitor(30.0), sweep_interval=2.0, shard_size=8)
+    pairs = [loopback_pair() for _ in range(30)]
+    try:
+        for _, server in pairs:
+            kernel.add(server)
+        first = kernel.next_sweep()
+        assert first is not None
+        assert first - kernel.monitor.clock() <= 2.0 / 4 + 0.01  # 4 shards per round
+        for _ in range(4):
+            assert kernel.sweep().swept == 8  # no call reads more than a shard
+        kernel.remove(pairs[0][1])
+        pairs[1][1].close()
+        for client, _ in pairs[2:]:
+            client.close()  # 28 peers leave: CLOSE_WAIT everywhere
+        time.sleep(0.05)
+        reaped = [kernel.sweep().reaped for _ in range(4)]
+        assert [len(r) for r in reaped] == [8, 8, 8, 5]  # one round reaps all 29
+        reasons = [why for r in reaped for _, why in r]
+        assert reasons.count(CloseReason.GONE) == 1
+        assert reasons.count(CloseReason.PEER_CLOSED) == 28
+        assert len(kernel.monitor) == 0 and kernel.next_sweep() is None
+    finally:
+        for c, s in pairs:
+            c.close()
+            s.close()
+
+
+def test_keepalive_replies_count_as_life() -> None:
+    # No data at all: the only thing from the peer is its kernel's ACK to our probes.
+    kernel: KernelLiveness[socket.socket] = KernelLiveness(
+        HeartbeatMonitor(30.0), sweep_interval=1.0, keepalive=KeepaliveConfig(1, 1, 3))
+    client, server = loopback_pair()
+    with client, server:
+        kernel.add(server)
+        added = kernel.monitor.last_beat(server)
+        assert added is not None
+        time.sleep(1.6)
+        kernel.sweep()
+        last = kernel.monitor.last_beat(server)
+        assert last is not None and last >= added + 0.9  # the probe's reply, about 1 s in
+        assert tcp_info(server).last_data_recv >= 1500  # no data came: it was the ACK
+
+
+def test_kernel_mode_finds_a_vanished_peer_without_pings(netns_pair: NetnsPair) -> None:
+    """The peer's link goes down (no FIN, no RST); an idle live peer next to it stays."""
+    kernel: KernelLiveness[socket.socket] = KernelLiveness.for_detection(3, count=1)
+    budget = 3.0
+    alive_client, alive = loopback_pair()
+    with netns_pair.connected() as (_, vanishing), alive_client, alive:
+        kernel.add(vanishing)
+        kernel.add(alive)
+        netns_pair.link_down("a")
+        started = time.monotonic()
+        reaped: dict[socket.socket, CloseReason] = {}
+        suspected: set[socket.socket] = set()
+        found_at = None
+        while time.monotonic() - started < 2 * budget:  # sweep 4x a second, like a runner
+            result = kernel.sweep()
+            suspected.update(result.suspects)
+            reaped.update(result.reaped)
+            reaped.update((k, CloseReason.EXPIRED) for k in kernel.monitor.expired())
+            if vanishing in reaped and found_at is None:
+                found_at = time.monotonic() - started
+            time.sleep(0.25)
+        assert found_at is not None and found_at <= budget + 0.5, found_at
+        assert reaped[vanishing] in (CloseReason.DEAD, CloseReason.EXPIRED)
+        assert vanishing in suspected  # its keepalive probe went unanswered first
+        assert alive not in reaped and alive in kernel.monitor  # idle, but its kernel ACKs
+        assert alive not in kernel.suspects
+
+
+def test_thread_runner_kernel_mode_closes_the_vanished_peer(netns_pair: NetnsPair) -> None:
+    closed: list[tuple[socket.socket, CloseReason, float]] = []
+    runner: HeartbeatThread[socket.socket] = HeartbeatThread(
+        KernelLiveness.for_detection(3, count=1),
+        on_close=lambda s, why: closed.append((s, why, time.monotonic())))
+    alive_client, alive = loopback_pair()
+    with runner, netns_pair.connected() as (_, vanishing), alive_client, alive:
+        runner.add(vanishing)
+        runner.add(alive)
+        netns_pair.link_down("a")
+        started = time.monotonic()
+        time.sleep(4.5)
+        assert [(s, why) for s, why, _ in closed] in (
+            [(vanishing, CloseReason.DEAD)], [(vanishing, CloseReason.EXPIRED)])
+        assert closed[0][2] - started <= 3.5
+        assert vanishing.fileno() == -1  # closed at once (the kernel had given up)
+        assert alive in runner and alive.fileno() != -1
+    assert runner.errors == []
+
+
+def test_asyncio_kernel_mode_reaps_close_wait_and_keeps_idle_peers() -> None:
+    closed: list[tuple[asyncio.StreamWriter, CloseReason]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        hb = AsyncHeartbeats.for_detection(3, count=1, on_close=lambda w, why:
+                                           closed.append((w, why)))
+        assert hb.kernel is not None
+        async with AsyncServer(hb, close_on_eof=False) as srv:
+            idle_client = await srv.connect("idle")  # then nothing at all: no heartbeats
+            _, leaver = await srv.connect("leaver")
+            leaver_port = leaver.get_extra_info("sockname")[1]
+            server_idle = srv.writers["idle"][0]
+            ka = read_keepalive(server_idle.get_extra_info("socket"))
+            assert (ka.enabled, ka.idle, ka.user_timeout_ms) == (True, 1, 2000)
+            leaver.close()  # FIN; the server application never closes: CLOSE_WAIT
+            started = loop.time()
+            while not closed and loop.time() - started < 3:
+                await asyncio.sleep(0.05)
+            assert loop.time() - started <= hb.kernel.sweep_interval + 0.5 < 3
+            assert [(w, why) for w, why in closed] == [
+                (srv.writers["leaver"][0], CloseReason.PEER_CLOSED)]
+            await asyncio.sleep(0.1)
+            assert CLOSE_WAIT not in server_side_states(srv.port).values()
+            assert leaver_port not in server_side_states(srv.port)
+            await asyncio.sleep(4.0)  # longer than the whole budget
+            assert len(closed) == 1 and server_idle in hb  # idle, but its kernel ACKs
+            idle_client[1].close()
+
+    asyncio.run(main())
