@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import ast
 import asyncio
+import importlib
+import inspect
+import pathlib
 import random
+import re
 import socket
 import threading
 import time
@@ -857,3 +862,42 @@ def test_asyncio_kernel_mode_reaps_close_wait_and_keeps_idle_peers() -> None:
             idle_client[1].close()
 
     asyncio.run(main())
+
+
+# --- the docs
+
+
+DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "heartbeat.md"
+
+
+def test_doc_examples_compile_and_import_real_names() -> None:
+    text = DOC.read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 6
+    for block in blocks:
+        tree = compile(block, "docs/heartbeat.md", "exec",
+                       flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module.startswith("pysockopt"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name), (node.module, alias.name)
+
+
+def test_doc_reference_table_matches_the_signatures() -> None:
+    import pysockopt
+    import pysockopt.aio
+
+    text = DOC.read_text().split("## Reference", 1)[1]
+    rows = re.findall(r"^\| `([\w.]+)\(([^`]*)\)`", text, re.M)
+    assert len(rows) >= 8
+    for dotted, params in rows:
+        obj: object = pysockopt
+        for part in dotted.split(".")[1 if dotted.startswith("pysockopt.") else 0:]:
+            obj = getattr(obj, part)
+        assert callable(obj)
+        real = inspect.signature(obj).parameters
+        for param in params.split(","):
+            name = param.split("=")[0].strip()
+            if name and name != "*":
+                assert name in real, (dotted, name)
