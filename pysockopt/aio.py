@@ -74,6 +74,7 @@ class AsyncHeartbeats:
         self._timer: asyncio.TimerHandle | None = None
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._grace: dict[Writer, asyncio.TimerHandle] = {}
+        self._readers: dict[Writer, asyncio.StreamReader] = {}  # hooked, until forgotten
         self._closed = False
         self.errors: list[BaseException] = []  # exceptions raised by on_close
 
@@ -105,6 +106,7 @@ class AsyncHeartbeats:
         Every ``reader.feed_data`` (each chunk the transport reads) beats; EOF after the
         transport closed, or a read error, forgets the stream. A peer's FIN alone does not:
         a half-closed stream beats no more and expires unless the application closes it.
+        Watching a watched stream again counts as a beat and re-binds its identity.
         """
         if self._closed:
             raise RuntimeError("AsyncHeartbeats is closed")
@@ -112,12 +114,29 @@ class AsyncHeartbeats:
             raise TypeError(f"reader must be an asyncio.StreamReader, not {type(reader).__name__}")
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        monitor = self.monitor
+        sock = None
+        if self.kernel is not None:
+            sock = writer.get_extra_info("socket")
+            if sock is None:
+                raise TypeError("kernel-assisted mode needs a transport with a socket")
+        if writer not in self._readers:
+            self._hook(reader, writer)
+        if self.kernel is not None:
+            dropped = self.kernel.add(writer, sock, identity=identity)
+            self._schedule_sweep()
+        else:
+            dropped = self.monitor.add(writer, identity=identity)
+        self._schedule()
+        if dropped is not None:
+            self._close(dropped, CloseReason.REPLACED)
+        return dropped
+
+    def _hook(self, reader: asyncio.StreamReader, writer: Writer) -> None:
         transport = writer.transport
         feed_data = reader.feed_data
         feed_eof = reader.feed_eof
         set_exception = reader.set_exception
-        beat = monitor.beat
+        beat = self.monitor.beat
         grace = self._grace
 
         def on_data(data: Any) -> None:
@@ -129,26 +148,19 @@ class AsyncHeartbeats:
             feed_eof()
             if transport.is_closing():
                 self._forget(writer)
-            elif writer in self._grace:  # expired, and the peer has now said all it had
+            elif writer in grace:  # expired, and the peer has now said all it had
                 self._finish(writer)
 
         def on_error(exc: Exception) -> None:
             set_exception(exc)
             self._forget(writer)
 
-        # StreamReaderProtocol feeds the reader through these, whatever the loop is.
+        # StreamReaderProtocol feeds the reader through these, whatever the loop is; they are
+        # instance attributes over the class's methods, removed again by _forget.
         reader.feed_data = on_data  # type: ignore[method-assign]
         reader.feed_eof = on_eof  # type: ignore[method-assign]
         reader.set_exception = on_error  # type: ignore[method-assign]
-        if self.kernel is not None:
-            dropped = self.kernel.add(writer, writer.get_extra_info("socket"), identity=identity)
-            self._schedule_sweep()
-        else:
-            dropped = monitor.add(writer, identity=identity)
-        self._schedule()
-        if dropped is not None:
-            self._close(dropped, CloseReason.REPLACED)
-        return dropped
+        self._readers[writer] = reader
 
     def unwatch(self, writer: Writer) -> bool:
         """Stop tracking ``writer`` (it is not closed); False if it was not tracked."""
@@ -158,6 +170,10 @@ class AsyncHeartbeats:
         handle = self._grace.pop(writer, None)
         if handle is not None:
             handle.cancel()
+        reader = self._readers.pop(writer, None)
+        if reader is not None:
+            for name in ("feed_data", "feed_eof", "set_exception"):
+                vars(reader).pop(name, None)
         if self.kernel is not None:
             return self.kernel.remove(writer)
         return self.monitor.remove(writer)

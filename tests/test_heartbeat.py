@@ -402,12 +402,14 @@ class AsyncServer:
         self.close_on_eof = close_on_eof
         self.received: dict[str, bytearray] = {}
         self.writers: dict[str, list[asyncio.StreamWriter]] = {}
+        self.readers: dict[str, list[asyncio.StreamReader]] = {}
         self.port = 0
         self._server: asyncio.Server | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         name = (await reader.readline()).decode().strip()
         self.writers.setdefault(name, []).append(writer)
+        self.readers.setdefault(name, []).append(reader)
         self.hb.watch(reader, writer, identity=name)
         buf = self.received.setdefault(name, bytearray())
         while data := await reader.read(4096):
@@ -499,6 +501,31 @@ def test_asyncio_busy_client_sends_no_heartbeats() -> None:
             await asyncio.sleep(0.6)  # quiet for longer than the interval
             assert b"HB" in srv.received["busy"]
             task.cancel()
+            w.close()
+
+    asyncio.run(main())
+
+
+def test_asyncio_watch_again_rebinds_and_unwatch_restores_the_reader() -> None:
+    async def main() -> None:
+        hb = AsyncHeartbeats(HeartbeatMonitor(5.0))
+        async with AsyncServer(hb) as srv:
+            _, w = await srv.connect("x")
+            reader, writer = srv.readers["x"][0], srv.writers["x"][0]
+            hooked = reader.feed_data
+            assert hb.watch(reader, writer, identity="y") is None
+            assert reader.feed_data is hooked  # not wrapped twice
+            assert hb.monitor.identity_of(writer) == "y" and hb.monitor.key_for("x") is None
+            before = hb.monitor.last_beat(writer)
+            w.write(b"data")
+            await asyncio.sleep(0.05)
+            assert hb.monitor.last_beat(writer) != before  # a read is a beat
+            assert hb.unwatch(writer) and writer not in hb
+            assert "feed_data" not in vars(reader)  # the class's own method again
+            w.write(b"more")
+            await asyncio.sleep(0.05)
+            assert srv.received["x"] == b"datamore"
+            assert hb.monitor.stats().unknown_beats == 0
             w.close()
 
     asyncio.run(main())
