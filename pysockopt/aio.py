@@ -14,12 +14,19 @@ import contextlib
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from .errors import InvalidConfigError
-from .heartbeat import CloseReason, HeartbeatMonitor, HeartbeatSender, KernelLiveness
+from .heartbeat import (
+    CloseReason,
+    HeartbeatMonitor,
+    HeartbeatSender,
+    KernelLiveness,
+    _grace_value,
+    _unpack_source,
+)
 
 __all__ = ["AsyncHeartbeats", "send_heartbeats"]
 
 Writer = asyncio.StreamWriter
+Timer = asyncio.TimerHandle
 
 
 def _close_now(writer: Writer) -> None:
@@ -60,20 +67,13 @@ class AsyncHeartbeats:
         grace: float = 1.0,
         on_close: Callable[[Writer, CloseReason], None] | None = None,
     ) -> None:
-        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace >= 0:
-            raise InvalidConfigError("grace", grace, "seconds >= 0")
-        if isinstance(monitor, KernelLiveness):
-            self.kernel: KernelLiveness[Writer] | None = monitor
-            self.monitor: HeartbeatMonitor[Writer] = monitor.monitor
-        else:
-            self.kernel = None
-            self.monitor = monitor
-        self.grace = float(grace)
+        self.monitor, self.kernel = _unpack_source(monitor)
+        self.grace = _grace_value(grace)
         self._on_close = on_close
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._sweep_timer: asyncio.TimerHandle | None = None
-        self._grace: dict[Writer, asyncio.TimerHandle] = {}
+        self._timer: Timer | None = None
+        self._sweep_timer: Timer | None = None
+        self._grace: dict[Writer, Timer] = {}
         self._readers: dict[Writer, asyncio.StreamReader] = {}  # hooked, until forgotten
         self._closed = False
         self.errors: list[BaseException] = []  # exceptions raised by on_close
@@ -186,15 +186,16 @@ class AsyncHeartbeats:
 
     # --- timers
 
-    def _schedule(self) -> None:
-        if self._timer is not None or self._closed or self._loop is None:
-            return
-        deadline = self.monitor.next_deadline()
-        if deadline is None:
-            return
+    def _call_at(self, when: float | None, callback: Callable[[], None]) -> Timer | None:
+        # ``when`` is on the monitor's clock, which need not be the loop's.
+        if when is None or self._closed or self._loop is None:
+            return None
         loop = self._loop
-        delay = deadline - self.monitor.clock()
-        self._timer = loop.call_at(loop.time() + max(0.0, delay), self._run)
+        return loop.call_at(loop.time() + max(0.0, when - self.monitor.clock()), callback)
+
+    def _schedule(self) -> None:
+        if self._timer is None:
+            self._timer = self._call_at(self.monitor.next_deadline(), self._run)
 
     def _run(self) -> None:
         self._timer = None
@@ -203,15 +204,8 @@ class AsyncHeartbeats:
         self._schedule()
 
     def _schedule_sweep(self) -> None:
-        if self._sweep_timer is not None or self._closed or self._loop is None:
-            return
-        assert self.kernel is not None
-        when = self.kernel.next_sweep()
-        if when is None:
-            return
-        loop = self._loop
-        delay = when - self.monitor.clock()
-        self._sweep_timer = loop.call_at(loop.time() + max(0.0, delay), self._sweep)
+        if self._sweep_timer is None and self.kernel is not None:
+            self._sweep_timer = self._call_at(self.kernel.next_sweep(), self._sweep)
 
     def _sweep(self) -> None:
         self._sweep_timer = None

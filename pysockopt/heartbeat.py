@@ -769,6 +769,15 @@ def close_now(sock: Any) -> None:
     sock.close()
 
 
+def _unpack_source(
+    source: HeartbeatMonitor[K] | KernelLiveness[K],
+) -> tuple[HeartbeatMonitor[K], KernelLiveness[K] | None]:
+    """Return ``(monitor, kernel)`` for a runner given a monitor or a KernelLiveness."""
+    if isinstance(source, KernelLiveness):
+        return source.monitor, source
+    return source, None
+
+
 def _grace_value(grace: object) -> float:
     if isinstance(grace, bool) or not isinstance(grace, (int, float)):
         raise TypeError(f"grace must be a number of seconds, not {type(grace).__name__}")
@@ -805,12 +814,7 @@ class HeartbeatThread(Generic[K]):
         grace: float = 1.0,
         name: str = "pysockopt-heartbeat",
     ) -> None:
-        if isinstance(monitor, KernelLiveness):
-            self.kernel: KernelLiveness[K] | None = monitor
-            self.monitor: HeartbeatMonitor[K] = monitor.monitor
-        else:
-            self.kernel = None
-            self.monitor = monitor
+        self.monitor, self.kernel = _unpack_source(monitor)
         self.grace = _grace_value(grace)
         self._close_socks = close
         self._on_close = on_close
