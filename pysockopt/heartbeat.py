@@ -583,14 +583,15 @@ _unpack_liveness, _LIVENESS_SIZE = _liveness_unpacker()
 class KernelLiveness(Generic[K]):
     """Feed a HeartbeatMonitor from the kernel: batched TCP_INFO sweeps, no application pings.
 
-    ``add(key, sock)`` tracks a connection in the monitor and sets the plan's keepalive on
-    its socket, so the kernel probes an idle peer and a live one answers. Each ``sweep()``
+    ``add(key, sock)`` tracks a connection in the monitor and sets ``keepalive`` (the plan's,
+    with ``for_detection``) on its socket, so the kernel probes an idle peer and a live one
+    answers. Each ``sweep()``
     reads TCP_INFO for one shard of at most ``shard_size`` sockets in one native call
     (poll_tcp_info), so no single call stalls a loop, and for each socket:
 
     - ACK progress is life: the most recent of ``last_ack_recv`` and ``last_data_recv`` is
-      recorded as a beat at that time (HeartbeatMonitor.beat_at), so an idle peer whose
-      kernel answers keepalive probes never expires;
+      recorded as a beat at that time (as HeartbeatMonitor.beat_at does), so an idle peer
+      whose kernel answers keepalive probes never expires;
     - CLOSE_WAIT is reaped at once (the peer closed and the application did not; disable
       with ``reap_close_wait=False`` for protocols that answer after a half-close);
     - CLOSE is reaped at once: the kernel itself gave up (keepalive, TCP_USER_TIMEOUT, RST);
