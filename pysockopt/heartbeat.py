@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, Generic, TypeVar
 
+from ._sock import fileno_of
 from .errors import InvalidConfigError
 from .keepalive import KeepaliveConfig, apply_keepalive
 from .tcpinfo import TCP_INFO_FIELDS, TcpState, poll_tcp_info
@@ -648,9 +649,11 @@ class KernelLiveness(Generic[K]):
         """Track ``key`` whose socket is ``sock`` (default: the key itself); see monitor.add.
 
         Applies ``keepalive`` to the socket first (an OSError from a socket that is not TCP
-        propagates and nothing is tracked). Returns the key of the same identity it replaced.
+        propagates and nothing is tracked; something that is not a socket is a TypeError).
+        Returns the key of the same identity it replaced.
         """
         sock = key if sock is None else sock
+        fileno_of(sock)  # a TypeError here, not in every later sweep's batch
         if self.keepalive is not None:
             apply_keepalive(sock, self.keepalive, verify=False)
         dropped = self.monitor.add(key, identity=identity)

@@ -755,6 +755,15 @@ def test_sweep_reaps_close_wait_and_closed_descriptors_at_once() -> None:
             s.close()
 
 
+def test_kernel_mode_takes_only_sockets() -> None:
+    kernel: KernelLiveness[object] = KernelLiveness(HeartbeatMonitor(30.0), sweep_interval=1.0)
+    with pytest.raises(TypeError):
+        kernel.add("not a socket")
+    with pytest.raises(TypeError):
+        kernel.add("key", 1.5)
+    assert len(kernel.monitor) == 0
+
+
 def test_close_wait_can_be_left_for_half_close_protocols() -> None:
     kernel: KernelLiveness[socket.socket] = KernelLiveness(
         HeartbeatMonitor(30.0), sweep_interval=1.0, reap_close_wait=False)
