@@ -283,6 +283,16 @@ class MonitorMachine(RuleBasedStateMachine):
             self.last[key] = now
 
     @precondition(lambda self: self.m is not None)
+    @rule(key=KEYS, ago=STEPS)
+    def beat_at(self, key: int, ago: float) -> None:  # the kernel saw an ACK `ago` s back
+        assert self.m is not None
+        when = self.clock.now - ago
+        newer = key in self.last and when > self.last[key]
+        assert self.m.beat_at(key, when) is newer
+        if newer:
+            self.last[key] = when
+
+    @precondition(lambda self: self.m is not None)
     @rule(key=KEYS)
     def remove(self, key: int) -> None:
         assert self.m is not None
