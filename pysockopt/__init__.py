@@ -41,6 +41,18 @@ from .tcpinfo import (
 )
 
 # heartbeat imports (issue 6) go here
+# isort: split
+from .heartbeat import (
+    CloseReason,
+    HeartbeatMonitor,
+    HeartbeatSender,
+    HeartbeatSenderThread,
+    HeartbeatStats,
+    HeartbeatThread,
+    KernelLiveness,
+    LivenessPlan,
+    Sweep,
+)
 
 __version__ = "0.1.0"
 
@@ -90,5 +102,14 @@ __all__ = [
     "diagnose",
 
     # heartbeat (issue 6)
+    "CloseReason",
+    "HeartbeatMonitor",
+    "HeartbeatSender",
+    "HeartbeatSenderThread",
+    "HeartbeatStats",
+    "HeartbeatThread",
+    "KernelLiveness",
+    "LivenessPlan",
+    "Sweep",
 
 ]
