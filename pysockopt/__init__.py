@@ -22,6 +22,17 @@ from .errno import (
     triage,
 )
 from .errors import InvalidConfigError, UnsupportedPlatformError
+from .heartbeat import (
+    CloseReason,
+    HeartbeatMonitor,
+    HeartbeatSender,
+    HeartbeatSenderThread,
+    HeartbeatStats,
+    HeartbeatThread,
+    KernelLiveness,
+    LivenessPlan,
+    Sweep,
+)
 from .keepalive import (
     HostKeepalive,
     KeepaliveConfig,
@@ -40,20 +51,6 @@ from .tcpinfo import (
     tcp_info,
 )
 
-# heartbeat imports (issue 6) go here
-# isort: split
-from .heartbeat import (
-    CloseReason,
-    HeartbeatMonitor,
-    HeartbeatSender,
-    HeartbeatSenderThread,
-    HeartbeatStats,
-    HeartbeatThread,
-    KernelLiveness,
-    LivenessPlan,
-    Sweep,
-)
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -68,15 +65,14 @@ __all__ = [
     "apply_keepalive",
     "read_keepalive",
     "system_keepalive",
-    # tcpinfo (issue 4)
+    # tcpinfo
     "TCP_INFO_FIELDS",
     "TcpInfo",
     "TcpInfoField",
     "TcpState",
     "poll_tcp_info",
     "tcp_info",
-
-    # errno (issue 3)
+    # errno
     "Action",
     "ErrnoInfo",
     "ErrorCategory",
@@ -86,8 +82,7 @@ __all__ = [
     "errno_search",
     "errno_table",
     "triage",
-
-    # connections / diagnose (issue 5)
+    # connections / diagnose
     "Connection",
     "Process",
     "Timer",
@@ -100,8 +95,7 @@ __all__ = [
     "Severity",
     "Thresholds",
     "diagnose",
-
-    # heartbeat (issue 6)
+    # heartbeat
     "CloseReason",
     "HeartbeatMonitor",
     "HeartbeatSender",
@@ -111,5 +105,4 @@ __all__ = [
     "KernelLiveness",
     "LivenessPlan",
     "Sweep",
-
 ]

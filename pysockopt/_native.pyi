@@ -25,7 +25,7 @@ class _Lib:
     def pso_keepalive_failed_option(self) -> int: ...
     def pso_keepalive_failed_while_setting(self) -> int: ...
 
-    # tcpinfo.h (issue 4)
+    # tcpinfo.h
     PSO_TCPI_CAP: int
     PSO_HAS_TCP_INFO: int
     def pso_tcp_info(self, fd: int, /) -> int: ...
@@ -33,11 +33,11 @@ class _Lib:
     def pso_tcp_info_batch(self, fds: Any, n: int, buf: Any, lens: Any, /) -> int: ...
     def pso_bench_getsockopt_loop(self, fds: Any, n: int, buf: Any, /) -> int: ...
 
-    # errno table (issue 3): errnotab.h, defined by code generated at build time
+    # errno table: errnotab.h, defined by code generated at build time
     pso_errno_table: Any
     pso_errno_count: int
 
-    # sockdiag.h (issue 5)
+    # sockdiag.h
     PSO_SD_NSTATES: int
     PSO_SD_EXT_INFO: int
     PSO_SD_EXT_SKMEMINFO: int

@@ -138,7 +138,7 @@ def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-# --- errno (issue 3): `pysockopt errno`
+# --- errno: `pysockopt errno`
 # Exit status: 0 every ERRNO is known (or --search found something, or --list); 1 --search
 # found nothing (like grep); 2 an ERRNO this platform does not define, or a usage error.
 
@@ -223,10 +223,10 @@ def _errno(args: argparse.Namespace, out: TextIO) -> int:
     return status
 
 
-# --- tcpinfo (issue 4)
+# --- tcpinfo
 
 
-# --- states, conns (issue 5)
+# --- states, conns
 
 
 def _port_arg(p: argparse.ArgumentParser) -> None:
@@ -295,7 +295,7 @@ def _conns(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-# --- diagnose (issue 5)
+# --- diagnose
 
 
 def _diagnose_args(p: argparse.ArgumentParser) -> None:
