@@ -68,7 +68,10 @@ class Pile:
         self.host = host
         self.family = family
         self.listener = socket.socket(family, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if port:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # For port 0 no SO_REUSEADDR: the kernel then never picks a port that an earlier
+        # test's TIME_WAIT socket still holds, which would add strangers to exact counts.
         self.listener.bind((host, port))
         self.listener.listen(backlog)
         self.port: int = self.listener.getsockname()[1]
