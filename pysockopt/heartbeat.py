@@ -26,7 +26,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, Generic, TypeVar
@@ -235,6 +235,8 @@ class HeartbeatMonitor(Generic[K]):
         died and reconnected leaves no stale connection behind. Adding a key that is already
         tracked counts as a beat and binds it to ``identity`` (None unbinds it).
         """
+        hash(key)  # an unhashable key or identity fails here, before anything changed
+        hash(identity)
         now = self._clock()
         dropped: K | None = None
         if identity is not None:
@@ -627,7 +629,7 @@ class KernelLiveness(Generic[K]):
         self._order: list[K] = []  # round-robin order; rebuilt from _socks at each wrap
         self._cursor = 0
         self._suspects: dict[K, None] = {}  # insertion-ordered set
-        self._last_sweep = monitor.clock()
+        self._last_sweep = self._round_start = monitor.clock()
 
     @classmethod
     def for_detection(
@@ -675,26 +677,38 @@ class KernelLiveness(Generic[K]):
 
     @property
     def suspects(self) -> tuple[K, ...]:
-        """Keys currently showing unanswered probes, backoff or retransmissions."""
-        return tuple(self._suspects)
+        """Tracked keys currently showing unanswered probes, backoff or retransmissions."""
+        tracked = self.monitor._last
+        return tuple(key for key in self._suspects if key in tracked)
 
     def next_sweep(self) -> float | None:
-        """Clock time when the next shard is due; None when no socket is tracked."""
-        n = len(self._socks)
-        if not n:
-            return None
-        shards = -(-n // self.shard_size)
-        return self._last_sweep + self.sweep_interval / shards
+        """Clock time when the next shard is due; None when no socket is tracked.
 
-    def _shard(self) -> list[K]:
+        The round's remaining time is split evenly over its remaining shards, so a round
+        takes ``sweep_interval`` whatever was reaped or added meanwhile; suspects are read on
+        top of a shard, never in place of the round's keys.
+        """
+        if not self._socks:
+            return None
+        left = len(self._order) - self._cursor  # round positions left (removed keys too)
+        end = self._round_start + self.sweep_interval
+        if left <= 0:
+            return max(self._last_sweep, end)
+        shards = -(-left // self.shard_size)
+        return self._last_sweep + max(0.0, end - self._last_sweep) / shards
+
+    def _shard(self, now: float) -> list[K]:
         socks = self._socks
         tracked = self.monitor._last
-        # Suspects are read on every sweep, but take at most half a shard: the round goes on.
+        # Suspects are read on every sweep, at most half a shard of them, on top of the
+        # round's shard: the round goes on at its pace however many suspects there are.
         keys = [key for key in self._suspects if key in tracked][: max(1, self.shard_size // 2)]
         chosen = set(keys)
         order = self._order
+        want = min(self.shard_size, len(socks))
+        advanced = 0  # round positions this shard covers, read or skipped
         wrapped = False
-        while len(keys) < min(self.shard_size, len(socks)):
+        while advanced < want:
             if self._cursor >= len(order):
                 if wrapped:
                     break
@@ -702,8 +716,10 @@ class KernelLiveness(Generic[K]):
                 wrapped = True
                 order = self._order = list(socks)
                 self._cursor = 0
-            taken = order[self._cursor : self._cursor + self.shard_size - len(keys)]
+                self._round_start = now
+            taken = order[self._cursor : self._cursor + want - advanced]
             self._cursor += len(taken)
+            advanced += len(taken)
             for key in taken:
                 if key in chosen or key not in socks:
                     continue
@@ -718,7 +734,7 @@ class KernelLiveness(Generic[K]):
         """Read TCP_INFO for the next shard (suspects first) and act on it; see the class."""
         monitor = self.monitor
         self._last_sweep = now = monitor.clock()
-        keys = self._shard()
+        keys = self._shard(now)
         if not keys:
             return Sweep(0, (), ())
         socks = self._socks
@@ -826,26 +842,42 @@ class HeartbeatThread(Generic[K]):
         self._wake = threading.Condition(self._lock)
         self._closing: list[tuple[float, int, Any]] = []  # (when, seq, sock): grace periods
         self._seq = itertools.count()
-        self._sleeping_forever = False
+        self._socks: dict[K, Any] = {}  # key -> its socket, where add() was given one
+        self._wake_at: float | None = None  # when the sleeping thread wakes (inf: never)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.errors: list[BaseException] = []  # exceptions raised by on_close, kept for callers
+        # Exceptions raised by on_close, by closing a socket, or inside the runner's own
+        # step (a sweep, the monitor): recorded here, and the runner goes on.
+        self.errors: list[BaseException] = []
 
     # --- thread-safe front of the monitor
 
     def add(self, key: K, *, identity: Hashable = None, sock: Any = None) -> K | None:
         """Track ``key``; an older key of the same identity is dropped (REPLACED) and returned.
 
-        With a KernelLiveness, ``sock`` is the key's socket (default: the key itself).
+        ``sock`` is the key's socket (default: the key itself): the one the runner closes
+        and, with a KernelLiveness, the one whose TCP_INFO it reads.
         """
         with self._lock:
             if self.kernel is not None:
                 dropped = self.kernel.add(key, sock, identity=identity)
             else:
                 dropped = self.monitor.add(key, identity=identity)
-            # A new key's deadline is the latest there can be: only an idle thread must wake.
-            if self._sleeping_forever:
-                self._wake.notify()
+            if sock is not None and sock is not key:
+                self._socks[key] = sock
+            else:
+                self._socks.pop(key, None)
+            wake_at = self._wake_at
+            if wake_at is not None:
+                # The new key is due by now + timeout + tick (cheaper than next_deadline()).
+                monitor = self.monitor
+                due = monitor.clock() + monitor.timeout + monitor.tick
+                if self.kernel is not None:
+                    sweep = self.kernel.next_sweep()
+                    if sweep is not None:
+                        due = min(due, sweep)
+                if due < wake_at:
+                    self._wake.notify()
         if dropped is not None:
             self._drop(dropped, CloseReason.REPLACED)
         return dropped
@@ -858,6 +890,7 @@ class HeartbeatThread(Generic[K]):
     def remove(self, key: K) -> bool:
         """Stop tracking ``key`` (the application closed it); False if it was not tracked."""
         with self._lock:
+            self._socks.pop(key, None)
             if self.kernel is not None:
                 return self.kernel.remove(key)
             return self.monitor.remove(key)
@@ -878,16 +911,18 @@ class HeartbeatThread(Generic[K]):
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop the thread; sockets still in their grace period are closed now."""
+        """Stop the thread; sockets still in their grace period are closed now.
+
+        May be called from ``on_close`` (the runner thread itself): it then does not wait.
+        """
         with self._lock:
             self._stopping = True
             self._wake.notify()
-        if self._thread.is_alive():
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         with self._lock:
             pending, self._closing = self._closing, []
-        for _, _, sock in pending:
-            close_now(sock)
+        self._close_all(sock for _, _, sock in pending)
 
     def __enter__(self) -> HeartbeatThread[K]:
         return self.start()
@@ -897,21 +932,37 @@ class HeartbeatThread(Generic[K]):
 
     # --- the thread
 
+    def _close_all(self, socks: Iterable[Any]) -> None:
+        for sock in socks:
+            try:
+                close_now(sock)
+            except Exception as exc:  # e.g. EBADF: its fd was os.close()d elsewhere
+                self.errors.append(exc)
+
     def _drop(self, key: K, reason: CloseReason) -> None:
+        with self._lock:
+            sock = self._socks.pop(key, key)
         try:
             if self._close_socks:
-                if reason is CloseReason.EXPIRED and self.grace > 0:
+                if reason is CloseReason.EXPIRED and self.grace > 0 and not self._stopping:
                     with contextlib.suppress(OSError):
-                        key.shutdown(socket.SHUT_WR)  # type: ignore[attr-defined]
+                        sock.shutdown(socket.SHUT_WR)
                     when = self.monitor.clock() + self.grace
                     with self._lock:
-                        heapq.heappush(self._closing, (when, next(self._seq), key))
+                        if not self._stopping:
+                            heapq.heappush(self._closing, (when, next(self._seq), sock))
+                            sock = None
+                    if sock is not None:  # stop() ran meanwhile: no grace period left
+                        close_now(sock)
                 else:
-                    close_now(key)
-            if self._on_close is not None:
-                self._on_close(key, reason)
-        except Exception as exc:  # a callback's bug must not kill the runner
+                    close_now(sock)
+        except Exception as exc:
             self.errors.append(exc)
+        if self._on_close is not None:
+            try:
+                self._on_close(key, reason)
+            except Exception as exc:  # a callback's bug must not kill the runner
+                self.errors.append(exc)
 
     def _run(self) -> None:
         monitor = self.monitor
@@ -920,15 +971,24 @@ class HeartbeatThread(Generic[K]):
         while True:
             due: list[Any] = []
             dropped: list[tuple[K, CloseReason]] = []
+            failed = False
             with self._lock:
                 if self._stopping:
                     return
-                dropped += [(key, CloseReason.EXPIRED) for key in monitor.expired()]
+                try:
+                    dropped += [(key, CloseReason.EXPIRED) for key in monitor.expired()]
+                except Exception as exc:
+                    self.errors.append(exc)
+                    failed = True
                 now = clock()
                 if kernel is not None:
                     next_sweep = kernel.next_sweep()
                     if next_sweep is not None and next_sweep <= now:
-                        dropped += kernel.sweep().reaped
+                        try:
+                            dropped += kernel.sweep().reaped
+                        except Exception as exc:
+                            self.errors.append(exc)
+                            failed = True
                         now = clock()
                 while self._closing and self._closing[0][0] <= now:
                     due.append(heapq.heappop(self._closing)[2])
@@ -937,14 +997,20 @@ class HeartbeatThread(Generic[K]):
                                         kernel.next_sweep() if kernel is not None else None,
                                         self._closing[0][0] if self._closing else None)
                             if t is not None]
-                    self._sleeping_forever = not wake
-                    self._wake.wait(max(0.0, min(wake) - now) if wake else None)
-                    self._sleeping_forever = False
+                    # After a failure, retry no sooner than a tick: an error must not spin.
+                    at = max(min(wake), now + monitor.tick) if failed and wake else (
+                        min(wake) if wake else math.inf)
+                    self._wake_at = at
+                    self._wake.wait(None if at == math.inf else max(0.0, at - now))
+                    self._wake_at = None
                     continue
-            for sock in due:
-                close_now(sock)
+            self._close_all(due)
             for key, reason in dropped:
                 self._drop(key, reason)
+
+
+#: How soon HeartbeatSenderThread retries the rest of a heartbeat a full buffer cut short.
+_RETRY: Final = 0.05
 
 
 class HeartbeatSenderThread:
@@ -952,7 +1018,10 @@ class HeartbeatSenderThread:
 
     Send everything else through ``send(data)`` (it counts as a write and is serialised with
     the heartbeats); a heartbeat goes out only when nothing was sent for the sender's jittered
-    interval (see HeartbeatSender). The thread ends when the socket fails or ``stop()``.
+    interval (see HeartbeatSender). The heartbeat itself is sent without blocking: when the
+    send buffer is full (a dead or stalled peer) data is already queued, so none is needed,
+    and stop() never waits on the network. The thread ends when the socket fails or
+    ``stop()``.
     """
 
     def __init__(
@@ -974,10 +1043,16 @@ class HeartbeatSenderThread:
         self._thread = threading.Thread(target=self._run, name="pysockopt-heartbeat-sender",
                                         daemon=True)
         self.error: OSError | None = None  # why the thread ended, if the socket failed
+        self._pending = b""  # the unsent rest of a heartbeat
+        self._retry_at = 0.0
 
     def send(self, data: bytes) -> None:
         """Send ``data`` (sendall) and note the write."""
         with self._lock:
+            if self._pending:  # the rest of a heartbeat first, so frames never interleave
+                self.sock.sendall(self._pending)
+                self._pending = b""
+                self.sender.sent()
             self.sock.sendall(data)
             self.sender.wrote()
 
@@ -986,11 +1061,11 @@ class HeartbeatSenderThread:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop sending heartbeats (the socket is left open)."""
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop sending heartbeats (the socket is left open); wait at most ``timeout`` s."""
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
 
     def __enter__(self) -> HeartbeatSenderThread:
         return self.start()
@@ -999,17 +1074,34 @@ class HeartbeatSenderThread:
         self.stop()
 
     def _run(self) -> None:
-        sender = self.sender
-        clock = sender.clock
+        clock = self.sender.clock
         while not self._stop.is_set():
             with self._lock:
-                delay = sender.next_due() - clock()
+                due = self._retry_at if self._pending else self.sender.next_due()
+                delay = due - clock()
                 if delay <= 0:
                     try:
-                        self.sock.sendall(self.payload)
+                        self._send_heartbeat()
                     except OSError as err:
                         self.error = err
                         return
-                    sender.sent()
                     continue
             self._stop.wait(delay)
+
+    def _send_heartbeat(self) -> None:
+        # Never blocks (the lock is held): with a dead peer the send buffer fills, and a
+        # blocking send would hang here, and stop() and send() with it, for many minutes.
+        data = self._pending or self.payload
+        try:
+            n = self.sock.send(data, socket.MSG_DONTWAIT)
+        except (BlockingIOError, TimeoutError):
+            n = 0
+        if n == 0 and not self._pending:
+            # Buffer full: data is already queued for the peer, no heartbeat needed now.
+            self.sender.wrote()
+            return
+        self._pending = data[n:]
+        if self._pending:  # cut short by a full buffer: the rest goes out before anything
+            self._retry_at = self.sender.clock() + _RETRY
+        else:
+            self.sender.sent()

@@ -2,15 +2,18 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
+import errno
 import importlib
 import inspect
+import os
 import pathlib
 import random
 import re
 import socket
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import pytest
 from hypothesis import given, settings
@@ -116,6 +119,17 @@ def test_same_identity_drops_the_older_key_at_once() -> None:
     clock.advance(2)
     assert sorted(m.expired()) == ["conn2", "conn3"]
     assert m.key_for("carol") is None and m.key_for("bob") is None
+    m._check()
+
+
+def test_an_unhashable_key_changes_nothing() -> None:
+    m, _ = monitor()
+    m.add("conn1", identity="alice")
+    with pytest.raises(TypeError):
+        m.add([], identity="alice")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        m.add("conn2", identity=[])  # type: ignore[arg-type]
+    assert m.key_for("alice") == "conn1" and "conn1" in m and m.stats().replaced == 0
     m._check()
 
 
@@ -719,6 +733,136 @@ def loopback_pair() -> tuple[socket.socket, socket.socket]:
         client = socket.create_connection(listener.getsockname())
         server, _ = listener.accept()
     return client, server
+
+
+def poll(condition: Callable[[], object], limit: float) -> bool:
+    """Wait until ``condition()`` is true (True) or ``limit`` seconds passed (False)."""
+    end = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_thread_runner_closes_the_socket_given_for_a_key() -> None:
+    closed: list[tuple[str, CloseReason]] = []
+    kernel: KernelLiveness[str] = KernelLiveness(HeartbeatMonitor(30.0), sweep_interval=0.2)
+    runner: HeartbeatThread[str] = HeartbeatThread(
+        kernel, on_close=lambda k, why: closed.append((k, why)))
+    client, server = loopback_pair()
+    with runner, client, server:
+        runner.add("conn-1", sock=server)
+        client.close()  # CLOSE_WAIT: reaped at the next sweep
+        assert poll(lambda: closed, 5.0)
+        assert closed == [("conn-1", CloseReason.PEER_CLOSED)]
+        assert server.fileno() == -1 and "conn-1" not in runner and runner._socks == {}
+    assert runner.errors == []
+    # Plain monitor, expired with a grace period: the socket is the one shut down and closed.
+    runner = HeartbeatThread(HeartbeatMonitor(0.3), grace=0.1,
+                             on_close=lambda k, why: closed.append((k, why)))
+    client, server = loopback_pair()
+    with runner, client, server:
+        runner.add("conn-2", sock=server)
+        assert poll(lambda: server.fileno() == -1, 5.0)
+        assert closed[-1] == ("conn-2", CloseReason.EXPIRED) and client.recv(1) == b""
+    assert runner.errors == []
+
+
+def test_thread_runner_wakes_for_a_new_key_due_before_its_planned_wake() -> None:
+    # The thread sleeps until the first key's grace period ends, 5 s away; a key added
+    # meanwhile is due long before that.
+    expired: list[tuple[socket.socket, float]] = []
+    runner: HeartbeatThread[socket.socket] = HeartbeatThread(
+        HeartbeatMonitor(0.5), grace=5.0,
+        on_close=lambda s, why: expired.append((s, time.monotonic())))
+    (c1, s1), (c2, s2) = loopback_pair(), loopback_pair()
+    with runner, c1, s1, c2, s2:
+        runner.add(s1)
+        assert poll(lambda: expired, 3.0)
+        added = time.monotonic()
+        runner.add(s2)
+        assert poll(lambda: len(expired) == 2, 4.0), "the runner slept through the deadline"
+        assert expired[1][0] is s2 and expired[1][1] - added < 2.0
+
+
+def test_thread_runner_kernel_mode_wakes_for_sooner_sweeps() -> None:
+    # One socket: a sweep every 2 s is planned. Seven more make it one every 0.25 s.
+    reaped: list[CloseReason] = []
+    kernel: KernelLiveness[socket.socket] = KernelLiveness(
+        HeartbeatMonitor(30.0), sweep_interval=2.0, shard_size=1)
+    runner: HeartbeatThread[socket.socket] = HeartbeatThread(
+        kernel, on_close=lambda s, why: reaped.append(why))
+    pairs = [loopback_pair() for _ in range(8)]
+    try:
+        with runner:
+            runner.add(pairs[0][1])
+            assert poll(lambda: runner._wake_at is not None, 2.0)  # asleep until the sweep
+            added = time.monotonic()
+            for client, server in pairs[1:]:
+                client.close()  # CLOSE_WAIT: reaped as soon as its shard is read
+                runner.add(server)
+            assert poll(lambda: len(reaped) == 7, 8.0)
+            # A round of 8 shards is 2 s; before, the first sweep came only at 2 s.
+            assert time.monotonic() - added < 3.5
+            assert reaped == [CloseReason.PEER_CLOSED] * 7
+    finally:
+        for c, s in pairs:
+            c.close()
+            s.close()
+
+
+def test_thread_runner_survives_a_socket_closed_behind_its_back() -> None:
+    closed: list[socket.socket] = []
+
+    def on_close(sock: socket.socket, why: CloseReason) -> None:
+        closed.append(sock)
+        if sock is s1:  # its fd goes away during the grace period: close() will fail
+            os.close(sock.fileno())
+
+    runner: HeartbeatThread[socket.socket] = HeartbeatThread(
+        HeartbeatMonitor(0.3), grace=0.2, on_close=on_close)
+    (c1, s1), (c2, s2) = loopback_pair(), loopback_pair()
+    with runner, c1, c2, s2:
+        runner.add(s1)
+        assert poll(lambda: closed, 3.0)
+        runner.add(s2)  # after s1's fd was closed, so no new fd can take its number
+        assert poll(lambda: s2.fileno() == -1, 5.0), "the runner thread died"
+        assert any(isinstance(e, OSError) and e.errno == errno.EBADF for e in runner.errors)
+        assert s1.fileno() == -1
+
+
+def test_thread_runner_can_be_stopped_from_on_close() -> None:
+    runner: HeartbeatThread[socket.socket] = HeartbeatThread(
+        HeartbeatMonitor(0.3), grace=5.0, on_close=lambda s, why: runner.stop())
+    client, server = loopback_pair()
+    with client, server:
+        runner.start()
+        runner.add(server)
+        assert poll(lambda: not runner._thread.is_alive(), 5.0)
+        assert server.fileno() == -1  # its grace period ended with the runner
+    assert runner.errors == []
+
+
+def test_sender_thread_never_blocks_on_a_full_send_buffer() -> None:
+    client, server = loopback_pair()  # the server never reads: a peer gone quiet
+    with client, server:
+        client.setblocking(False)
+        # One byte at a time: tiny segments fill the peer's receive buffer for good (zero
+        # window), as a stalled peer's would; big ones would be let through by autotuning.
+        with contextlib.suppress(BlockingIOError):
+            for _ in range(10_000_000):
+                client.send(b"x")
+        client.setblocking(True)
+        sender = HeartbeatSenderThread(client, b"\n", 0.05, jitter=0).start()
+        started = sender.sender.next_due()
+        # A heartbeat fell due and found the buffer full: queued data counts as a write.
+        assert poll(lambda: sender.sender.next_due() > started + 0.1, 5.0)
+        stopper = threading.Thread(target=sender.stop, daemon=True)
+        stopper.start()
+        stopper.join(5.0)
+        assert not stopper.is_alive() and not sender._thread.is_alive()
+        assert sender.error is None
 
 
 @pytest.mark.parametrize("seconds,count", [(3, 1), (6, 3), (30, 3), (7200, 9)])
