@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Hashable
+import math
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from .heartbeat import (
@@ -73,10 +74,12 @@ class AsyncHeartbeats:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: Timer | None = None
         self._sweep_timer: Timer | None = None
+        self._timer_at = self._sweep_at = math.inf  # when the timers fire (monitor clock)
         self._grace: dict[Writer, Timer] = {}
         self._readers: dict[Writer, asyncio.StreamReader] = {}  # hooked, until forgotten
         self._closed = False
-        self.errors: list[BaseException] = []  # exceptions raised by on_close
+        # Exceptions raised by on_close or inside a timer callback: recorded, the runner goes on.
+        self.errors: list[BaseException] = []
 
     @classmethod
     def for_detection(
@@ -114,6 +117,11 @@ class AsyncHeartbeats:
             raise TypeError(f"reader must be an asyncio.StreamReader, not {type(reader).__name__}")
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+        if writer.transport.is_closing():
+            # Closed before it was watched: its reader's hooks would never fire again, so
+            # tracking it would keep reader, writer and transport for good.
+            self._forget(writer)
+            return None
         sock = None
         if self.kernel is not None:
             sock = writer.get_extra_info("socket")
@@ -170,13 +178,16 @@ class AsyncHeartbeats:
         handle = self._grace.pop(writer, None)
         if handle is not None:
             handle.cancel()
+        self._unhook(writer)
+        if self.kernel is not None:
+            return self.kernel.remove(writer)
+        return self.monitor.remove(writer)
+
+    def _unhook(self, writer: Writer) -> None:
         reader = self._readers.pop(writer, None)
         if reader is not None:
             for name in ("feed_data", "feed_eof", "set_exception"):
                 vars(reader).pop(name, None)
-        if self.kernel is not None:
-            return self.kernel.remove(writer)
-        return self.monitor.remove(writer)
 
     def __len__(self) -> int:
         return len(self.monitor)
@@ -194,28 +205,57 @@ class AsyncHeartbeats:
         return loop.call_at(loop.time() + max(0.0, when - self.monitor.clock()), callback)
 
     def _schedule(self) -> None:
-        if self._timer is None:
-            self._timer = self._call_at(self.monitor.next_deadline(), self._run)
+        monitor = self.monitor
+        if self._timer is not None:
+            # A key just added is due by now + timeout + tick: reschedule only if sooner.
+            if monitor.clock() + monitor.timeout + monitor.tick >= self._timer_at:
+                return
+            self._timer.cancel()
+        when = monitor.next_deadline()
+        self._timer = self._call_at(when, self._run)
+        self._timer_at = math.inf if when is None else when
 
     def _run(self) -> None:
         self._timer = None
-        for writer in self.monitor.expired():
-            self._close(writer, CloseReason.EXPIRED)
-        self._schedule()
+        try:
+            self._close_all([(w, CloseReason.EXPIRED) for w in self.monitor.expired()])
+        except Exception as exc:
+            self.errors.append(exc)
+        finally:
+            self._schedule()
 
     def _schedule_sweep(self) -> None:
-        if self._sweep_timer is None and self.kernel is not None:
-            self._sweep_timer = self._call_at(self.kernel.next_sweep(), self._sweep)
+        if self.kernel is None:
+            return
+        when = self.kernel.next_sweep()
+        if self._sweep_timer is not None:
+            if when is None or when >= self._sweep_at:
+                return
+            self._sweep_timer.cancel()
+        self._sweep_timer = self._call_at(when, self._sweep)
+        self._sweep_at = math.inf if when is None else when
 
     def _sweep(self) -> None:
         self._sweep_timer = None
         assert self.kernel is not None
-        for writer, reason in self.kernel.sweep().reaped:
-            self._close(writer, reason)
-        self._schedule_sweep()
+        try:
+            self._close_all(self.kernel.sweep().reaped)
+        except Exception as exc:
+            self.errors.append(exc)
+        finally:
+            self._schedule_sweep()
+
+    def _close_all(self, dropped: Iterable[tuple[Writer, CloseReason]]) -> None:
+        for writer, reason in dropped:  # one failure must not leave the others open
+            try:
+                self._close(writer, reason)
+            except Exception as exc:
+                self.errors.append(exc)
 
     def _close(self, writer: Writer, reason: CloseReason) -> None:
         transport = writer.transport
+        if transport.is_closing():  # its reader may never hear of it again: unhook now
+            self._unhook(writer)
         if reason is CloseReason.EXPIRED and self.grace > 0 and not transport.is_closing():
             assert self._loop is not None
             if transport.can_write_eof():
@@ -241,7 +281,10 @@ class AsyncHeartbeats:
     # --- lifecycle
 
     def close(self) -> None:
-        """Stop the timers; streams in their grace period are closed now, others are left."""
+        """Stop the timers; streams in their grace period are closed now, others are left.
+
+        Every reader gets its own methods back: nothing of the streams is kept.
+        """
         self._closed = True
         for timer in (self._timer, self._sweep_timer):
             if timer is not None:
@@ -249,6 +292,8 @@ class AsyncHeartbeats:
         self._timer = self._sweep_timer = None
         for writer in list(self._grace):
             self._finish(writer)
+        for writer in list(self._readers):
+            self._unhook(writer)
 
     async def __aenter__(self) -> AsyncHeartbeats:
         return self

@@ -11,6 +11,7 @@ import pathlib
 import random
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -590,6 +591,73 @@ def test_asyncio_reconnect_drops_the_old_connection_at_once(old_leaves: str) -> 
     asyncio.run(main())
 
 
+def test_asyncio_streams_closed_before_watch_or_close_are_released() -> None:
+    async def main() -> None:
+        hb = AsyncHeartbeats(HeartbeatMonitor(0.3), grace=0.1)
+        watched: list[asyncio.StreamWriter] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readline()
+            while not writer.transport.is_closing():  # the client resets meanwhile
+                await asyncio.sleep(0.01)
+            hb.watch(reader, writer, identity="x")
+            watched.append(writer)
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            for _ in range(5):  # hello, then RST: a health check, a crashed client
+                sock = socket.create_connection(("127.0.0.1", port))
+                sock.sendall(b"hello\n")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                await asyncio.sleep(0.05)
+                sock.close()
+            for _ in range(300):
+                if len(watched) == 5:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(watched) == 5
+            assert len(hb) == 0 and hb._readers == {}  # nothing kept of dead streams
+            # close() gives every watched reader its own methods back.
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            own_r = asyncio.StreamReader()
+            hb.watch(own_r, writer)
+            assert "feed_data" in vars(own_r)
+            hb.close()
+            assert hb._readers == {} and "feed_data" not in vars(own_r)
+            writer.close()
+        finally:
+            hb.close()
+            server.close()
+
+    asyncio.run(main())
+
+
+def test_asyncio_kernel_mode_reschedules_for_sooner_sweeps() -> None:
+    # One stream: a sweep in 4 s is planned. Seven more make it one every 0.5 s.
+    closed: list[CloseReason] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        kernel: KernelLiveness[asyncio.StreamWriter] = KernelLiveness(
+            HeartbeatMonitor(30.0), sweep_interval=4.0, shard_size=1)
+        hb = AsyncHeartbeats(kernel, on_close=lambda w, why: closed.append(why))
+        async with AsyncServer(hb, close_on_eof=False) as srv:
+            clients = [await srv.connect("first")]
+            started = loop.time()
+            clients += [await srv.connect(f"leaver{i}") for i in range(7)]
+            for _, w in clients[1:]:
+                w.close()  # CLOSE_WAIT on the server: reaped when its shard is read
+            while not closed and loop.time() - started < 8:
+                await asyncio.sleep(0.02)
+            assert closed == [CloseReason.PEER_CLOSED]
+            # The second shard is due about 1 s in; before, the first sweep came at 4 s.
+            assert loop.time() - started < 2.5
+            clients[0][1].close()
+
+    asyncio.run(main())
+
+
 # --- real sockets: the thread runner
 
 
@@ -787,10 +855,10 @@ def test_thread_runner_wakes_for_a_new_key_due_before_its_planned_wake() -> None
 
 
 def test_thread_runner_kernel_mode_wakes_for_sooner_sweeps() -> None:
-    # One socket: a sweep every 2 s is planned. Seven more make it one every 0.25 s.
+    # One socket: a sweep in 4 s is planned. Seven more make it one every 0.5 s.
     reaped: list[CloseReason] = []
     kernel: KernelLiveness[socket.socket] = KernelLiveness(
-        HeartbeatMonitor(30.0), sweep_interval=2.0, shard_size=1)
+        HeartbeatMonitor(30.0), sweep_interval=4.0, shard_size=1)
     runner: HeartbeatThread[socket.socket] = HeartbeatThread(
         kernel, on_close=lambda s, why: reaped.append(why))
     pairs = [loopback_pair() for _ in range(8)]
@@ -802,10 +870,10 @@ def test_thread_runner_kernel_mode_wakes_for_sooner_sweeps() -> None:
             for client, server in pairs[1:]:
                 client.close()  # CLOSE_WAIT: reaped as soon as its shard is read
                 runner.add(server)
-            assert poll(lambda: len(reaped) == 7, 8.0)
-            # A round of 8 shards is 2 s; before, the first sweep came only at 2 s.
-            assert time.monotonic() - added < 3.5
-            assert reaped == [CloseReason.PEER_CLOSED] * 7
+            assert poll(lambda: reaped, 8.0)
+            # The second shard is due about 1 s in; before, the first sweep came at 4 s.
+            assert time.monotonic() - added < 2.5
+            assert reaped == [CloseReason.PEER_CLOSED]
     finally:
         for c, s in pairs:
             c.close()
@@ -952,6 +1020,30 @@ def test_sweeps_are_sharded_round_robin() -> None:
         assert reasons.count(CloseReason.GONE) == 1
         assert reasons.count(CloseReason.PEER_CLOSED) == 28
         assert len(kernel.monitor) == 0 and kernel.next_sweep() is None
+    finally:
+        for c, s in pairs:
+            c.close()
+            s.close()
+
+
+def test_a_round_keeps_its_pace_as_keys_are_reaped() -> None:
+    clock = FakeClock(1000.0)
+    kernel: KernelLiveness[socket.socket] = KernelLiveness(
+        HeartbeatMonitor(30.0, clock=clock), sweep_interval=2.0, shard_size=1)
+    pairs = [loopback_pair() for _ in range(8)]
+    try:
+        for client, server in pairs:
+            kernel.add(server)
+            client.close()
+        time.sleep(0.05)
+        reaped = 0
+        for _ in range(8):  # every shard a quarter second apart, reaped ones or not
+            due = kernel.next_sweep()
+            assert due == pytest.approx(clock.now + 0.25)
+            clock.now = due
+            reaped += len(kernel.sweep().reaped)
+        assert reaped == 8 and clock.now == pytest.approx(1002.0)
+        assert kernel.next_sweep() is None and kernel.suspects == ()
     finally:
         for c, s in pairs:
             c.close()
