@@ -222,8 +222,11 @@ class HeartbeatMonitor(Generic[K]):
         return int((t - self._origin) * self._inv_tick)
 
     def _arm(self, key: K, last: float) -> None:
-        # The slot of the tick after the deadline's: when it comes due, so is the key.
-        self._ring[(self._tick_of(last + self._timeout) + 1) % self._size].append(key)
+        # The slot of the tick that ``last + timeout + tick`` falls in: when it comes due, so
+        # is the key. Computed as a clock reading of that time would be (not as the deadline's
+        # tick + 1, which float rounding can make one tick later), so a caller asking at
+        # exactly timeout + tick after the last beat finds the key due.
+        self._ring[self._tick_of(last + self._timeout + self._tick) % self._size].append(key)
 
     # --- connections
 
@@ -345,8 +348,8 @@ class HeartbeatMonitor(Generic[K]):
         dead = self._dead
         timeout = self._timeout
         inv = self._inv_tick
-        # int((t + shift) * inv) is the tick after the one t's deadline falls in.
-        shift = timeout - self._origin + self._tick
+        tick = self._tick
+        origin = self._origin
         size = self._size
         ring = self._ring
         out: list[K] = []
@@ -355,11 +358,12 @@ class HeartbeatMonitor(Generic[K]):
             if t is None:
                 dead.discard(key)  # removed since it was armed: the entry dies here
                 continue
-            due = int((t + shift) * inv)
+            if t + timeout <= now:  # checked first: rounding must not make it a tick late
+                out.append(key)
+                continue
+            due = int((t + timeout + tick - origin) * inv)  # as _arm computes it
             if due > current:  # it beat since: move it to its new deadline's slot
                 ring[due % size].append(key)
-            elif t + timeout <= now:
-                out.append(key)
             else:  # rounding put a deadline that is still ahead into a tick already here
                 ring[(current + 1) % size].append(key)
         self._visited += len(entries)
