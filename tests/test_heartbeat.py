@@ -1142,6 +1142,38 @@ def test_kernel_mode_finds_a_vanished_peer_without_pings(netns_pair: NetnsPair) 
         assert alive not in kernel.suspects
 
 
+def test_suspects_are_read_on_top_of_a_full_shard(netns_pair: NetnsPair) -> None:
+    clock = FakeClock(1000.0)  # the sweeps' pace is not under test: no key expires early
+    kernel: KernelLiveness[socket.socket] = KernelLiveness(
+        HeartbeatMonitor(30.0, clock=clock), sweep_interval=2.0, shard_size=2)
+    pairs = [loopback_pair() for _ in range(4)]
+    try:
+        with netns_pair.connected() as (_, vanishing):
+            kernel.add(vanishing)
+            for _, server in pairs:
+                kernel.add(server)
+            netns_pair.link_down("a")
+            vanishing.send(b"unacknowledged")  # retransmitted into the void
+            for _ in range(100):
+                kernel.sweep()
+                if vanishing in kernel.suspects:
+                    break
+                time.sleep(0.05)
+            assert kernel.suspects == (vanishing,)
+            # Each sweep reads the suspect and two round positions (the suspect's own is not
+            # read twice): three sweeps cover the round of 5, so all 4 others are read.
+            read = [kernel.sweep().swept for _ in range(3)]
+            assert sum(read) - 3 >= 4, read
+            # Once the monitor expired it, it is no suspect any more.
+            clock.advance(60)
+            assert vanishing in kernel.monitor.expired()
+            assert kernel.suspects == ()
+    finally:
+        for c, s in pairs:
+            c.close()
+            s.close()
+
+
 def test_thread_runner_kernel_mode_closes_the_vanished_peer(netns_pair: NetnsPair) -> None:
     closed: list[tuple[socket.socket, CloseReason, float]] = []
     runner: HeartbeatThread[socket.socket] = HeartbeatThread(
