@@ -109,7 +109,9 @@ class AsyncHeartbeats:
         Every ``reader.feed_data`` (each chunk the transport reads) beats; EOF after the
         transport closed, or a read error, forgets the stream. A peer's FIN alone does not:
         a half-closed stream beats no more and expires unless the application closes it.
-        Watching a watched stream again counts as a beat and re-binds its identity.
+        Watching a watched stream again counts as a beat and re-binds its identity. A stream
+        whose transport is already closing (the peer reset it before the handler got here)
+        is not tracked, and replaces nothing: None.
         """
         if self._closed:
             raise RuntimeError("AsyncHeartbeats is closed")
