@@ -358,12 +358,13 @@ class HeartbeatMonitor(Generic[K]):
             if t is None:
                 dead.discard(key)  # removed since it was armed: the entry dies here
                 continue
-            if t + timeout <= now:  # checked first: rounding must not make it a tick late
-                out.append(key)
-                continue
-            due = int((t + timeout + tick - origin) * inv)  # as _arm computes it
+            # Exactly as _arm computes it, so a key that did not beat gets its own slot back
+            # (the one being processed), never one later.
+            due = int((t + timeout + tick - origin) * inv)
             if due > current:  # it beat since: move it to its new deadline's slot
                 ring[due % size].append(key)
+            elif t + timeout <= now:
+                out.append(key)
             else:  # rounding put a deadline that is still ahead into a tick already here
                 ring[(current + 1) % size].append(key)
         self._visited += len(entries)
