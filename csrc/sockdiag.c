@@ -24,7 +24,6 @@
 #define TCP_STATE_SYN_RECV 3
 #define TCP_STATE_LISTEN 10
 #define TCP_STATE_TIME_WAIT 6
-#define TCPF_ALL_KNOWN 0x1ffe /* ESTABLISHED (1) .. NEW_SYN_RECV (12) */
 
 /* A dump datagram is at most ~32 KiB (the kernel caps its dump skb there); twice that leaves
  * room, and MSG_TRUNC still catches a bigger one instead of parsing half of it. */

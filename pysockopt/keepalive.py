@@ -18,7 +18,7 @@ from typing import Final, NamedTuple
 
 from ._native import ffi, lib
 from ._sock import SocketLike, fileno_of, os_error
-from .errors import InvalidConfigError
+from .errors import InvalidConfigError, UnsupportedPlatformError
 
 __all__ = [
     "LIMITS",
@@ -42,7 +42,6 @@ LIMITS: Final[dict[str, tuple[int, int]]] = {
 #: Option names in the native PSO_KA_* order, for messages and socket_options().
 _OPTION_NAMES: Final = ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT",
                         "SO_KEEPALIVE")
-_FIELDS: Final = ("idle", "interval", "count", "user_timeout_ms", "enabled")
 
 _SYSCTL: Final = "/proc/sys/net/ipv4/tcp_keepalive_"
 
@@ -180,19 +179,9 @@ class KeepaliveReport(NamedTuple):
     @property
     def differences(self) -> tuple[tuple[str, object, object], ...]:
         """``(field, requested, effective)`` for every field the kernel did not take as asked."""
-        eff = self.effective
-        if eff is None:
+        if self.effective is None:
             return ()
-        req = self.requested
-        wanted: list[tuple[str, object, object]] = [
-            ("enabled", True, eff.enabled),
-            ("idle", req.idle, eff.idle),
-            ("interval", req.interval, eff.interval),
-            ("count", req.count, eff.count),
-        ]
-        if req.user_timeout_ms is not None:
-            wanted.append(("user_timeout_ms", req.user_timeout_ms, eff.user_timeout_ms))
-        return tuple(row for row in wanted if row[1] != row[2])
+        return tuple(row for row in self.rows() if row[1] is not None and row[1] != row[2])
 
     @property
     def ok(self) -> bool:
@@ -323,8 +312,6 @@ def system_keepalive() -> HostKeepalive:
 
     Raises UnsupportedPlatformError where those files do not exist (not Linux).
     """
-    from .errors import UnsupportedPlatformError
-
     values = []
     for name in ("time", "intvl", "probes"):
         path = _SYSCTL + name
