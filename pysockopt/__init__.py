@@ -8,8 +8,6 @@ clear error, never a wrong answer.
 
 from __future__ import annotations
 
-from .connections import Connection, Process, Timer, connections, processes_of, state_counts
-from .diagnose import Diagnosis, Evidence, Finding, Severity, Thresholds, diagnose
 from .errno import (
     Action,
     ErrnoInfo,
@@ -32,6 +30,20 @@ from .heartbeat import (
     KernelLiveness,
     LivenessPlan,
     Sweep,
+)
+from .host import (
+    Connection,
+    Diagnosis,
+    Evidence,
+    Finding,
+    Process,
+    Severity,
+    Thresholds,
+    Timer,
+    connections,
+    diagnose,
+    processes_of,
+    state_counts,
 )
 from .keepalive import (
     HostKeepalive,

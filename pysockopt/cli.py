@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from . import __version__
+from ._format import duration
 from .errors import InvalidConfigError
 from .keepalive import KeepaliveConfig, system_keepalive
 
@@ -48,19 +49,6 @@ def emit_json(out: TextIO, data: Any) -> None:
     """Write ``data`` as indented JSON and a newline."""
     json.dump(data, out, indent=2, sort_keys=False)
     out.write("\n")
-
-
-def human_duration(seconds: float) -> str:
-    """Return ``seconds`` as e.g. ``2 h 11 min 15 s``."""
-    seconds = round(seconds)
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            parts.append(f"{seconds // size} {unit}")
-            seconds %= size
-    if seconds or not parts:
-        parts.append(f"{seconds} s")
-    return " ".join(parts)
 
 
 def table(out: TextIO, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -106,10 +94,10 @@ def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
         out.write(
             f"KeepaliveConfig(idle={config.idle}, interval={config.interval}, "
             f"count={config.count}, user_timeout_ms={config.user_timeout_ms})\n"
-            f"  a silent peer is declared dead after {human_duration(config.detection_time)}"
+            f"  a silent peer is declared dead after {duration(config.detection_time)}"
             f" (idle {config.idle} + {config.count} probes x {config.interval} s);\n"
             f"  unacknowledged data fails the connection after"
-            f" {human_duration(config.detection_time)} (TCP_USER_TIMEOUT)\n\n"
+            f" {duration(config.detection_time)} (TCP_USER_TIMEOUT)\n\n"
             "Use it:\n"
             f"  config = pysockopt.KeepaliveConfig.for_detection({args.detect:g}"
             + (f", count={args.count}" if args.count != 3 else "") + ")\n"
@@ -131,7 +119,7 @@ def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
     ])
     out.write(
         f"\nA socket with SO_KEEPALIVE and no values of its own notices a dead peer after "
-        f"{human_duration(host.detection_time)}.\n"
+        f"{duration(host.detection_time)}.\n"
     )
     if host.detection_time > 300:
         out.write("Set per-socket values instead: pysockopt keepalive --detect 30\n")
@@ -242,7 +230,7 @@ def _states_args(p: argparse.ArgumentParser) -> None:
 @command("states", "count TCP sockets per state (like netstat -nat | sort | uniq -c)",
          _states_args)
 def _states(args: argparse.Namespace, out: TextIO) -> int:
-    from .connections import state_counts
+    from .host.connections import state_counts
 
     counts = state_counts(port=args.port)
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -266,7 +254,7 @@ def _conns_args(p: argparse.ArgumentParser) -> None:
 
 @command("conns", "list TCP sockets (like ss -tan, or ss -tin with -i)", _conns_args)
 def _conns(args: argparse.Namespace, out: TextIO) -> int:
-    from .connections import connections, parse_state
+    from .host.connections import connections, parse_state
 
     states = [parse_state(s) for s in args.state] if args.state else None
     conns = connections(states=states, port=args.port, with_info=args.info)
@@ -306,7 +294,7 @@ def _diagnose_args(p: argparse.ArgumentParser) -> None:
 @command("diagnose", "find CLOSE_WAIT leaks, SYN floods, full accept queues, TIME_WAIT "
          "pressure, dead peers", _diagnose_args)
 def _diagnose(args: argparse.Namespace, out: TextIO) -> int:
-    from .diagnose import diagnose
+    from .host import diagnose
 
     result = diagnose(port=args.port)
     if args.json:

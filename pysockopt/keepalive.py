@@ -10,14 +10,17 @@ bounds that case.
 
 from __future__ import annotations
 
+import errno
 import math
 import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
+from . import _host
 from ._native import ffi, lib
 from ._sock import SocketLike, fileno_of, os_error
+from ._validate import check_int
 from .errors import InvalidConfigError, UnsupportedPlatformError
 
 __all__ = [
@@ -49,16 +52,10 @@ _SYSCTL: Final = "/proc/sys/net/ipv4/tcp_keepalive_"
 def _check(name: str, value: object, *, optional: bool = False) -> None:
     if optional and value is None:
         return
-    if not isinstance(value, int) or isinstance(value, bool):
-        unit = "milliseconds" if name == "user_timeout_ms" else "seconds"
-        why = ""
-        if isinstance(value, float) and unit == "seconds":
-            why = (" (Linux keepalive has one-second granularity; sub-second values would be"
-                   " silently truncated)")
-        raise TypeError(f"{name} must be an int number of {unit}, not {type(value).__name__}{why}")
-    low, high = LIMITS[name]
-    if not low <= value <= high:
-        raise InvalidConfigError(name, value, f"{low}..{high}")
+    unit = "milliseconds" if name == "user_timeout_ms" else "seconds"
+    why = (" (Linux keepalive has one-second granularity; sub-second values would be"
+           " silently truncated)") if unit == "seconds" else ""
+    check_int(name, value, *LIMITS[name], unit=unit, why_not=why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,12 +311,10 @@ def system_keepalive() -> HostKeepalive:
     """
     values = []
     for name in ("time", "intvl", "probes"):
-        path = _SYSCTL + name
-        try:
-            with open(path, encoding="ascii") as f:
-                values.append(int(f.read().strip()))
-        except FileNotFoundError as err:
+        value = _host.sysctl_int(f"net.ipv4.tcp_keepalive_{name}")
+        if value is None:
             raise UnsupportedPlatformError(
-                err.errno, f"host keepalive defaults are read from {path}, which is missing"
-            ) from err
+                errno.ENOENT, f"host keepalive defaults are read from {_SYSCTL}{name}, "
+                "which is missing or unreadable")
+        values.append(value)
     return HostKeepalive(*values)

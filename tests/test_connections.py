@@ -30,7 +30,7 @@ from pysockopt import (
 )
 from pysockopt._native import ffi, lib
 from pysockopt.cli import main
-from pysockopt.connections import _parse_dump, _parse_proc, parse_state
+from pysockopt.host.connections import _parse_dump, _parse_proc, parse_state
 
 SOURCES = ["netlink", "proc"]
 
@@ -374,7 +374,7 @@ def _parse_guarded(datagrams: list[bytes]) -> tuple[int, list[Connection] | None
         assert rc in (lib.PSO_SD_MORE, lib.PSO_SD_DONE) or 0 < -rc < 4096
         if rc < 0:
             return rc, None
-        from pysockopt.connections import _records
+        from pysockopt.host.connections import _records
 
         try:
             conns = _records(sink)

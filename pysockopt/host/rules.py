@@ -1,12 +1,7 @@
-"""Diagnose the classic TCP state piles from one look at every socket on the host.
+"""The diagnosis rules, as data: what each looks for, means and advises, and its check.
 
-``diagnose()`` takes one ``connections(with_info=True)`` snapshot plus the host's sysctls and
-checks it against ``RULES``: SYN_RECV piles per listener, full accept queues and listener
-drops, CLOSE_WAIT piles with the process that leaks them, TIME_WAIT pressure on the
-ephemeral port range, FIN_WAIT1 / FIN_WAIT2 / LAST_ACK piles, connections retransmitting to
-a peer that does not answer, long-idle connections without keepalive, and the host's
-keepalive defaults. Thresholds are parameters (``Thresholds``); docs/diagnose.md is generated
-from ``RULES`` (``python -m pysockopt._diagnose_doc``).
+Each ``Rule`` in ``RULES`` turns one snapshot of the sockets and the host facts into findings;
+docs/diagnose.md is generated from this table (``python docs/generate.py``).
 """
 
 from __future__ import annotations
@@ -15,212 +10,30 @@ import ipaddress
 import socket
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from enum import IntEnum
-from types import MappingProxyType
-from typing import Final, NamedTuple
+from dataclasses import dataclass
+from typing import Final
 
-from .connections import Connection, Process, Timer, connections, processes_of
-from .errors import InvalidConfigError
-from .keepalive import HostKeepalive, system_keepalive
-from .tcpinfo import TcpState
+from .._format import endpoint, processes
+from ..tcpinfo import TcpState
+from .connections import Connection, Process, Timer, processes_of
+from .model import Evidence, Finding, HostFacts, Severity, Thresholds
 
-__all__ = [
-    "RULES",
-    "Diagnosis",
-    "Evidence",
-    "Finding",
-    "HostFacts",
-    "Rule",
-    "Severity",
-    "Thresholds",
-    "diagnose",
-    "rules_markdown",
-]
-
-
-class Severity(IntEnum):
-    """How much a finding matters. WARNING and CRITICAL make ``pysockopt diagnose`` exit 1."""
-
-    INFO = 0
-    WARNING = 1
-    CRITICAL = 2
-
-    @property
-    def label(self) -> str:
-        """The name in lower case, as reports print it."""
-        return self.name.lower()
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Where each rule starts to report. The defaults suit a busy server; tune per host.
-
-    Counts are sockets in one group: per listener for SYN_RECV; for the CLOSE_WAIT,
-    FIN_WAIT1, FIN_WAIT2 and LAST_ACK piles per listening port (server side), else per
-    remote endpoint, else per owning process (client side). ``time_wait_ratio`` is TIME_WAIT
-    sockets from one local address to one remote endpoint over the size of
-    net.ipv4.ip_local_port_range; ``accept_queue_ratio`` is accept queue over backlog;
-    ``retrans`` counts consecutive retransmissions of one connection.
-    """
-
-    syn_recv: int = 100
-    accept_queue_ratio: float = 1.0
-    listen_drops: int = 1
-    close_wait: int = 10
-    time_wait_ratio: float = 0.5
-    fin_wait1: int = 50
-    fin_wait2: int = 50
-    last_ack: int = 50
-    retrans: int = 3
-    idle_seconds: int = 1800
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise InvalidConfigError(f.name, value, "a number > 0")
-
-
-class Evidence(NamedTuple):
-    """One number behind a finding, e.g. ``Evidence("accept_queue", 129)``."""
-
-    name: str
-    value: int | float | str
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One problem: a stable ``code``, how bad, one line saying what, the numbers, what to do.
-
-    ``port`` is the local port it is about (None for host-wide findings); ``sockets`` holds
-    up to a few of the sockets concerned and ``processes`` the processes holding them, where
-    the rule looks them up.
-    """
-
-    code: str
-    severity: Severity
-    summary: str
-    evidence: tuple[Evidence, ...]
-    advice: str
-    port: int | None = None
-    sockets: tuple[Connection, ...] = ()
-    processes: tuple[Process, ...] = ()
-
-    def as_dict(self) -> dict[str, object]:
-        """Return the finding for JSON."""
-        return {
-            "code": self.code,
-            "severity": self.severity.label,
-            "summary": self.summary,
-            "evidence": {e.name: e.value for e in self.evidence},
-            "advice": self.advice,
-            "port": self.port,
-            "processes": [{"pid": p.pid, "command": p.command} for p in self.processes],
-            "sockets": [f"{c.state.label} {c.local} {c.remote}" for c in self.sockets],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class HostFacts:
-    """The host settings the rules weigh findings against (this network namespace's)."""
-
-    tcp_syncookies: int | None
-    tcp_max_syn_backlog: int | None
-    somaxconn: int | None
-    ip_local_port_range: tuple[int, int] | None
-    tcp_tw_reuse: int | None
-    keepalive: HostKeepalive | None
-    listen_overflows: int | None
-    listen_drops: int | None
-
-    @property
-    def ephemeral_ports(self) -> int | None:
-        """How many local ports outgoing connections can use (size of ip_local_port_range)."""
-        r = self.ip_local_port_range
-        return None if r is None else r[1] - r[0] + 1
-
-    def as_dict(self) -> dict[str, object]:
-        """Return the facts for JSON."""
-        ka = self.keepalive
-        return {
-            "tcp_syncookies": self.tcp_syncookies,
-            "tcp_max_syn_backlog": self.tcp_max_syn_backlog,
-            "somaxconn": self.somaxconn,
-            "ip_local_port_range": list(self.ip_local_port_range or ()) or None,
-            "tcp_tw_reuse": self.tcp_tw_reuse,
-            "keepalive": None if ka is None else [ka.idle, ka.interval, ka.count],
-            "listen_overflows": self.listen_overflows,
-            "listen_drops": self.listen_drops,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Diagnosis:
-    """What ``diagnose()`` saw: state counts, host facts and the findings, worst first."""
-
-    findings: tuple[Finding, ...]
-    counts: Mapping[TcpState, int]
-    host: HostFacts
-    port: int | None
-    thresholds: Thresholds
-
-    @property
-    def total(self) -> int:
-        """Sockets looked at."""
-        return sum(self.counts.values())
-
-    @property
-    def problems(self) -> tuple[Finding, ...]:
-        """Findings of severity WARNING or worse."""
-        return tuple(f for f in self.findings if f.severity >= Severity.WARNING)
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing worse than INFO was found."""
-        return not self.problems
-
-    def as_dict(self) -> dict[str, object]:
-        """Return the diagnosis for JSON."""
-        return {
-            "ok": self.ok,
-            "port": self.port,
-            "total": self.total,
-            "counts": {s.label: n for s, n in self.counts.items()},
-            "host": self.host.as_dict(),
-            "findings": [f.as_dict() for f in self.findings],
-        }
-
-    def render(self) -> str:
-        """Return a report a person reads in ten seconds."""
-        scope = f" on port {self.port}" if self.port is not None else ""
-        counts = ", ".join(f"{s.label} {n}" for s, n in
-                           sorted(self.counts.items(), key=lambda kv: -kv[1]))
-        lines = [f"{self.total} TCP sockets{scope}" + (f": {counts}" if counts else "")]
-        if not self.problems:
-            lines.append("No problems found.")
-        for f in self.findings:
-            lines.append("")
-            lines.append(f"{f.severity.label.upper():8} {f.code}: {f.summary}")
-            numbers = "  ".join(f"{e.name}={e.value}" for e in f.evidence)
-            lines.append(f"         {numbers}")
-            if f.processes:
-                procs = ", ".join(f"{p.command} (pid {p.pid})" for p in f.processes)
-                lines.append(f"         held by {procs}")
-            lines.append(f"         -> {f.advice}")
-        return "\n".join(lines) + "\n"
+__all__ = ["RULES", "Rule", "Snapshot"]
 
 
 # --- the snapshot rules look at
 
 
 @dataclass(frozen=True, slots=True)
-class _Snapshot:
+class Snapshot:
+    """What the rules look at: the sockets, grouped by state, and the host facts."""
+
     conns: Sequence[Connection]
     by_state: Mapping[TcpState, Sequence[Connection]]
     host: HostFacts
 
     def of(self, state: TcpState) -> Sequence[Connection]:
+        """Return the sockets in ``state``."""
         return self.by_state.get(state, ())
 
 
@@ -242,7 +55,7 @@ def _by_local_port(conns: Iterable[Connection]) -> dict[int, list[Connection]]:
     return groups
 
 
-def _listeners(snap: _Snapshot) -> dict[int, list[Connection]]:
+def _listeners(snap: Snapshot) -> dict[int, list[Connection]]:
     return _by_local_port(snap.of(TcpState.LISTEN))
 
 
@@ -264,7 +77,7 @@ class Rule:
     meaning: str
     advice: str
     threshold: str | None
-    check: Callable[[Rule, _Snapshot, Thresholds], Iterable[Finding]]
+    check: Callable[[Rule, Snapshot, Thresholds], Iterable[Finding]]
 
     def finding(self, summary: str, evidence: Iterable[tuple[str, int | float | str]], *,
                 severity: Severity | None = None, port: int | None = None,
@@ -277,7 +90,7 @@ class Rule:
                        tuple(sockets[:_EXAMPLES]), processes)
 
 
-def _syn_recv(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+def _syn_recv(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
     listeners = _listeners(snap)
     host = snap.host
     for port, conns in sorted(_by_local_port(snap.of(TcpState.SYN_RECV)).items()):
@@ -304,7 +117,7 @@ def _syn_recv(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
             severity=Severity.CRITICAL if full else None)
 
 
-def _accept_queue(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+def _accept_queue(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
     for c in snap.of(TcpState.LISTEN):
         backlog = c.backlog
         # listen(0) is a backlog of 0 that still queues one connection: full at 1.
@@ -322,7 +135,7 @@ def _accept_queue(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Findin
             severity=Severity.CRITICAL if c.rqueue >= backlog else Severity.WARNING)
 
 
-def _listen_drops(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+def _listen_drops(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
     host = snap.host
     for c in snap.of(TcpState.LISTEN):
         if c.drops is None or c.drops < t.listen_drops:
@@ -337,14 +150,10 @@ def _listen_drops(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Findin
 
 def _who(procs: Sequence[Process]) -> str:
     """`` in cmd (pid N), ...`` naming up to three processes, or "" when none is known."""
-    if not procs:
-        return ""
-    named = ", ".join(f"{p.command} (pid {p.pid})" for p in procs[:3])
-    more = f" and {len(procs) - 3} more" if len(procs) > 3 else ""
-    return f" in {named}{more}"
+    return f" in {processes(procs, most=3)}" if procs else ""
 
 
-def _pile(state: TcpState, limit: str) -> Callable[[Rule, _Snapshot, Thresholds],
+def _pile(state: TcpState, limit: str) -> Callable[[Rule, Snapshot, Thresholds],
                                                     Iterable[Finding]]:
     """Return a rule body for "too many sockets in ``state``" in one group.
 
@@ -355,7 +164,7 @@ def _pile(state: TcpState, limit: str) -> Callable[[Rule, _Snapshot, Thresholds]
     process) that are left are grouped by local port, as on the server side.
     """
 
-    def check(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+    def check(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
         threshold = getattr(t, limit)
         conns_in_state = snap.of(state)
         if len(conns_in_state) < threshold:
@@ -392,8 +201,8 @@ def _pile(state: TcpState, limit: str) -> Callable[[Rule, _Snapshot, Thresholds]
                 left += conns  # a listener's few, but maybe part of one process's many
         for (family, address, rport), conns in sorted(to_peer.items()):
             if len(conns) >= threshold:
-                endpoint = _endpoint(family, address, rport)
-                yield found(conns, f"to {endpoint}", "remote endpoint", _owners(conns), None)
+                yield found(conns, f"to {endpoint(family, address, rport)}", "remote endpoint",
+                            _owners(conns), None)
             else:
                 left += conns
         if len(left) < threshold:
@@ -420,10 +229,6 @@ def _pile(state: TcpState, limit: str) -> Callable[[Rule, _Snapshot, Thresholds]
     return check
 
 
-def _endpoint(family: int, address: str, port: int) -> str:
-    return f"[{address}]:{port}" if family == socket.AF_INET6 else f"{address}:{port}"
-
-
 def _is_loopback(address: str) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -443,7 +248,7 @@ def _tw_reuse_applies(tw_reuse: int | None, local: str, remote: str) -> bool:
     return tw_reuse == 1 or (tw_reuse == 2 and (_is_loopback(local) or _is_loopback(remote)))
 
 
-def _time_wait(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+def _time_wait(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
     host = snap.host
     size = host.ephemeral_ports
     if not size or host.ip_local_port_range is None:
@@ -467,7 +272,7 @@ def _time_wait(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
         severity = (Severity.INFO if reuse
                     else Severity.CRITICAL if ratio >= 0.9 else None)
         summary = (f"{len(conns)} TIME_WAIT sockets from {local} to "
-                   f"{_endpoint(family, address, port)} hold {ratio:.0%} of the "
+                   f"{endpoint(family, address, port)} hold {ratio:.0%} of the "
                    f"{size} ephemeral ports")
         if reuse:
             summary += (f" (tcp_tw_reuse={host.tcp_tw_reuse} lets new connections "
@@ -481,7 +286,7 @@ def _time_wait(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
             port=None, sockets=conns, severity=severity)
 
 
-def _retransmitting(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+def _retransmitting(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
     per_peer: dict[str, list[Connection]] = defaultdict(list)
     for c in snap.of(TcpState.ESTABLISHED):
         if c.timer == Timer.RETRANSMIT and c.retrans >= t.retrans:
@@ -500,7 +305,7 @@ def _retransmitting(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Find
             evidence, port=worst.local_port, sockets=conns, processes=_owners(conns))
 
 
-def _idle_no_keepalive(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+def _idle_no_keepalive(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
     limit_ms = t.idle_seconds * 1000
     suspects: list[Connection] = []
     for c in snap.of(TcpState.ESTABLISHED):
@@ -528,7 +333,7 @@ def _idle_no_keepalive(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[F
         processes=_owners(suspects))
 
 
-def _keepalive_defaults(rule: Rule, snap: _Snapshot, t: Thresholds) -> Iterable[Finding]:
+def _keepalive_defaults(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
     ka = snap.host.keepalive
     if ka is None or not ka.is_linux_default:
         return
@@ -642,130 +447,3 @@ RULES: Final[tuple[Rule, ...]] = (
 
 def _show(value: int | None) -> int | str:
     return "unknown" if value is None else value
-
-
-# --- host facts
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _port_range() -> tuple[int, int] | None:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
-            low, high = (int(x) for x in f.read().split())
-    except (OSError, ValueError):
-        return None
-    return low, high
-
-
-def _listen_counters() -> tuple[int | None, int | None]:
-    """TcpExt ListenOverflows and ListenDrops of this network namespace."""
-    try:
-        with open("/proc/thread-self/net/netstat", encoding="ascii", errors="replace") as f:
-            return _netstat_counters(f.read())
-    except OSError:
-        return None, None
-
-
-def _netstat_counters(text: str) -> tuple[int | None, int | None]:
-    """Return ListenOverflows and ListenDrops from /proc/net/netstat text.
-
-    A counter that is absent or not a number is None.
-    """
-    lines = text.splitlines()
-    for names, values in zip(lines[::2], lines[1::2], strict=False):
-        if names.startswith("TcpExt:") and values.startswith("TcpExt:"):
-            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
-            return _count(table.get("ListenOverflows")), _count(table.get("ListenDrops"))
-    return None, None
-
-
-def _count(value: str | None) -> int | None:
-    return int(value) if value is not None and value.isascii() and value.isdigit() else None
-
-
-def host_facts() -> HostFacts:
-    """Read the sysctls and counters the rules use (for the calling thread's namespace)."""
-    base = "/proc/sys/net/ipv4/"
-    try:
-        keepalive: HostKeepalive | None = system_keepalive()
-    except OSError:
-        keepalive = None
-    overflows, drops = _listen_counters()
-    return HostFacts(
-        tcp_syncookies=_read_int(base + "tcp_syncookies"),
-        tcp_max_syn_backlog=_read_int(base + "tcp_max_syn_backlog"),
-        somaxconn=_read_int("/proc/sys/net/core/somaxconn"),
-        ip_local_port_range=_port_range(),
-        tcp_tw_reuse=_read_int(base + "tcp_tw_reuse"),
-        keepalive=keepalive,
-        listen_overflows=overflows,
-        listen_drops=drops,
-    )
-
-
-# --- entry point
-
-
-def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None) -> Diagnosis:
-    """Look at every TCP socket (those on ``port``, local or remote, if given) and report.
-
-    One ``connections(with_info=True)`` snapshot is checked against every rule in ``RULES``;
-    owning processes are looked up only for the sockets a finding names. Findings come
-    worst first. Sees the calling thread's network namespace.
-    """
-    t = Thresholds() if thresholds is None else thresholds
-    if not isinstance(t, Thresholds):
-        raise TypeError(f"thresholds must be a Thresholds, not {type(t).__name__}")
-    conns = connections(port=port, with_info=True)
-    by_state: dict[TcpState, list[Connection]] = defaultdict(list)
-    for c in conns:
-        by_state[c.state].append(c)
-    snap = _Snapshot(conns, by_state, host_facts())
-    findings = [f for rule in RULES for f in rule.check(rule, snap, t)]
-    findings.sort(key=lambda f: -f.severity)  # stable: rule order within a severity
-    counts = MappingProxyType({s: len(v) for s, v in sorted(by_state.items())})
-    return Diagnosis(tuple(findings), counts, snap.host, port, t)
-
-
-def rules_markdown() -> str:
-    """Return docs/diagnose.md, generated from ``RULES`` and the ``Thresholds`` defaults."""
-    defaults = Thresholds()
-    out = [
-        "# pysockopt diagnose: the rules",
-        "",
-        "<!-- Generated by `python -m pysockopt._diagnose_doc` from",
-        "     pysockopt/diagnose.py RULES; tests/test_diagnose.py fails when it is stale. -->",
-        "",
-        "`pysockopt diagnose [--port P] [--json]` (or `pysockopt.diagnose(port=None, "
-        "thresholds=None)`) takes one snapshot of every TCP socket in the network namespace "
-        "(`connections(with_info=True)`), reads the host sysctls, and checks these rules. "
-        "Exit status: 0 when nothing worse than info was found, 1 when there are findings, "
-        "2 on error. Owning processes are looked up (through /proc/*/fd) only for the "
-        "sockets a finding names.",
-        "",
-        "| code | severity | looks for | threshold (default) |",
-        "|---|---|---|---|",
-    ]
-    for r in RULES:
-        limit = ("-" if r.threshold is None
-                 else f"`{r.threshold}` = {getattr(defaults, r.threshold)}")
-        out.append(f"| `{r.code}` | {r.severity.label} | {r.title} | {limit} |")
-    for r in RULES:
-        out += ["", f"## {r.code}: {r.title}", "",
-                f"**Looks for.** {r.looks_for}", "",
-                f"**What it usually means.** {r.meaning}", "",
-                f"**What to do.** {r.advice}"]
-    out += ["", "## Thresholds", "",
-            "Pass `pysockopt.diagnose(thresholds=Thresholds(close_wait=50, ...))` to tune them.",
-            "", "| field | default |", "|---|---|"]
-    for f in fields(defaults):
-        out.append(f"| `{f.name}` | {getattr(defaults, f.name)} |")
-    return "\n".join(out) + "\n"
-

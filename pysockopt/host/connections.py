@@ -19,10 +19,11 @@ from collections.abc import Iterable
 from enum import IntEnum
 from typing import Final, Literal, NamedTuple
 
-from ._native import ffi, lib
-from ._sock import os_error
-from .errors import InvalidConfigError
-from .tcpinfo import TcpInfo, TcpState
+from .._format import endpoint
+from .._native import ffi, lib
+from .._sock import os_error
+from ..errors import InvalidConfigError
+from ..tcpinfo import TcpInfo, TcpState
 
 __all__ = [
     "Connection",
@@ -113,12 +114,12 @@ class Connection(NamedTuple):
     @property
     def local(self) -> str:
         """``address:port`` as ``ss`` prints it (IPv6 in brackets)."""
-        return _endpoint(self.family, self.local_address, self.local_port)
+        return endpoint(self.family, self.local_address, self.local_port)
 
     @property
     def remote(self) -> str:
         """``address:port`` of the peer (``*`` port for a listener)."""
-        return _endpoint(self.family, self.remote_address, self.remote_port)
+        return endpoint(self.family, self.remote_address, self.remote_port)
 
     def processes(self) -> tuple[Process, ...]:
         """Return the processes holding this socket, found through /proc/*/fd (slow: on demand)."""
@@ -145,11 +146,6 @@ class Connection(NamedTuple):
             "drops": self.drops,
             "info": None if self.info is None else self.info.as_dict(),
         }
-
-
-def _endpoint(family: int, address: str, port: int) -> str:
-    host = f"[{address}]" if family == socket.AF_INET6 else address
-    return f"{host}:{port if port else '*'}"
 
 
 # --- query validation

@@ -1,0 +1,74 @@
+"""Every read of /proc/sys and of the host's TCP counters, in one place.
+
+All reads go through /proc/thread-self or /proc/sys, which follow the calling thread's network
+namespace (a thread that joined another namespace sees that namespace's values); /proc/self/net
+and /proc/net would show the process's own namespace instead. A value that is missing or not a
+number is None: callers say "unknown", never 0.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Final
+
+__all__ = [
+    "SYSCTL", "counter_table", "netstat_counters", "read_int", "read_ints", "sysctl", "sysctl_int",
+]
+
+#: Where sysctls live; ``sysctl("net.ipv4.tcp_syncookies")`` reads SYSCTL + "net/ipv4/...".
+SYSCTL: Final = "/proc/sys/"
+
+
+def read_ints(path: str) -> tuple[int, ...] | None:
+    """Return the whitespace-separated integers of a small text file, or None if unreadable."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return tuple(int(x) for x in f.read().split())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def read_int(path: str) -> int | None:
+    """Return the first integer in a small text file, or None if missing or not a number."""
+    values = read_ints(path)
+    return values[0] if values else None
+
+
+def sysctl(name: str) -> tuple[int, ...] | None:
+    """Return a numeric sysctl (``"net.ipv4.ip_local_port_range"`` -> ``(32768, 60999)``)."""
+    return read_ints(SYSCTL + name.replace(".", "/"))
+
+
+def sysctl_int(name: str) -> int | None:
+    """Return a one-number sysctl (``"net.core.somaxconn"`` -> 4096), or None."""
+    values = sysctl(name)
+    return values[0] if values else None
+
+
+def counter_table(text: str, prefix: str) -> dict[str, int | None]:
+    """Return the ``prefix`` table (``"TcpExt"``, ``"Tcp"``) of /proc/net/netstat or snmp text.
+
+    Those files hold pairs of lines, names then values, each starting with ``prefix:``. A value
+    that is not a number is None; an absent table is an empty dict.
+    """
+    lines = text.splitlines()
+    head = prefix + ":"
+    for names, values in itertools.pairwise(lines):
+        if names.startswith(head) and values.startswith(head):
+            return {name: _count(value) for name, value in
+                    zip(names.split()[1:], values.split()[1:], strict=False)}
+    return {}
+
+
+def netstat_counters(name: str, prefix: str) -> dict[str, int | None] | None:
+    """Return one table of /proc/thread-self/net/``name``; None when the file is unreadable."""
+    try:
+        with open(f"/proc/thread-self/net/{name}", encoding="ascii", errors="replace") as f:
+            return counter_table(f.read(), prefix)
+    except OSError:
+        return None
+
+
+def _count(value: str) -> int | None:
+    # Counters are unsigned; a negative or garbled value is unknown, not a number.
+    return int(value) if value.isascii() and value.isdigit() else None

@@ -1,0 +1,178 @@
+"""What a diagnosis says: severities, thresholds, findings, the host facts, the result.
+
+Value types only: the rules that produce findings are in rules.py, the text report in
+render.py, and ``diagnose()`` in diagnosis.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from enum import IntEnum
+from typing import NamedTuple
+
+from ..errors import InvalidConfigError
+from ..keepalive import HostKeepalive
+from ..tcpinfo import TcpState
+from .connections import Connection, Process
+
+__all__ = ["Diagnosis", "Evidence", "Finding", "HostFacts", "Severity", "Thresholds"]
+
+
+class Severity(IntEnum):
+    """How much a finding matters. WARNING and CRITICAL make ``pysockopt diagnose`` exit 1."""
+
+    INFO = 0
+    WARNING = 1
+    CRITICAL = 2
+
+    @property
+    def label(self) -> str:
+        """The name in lower case, as reports print it."""
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Where each rule starts to report. The defaults suit a busy server; tune per host.
+
+    Counts are sockets in one group: per listener for SYN_RECV; for the CLOSE_WAIT,
+    FIN_WAIT1, FIN_WAIT2 and LAST_ACK piles per listening port (server side), else per
+    remote endpoint, else per owning process (client side). ``time_wait_ratio`` is TIME_WAIT
+    sockets from one local address to one remote endpoint over the size of
+    net.ipv4.ip_local_port_range; ``accept_queue_ratio`` is accept queue over backlog;
+    ``retrans`` counts consecutive retransmissions of one connection.
+    """
+
+    syn_recv: int = 100
+    accept_queue_ratio: float = 1.0
+    listen_drops: int = 1
+    close_wait: int = 10
+    time_wait_ratio: float = 0.5
+    fin_wait1: int = 50
+    fin_wait2: int = 50
+    last_ack: int = 50
+    retrans: int = 3
+    idle_seconds: int = 1800
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise InvalidConfigError(f.name, value, "a number > 0")
+
+
+class Evidence(NamedTuple):
+    """One number behind a finding, e.g. ``Evidence("accept_queue", 129)``."""
+
+    name: str
+    value: int | float | str
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem: a stable ``code``, how bad, one line saying what, the numbers, what to do.
+
+    ``port`` is the local port it is about (None for host-wide findings); ``sockets`` holds
+    up to a few of the sockets concerned and ``processes`` the processes holding them, where
+    the rule looks them up.
+    """
+
+    code: str
+    severity: Severity
+    summary: str
+    evidence: tuple[Evidence, ...]
+    advice: str
+    port: int | None = None
+    sockets: tuple[Connection, ...] = ()
+    processes: tuple[Process, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the finding for JSON."""
+        return {
+            "code": self.code,
+            "severity": self.severity.label,
+            "summary": self.summary,
+            "evidence": {e.name: e.value for e in self.evidence},
+            "advice": self.advice,
+            "port": self.port,
+            "processes": [{"pid": p.pid, "command": p.command} for p in self.processes],
+            "sockets": [f"{c.state.label} {c.local} {c.remote}" for c in self.sockets],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """The host settings the rules weigh findings against (this network namespace's)."""
+
+    tcp_syncookies: int | None
+    tcp_max_syn_backlog: int | None
+    somaxconn: int | None
+    ip_local_port_range: tuple[int, int] | None
+    tcp_tw_reuse: int | None
+    keepalive: HostKeepalive | None
+    listen_overflows: int | None
+    listen_drops: int | None
+
+    @property
+    def ephemeral_ports(self) -> int | None:
+        """How many local ports outgoing connections can use (size of ip_local_port_range)."""
+        r = self.ip_local_port_range
+        return None if r is None else r[1] - r[0] + 1
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the facts for JSON."""
+        ka = self.keepalive
+        return {
+            "tcp_syncookies": self.tcp_syncookies,
+            "tcp_max_syn_backlog": self.tcp_max_syn_backlog,
+            "somaxconn": self.somaxconn,
+            "ip_local_port_range": list(self.ip_local_port_range or ()) or None,
+            "tcp_tw_reuse": self.tcp_tw_reuse,
+            "keepalive": None if ka is None else [ka.idle, ka.interval, ka.count],
+            "listen_overflows": self.listen_overflows,
+            "listen_drops": self.listen_drops,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """What ``diagnose()`` saw: state counts, host facts and the findings, worst first."""
+
+    findings: tuple[Finding, ...]
+    counts: Mapping[TcpState, int]
+    host: HostFacts
+    port: int | None
+    thresholds: Thresholds
+
+    @property
+    def total(self) -> int:
+        """Sockets looked at."""
+        return sum(self.counts.values())
+
+    @property
+    def problems(self) -> tuple[Finding, ...]:
+        """Findings of severity WARNING or worse."""
+        return tuple(f for f in self.findings if f.severity >= Severity.WARNING)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing worse than INFO was found."""
+        return not self.problems
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the diagnosis for JSON."""
+        return {
+            "ok": self.ok,
+            "port": self.port,
+            "total": self.total,
+            "counts": {s.label: n for s, n in self.counts.items()},
+            "host": self.host.as_dict(),
+            "findings": [f.as_dict() for f in self.findings],
+        }
+
+    def render(self) -> str:
+        """Return a report a person reads in ten seconds (see pysockopt.host.render)."""
+        from .render import render_diagnosis
+
+        return render_diagnosis(self)
