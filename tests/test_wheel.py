@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,8 +15,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_wheel_contains_every_subpackage_and_only_runtime_code(tmp_path: pathlib.Path) -> None:
+    # Build from a clean copy: a build/ left in a work tree by an earlier build would bring
+    # modules that no longer exist into the wheel.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", "*.so", ".*_cache", ".venv*"))
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
         capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = tmp_path.glob("pysockopt-*.whl")

@@ -1,0 +1,66 @@
+"""``pysockopt keepalive``: the host's defaults, or a config for a detection budget."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from .._format import duration
+from ..keepalive import KeepaliveConfig, system_keepalive
+from ._common import EXIT_OK, command, emit_json, table
+
+
+def _keepalive_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detect", type=float, metavar="SECONDS",
+                   help="print a config that declares a silent peer dead within SECONDS")
+    p.add_argument("--count", type=int, default=3,
+                   help="keepalive probes for --detect (default: 3)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+@command("keepalive", "host keepalive defaults, or a config for a detection budget",
+         _keepalive_args)
+def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
+    if args.detect is not None:
+        config = KeepaliveConfig.for_detection(args.detect, count=args.count)
+        if args.json:
+            emit_json(out, {
+                "idle": config.idle, "interval": config.interval, "count": config.count,
+                "user_timeout_ms": config.user_timeout_ms,
+                "detection_time": config.detection_time,
+                "socket_options": config.socket_options(),
+            })
+            return EXIT_OK
+        out.write(
+            f"KeepaliveConfig(idle={config.idle}, interval={config.interval}, "
+            f"count={config.count}, user_timeout_ms={config.user_timeout_ms})\n"
+            f"  a silent peer is declared dead after {duration(config.detection_time)}"
+            f" (idle {config.idle} + {config.count} probes x {config.interval} s);\n"
+            f"  unacknowledged data fails the connection after"
+            f" {duration(config.detection_time)} (TCP_USER_TIMEOUT)\n\n"
+            "Use it:\n"
+            f"  config = pysockopt.KeepaliveConfig.for_detection({args.detect:g}"
+            + (f", count={args.count}" if args.count != 3 else "") + ")\n"
+            "  pysockopt.apply_keepalive(sock, config)      # any connected TCP socket\n"
+            "  config.socket_options()                      # urllib3 / requests / redis-py\n"
+        )
+        return EXIT_OK
+    host = system_keepalive()
+    if args.json:
+        emit_json(out, {
+            "idle": host.idle, "interval": host.interval, "count": host.count,
+            "detection_time": host.detection_time, "linux_default": host.is_linux_default,
+        })
+        return EXIT_OK
+    table(out, ["sysctl", "value", "meaning"], [
+        ("net.ipv4.tcp_keepalive_time", host.idle, "seconds idle before the first probe"),
+        ("net.ipv4.tcp_keepalive_intvl", host.interval, "seconds between probes"),
+        ("net.ipv4.tcp_keepalive_probes", host.count, "unanswered probes before the drop"),
+    ])
+    out.write(
+        f"\nA socket with SO_KEEPALIVE and no values of its own notices a dead peer after "
+        f"{duration(host.detection_time)}.\n"
+    )
+    if host.detection_time > 300:
+        out.write("Set per-socket values instead: pysockopt keepalive --detect 30\n")
+    return EXIT_OK
