@@ -762,8 +762,13 @@ def _from_info(info: ErrnoInfo, accepting: bool, source: str) -> Triage:
 def _is_timeout(exc: BaseException) -> bool:
     if isinstance(exc, TimeoutError):
         return True
-    aio = sys.modules.get("asyncio")  # Python 3.10: asyncio.TimeoutError is its own class
-    return aio is not None and isinstance(exc, aio.TimeoutError)
+    # Python 3.10: asyncio.TimeoutError and concurrent.futures.TimeoutError are classes of
+    # their own; from 3.11 both are aliases of TimeoutError.
+    for module in ("asyncio", "concurrent.futures"):
+        found = sys.modules.get(module)
+        if found is not None and isinstance(exc, found.TimeoutError):
+            return True
+    return False
 
 
 def _tls(exc: OSError) -> Triage | None:
