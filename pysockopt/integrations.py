@@ -7,9 +7,10 @@ a connection class for asyncpg, channel and server options for grpcio, and a one
 apply for plain asyncio streams. No client library is imported until the function for it
 is called, so importing this module costs nothing and needs none of them.
 
-Where a client cannot take the settings, the function says so with an exception instead of
-returning something that would be silently ignored: see :class:`ClientVersionError` (aiohttp
-before 3.12) and :func:`asyncpg_connection_class` (no public hook in asyncpg).
+Where a client would ignore the settings, the function raises :class:`UnsupportedClientError`
+instead of returning something that looks right: aiohttp before 3.12, httpx through a proxy
+(httpcore drops socket options on proxied connections), an asyncpg whose private transport
+attribute moved (asyncpg has no public hook; :func:`asyncpg_connection_class`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     import requests.adapters
 
 __all__ = [
-    "ClientVersionError",
+    "UnsupportedClientError",
     "urllib3_socket_options",
     "requests_adapter",
     "requests_session",
@@ -53,11 +54,11 @@ _URLLIB3_DEFAULTS: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 _AIOHTTP_SOCKET_FACTORY: Final = (3, 12)
 
 
-class ClientVersionError(RuntimeError):
-    """The installed client library is too old to take the settings through a supported hook.
+class UnsupportedClientError(RuntimeError):
+    """The client library, in this version or used this way, would ignore the settings.
 
-    The message names the library, the version found and the version needed. Raised instead
-    of returning settings the library would ignore.
+    The message names the library, what it lacks and, for an old version, the version
+    needed. Raised instead of returning settings that would be silently dropped.
     """
 
 
@@ -80,10 +81,10 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 def _require_version(
     library: str, version: str, minimum: tuple[int, ...], feature: str
 ) -> None:
-    """Raise ClientVersionError unless ``version`` of ``library`` is at least ``minimum``."""
+    """Raise UnsupportedClientError unless ``version`` of ``library`` is at least ``minimum``."""
     if _version_tuple(version) < minimum:
         needed = ".".join(map(str, minimum))
-        raise ClientVersionError(
+        raise UnsupportedClientError(
             f"{library} {version} has no supported way to set socket options ({feature} "
             f"exists from {library} {needed}); upgrade to {library}>={needed}"
         )
@@ -155,10 +156,16 @@ def _adapter_class() -> Callable[..., requests.adapters.HTTPAdapter]:
 
         # What requests' __getstate__ pickles; requests declares it as a plain list.
         __attrs__ = [  # noqa: RUF012 - redeclares requests' own attribute, same type
-            *HTTPAdapter.__attrs__, "_pso_options", "_pso_proxy_options"]
+            *HTTPAdapter.__attrs__, "_pso_config", "_pso_options", "_pso_proxy_options"]
+
+        def __reduce__(self) -> tuple[Any, ...]:
+            # The class is made on first use: pickle by the public factory, then the state
+            # requests keeps (pool sizes, retries) restores the rest.
+            return (requests_adapter, (self._pso_config,), self.__getstate__())
 
         def __init__(self, config: KeepaliveConfig, **kwargs: Any) -> None:
             # HTTPAdapter.__init__ calls init_poolmanager: the options must exist first.
+            self._pso_config = config
             self._pso_options = urllib3_socket_options(config)
             self._pso_proxy_options = urllib3_socket_options(config, proxy=True)
             super().__init__(**kwargs)
@@ -204,12 +211,18 @@ def httpx_transport(config: KeepaliveConfig, **transport_kwargs: Any) -> httpx.H
     """Return ``httpx.HTTPTransport(socket_options=...)`` carrying ``config``.
 
     Use it as ``httpx.Client(transport=...)``. ``transport_kwargs`` go to the transport
-    (verify, http2, limits, retries, proxy...). To go through a proxy pass ``proxy=`` here:
-    a ``proxy=`` given to ``httpx.Client`` mounts a transport of httpx's own for it, without
-    these options. httpcore sets TCP_NODELAY itself, so only the keepalive options are passed.
+    (verify, http2, limits, retries, local_address...). httpcore sets TCP_NODELAY itself, so
+    only the keepalive options are passed.
+
+    Proxies: httpcore (1.0) creates the connections of its ``HTTPProxy`` without the socket
+    options it was given, so a ``proxy=`` here raises UnsupportedClientError rather than
+    build a transport whose proxy connection has no keepalive. A ``proxy=`` given to
+    ``httpx.Client`` mounts a transport of httpx's own, also without these options; and with
+    an explicit transport httpx ignores the HTTP(S)_PROXY environment variables.
     """
     import httpx
 
+    _refuse_httpx_proxy(transport_kwargs)
     options = _check_config(config).socket_options()
     return httpx.HTTPTransport(socket_options=options, **transport_kwargs)
 
@@ -220,8 +233,17 @@ def httpx_async_transport(
     """Return ``httpx.AsyncHTTPTransport(socket_options=...)``; as :func:`httpx_transport`."""
     import httpx
 
+    _refuse_httpx_proxy(transport_kwargs)
     options = _check_config(config).socket_options()
     return httpx.AsyncHTTPTransport(socket_options=options, **transport_kwargs)
+
+
+def _refuse_httpx_proxy(kwargs: dict[str, Any]) -> None:
+    if kwargs.get("proxy") is not None:
+        raise UnsupportedClientError(
+            "httpx through a proxy: httpcore's HTTPProxy opens its connections without the "
+            "socket_options it was given, so keepalive would not reach the proxy connection"
+        )
 
 
 # --- aiohttp
@@ -258,7 +280,7 @@ def aiohttp_connector(config: KeepaliveConfig, **connector_kwargs: Any) -> aioht
     Call it inside a running event loop, as aiohttp requires. ``connector_kwargs`` go to the
     connector (limit, ssl, ttl_dns_cache...). aiohttp before 3.12 has no supported hook for
     socket options (``TCPConnector`` has no ``socket_factory`` and no ``tcp_sockopts``):
-    ClientVersionError, naming the version needed, instead of a connector without keepalive.
+    UnsupportedClientError, naming the version needed, instead of a connector without keepalive.
     """
     import aiohttp
 
@@ -335,7 +357,7 @@ def asyncpg_connection_class(config: KeepaliveConfig, base: type[Any] | None = N
     This class reads the connection's transport from asyncpg's private ``_transport``
     attribute (asyncpg 0.30 to 0.32) and applies ``config`` to
     ``transport.get_extra_info("socket")`` at construction, with read-back. If a future
-    asyncpg moves that attribute, connecting raises RuntimeError saying so, rather than
+    asyncpg moves that attribute, connecting raises UnsupportedClientError saying so, rather than
     leaving the connection without keepalive.
     """
     import asyncpg
@@ -354,7 +376,7 @@ def asyncpg_connection_class(config: KeepaliveConfig, base: type[Any] | None = N
             get_extra_info = getattr(transport, "get_extra_info", None)
             sock = get_extra_info("socket") if callable(get_extra_info) else None
             if sock is None:
-                raise RuntimeError(
+                raise UnsupportedClientError(
                     "pysockopt.integrations.asyncpg_connection_class relies on asyncpg's "
                     f"private Connection._transport, which asyncpg {asyncpg.__version__} does "
                     "not have (or it has no socket): keepalive was NOT applied"

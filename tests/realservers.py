@@ -37,9 +37,9 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: f
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
-        except OSError:
+        except OSError as err:
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode} before listening")
+                raise RuntimeError(f"server exited ({proc.returncode}) before listening") from err
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
@@ -186,7 +186,7 @@ def redis_server() -> Iterator[Redis]:
 class _Origin(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the client's connection stays in its pool
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:  # http.server's name
         body = f"origin {self.path}".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
@@ -194,14 +194,14 @@ class _Origin(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
 class _Proxy(_Origin):
     """A forward proxy for plain-http absolute URIs (what clients send to an HTTP proxy)."""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         if not url.hostname:
             self.send_error(400, "proxy expects an absolute URI")
