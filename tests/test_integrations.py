@@ -724,7 +724,7 @@ def doc_snippets() -> list[tuple[str, str]]:
     """(section title, code) for every ```python block of docs/integrations.md."""
     section = ""
     out = []
-    for match in re.finditer(r"^## (.+)$|^```python\n(.*?)^```", DOC.read_text(),
+    for match in re.finditer(r"^## ([^\n]+)$|^```python\n(.*?)^```", DOC.read_text(),
                              re.M | re.S):
         if match[1]:
             section = match[1].strip()
