@@ -376,6 +376,9 @@ def asyncpg_connection_class(config: KeepaliveConfig, base: type[Any] | None = N
             get_extra_info = getattr(transport, "get_extra_info", None)
             sock = get_extra_info("socket") if callable(get_extra_info) else None
             if sock is None:
+                close = getattr(transport, "close", None)
+                if callable(close):  # asyncpg closes nothing when connection_class fails
+                    close()
                 raise UnsupportedClientError(
                     "pysockopt.integrations.asyncpg_connection_class relies on asyncpg's "
                     f"private Connection._transport, which asyncpg {asyncpg.__version__} does "
@@ -391,10 +394,14 @@ def asyncpg_connection_class(config: KeepaliveConfig, base: type[Any] | None = N
 # --- grpcio
 
 
+#: gRPC channel arguments are C ints.
+_GRPC_INT_MAX: Final = 2**31 - 1
+
+
 def _grpc_times(config: KeepaliveConfig) -> tuple[int, int]:
     cfg = _check_config(config)
     time_ms = cfg.idle * 1000
-    timeout_ms = cfg.interval * cfg.count * 1000
+    timeout_ms = min(cfg.interval * cfg.count * 1000, _GRPC_INT_MAX)  # 32767 * 127 s overflows
     if cfg.user_timeout_ms:  # a tighter TCP_USER_TIMEOUT asked for is kept
         timeout_ms = min(timeout_ms, cfg.user_timeout_ms)
     return time_ms, timeout_ms
