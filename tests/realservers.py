@@ -21,7 +21,19 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-PG_BIN = "/usr/lib/postgresql/15/bin"
+
+def _pg_bin() -> str:
+    """Debian's PostgreSQL binaries, newest major version first (15 on bookworm)."""
+    root = "/usr/lib/postgresql"
+    versions = sorted((d for d in os.listdir(root) if d.isdigit()), key=int, reverse=True) \
+        if os.path.isdir(root) else []
+    for version in versions:
+        if os.access(os.path.join(root, version, "bin", "initdb"), os.X_OK):
+            return os.path.join(root, version, "bin")
+    return os.path.join(root, "15", "bin")
+
+
+PG_BIN = _pg_bin()
 PG_USER = "pysockopt-test"  # a system user: initdb and postgres refuse to run as root
 
 
@@ -73,7 +85,7 @@ def postgres_missing() -> str | None:
     """Why PostgreSQL cannot be started here, or None."""
     for tool in ("initdb", "pg_ctl", "postgres"):
         if not os.access(os.path.join(PG_BIN, tool), os.X_OK):
-            return f"PostgreSQL 15 is not installed ({PG_BIN}/{tool} missing; .ci/servers.sh)"
+            return f"PostgreSQL is not installed ({PG_BIN}/{tool} missing; .ci/install.sh)"
     if os.geteuid() == 0 and not shutil.which("useradd"):
         return "running as root and useradd is missing: no non-root user for initdb"
     return None
@@ -147,7 +159,7 @@ def postgres() -> Iterator[Postgres]:
 
 def redis_missing() -> str | None:
     if not shutil.which("redis-server"):
-        return "redis-server is not installed (Debian package redis-server; .ci/servers.sh)"
+        return "redis-server is not installed (Debian package redis-server; .ci/install.sh)"
     return None
 
 
