@@ -1,0 +1,471 @@
+"""One KeepaliveConfig, turned into each client library's own settings.
+
+Every function here takes a :class:`~pysockopt.KeepaliveConfig` and returns what one client
+library accepts: socket options for urllib3 and httpx, an adapter for requests, a connector
+for aiohttp, keyword arguments for redis-py and libpq (psycopg 3, psycopg2, SQLAlchemy),
+a connection class for asyncpg, channel and server options for grpcio, and a one-call
+apply for plain asyncio streams. No client library is imported until the function for it
+is called, so importing this module costs nothing and needs none of them.
+
+Where a client would ignore the settings, the function raises :class:`UnsupportedClientError`
+instead of returning something that looks right: aiohttp before 3.12, httpx through a proxy
+(httpcore drops socket options on proxied connections), an asyncpg whose private transport
+attribute moved (asyncpg has no public hook; :func:`asyncpg_connection_class`).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from .keepalive import KeepaliveConfig, KeepaliveReport, apply_keepalive
+
+if TYPE_CHECKING:
+    import aiohttp
+    import httpx
+    import requests.adapters
+
+__all__ = [
+    "UnsupportedClientError",
+    "urllib3_socket_options",
+    "requests_adapter",
+    "requests_session",
+    "httpx_transport",
+    "httpx_async_transport",
+    "aiohttp_socket_factory",
+    "aiohttp_connector",
+    "redis_kwargs",
+    "libpq_kwargs",
+    "libpq_dsn",
+    "asyncpg_connection_class",
+    "grpc_channel_options",
+    "grpc_server_options",
+    "asyncio_apply",
+]
+
+#: Socket option triples as urllib3, httpx and socket.setsockopt take them.
+SocketOptions = list[tuple[int, int, int | bytes]]
+
+#: urllib3's own HTTPConnection.default_socket_options, used when urllib3 is not installed.
+_URLLIB3_DEFAULTS: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+#: The first aiohttp release with TCPConnector(socket_factory=...).
+_AIOHTTP_SOCKET_FACTORY: Final = (3, 12)
+
+
+class UnsupportedClientError(RuntimeError):
+    """The client library, in this version or used this way, would ignore the settings.
+
+    The message names the library, what it lacks and, for an old version, the version
+    needed. Raised instead of returning settings that would be silently dropped.
+    """
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for part in version.split("."):
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+        if digits != part:  # "12rc1", "0.dev3": the rest is a pre-release tag
+            break
+    return tuple(parts)
+
+
+def _require_version(
+    library: str, version: str, minimum: tuple[int, ...], feature: str
+) -> None:
+    """Raise UnsupportedClientError unless ``version`` of ``library`` is at least ``minimum``."""
+    if _version_tuple(version) < minimum:
+        needed = ".".join(map(str, minimum))
+        raise UnsupportedClientError(
+            f"{library} {version} has no supported way to set socket options ({feature} "
+            f"exists from {library} {needed}); upgrade to {library}>={needed}"
+        )
+
+
+def _check_config(config: object) -> KeepaliveConfig:
+    if not isinstance(config, KeepaliveConfig):
+        raise TypeError(f"config must be a KeepaliveConfig, not {type(config).__name__}")
+    return config
+
+
+# --- urllib3 / requests
+
+
+def urllib3_socket_options(config: KeepaliveConfig, *, proxy: bool = False) -> SocketOptions:
+    """Return urllib3's ``socket_options`` for ``config``, urllib3's defaults included.
+
+    Passing ``socket_options`` replaces urllib3's ``HTTPConnection.default_socket_options``
+    (TCP_NODELAY), so they are kept first, read from the installed urllib3 (its known value
+    when urllib3 is not installed), followed by ``config.socket_options()``. Use it as
+    ``urllib3.PoolManager(socket_options=...)`` or ``HTTPConnectionPool(...)``.
+
+    ``proxy=True`` gives the list for a connection to an HTTP(S) proxy, where urllib3 leaves
+    Nagle's algorithm on and uses no defaults: only the keepalive options. Pass it to
+    ``urllib3.ProxyManager(url, socket_options=...)``. urllib3 never applies a changed
+    ``HTTPConnection.default_socket_options`` to proxy connections; explicit
+    ``socket_options`` are the way that works for both.
+    """
+    ka = _check_config(config).socket_options()
+    if proxy:
+        return list(ka)
+    try:
+        from urllib3.connection import HTTPConnection
+    except ImportError:
+        defaults: SocketOptions = list(_URLLIB3_DEFAULTS)
+    else:
+        defaults = list(HTTPConnection.default_socket_options)
+    ours = {(level, name) for level, name, _ in ka}
+    kept = [opt for opt in defaults if (opt[0], opt[1]) not in ours]
+    return kept + list(ka)
+
+
+def requests_adapter(
+    config: KeepaliveConfig, **adapter_kwargs: Any
+) -> requests.adapters.HTTPAdapter:
+    """Return a requests ``HTTPAdapter`` whose every connection carries ``config``.
+
+    Mount it on a session (``session.mount("https://", adapter)``) or use
+    :func:`requests_session`. ``adapter_kwargs`` go to ``HTTPAdapter`` (pool_connections,
+    pool_maxsize, max_retries, pool_block). Both of requests' pool managers get the options:
+    ``init_poolmanager`` (direct connections) and ``proxy_manager_for`` (connections through
+    an HTTP proxy, or a SOCKS proxy when PySocks is installed). An adapter that overrides only
+    ``init_poolmanager``, the usual recipe, leaves proxied connections without keepalive.
+    """
+    cls = _adapter_class()
+    return cls(_check_config(config), **adapter_kwargs)
+
+
+_ADAPTER: list[Callable[..., requests.adapters.HTTPAdapter]] = []
+
+
+def _adapter_class() -> Callable[..., requests.adapters.HTTPAdapter]:
+    if _ADAPTER:
+        return _ADAPTER[0]
+    from requests.adapters import DEFAULT_POOLBLOCK, HTTPAdapter
+
+    class KeepaliveHTTPAdapter(HTTPAdapter):  # type: ignore[misc, unused-ignore]
+        """A requests HTTPAdapter that sets one KeepaliveConfig on every connection."""
+
+        # What requests' __getstate__ pickles; requests declares it as a plain list.
+        __attrs__ = [  # noqa: RUF012 - redeclares requests' own attribute, same type
+            *HTTPAdapter.__attrs__, "_pso_config", "_pso_options", "_pso_proxy_options"]
+
+        def __reduce__(self) -> tuple[Any, ...]:
+            # The class is made on first use: pickle by the public factory, then the state
+            # requests keeps (pool sizes, retries) restores the rest.
+            return (requests_adapter, (self._pso_config,), self.__getstate__())
+
+        def __init__(self, config: KeepaliveConfig, **kwargs: Any) -> None:
+            # HTTPAdapter.__init__ calls init_poolmanager: the options must exist first.
+            self._pso_config = config
+            self._pso_options = urllib3_socket_options(config)
+            self._pso_proxy_options = urllib3_socket_options(config, proxy=True)
+            super().__init__(**kwargs)
+
+        def init_poolmanager(
+            self,
+            connections: int,
+            maxsize: int,
+            block: bool = DEFAULT_POOLBLOCK,
+            **pool_kwargs: Any,
+        ) -> None:
+            pool_kwargs.setdefault("socket_options", self._pso_options)
+            super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+
+        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+            # A SOCKS proxy's pool is a plain (non-proxy) pool to urllib3, with the
+            # TCP_NODELAY default; an HTTP(S) proxy's has none.
+            socks = proxy.lower().startswith("socks")
+            options = self._pso_options if socks else self._pso_proxy_options
+            proxy_kwargs.setdefault("socket_options", options)
+            return super().proxy_manager_for(proxy, **proxy_kwargs)
+
+    KeepaliveHTTPAdapter.__module__ = __name__
+    _ADAPTER.append(KeepaliveHTTPAdapter)
+    return KeepaliveHTTPAdapter
+
+
+def requests_session(config: KeepaliveConfig, **adapter_kwargs: Any) -> requests.Session:
+    """Return a ``requests.Session`` with :func:`requests_adapter` mounted for http and https."""
+    import requests
+
+    session = requests.Session()
+    adapter = requests_adapter(config, **adapter_kwargs)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+# --- httpx
+
+
+def httpx_transport(config: KeepaliveConfig, **transport_kwargs: Any) -> httpx.HTTPTransport:
+    """Return ``httpx.HTTPTransport(socket_options=...)`` carrying ``config``.
+
+    Use it as ``httpx.Client(transport=...)``. ``transport_kwargs`` go to the transport
+    (verify, http2, limits, retries, local_address...). httpcore sets TCP_NODELAY itself, so
+    only the keepalive options are passed.
+
+    Proxies: httpcore (1.0) creates the connections of its ``HTTPProxy`` without the socket
+    options it was given, so a ``proxy=`` here raises UnsupportedClientError rather than
+    build a transport whose proxy connection has no keepalive. A ``proxy=`` given to
+    ``httpx.Client`` mounts a transport of httpx's own, also without these options; and with
+    an explicit transport httpx ignores the HTTP(S)_PROXY environment variables.
+    """
+    import httpx
+
+    _refuse_httpx_proxy(transport_kwargs)
+    options = _check_config(config).socket_options()
+    return httpx.HTTPTransport(socket_options=options, **transport_kwargs)
+
+
+def httpx_async_transport(
+    config: KeepaliveConfig, **transport_kwargs: Any
+) -> httpx.AsyncHTTPTransport:
+    """Return ``httpx.AsyncHTTPTransport(socket_options=...)``; as :func:`httpx_transport`."""
+    import httpx
+
+    _refuse_httpx_proxy(transport_kwargs)
+    options = _check_config(config).socket_options()
+    return httpx.AsyncHTTPTransport(socket_options=options, **transport_kwargs)
+
+
+def _refuse_httpx_proxy(kwargs: dict[str, Any]) -> None:
+    if kwargs.get("proxy") is not None:
+        raise UnsupportedClientError(
+            "httpx through a proxy: httpcore's HTTPProxy opens its connections without the "
+            "socket_options it was given, so keepalive would not reach the proxy connection"
+        )
+
+
+# --- aiohttp
+
+#: What aiohttp passes to a socket factory: a getaddrinfo() entry.
+AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
+
+
+def aiohttp_socket_factory(config: KeepaliveConfig) -> Callable[[AddrInfo], socket.socket]:
+    """Return a ``socket_factory`` for ``aiohttp.TCPConnector`` (aiohttp >= 3.12).
+
+    The factory makes the socket aiohttp asked for and applies ``config`` before aiohttp
+    connects it, in one native call. It does not check aiohttp's version; use
+    :func:`aiohttp_connector` for that.
+    """
+    cfg = _check_config(config)
+
+    def socket_factory(addr_info: AddrInfo) -> socket.socket:
+        family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
+        sock = socket.socket(family, type_, proto)
+        try:
+            apply_keepalive(sock, cfg, verify=False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    return socket_factory
+
+
+def aiohttp_connector(config: KeepaliveConfig, **connector_kwargs: Any) -> aiohttp.TCPConnector:
+    """Return ``aiohttp.TCPConnector(socket_factory=...)`` carrying ``config``.
+
+    Call it inside a running event loop, as aiohttp requires. ``connector_kwargs`` go to the
+    connector (limit, ssl, ttl_dns_cache...). aiohttp before 3.12 has no supported hook for
+    socket options (``TCPConnector`` has no ``socket_factory`` and no ``tcp_sockopts``):
+    UnsupportedClientError, naming the version needed, instead of a connector without keepalive.
+    """
+    import aiohttp
+
+    cfg = _check_config(config)
+    _require_version("aiohttp", aiohttp.__version__, _AIOHTTP_SOCKET_FACTORY,
+                     "TCPConnector(socket_factory=...)")
+    return aiohttp.TCPConnector(socket_factory=aiohttp_socket_factory(cfg), **connector_kwargs)
+
+
+# --- redis-py
+
+
+def redis_kwargs(config: KeepaliveConfig) -> dict[str, Any]:
+    """Return ``socket_keepalive=True, socket_keepalive_options={option: value}`` for redis-py.
+
+    For ``redis.Redis(**kwargs)``, ``redis.asyncio.Redis``, ``ConnectionPool`` and
+    ``from_url(url, **kwargs)``. redis-py sets every entry at the IPPROTO_TCP level, so
+    TCP_USER_TIMEOUT goes through too when ``config.user_timeout_ms`` is set. Passing the
+    options replaces redis-py's own defaults (30 s idle, 5 s interval, 3 probes in redis-py 8).
+    """
+    options: dict[int, int | bytes] = {}
+    for level, name, value in _check_config(config).socket_options():
+        if level == socket.SOL_SOCKET:
+            continue  # SO_KEEPALIVE: redis-py sets it from socket_keepalive=True
+        if level != socket.IPPROTO_TCP:  # pragma: no cover - every keepalive knob is TCP's
+            raise ValueError(f"redis-py sets options at IPPROTO_TCP only, not level {level}")
+        options[name] = value
+    return {"socket_keepalive": True, "socket_keepalive_options": options}
+
+
+# --- libpq: psycopg 3, psycopg2, SQLAlchemy
+
+
+def libpq_kwargs(config: KeepaliveConfig) -> dict[str, int]:
+    """Return libpq's keepalive connection parameters as keyword arguments.
+
+    ``keepalives=1, keepalives_idle, keepalives_interval, keepalives_count`` and, when
+    ``config.user_timeout_ms`` is set, ``tcp_user_timeout`` (milliseconds; libpq 12+). For
+    ``psycopg.connect(**kwargs)``, ``psycopg2.connect(**kwargs)``, psycopg_pool's ``kwargs=``
+    and SQLAlchemy's ``create_engine(url, connect_args=...)``.
+    """
+    cfg = _check_config(config)
+    kwargs = {
+        "keepalives": 1,
+        "keepalives_idle": cfg.idle,
+        "keepalives_interval": cfg.interval,
+        "keepalives_count": cfg.count,
+    }
+    if cfg.user_timeout_ms is not None:
+        kwargs["tcp_user_timeout"] = cfg.user_timeout_ms
+    return kwargs
+
+
+def libpq_dsn(config: KeepaliveConfig) -> str:
+    """Return the same parameters as :func:`libpq_kwargs` as a libpq DSN fragment.
+
+    ``"keepalives=1 keepalives_idle=... keepalives_interval=... keepalives_count=...
+    tcp_user_timeout=..."``: append it to a key=value connection string (after a space).
+    """
+    return " ".join(f"{key}={value}" for key, value in libpq_kwargs(config).items())
+
+
+# --- asyncpg
+
+
+def asyncpg_connection_class(config: KeepaliveConfig, base: type[Any] | None = None) -> type[Any]:
+    """Return an ``asyncpg.Connection`` subclass that applies ``config`` to its socket.
+
+    Pass it as ``asyncpg.connect(..., connection_class=...)`` or ``create_pool(...,
+    connection_class=...)``. ``base``: your own Connection subclass to extend.
+
+    UNDOCUMENTED PATH: asyncpg (0.32) has no public socket hook. Its ``server_settings``
+    ``tcp_keepalives_*`` configure the *server's* side of the connection, not the client's.
+    This class reads the connection's transport from asyncpg's private ``_transport``
+    attribute (asyncpg 0.30 to 0.32) and applies ``config`` to
+    ``transport.get_extra_info("socket")`` at construction, with read-back. If a future
+    asyncpg moves that attribute, connecting raises UnsupportedClientError saying so, rather than
+    leaving the connection without keepalive.
+    """
+    import asyncpg
+
+    cfg = _check_config(config)
+    parent = asyncpg.Connection if base is None else base
+    if not (isinstance(parent, type) and issubclass(parent, asyncpg.Connection)):
+        raise TypeError(f"base must be an asyncpg.Connection subclass, not {parent!r}")
+
+    class KeepaliveConnection(parent):  # type: ignore[misc, valid-type, unused-ignore]
+        __doc__ = f"asyncpg Connection with {cfg!r} applied to its socket (undocumented path)."
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            transport = getattr(self, "_transport", None)
+            get_extra_info = getattr(transport, "get_extra_info", None)
+            sock = get_extra_info("socket") if callable(get_extra_info) else None
+            if sock is None:
+                close = getattr(transport, "close", None)
+                if callable(close):  # asyncpg closes nothing when connection_class fails
+                    close()
+                raise UnsupportedClientError(
+                    "pysockopt.integrations.asyncpg_connection_class relies on asyncpg's "
+                    f"private Connection._transport, which asyncpg {asyncpg.__version__} does "
+                    "not have (or it has no socket): keepalive was NOT applied"
+                )
+            if sock.family in (socket.AF_INET, socket.AF_INET6):  # Unix sockets: no keepalive
+                apply_keepalive(sock, cfg)
+
+    KeepaliveConnection.__module__ = __name__
+    return KeepaliveConnection
+
+
+# --- grpcio
+
+
+#: gRPC channel arguments are C ints.
+_GRPC_INT_MAX: Final = 2**31 - 1
+
+
+def _grpc_times(config: KeepaliveConfig) -> tuple[int, int]:
+    cfg = _check_config(config)
+    time_ms = cfg.idle * 1000
+    timeout_ms = min(cfg.interval * cfg.count * 1000, _GRPC_INT_MAX)  # 32767 * 127 s overflows
+    if cfg.user_timeout_ms:  # a tighter TCP_USER_TIMEOUT asked for is kept
+        timeout_ms = min(timeout_ms, cfg.user_timeout_ms)
+    return time_ms, timeout_ms
+
+
+def grpc_channel_options(config: KeepaliveConfig) -> list[tuple[str, int]]:
+    """Return grpcio client channel options that find a dead server as ``config`` would.
+
+    gRPC uses HTTP/2 pings, not TCP keepalive: it sets no SO_KEEPALIVE. A ping goes out after
+    ``grpc.keepalive_time_ms`` = ``idle`` s and the connection is dropped when its ack takes
+    longer than ``grpc.keepalive_timeout_ms`` = ``interval * count`` s (or
+    ``user_timeout_ms`` when that is smaller), so the detection time is
+    ``config.detection_time``. gRPC has no user-timeout option: it sets TCP_USER_TIMEOUT to
+    ``keepalive_timeout_ms`` on the socket itself. ``grpc.keepalive_permit_without_calls=1``
+    pings an idle channel too and ``grpc.http2.max_pings_without_data=0`` keeps pinging
+    without data frames. The server must allow these pings: see :func:`grpc_server_options`.
+    For ``grpc.insecure_channel(target, options=...)`` and ``grpc.aio``.
+    """
+    time_ms, timeout_ms = _grpc_times(config)
+    return [
+        ("grpc.keepalive_time_ms", time_ms),
+        ("grpc.keepalive_timeout_ms", timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def grpc_server_options(config: KeepaliveConfig) -> list[tuple[str, int]]:
+    """Return grpcio server options that accept the pings of :func:`grpc_channel_options`.
+
+    A default server takes a ping more often than every 5 minutes, or on a channel without
+    calls, as abuse and after ``grpc.http2.max_ping_strikes`` (2) of them answers GOAWAY
+    ``too_many_pings``. These options allow pings without calls and every
+    ``idle / 2`` seconds (half the client's interval, a margin for timer jitter), and keep
+    gRPC's 2 strikes for clients that ping faster. For ``grpc.server(executor, options=...)``.
+    """
+    time_ms, _ = _grpc_times(config)
+    return [
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", max(1, time_ms // 2)),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+
+
+# --- plain asyncio
+
+
+def asyncio_apply(stream: Any, config: KeepaliveConfig, *, verify: bool = True) -> KeepaliveReport:
+    """Apply ``config`` to an asyncio transport or StreamWriter's socket; return the report.
+
+    ``stream`` is a transport (from ``loop.create_connection`` or a Protocol's
+    ``connection_made``) or an ``asyncio.StreamWriter`` (its ``transport`` is used). The
+    socket is ``get_extra_info("socket")``; TLS transports expose the underlying TCP socket
+    the same way. A transport without a TCP socket raises TypeError.
+    """
+    transport = getattr(stream, "transport", stream)
+    get_extra_info: Callable[[str], Any] | None = getattr(transport, "get_extra_info", None)
+    if not callable(get_extra_info):
+        raise TypeError(
+            f"expected an asyncio transport or StreamWriter, not {type(stream).__name__}"
+        )
+    sock = get_extra_info("socket")
+    if sock is None or sock.type != socket.SOCK_STREAM or sock.family not in (
+        socket.AF_INET, socket.AF_INET6
+    ):
+        raise TypeError(f"{type(transport).__name__} has no TCP socket to set keepalive on")
+    return apply_keepalive(sock, _check_config(config), verify=verify)
