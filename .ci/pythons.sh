@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The fast tests on the other Pythons the project supports (3.10, Debian's 3.11, 3.13), each
+# in a venv of its own with the extension built for it. An interpreter this machine does not
+# have is reported and skipped: the main run above already covers the default one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+status=0
+for py in python3.10 /usr/bin/python3.11 python3.13 \
+          /root/.pyenv/versions/3.10*/bin/python /root/.pyenv/versions/3.13*/bin/python; do
+  command -v "$py" >/dev/null 2>&1 || continue
+  version=$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+  case " ${seen:-} " in *" $version "*) continue ;; esac
+  seen="${seen:-} $version"
+  if ! "$py" -m venv "$work/$version" >/dev/null 2>&1; then
+    echo "python $version: no venv module, skipped"
+    continue
+  fi
+  tree="$work/tree-$version"
+  mkdir -p "$tree"
+  git ls-files -z | xargs -0 tar -c | tar -x -C "$tree"
+  "$work/$version/bin/python" -m pip install -q cffi pytest hypothesis 'setuptools>=77' >/dev/null
+  (cd "$tree" && "$work/$version/bin/python" setup.py -q build_ext --inplace >/dev/null 2>&1)
+  echo "+ python $version: pytest -m 'not slow and not integrations'"
+  if ! (cd "$tree" && PYTHONPATH=$tree "$work/$version/bin/python" -m pytest -q -p no:cacheprovider \
+          -m "not slow" --ignore=tests/test_integrations.py --ignore=tests/test_prometheus.py \
+          --ignore=tests/test_wheel.py 2>&1 | tail -3); then
+    status=1
+  fi
+done
+echo "other pythons:${seen:- none found}"
+exit $status
