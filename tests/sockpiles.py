@@ -10,11 +10,10 @@ import contextlib
 import socket
 import struct
 import subprocess
-import time
 from collections import Counter
-from collections.abc import Callable
 
 from netns import NetnsPair, _ip
+from waiting import wait_for
 
 from pysockopt import TcpState
 
@@ -46,18 +45,6 @@ def ss_lines(port: int, netns: str | None = None) -> list[tuple[TcpState, int, i
 def ss_counts(port: int, netns: str | None = None) -> Counter[TcpState]:
     """Sockets per state as ``ss -tanH`` lists them for ``port``."""
     return Counter(row[0] for row in ss_lines(port, netns))
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll ``cond`` every 50 ms until it returns something true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Pile:

@@ -7,7 +7,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
 
 import pytest
 from netns import NetnsPair
@@ -169,10 +168,11 @@ def test_full_accept_queue_and_listener_drops() -> None:
 def test_half_open_suspects_are_idle_sockets_without_keepalive() -> None:
     with Pile() as pile:
         (client, server), = pile.established(1)
-        time.sleep(1.3)
         t = Thresholds(idle_seconds=1)
-        (f,) = _found(diagnose(port=pile.port, thresholds=t), "IDLE_NO_KEEPALIVE")
-        assert _evidence(f)["connections"] == 2
+        # Both ends cross the second of idleness a moment apart: wait for the two.
+        wait_for(lambda: [f for f in _found(diagnose(port=pile.port, thresholds=t),
+                                            "IDLE_NO_KEEPALIVE")
+                          if _evidence(f)["connections"] == 2], 5, "both ends idle for a second")
         assert not _found(diagnose(port=pile.port), "IDLE_NO_KEEPALIVE")  # 1800 s default
         config = KeepaliveConfig(60, 10, 3)
         apply_keepalive(client, config)

@@ -14,13 +14,14 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from netns import NetnsPair
+from waiting import await_for, wait_for
 
 from pysockopt import (
     CloseReason,
@@ -432,28 +433,7 @@ def test_bad_jitter(jitter: float) -> None:
 # --- real sockets: helpers
 
 
-def poll(condition: Callable[[], object], limit: float) -> bool:
-    """Wait until ``condition()`` is true (True) or ``limit`` seconds passed (False)."""
-    end = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-
-async def apoll(condition: Callable[[], object], limit: float) -> bool:
-    """poll() for a coroutine: wait in the loop until ``condition()`` or ``limit`` seconds."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + limit
-    while not condition():
-        if loop.time() > end:
-            return False
-        await asyncio.sleep(0.01)
-    return True
-
-CLOSE_WAIT = 8
+CLOSE_WAIT = TcpState.CLOSE_WAIT
 
 
 def server_side_states(port: int) -> dict[int, int]:
@@ -549,11 +529,11 @@ def test_asyncio_server_closes_the_silent_client_within_the_window() -> None:
             # client sends during the grace period.
             silent_w.write(b"late but delivered")
             await silent_w.drain()
-            assert await apoll(lambda: srv.received["silent"] == b"late but delivered", grace)
+            assert await await_for(lambda: srv.received["silent"] == b"late but delivered", grace)
             server_side = srv.writers["silent"][0]
             assert not server_side.transport.is_closing()
             # ... and closed after the grace period.
-            assert await apoll(server_side.transport.is_closing, grace + 2.0)
+            assert await await_for(server_side.transport.is_closing, grace + 2.0)
             # The others beat all along and stay, for two more timeouts.
             await asyncio.sleep(2 * timeout)
             assert len(hb) == 2 and all(w in hb for w in (srv.writers["alive0"][0],
@@ -581,10 +561,10 @@ def test_asyncio_busy_client_sends_no_heartbeats() -> None:
             for _ in range(10):  # data every 0.1 s: the line is never quiet for 1.8 s
                 w.write(b"d")
                 await asyncio.sleep(0.1)
-            assert await apoll(lambda: len(srv.received["busy"]) == 10, 5.0)
+            assert await await_for(lambda: len(srv.received["busy"]) == 10, 5.0)
             assert b"HB" not in srv.received["busy"]
             # Quiet now: a heartbeat comes within the interval.
-            assert await apoll(lambda: b"HB" in srv.received["busy"], 5.0)
+            assert await await_for(lambda: b"HB" in srv.received["busy"], 5.0)
             task.cancel()
             w.close()
 
@@ -629,15 +609,17 @@ def test_asyncio_reconnect_drops_the_old_connection_at_once(old_leaves: str) -> 
             old_port = old_w.get_extra_info("sockname")[1]
             if old_leaves == "with FIN":  # the client crashed: its kernel sent FIN
                 old_w.close()
-                await asyncio.sleep(0.2)
-                assert server_side_states(srv.port)[old_port] == CLOSE_WAIT
+                await await_for(lambda: server_side_states(srv.port).get(old_port) == CLOSE_WAIT,
+                                what="the server side of the old connection in CLOSE_WAIT")
             started = loop.time()
             _, new_w = await srv.connect("alice")
+            # "At once" means well before the monitor's timeout could have closed it.
             if old_leaves == "silent":
-                await wait_for_eof(old_r, 1.0)  # the old one hears FIN at once
-            else:
-                await asyncio.sleep(0.05)  # our FIN and the peer's ACK, on loopback
-            assert loop.time() - started < 1.0 < timeout
+                await wait_for_eof(old_r, 0.9 * timeout)  # the old one hears FIN
+            else:  # our FIN and the peer's ACK, on loopback
+                await await_for(lambda: old_port not in server_side_states(srv.port),
+                                0.9 * timeout, "the old connection gone")
+            assert loop.time() - started < timeout
             states = server_side_states(srv.port)
             assert CLOSE_WAIT not in states.values(), states
             if old_leaves == "with FIN":
@@ -801,13 +783,13 @@ def test_thread_runner_closes_the_silent_client_within_the_window() -> None:
             silent = srv.connect("silent")
             elapsed = recv_eof_at(silent, timeout + 3) - started
             assert timeout <= elapsed <= timeout + runner.monitor.tick + 0.5, elapsed
-            assert poll(lambda: closed, 2.0)  # right after the shutdown the client just saw
+            assert wait_for(lambda: closed, 2.0)  # right after the shutdown the client just saw
             assert closed == [CloseReason.EXPIRED]
             silent.sendall(b"late but delivered")  # still read during the grace period
-            assert poll(lambda: srv.received["silent"] == b"late but delivered", grace)
+            assert wait_for(lambda: srv.received["silent"] == b"late but delivered", grace)
             server_side = srv.conns["silent"][0]
             assert server_side.fileno() != -1
-            assert poll(lambda: server_side.fileno() == -1, grace + 2.0)  # after the grace
+            assert wait_for(lambda: server_side.fileno() == -1, grace + 2.0)  # after the grace
             time.sleep(2 * timeout)
             assert len(runner) == 2
             assert all(s.error is None for s in alive)
@@ -823,7 +805,8 @@ def test_thread_runner_closes_the_silent_client_within_the_window() -> None:
 
 @pytest.mark.parametrize("old_leaves", ["silent", "with FIN"])
 def test_thread_runner_reconnect_drops_the_old_connection_at_once(old_leaves: str) -> None:
-    runner: HeartbeatThread[socket.socket] = HeartbeatThread(HeartbeatMonitor(3.0))
+    timeout = 3.0
+    runner: HeartbeatThread[socket.socket] = HeartbeatThread(HeartbeatMonitor(timeout))
     with runner:
         srv = ThreadServer(runner, close_on_eof=False)
         try:
@@ -831,15 +814,17 @@ def test_thread_runner_reconnect_drops_the_old_connection_at_once(old_leaves: st
             old_port = old.getsockname()[1]
             if old_leaves == "with FIN":
                 old.close()
-                time.sleep(0.2)
-                assert server_side_states(srv.port)[old_port] == CLOSE_WAIT
+                wait_for(lambda: server_side_states(srv.port).get(old_port) == CLOSE_WAIT,
+                         what="the server side of the old connection in CLOSE_WAIT")
             started = time.monotonic()
             new = srv.connect("alice")
+            # "At once" means well before the monitor's timeout could have closed it.
             if old_leaves == "silent":
-                recv_eof_at(old, 1.0)  # the old one hears FIN at once
-            else:
-                time.sleep(0.05)  # our FIN and the peer's ACK, on loopback
-            assert time.monotonic() - started < 1.0
+                recv_eof_at(old, 0.9 * timeout)  # the old one hears FIN
+            else:  # our FIN and the peer's ACK, on loopback
+                wait_for(lambda: old_port not in server_side_states(srv.port), 0.9 * timeout,
+                         "the old connection gone")
+            assert time.monotonic() - started < timeout
             states = server_side_states(srv.port)
             assert CLOSE_WAIT not in states.values(), states
             if old_leaves == "with FIN":
@@ -870,7 +855,7 @@ def test_thread_runner_closes_the_socket_given_for_a_key() -> None:
     with runner, client, server:
         runner.add("conn-1", sock=server)
         client.close()  # CLOSE_WAIT: reaped at the next sweep
-        assert poll(lambda: closed, 5.0)
+        assert wait_for(lambda: closed, 5.0)
         assert closed == [("conn-1", CloseReason.PEER_CLOSED)]
         assert server.fileno() == -1 and "conn-1" not in runner and runner._socks == {}
     assert runner.errors == []
@@ -880,7 +865,7 @@ def test_thread_runner_closes_the_socket_given_for_a_key() -> None:
     client, server = loopback_pair()
     with runner, client, server:
         runner.add("conn-2", sock=server)
-        assert poll(lambda: server.fileno() == -1, 5.0)
+        assert wait_for(lambda: server.fileno() == -1, 5.0)
         assert closed[-1] == ("conn-2", CloseReason.EXPIRED) and client.recv(1) == b""
     assert runner.errors == []
 
@@ -895,10 +880,10 @@ def test_thread_runner_wakes_for_a_new_key_due_before_its_planned_wake() -> None
     (c1, s1), (c2, s2) = loopback_pair(), loopback_pair()
     with runner, c1, s1, c2, s2:
         runner.add(s1)
-        assert poll(lambda: expired, 3.0)
+        assert wait_for(lambda: expired, 3.0)
         added = time.monotonic()
         runner.add(s2)
-        assert poll(lambda: len(expired) == 2, 4.0), "the runner slept through the deadline"
+        assert wait_for(lambda: len(expired) == 2, 4.0), "the runner slept through the deadline"
         assert expired[1][0] is s2 and expired[1][1] - added < 2.0
 
 
@@ -913,12 +898,12 @@ def test_thread_runner_kernel_mode_wakes_for_sooner_sweeps() -> None:
     try:
         with runner:
             runner.add(pairs[0][1])
-            assert poll(lambda: runner._wake_at is not None, 2.0)  # asleep until the sweep
+            assert wait_for(lambda: runner._wake_at is not None, 2.0)  # asleep until the sweep
             added = time.monotonic()
             for client, server in pairs[1:]:
                 client.close()  # CLOSE_WAIT: reaped as soon as its shard is read
                 runner.add(server)
-            assert poll(lambda: reaped, 8.0)
+            assert wait_for(lambda: reaped, 8.0)
             # The second shard is due about 1 s in; before, the first sweep came at 4 s.
             assert time.monotonic() - added < 2.5
             assert reaped == [CloseReason.PEER_CLOSED]
@@ -941,9 +926,9 @@ def test_thread_runner_survives_a_socket_closed_behind_its_back() -> None:
     (c1, s1), (c2, s2) = loopback_pair(), loopback_pair()
     with runner, c1, c2, s2:
         runner.add(s1)
-        assert poll(lambda: closed, 3.0)
+        assert wait_for(lambda: closed, 3.0)
         runner.add(s2)  # after s1's fd was closed, so no new fd can take its number
-        assert poll(lambda: s2.fileno() == -1, 5.0), "the runner thread died"
+        assert wait_for(lambda: s2.fileno() == -1, 5.0), "the runner thread died"
         assert any(isinstance(e, OSError) and e.errno == errno.EBADF for e in runner.errors)
         assert s1.fileno() == -1
 
@@ -955,7 +940,7 @@ def test_thread_runner_can_be_stopped_from_on_close() -> None:
     with client, server:
         runner.start()
         runner.add(server)
-        assert poll(lambda: not runner._thread.is_alive(), 5.0)
+        assert wait_for(lambda: not runner._thread.is_alive(), 5.0)
         assert server.fileno() == -1  # its grace period ended with the runner
     assert runner.errors == []
 
@@ -973,7 +958,7 @@ def test_sender_thread_never_blocks_on_a_full_send_buffer() -> None:
         sender = HeartbeatSenderThread(client, b"\n", 0.05, jitter=0).start()
         started = sender.sender.next_due()
         # A heartbeat fell due and found the buffer full: queued data counts as a write.
-        assert poll(lambda: sender.sender.next_due() > started + 0.1, 5.0)
+        assert wait_for(lambda: sender.sender.next_due() > started + 0.1, 5.0)
         stopper = threading.Thread(target=sender.stop, daemon=True)
         stopper.start()
         stopper.join(5.0)
@@ -1011,8 +996,7 @@ def test_sweep_reaps_close_wait_and_closed_descriptors_at_once() -> None:
             assert read_keepalive(server).idle == 10  # the plan's keepalive is on
         pairs[0][0].close()  # the peer closed; our application did not
         pairs[1][1].close()  # our descriptor closed behind the monitor's back
-        time.sleep(0.05)
-        assert tcp_info(pairs[0][1]).state == TcpState.CLOSE_WAIT
+        wait_for(lambda: tcp_info(pairs[0][1]).state == TcpState.CLOSE_WAIT)
         result = kernel.sweep()
         assert result.swept == 3
         assert dict(result.reaped) == {pairs[0][1]: CloseReason.PEER_CLOSED,
@@ -1041,7 +1025,7 @@ def test_close_wait_can_be_left_for_half_close_protocols() -> None:
     with client, server:
         kernel.add(server)
         client.shutdown(socket.SHUT_WR)
-        time.sleep(0.05)
+        wait_for(lambda: tcp_info(server).state == TcpState.CLOSE_WAIT)
         assert kernel.sweep().reaped == () and server in kernel.monitor
 
 
@@ -1061,7 +1045,8 @@ def test_sweeps_are_sharded_round_robin() -> None:
         pairs[1][1].close()
         for client, _ in pairs[2:]:
             client.close()  # 28 peers leave: CLOSE_WAIT everywhere
-        time.sleep(0.05)
+        wait_for(lambda: all(tcp_info(s).state == TcpState.CLOSE_WAIT
+                             for _, s in pairs[2:]))
         reaped = [kernel.sweep().reaped for _ in range(4)]
         assert [len(r) for r in reaped] == [8, 8, 8, 5]  # one round reaps all 29
         reasons = [why for r in reaped for _, why in r]
@@ -1083,7 +1068,7 @@ def test_a_round_keeps_its_pace_as_keys_are_reaped() -> None:
         for client, server in pairs:
             kernel.add(server)
             client.close()
-        time.sleep(0.05)
+        wait_for(lambda: all(tcp_info(s).state == TcpState.CLOSE_WAIT for _, s in pairs))
         reaped = 0
         for _ in range(8):  # every shard a quarter second apart, reaped ones or not
             due = kernel.next_sweep()
