@@ -10,8 +10,9 @@ trap 'rm -rf "$work"' EXIT
 status=0
 for py in python3.10 /usr/bin/python3.11 python3.13 \
           /root/.pyenv/versions/3.10*/bin/python /root/.pyenv/versions/3.13*/bin/python; do
-  command -v "$py" >/dev/null 2>&1 || continue
-  version=$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+  # pyenv shims exist for versions that are not selected: ask the interpreter itself.
+  version=$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null) \
+    || continue
   case " ${seen:-} " in *" $version "*) continue ;; esac
   seen="${seen:-} $version"
   if ! "$py" -m venv "$work/$version" >/dev/null 2>&1; then
