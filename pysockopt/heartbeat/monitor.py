@@ -259,8 +259,13 @@ class HeartbeatMonitor(Generic[K]):
         """Record life seen at clock time ``when`` (e.g. the kernel's last ACK); True if newer.
 
         Only moves the key's last beat forward (a time in the future counts as now); never
-        throttled. Unknown keys are counted like beat()'s.
+        throttled. Unknown keys are counted like beat()'s. ``when`` must be a real number: NaN
+        would compare false with every deadline and leave the key tracked forever.
         """
+        if isinstance(when, bool) or not isinstance(when, (int, float)):
+            raise TypeError(f"when must be a clock time in seconds, not {type(when).__name__}")
+        if math.isnan(when):
+            raise ValueError("when is NaN, not a clock time")
         last = self._last
         previous = last.get(key)
         if previous is None:

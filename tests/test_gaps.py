@@ -1,0 +1,153 @@
+"""Behaviour no other test file covered: the netlink -> /proc fallback, LAST_ACK_PILE and
+KEEPALIVE_DEFAULTS on real sockets, and beat_at with a time that is not a number."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import math
+import socket
+import subprocess
+from collections import Counter
+
+import pytest
+from netns import NetnsPair
+from waiting import wait_for
+
+import pysockopt
+from pysockopt import HeartbeatMonitor, TcpState, Thresholds, diagnose
+
+# The module (the package re-exports its function under the same name).
+conns_module = importlib.import_module("pysockopt.host.connections")
+
+
+def _codes(d: pysockopt.Diagnosis, code: str) -> list[pysockopt.Finding]:
+    return [f for f in d.findings if f.code == code]
+
+
+# --- the /proc fallback, through the project's own seam (the dump function), not the kernel
+
+
+@pytest.mark.parametrize("refusal", [errno.EPROTONOSUPPORT, errno.EPERM, errno.EACCES])
+def test_a_refused_netlink_dump_falls_back_to_proc(
+    monkeypatch: pytest.MonkeyPatch, refusal: int
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    held += [listener.accept()[0] for _ in range(3)]
+    try:
+        from_proc = conns_module.connections(port=port, source="proc")
+        calls = []
+
+        def refused(*args: object, **kwargs: object) -> None:
+            calls.append(args)
+            raise OSError(refusal, "sock_diag refused (seam)")
+
+        monkeypatch.setattr(conns_module, "_dump", refused)
+        auto = conns_module.connections(port=port)
+        counts = conns_module.state_counts(port=port)
+        assert calls, "the seam was not on the path"
+        def key(c: pysockopt.Connection) -> tuple[TcpState, str, str]:
+            return (c.state, c.local, c.remote)
+
+        assert sorted(map(key, auto)) == sorted(map(key, from_proc))
+        assert Counter(c.state for c in auto) == Counter(counts)
+        assert counts[TcpState.ESTABLISHED] == 6 and counts[TcpState.LISTEN] == 1
+        with pytest.raises(OSError) as forced:
+            conns_module.connections(port=port, source="netlink")
+        assert forced.value.errno == refusal
+    finally:
+        for s in [*held, listener]:
+            s.close()
+
+
+def test_an_error_that_is_not_a_refusal_is_not_hidden_by_the_fallback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EBADMSG, "malformed reply (seam)")
+
+    monkeypatch.setattr(conns_module, "_dump", broken)
+    with pytest.raises(OSError) as info:
+        conns_module.connections()
+    assert info.value.errno == errno.EBADMSG
+
+
+# --- LAST_ACK_PILE: we closed after the peer did, and the peer vanished before acking
+
+
+def test_last_ack_pile_after_the_peers_vanish(netns_pair: NetnsPair) -> None:
+    n = 4
+    listener = netns_pair.socket("b")
+    listener.bind((netns_pair.addr_b, 5601))
+    listener.listen(16)
+    clients = []
+    for _ in range(n):
+        c = netns_pair.socket("a")
+        c.settimeout(5)
+        c.connect((netns_pair.addr_b, 5601))
+        clients.append(c)
+    servers = [listener.accept()[0] for _ in range(n)]
+    listener.close()
+    try:
+        for c in clients:
+            c.shutdown(socket.SHUT_WR)  # the peer closes first: our side is CLOSE_WAIT
+        def in_b() -> dict[TcpState, int]:
+            return netns_pair.in_ns("b", lambda: pysockopt.state_counts(port=5601))
+
+        wait_for(lambda: in_b().get(TcpState.CLOSE_WAIT) == n, what="CLOSE_WAIT on b")
+        netns_pair.link_down("a")  # ... and vanishes: our FIN will never be acknowledged
+        for s in servers:
+            s.close()
+        wait_for(lambda: in_b().get(TcpState.LAST_ACK) == n, what="LAST_ACK on b")
+        t = Thresholds(last_ack=n)
+        (f,) = _codes(netns_pair.in_ns("b", lambda: diagnose(thresholds=t)), "LAST_ACK_PILE")
+        ev = {e.name: e.value for e in f.evidence}
+        assert ev["last_ack"] == n and f.port == 5601  # orphans: grouped by the local port
+        assert not _codes(netns_pair.in_ns("b", lambda: diagnose(
+            thresholds=Thresholds(last_ack=n + 1))), "LAST_ACK_PILE")
+    finally:
+        for c in clients:
+            c.close()
+
+
+# --- KEEPALIVE_DEFAULTS: read from the namespace's own sysctls
+
+
+def _sysctl(ns: str, name: str, value: int) -> None:
+    subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"{name}={value}"], check=True)
+
+
+def test_keepalive_defaults_follow_the_namespace_sysctls(netns_pair: NetnsPair) -> None:
+    ns = netns_pair.a
+    for name, value in (("time", 7200), ("intvl", 75), ("probes", 9)):
+        _sysctl(ns, f"net.ipv4.tcp_keepalive_{name}", value)
+    (f,) = _codes(netns_pair.in_ns("a", diagnose), "KEEPALIVE_DEFAULTS")
+    ev = {e.name: e.value for e in f.evidence}
+    assert (ev["tcp_keepalive_time"], ev["tcp_keepalive_intvl"], ev["tcp_keepalive_probes"]) == (
+        7200, 75, 9)
+    assert ev["detection_s"] == 7200 + 75 * 9
+    _sysctl(ns, "net.ipv4.tcp_keepalive_time", 600)
+    assert not _codes(netns_pair.in_ns("a", diagnose), "KEEPALIVE_DEFAULTS")
+    assert netns_pair.in_ns("a", pysockopt.system_keepalive).idle == 600
+
+
+# --- beat_at with a time that is not a number
+
+
+def test_beat_at_refuses_nan_and_non_numbers() -> None:
+    now = [100.0]
+    m: HeartbeatMonitor[str] = HeartbeatMonitor(10, clock=lambda: now[0])
+    m.add("k")
+    with pytest.raises(ValueError, match="NaN"):
+        m.beat_at("k", math.nan)
+    with pytest.raises(TypeError):
+        m.beat_at("k", "soon")  # type: ignore[arg-type]
+    assert m.last_beat("k") == 100.0  # nothing changed
+    now[0] = 111.0
+    assert m.expired() == ["k"]  # and it still expires on time
+    m.add("j")
+    now[0] = 112.0
+    assert m.beat_at("j", math.inf)  # the future counts as now
+    assert m.last_beat("j") == 112.0
