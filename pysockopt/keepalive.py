@@ -5,7 +5,9 @@ seconds without traffic it sends a probe every ``interval`` seconds and drops th
 after ``count`` unanswered ones, so a silent peer is declared dead after
 ``idle + interval * count`` seconds (Linux's defaults, 7200/75/9, take 2 h 11 min).
 Keepalive does nothing while data is unacknowledged; ``user_timeout_ms`` (TCP_USER_TIMEOUT)
-bounds that case.
+bounds that case, and once it is set the kernel also ends the probing by it, not by ``count``
+(``KeepaliveConfig.detection_time`` says what the kernel really does; docs/keepalive.md has
+the derivation from net/ipv4/tcp_timer.c).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import errno
 import math
 import socket
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
@@ -20,10 +23,11 @@ from typing import Final, NamedTuple
 from . import _host
 from ._native import ffi, lib
 from ._sock import SocketLike, fileno_of, os_error
-from ._validate import check_int
+from ._validate import check_int, check_seconds
 from .errors import InvalidConfigError, UnsupportedPlatformError
 
 __all__ = [
+    "INHERITED_BY_ACCEPT",
     "LIMITS",
     "HostKeepalive",
     "KeepaliveConfig",
@@ -56,6 +60,61 @@ def _check(name: str, value: object, *, optional: bool = False) -> None:
     why = (" (Linux keepalive has one-second granularity; sub-second values would be"
            " silently truncated)") if unit == "seconds" else ""
     check_int(name, value, *LIMITS[name], unit=unit, why_not=why)
+
+
+#: Whether sockets accepted from a listener inherit its keepalive options and
+#: TCP_USER_TIMEOUT (Linux and FreeBSD copy the listener's socket into the child; macOS does
+#: not inherit the TCP_KEEP* options). The tests check it on the running kernel.
+INHERITED_BY_ACCEPT: Final = sys.platform.startswith(("linux", "freebsd"))
+
+#: The shortest TCP_USER_TIMEOUT for_detection() sets: the first retransmission comes
+#: TCP_RTO_MIN (200 ms) after a loss and the next 400 ms later, so 1 s still lets a live
+#: connection retransmit twice before the user timeout aborts it.
+MIN_USER_TIMEOUT_MS: Final = 1000
+
+
+def _keepalive_abort(idle: int, interval: int, count: int, uto_ms: int) -> tuple[int, int]:
+    """Return (seconds of silence until an idle connection is aborted, probes sent by then).
+
+    tcp_keepalive_timer runs ``idle`` s after the peer's last packet and then every
+    ``interval`` s, sending one probe per run. Without a user timeout it aborts at the run
+    that finds ``count`` probes unanswered. With TCP_USER_TIMEOUT set it aborts instead at
+    the first run that finds at least one probe out and the silence at least the user
+    timeout long: TCP_KEEPCNT is not consulted.
+    """
+    if uto_ms <= 0:
+        return idle + interval * count, count
+    runs = max(1, -(-(uto_ms - idle * 1000) // (interval * 1000)))
+    return idle + interval * runs, runs
+
+
+def _worst_case(idle: int, interval: int, count: int, uto_ms: int) -> float | None:
+    # Data written just before the keepalive abort (or still unacknowledged when the peer
+    # vanished) is retransmitted until the user timeout, counted from that data's first
+    # transmission: the worst write pattern adds the whole user timeout to the idle figure.
+    if uto_ms <= 0:
+        return None
+    return _keepalive_abort(idle, interval, count, uto_ms)[0] + uto_ms / 1000
+
+
+def _split(phase: int, uto_ms: int, count: int) -> tuple[int, int] | None:
+    """Return (idle, interval) whose ``count``-th probe run is at ``phase`` s, or None.
+
+    Linux aborts at the first run at or past the user timeout, so the first ``count - 1``
+    runs must come before it: ``idle + (count - 1) * interval < user timeout <= phase``.
+    """
+    high = LIMITS["interval"][1]
+    if phase < count + 1 or uto_ms > phase * 1000:
+        return None
+    low = 1 if count == 1 else (phase * 1000 - uto_ms) // 1000 + 1
+    top = min((phase - 1) // count, high)
+    # Probes take about half the keepalive phase (at least 1 s apart), as many as fit.
+    interval = max(low, min(top, max(1, phase // (2 * count))))
+    if phase - count * interval > LIMITS["idle"][1]:  # a long phase: idle is capped
+        interval = max(interval, -(-(phase - LIMITS["idle"][1]) // count))
+    if interval > top:
+        return None
+    return phase - count * interval, interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,39 +155,104 @@ class KeepaliveConfig:
 
     @property
     def detection_time(self) -> int:
-        """Seconds until an idle connection to a silent peer is declared dead."""
-        return self.idle + self.interval * self.count
+        """Seconds from a silent peer's last packet until an idle connection is declared dead.
+
+        ``idle + interval * count`` without a user timeout (``user_timeout_ms`` None or 0).
+        With TCP_USER_TIMEOUT the kernel ends the probing at the first probe slot at or past
+        the user timeout instead, whatever ``count`` says (see ``probes``).
+        """
+        return _keepalive_abort(self.idle, self.interval, self.count,
+                                self.user_timeout_ms or 0)[0]
+
+    @property
+    def probes(self) -> int:
+        """Keepalive probes the kernel sends unanswered before it gives up on an idle peer.
+
+        ``count`` without a user timeout; with one, the number of probe slots before the
+        user timeout has passed.
+        """
+        return _keepalive_abort(self.idle, self.interval, self.count,
+                                self.user_timeout_ms or 0)[1]
+
+    @property
+    def worst_case_detection(self) -> float | None:
+        """Seconds from the peer's last ACK until the kernel declares it dead, any writes.
+
+        A write at any moment restarts TCP_USER_TIMEOUT's clock (it counts from the oldest
+        unacknowledged data's first transmission, and keepalive stops probing while data is
+        in flight), so the worst case is a write just before the keepalive abort:
+        ``detection_time + user_timeout_ms / 1000``. None without a user timeout: data in
+        flight is then retransmitted for net.ipv4.tcp_retries2 (about 15 minutes).
+        """
+        return _worst_case(self.idle, self.interval, self.count, self.user_timeout_ms or 0)
 
     @classmethod
-    def for_detection(cls, seconds: float, *, count: int = 3) -> KeepaliveConfig:
-        """Return a config that declares a silent peer dead within ``seconds``.
+    def for_detection(
+        cls, seconds: float, *, count: int = 3, user_timeout: float | None = None
+    ) -> KeepaliveConfig:
+        """Return a config whose kernel declares a vanished peer dead within ``seconds``.
 
-        Half the budget (at least 1 s each) goes to ``count`` probes, ``interval`` apart; the
-        rest is ``idle`` (capped at 32767 s, the probes then taking what is left). So
-        ``detection_time <= seconds``. ``user_timeout_ms`` is set to ``detection_time * 1000``:
-        data left unacknowledged to a vanished peer then fails the connection in the same
-        budget, and the keepalive timer's own abort (which Linux bases on the user timeout once
-        it is set) falls due at the last probe, as without it.
+        The bound holds from the peer's last ACK for every write pattern: idle, data in
+        flight, a write at any moment of the idle time or the probing, a steady trickle. The
+        kernel takes at most ``detection_time`` (keepalive) plus the user timeout, since a
+        write just before the keepalive abort waits out the whole user timeout; and the
+        keepalive phase cannot end before the user timeout, so the user timeout is at most
+        half the budget.
+
+        ``user_timeout`` (seconds; default: half the budget) is TCP_USER_TIMEOUT, and the
+        keepalive phase gets the rest (``detection_time == seconds - user_timeout``, in whole
+        seconds), with ``count`` probes in its second half. A shorter user timeout finds
+        data in flight sooner but aborts a live connection whose data stays unacknowledged
+        through a stall that long, and leaves room for fewer probes: Linux ends the probing
+        at the first probe slot past the user timeout, so ``count`` probes need a user
+        timeout longer than all but the last of them. See docs/keepalive.md for the numbers.
         """
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
+        budget = check_seconds("seconds", seconds)
         _check("count", count)
-        budget = math.floor(seconds) if math.isfinite(seconds) else -1
-        high = LIMITS["idle"][1]
-        max_budget = high + LIMITS["interval"][1] * count
-        if budget < count + 1 or budget > max_budget:
+        budget_ms = math.floor(budget * 1000)
+        max_phase = LIMITS["idle"][1] + LIMITS["interval"][1] * count
+        if budget_ms > 2000 * max_phase:
             raise InvalidConfigError(
-                "seconds",
-                seconds,
-                f"{count + 1}..{max_budget} for count={count}",
-                "needs at least 1 s of idle plus 1 s per probe",
-            )
-        interval = min(max(1, budget // (2 * count)), LIMITS["interval"][1])
-        idle = budget - interval * count
-        if idle > high:  # a long budget: idle is capped, the probes take the rest
-            idle = high
-            interval = min((budget - idle) // count, LIMITS["interval"][1])
-        return cls(idle, interval, count, (idle + interval * count) * 1000)
+                "seconds", seconds, f"at most {2 * max_phase} for count={count}",
+                "the kernel's keepalive limits (idle, interval <= 32767 s) end the probing "
+                "sooner, and the user timeout takes at most as long again")
+        if user_timeout is None:
+            # Half each: the longest user timeout the budget allows (the most tolerant of a
+            # transient stall) and the keepalive phase ending exactly at it.
+            phase = -(-budget_ms // 2000)
+            tries = [(phase, budget_ms - phase * 1000), (phase - 1, (phase - 1) * 1000)]
+        else:
+            uto = check_seconds("user_timeout", user_timeout)
+            uto_ms = round(uto * 1000)
+            if not MIN_USER_TIMEOUT_MS <= uto_ms <= budget_ms // 2:
+                raise InvalidConfigError(
+                    "user_timeout", user_timeout,
+                    f"{MIN_USER_TIMEOUT_MS / 1000:g}..{budget_ms / 2000:g} s for seconds={seconds}",
+                    "the keepalive phase cannot end before the user timeout, and a write just "
+                    "before its end waits the user timeout again, so it takes at most half")
+            top = min((budget_ms - uto_ms) // 1000, max_phase)
+            if count > 1:
+                # count probes need idle + (count - 1) * interval < user timeout, so the phase
+                # (idle + count * interval) is below count/(count-1) user timeouts.
+                top = min(top, (count * uto_ms - 1000) // ((count - 1) * 1000) + 1)
+            tries = [(p, uto_ms) for p in range(top, count, -1)]
+        for phase, uto_ms in tries:
+            if uto_ms < MIN_USER_TIMEOUT_MS:
+                continue
+            found = _split(phase, uto_ms, count)
+            if found is not None:
+                return cls(found[0], found[1], count, uto_ms)
+        if user_timeout is not None:
+            raise InvalidConfigError(
+                "count", count, "fewer probes",
+                f"with user_timeout={user_timeout} the kernel ends the probing at the first "
+                f"probe after {user_timeout} s; {count} probes do not fit in the "
+                f"{seconds} s budget (lower count, or raise user_timeout)")
+        need = 3 if count == 1 else 2 * count + 1.001
+        raise InvalidConfigError(
+            "seconds", seconds, f"at least {need:g} for count={count}",
+            "needs idle >= 1 s and count probes >= 1 s apart ending at the user timeout "
+            f"(>= {MIN_USER_TIMEOUT_MS / 1000:g} s), plus that user timeout again")
 
     def socket_options(self) -> list[tuple[int, int, int]]:
         """Return ``(level, option, value)`` triples, as urllib3's ``socket_options`` takes.
@@ -158,15 +282,48 @@ class KeepaliveSettings(NamedTuple):
 
     @property
     def detection_time(self) -> int | None:
-        """Seconds until an idle dead peer is noticed; None while keepalive is disabled."""
-        return self.idle + self.interval * self.count if self.enabled else None
+        """Seconds until an idle dead peer is noticed; None while keepalive is disabled.
+
+        As KeepaliveConfig.detection_time: with a user timeout in force the kernel ends the
+        probing by it, not by ``count``.
+        """
+        if not self.enabled:
+            return None
+        return _keepalive_abort(self.idle, self.interval, self.count, self.user_timeout_ms)[0]
+
+    @property
+    def worst_case_detection(self) -> float | None:
+        """Seconds until a dead peer is noticed whatever is written (see KeepaliveConfig).
+
+        None while keepalive is disabled or no user timeout is in force.
+        """
+        if not self.enabled:
+            return None
+        return _worst_case(self.idle, self.interval, self.count, self.user_timeout_ms)
 
 
 class KeepaliveReport(NamedTuple):
-    """What apply_keepalive asked for and, when verified, what the kernel now reports."""
+    """What apply_keepalive asked for and, when verified, what the kernel now reports.
+
+    ``listening`` is True when the socket was a listener (SO_ACCEPTCONN) at apply time, False
+    when it was not, None when unverified; ``inherited`` says whether sockets accepted from
+    it will carry the settings.
+    """
 
     requested: KeepaliveConfig
     effective: KeepaliveSettings | None
+    listening: bool | None = None
+
+    @property
+    def inherited(self) -> bool:
+        """True when applied to a listener whose accepted sockets inherit the settings.
+
+        On Linux an accepted socket is a copy of its listener: SO_KEEPALIVE, TCP_KEEPIDLE,
+        TCP_KEEPINTVL, TCP_KEEPCNT and TCP_USER_TIMEOUT come with it, and the keepalive timer
+        starts when the connection is established. One call on the listener then serves
+        every connection, with no syscall per accept.
+        """
+        return bool(self.listening) and INHERITED_BY_ACCEPT
 
     @property
     def verified(self) -> bool:
@@ -237,6 +394,17 @@ _set_verify = lib.pso_keepalive_set_verify
 _socket = socket.socket
 
 
+def _listening(sock: SocketLike, fd: int) -> bool:
+    # One more getsockopt, on the verify path only: verify=False stays one native call.
+    if type(sock) is _socket:
+        return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    probe = socket.socket(fileno=fd)
+    try:
+        return bool(probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    finally:
+        probe.detach()  # the descriptor is the caller's
+
+
 def apply_keepalive(
     sock: SocketLike, config: KeepaliveConfig, *, verify: bool = True
 ) -> KeepaliveReport:
@@ -247,6 +415,10 @@ def apply_keepalive(
     requested and effective values. On failure the OSError (ConnectionError, OSError with
     EBADF, ENOTSOCK, ...) names the option that failed and the ones already applied; a UDP or
     Unix socket fails on the first option, before anything changed.
+
+    A listening socket takes the options too: on Linux every socket it accepts inherits them
+    (``report.inherited``), so a server calls this once on its listener instead of once per
+    connection.
     """
     # This path is benchmarked against four bare sock.setsockopt calls: keep it to attribute
     # loads and one native call.
@@ -266,7 +438,7 @@ def apply_keepalive(
     rc = _set_verify(fd, req, out)
     if rc:
         raise _failure(rc, fd, config)
-    return KeepaliveReport(config, _settings(out))
+    return KeepaliveReport(config, _settings(out), _listening(sock, fd))
 
 
 def read_keepalive(sock: SocketLike) -> KeepaliveSettings:

@@ -28,16 +28,19 @@ def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
                 "idle": config.idle, "interval": config.interval, "count": config.count,
                 "user_timeout_ms": config.user_timeout_ms,
                 "detection_time": config.detection_time,
+                "worst_case_detection": config.worst_case_detection,
                 "socket_options": config.socket_options(),
             })
             return EXIT_OK
         out.write(
             f"KeepaliveConfig(idle={config.idle}, interval={config.interval}, "
             f"count={config.count}, user_timeout_ms={config.user_timeout_ms})\n"
-            f"  a silent peer is declared dead after {duration(config.detection_time)}"
-            f" (idle {config.idle} + {config.count} probes x {config.interval} s);\n"
-            f"  unacknowledged data fails the connection after"
-            f" {duration(config.detection_time)} (TCP_USER_TIMEOUT)\n\n"
+            f"  an idle connection to a vanished peer is dropped after"
+            f" {duration(config.detection_time)} (idle {config.idle} s, then {config.probes}"
+            f" probes {config.interval} s apart, ended by the user timeout);\n"
+            f"  unacknowledged data fails it {duration((config.user_timeout_ms or 0) / 1000)}"
+            f" after it was sent (TCP_USER_TIMEOUT): a dead peer is found within"
+            f" {duration(config.worst_case_detection or 0)} whatever is written\n\n"
             "Use it:\n"
             f"  config = pysockopt.KeepaliveConfig.for_detection({args.detect:g}"
             + (f", count={args.count}" if args.count != 3 else "") + ")\n"
