@@ -235,10 +235,12 @@ _explain(
     "The kernel gave up on the connection. From connect(): the SYNs went unanswered "
     "(net.ipv4.tcp_syn_retries, about 2 minutes on Linux): the host is down, a firewall drops "
     "packets silently, or the address is wrong. From recv() or send() on an established "
-    "connection: keepalive probes went unanswered (after idle + interval * count seconds), "
+    "connection, a dead peer: keepalive probes went unanswered (after idle + interval * count "
+    "seconds, or with TCP_USER_TIMEOUT set at the first probe past the user timeout), "
     "TCP_USER_TIMEOUT expired with data unacknowledged, or retransmissions ran out "
     "(net.ipv4.tcp_retries2, about 15 minutes): the peer vanished without FIN or RST (crash, "
-    "power loss, cable or network cut, NAT or firewall state expired).",
+    "power loss, cable or network cut, NAT or firewall state expired). With data in flight "
+    "Linux often reports EHOSTUNREACH or ENETUNREACH for the same abort instead.",
     "The connection is dead: close it, and reconnect with back-off. To find dead peers in "
     "seconds rather than hours, set keepalive and TCP_USER_TIMEOUT (pysockopt keepalive "
     "--detect 30); to bound connect(), give it a timeout instead of waiting for the kernel's. "
@@ -310,8 +312,11 @@ _explain(
     "ENETUNREACH", _C.UNREACHABLE,
     "No route to the destination network: this host's routing table has no route for it (no "
     "default route, or an IPv6 address on a host without IPv6 connectivity), or a router "
-    "answered ICMP network-unreachable. Linux accept() also returns it as a pending error of "
-    "a new connection. Python raises a plain OSError, not a ConnectionError subclass.",
+    "answered ICMP network-unreachable. On an established connection it reports a dead peer: "
+    "when TCP_USER_TIMEOUT or the retransmissions give up on unacknowledged data, the abort "
+    "reports a router's pending network-unreachable error instead of ETIMEDOUT. Linux "
+    "accept() also returns it as a pending error of a new connection. Python raises a plain "
+    "OSError, not a ConnectionError subclass.",
     "Check `ip route get ADDRESS`. For a name with several addresses try the next one "
     "(socket.create_connection does). Reconnect with back-off if the network may come back "
     "(an interface or VPN coming up).")
@@ -320,8 +325,13 @@ _explain(
     "The destination host cannot be reached: on the local network nobody answered ARP or "
     "neighbour discovery (host down or wrong address), a router returned ICMP host-"
     "unreachable, or a firewall rule rejected the packet (REJECT with icmp-host-prohibited). "
-    "Linux accept() also returns it as a pending error of a new connection. Python raises a "
-    "plain OSError, not a ConnectionError subclass.",
+    "On an established connection it is how Linux usually reports a dead peer with data in "
+    "flight: when TCP_USER_TIMEOUT or the retransmissions give up on unacknowledged data, the "
+    "abort reports the pending soft error of the failed neighbour lookup (or a router's ICMP "
+    "host-unreachable) instead of ETIMEDOUT; an idle connection dropped by keepalive gets "
+    "ETIMEDOUT. Linux accept() also returns it as a pending error of a new connection. "
+    "Python raises a plain OSError, not a ConnectionError subclass, so `except TimeoutError` "
+    "misses it.",
     "Check that the host is up and the address is right (`ip neigh`, `ip route get "
     "ADDRESS`), and the firewalls on the way. Reconnect with back-off if the host may come "
     "back.")
@@ -729,6 +739,14 @@ _HOW: Final[Mapping[tuple[ErrorCategory, Action], str]] = {
     (ErrorCategory.INTERRUPTED, Action.RETRY): "call again",
     (ErrorCategory.IN_PROGRESS, Action.RETRY): "wait until writable, then read SO_ERROR",
     (ErrorCategory.RESOURCE, Action.RETRY): "back off briefly, then call again",
+    (ErrorCategory.TIMEOUT, Action.RECONNECT):
+        "the kernel gave up on the peer (on an established connection: a dead peer, found by "
+        "keepalive or TCP_USER_TIMEOUT); this connection is unusable: close it and reconnect "
+        "with back-off",
+    (ErrorCategory.UNREACHABLE, Action.RECONNECT):
+        "no route to the peer (on an established connection: a dead peer, the user timeout or "
+        "retransmissions gave up and reported the pending unreachable error); this connection "
+        "is unusable: close it and reconnect with back-off",
 }
 
 #: Python's exception classes (PEP 3151) for an OSError raised without an errno, e.g. asyncio's
