@@ -966,14 +966,17 @@ def test_sender_thread_never_blocks_on_a_full_send_buffer() -> None:
         assert sender.error is None
 
 
-@pytest.mark.parametrize("seconds,count", [(3, 1), (6, 3), (30, 3), (7200, 9)])
+@pytest.mark.parametrize("seconds,count", [(3, 1), (8, 3), (30, 3), (7200, 9)])
 def test_one_budget_sets_keepalive_user_timeout_and_heartbeat_timeout(seconds: float,
                                                                       count: int) -> None:
     plan = LivenessPlan.for_detection(seconds, count=count)
     ka = plan.keepalive
     assert plan.timeout + plan.tick == pytest.approx(seconds)  # the monitor's window
     assert ka.count == count and ka.detection_time <= plan.timeout  # the kernel's, inside it
-    assert ka.user_timeout_ms == ka.detection_time * 1000  # data in flight: same budget
+    # One derivation, one worst case: keepalive's, for every write pattern, is the budget's.
+    assert ka == KeepaliveConfig.for_detection(seconds, count=count) and ka.probes == count
+    assert ka.worst_case_detection is not None
+    assert seconds - 1 < ka.worst_case_detection <= plan.budget
     # An idle live peer answers a probe every `idle` s; sweeps see it well before timeout.
     assert ka.idle + 2 * plan.sweep_interval == pytest.approx(plan.timeout)
     assert plan.sweep_interval > 0
@@ -1193,7 +1196,7 @@ def test_asyncio_kernel_mode_reaps_close_wait_and_keeps_idle_peers() -> None:
             leaver_port = leaver.get_extra_info("sockname")[1]
             server_idle = srv.writers["idle"][0]
             ka = read_keepalive(server_idle.get_extra_info("socket"))
-            assert (ka.enabled, ka.idle, ka.user_timeout_ms) == (True, 1, 2000)
+            assert (ka.enabled, ka.idle, ka.user_timeout_ms) == (True, 1, 1000)
             leaver.close()  # FIN; the server application never closes: CLOSE_WAIT
             started = loop.time()
             while not closed and loop.time() - started < 3:

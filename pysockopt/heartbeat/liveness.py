@@ -34,9 +34,11 @@ class LivenessPlan:
     seconds of its last sign of life (data, an ACK, a keepalive reply), and an idle peer whose
     kernel still answers keepalive probes is never dropped.
 
-    - ``keepalive``: KeepaliveConfig.for_detection(timeout), so the kernel probes after
-      ``keepalive.idle`` seconds of quiet and gives up (keepalive, or TCP_USER_TIMEOUT for data
-      in flight) within ``timeout``;
+    - ``keepalive``: KeepaliveConfig.for_detection(budget), so the kernel probes after
+      ``keepalive.idle`` seconds of quiet, drops an idle vanished peer after
+      ``keepalive.detection_time`` (about half the budget) and, whatever is written,
+      within ``keepalive.worst_case_detection <= budget`` (the same derivation, the same
+      worst case);
     - ``timeout`` and ``tick``: the HeartbeatMonitor's, with ``timeout + tick == budget``;
     - ``sweep_interval``: every socket's TCP_INFO is read once per this many seconds, small
       enough that an idle live peer's keepalive replies are seen before its timeout:
@@ -53,13 +55,14 @@ class LivenessPlan:
     def for_detection(cls, seconds: float, *, count: int = 3) -> LivenessPlan:
         """Return the plan that finds a vanished peer within ``seconds``.
 
-        ``count`` keepalive probes are sent before the kernel gives up; the budget needs at
-        least ``count + 1`` whole seconds after one tick (``seconds / 256``) is taken out.
+        ``count`` keepalive probes are sent before the kernel gives up; the budget must
+        hold them and their user timeout as KeepaliveConfig.for_detection requires (3 s for
+        one probe, just over ``2 * count + 1`` s for more).
         """
         budget = check_seconds("seconds", seconds)
         tick = budget / DEFAULT_TICKS
         timeout = budget - tick
-        keepalive = KeepaliveConfig.for_detection(timeout, count=count)
+        keepalive = KeepaliveConfig.for_detection(budget, count=count)
         return cls(budget, keepalive, timeout, tick, (timeout - keepalive.idle) / 2)
 
     def monitor(
