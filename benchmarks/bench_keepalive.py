@@ -1,12 +1,18 @@
-"""apply_keepalive against the stdlib's setsockopt calls (design.md performance targets)."""
+"""apply_keepalive against the stdlib's setsockopt calls (design.md performance targets).
+
+And per accepted connection: keepalive set once on the listener (inherited, accept() only)
+against accept() + 4 x setsockopt.
+"""
 
 from __future__ import annotations
 
 import socket
+import statistics
+import time
 
 from pysockopt import KeepaliveConfig, apply_keepalive
 
-from ._harness import compare
+from ._harness import RESULTS, Result, compare
 
 TCP = socket.IPPROTO_TCP
 
@@ -50,3 +56,63 @@ def run() -> None:
     finally:
         for s in (client, peer, server):
             s.close()
+    run_inherited()
+
+
+# --- per accepted connection: set once on the listener vs on every accepted socket
+
+BATCH = 200  # connections queued per round (the listener's backlog holds them all)
+ROUNDS = 21
+
+
+def _accept_batch(listener: socket.socket, port: int, per_socket: bool) -> float:
+    """Queue BATCH connections, then time accepting them (with 4 setsockopt each if asked)."""
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(BATCH)]
+    accepted: list[socket.socket] = []
+    accept = listener.accept
+    keep = accepted.append
+    try:
+        start = time.perf_counter()
+        if per_socket:
+            for _ in range(BATCH):
+                s = accept()[0]
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                s.setsockopt(TCP, socket.TCP_KEEPIDLE, 9)
+                s.setsockopt(TCP, socket.TCP_KEEPINTVL, 2)
+                s.setsockopt(TCP, socket.TCP_KEEPCNT, 3)
+                keep(s)
+        else:
+            for _ in range(BATCH):
+                keep(accept()[0])
+        elapsed = time.perf_counter() - start
+        last = accepted[-1]
+        # Outside the timing: both ways really leave every accepted socket configured.
+        assert last.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert last.getsockopt(TCP, socket.TCP_KEEPIDLE) == 9
+        return elapsed / BATCH
+    finally:
+        for s in accepted + clients:
+            s.close()
+
+
+def run_inherited() -> None:
+    config = KeepaliveConfig(9, 2, 3)  # the 4 options the baseline sets (no user timeout)
+    with socket.create_server(("127.0.0.1", 0), backlog=BATCH * 2) as on_listener, \
+            socket.create_server(("127.0.0.1", 0), backlog=BATCH * 2) as plain:
+        assert apply_keepalive(on_listener, config).inherited
+        ours: list[float] = []
+        base: list[float] = []
+        for i in range(ROUNDS):
+            pair = ((False, on_listener, ours), (True, plain, base))
+            for per_socket, listener, acc in pair if i % 2 == 0 else reversed(pair):
+                acc.append(_accept_batch(listener, listener.getsockname()[1], per_socket))
+    result = Result("keepalive per accepted connection, set once on the listener",
+                    "accept() + 4 x setsockopt", statistics.median(base),
+                    statistics.median(ours), 1.0)
+    RESULTS.append(result)
+    print(f"{result.name} per item")
+    print(f"  baseline {result.baseline_label:<40} {result.baseline_s * 1e6:8.3f} us")
+    print(f"  pysockopt (accept() only, inherited){'':<13} {result.ours_s * 1e6:8.3f} us")
+    verdict = "  target met" if result.met else "  TARGET MISSED"
+    print(f"  ratio {result.ratio:.3f}x (0 extra syscalls per connection; target <= 1.00x)"
+          f"{verdict}", flush=True)

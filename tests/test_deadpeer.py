@@ -19,6 +19,7 @@ the worst case is ``config.worst_case_detection``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import select
 import socket
@@ -109,10 +110,9 @@ def _measure(pair: NetnsPair, config: KeepaliveConfig, port: int) -> list[Outcom
             while due and due[0][0] <= now:
                 clients[due.pop(0)[1]].send(b"w" * 100)
             if now >= next_trickle and outcomes[trickle].seconds is None:
-                try:
+                # A send that fails means it failed meanwhile; the poll below says when.
+                with contextlib.suppress(OSError):
                     clients[trickle].send(b"t" * 100)
-                except OSError:
-                    pass  # it failed meanwhile; the poll below reports when
                 next_trickle += TRICKLE
             for fd, _ in poller.poll(10):
                 i = index[fd]

@@ -121,7 +121,7 @@ def test_for_detection_meets_budget_for_every_write_pattern(seconds: float, coun
     if count > 1:  # (one probe is always sent: its slot is the abort at any user timeout)
         assert c.user_timeout_ms > (c.detection_time - c.interval) * 1000
     # It uses the budget: nothing is thrown away beyond what whole seconds force.
-    assert worst > seconds - 1 - 1e-9 or count > 1 and worst > seconds - 2
+    assert worst > seconds - 1 - 1e-9
     assert worst == _timer_runs(c.idle, c.interval, c.count, c.user_timeout_ms)[0] + (
         c.user_timeout_ms / 1000)
 
@@ -152,7 +152,7 @@ def test_for_detection_user_timeout_chooses_another_split() -> None:
     # More than half: the keepalive phase cannot end before it, so 2 x user timeout > budget.
     with pytest.raises(InvalidConfigError, match="user_timeout=6"):
         KeepaliveConfig.for_detection(10, user_timeout=6)
-    with pytest.raises(InvalidConfigError, match="user_timeout=0.5"):
+    with pytest.raises(InvalidConfigError, match=r"user_timeout=0\.5"):
         KeepaliveConfig.for_detection(10, user_timeout=0.5)
     # Three probes end at the first one past 3 s: they cannot fill a 7 s keepalive phase.
     with pytest.raises(InvalidConfigError, match="count=3") as info:
