@@ -1,13 +1,19 @@
 from __future__ import annotations
 
 import copy
+import ctypes
 import errno
 import io
 import json
 import os
+import pathlib
 import pickle
+import re
 import select
+import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -27,6 +33,7 @@ from pysockopt.cli import main
 from pysockopt.keepalive import LIMITS
 
 TCP = socket.IPPROTO_TCP
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 # --- validation
@@ -308,6 +315,115 @@ def test_hundred_accepted_connections_inherit_the_listeners_settings() -> None:
     finally:
         for s in clients + accepted + [listener]:
             s.close()
+
+
+# --- docs/keepalive.md's server snippets, run against loopback
+
+DOC = ROOT / "docs" / "keepalive.md"
+_SNIPPET = re.compile(r"<!-- snippet: server (echo|http) -->\n```python\n(.*?)```", re.S)
+_SYS_PIDFD_GETFD = 438  # x86_64 and the generic syscall table alike
+
+
+def _server_snippets() -> list[tuple[str, str]]:
+    return [(m.group(1), m.group(2)) for m in _SNIPPET.finditer(DOC.read_text())]
+
+
+def _socket_owner(inode: int, pgid: int) -> tuple[int, int] | None:
+    """(pid, fd) of the process in group ``pgid`` holding socket ``inode``, if any."""
+    target = f"socket:[{inode}]"
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pgid:
+                continue
+            for fd in (entry / "fd").iterdir():
+                if os.readlink(fd) == target:
+                    return int(entry.name), int(fd.name)
+        except OSError:
+            continue
+    return None
+
+
+def _read_from_outside(pid: int, fd: int) -> pysockopt.KeepaliveSettings:
+    """The settings of another process's socket, through a pidfd_getfd duplicate."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        dup = libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
+        if dup < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"pidfd_getfd({pid}, {fd}): {os.strerror(err)}")
+        try:
+            return read_keepalive(dup)
+        finally:
+            os.close(dup)
+    finally:
+        os.close(pidfd)
+
+
+def test_docs_have_the_server_snippets() -> None:
+    names = " ".join(code for _, code in _server_snippets())
+    for server in ("asyncio.start_server", "socketserver", "uvicorn", "gunicorn",
+                   "web.run_app"):
+        assert server in names, server
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_docs_server_snippet_runs_and_its_connections_inherit(index: int,
+                                                              tmp_path: pathlib.Path) -> None:
+    kind, code = _server_snippets()[index]
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    assert "8000" in code
+    script = tmp_path / "server.py"
+    script.write_text(code.replace("8000", str(port)))
+    # The WSGI application the gunicorn snippet names as "your application".
+    (tmp_path / "hello.py").write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'ok\\n']\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]))
+    server = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env,
+                              start_new_session=True, stderr=subprocess.PIPE)
+    client = None
+    try:
+        deadline = time.monotonic() + 20
+        while client is None:
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            try:
+                client = socket.create_connection(("127.0.0.1", port), timeout=5)
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the snippet never listened"
+                time.sleep(0.05)
+        # The server's side of this connection, once accepted (an inode: it has a file).
+        mine = client.getsockname()[1]
+        owner = None
+        while owner is None:
+            assert time.monotonic() < deadline, "the connection was never accepted"
+            conns = [c for c in pysockopt.connections(states="ESTABLISHED", port=port)
+                     if c.local_port == port and c.remote_port == mine and c.inode]
+            if conns:
+                assert conns[0].timer is pysockopt.Timer.KEEPALIVE  # armed at accept
+                owner = _socket_owner(conns[0].inode, server.pid)
+            if owner is None:
+                time.sleep(0.05)
+        config = KeepaliveConfig.for_detection(30)
+        assert _read_from_outside(*owner) == pysockopt.KeepaliveSettings(
+            True, config.idle, config.interval, config.count, config.user_timeout_ms)
+        # And the server answers: the snippet is a working server, not just a listener.
+        client.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n" if kind == "http" else b"hi\n")
+        reply = client.recv(4096)
+        assert (b" 200 " in reply) if kind == "http" else reply == b"hi\n", reply
+    finally:
+        if client is not None:
+            client.close()
+        os.killpg(server.pid, signal.SIGTERM)  # the group this test started
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(10)
 
 
 # --- bad input: a clear error, nothing lost
