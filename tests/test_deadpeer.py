@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import pytest
 from netns import NetnsPair
 
-from pysockopt import Action, KeepaliveConfig, apply_keepalive, triage
+from pysockopt import Action, KeepaliveConfig, apply_keepalive, tcp_info, triage
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -190,3 +190,78 @@ def test_a_shorter_user_timeout_holds_the_budget_too(netns_pair: NetnsPair) -> N
         if o is not idle:
             assert o.error is not None
             assert o.error.errno in (errno.EHOSTUNREACH, errno.ETIMEDOUT), o.name
+
+
+# --- the price of a short timer: a live connection through a transient stall
+
+
+def _stall(pair: NetnsPair, config: KeepaliveConfig, port: int,
+           seconds: float) -> tuple[dict[str, str], float]:
+    """Stall the path for ``seconds`` (the peer's ACKs dropped), then let it heal.
+
+    Returns each connection's state once both timers are past ("alive": ESTABLISHED, the data
+    acknowledged; or the errno the kernel aborted it with), and the data connection's RTO.
+    """
+    assert config.user_timeout_ms is not None
+    settle = max(config.detection_time, config.user_timeout_ms / 1000) + 1
+    listener = pair.socket("b")
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((pair.addr_b, port))
+    listener.listen(2)
+    socks: dict[str, socket.socket] = {}
+    servers = []
+    route = ["ip", "-n", pair.b, "route", "{}", "blackhole", f"{pair.addr_a}/32"]
+    try:
+        for name in ("data", "idle"):
+            client = pair.socket("a")
+            client.settimeout(5)
+            client.connect((pair.addr_b, port))
+            servers.append(listener.accept()[0])
+            assert apply_keepalive(client, config).ok
+            socks[name] = client
+        for server in servers:
+            server.sendall(b"p")
+        for client in socks.values():
+            assert client.recv(1) == b"p"
+        rto = tcp_info(socks["data"]).rto / 1e6
+        start = time.monotonic()
+        subprocess.run([a.format("add") for a in route], check=True, capture_output=True)
+        socks["data"].send(b"d" * 1000)  # its ACK is dropped until the path heals
+        time.sleep(max(0.0, seconds - (time.monotonic() - start)))
+        subprocess.run([a.format("del") for a in route], check=True, capture_output=True)
+        time.sleep(max(0.0, settle - (time.monotonic() - start)))
+        result = {}
+        for name, client in socks.items():
+            err = client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            state = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+            result[name] = "alive" if err == 0 and state == 1 else errno.errorcode[err]
+        return result, rto
+    finally:
+        for s in [*socks.values(), *servers, listener]:
+            s.close()
+
+
+def test_a_stall_kills_live_data_sooner_than_an_idle_connection(netns_pair: NetnsPair) -> None:
+    # for_detection(10): probes at 2, 3, 4 s of silence, user timeout 5 s. Retransmissions back
+    # off from the RTO (about 0.2 s here): 0.2, 0.6, 1.4, 3.0, then 6.2 s after the write, past
+    # the user timeout. A live connection survives a stall only if something is sent after it
+    # heals and before the abort: the data one if a retransmission falls there, the idle one
+    # if a probe does.
+    config = KeepaliveConfig.for_detection(10)
+    uto = 5.0
+    probes = [config.idle + k * config.interval for k in range(config.probes)]  # 2, 3, 4
+    seen = {}
+    for i, seconds in enumerate((2.5, 3.5, 4.5)):
+        outcome, rto = _stall(netns_pair, config, 5610 + i, seconds)
+        retransmits = [rto * (2**k - 1) for k in range(1, 12)]
+        expected = {
+            "data": "alive" if any(seconds < t < uto for t in retransmits) else "ETIMEDOUT",
+            "idle": "alive" if any(seconds < t for t in probes) else "ETIMEDOUT",
+        }
+        print(f"\nstall {seconds} s (RTO {rto:.3f} s): {outcome}")
+        assert outcome == expected, (seconds, rto)
+        seen[seconds] = outcome
+    # The failure mode itself: a stall shorter than the user timeout aborted a live
+    # connection with data in flight, while the idle one next to it lived.
+    assert any(o == {"data": "ETIMEDOUT", "idle": "alive"} for o in seen.values()), seen
+    assert seen[4.5]["idle"] == "ETIMEDOUT"  # a stall over every probe: idle aborted too
