@@ -211,11 +211,12 @@ class KeepaliveConfig:
         _check("count", count)
         budget_ms = math.floor(budget * 1000)
         max_phase = LIMITS["idle"][1] + LIMITS["interval"][1] * count
-        if budget_ms > 2000 * max_phase:
+        max_ms = min(2000 * max_phase, 2 * LIMITS["user_timeout_ms"][1])
+        if budget_ms > max_ms:
             raise InvalidConfigError(
-                "seconds", seconds, f"at most {2 * max_phase} for count={count}",
-                "the kernel's keepalive limits (idle, interval <= 32767 s) end the probing "
-                "sooner, and the user timeout takes at most as long again")
+                "seconds", seconds, f"at most {max_ms // 1000} for count={count}",
+                "the kernel's limits (idle, interval <= 32767 s, TCP_USER_TIMEOUT <= 2**31-1 "
+                "ms) end the probing sooner, and the user timeout takes at most as long again")
         if user_timeout is None:
             # Half each: the longest user timeout the budget allows (the most tolerant of a
             # transient stall) and the keepalive phase ending exactly at it.

@@ -44,7 +44,8 @@ def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
             "Use it:\n"
             f"  config = pysockopt.KeepaliveConfig.for_detection({args.detect:g}"
             + (f", count={args.count}" if args.count != 3 else "") + ")\n"
-            "  pysockopt.apply_keepalive(sock, config)      # any connected TCP socket\n"
+            "  pysockopt.apply_keepalive(sock, config)      # any TCP socket; on a listener once,\n"
+            "                                               # accepted sockets inherit it\n"
             "  config.socket_options()                      # urllib3 / requests / redis-py\n"
         )
         return EXIT_OK
