@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from netns import NetnsPair
+from waiting import wait_for
 
 import pysockopt
 from pysockopt import (
@@ -289,6 +290,26 @@ def test_listener_report_says_accepted_sockets_inherit() -> None:
     assert apply_keepalive(socket.socket(), config, verify=False).listening is None
 
 
+def test_inheritance_is_at_the_handshake_so_apply_before_clients_connect() -> None:
+    config = KeepaliveConfig.for_detection(30)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        early = socket.create_connection(listener.getsockname())  # handshake done, queued
+        assert apply_keepalive(listener, config).inherited
+        late = socket.create_connection(listener.getsockname())
+        with early, late, listener.accept()[0] as first, listener.accept()[0] as second:
+            # The kernel cloned the early one from the listener before it had the options.
+            assert first.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+            assert _stdlib_keepalive(second) == (1, 9, 2, 3, 15000)
+    # Race-free: bind, apply, then listen. The report says the socket did not listen yet.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        report = apply_keepalive(listener, config)
+        assert report.ok and report.listening is False and not report.inherited
+        listener.listen()
+        with socket.create_connection(listener.getsockname()), listener.accept()[0] as child:
+            assert _stdlib_keepalive(child) == (1, 9, 2, 3, 15000)
+
+
 def test_hundred_accepted_connections_inherit_the_listeners_settings() -> None:
     config = KeepaliveConfig.for_detection(20, count=4)
     expected = (1, config.idle, config.interval, config.count, config.user_timeout_ms)
@@ -396,28 +417,32 @@ def test_docs_server_snippet_runs_and_its_connections_inherit(index: int,
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]))
     server = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env,
                               start_new_session=True, stderr=subprocess.PIPE)
-    client = None
-    try:
-        deadline = time.monotonic() + 20
-        while client is None:
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            try:
-                client = socket.create_connection(("127.0.0.1", port), timeout=5)
-            except ConnectionRefusedError:
-                assert time.monotonic() < deadline, "the snippet never listened"
-                time.sleep(0.05)
+    client: socket.socket | None = None
+
+    def listener_configured() -> bool:
+        # A connection that completes its handshake before the snippet's apply_keepalive is
+        # cloned from a listener without the options: connect only once the listener has them.
+        assert server.poll() is None, server.stderr.read() if server.stderr else ""
+        for c in pysockopt.connections(states="LISTEN", port=port):
+            owner = _socket_owner(c.inode, server.pid) if c.inode else None
+            if owner is not None and _read_from_outside(*owner).enabled:
+                return True
+        return False
+
+    def accepted() -> tuple[int, int] | None:
         # The server's side of this connection, once accepted (an inode: it has a file).
+        assert client is not None
         mine = client.getsockname()[1]
-        owner = None
-        while owner is None:
-            assert time.monotonic() < deadline, "the connection was never accepted"
-            conns = [c for c in pysockopt.connections(states="ESTABLISHED", port=port)
-                     if c.local_port == port and c.remote_port == mine and c.inode]
-            if conns:
-                assert conns[0].timer is pysockopt.Timer.KEEPALIVE  # armed at accept
-                owner = _socket_owner(conns[0].inode, server.pid)
-            if owner is None:
-                time.sleep(0.05)
+        for c in pysockopt.connections(states="ESTABLISHED", port=port):
+            if c.local_port == port and c.remote_port == mine and c.inode:
+                assert c.timer is pysockopt.Timer.KEEPALIVE  # armed at accept
+                return _socket_owner(c.inode, server.pid)
+        return None
+
+    try:
+        wait_for(listener_configured, 20, "the snippet to set keepalive on its listener")
+        client = socket.create_connection(("127.0.0.1", port), timeout=5)
+        owner = wait_for(accepted, 10, "the snippet to accept the connection")
         config = KeepaliveConfig.for_detection(30)
         assert _read_from_outside(*owner) == pysockopt.KeepaliveSettings(
             True, config.idle, config.interval, config.count, config.user_timeout_ms)
