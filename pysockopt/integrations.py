@@ -401,8 +401,10 @@ _GRPC_INT_MAX: Final = 2**31 - 1
 def _grpc_times(config: KeepaliveConfig) -> tuple[int, int]:
     cfg = _check_config(config)
     time_ms = cfg.idle * 1000
-    timeout_ms = min(cfg.interval * cfg.count * 1000, _GRPC_INT_MAX)  # 32767 * 127 s overflows
-    if cfg.user_timeout_ms:  # a tighter TCP_USER_TIMEOUT asked for is kept
+    # The probing window the kernel really uses (with a user timeout it ends probing at the
+    # first slot past it, whatever count says), so time + timeout == config.detection_time.
+    timeout_ms = min(cfg.interval * cfg.probes * 1000, _GRPC_INT_MAX)  # 32767 * 127 s overflows
+    if cfg.user_timeout_ms:  # never a looser bound on unacknowledged data than asked for
         timeout_ms = min(timeout_ms, cfg.user_timeout_ms)
     return time_ms, timeout_ms
 
@@ -412,10 +414,11 @@ def grpc_channel_options(config: KeepaliveConfig) -> list[tuple[str, int]]:
 
     gRPC uses HTTP/2 pings, not TCP keepalive: it sets no SO_KEEPALIVE. A ping goes out after
     ``grpc.keepalive_time_ms`` = ``idle`` s and the connection is dropped when its ack takes
-    longer than ``grpc.keepalive_timeout_ms`` = ``interval * count`` s (or
-    ``user_timeout_ms`` when that is smaller), so the detection time is
-    ``config.detection_time``. gRPC has no user-timeout option: it sets TCP_USER_TIMEOUT to
-    ``keepalive_timeout_ms`` on the socket itself. ``grpc.keepalive_permit_without_calls=1``
+    longer than ``grpc.keepalive_timeout_ms`` = ``interval * probes`` s (the probes the kernel
+    really sends, see ``KeepaliveConfig.probes``; or ``user_timeout_ms`` when that is
+    smaller), so the detection time is at most ``config.detection_time``. gRPC has no
+    user-timeout option: it sets TCP_USER_TIMEOUT to ``keepalive_timeout_ms`` on the socket
+    itself. ``grpc.keepalive_permit_without_calls=1``
     pings an idle channel too and ``grpc.http2.max_pings_without_data=0`` keeps pinging
     without data frames. The server must allow these pings: see :func:`grpc_server_options`.
     For ``grpc.insecure_channel(target, options=...)`` and ``grpc.aio``.

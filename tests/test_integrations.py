@@ -701,8 +701,13 @@ def test_grpc_server_options_shape() -> None:
         "grpc.keepalive_permit_without_calls": 1,
         "grpc.http2.min_ping_interval_without_data_ms": 5000,
         "grpc.http2.max_ping_strikes": 2}
-    client = dict(integrations.grpc_channel_options(KeepaliveConfig(10, 2, 3, 4000)))
-    assert client["grpc.keepalive_timeout_ms"] == 4000  # the tighter user timeout kept
+    # With a 4 s user timeout the kernel gives up at the first probe (10 + 2 = 12 s): the
+    # ping's ack is waited for as long, and never longer than the user timeout.
+    cfg = KeepaliveConfig(10, 2, 3, 4000)
+    client = dict(integrations.grpc_channel_options(cfg))
+    assert cfg.detection_time == 12 and client["grpc.keepalive_timeout_ms"] == 2000
+    client = dict(integrations.grpc_channel_options(KeepaliveConfig(10, 2, 3, 1500)))
+    assert client["grpc.keepalive_timeout_ms"] == 1500  # the tighter user timeout kept
 
 
 # --- plain asyncio
