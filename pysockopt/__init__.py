@@ -45,6 +45,20 @@ from .host import (
     processes_of,
     state_counts,
 )
+from .host.namespaces import (
+    CGROUP_PATTERNS,
+    CgroupPattern,
+    Container,
+    NamespaceList,
+    NetNamespace,
+    NetnsGoneError,
+    NetnsPermissionError,
+    NetnsResults,
+    NetnsSkipped,
+    container_from_cgroup,
+    for_each_netns,
+    namespaces,
+)
 from .keepalive import (
     HostKeepalive,
     KeepaliveConfig,
@@ -107,6 +121,19 @@ __all__ = [
     "Severity",
     "Thresholds",
     "diagnose",
+    # network namespaces and containers
+    "CGROUP_PATTERNS",
+    "CgroupPattern",
+    "Container",
+    "NamespaceList",
+    "NetNamespace",
+    "NetnsGoneError",
+    "NetnsPermissionError",
+    "NetnsResults",
+    "NetnsSkipped",
+    "container_from_cgroup",
+    "for_each_netns",
+    "namespaces",
     # heartbeat
     "CloseReason",
     "HeartbeatMonitor",

@@ -12,7 +12,8 @@ import itertools
 from typing import Final
 
 __all__ = [
-    "SYSCTL", "counter_table", "netstat_counters", "read_int", "read_ints", "sysctl", "sysctl_int",
+    "SYSCTL", "counter_table", "netstat_counters", "parse_ints", "read_int", "read_ints", "sysctl",
+    "sysctl_int", "sysctl_path",
 ]
 
 #: Where sysctls live; ``sysctl("net.ipv4.tcp_syncookies")`` reads SYSCTL + "net/ipv4/...".
@@ -36,7 +37,23 @@ def read_int(path: str) -> int | None:
 
 def sysctl(name: str) -> tuple[int, ...] | None:
     """Return a numeric sysctl (``"net.ipv4.ip_local_port_range"`` -> ``(32768, 60999)``)."""
-    return read_ints(SYSCTL + name.replace(".", "/"))
+    return read_ints(sysctl_path(name))
+
+
+def sysctl_path(name: str) -> str:
+    """Return the file of a sysctl: ``"net.core.somaxconn"`` -> /proc/sys/net/core/somaxconn."""
+    return SYSCTL + name.replace(".", "/")
+
+
+def parse_ints(text: bytes | str) -> tuple[int, ...] | None:
+    """Return the whitespace-separated integers of a small file's text, or None if not numbers.
+
+    For text read elsewhere (inside another network namespace: see host/namespaces.py).
+    """
+    try:
+        return tuple(int(x) for x in text.split())
+    except ValueError:
+        return None
 
 
 def sysctl_int(name: str) -> int | None:

@@ -20,6 +20,8 @@ CONTRACT = {
     "errno_info", "ErrnoInfo", "ErrorCategory",
     # host-wide sockets
     "connections", "Connection", "state_counts", "diagnose", "Diagnosis", "Finding",
+    # network namespaces and containers
+    "namespaces", "NetNamespace", "Container",
     # heartbeats
     "HeartbeatMonitor",
 }

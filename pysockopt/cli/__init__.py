@@ -16,7 +16,7 @@ from typing import TextIO
 
 from .. import __version__
 from ..errors import InvalidConfigError
-from . import diagnose, errno, keepalive, sockets  # noqa: F401  # each registers its commands
+from . import diagnose, errno, keepalive, netns, sockets  # noqa: F401  # each registers its commands
 from ._common import COMMANDS, EXIT_ERROR, EXIT_OK
 
 __all__ = ["build_parser", "main"]

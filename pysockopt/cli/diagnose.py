@@ -6,10 +6,12 @@ import argparse
 from typing import TextIO
 
 from ._common import EXIT_FOUND, EXIT_OK, command, emit_json, port_arg
+from .netns import add_netns_args, header, per_netns, write_notes
 
 
 def _diagnose_args(p: argparse.ArgumentParser) -> None:
     port_arg(p)
+    add_netns_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -18,6 +20,19 @@ def _diagnose_args(p: argparse.ArgumentParser) -> None:
 def _diagnose(args: argparse.Namespace, out: TextIO) -> int:
     from ..host import diagnose
 
+    grouped = per_netns(args, lambda ns: diagnose(port=args.port, netns=ns))
+    if grouped is not None:
+        ok = all(d.ok for _, d in grouped.results)
+        if args.json:
+            emit_json(out, {"ok": ok, **grouped.as_json("diagnosis", lambda d: d.as_dict())})
+        else:
+            for ns, d in grouped.results:
+                out.write(f"== {header(ns)}\n{d.render()}\n")
+            problems = sum(1 for _, d in grouped.results if not d.ok)
+            out.write(f"{len(grouped.results)} network namespace(s) looked at, "
+                      f"{problems} with problems.\n")
+            write_notes(out, grouped)
+        return EXIT_OK if ok else EXIT_FOUND
     result = diagnose(port=args.port)
     if args.json:
         emit_json(out, result.as_dict())

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import TextIO
+from typing import Any, TextIO
 
 from ._common import EXIT_OK, command, emit_json, port_arg, table
+from .netns import add_netns_args, header, per_netns, write_notes
 
 
 def _states_args(p: argparse.ArgumentParser) -> None:
     port_arg(p)
+    add_netns_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -18,21 +20,42 @@ def _states_args(p: argparse.ArgumentParser) -> None:
 def _states(args: argparse.Namespace, out: TextIO) -> int:
     from ..host.connections import state_counts
 
+    grouped = per_netns(args, lambda ns: state_counts(port=args.port, netns=ns))
+    if grouped is not None:
+        if args.json:
+            emit_json(out, {"port": args.port, **grouped.as_json(
+                "states", lambda c: {"total": sum(c.values()),
+                                     "counts": {s.label: n for s, n in _ordered(c)}})})
+            return EXIT_OK
+        for ns, counts in grouped.results:
+            out.write(f"== {header(ns)}\n")
+            _states_table(out, counts)
+            out.write("\n")
+        write_notes(out, grouped)
+        return EXIT_OK
     counts = state_counts(port=args.port)
-    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     if args.json:
         emit_json(out, {"port": args.port, "total": sum(counts.values()),
-                        "counts": {s.label: n for s, n in ordered}})
+                        "counts": {s.label: n for s, n in _ordered(counts)}})
         return EXIT_OK
-    table(out, ["state", "sockets"], [(s.label, n) for s, n in ordered]
-          + [("total", sum(counts.values()))])
+    _states_table(out, counts)
     return EXIT_OK
+
+
+def _ordered(counts: dict[Any, int]) -> list[tuple[Any, int]]:
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _states_table(out: TextIO, counts: dict[Any, int]) -> None:
+    table(out, ["state", "sockets"], [(s.label, n) for s, n in _ordered(counts)]
+          + [("total", sum(counts.values()))])
 
 
 def _conns_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", action="append", metavar="S",
                    help="only this state, e.g. CLOSE_WAIT or close-wait (repeatable)")
     port_arg(p)
+    add_netns_args(p)
     p.add_argument("-i", "--info", action="store_true",
                    help="add TCP_INFO: rtt, cwnd, retransmits, idle times (like ss -tin)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -43,20 +66,38 @@ def _conns(args: argparse.Namespace, out: TextIO) -> int:
     from ..host.connections import connections, parse_state
 
     states = [parse_state(s) for s in args.state] if args.state else None
+    grouped = per_netns(args, lambda ns: connections(states=states, port=args.port,
+                                                     with_info=args.info, netns=ns))
+    if grouped is not None:
+        if args.json:
+            emit_json(out, grouped.as_json("connections",
+                                           lambda conns: [c.as_dict() for c in conns]))
+            return EXIT_OK
+        for ns, conns in grouped.results:
+            out.write(f"== {header(ns)}\n")
+            _conns_table(out, conns, args.info)
+            out.write("\n")
+        write_notes(out, grouped)
+        return EXIT_OK
     conns = connections(states=states, port=args.port, with_info=args.info)
     if args.json:
         emit_json(out, [c.as_dict() for c in conns])
         return EXIT_OK
-    header = ["State", "Recv-Q", "Send-Q", "Local", "Peer", "Timer"]
-    if args.info:
-        header += ["rtt_ms", "cwnd", "retrans", "idle_ms"]
+    _conns_table(out, conns, args.info)
+    return EXIT_OK
+
+
+def _conns_table(out: TextIO, conns: list[Any], info: bool) -> None:
+    columns = ["State", "Recv-Q", "Send-Q", "Local", "Peer", "Timer"]
+    if info:
+        columns += ["rtt_ms", "cwnd", "retrans", "idle_ms"]
     rows: list[list[object]] = []
     for c in conns:
         timer = c.timer.label if c.timer else ""
         if c.timer:
             timer += f"({c.expires_ms / 1000:.1f}s,{c.retrans})"
         row: list[object] = [c.state.label, c.rqueue, c.wqueue, c.local, c.remote, timer]
-        if args.info:
+        if info:
             i = c.info
             if i is None:
                 row += [None, None, None, None]
@@ -65,5 +106,4 @@ def _conns(args: argparse.Namespace, out: TextIO) -> int:
                 rtt = None if i.rtt is None else round(i.rtt / 1000, 3)
                 row += [rtt, i.snd_cwnd, i.total_retrans, idle]
         rows.append(row)
-    table(out, header, rows)
-    return EXIT_OK
+    table(out, columns, rows)

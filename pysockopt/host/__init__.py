@@ -1,6 +1,7 @@
 """The host's sockets: every TCP socket through sock_diag (or /proc), and their diagnosis.
 
 - connections.py: ``connections()``, ``state_counts()``, ``Connection``, ``processes_of()``;
+- namespaces.py: ``namespaces()``, ``NetNamespace``, ``Container``, ``for_each_netns()``;
 - model.py: what a diagnosis says (``Finding``, ``Diagnosis``, ``Thresholds``, ...);
 - rules.py: the diagnosis rules as data (``RULES``);
 - render.py: a Diagnosis as text for a terminal;
@@ -20,23 +21,49 @@ from .connections import (
 )
 from .diagnosis import diagnose, host_facts
 from .model import Diagnosis, Evidence, Finding, HostFacts, Severity, Thresholds
+from .namespaces import (
+    CGROUP_PATTERNS,
+    CgroupPattern,
+    Container,
+    NamespaceList,
+    NetNamespace,
+    NetnsGoneError,
+    NetnsPermissionError,
+    NetnsResults,
+    NetnsSkipped,
+    container_from_cgroup,
+    for_each_netns,
+    namespaces,
+)
 from .rules import RULES, Rule
 
 __all__ = [
+    "CGROUP_PATTERNS",
     "RULES",
+    "CgroupPattern",
     "Connection",
+    "Container",
     "Diagnosis",
     "Evidence",
     "Finding",
     "HostFacts",
+    "NamespaceList",
+    "NetNamespace",
+    "NetnsGoneError",
+    "NetnsPermissionError",
+    "NetnsResults",
+    "NetnsSkipped",
     "Process",
     "Rule",
     "Severity",
     "Thresholds",
     "Timer",
     "connections",
+    "container_from_cgroup",
     "diagnose",
+    "for_each_netns",
     "host_facts",
+    "namespaces",
     "parse_state",
     "processes_of",
     "state_counts",

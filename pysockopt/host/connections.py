@@ -6,7 +6,8 @@ TCP_INFO attached only when asked. Where netlink is refused, /proc/net/tcp and /
 give the same answers (without tcp_info, listener backlogs and drops). Counting happens in C and
 creates no Python object per socket.
 
-Everything here sees the network namespace of the calling thread.
+Everything here sees the network namespace of the calling thread, unless ``netns=`` names
+another one: the dump then runs in a native thread that entered it (see namespaces.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ from .._native import ffi, lib
 from .._sock import os_error
 from ..errors import InvalidConfigError
 from ..tcpinfo import TcpInfo, TcpState
+from .namespaces import (
+    Entered,
+    NetNamespace,
+    NetnsArg,
+    NetnsPermissionError,
+    entry_error,
+    opened,
+    resolve,
+)
+from .namespaces import read_files as _read_in
 
 __all__ = [
     "Connection",
@@ -80,7 +91,8 @@ class Connection(NamedTuple):
     or unanswered keepalive / zero-window probes). ``drops`` is a listener's count of
     connections dropped because its queue was full (None for other sockets and from /proc).
     ``info`` is the socket's TcpInfo when ``with_info`` asked for it and the kernel has one
-    (never for TIME_WAIT and SYN_RECV).
+    (never for TIME_WAIT and SYN_RECV). ``netns`` is the NetNamespace the socket lives in when
+    that is not the caller's own (``connections(netns=...)``), else None.
     """
 
     # A NamedTuple, not a dataclass: one listing builds up to 100k of these, and tuple
@@ -100,6 +112,7 @@ class Connection(NamedTuple):
     retrans: int
     drops: int | None = None
     info: TcpInfo | None = None
+    netns: NetNamespace | None = None
 
     @property
     def accept_queue(self) -> int | None:
@@ -145,6 +158,7 @@ class Connection(NamedTuple):
             "retrans": self.retrans,
             "drops": self.drops,
             "info": None if self.info is None else self.info.as_dict(),
+            "netns": None if self.netns is None else self.netns.inode,
         }
 
 
@@ -221,7 +235,15 @@ _REFUSED: Final = frozenset({errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EN
                              errno.EPERM, errno.EACCES, errno.EOPNOTSUPP})
 
 
-def _dump(query: object, sink: object) -> None:
+def _dump(query: object, sink: object, target: Entered | None = None) -> None:
+    if target is not None:
+        step = ffi.new("int *")
+        rc = lib.pso_netns_dump(target.fd, query, sink, step)
+        if rc:
+            if step[0] not in _STEP:
+                raise entry_error(rc, step[0], target)
+            raise os_error(rc, f"{_STEP[step[0]]} in {target.what}")
+        return
     rc = lib.pso_sd_dump(query, sink)
     if rc:
         raise os_error(rc, _STEP.get(lib.pso_sd_failed_step(), "sock_diag dump"))
@@ -230,7 +252,17 @@ def _dump(query: object, sink: object) -> None:
 _PROC_FILES: Final = ((socket.AF_INET, "tcp"), (socket.AF_INET6, "tcp6"))
 
 
-def _proc(query: object, sink: object) -> None:
+def _read(path: str, target: Entered | None) -> bytes:
+    if target is None:
+        with open(path, "rb") as f:
+            return f.read()
+    (text,) = _read_in(target, [path])
+    if isinstance(text, OSError):
+        raise text
+    return text
+
+
+def _proc(query: object, sink: object, target: Entered | None = None) -> None:
     family = query.family  # type: ignore[attr-defined]  # cffi struct pso_sd_query
     for fam, name in _PROC_FILES:
         if family and family != fam:
@@ -239,8 +271,7 @@ def _proc(query: object, sink: object) -> None:
         # must see that namespace's sockets, as its netlink socket would.
         path = f"/proc/thread-self/net/{name}"
         try:
-            with open(path, "rb") as f:
-                text = f.read()
+            text = _read(path, target)
         except FileNotFoundError:
             if fam == socket.AF_INET6:
                 continue  # IPv6 disabled: no IPv6 sockets
@@ -250,7 +281,8 @@ def _proc(query: object, sink: object) -> None:
             raise os_error(rc, f"parsing {path} line {lib.pso_proc_bad_line()}")
 
 
-def _gather(queries: list[object], keep: bool, source: Source) -> object:
+def _gather(queries: list[object], keep: bool, source: Source,
+            target: Entered | None = None) -> object:
     """Run every query into one new sink; the caller frees it with lib.pso_sd_sink_free."""
     if source not in ("auto", "netlink", "proc"):
         raise InvalidConfigError("source", source, "'auto', 'netlink' or 'proc'")
@@ -259,16 +291,17 @@ def _gather(queries: list[object], keep: bool, source: Source) -> object:
         if source != "proc":
             try:
                 for query in queries:
-                    _dump(query, sink)
+                    _dump(query, sink, target)
                 return sink
             except OSError as err:
-                if source == "netlink" or err.errno not in _REFUSED:
+                if (source == "netlink" or err.errno not in _REFUSED
+                        or isinstance(err, NetnsPermissionError)):
                     raise
             # Refused: start again from /proc, so no answer mixes the two sources.
             lib.pso_sd_sink_free(sink)
             lib.pso_sd_sink_init(sink, 1 if keep else 0)
         for query in queries:
-            _proc(query, sink)
+            _proc(query, sink, target)
         return sink
     except BaseException:
         lib.pso_sd_sink_free(sink)
@@ -285,7 +318,8 @@ def _new_sink(keep: bool) -> object:
 
 
 def state_counts(
-    *, port: int | None = None, family: int | None = None, source: Source = "auto"
+    *, port: int | None = None, family: int | None = None, source: Source = "auto",
+    netns: NetnsArg = None,
 ) -> dict[TcpState, int]:
     """Return how many TCP sockets are in each state, like ``netstat -nat | awk | sort | uniq``.
 
@@ -293,8 +327,12 @@ def state_counts(
     ``socket.AF_INET``, ``socket.AF_INET6`` or None for both. States with no socket are left
     out. Counted in C while the dump is read: no Python object per socket. ``source`` forces
     "netlink" or "proc"; "auto" uses netlink and falls back to /proc/net/tcp* when refused.
+    ``netns``: another network namespace (a NetNamespace, an ``ip netns`` name, a path such
+    as /proc/PID/ns/net, or a pid); entering one needs CAP_SYS_ADMIN (NetnsPermissionError).
     """
-    sink = _gather([_query(_ALL_STATES, port, family, 0)], False, source)
+    query = _query(_ALL_STATES, port, family, 0)
+    with opened(netns) as target:
+        sink = _gather([query], False, source, target)
     try:
         counts = sink.counts  # type: ignore[attr-defined]
         result: dict[TcpState, int] = {}
@@ -313,6 +351,7 @@ def connections(
     family: int | None = None,
     with_info: bool = False,
     source: Source = "auto",
+    netns: NetnsArg = None,
 ) -> list[Connection]:
     """Return every TCP socket on the host (in this network namespace), like ``ss -tan``.
 
@@ -323,6 +362,8 @@ def connections(
     All three are filters the kernel runs. ``with_info`` attaches each socket's TcpInfo
     (like ``ss -tin``). Listeners come first, with their drop counts. ``source`` as in
     state_counts; from /proc there is no tcp_info, no listener backlog and no drops.
+    ``netns`` as in state_counts: each Connection from another namespace carries its
+    NetNamespace (a name, path or pid is looked up in ``namespaces()`` for it).
     """
     mask = _state_mask(states)
     listen = mask & (1 << TcpState.LISTEN)
@@ -335,9 +376,11 @@ def connections(
         queries.append(_query(listen, port, family, ext | lib.PSO_SD_EXT_SKMEMINFO))
     if others:
         queries.append(_query(others, port, family, ext))
-    sink = _gather(queries, True, source)
+    where = resolve(netns) if netns is not None and not isinstance(netns, NetNamespace) else netns
+    with opened(where) as target:
+        sink = _gather(queries, True, source, target)
     try:
-        return _records(sink)
+        return _records(sink, where if target is not None else None)
     finally:
         lib.pso_sd_sink_free(sink)
 
@@ -362,7 +405,7 @@ def _state(number: int) -> TcpState:
 _AF: Final = {socket.AF_INET: socket.AF_INET, socket.AF_INET6: socket.AF_INET6}
 
 
-def _records(sink: object) -> list[Connection]:
+def _records(sink: object, netns: NetNamespace | None = None) -> list[Connection]:
     n = sink.nconns  # type: ignore[attr-defined]
     if n == 0:
         return []
@@ -404,7 +447,7 @@ def _records(sink: object) -> list[Connection]:
             af4 if fam == af4 else af6, state, local, sport, remote, dport, rq,
             None if flags & unknown else wq, uid, inode, timers[timer], expires, retrans,
             None if drops < 0 else drops,
-            from_bytes(blob[info_off:info_off + ilen]) if ilen else None,
+            from_bytes(blob[info_off:info_off + ilen]) if ilen else None, netns,
         )))
     return out
 

@@ -2,55 +2,102 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 from collections import defaultdict
 from types import MappingProxyType
+from typing import Final
 
 from .. import _host
-from ..keepalive import HostKeepalive, system_keepalive
+from ..keepalive import HostKeepalive
 from ..tcpinfo import TcpState
 from .connections import Connection, connections
 from .model import Diagnosis, HostFacts, Thresholds
+from .namespaces import Entered, NetnsArg, opened, read_files, resolve
 from .rules import RULES, Snapshot
 
 __all__ = ["diagnose", "host_facts"]
 
+#: The sysctls the rules weigh; all of them are per network namespace.
+_SYSCTLS: Final = (
+    "net.ipv4.tcp_syncookies", "net.ipv4.tcp_max_syn_backlog", "net.core.somaxconn",
+    "net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
+)
+#: A file another namespace lacks, or that is not ours to read: that fact is unknown (None).
+_ABSENT: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM})
 
-def host_facts() -> HostFacts:
-    """Read the sysctls and counters the rules use (for the calling thread's namespace)."""
-    try:
-        keepalive: HostKeepalive | None = system_keepalive()
-    except OSError:
-        keepalive = None
-    tcp_ext = _host.netstat_counters("netstat", "TcpExt") or {}
-    ports = _host.sysctl("net.ipv4.ip_local_port_range")
+
+def _facts_in(target: Entered) -> tuple[dict[str, tuple[int, ...] | None],
+                                        dict[str, int | None]]:
+    """Return the sysctls and TcpExt counters of another namespace (one native thread there)."""
+    texts = read_files(target, [*map(_host.sysctl_path, _SYSCTLS),
+                                "/proc/thread-self/net/netstat"])
+    for text in texts:
+        if isinstance(text, OSError) and text.errno not in _ABSENT:
+            raise text
+    sysctls = {name: _host.parse_ints(text) if isinstance(text, bytes) else None
+               for name, text in zip(_SYSCTLS, texts, strict=False)}
+    netstat = texts[-1]
+    tcp_ext = (_host.counter_table(netstat.decode("ascii", "replace"), "TcpExt")
+               if isinstance(netstat, bytes) else {})
+    return sysctls, tcp_ext
+
+
+def host_facts(*, netns: NetnsArg = None) -> HostFacts:
+    """Read the sysctls and counters the rules use (for the calling thread's namespace).
+
+    ``netns``: another network namespace's, read from inside it (see ``connections``).
+    """
+    with opened(netns) as target:
+        if target is None:
+            sysctls = {name: _host.sysctl(name) for name in _SYSCTLS}
+            tcp_ext = _host.netstat_counters("netstat", "TcpExt") or {}
+        else:
+            sysctls, tcp_ext = _facts_in(target)
+
+    def one(name: str) -> int | None:
+        values = sysctls[name]
+        return values[0] if values else None
+
+    ka = [one(f"net.ipv4.tcp_keepalive_{k}") for k in ("time", "intvl", "probes")]
+    keepalive = (HostKeepalive(ka[0], ka[1], ka[2])
+                 if ka[0] is not None and ka[1] is not None and ka[2] is not None else None)
+    ports = sysctls["net.ipv4.ip_local_port_range"]
     return HostFacts(
-        tcp_syncookies=_host.sysctl_int("net.ipv4.tcp_syncookies"),
-        tcp_max_syn_backlog=_host.sysctl_int("net.ipv4.tcp_max_syn_backlog"),
-        somaxconn=_host.sysctl_int("net.core.somaxconn"),
+        tcp_syncookies=one("net.ipv4.tcp_syncookies"),
+        tcp_max_syn_backlog=one("net.ipv4.tcp_max_syn_backlog"),
+        somaxconn=one("net.core.somaxconn"),
         ip_local_port_range=(ports[0], ports[1]) if ports and len(ports) == 2 else None,
-        tcp_tw_reuse=_host.sysctl_int("net.ipv4.tcp_tw_reuse"),
+        tcp_tw_reuse=one("net.ipv4.tcp_tw_reuse"),
         keepalive=keepalive,
         listen_overflows=tcp_ext.get("ListenOverflows"),
         listen_drops=tcp_ext.get("ListenDrops"),
     )
 
 
-def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None) -> Diagnosis:
+def diagnose(
+    *, port: int | None = None, thresholds: Thresholds | None = None, netns: NetnsArg = None
+) -> Diagnosis:
     """Look at every TCP socket (those on ``port``, local or remote, if given) and report.
 
     One ``connections(with_info=True)`` snapshot is checked against every rule in ``RULES``;
     owning processes are looked up only for the sockets a finding names. Findings come
-    worst first. Sees the calling thread's network namespace.
+    worst first. Sees the calling thread's network namespace, or ``netns`` (as in
+    ``connections``): the Diagnosis and each Finding then carry that NetNamespace.
     """
     t = Thresholds() if thresholds is None else thresholds
     if not isinstance(t, Thresholds):
         raise TypeError(f"thresholds must be a Thresholds, not {type(t).__name__}")
-    conns = connections(port=port, with_info=True)
+    ns = resolve(netns)
+    conns = connections(port=port, with_info=True, netns=ns)
     by_state: dict[TcpState, list[Connection]] = defaultdict(list)
     for c in conns:
         by_state[c.state].append(c)
-    snap = Snapshot(conns, by_state, host_facts())
+    snap = Snapshot(conns, by_state, host_facts(netns=ns))
     findings = [f for rule in RULES for f in rule.check(rule, snap, t)]
+    if ns is not None:
+        findings = [dataclasses.replace(f, netns=ns) for f in findings]
     findings.sort(key=lambda f: -f.severity)  # stable: rule order within a severity
     counts = MappingProxyType({s: len(v) for s, v in sorted(by_state.items())})
-    return Diagnosis(tuple(findings), counts, snap.host, port, t)
+    return Diagnosis(tuple(findings), counts, snap.host, port, t, netns=ns)

@@ -15,6 +15,7 @@ from ..errors import InvalidConfigError
 from ..keepalive import HostKeepalive
 from ..tcpinfo import TcpState
 from .connections import Connection, Process
+from .namespaces import NetNamespace
 
 __all__ = ["Diagnosis", "Evidence", "Finding", "HostFacts", "Severity", "Thresholds"]
 
@@ -75,7 +76,8 @@ class Finding:
 
     ``port`` is the local port it is about (None for host-wide findings); ``sockets`` holds
     up to a few of the sockets concerned and ``processes`` the processes holding them, where
-    the rule looks them up.
+    the rule looks them up. ``netns``: the network namespace it was found in, when that is not
+    the caller's own (``diagnose(netns=...)``).
     """
 
     code: str
@@ -86,6 +88,7 @@ class Finding:
     port: int | None = None
     sockets: tuple[Connection, ...] = ()
     processes: tuple[Process, ...] = ()
+    netns: NetNamespace | None = None
 
     def as_dict(self) -> dict[str, object]:
         """Return the finding for JSON."""
@@ -98,6 +101,7 @@ class Finding:
             "port": self.port,
             "processes": [{"pid": p.pid, "command": p.command} for p in self.processes],
             "sockets": [f"{c.state.label} {c.local} {c.remote}" for c in self.sockets],
+            "netns": None if self.netns is None else self.netns.inode,
         }
 
 
@@ -137,13 +141,17 @@ class HostFacts:
 
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
-    """What ``diagnose()`` saw: state counts, host facts and the findings, worst first."""
+    """What ``diagnose()`` saw: state counts, host facts and the findings, worst first.
+
+    ``netns``: the network namespace looked at, when not the caller's own.
+    """
 
     findings: tuple[Finding, ...]
     counts: Mapping[TcpState, int]
     host: HostFacts
     port: int | None
     thresholds: Thresholds
+    netns: NetNamespace | None = None
 
     @property
     def total(self) -> int:
@@ -169,6 +177,7 @@ class Diagnosis:
             "counts": {s.label: n for s, n in self.counts.items()},
             "host": self.host.as_dict(),
             "findings": [f.as_dict() for f in self.findings],
+            "netns": None if self.netns is None else self.netns.as_dict(),
         }
 
     def render(self) -> str:

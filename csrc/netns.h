@@ -1,0 +1,41 @@
+/* netns.h: work done inside another network namespace, from a short-lived native thread.
+ * Included as C and read as the cffi cdef, so: declarations and integer #defines only, no
+ * include guards, no other preprocessor.
+ *
+ * setns(CLONE_NEWNET) changes only the calling thread, and a thread left in the wrong namespace
+ * would make every later call on it silently wrong. So no caller's thread ever enters: each
+ * call starts one native thread (all signals blocked), which joins the namespace nsfd, does the
+ * work and ends; the caller joins it on every path. A socket keeps the namespace it was created
+ * in, and /proc/thread-self/net/ and /proc/sys/net/ follow the thread that opens them, so the
+ * work sees the target namespace while the caller's thread never leaves its own. */
+
+struct pso_sd_query;
+struct pso_sd_sink;
+
+/* Failure steps (pso_netns_dump's *step), next to sockdiag.h's PSO_SD_STEP_* of the dump. */
+#define PSO_NETNS_STEP_THREAD 16  /* pthread_create / pthread_sigmask */
+#define PSO_NETNS_STEP_SETNS 17   /* setns: EPERM without CAP_SYS_ADMIN, EINVAL not a netns */
+
+/* One file to read inside the namespace: path (e.g. "/proc/thread-self/net/tcp" or
+ * "/proc/sys/net/core/somaxconn") into buf (cap bytes). Out: len, the bytes read, and rc: 0, or
+ * -ENOBUFS when the file filled buf (it may hold more: buf has its first cap bytes; give
+ * one byte more than the largest file expected), or -errno of open/read. */
+struct pso_netns_file {
+    const char *path;
+    uint8_t *buf;
+    size_t cap;
+    size_t len;
+    int rc;
+};
+
+/* Runs pso_sd_dump(q, sink) inside namespace nsfd. Returns 0 or -errno; *step (when step is not
+ * NULL) is 0 on success, else PSO_NETNS_STEP_* or the dump's PSO_SD_STEP_*. */
+int pso_netns_dump(int nsfd, const struct pso_sd_query *q, struct pso_sd_sink *sink, int *step);
+
+/* Reads the n files inside namespace nsfd, in one thread. Returns 0 once the thread entered
+ * the namespace (each file then carries its own rc), or -errno with *step PSO_NETNS_STEP_*. */
+int pso_netns_read_files(int nsfd, struct pso_netns_file *files, size_t n, int *step);
+
+/* One file: pso_netns_read_files for {path, buf, cap}. Returns 0 with *len set, or -errno
+ * (-ENOBUFS: the file filled all cap bytes). */
+int pso_netns_read(int nsfd, const char *path, uint8_t *buf, size_t cap, size_t *len);
