@@ -93,7 +93,7 @@ class CgroupPattern(NamedTuple):
 
 _HEX64: Final = "[0-9a-f]{64}"
 _UID: Final = "[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}"
-_EX_ID: Final = "4c01db0b339c" + "a1b2c3d4" * 6 + "5e6f7a8b9c0d1e2f3a4b"
+_EX_ID: Final = "4c01db0b339c" + "a1b2c3d4" * 6 + "5e6f"
 _EX_POD: Final = "5f9d6a2b_8c1e_4f3a_9b7d_2e4c6a8f0b1d"
 
 #: The cgroup path formats, most specific first (the first row that matches wins): a pod's
@@ -244,9 +244,15 @@ def _named(c: Container) -> Container:
     return c if name == c.name else Container(c.runtime, c.id, c.pod_uid, name)
 
 
+#: Where runtimes keep what names a container, on disk (tests point these at a temp dir).
+_DOCKER_CONTAINERS = "/var/lib/docker/containers"
+_PODMAN_CONTAINERS = "/var/lib/containers/storage/overlay-containers/containers.json"
+_POD_LOGS = "/var/log/pods"
+
+
 def _docker_name(c: Container) -> str | None:
     try:
-        with open(f"/var/lib/docker/containers/{c.id}/config.v2.json", encoding="utf-8") as f:
+        with open(f"{_DOCKER_CONTAINERS}/{c.id}/config.v2.json", encoding="utf-8") as f:
             name = json.load(f).get("Name")
     except (OSError, ValueError, AttributeError):
         return None
@@ -255,8 +261,7 @@ def _docker_name(c: Container) -> str | None:
 
 def _podman_name(c: Container) -> str | None:
     try:
-        with open("/var/lib/containers/storage/overlay-containers/containers.json",
-                  encoding="utf-8") as f:
+        with open(_PODMAN_CONTAINERS, encoding="utf-8") as f:
             entries = json.load(f)
     except (OSError, ValueError):
         return None
@@ -271,7 +276,7 @@ def _podman_name(c: Container) -> str | None:
 def _pod_name(pod_uid: str) -> str | None:
     # The kubelet names each pod's log directory NAMESPACE_NAME_UID.
     try:
-        entries = os.listdir("/var/log/pods")
+        entries = os.listdir(_POD_LOGS)
     except OSError:
         return None
     suffix = "_" + pod_uid
@@ -342,9 +347,17 @@ class NamespaceList(list[NetNamespace]):
         """What the list may be missing, in words (empty when complete)."""
         if not self.unseen:
             return ()
-        return (f"the namespace of {self.unseen} process(es) could not be read (another "
-                "user's /proc/PID/ns/net needs root or CAP_SYS_PTRACE): only this user's "
-                "processes and /run/netns are listed",)
+        return (_unseen_note(self.unseen),)
+
+
+def _unseen_note(unseen: int) -> str:
+    if os.geteuid() != 0:
+        return (f"the namespace of {unseen} process(es) could not be read (another user's "
+                "/proc/PID/ns/net needs root or CAP_SYS_PTRACE): only this user's processes' "
+                "namespaces and the mounted ones (/run/netns) are listed")
+    return (f"the namespace of {unseen} process(es) could not be read even as root (ptrace "
+            "access refused: a security module, or a process of another user namespace): "
+            "namespaces only they use are not listed")
 
 
 def _own() -> os.stat_result:
@@ -721,9 +734,7 @@ class NetnsResults(Generic[T]):
             notes.append(f"{len(self.refused)} network namespace(s) could not be entered: "
                          "that needs CAP_SYS_ADMIN (run as root)")
         if self.unseen:
-            notes.append(f"the namespace of {self.unseen} process(es) could not be read "
-                         "(another user's /proc/PID/ns/net needs root): more namespaces may "
-                         "exist")
+            notes.append(_unseen_note(self.unseen))
         for s in self.skipped:
             if s.reason == "vanished":
                 notes.append(f"network namespace {s.netns.label} vanished during the census "
