@@ -443,11 +443,11 @@ def test_diagnose_every_namespace(world: World) -> None:
     for key in ("clean", "unnamed"):
         d = by_inode[world.inode(key)]
         assert d.ok and not [f for f in d.findings if f.sockets or f.severity > Severity.INFO]
-    # No namespace's problem shows up in another one.
+    # Every finding names the namespace it was found in (the caller's own: None).
     for ns, d in result.results:
-        if ns.inode != world.inode("pile"):
-            assert all(f.code != "CLOSE_WAIT_PILE" or f.port != world.holders["pile"].port
-                       or f.netns != finding.netns for f in d.findings)
+        where = None if ns.inode == own_inode() else ns
+        assert all(f.netns == where for f in d.findings)
+        assert d.netns == where
 
 
 def _cli(*args: str) -> tuple[int, str]:
@@ -696,6 +696,7 @@ def test_container_attribution_from_real_cgroups(cgroup2: str, kind: str) -> Non
             assert ns.container == expected
             assert nsmod.container_of_pid(holder.pid) == expected
             status, text = _cli("diagnose", "--netns", str(holder.pid))
+            assert status == 0  # one healthy connection
             assert f"{expected.runtime} {cid[:12]}" in text.split("\n", 1)[0]
             if kind == "kubepods":
                 assert f"pod {pod}" in text.split("\n", 1)[0]
