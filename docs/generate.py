@@ -11,7 +11,8 @@ A page marks each generated section with one convention::
 
 and everything outside the markers is written by hand. ``GENERATORS`` maps each name to the
 function that writes it: errno-* from pysockopt.errno's table, tcpinfo-fields from
-TCP_INFO_FIELDS, diagnose-rules from the diagnosis RULES and the Thresholds defaults. Paths are
+TCP_INFO_FIELDS, diagnose-rules from the diagnosis RULES and the Thresholds defaults,
+netns-cgroup-patterns from CGROUP_PATTERNS. Paths are
 relative to this file, never to the working directory. tests/test_docs.py fails when a page is
 stale. Nothing here ships in the wheel.
 """
@@ -27,6 +28,7 @@ from dataclasses import fields
 
 from pysockopt.errno import ErrnoInfo, ErrorCategory, errno_table
 from pysockopt.host.model import Thresholds
+from pysockopt.host.namespaces import CGROUP_PATTERNS, container_from_cgroup
 from pysockopt.host.rules import RULES
 from pysockopt.tcpinfo import TCP_INFO_FIELDS, TCP_INFO_KNOWN_SIZE, TcpInfoField
 
@@ -257,6 +259,25 @@ def _diagnose_rules() -> str:
     return "\n".join(out).strip("\n") + "\n"
 
 
+# --- docs/namespaces.md
+
+
+def _cgroup_patterns() -> str:
+    """Return the table of cgroup path formats, in the order they are tried."""
+    rows = []
+    for i, p in enumerate(CGROUP_PATTERNS, 1):
+        c = container_from_cgroup(p.example)
+        parsed = "" if c is None else (
+            f"id `{c.short_id}`" + (f", pod `{c.pod_uid}`" if c.pod_uid else "")
+            + (f", name `{c.name}`" if c.name else ""))
+        shown = p.example
+        if c is not None and c.short_id != c.id:
+            shown = shown.replace(c.id, "<64 hex>")
+        rows.append((i, f"`{p.runtime}`", f"`{shown}`", parsed))
+    return ("Ids shown as `<64 hex>` are 64 hex digits in real paths.\n\n"
+            + _table(["#", "runtime", "example path", "gives"], rows))
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "errno-categories": _categories,
     "errno-retryable": _retryable,
@@ -264,6 +285,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "errno-all": _all,
     "tcpinfo-fields": _tcpinfo_fields,
     "diagnose-rules": _diagnose_rules,
+    "netns-cgroup-patterns": _cgroup_patterns,
 }
 
 

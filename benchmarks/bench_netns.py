@@ -1,0 +1,133 @@
+"""Every namespace at once: state_counts and diagnose over 20 namespaces x ~1,000 sockets.
+
+The baseline is what people run today, the shell loop
+``for ns in $(ip netns list); do ip netns exec $ns ss -tanH; done`` (its lines counted). Ours is
+``for_each_netns(lambda ns: state_counts(netns=ns))``: discovery of every namespace on the host
+(/proc/*/ns/net, /run/netns, mountinfo) plus one dump in each, so it covers at least what the
+loop covers (the host's own namespace too). Each namespace is made here with ``ip netns add``
+and holds a holder process with ~500 connected loopback pairs; all removed at the end. Root only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+from pysockopt import diagnose, for_each_netns, namespaces, state_counts
+
+from ._harness import compare, report
+
+NAMESPACES = 20
+PAIRS = 500  # 2 sockets each, plus the listener: ~1,000 sockets per namespace
+
+HOLDER = r"""
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+addr = listener.getsockname()
+held = []
+for _ in range(int(sys.argv[1])):
+    c = socket.create_connection(addr)
+    s, _ = listener.accept()
+    held += [c, s]
+print(len(held) + 1, flush=True)
+sys.stdin.read()
+"""
+
+SHELL_LOOP = ("for ns in $(ip netns list | cut -d' ' -f1); do ip netns exec $ns ss -tanH; "
+              "done | wc -l")
+
+
+@contextlib.contextmanager
+def population() -> Iterator[list[str]]:
+    """Yield the names of NAMESPACES namespaces with ~1,000 sockets each; remove them after."""
+    tag = uuid.uuid4().hex[:6]
+    names: list[str] = []
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for i in range(NAMESPACES):
+            name = f"pso-bn-{tag}-{i:02d}"
+            subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+            names.append(name)
+            subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True,
+                           capture_output=True)
+            procs.append(subprocess.Popen(
+                ["ip", "netns", "exec", name, sys.executable, "-c", HOLDER, str(PAIRS)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        for p in procs:
+            assert p.stdout is not None
+            if not p.stdout.readline().strip():
+                raise RuntimeError("a holder did not start")
+        yield names
+    finally:
+        for p in procs:
+            with contextlib.suppress(OSError):
+                if p.stdin is not None:
+                    p.stdin.close()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()  # our own holder, by its Popen (pid)
+                p.wait()
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def _shell_loop() -> int:
+    out = subprocess.run(["bash", "-c", SHELL_LOOP], check=True, capture_output=True,
+                         text=True).stdout
+    return int(out.strip())
+
+
+def _ours() -> int:
+    found = for_each_netns(lambda ns: state_counts(netns=ns))
+    return sum(sum(c.values()) for _, c in found.results)
+
+
+def run() -> None:
+    """Print the state_counts ratio and the cost of diagnosing every namespace."""
+    if os.geteuid() != 0:
+        print("  skipped: needs root (ip netns add, setns)")
+        return
+    with population() as names:
+        ours = {ns.name: ns for ns in namespaces() if ns.name in names}
+        per_ns = [sum(state_counts(netns=ours[n]).values()) for n in names]
+        report("namespaces made", f"{len(names)}, {min(per_ns)}..{max(per_ns)} sockets each")
+        report("namespaces on the host", str(len(namespaces())))
+        report("sockets: shell loop / pysockopt", f"{_shell_loop()} / {_ours()}")
+        compare("state_counts over every namespace (discovery included)", _shell_loop, _ours,
+                baseline_label="ip netns exec NS ss -tanH loop", target=0.3, rounds=7)
+        mine = [ours[n] for n in names]
+        compare("state_counts over the 20 namespaces, NetNamespace known",
+                _shell_loop, lambda: [state_counts(netns=ns) for ns in mine],
+                baseline_label="ip netns exec NS ss -tanH loop", rounds=7)
+
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            result = for_each_netns(lambda ns: diagnose(netns=ns))
+            times.append(time.perf_counter() - start)
+        n = len(result.results)
+        best = min(times)
+        report("diagnose over every namespace", f"{best * 1e3:.0f} ms for {n} namespaces, "
+               f"{best / n * 1e3:.1f} ms per namespace (best of 3)")
+        start = time.perf_counter()
+        for ns in mine:
+            diagnose(netns=ns)
+        one = (time.perf_counter() - start) / len(mine)
+        report("diagnose(netns=ns) per namespace of ~1,000 sockets", f"{one * 1e3:.1f} ms")
+        start = time.perf_counter()
+        found = namespaces()
+        report("namespaces() discovery", f"{(time.perf_counter() - start) * 1e3:.1f} ms for "
+               f"{len(found)} namespaces")
+
+
+if __name__ == "__main__":
+    run()
