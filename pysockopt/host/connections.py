@@ -235,15 +235,19 @@ _REFUSED: Final = frozenset({errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EN
                              errno.EPERM, errno.EACCES, errno.EOPNOTSUPP})
 
 
+def _dump_in(query: object, sink: object, target: Entered) -> None:
+    """Run the dump in a native thread that entered ``target`` (csrc/netns.h)."""
+    step = ffi.new("int *")
+    rc = lib.pso_netns_dump(target.fd, query, sink, step)
+    if rc:
+        if step[0] not in _STEP:
+            raise entry_error(rc, step[0], target)
+        raise os_error(rc, f"{_STEP[step[0]]} in {target.what}")
+
+
 def _dump(query: object, sink: object, target: Entered | None = None) -> None:
     if target is not None:
-        step = ffi.new("int *")
-        rc = lib.pso_netns_dump(target.fd, query, sink, step)
-        if rc:
-            if step[0] not in _STEP:
-                raise entry_error(rc, step[0], target)
-            raise os_error(rc, f"{_STEP[step[0]]} in {target.what}")
-        return
+        return _dump_in(query, sink, target)
     rc = lib.pso_sd_dump(query, sink)
     if rc:
         raise os_error(rc, _STEP.get(lib.pso_sd_failed_step(), "sock_diag dump"))
