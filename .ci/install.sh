@@ -9,6 +9,8 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ]; }
 have ip || need+=(iproute2)
 have ss || need+=(iproute2)
 have nsenter || need+=(util-linux)
+have unshare || need+=(util-linux)                   # namespaces known only by pid
+have useradd || need+=(passwd)                       # an unprivileged user for EPERM tests
 have nft || need+=(nftables)                         # conntrack counting in a test namespace
 have tmux || need+=(tmux)                            # the live view, in a real terminal
 have redis-server || need+=(redis-server)            # integrations: redis-py

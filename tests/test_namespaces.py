@@ -420,6 +420,28 @@ def test_sysctls_and_proc_files_are_read_inside(world: World) -> None:
 
 
 @pytest.mark.root
+def test_read_files_grows_past_the_first_buffer(world: World) -> None:
+    big = pathlib.Path(pysockopt._native.__file__)  # type: ignore[attr-defined]
+    assert big.stat().st_size > 2 * nsmod._FIRST_CAP
+    with unchanged_namespace(), nsmod.opened(world.clean) as target:
+        (data,) = nsmod.read_files(target, [str(big)])
+    assert data == big.read_bytes()
+
+
+def test_cli_names_what_is_wrong_with_netns() -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status, _ = _cli("states", "--netns", f"pso-none-{uuid.uuid4().hex[:8]}")
+    assert status == 2 and "no network namespace named" in err.getvalue()
+    with contextlib.redirect_stderr(err):
+        status, _ = _cli("conns", "--netns", "/etc/hostname")
+    assert status == 2 and "network namespace" in err.getvalue()
+    with contextlib.redirect_stderr(io.StringIO()):
+        status, _ = _cli("diagnose", "--netns", "x", "--all-netns")
+    assert status == 2  # one or the other
+
+
+@pytest.mark.root
 def test_diagnose_every_namespace(world: World) -> None:
     with unchanged_namespace():
         result = for_each_netns(lambda ns: diagnose(netns=ns))
