@@ -50,7 +50,10 @@ static int run_in_netns(int nsfd, int (*work)(void *), void *arg, int *step)
     /* The thread starts with every signal blocked (it inherits this mask), so no signal
      * handler ever runs in it; the caller's own mask is restored right after the create. */
     sigset_t all, old;
-    sigfillset(&all);
+    if (sigfillset(&all) != 0) {
+        *step = PSO_NETNS_STEP_THREAD;
+        return -errno;
+    }
     int rc = pthread_sigmask(SIG_SETMASK, &all, &old);
     if (rc != 0) {
         *step = PSO_NETNS_STEP_THREAD;

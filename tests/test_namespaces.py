@@ -442,6 +442,27 @@ def test_cli_names_what_is_wrong_with_netns() -> None:
 
 
 @pytest.mark.root
+def test_no_descriptor_or_thread_is_left_behind(world: World) -> None:
+    ns = next(n for n in namespaces() if n.name == world.pile)
+    gone = NetNamespace(ns.inode + 10**6, ns.path, ns.name)
+
+    def census() -> tuple[int, int]:
+        return len(os.listdir("/proc/self/fd")), len(os.listdir("/proc/self/task"))
+
+    state_counts(netns=ns)  # anything lazily opened once is open now
+    before = census()
+    with unchanged_namespace():
+        for _ in range(50):
+            state_counts(netns=ns)
+            connections(netns=world.pile, source="proc")
+            host_facts(netns=ns)
+            for bad in ("/etc/hostname", gone, "pso-none-such"):
+                with pytest.raises((InvalidConfigError, FileNotFoundError)):
+                    state_counts(netns=bad)
+    assert census() == before
+
+
+@pytest.mark.root
 def test_diagnose_every_namespace(world: World) -> None:
     with unchanged_namespace():
         result = for_each_netns(lambda ns: diagnose(netns=ns))
