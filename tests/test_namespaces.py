@@ -385,6 +385,29 @@ def test_state_counts_match_ss_inside(world: World, key: str, source: str) -> No
 
 
 @pytest.mark.root
+def test_refused_netlink_inside_falls_back_to_proc_inside(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conns_module = importlib.import_module("pysockopt.host.connections")
+    from_proc = state_counts(netns=world.pile, source="proc")
+
+    def refused(*args: object) -> None:
+        raise OSError(13, "sock_diag refused in there (seam)")
+
+    monkeypatch.setattr(conns_module, "_dump_in", refused)
+    with unchanged_namespace():
+        assert state_counts(netns=world.pile) == from_proc  # /proc, read inside
+    assert from_proc == dict(ss_state_counts(["ip", "netns", "exec", world.pile]))
+
+    def not_root(*args: object) -> None:
+        raise NetnsPermissionError(1, "entering needs CAP_SYS_ADMIN (seam)")
+
+    monkeypatch.setattr(conns_module, "_dump_in", not_root)
+    with unchanged_namespace(), pytest.raises(NetnsPermissionError):
+        state_counts(netns=world.pile)  # no /proc fallback can help: it must enter too
+
+
+@pytest.mark.root
 def test_connections_carry_their_namespace(world: World) -> None:
     ns = next(n for n in namespaces() if n.name == world.pile)
     with unchanged_namespace():
