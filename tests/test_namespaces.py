@@ -391,12 +391,16 @@ def test_refused_netlink_inside_falls_back_to_proc_inside(
     conns_module = importlib.import_module("pysockopt.host.connections")
     from_proc = state_counts(netns=world.pile, source="proc")
 
+    calls = []
+
     def refused(*args: object) -> None:
+        calls.append(args)
         raise OSError(13, "sock_diag refused in there (seam)")
 
     monkeypatch.setattr(conns_module, "_dump_in", refused)
     with unchanged_namespace():
         assert state_counts(netns=world.pile) == from_proc  # /proc, read inside
+    assert calls, "the seam was not on the path"
     assert from_proc == dict(ss_state_counts(["ip", "netns", "exec", world.pile]))
 
     def not_root(*args: object) -> None:
