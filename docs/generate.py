@@ -239,13 +239,14 @@ def _diagnose_rules() -> str:
     """Return the rule table, one section per rule, and the thresholds."""
     defaults = Thresholds()
     out = [
-        "| code | severity | looks for | threshold (default) |",
-        "|---|---|---|---|",
+        "| code | severity | looks for | threshold (default) | needs |",
+        "|---|---|---|---|---|",
     ]
     for r in RULES:
         limit = ("-" if r.threshold is None
                  else f"`{r.threshold}` = {getattr(defaults, r.threshold)}")
-        out.append(f"| `{r.code}` | {r.severity.label} | {r.title} | {limit} |")
+        needs = "an interval" if r.interval else "a snapshot"
+        out.append(f"| `{r.code}` | {r.severity.label} | {r.title} | {limit} | {needs} |")
     for r in RULES:
         out += ["", f"## {r.code}: {r.title}", "",
                 f"**Looks for.** {r.looks_for}", "",

@@ -33,16 +33,20 @@ from .heartbeat import (
 )
 from .host import (
     Connection,
+    Counters,
     Diagnosis,
     Evidence,
     Finding,
     Process,
+    Rates,
+    Sample,
     Severity,
     Thresholds,
     Timer,
     connections,
     diagnose,
     processes_of,
+    sample,
     state_counts,
 )
 from .host.namespaces import (
@@ -134,6 +138,11 @@ __all__ = [
     "container_from_cgroup",
     "for_each_netns",
     "namespaces",
+    # samples and rates
+    "Counters",
+    "Rates",
+    "Sample",
+    "sample",
     # heartbeat
     "CloseReason",
     "HeartbeatMonitor",

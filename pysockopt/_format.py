@@ -6,7 +6,7 @@ import socket
 from collections.abc import Sequence
 from typing import Protocol
 
-__all__ = ["duration", "endpoint", "process", "processes"]
+__all__ = ["duration", "endpoint", "printable", "process", "processes"]
 
 
 class _Process(Protocol):
@@ -47,3 +47,25 @@ def duration(seconds: float) -> str:
     if seconds or not parts:
         parts.append(f"{seconds} s")
     return " ".join(parts)
+
+
+def printable(text: str) -> str:
+    r"""Return ``text`` safe for a terminal: every non-printable character as ``\xNN``.
+
+    Anything read from /proc or the network (command names, addresses) may hold escape
+    sequences that would move the cursor or recolour a terminal; ``\`` is escaped too,
+    so the output cannot be mistaken for an escape the text really held.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else
+                       f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)

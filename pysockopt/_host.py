@@ -9,11 +9,13 @@ number is None: callers say "unknown", never 0.
 from __future__ import annotations
 
 import itertools
-from typing import Final
+from collections.abc import Callable
+from typing import Final, NamedTuple
 
 __all__ = [
-    "SYSCTL", "counter_table", "netstat_counters", "parse_ints", "read_int", "read_ints", "sysctl",
-    "sysctl_int", "sysctl_path",
+    "SNMP_TCP_FIELDS", "SOCKSTAT_FIELDS", "SYSCTL", "TCP_EXT_FIELDS", "RawCounters", "Reader",
+    "counter_table", "netstat_counters", "parse_ints", "read_counters", "read_int", "read_ints",
+    "read_text", "sockstat_table", "sysctl", "sysctl_int", "sysctl_path",
 ]
 
 #: Where sysctls live; ``sysctl("net.ipv4.tcp_syncookies")`` reads SYSCTL + "net/ipv4/...".
@@ -89,3 +91,110 @@ def netstat_counters(name: str, prefix: str) -> dict[str, int | None] | None:
 def _count(value: str) -> int | None:
     # Counters are unsigned; a negative or garbled value is unknown, not a number.
     return int(value) if value.isascii() and value.isdigit() else None
+
+
+# --- the host's TCP counters, read once per sample
+
+#: /proc/net/netstat ``TcpExt:`` counters a sample keeps (cumulative since boot, per namespace).
+TCP_EXT_FIELDS: Final = (
+    "ListenOverflows", "ListenDrops", "TCPAbortOnTimeout", "TCPAbortOnData", "TCPAbortOnClose",
+    "TCPAbortOnMemory", "TCPAbortOnLinger", "TCPSynRetrans", "TCPTimeouts", "SyncookiesSent",
+    "SyncookiesRecv", "SyncookiesFailed", "TCPBacklogDrop", "TCPReqQFullDrop",
+    "TCPReqQFullDoCookies", "TCPMemoryPressures", "TCPTimeWaitOverflow",
+)
+#: /proc/net/snmp ``Tcp:`` fields a sample keeps; all are counters except CurrEstab (a gauge).
+SNMP_TCP_FIELDS: Final = (
+    "ActiveOpens", "PassiveOpens", "AttemptFails", "EstabResets", "CurrEstab", "InSegs",
+    "OutSegs", "RetransSegs", "InErrs", "OutRsts",
+)
+#: /proc/net/sockstat ``TCP:`` gauges: sockets in use, orphans, TIME_WAIT, allocated, and
+#: the memory TCP uses in pages (compare with net.ipv4.tcp_mem, also in pages).
+SOCKSTAT_FIELDS: Final = ("inuse", "orphan", "tw", "alloc", "mem")
+
+#: Reads one file and returns its text, or None when it is missing or unreadable. The one
+#: seam through which a sample reads /proc: a reader for another network namespace plugs in
+#: here (the default, ``read_text``, sees the calling thread's namespace).
+Reader = Callable[[str], "str | None"]
+
+
+def read_text(path: str) -> str | None:
+    """Return the text of a small /proc or /proc/sys file, or None if it cannot be read."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def sockstat_table(text: str, prefix: str = "TCP") -> dict[str, int | None]:
+    """Return the ``prefix:`` line of /proc/net/sockstat as a dict (``inuse``, ``tw``, ...).
+
+    The line alternates names and values (``TCP: inuse 5 orphan 0 tw 12 alloc 7 mem 3``);
+    a value that is not a number is None, an absent line an empty dict.
+    """
+    head = prefix + ":"
+    for line in text.splitlines():
+        words = line.split()
+        if words and words[0] == head:
+            return {name: _count(value) for name, value in
+                    zip(words[1::2], words[2::2], strict=False)}
+    return {}
+
+
+class RawCounters(NamedTuple):
+    """The host counters as read, by their kernel names; None where the kernel has none."""
+
+    tcp_ext: dict[str, int | None]
+    tcp: dict[str, int | None]
+    sockstat: dict[str, int | None]
+    tcp_mem: tuple[int, int, int] | None
+    tcp_max_orphans: int | None
+    tcp_max_tw_buckets: int | None
+    ip_local_port_range: tuple[int, int] | None
+    tcp_tw_reuse: int | None
+    conntrack_count: int | None
+    conntrack_max: int | None
+
+
+def read_counters(read: Reader = read_text) -> RawCounters:
+    """Read every counter a sample keeps: three /proc/net files and a few sysctls, once each.
+
+    net.ipv4.tcp_mem and tcp_max_orphans exist only in the initial network namespace, and
+    the conntrack files only where conntrack is loaded: None there. The sockstat orphan
+    count is one counter for the whole host; the rest is per network namespace.
+    """
+    net = "/proc/thread-self/net/"
+    netstat = read(net + "netstat")
+    snmp = read(net + "snmp")
+    sockstat = read(net + "sockstat")
+    ext = counter_table(netstat, "TcpExt") if netstat is not None else {}
+    tcp = counter_table(snmp, "Tcp") if snmp is not None else {}
+    stat = sockstat_table(sockstat) if sockstat is not None else {}
+
+    def ints(name: str) -> tuple[int, ...] | None:
+        text = read(SYSCTL + name.replace(".", "/"))
+        if text is None:
+            return None
+        try:
+            return tuple(int(x) for x in text.split())
+        except ValueError:
+            return None
+
+    def one(name: str) -> int | None:
+        values = ints(name)
+        return values[0] if values else None
+
+    mem = ints("net.ipv4.tcp_mem")
+    ports = ints("net.ipv4.ip_local_port_range")
+    return RawCounters(
+        tcp_ext={k: ext.get(k) for k in TCP_EXT_FIELDS},
+        tcp={k: tcp.get(k) for k in SNMP_TCP_FIELDS},
+        sockstat={k: stat.get(k) for k in SOCKSTAT_FIELDS},
+        tcp_mem=(mem[0], mem[1], mem[2]) if mem and len(mem) == 3 else None,
+        tcp_max_orphans=one("net.ipv4.tcp_max_orphans"),
+        tcp_max_tw_buckets=one("net.ipv4.tcp_max_tw_buckets"),
+        ip_local_port_range=(ports[0], ports[1]) if ports and len(ports) == 2 else None,
+        tcp_tw_reuse=one("net.ipv4.tcp_tw_reuse"),
+        conntrack_count=one("net.netfilter.nf_conntrack_count"),
+        conntrack_max=one("net.netfilter.nf_conntrack_max"),
+    )

@@ -22,6 +22,8 @@ CONTRACT = {
     "connections", "Connection", "state_counts", "diagnose", "Diagnosis", "Finding",
     # network namespaces and containers
     "namespaces", "NetNamespace", "Container",
+    # samples and rates
+    "sample", "Sample", "Rates", "Counters",
     # heartbeats
     "HeartbeatMonitor",
 }

@@ -12,7 +12,21 @@ from .netns import add_netns_args, header, per_netns, write_notes
 def _diagnose_args(p: argparse.ArgumentParser) -> None:
     port_arg(p)
     add_netns_args(p)
+    p.add_argument("--interval", type=seconds, metavar="S",
+                   help="take two samples S seconds apart and add the rules that need time "
+                        "(growing CLOSE_WAIT, drops now, ports running out, ...)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def seconds(text: str) -> float:
+    """Parse a --interval value: seconds, > 0 and at most a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"seconds must be > 0 and <= 86400, not {text}")
+    return value
 
 
 @command("diagnose", "find CLOSE_WAIT leaks, SYN floods, full accept queues, TIME_WAIT "
@@ -20,7 +34,8 @@ def _diagnose_args(p: argparse.ArgumentParser) -> None:
 def _diagnose(args: argparse.Namespace, out: TextIO) -> int:
     from ..host import diagnose
 
-    grouped = per_netns(args, lambda ns: diagnose(port=args.port, netns=ns))
+    grouped = per_netns(args, lambda ns: diagnose(port=args.port, interval=args.interval,
+                                                  netns=ns))
     if grouped is not None:
         ok = all(d.ok for _, d in grouped.results)
         if args.json:
@@ -33,7 +48,7 @@ def _diagnose(args: argparse.Namespace, out: TextIO) -> int:
                       f"{problems} with problems.\n")
             write_notes(out, grouped)
         return EXIT_OK if ok else EXIT_FOUND
-    result = diagnose(port=args.port)
+    result = diagnose(port=args.port, interval=args.interval)
     if args.json:
         emit_json(out, result.as_dict())
     else:

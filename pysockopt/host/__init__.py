@@ -5,7 +5,8 @@
 - model.py: what a diagnosis says (``Finding``, ``Diagnosis``, ``Thresholds``, ...);
 - rules.py: the diagnosis rules as data (``RULES``);
 - render.py: a Diagnosis as text for a terminal;
-- diagnosis.py: ``diagnose()`` and ``host_facts()``.
+- diagnosis.py: ``diagnose()`` and ``host_facts()``;
+- sample.py: ``sample()``, ``Sample`` and the ``Rates`` between two samples.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ from .namespaces import (
     namespaces,
 )
 from .rules import RULES, Rule
+from .sample import (
+    Change,
+    Counters,
+    Destination,
+    ListenerDrops,
+    OwnerGrowth,
+    PortUse,
+    Rates,
+    Sample,
+    sample,
+)
 
 __all__ = [
     "CGROUP_PATTERNS",
@@ -67,4 +79,13 @@ __all__ = [
     "parse_state",
     "processes_of",
     "state_counts",
+    "Change",
+    "Counters",
+    "Destination",
+    "ListenerDrops",
+    "OwnerGrowth",
+    "PortUse",
+    "Rates",
+    "Sample",
+    "sample",
 ]

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import math
+import time
 from collections import defaultdict
 from types import MappingProxyType
 from typing import Final
 
 from .. import _host
+from ..errors import InvalidConfigError
 from ..keepalive import HostKeepalive
 from ..tcpinfo import TcpState
 from .connections import Connection, connections
 from .model import Diagnosis, HostFacts, Thresholds
 from .namespaces import Entered, NetnsArg, opened, read_files, resolve
 from .rules import RULES, Snapshot
+from .sample import Counters, Sample, of_connections, sample
 
 __all__ = ["diagnose", "host_facts"]
 
@@ -76,28 +80,45 @@ def host_facts(*, netns: NetnsArg = None) -> HostFacts:
     )
 
 
-def diagnose(
-    *, port: int | None = None, thresholds: Thresholds | None = None, netns: NetnsArg = None
-) -> Diagnosis:
+def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None,
+             interval: float | None = None, earlier: Sample | None = None,
+             netns: NetnsArg = None) -> Diagnosis:
     """Look at every TCP socket (those on ``port``, local or remote, if given) and report.
 
-    One ``connections(with_info=True)`` snapshot is checked against every rule in ``RULES``;
-    owning processes are looked up only for the sockets a finding names. Findings come
+    One ``connections(with_info=True)`` snapshot and the host counters are checked against
+    every rule in ``RULES``; owning processes are looked up only for the sockets a finding
+    names. With ``interval`` (seconds), a first sample is taken, then after ``interval``
+    the snapshot, and the rules that need time (growing CLOSE_WAIT, drops now, ports
+    running out...) compare the two; ``earlier`` gives that first sample instead (taken
+    with the same ``port``; ``pysockopt watch`` passes its previous one). Findings come
     worst first. Sees the calling thread's network namespace, or ``netns`` (as in
     ``connections``): the Diagnosis and each Finding then carry that NetNamespace.
     """
     t = Thresholds() if thresholds is None else thresholds
     if not isinstance(t, Thresholds):
         raise TypeError(f"thresholds must be a Thresholds, not {type(t).__name__}")
+    if interval is not None and (isinstance(interval, bool)
+                                 or not isinstance(interval, (int, float))
+                                 or not math.isfinite(interval) or not 0 < interval <= 86400):
+        raise InvalidConfigError("interval", interval, "seconds, > 0 and <= 86400, or None")
+    if earlier is not None and not isinstance(earlier, Sample):
+        raise TypeError(f"earlier must be a Sample, not {type(earlier).__name__}")
     ns = resolve(netns)
+    if interval is not None and earlier is None:
+        earlier = sample(port=port)
+        time.sleep(max(0.0, earlier.time + interval - time.monotonic()))
+    start, wall = time.monotonic(), time.time()
     conns = connections(port=port, with_info=True, netns=ns)
     by_state: dict[TcpState, list[Connection]] = defaultdict(list)
     for c in conns:
         by_state[c.state].append(c)
-    snap = Snapshot(conns, by_state, host_facts(netns=ns))
+    now = of_connections(conns, Counters.read(), port=port, start=start, wall=wall)
+    rates = None if earlier is None else now.rates(earlier)
+    snap = Snapshot(conns, by_state, host_facts(netns=ns), now, rates)
     findings = [f for rule in RULES for f in rule.check(rule, snap, t)]
     if ns is not None:
         findings = [dataclasses.replace(f, netns=ns) for f in findings]
     findings.sort(key=lambda f: -f.severity)  # stable: rule order within a severity
     counts = MappingProxyType({s: len(v) for s, v in sorted(by_state.items())})
-    return Diagnosis(tuple(findings), counts, snap.host, port, t, netns=ns)
+    return Diagnosis(tuple(findings), counts, snap.host, port, t, netns=ns,
+                     interval=None if rates is None else rates.seconds)

@@ -43,6 +43,16 @@ class Thresholds:
     sockets from one local address to one remote endpoint over the size of
     net.ipv4.ip_local_port_range; ``accept_queue_ratio`` is accept queue over backlog;
     ``retrans`` counts consecutive retransmissions of one connection.
+
+    The rules that need an interval (``diagnose(interval=...)``): ``close_wait_growth`` is
+    the net growth of one owner's CLOSE_WAIT sockets during it; ``port_exhaustion_seconds``
+    the time left before one destination's ephemeral ports run out; ``retrans_ratio``
+    retransmitted over sent segments; ``syn_recv_growth`` the growth of one port's
+    SYN_RECV entries; ``aborts`` connections aborted on timeout or on data. From the host
+    counters: ``orphan_ratio`` (orphans over net.ipv4.tcp_max_orphans), ``tcp_mem_ratio``
+    (TCP memory over tcp_mem's pressure value), ``conntrack_ratio`` (nf_conntrack_count
+    over nf_conntrack_max), ``time_wait_buckets_ratio`` (TIME_WAIT over
+    tcp_max_tw_buckets).
     """
 
     syn_recv: int = 100
@@ -55,6 +65,15 @@ class Thresholds:
     last_ack: int = 50
     retrans: int = 3
     idle_seconds: int = 1800
+    close_wait_growth: int = 3
+    port_exhaustion_seconds: int = 600
+    retrans_ratio: float = 0.02
+    syn_recv_growth: int = 50
+    aborts: int = 10
+    orphan_ratio: float = 0.5
+    tcp_mem_ratio: float = 1.0
+    conntrack_ratio: float = 0.8
+    time_wait_buckets_ratio: float = 0.8
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -144,6 +163,8 @@ class Diagnosis:
     """What ``diagnose()`` saw: state counts, host facts and the findings, worst first.
 
     ``netns``: the network namespace looked at, when not the caller's own.
+    ``interval``: the seconds between the two samples the time rules compared (None: one
+    snapshot, no time rules).
     """
 
     findings: tuple[Finding, ...]
@@ -152,6 +173,7 @@ class Diagnosis:
     port: int | None
     thresholds: Thresholds
     netns: NetNamespace | None = None
+    interval: float | None = None
 
     @property
     def total(self) -> int:
@@ -173,6 +195,7 @@ class Diagnosis:
         return {
             "ok": self.ok,
             "port": self.port,
+            "interval": self.interval,
             "total": self.total,
             "counts": {s.label: n for s, n in self.counts.items()},
             "host": self.host.as_dict(),

@@ -13,6 +13,8 @@ def render_diagnosis(d: Diagnosis) -> str:
     counts = ", ".join(f"{s.label} {n}" for s, n in
                        sorted(d.counts.items(), key=lambda kv: -kv[1]))
     lines = [f"{d.total} TCP sockets{scope}" + (f": {counts}" if counts else "")]
+    if d.interval is not None:
+        lines.append(f"Rates measured over {d.interval:.1f} s (two samples).")
     if not d.problems:
         lines.append("No problems found.")
     for f in d.findings:

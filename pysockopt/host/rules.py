@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from .._format import endpoint, processes
+from .._format import duration, endpoint, printable, processes
 from ..tcpinfo import TcpState
 from .connections import Connection, Process, Timer, processes_of
 from .model import Evidence, Finding, HostFacts, Severity, Thresholds
+from .sample import OwnerGrowth, Rates, Sample
 
 __all__ = ["RULES", "Rule", "Snapshot"]
 
@@ -26,11 +27,18 @@ __all__ = ["RULES", "Rule", "Snapshot"]
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What the rules look at: the sockets, grouped by state, and the host facts."""
+    """What the rules look at: the sockets, grouped by state, and the host facts.
+
+    ``sample``: this moment's Sample (the host counters the counter rules read); ``rates``:
+    what changed since an earlier sample, for the rules that need an interval (None when
+    diagnose was given none: those rules then find nothing).
+    """
 
     conns: Sequence[Connection]
     by_state: Mapping[TcpState, Sequence[Connection]]
     host: HostFacts
+    sample: Sample | None = None
+    rates: Rates | None = None
 
     def of(self, state: TcpState) -> Sequence[Connection]:
         """Return the sockets in ``state``."""
@@ -68,6 +76,8 @@ class Rule:
 
     What it looks for (``looks_for``), what that usually means, the ``Thresholds`` field that
     sets it off, and what to do; ``check`` produces its findings from a snapshot.
+    ``interval``: the rule compares two samples (``diagnose(interval=...)``, ``pysockopt
+    watch``) and finds nothing in a single snapshot.
     """
 
     code: str
@@ -78,6 +88,7 @@ class Rule:
     advice: str
     threshold: str | None
     check: Callable[[Rule, Snapshot, Thresholds], Iterable[Finding]]
+    interval: bool = False
 
     def finding(self, summary: str, evidence: Iterable[tuple[str, int | float | str]], *,
                 severity: Severity | None = None, port: int | None = None,
@@ -136,16 +147,44 @@ def _accept_queue(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding
 
 
 def _listen_drops(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
+    # The socket's drop count is cumulative since it started listening: on its own it says
+    # nothing about now. Only drops during an interval, or a queue full now, are a warning.
     host = snap.host
+    during = {} if snap.rates is None else {d.listener.inode: d for d in snap.rates.listeners}
+    host_drops = None if snap.rates is None else snap.rates.counter("TcpExt.ListenDrops")
     for c in snap.of(TcpState.LISTEN):
-        if c.drops is None or c.drops < t.listen_drops:
+        if c.drops is None:
             continue
-        yield rule.finding(
-            f"listener {c.local} dropped {c.drops} connection attempts (queue full)",
-            [("drops", c.drops), ("accept_queue", c.rqueue), ("backlog", _show(c.backlog)),
-             ("host_listen_overflows", _show(host.listen_overflows)),
-             ("host_listen_drops", _show(host.listen_drops))],
-            port=c.local_port, sockets=[c], processes=_owners([c]))
+        full = bool(c.rqueue) and c.backlog is not None and c.rqueue >= c.backlog
+        evidence: list[tuple[str, int | float | str]] = [
+            ("drops", c.drops), ("accept_queue", c.rqueue),
+            ("backlog", _show(c.backlog)),
+            ("host_listen_overflows", _show(host.listen_overflows)),
+            ("host_listen_drops", _show(host.listen_drops))]
+        d = during.get(c.inode)
+        if snap.rates is not None and d is not None and d.drops >= t.listen_drops:
+            seconds = snap.rates.seconds
+            evidence[:0] = [("drops_during", d.drops),
+                            ("drops_per_second", round(d.per_second, 2)),
+                            ("interval_s", round(seconds, 1))]
+            if d.restarted:
+                evidence.append(("listener_restarted", "yes"))
+            if host_drops is not None:
+                evidence.append(("host_listen_drops_during", host_drops.delta))
+            yield rule.finding(
+                f"listener {c.local} dropped {d.drops} connection attempts in the last "
+                f"{seconds:.0f} s ({_rate(d.per_second)}): its queue is full now",
+                evidence, port=c.local_port, sockets=[c], processes=_owners([c]))
+        elif c.drops >= t.listen_drops:
+            if snap.rates is not None:
+                when = f", none in the last {snap.rates.seconds:.0f} s"
+            else:
+                when = ", and its accept queue is full now" if full else ""
+            yield rule.finding(
+                f"listener {c.local} dropped {c.drops} connection attempts since the "
+                f"listener started{when}",
+                evidence, port=c.local_port, sockets=[c],
+                severity=Severity.WARNING if full and snap.rates is None else Severity.INFO)
 
 
 def _who(procs: Sequence[Process]) -> str:
@@ -344,6 +383,250 @@ def _keepalive_defaults(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[F
          ("tcp_keepalive_probes", ka.count), ("detection_s", ka.detection_time)])
 
 
+# --- rules that need an interval (two samples)
+
+
+def _rate(per_second: float) -> str:
+    """``12/s``, ``0.5/s``, or per minute below one every ten seconds (``3/min``)."""
+    if per_second >= 10:
+        return f"{per_second:,.0f}/s"
+    if per_second >= 0.1:
+        return f"{per_second:.2g}/s"
+    return f"{per_second * 60:.2g}/min"
+
+
+def _close_wait_growing(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
+    r = snap.rates
+    if r is None:
+        return
+    reported: Counter[int] = Counter()
+    groups = [g for g in r.close_wait if g.port is not None or g.remote is not None]
+    per_uid = [g for g in r.close_wait if g.port is None and g.remote is None]
+    for g in sorted(groups, key=lambda g: -g.delta):
+        if g.delta < t.close_wait_growth or not g.new:
+            continue
+        reported[g.uid] += g.delta
+        where = (f"on local port {g.port}" if g.port is not None
+                 else f"to {printable(g.remote or '')}")
+        yield _growth_finding(rule, g, where,
+                              "listening port" if g.port is not None else "remote endpoint")
+    for g in per_uid:
+        rest = g.delta - reported[g.uid]
+        if rest >= t.close_wait_growth and g.new:
+            peers = len({(c.remote_address, c.remote_port) for c in g.new})
+            yield _growth_finding(rule, g, f"of uid {g.uid} to {peers} remote endpoints",
+                                  "uid")
+
+
+def _growth_finding(rule: Rule, g: OwnerGrowth, where: str, grouped_by: str) -> Finding:
+    procs = _owners(g.new)
+    return rule.finding(
+        f"CLOSE_WAIT sockets {where} grow by {_rate(g.per_second)} ({g.before} -> {g.now} "
+        f"in {g.seconds:.0f} s){_who(procs)}: a socket leak",
+        [("close_wait_growth", g.delta), ("per_second", round(g.per_second, 3)),
+         ("close_wait_before", g.before), ("close_wait_now", g.now), ("new", len(g.new)),
+         ("interval_s", round(g.seconds, 1)), ("uid", g.uid), ("grouped_by", grouped_by)],
+        port=g.port, sockets=g.new, processes=procs)
+
+
+def _port_exhaustion(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
+    r = snap.rates
+    if r is None:
+        return
+    counters = r.later.counters
+    size = counters.ephemeral_ports
+    if not size or counters.ip_local_port_range is None:
+        return
+    low, high = counters.ip_local_port_range
+    for p in r.ports:
+        if p.per_second <= 0:
+            break  # sorted fastest first
+        free = max(size - p.now, 0)
+        eta = free / p.per_second
+        if eta > t.port_exhaustion_seconds:
+            continue
+        d = p.destination
+        reuse = _tw_reuse_applies(counters.tcp_tw_reuse, d.local_address, d.remote_address)
+        severity = (Severity.INFO if reuse
+                    else Severity.CRITICAL if eta <= 60 else Severity.WARNING)
+        summary = (f"at {_rate(p.per_second).removesuffix('/s')} new connections/s to "
+                   f"{d.remote} the {size:,} ephemeral ports of {d.local_address} run out "
+                   f"in ~{duration(eta)} ({p.now:,} in use)")
+        if reuse:
+            summary += f" unless tcp_tw_reuse={counters.tcp_tw_reuse} recycles TIME_WAIT ports"
+        yield rule.finding(
+            summary,
+            [("ports_per_second", round(p.per_second, 1)), ("eta_s", round(eta, 1)),
+             ("in_use", p.now), ("in_use_before", p.before), ("time_wait", p.time_wait),
+             ("ephemeral_ports", size), ("ip_local_port_range", f"{low}-{high}"),
+             ("interval_s", round(r.seconds, 1)), ("local_address", d.local_address),
+             ("tcp_tw_reuse", _show(counters.tcp_tw_reuse)),
+             ("tw_reuse_applies", "yes" if reuse else "no")],
+            severity=severity)
+
+
+#: Fewer retransmitted segments than this in an interval is noise, whatever the ratio.
+_MIN_RETRANS: Final = 10
+
+
+def _retransmits_rising(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
+    r = snap.rates
+    if r is None:
+        return
+    retrans, out = r.counter("Tcp.RetransSegs"), r.counter("Tcp.OutSegs")
+    if retrans is None or out is None or not out.delta or retrans.delta < _MIN_RETRANS:
+        return
+    ratio = retrans.delta / out.delta
+    if ratio < t.retrans_ratio:
+        return
+    evidence: list[tuple[str, int | float | str]] = [
+        ("retrans_segs", retrans.delta), ("out_segs", out.delta), ("ratio", round(ratio, 4)),
+        ("retrans_per_second", round(retrans.per_second, 1)),
+        ("interval_s", round(r.seconds, 1))]
+    for name in ("TcpExt.TCPTimeouts", "TcpExt.TCPSynRetrans"):
+        change = r.counter(name)
+        if change is not None:
+            evidence.append((name.split(".")[1], change.delta))
+    yield rule.finding(
+        f"{ratio:.1%} of the segments sent in the last {r.seconds:.0f} s were "
+        f"retransmissions ({retrans.delta:,}, {_rate(retrans.per_second)})", evidence,
+        severity=Severity.CRITICAL if ratio >= 10 * t.retrans_ratio else None)
+
+
+def _syn_flood_now(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
+    r = snap.rates
+    if r is None:
+        return
+    cookies = r.counter("TcpExt.SyncookiesSent")
+    full = r.counter("TcpExt.TCPReqQFullDrop")
+    extra: list[tuple[str, int | float | str]] = [
+        ("syncookies_sent", "unknown" if cookies is None else cookies.delta),
+        ("syn_queue_full_drops", "unknown" if full is None else full.delta),
+        ("interval_s", round(r.seconds, 1))]
+    severity = Severity.CRITICAL if full is not None and full.delta else None
+    found = False
+    for port, change in sorted(r.syn_recv.items(), key=lambda kv: -kv[1].delta):
+        if change.delta < t.syn_recv_growth:
+            break
+        found = True
+        now = r.later.syn_recv.get(port, 0) if r.later.syn_recv is not None else 0
+        yield rule.finding(
+            f"SYN_RECV on port {port} grows by {_rate(change.per_second)} ({now} now): a "
+            f"SYN flood or a burst of clients that do not finish the handshake",
+            [("syn_recv_growth", change.delta), ("per_second", round(change.per_second, 1)),
+             ("syn_recv", now), *extra], port=port, severity=severity)
+    if not found and cookies is not None and cookies.delta:
+        yield rule.finding(
+            f"the kernel sent {cookies.delta:,} SYN cookies in the last {r.seconds:.0f} s "
+            f"({_rate(cookies.per_second)}): a listener's SYN queue is overflowing",
+            extra, severity=severity)
+
+
+def _aborts(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
+    r = snap.rates
+    if r is None:
+        return
+    timeout = r.counter("TcpExt.TCPAbortOnTimeout")
+    data = r.counter("TcpExt.TCPAbortOnData")
+    total = (timeout.delta if timeout else 0) + (data.delta if data else 0)
+    if total < t.aborts:
+        return
+    evidence: list[tuple[str, int | float | str]] = [("aborted", total),
+                                                      ("per_second", round(total / r.seconds, 2))]
+    for name in ("TCPAbortOnTimeout", "TCPAbortOnData", "TCPAbortOnClose", "TCPAbortOnMemory",
+                 "TCPAbortOnLinger"):
+        change = r.counter(f"TcpExt.{name}")
+        evidence.append((name, "unknown" if change is None else change.delta))
+    evidence.append(("interval_s", round(r.seconds, 1)))
+    why = ("timed out (peers gone: retransmissions, keepalive or TCP_USER_TIMEOUT gave up)"
+           if timeout and timeout.delta * 2 >= total
+           else "reset because data arrived after close()")
+    yield rule.finding(
+        f"{total:,} connections aborted in the last {r.seconds:.0f} s "
+        f"({_rate(total / r.seconds)}), mostly {why}", evidence)
+
+
+# --- snapshot rules from the host counters
+
+
+def _ratio_rule(rule: Rule, label: str, value: int | None, limit: int | None, threshold: float,
+                critical: float, evidence: Sequence[tuple[str, int | float | str]],
+                what: str) -> Iterable[Finding]:
+    if value is None or not limit:
+        return
+    ratio = value / limit
+    if ratio < threshold:
+        return
+    yield rule.finding(
+        f"{value:,} {what} are {ratio:.0%} of {label} ({limit:,})",
+        [*evidence, ("ratio", round(ratio, 3))],
+        severity=Severity.CRITICAL if ratio >= critical else None)
+
+
+def _orphan_pressure(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
+    if snap.sample is None:
+        return
+    c = snap.sample.counters
+    orphans = c.sockstat.get("orphan")
+    yield from _ratio_rule(
+        rule, "net.ipv4.tcp_max_orphans", orphans, c.tcp_max_orphans, t.orphan_ratio, 0.9,
+        [("orphans", _show(orphans)), ("tcp_max_orphans", _show(c.tcp_max_orphans))],
+        "orphaned sockets (closed by their process, still in the kernel)")
+
+
+def _tcp_memory(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
+    if snap.sample is None:
+        return
+    c = snap.sample.counters
+    if c.tcp_mem is None:
+        return
+    mem = c.sockstat.get("mem")
+    low, pressure, high = c.tcp_mem
+    evidence: list[tuple[str, int | float | str]] = [
+        ("mem_pages", _show(mem)), ("tcp_mem", f"{low} {pressure} {high}")]
+    if snap.rates is not None:
+        change = snap.rates.counter("TcpExt.TCPMemoryPressures")
+        if change is not None:
+            evidence.append(("memory_pressures_during", change.delta))
+    if mem is None or mem < pressure * t.tcp_mem_ratio:
+        return
+    state = ("over the hard limit: new sends and receives fail" if mem >= high
+             else "the kernel is in memory pressure mode" if mem >= pressure
+             else "close to the pressure mark")
+    yield rule.finding(
+        f"TCP uses {mem:,} pages of memory, {mem / pressure:.0%} of tcp_mem's pressure "
+        f"value {pressure:,}: {state}", evidence,
+        severity=Severity.CRITICAL if mem >= high else None)
+
+
+def _conntrack(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
+    if snap.sample is None:
+        return
+    c = snap.sample.counters
+    yield from _ratio_rule(
+        rule, "net.netfilter.nf_conntrack_max", c.conntrack_count, c.conntrack_max,
+        t.conntrack_ratio, 0.95,
+        [("nf_conntrack_count", _show(c.conntrack_count)),
+         ("nf_conntrack_max", _show(c.conntrack_max))],
+        "tracked connections")
+
+
+def _time_wait_buckets(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
+    if snap.sample is None:
+        return
+    c = snap.sample.counters
+    tw = c.sockstat.get("tw")
+    evidence: list[tuple[str, int | float | str]] = [
+        ("time_wait", _show(tw)), ("tcp_max_tw_buckets", _show(c.tcp_max_tw_buckets))]
+    if snap.rates is not None:
+        change = snap.rates.counter("TcpExt.TCPTimeWaitOverflow")
+        if change is not None:
+            evidence.append(("time_wait_overflow_during", change.delta))
+    yield from _ratio_rule(
+        rule, "net.ipv4.tcp_max_tw_buckets", tw, c.tcp_max_tw_buckets,
+        t.time_wait_buckets_ratio, 1.0, evidence, "TIME_WAIT sockets")
+
+
 _PILE_GROUPS: Final = (
     "Sockets on a port with a listener are grouped by that port (server side); the others, "
     "each on an ephemeral port of its own (client side), by remote endpoint, and those left "
@@ -373,7 +656,11 @@ RULES: Final[tuple[Rule, ...]] = (
          "accept_queue_ratio", _accept_queue),
     Rule("LISTEN_DROPS", Severity.WARNING, "Listener dropped connection attempts",
          "A LISTEN socket whose drop count (sock_diag SKMEMINFO, what `ss -tm` shows as d) "
-         "is at least `listen_drops`; TcpExt ListenOverflows/ListenDrops for the host.",
+         "grew by at least `listen_drops` during the interval (with two samples). The count "
+         "is cumulative since the socket started listening, so on its own (one snapshot, "
+         "or no drops during the interval) it is INFO, \"since the listener started\", "
+         "unless the accept queue is full now. A listener restarted in between (another "
+         "socket) counts from zero. TcpExt ListenOverflows/ListenDrops for the host.",
          "SYNs or final ACKs arrived while the accept queue was full and were thrown away; "
          "clients retried after a second or more, or gave up.",
          "Same causes as a full accept queue: accept faster, or size the backlog for bursts.",
@@ -442,6 +729,103 @@ RULES: Final[tuple[Rule, ...]] = (
          "after 2 h 11 min.",
          "Set per-socket values (pysockopt keepalive --detect 30) or lower the sysctls.",
          None, _keepalive_defaults),
+    Rule("CLOSE_WAIT_GROWING", Severity.WARNING, "CLOSE_WAIT growing",
+         "The net growth (sockets now minus before, so closed ones count against it) of "
+         "one owner's CLOSE_WAIT sockets during the interval, at least `close_wait_growth`, "
+         "even while the pile is below `close_wait`. Owners: uid and listening local port "
+         "(server side), uid and remote endpoint (client side), then uid alone for what "
+         "grows across many endpoints. Names the processes holding the new sockets.",
+         "A leak in progress: the application keeps receiving FINs and never calls close() "
+         "on those sockets. A slow leak (a few a minute) takes days to make a pile a "
+         "snapshot notices; the growth shows in minutes.",
+         "Fix the application to close sockets on EOF and on every error path; until then "
+         "restarting it releases them. A slower leak needs a longer interval "
+         "(`pysockopt diagnose --interval 60`).",
+         "close_wait_growth", _close_wait_growing, interval=True),
+    Rule("PORT_EXHAUSTION_ETA", Severity.WARNING,
+         "Ephemeral ports running out",
+         "Per local address and destination: the ephemeral local ports held by client "
+         "sockets (any state, TIME_WAIT included) growing during the interval at a pace "
+         "that uses up net.ipv4.ip_local_port_range within `port_exhaustion_seconds`. The "
+         "pace is new connections minus ports freed. CRITICAL within a minute; INFO where "
+         "net.ipv4.tcp_tw_reuse lets new connections reuse TIME_WAIT ports.",
+         "Short outgoing connections, each closed first by this host, leave TIME_WAIT for "
+         "60 s on their port: opened faster than range/60 per second, the ports run out "
+         "and connect() fails with EADDRNOTAVAIL.",
+         "Reuse connections (pools, HTTP keep-alive); widen net.ipv4.ip_local_port_range; "
+         "connect from more local addresses; net.ipv4.tcp_tw_reuse=1 for outgoing "
+         "connections with timestamps.",
+         "port_exhaustion_seconds", _port_exhaustion, interval=True),
+    Rule("RETRANSMITS_RISING", Severity.WARNING, "Retransmissions rising",
+         "Tcp RetransSegs over OutSegs during the interval at least `retrans_ratio` (and at "
+         f"least {_MIN_RETRANS} segments); CRITICAL at ten times that. TcpExt TCPTimeouts "
+         "and TCPSynRetrans in the evidence.",
+         "Segments are being lost: a congested or failing link, a peer that vanished, a "
+         "firewall dropping packets. SYN retransmissions point at a destination that does "
+         "not answer.",
+         "Find which connections (the RETRANSMITTING rule, `ss -ti`) and which path; check "
+         "interface errors and drops.",
+         "retrans_ratio", _retransmits_rising, interval=True),
+    Rule("SYN_FLOOD_NOW", Severity.WARNING, "SYN flood in progress",
+         "SYN_RECV entries of one port growing by at least `syn_recv_growth` during the "
+         "interval, or the kernel sending SYN cookies (TcpExt SyncookiesSent: only when a "
+         "SYN queue is full); CRITICAL when it also dropped SYNs for a full queue "
+         "(TCPReqQFullDrop).",
+         "Handshakes are opened faster than they complete: a SYN flood (spoofed sources "
+         "never answer the SYN+ACK), or a wave of clients on a lossy path.",
+         "Keep net.ipv4.tcp_syncookies=1; filter the sources upstream; a larger listen "
+         "backlog and net.ipv4.tcp_max_syn_backlog for real bursts.",
+         "syn_recv_growth", _syn_flood_now, interval=True),
+    Rule("ABORTS", Severity.WARNING, "Connections aborted",
+         "TcpExt TCPAbortOnTimeout plus TCPAbortOnData during the interval, at least "
+         "`aborts`; TCPAbortOnClose/OnMemory/OnLinger in the evidence.",
+         "OnTimeout: the kernel gave up on connections whose peer stopped answering "
+         "(retransmissions, keepalive probes or TCP_USER_TIMEOUT ran out). OnData: data "
+         "arrived on a socket the application had already closed, so the kernel answered "
+         "with RST.",
+         "For timeouts, look at the peers and the path (RETRANSMITS_RISING); for resets on "
+         "data, the application closes connections the peer still sends on (shutdown(), "
+         "then read to EOF before close()).",
+         "aborts", _aborts, interval=True),
+    Rule("ORPHAN_PRESSURE", Severity.WARNING, "Orphaned sockets near tcp_max_orphans",
+         "/proc/net/sockstat orphans (sockets no process holds any more, still closing) at "
+         "least `orphan_ratio` of net.ipv4.tcp_max_orphans; CRITICAL at 0.9. Both are "
+         "host-wide: inside a network namespace the maximum cannot be read.",
+         "Past the maximum the kernel resets orphans at once (\"too many orphaned "
+         "sockets\"): peers see RST instead of a clean close. Usually many connections "
+         "closed towards slow or vanished peers (FIN_WAIT1, LAST_ACK).",
+         "Look at the FIN_WAIT1/LAST_ACK piles and their peers; lower "
+         "net.ipv4.tcp_orphan_retries; raise tcp_max_orphans only with the memory for it.",
+         "orphan_ratio", _orphan_pressure),
+    Rule("TCP_MEMORY_PRESSURE", Severity.WARNING, "TCP memory at the pressure mark",
+         "/proc/net/sockstat TCP mem (pages) at least `tcp_mem_ratio` of the pressure "
+         "value of net.ipv4.tcp_mem (low pressure high, in pages); CRITICAL at the high "
+         "value. tcp_mem exists only in the initial network namespace.",
+         "Socket buffers hold too much memory: the kernel shrinks buffers under pressure "
+         "and, at the high mark, refuses new buffer memory (sends stall, packets dropped, "
+         "orphans reset).",
+         "Find the sockets with large Recv-Q/Send-Q (`ss -tm`): readers that do not read, "
+         "peers that do not read; raise tcp_mem only with the RAM for it.",
+         "tcp_mem_ratio", _tcp_memory),
+    Rule("CONNTRACK_NEAR_FULL", Severity.WARNING, "Connection tracking table near full",
+         "net.netfilter.nf_conntrack_count at least `conntrack_ratio` of nf_conntrack_max; "
+         "CRITICAL at 0.95. Only where conntrack is loaded. The count is the network "
+         "namespace's; the maximum and the table are the host's.",
+         "When the table is full the kernel drops the packets of new connections "
+         "(\"nf_conntrack: table full, dropping packet\"): clients see timeouts while the "
+         "sockets look fine.",
+         "Raise net.netfilter.nf_conntrack_max (and the hash size), shorten the conntrack "
+         "timeouts for short connections, or exempt the busy traffic with NOTRACK rules.",
+         "conntrack_ratio", _conntrack),
+    Rule("TIME_WAIT_BUCKETS", Severity.WARNING, "TIME_WAIT near tcp_max_tw_buckets",
+         "/proc/net/sockstat TIME_WAIT count at least `time_wait_buckets_ratio` of "
+         "net.ipv4.tcp_max_tw_buckets; CRITICAL at the maximum.",
+         "At the maximum the kernel closes sockets without TIME_WAIT (\"time wait bucket "
+         "table overflow\", TcpExt TCPTimeWaitOverflow): late segments of old connections "
+         "may then corrupt new ones with the same ports.",
+         "Reuse connections instead of opening one per request; let the side that can "
+         "afford it close first; raise tcp_max_tw_buckets if memory allows.",
+         "time_wait_buckets_ratio", _time_wait_buckets),
 )
 
 
