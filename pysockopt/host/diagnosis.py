@@ -121,4 +121,4 @@ def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None,
     findings.sort(key=lambda f: -f.severity)  # stable: rule order within a severity
     counts = MappingProxyType({s: len(v) for s, v in sorted(by_state.items())})
     return Diagnosis(tuple(findings), counts, snap.host, port, t, netns=ns,
-                     interval=None if rates is None else rates.seconds)
+                     interval=None if rates is None else rates.seconds, sample=now)

@@ -16,6 +16,7 @@ from ..keepalive import HostKeepalive
 from ..tcpinfo import TcpState
 from .connections import Connection, Process
 from .namespaces import NetNamespace
+from .sample import Sample
 
 __all__ = ["Diagnosis", "Evidence", "Finding", "HostFacts", "Severity", "Thresholds"]
 
@@ -164,7 +165,8 @@ class Diagnosis:
 
     ``netns``: the network namespace looked at, when not the caller's own.
     ``interval``: the seconds between the two samples the time rules compared (None: one
-    snapshot, no time rules).
+    snapshot, no time rules). ``sample``: this moment's Sample (counts, listeners, host
+    counters), to compare a later one with (``diagnose(earlier=d.sample)``).
     """
 
     findings: tuple[Finding, ...]
@@ -174,6 +176,7 @@ class Diagnosis:
     thresholds: Thresholds
     netns: NetNamespace | None = None
     interval: float | None = None
+    sample: Sample | None = None
 
     @property
     def total(self) -> int:
