@@ -160,8 +160,9 @@ def read_counters(read: Reader = read_text) -> RawCounters:
     """Read every counter a sample keeps: three /proc/net files and a few sysctls, once each.
 
     net.ipv4.tcp_mem and tcp_max_orphans exist only in the initial network namespace, and
-    the conntrack files only where conntrack is loaded: None there. The sockstat orphan
-    count is one counter for the whole host; the rest is per network namespace.
+    the conntrack files only where conntrack is loaded: None there. Of sockstat, inuse and
+    tw are the namespace's while orphan, alloc and mem are one counter for the whole host;
+    the TcpExt and Tcp tables are per network namespace.
     """
     net = "/proc/thread-self/net/"
     netstat = read(net + "netstat")

@@ -173,11 +173,11 @@ def _listen_drops(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding
                 evidence.append(("host_listen_drops_during", host_drops.delta))
             yield rule.finding(
                 f"listener {c.local} dropped {d.drops} connection attempts in the last "
-                f"{seconds:.0f} s ({_rate(d.per_second)}): its queue is full now",
+                f"{_secs(seconds)} ({_rate(d.per_second)}): its queue is full now",
                 evidence, port=c.local_port, sockets=[c], processes=_owners([c]))
         elif c.drops >= t.listen_drops:
             if snap.rates is not None:
-                when = f", none in the last {snap.rates.seconds:.0f} s"
+                when = f", none in the last {_secs(snap.rates.seconds)}"
             else:
                 when = ", and its accept queue is full now" if full else ""
             yield rule.finding(
@@ -386,6 +386,11 @@ def _keepalive_defaults(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[F
 # --- rules that need an interval (two samples)
 
 
+def _secs(seconds: float) -> str:
+    """An interval as people say it: ``0.5 s``, ``1.0 s``, ``10 s``."""
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+
+
 def _rate(per_second: float) -> str:
     """``12/s``, ``0.5/s``, or per minute below one every ten seconds (``3/min``)."""
     if per_second >= 10:
@@ -422,7 +427,7 @@ def _growth_finding(rule: Rule, g: OwnerGrowth, where: str, grouped_by: str) -> 
     procs = _owners(g.new)
     return rule.finding(
         f"CLOSE_WAIT sockets {where} grow by {_rate(g.per_second)} ({g.before} -> {g.now} "
-        f"in {g.seconds:.0f} s){_who(procs)}: a socket leak",
+        f"in {_secs(g.seconds)}){_who(procs)}: a socket leak",
         [("close_wait_growth", g.delta), ("per_second", round(g.per_second, 3)),
          ("close_wait_before", g.before), ("close_wait_now", g.now), ("new", len(g.new)),
          ("interval_s", round(g.seconds, 1)), ("uid", g.uid), ("grouped_by", grouped_by)],
@@ -488,7 +493,7 @@ def _retransmits_rising(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[F
         if change is not None:
             evidence.append((name.split(".")[1], change.delta))
     yield rule.finding(
-        f"{ratio:.1%} of the segments sent in the last {r.seconds:.0f} s were "
+        f"{ratio:.1%} of the segments sent in the last {_secs(r.seconds)} were "
         f"retransmissions ({retrans.delta:,}, {_rate(retrans.per_second)})", evidence,
         severity=Severity.CRITICAL if ratio >= 10 * t.retrans_ratio else None)
 
@@ -517,7 +522,7 @@ def _syn_flood_now(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Findin
              ("syn_recv", now), *extra], port=port, severity=severity)
     if not found and cookies is not None and cookies.delta:
         yield rule.finding(
-            f"the kernel sent {cookies.delta:,} SYN cookies in the last {r.seconds:.0f} s "
+            f"the kernel sent {cookies.delta:,} SYN cookies in the last {_secs(r.seconds)} "
             f"({_rate(cookies.per_second)}): a listener's SYN queue is overflowing",
             extra, severity=severity)
 
@@ -542,7 +547,7 @@ def _aborts(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
            if timeout and timeout.delta * 2 >= total
            else "reset because data arrived after close()")
     yield rule.finding(
-        f"{total:,} connections aborted in the last {r.seconds:.0f} s "
+        f"{total:,} connections aborted in the last {_secs(r.seconds)} "
         f"({_rate(total / r.seconds)}), mostly {why}", evidence)
 
 

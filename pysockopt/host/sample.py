@@ -78,7 +78,8 @@ class Counters:
     ``tcp_ext``: /proc/net/netstat TcpExt (``_host.TCP_EXT_FIELDS``: ListenOverflows,
     ListenDrops, TCPAbortOnTimeout, ...), cumulative since boot; ``tcp``: /proc/net/snmp Tcp
     (``_host.SNMP_TCP_FIELDS``: ActiveOpens, RetransSegs, OutSegs, ...; CurrEstab is a gauge);
-    ``sockstat``: /proc/net/sockstat TCP gauges (inuse, orphan, tw, alloc, mem in pages).
+    ``sockstat``: /proc/net/sockstat TCP gauges (inuse, orphan, tw, alloc, mem in pages;
+    inuse and tw are the namespace's, orphan, alloc and mem the whole host's).
     The limits they are weighed against: ``tcp_mem`` (pages: low, pressure, high),
     ``tcp_max_orphans``, ``tcp_max_tw_buckets`` (tcp_mem and tcp_max_orphans exist only in
     the initial network namespace), ``ip_local_port_range``, ``tcp_tw_reuse``, and
