@@ -387,7 +387,7 @@ def _keepalive_defaults(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[F
 
 
 def _secs(seconds: float) -> str:
-    """An interval as people say it: ``0.5 s``, ``1.0 s``, ``10 s``."""
+    """Write an interval as people say it: ``0.5 s``, ``1.0 s``, ``10 s``."""
     return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
 
 
