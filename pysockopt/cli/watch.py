@@ -142,7 +142,10 @@ class View:
         self.samples += 1
         self.diagnosis, self.rates = d, rates
         for state in set(self.history) | set(d.sample.counts):
-            h = self.history.setdefault(state, collections.deque(maxlen=HISTORY))
+            h = self.history.get(state)
+            if h is None:  # none in this state until now
+                h = self.history[state] = collections.deque(
+                    [0] * min(self.samples - 1, HISTORY - 1), maxlen=HISTORY)
             h.append(d.sample.counts.get(state, 0))
         now = d.sample.wall
         current = {}

@@ -1,0 +1,264 @@
+"""``pysockopt watch``: NDJSON when not on a terminal, the live view in a real terminal (tmux)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from paced import close_wait_leak
+from sockpiles import Pile, wait_for
+
+import pysockopt
+from pysockopt.cli.watch import BARS, Screen, View, frame, sparkline
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _watch(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pysockopt", "watch", *args]
+
+
+def _state_rows(lines: list[str], state: str) -> list[str]:
+    """The per-state rows of a frame for ``state`` (its name, then its count)."""
+    return [line for line in lines
+            if line.split()[:1] == [state] and line.split()[1].replace(",", "").isdigit()]
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT), LANG="C.UTF-8")
+
+
+# --- NDJSON
+
+
+def test_ndjson_one_object_per_sample_when_not_a_terminal() -> None:
+    with Pile() as pile:
+        pile.established(2)
+        r = subprocess.run(_watch("--count", "3", "--interval", "0.3", "--port", str(pile.port)),
+                           capture_output=True, text=True, env=_env(), timeout=60)
+    assert r.returncode in (0, 1), r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3 and r.stderr == ""
+    records = [json.loads(line) for line in lines]
+    first, *later = records
+    assert first["rates"] is None and first["interval"] is None
+    for rec in records:
+        assert rec["port"] == pile.port
+        assert rec["counts"] == {"ESTABLISHED": 4, "LISTEN": 1}
+        assert rec["listeners"][0]["backlog"] == 128
+        assert isinstance(rec["counters"]["Tcp"]["ActiveOpens"], int)
+    for rec in later:
+        assert 0.2 <= rec["interval"] <= 2.0
+        assert rec["rates"]["states"]["ESTABLISHED"] == {"delta": 0, "per_second": 0.0}
+        assert rec["rates"]["counters"]["Tcp.ActiveOpens"]["delta"] >= 0
+    times = [rec["time"] for rec in records]
+    assert times == sorted(times)
+    # The exit status says whether a problem was seen (host-wide counter rules included).
+    problems = any(f["severity"] != "info" for rec in records for f in rec["findings"])
+    assert r.returncode == (1 if problems else 0)
+
+
+def test_ndjson_sees_a_leak_and_exits_1() -> None:
+    with Pile() as pile, close_wait_leak(pile):
+        r = subprocess.run(_watch("--json", "--count", "4", "--interval", "0.5", "--port",
+                                  str(pile.port)),
+                           capture_output=True, text=True, env=_env(), timeout=60)
+    assert r.returncode == 1, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(records) == 4
+    growing = [f for rec in records for f in rec["findings"] if f["code"] == "CLOSE_WAIT_GROWING"]
+    assert growing and growing[0]["port"] == pile.port
+    assert all(f["first_seen"] <= rec["wall"] for rec in records for f in rec["findings"])
+    counts = [rec["counts"].get("CLOSE_WAIT", 0) for rec in records]
+    assert counts == sorted(counts) and counts[-1] > counts[0]
+
+
+def test_ndjson_is_flushed_per_sample_and_ctrl_c_exits_cleanly() -> None:
+    with Pile() as pile:
+        proc = subprocess.Popen(_watch("--interval", "0.3", "--port", str(pile.port)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=_env())
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            first = proc.stdout.readline()  # arrives while the command still runs: flushed
+            json.loads(first)
+            second = proc.stdout.readline()
+            assert json.loads(second)["rates"] is not None
+            proc.send_signal(signal.SIGINT)
+            rest, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode in (0, 1) and "Traceback" not in err, err
+    for line in rest.splitlines():
+        json.loads(line)
+
+
+def test_bad_arguments_are_usage_errors() -> None:
+    for args in (["--count", "0"], ["--interval", "-1"], ["--interval", "x"], ["--port", "x"]):
+        r = subprocess.run(_watch(*args), capture_output=True, text=True, env=_env(),
+                           timeout=30)
+        assert r.returncode == 2 and "usage" in r.stderr, args
+
+
+# --- the frame, at every size
+
+
+def _view_of(port: int, samples: int = 3) -> View:
+    view = View(0.2, port)
+    earlier = None
+    for _ in range(samples):
+        d = pysockopt.diagnose(port=port, earlier=earlier)
+        assert d.sample is not None
+        view.update(d, None if earlier is None else d.sample.rates(earlier))
+        earlier = d.sample
+        time.sleep(0.2)
+    return view
+
+
+def test_sparkline() -> None:
+    assert sparkline([1, 2, 3, 4, 5, 6, 7, 8], 8) == BARS
+    assert sparkline([0, 10], 8) == "▁█"
+    assert sparkline([5, 5, 5], 8) == "▁▁▁"
+    assert sparkline(list(range(100)), 10) == sparkline(list(range(90, 100)), 10)
+    assert sparkline([], 4) == ""
+
+
+def test_frame_fits_and_degrades() -> None:
+    with Pile() as pile:
+        pile.established(1)
+        view = _view_of(pile.port, 2)
+        pile.close_wait(4)
+        for _ in range(2):
+            d = pysockopt.diagnose(port=pile.port, earlier=view.diagnosis.sample
+                                   if view.diagnosis else None)
+            assert d.sample is not None and view.diagnosis and view.diagnosis.sample
+            view.update(d, d.sample.rates(view.diagnosis.sample))
+    wide = frame(view, 80, 24)
+    text = "\n".join(wide)
+    assert len(wide) <= 24 and all(len(line) <= 80 for line in wide)
+    assert wide[0].startswith("pysockopt watch") and f"port {pile.port}" in wide[0]
+    assert "HISTORY" in text and "CLOSE_WAIT" in text and "FINDINGS" in text
+    (row,) = _state_rows(wide, "CLOSE_WAIT")
+    assert any(ch in row for ch in BARS[1:]), row  # its count changed: a sparkline
+    assert "CLOSE_WAIT OWNER" in text and f"port {pile.port}" in text
+    narrow = frame(view, 40, 24)
+    assert all(len(line) <= 40 for line in narrow) and "HISTORY" not in "\n".join(narrow)
+    tiny = frame(view, 30, 6)
+    assert len(tiny) <= 6 and all(len(line) <= 30 for line in tiny)
+    assert tiny[0].startswith("pysockopt watch") and any(
+        line.startswith("FINDINGS") for line in tiny)
+    assert frame(view, 80, 1) == [wide[0]]
+
+
+def test_screen_redraws_in_place() -> None:
+    out = io.StringIO()
+    screen = Screen(out)
+    screen.open()
+    start = len(out.getvalue())
+    screen.draw(["one", "two"])
+    drawn = out.getvalue()[start:]
+    # Home, each line cleared to its end, the rest of the screen cleared: no scrolling,
+    # no full clear per frame (that is what flickers).
+    assert drawn.startswith("\x1b[H") and drawn.endswith("\x1b[J")
+    assert "\x1b[2J" not in drawn and drawn.count("\x1b[K") == 2 and "\n" in drawn
+    screen.close()
+    assert out.getvalue().endswith("\x1b[?25h\x1b[?1049l")
+
+
+def test_escapes_in_findings_are_shown_not_run() -> None:
+    with Pile() as pile:
+        view = _view_of(pile.port, 1)
+    assert view.diagnosis is not None
+    evil = pysockopt.Finding("X", pysockopt.Severity.WARNING, "bad \x1b[2J name", (), "-")
+    view.update(pysockopt.Diagnosis((evil,), view.diagnosis.counts, view.diagnosis.host,
+                                    pile.port, view.diagnosis.thresholds, None,
+                                    view.diagnosis.sample), None)
+    text = "\n".join(frame(view, 80, 24))
+    assert "\x1b" not in text and "bad \\x1b[2J name" in text
+
+
+# --- the live view in a real terminal
+
+
+@pytest.fixture
+def tmux() -> Iterator[tuple[str, pathlib.Path]]:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (.ci/install.sh installs it)")
+    sock = f"pso-{uuid.uuid4().hex[:8]}"
+    status = pathlib.Path(f"/tmp/{sock}.status")
+    yield sock, status
+    subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+    status.unlink(missing_ok=True)
+
+
+def _screen(sock: str) -> list[str]:
+    out = subprocess.run(["tmux", "-L", sock, "capture-pane", "-p", "-t", "watch"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.splitlines()
+
+
+@pytest.mark.slow
+def test_live_view_in_a_terminal(tmux: tuple[str, pathlib.Path]) -> None:
+    sock, status = tmux
+    with Pile() as pile:
+        pile.established(1)
+        cmd = (f"cd {ROOT} && PYTHONPATH={ROOT} LANG=C.UTF-8 {sys.executable} -m pysockopt "
+               f"watch --interval 0.4 --port {pile.port}; echo exit=$? > {status}; sleep 60")
+        subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-s", "watch", "-x", "80",
+                        "-y", "24", cmd], check=True, env=_env())
+        wait_for(lambda: any(line.startswith("LISTEN") for line in _screen(sock)), 20,
+                 "the first frame")
+        first = _screen(sock)
+        assert first[0].startswith("pysockopt watch") and f"port {pile.port}" in first[0]
+        assert any(line.split()[:2] == ["ESTABLISHED", "2"] for line in first), first
+
+        with close_wait_leak(pile):
+            def leak_on_screen() -> list[str] | None:
+                lines = _screen(sock)
+                text = "\n".join(lines)
+                rows = _state_rows(lines, "CLOSE_WAIT")
+                if ("CLOSE_WAIT_GROWING" in text and rows
+                        and any(ch in rows[0] for ch in BARS[1:])):
+                    return lines
+                return None
+
+            screen = wait_for(leak_on_screen, 20, "CLOSE_WAIT_GROWING and a sparkline")
+        assert isinstance(screen, list)
+        assert len(screen) <= 24 and all(len(line) <= 80 for line in screen), screen
+        text = "\n".join(screen)
+        assert "CLOSE_WAIT OWNER" in text and f"port {pile.port}" in text
+        (row,) = _state_rows(screen, "CLOSE_WAIT")
+        assert int(row.split()[1].replace(",", "")) > 0 and "/s" in row
+        # Redrawn in place: the title is on the first line, once.
+        assert sum(line.startswith("pysockopt watch") for line in screen) == 1
+
+        # A narrow terminal: no sparklines, nothing wider than the screen.
+        subprocess.run(["tmux", "-L", sock, "resize-window", "-t", "watch", "-x", "40",
+                        "-y", "12"], check=True)
+
+        def narrow() -> list[str] | None:
+            lines = _screen(sock)
+            ok = (lines and lines[0].startswith("pysockopt") and "HISTORY" not in "\n".join(
+                lines) and all(len(line) <= 40 for line in lines))
+            return lines if ok else None
+
+        wait_for(narrow, 10, "the narrow frame")
+        subprocess.run(["tmux", "-L", sock, "send-keys", "-t", "watch", "C-c"], check=True)
+        wait_for(status.exists, 10, "watch to exit")
+        time.sleep(0.2)
+        assert status.read_text().strip() == "exit=1"  # a problem was seen
+        after = "\n".join(_screen(sock))
+        assert "Traceback" not in after and "problem(s) seen" in after
+        assert "CLOSE_WAIT_GROWING" in after
