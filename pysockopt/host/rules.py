@@ -391,6 +391,15 @@ def _secs(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
 
 
+def _eta(seconds: float) -> str:
+    """Write a time left roughly: ``81 s`` under two minutes, ``12 min``, ``3 h 5 min``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return duration(round(seconds / 60) * 60)
+
+
 def _rate(per_second: float) -> str:
     """``12/s``, ``0.5/s``, or per minute below one every ten seconds (``3/min``)."""
     if per_second >= 10:
@@ -454,9 +463,10 @@ def _port_exhaustion(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Find
         reuse = _tw_reuse_applies(counters.tcp_tw_reuse, d.local_address, d.remote_address)
         severity = (Severity.INFO if reuse
                     else Severity.CRITICAL if eta <= 60 else Severity.WARNING)
-        summary = (f"at {_rate(p.per_second).removesuffix('/s')} new connections/s to "
+        pace = f"{p.per_second:,.0f}" if p.per_second >= 10 else f"{p.per_second:.2g}"
+        summary = (f"at {pace} new connections/s to "
                    f"{d.remote} the {size:,} ephemeral ports of {d.local_address} run out "
-                   f"in ~{duration(eta)} ({p.now:,} in use)")
+                   f"in ~{_eta(eta)} ({p.now:,} in use)")
         if reuse:
             summary += f" unless tcp_tw_reuse={counters.tcp_tw_reuse} recycles TIME_WAIT ports"
         yield rule.finding(
