@@ -234,7 +234,7 @@ def test_close_wait_leak_rate_and_rule() -> None:
         (g,) = [g for g in r.close_wait if g.port == pile.port]
         assert _within(g.per_second, 10.0), (g.per_second, kept)
         assert _within(g.per_second, kept), (g.per_second, kept)
-        assert g.uid == os.geteuid() and len(g.new) == g.delta > 0
+        assert g.uid == os.geteuid() and len(g.new) == g.delta > 0 and g.gone == 0
         assert r.states[TcpState.CLOSE_WAIT].delta == g.delta
         assert d.interval is not None and d.interval >= 1.5
         (f,) = _found(d, "CLOSE_WAIT_GROWING")

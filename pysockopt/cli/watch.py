@@ -158,12 +158,6 @@ class View:
                 self.problems[key] = Seen(first, f)
         self.findings = current
 
-    def new_findings(self) -> list[Seen]:
-        """Return the findings of this sample that were not there in the previous one."""
-        assert self.diagnosis is not None and self.diagnosis.sample is not None
-        wall = self.diagnosis.sample.wall
-        return [s for s in self.findings.values() if s.first == wall]
-
     def summary_lines(self) -> list[str]:
         """Return what to leave on the terminal after the live view: the problems seen."""
         lines = [f"pysockopt watch: {len(self.problems)} problem(s) seen in "

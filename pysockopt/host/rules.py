@@ -439,6 +439,7 @@ def _growth_finding(rule: Rule, g: OwnerGrowth, where: str, grouped_by: str) -> 
         f"in {_secs(g.seconds)}){_who(procs)}: a socket leak",
         [("close_wait_growth", g.delta), ("per_second", round(g.per_second, 3)),
          ("close_wait_before", g.before), ("close_wait_now", g.now), ("new", len(g.new)),
+         ("closed", g.gone),
          ("interval_s", round(g.seconds, 1)), ("uid", g.uid), ("grouped_by", grouped_by)],
         port=g.port, sockets=g.new, processes=procs)
 
@@ -749,7 +750,10 @@ RULES: Final[tuple[Rule, ...]] = (
          "one owner's CLOSE_WAIT sockets during the interval, at least `close_wait_growth`, "
          "even while the pile is below `close_wait`. Owners: uid and listening local port "
          "(server side), uid and remote endpoint (client side), then uid alone for what "
-         "grows across many endpoints. Names the processes holding the new sockets.",
+         "grows across many endpoints. Names the processes holding the new sockets. The "
+         "evidence says how many were `new` and how many `closed` in between: a server "
+         "whose CLOSE_WAIT sockets come and go within the interval shows many of both "
+         "(raise `close_wait_growth` or lengthen the interval there).",
          "A leak in progress: the application keeps receiving FINs and never calls close() "
          "on those sockets. A slow leak (a few a minute) takes days to make a pile a "
          "snapshot notices; the growth shows in minutes.",
