@@ -22,7 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from netns import NetnsPair
 from paced import Pacer, close_wait_leak
-from sockpiles import Pile, flood_target, send_syns, wait_for
+from sockpiles import Pile, flood_target, send_syns
+from waiting import wait_for
 
 import pysockopt
 from pysockopt import Counters, Diagnosis, Finding, Sample, Severity, TcpState, Thresholds, _host
@@ -75,7 +76,12 @@ def test_counters_equal_nstat_and_proc_for_the_same_moment(netns_pair: NetnsPair
             return Counters.read()
 
     netns_pair.in_ns("a", traffic)
-    time.sleep(0.2)  # the closes' last segments
+    # The closes' last segments: 4 TIME_WAIT made, and the 3 pairs closed client first.
+    def settled() -> bool:
+        stat = netns_pair.in_ns("a", Counters.read).sockstat
+        return stat["inuse"] == 0 and stat["tw"] == 7
+
+    wait_for(settled, 5, "the closed pairs to settle in TIME_WAIT")
     ours = netns_pair.in_ns("a", Counters.read)
     nstat = _nstat(netns_pair.a)
     again = netns_pair.in_ns("a", Counters.read)
@@ -105,7 +111,6 @@ def test_counters_equal_nstat_and_proc_for_the_same_moment(netns_pair: NetnsPair
     expected = {k: int(v) for k, v in zip(words[::2], words[1::2], strict=True)}
     for name in ("inuse", "tw"):  # orphan, alloc and mem are host-wide: they move
         assert ours.sockstat[name] == expected[name], name
-    assert ours.sockstat["tw"] == 7  # 4 made, and the 3 pairs closed client first
     # Per namespace: tcp_mem and tcp_max_orphans exist only in the initial namespace.
     assert ours.tcp_mem is None and ours.tcp_max_orphans is None
     assert ours.tcp_max_tw_buckets == int(_cat(netns_pair.a,
@@ -382,8 +387,8 @@ def test_port_exhaustion_eta_at_a_known_connection_rate(netns_pair: NetnsPair) -
     def inside() -> tuple[float, float, Diagnosis, Diagnosis]:
         _sysctl("ip_local_port_range", "40000 40999")  # 1000 ports, this namespace only
         _sysctl("tcp_tw_reuse", "0")
-        with Pile() as pile, Pacer(0.02, lambda: _short_connection(pile)):  # 50 per second
-            time.sleep(0.3)
+        with Pile() as pile, Pacer(0.02, lambda: _short_connection(pile)) as pacer:  # 50/s
+            wait_for(lambda: pacer.done >= 10, 5, "the connections to start")
             s0 = pysockopt.sample()
             time.sleep(2.0)
             s1 = pysockopt.sample()

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 from paced import close_wait_leak
-from sockpiles import Pile, wait_for
+from sockpiles import Pile
+from waiting import wait_for
 
 import pysockopt
 from pysockopt.cli.watch import BARS, Screen, View, frame, sparkline
@@ -256,9 +257,12 @@ def test_live_view_in_a_terminal(tmux: tuple[str, pathlib.Path]) -> None:
 
         wait_for(narrow, 10, "the narrow frame")
         subprocess.run(["tmux", "-L", sock, "send-keys", "-t", "watch", "C-c"], check=True)
-        wait_for(status.exists, 10, "watch to exit")
-        time.sleep(0.2)
+        wait_for(lambda: status.exists() and status.read_text().strip(), 10, "watch to exit")
         assert status.read_text().strip() == "exit=1"  # a problem was seen
-        after = "\n".join(_screen(sock))
+        def summary() -> str:
+            text = "\n".join(_screen(sock))
+            return text if "problem(s) seen" in text else ""
+
+        after = wait_for(summary, 5, "the summary left on the screen")
         assert "Traceback" not in after and "problem(s) seen" in after
         assert "CLOSE_WAIT_GROWING" in after
