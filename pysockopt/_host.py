@@ -9,13 +9,14 @@ number is None: callers say "unknown", never 0.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
 __all__ = [
-    "SNMP_TCP_FIELDS", "SOCKSTAT_FIELDS", "SYSCTL", "TCP_EXT_FIELDS", "RawCounters", "Reader",
-    "counter_table", "netstat_counters", "parse_ints", "read_counters", "read_int", "read_ints",
-    "read_text", "sockstat_table", "sysctl", "sysctl_int", "sysctl_path",
+    "COUNTER_FILES", "SNMP_TCP_FIELDS", "SOCKSTAT_FIELDS", "SYSCTL", "TCP_EXT_FIELDS",
+    "RawCounters", "Reader", "counter_table", "netstat_counters", "parse_ints", "read_counters",
+    "read_int", "read_ints", "read_text", "read_texts", "sockstat_table", "sysctl", "sysctl_int",
+    "sysctl_path",
 ]
 
 #: Where sysctls live; ``sysctl("net.ipv4.tcp_syncookies")`` reads SYSCTL + "net/ipv4/...".
@@ -111,10 +112,11 @@ SNMP_TCP_FIELDS: Final = (
 #: the memory TCP uses in pages (compare with net.ipv4.tcp_mem, also in pages).
 SOCKSTAT_FIELDS: Final = ("inuse", "orphan", "tw", "alloc", "mem")
 
-#: Reads one file and returns its text, or None when it is missing or unreadable. The one
-#: seam through which a sample reads /proc: a reader for another network namespace plugs in
-#: here (the default, ``read_text``, sees the calling thread's namespace).
-Reader = Callable[[str], "str | None"]
+#: Reads files and returns their texts, in order (None for one missing or unreadable). The one
+#: seam through which a sample reads /proc: a reader for another network namespace (all the
+#: files in one visit there) plugs in here; the default, ``read_texts``, sees the calling
+#: thread's namespace.
+Reader = Callable[[Sequence[str]], Sequence["str | None"]]
 
 
 def read_text(path: str) -> str | None:
@@ -124,6 +126,11 @@ def read_text(path: str) -> str | None:
             return f.read()
     except OSError:
         return None
+
+
+def read_texts(paths: Sequence[str]) -> list[str | None]:
+    """Return ``read_text`` of each path, in order."""
+    return [read_text(p) for p in paths]
 
 
 def sockstat_table(text: str, prefix: str = "TCP") -> dict[str, int | None]:
@@ -156,24 +163,40 @@ class RawCounters(NamedTuple):
     conntrack_max: int | None
 
 
-def read_counters(read: Reader = read_text) -> RawCounters:
+#: The sysctls a sample reads next to the /proc/net files.
+_COUNTER_SYSCTLS: Final = (
+    "net.ipv4.tcp_mem", "net.ipv4.tcp_max_orphans", "net.ipv4.tcp_max_tw_buckets",
+    "net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse", "net.netfilter.nf_conntrack_count",
+    "net.netfilter.nf_conntrack_max",
+)
+#: Every file ``read_counters`` reads, in the order it asks its reader for them.
+COUNTER_FILES: Final = (
+    "/proc/thread-self/net/netstat", "/proc/thread-self/net/snmp",
+    "/proc/thread-self/net/sockstat",
+    *(SYSCTL + name.replace(".", "/") for name in _COUNTER_SYSCTLS),
+)
+
+
+def read_counters(read: Reader = read_texts) -> RawCounters:
     """Read every counter a sample keeps: three /proc/net files and a few sysctls, once each.
 
-    net.ipv4.tcp_mem and tcp_max_orphans exist only in the initial network namespace, and
-    the conntrack files only where conntrack is loaded: None there. Of sockstat, inuse and
-    tw are the namespace's while orphan, alloc and mem are one counter for the whole host;
-    the TcpExt and Tcp tables are per network namespace.
+    ``read`` gets ``COUNTER_FILES`` in one call. net.ipv4.tcp_mem and tcp_max_orphans exist
+    only in the initial network namespace, and the conntrack files only where conntrack is
+    loaded: None there. Of sockstat, inuse and tw are the namespace's while orphan, alloc and
+    mem are one counter for the whole host; the TcpExt and Tcp tables are per network
+    namespace.
     """
-    net = "/proc/thread-self/net/"
-    netstat = read(net + "netstat")
-    snmp = read(net + "snmp")
-    sockstat = read(net + "sockstat")
+    texts = list(read(COUNTER_FILES))
+    if len(texts) != len(COUNTER_FILES):
+        raise ValueError(f"the reader returned {len(texts)} texts for {len(COUNTER_FILES)} files")
+    netstat, snmp, sockstat = texts[:3]
+    sysctls = dict(zip(_COUNTER_SYSCTLS, texts[3:], strict=True))
     ext = counter_table(netstat, "TcpExt") if netstat is not None else {}
     tcp = counter_table(snmp, "Tcp") if snmp is not None else {}
     stat = sockstat_table(sockstat) if sockstat is not None else {}
 
     def ints(name: str) -> tuple[int, ...] | None:
-        text = read(SYSCTL + name.replace(".", "/"))
+        text = sysctls[name]
         if text is None:
             return None
         try:

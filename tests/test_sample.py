@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from types import MappingProxyType
 
 import pytest
@@ -144,7 +145,14 @@ def test_sockstat_and_counter_parsers() -> None:
              "/proc/sys/net/ipv4/tcp_mem": "1 2 3\n",
              "/proc/sys/net/ipv4/ip_local_port_range": "40000\t40999\n",
              "/proc/sys/net/netfilter/nf_conntrack_max": "garbage\n"}
-    raw = _host.read_counters(files.get)  # the reader seam: any source of file texts
+    asked: list[str] = []
+
+    def read(paths: Sequence[str]) -> list[str | None]:  # the seam: any source of file texts
+        asked.extend(paths)
+        return [files.get(p) for p in paths]
+
+    raw = _host.read_counters(read)
+    assert asked == list(_host.COUNTER_FILES)  # one call for every file
     assert raw.tcp_ext["ListenDrops"] == 5 and raw.tcp_ext["TCPAbortOnData"] == 7
     assert raw.tcp_ext["SyncookiesSent"] is None and raw.tcp["ActiveOpens"] == 12
     assert raw.tcp_mem == (1, 2, 3) and raw.ip_local_port_range == (40000, 40999)

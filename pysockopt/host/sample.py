@@ -99,7 +99,7 @@ class Counters:
     conntrack_max: int | None
 
     @classmethod
-    def read(cls, read: _host.Reader = _host.read_text) -> Counters:
+    def read(cls, read: _host.Reader = _host.read_texts) -> Counters:
         """Read them now (through ``read``, the seam for another namespace's files)."""
         raw = _host.read_counters(read)
         return cls(MappingProxyType(raw.tcp_ext), MappingProxyType(raw.tcp),
