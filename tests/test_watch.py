@@ -266,3 +266,4 @@ def test_live_view_in_a_terminal(tmux: tuple[str, pathlib.Path]) -> None:
         after = wait_for(summary, 5, "the summary left on the screen")
         assert "Traceback" not in after and "problem(s) seen" in after
         assert "CLOSE_WAIT_GROWING" in after
+        assert "pysockopt watch" in after  # the last frame is left on the normal screen

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,8 +67,12 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
     previous: Sample | None = None
     taken = 0
     start = time.monotonic()
+    last: list[str] = []
+    old_term = signal.getsignal(signal.SIGTERM)
     try:
         if screen is not None:
+            # `kill PID` ends it as Ctrl-C does: the terminal is given back as it was.
+            signal.signal(signal.SIGTERM, _interrupt)
             screen.open()
         while args.count is None or taken < args.count:
             if taken:
@@ -82,7 +87,8 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
             view.update(d, rates)
             if screen is not None:
                 width, height = screen.size()
-                screen.draw(frame(view, width, height))
+                last = frame(view, width, height)
+                screen.draw(last)
             else:
                 out.write(json.dumps(record(d, rates, view)) + "\n")
                 out.flush()
@@ -92,11 +98,16 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         if screen is not None:
             screen.close()
-    if screen is not None and view.seen_problems:
-        # The screen is gone with the alternate buffer: leave the problems seen behind.
-        for line in view.summary_lines():
+            signal.signal(signal.SIGTERM, old_term)
+    if screen is not None:
+        # The alternate screen is gone: leave the last frame and the problems seen behind.
+        for line in last + (view.summary_lines() if view.seen_problems else []):
             out.write(line + "\n")
     return EXIT_FOUND if view.seen_problems else EXIT_OK
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 # --- what the view remembers between samples
