@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -183,9 +184,7 @@ def test_escapes_in_findings_are_shown_not_run() -> None:
         view = _view_of(pile.port, 1)
     assert view.diagnosis is not None
     evil = pysockopt.Finding("X", pysockopt.Severity.WARNING, "bad \x1b[2J name", (), "-")
-    view.update(pysockopt.Diagnosis((evil,), view.diagnosis.counts, view.diagnosis.host,
-                                    pile.port, view.diagnosis.thresholds, None,
-                                    view.diagnosis.sample), None)
+    view.update(dataclasses.replace(view.diagnosis, findings=(evil,)), None)
     text = "\n".join(frame(view, 80, 24))
     assert "\x1b" not in text and "bad \\x1b[2J name" in text
 
