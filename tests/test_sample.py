@@ -575,6 +575,11 @@ def test_aborts_through_counter_values() -> None:
                       {"tcp_ext": {"TCPAbortOnTimeout": 21, "TCPAbortOnData": 2}})
     (f,) = _time_rule("ABORTS", s0, s1)
     assert _evidence(f)["aborted"] == 22 and "timed out" in f.summary
+    assert f.severity == Severity.WARNING
+    s0, s1 = _pair_of({"tcp_ext": {"TCPAbortOnTimeout": 1, "TCPAbortOnData": 0}},
+                      {"tcp_ext": {"TCPAbortOnTimeout": 2, "TCPAbortOnData": 30}})
+    (f,) = _time_rule("ABORTS", s0, s1)
+    assert f.severity == Severity.INFO and "after close()" in f.summary
     s0, s1 = _pair_of({"tcp_ext": {"TCPAbortOnTimeout": 1, "TCPAbortOnData": 0}},
                       {"tcp_ext": {"TCPAbortOnTimeout": 3, "TCPAbortOnData": 2}})
     assert _time_rule("ABORTS", s0, s1) == []

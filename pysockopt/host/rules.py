@@ -554,12 +554,15 @@ def _aborts(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
         change = r.counter(f"TcpExt.{name}")
         evidence.append((name, "unknown" if change is None else change.delta))
     evidence.append(("interval_s", round(r.seconds, 1)))
+    timeouts = bool(timeout and timeout.delta * 2 >= total)
     why = ("timed out (peers gone: retransmissions, keepalive or TCP_USER_TIMEOUT gave up)"
-           if timeout and timeout.delta * 2 >= total
-           else "reset because data arrived after close()")
+           if timeouts else "reset because data arrived after close()")
+    # Resets on data after close() are routine for some protocols (clients that pipeline
+    # past a server's close): worth knowing, not a warning on their own.
     yield rule.finding(
         f"{total:,} connections aborted in the last {_secs(r.seconds)} "
-        f"({_rate(total / r.seconds)}), mostly {why}", evidence)
+        f"({_rate(total / r.seconds)}), mostly {why}", evidence,
+        severity=None if timeouts else Severity.INFO)
 
 
 # --- snapshot rules from the host counters
@@ -797,7 +800,8 @@ RULES: Final[tuple[Rule, ...]] = (
          "syn_recv_growth", _syn_flood_now, interval=True),
     Rule("ABORTS", Severity.WARNING, "Connections aborted",
          "TcpExt TCPAbortOnTimeout plus TCPAbortOnData during the interval, at least "
-         "`aborts`; TCPAbortOnClose/OnMemory/OnLinger in the evidence.",
+         "`aborts`; a WARNING when timeouts are at least half of them, else INFO. "
+         "TCPAbortOnClose/OnMemory/OnLinger in the evidence.",
          "OnTimeout: the kernel gave up on connections whose peer stopped answering "
          "(retransmissions, keepalive probes or TCP_USER_TIMEOUT ran out). OnData: data "
          "arrived on a socket the application had already closed, so the kernel answered "
