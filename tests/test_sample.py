@@ -598,3 +598,33 @@ def test_diagnose_interval_is_validated() -> None:
             pysockopt.diagnose(port=1, interval=bad)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         pysockopt.diagnose(port=1, earlier="then")  # type: ignore[arg-type]
+
+
+def test_aborts_on_data_live_in_a_namespace(netns_pair: NetnsPair) -> None:
+    # Data arriving on sockets their process shut down for reading and writing: the kernel
+    # answers with RST and counts TCPAbortOnData (an orphan, after close(), would become a
+    # FIN_WAIT2 timewait entry and reset without counting). In a namespace of its own, the
+    # counters move only for this.
+    def inside() -> tuple[Diagnosis, int]:
+        with Pile() as pile:
+            pairs = pile.established(12)
+            s0 = pysockopt.sample(detail=False)
+            for _client, server in pairs:
+                server.shutdown(socket.SHUT_RDWR)
+            wait_for(lambda: pysockopt.state_counts(port=pile.port).get(TcpState.CLOSE_WAIT)
+                     == 12, 5, "the clients in CLOSE_WAIT")
+            for client, _server in pairs:
+                client.send(b"late")
+
+            def counted() -> int:
+                now = Counters.read().tcp_ext["TCPAbortOnData"] or 0
+                before = s0.counters.tcp_ext["TCPAbortOnData"] or 0
+                return now - before if now - before >= 12 else 0
+
+            aborted = wait_for(counted, 5, "12 aborts on data")
+            return pysockopt.diagnose(earlier=s0), aborted
+
+    d, aborted = netns_pair.in_ns("a", inside)
+    (f,) = _found(d, "ABORTS")
+    assert _evidence(f)["TCPAbortOnData"] == aborted == 12
+    assert f.severity == Severity.INFO and "after close()" in f.summary
