@@ -12,6 +12,7 @@ A page marks each generated section with one convention::
 and everything outside the markers is written by hand. ``GENERATORS`` maps each name to the
 function that writes it: errno-* from pysockopt.errno's table, tcpinfo-fields from
 TCP_INFO_FIELDS, diagnose-rules from the diagnosis RULES and the Thresholds defaults,
+sample-counters from the counter tables a Sample reads (pysockopt._host),
 netns-cgroup-patterns from CGROUP_PATTERNS. Paths are
 relative to this file, never to the working directory. tests/test_docs.py fails when a page is
 stale. Nothing here ships in the wheel.
@@ -26,10 +27,12 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 
+from pysockopt import _host
 from pysockopt.errno import ErrnoInfo, ErrorCategory, errno_table
 from pysockopt.host.model import Thresholds
 from pysockopt.host.namespaces import CGROUP_PATTERNS, container_from_cgroup
 from pysockopt.host.rules import RULES
+from pysockopt.host.sample import GAUGES
 from pysockopt.tcpinfo import TCP_INFO_FIELDS, TCP_INFO_KNOWN_SIZE, TcpInfoField
 
 DOCS = pathlib.Path(__file__).resolve().parent
@@ -279,6 +282,27 @@ def _cgroup_patterns() -> str:
             + _table(["#", "runtime", "example path", "gives"], rows))
 
 
+# --- docs/watch.md
+
+
+def _sample_counters() -> str:
+    """Return the table of the host counters a Sample reads, their kind and their scope."""
+    rows: list[tuple[str, str, str, str]] = []
+    for table, path, names in (("TcpExt", "/proc/net/netstat", _host.TCP_EXT_FIELDS),
+                               ("Tcp", "/proc/net/snmp", _host.SNMP_TCP_FIELDS)):
+        for name in names:
+            key = f"{table}.{name}"
+            rows.append((f"`{key}`", path, "gauge" if key in GAUGES else "counter",
+                         "per namespace"))
+    for name in _host.SOCKSTAT_FIELDS:
+        rows.append((f"`sockstat.{name}`", "/proc/net/sockstat TCP", "gauge",
+                     "host-wide" if name in _host.SOCKSTAT_HOST_WIDE else "per namespace"))
+    for name, scope in _host.COUNTER_SYSCTLS.items():
+        rows.append((f"`{name}`", "/proc/sys", "gauge" if name.endswith("_count") else "limit",
+                     scope))
+    return _table(["name (Rates key)", "read from", "kind", "scope"], rows)
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "errno-categories": _categories,
     "errno-retryable": _retryable,
@@ -287,6 +311,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "tcpinfo-fields": _tcpinfo_fields,
     "diagnose-rules": _diagnose_rules,
     "netns-cgroup-patterns": _cgroup_patterns,
+    "sample-counters": _sample_counters,
 }
 
 

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
 __all__ = [
-    "COUNTER_FILES", "SNMP_TCP_FIELDS", "SOCKSTAT_FIELDS", "SYSCTL", "TCP_EXT_FIELDS",
-    "RawCounters", "Reader", "counter_table", "netstat_counters", "parse_ints", "read_counters",
-    "read_int", "read_ints", "read_text", "read_texts", "sockstat_table", "sysctl", "sysctl_int",
-    "sysctl_path",
+    "COUNTER_FILES", "COUNTER_SYSCTLS", "SNMP_TCP_FIELDS", "SOCKSTAT_FIELDS", "SOCKSTAT_HOST_WIDE",
+    "SYSCTL", "TCP_EXT_FIELDS", "RawCounters", "Reader", "counter_table", "netstat_counters",
+    "parse_ints", "read_counters", "read_int", "read_ints", "read_text", "read_texts",
+    "sockstat_table", "sysctl", "sysctl_int", "sysctl_path",
 ]
 
 #: Where sysctls live; ``sysctl("net.ipv4.tcp_syncookies")`` reads SYSCTL + "net/ipv4/...".
@@ -163,17 +163,23 @@ class RawCounters(NamedTuple):
     conntrack_max: int | None
 
 
-#: The sysctls a sample reads next to the /proc/net files.
-_COUNTER_SYSCTLS: Final = (
-    "net.ipv4.tcp_mem", "net.ipv4.tcp_max_orphans", "net.ipv4.tcp_max_tw_buckets",
-    "net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse", "net.netfilter.nf_conntrack_count",
-    "net.netfilter.nf_conntrack_max",
-)
+#: The sysctls a sample reads next to the /proc/net files, and where each one lives.
+COUNTER_SYSCTLS: Final = {
+    "net.ipv4.tcp_mem": "initial namespace only",
+    "net.ipv4.tcp_max_orphans": "initial namespace only",
+    "net.ipv4.tcp_max_tw_buckets": "per namespace",
+    "net.ipv4.ip_local_port_range": "per namespace",
+    "net.ipv4.tcp_tw_reuse": "per namespace",
+    "net.netfilter.nf_conntrack_count": "per namespace",
+    "net.netfilter.nf_conntrack_max": "host-wide (read-only in other namespaces)",
+}
+#: /proc/net/sockstat TCP fields the kernel keeps for the whole host, not per namespace.
+SOCKSTAT_HOST_WIDE: Final = frozenset({"orphan", "alloc", "mem"})
 #: Every file ``read_counters`` reads, in the order it asks its reader for them.
 COUNTER_FILES: Final = (
     "/proc/thread-self/net/netstat", "/proc/thread-self/net/snmp",
     "/proc/thread-self/net/sockstat",
-    *(SYSCTL + name.replace(".", "/") for name in _COUNTER_SYSCTLS),
+    *(SYSCTL + name.replace(".", "/") for name in COUNTER_SYSCTLS),
 )
 
 
@@ -190,7 +196,7 @@ def read_counters(read: Reader = read_texts) -> RawCounters:
     if len(texts) != len(COUNTER_FILES):
         raise ValueError(f"the reader returned {len(texts)} texts for {len(COUNTER_FILES)} files")
     netstat, snmp, sockstat = texts[:3]
-    sysctls = dict(zip(_COUNTER_SYSCTLS, texts[3:], strict=True))
+    sysctls = dict(zip(COUNTER_SYSCTLS, texts[3:], strict=True))
     ext = counter_table(netstat, "TcpExt") if netstat is not None else {}
     tcp = counter_table(snmp, "Tcp") if snmp is not None else {}
     stat = sockstat_table(sockstat) if sockstat is not None else {}

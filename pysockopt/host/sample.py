@@ -400,7 +400,7 @@ def _rates(earlier: Sample, later: Sample) -> Rates:
             if value is None or before is None:
                 continue
             key = f"{table}.{name}"
-            if key in _GAUGES:
+            if key in GAUGES:
                 gauges[key] = _change(value - before, seconds)
             else:
                 counters[key] = _change(counter_delta(before, value)[0], seconds)
@@ -420,7 +420,8 @@ def _rates(earlier: Sample, later: Sample) -> Rates:
         MappingProxyType(_syn_recv(earlier, later, seconds) if detail else {}))
 
 
-_GAUGES: Final = frozenset({"Tcp.CurrEstab"})
+#: Entries of the TcpExt and Tcp tables that are gauges, not counters.
+GAUGES: Final = frozenset({"Tcp.CurrEstab"})
 
 
 def _change(delta: int, seconds: float) -> Change:
