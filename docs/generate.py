@@ -300,7 +300,7 @@ def _sample_counters() -> str:
     for name, scope in _host.COUNTER_SYSCTLS.items():
         rows.append((f"`{name}`", "/proc/sys", "gauge" if name.endswith("_count") else "limit",
                      scope))
-    return _table(["name (Rates key)", "read from", "kind", "scope"], rows)
+    return _table(["name", "read from", "kind", "scope"], rows)
 
 
 GENERATORS: dict[str, Callable[[], str]] = {

@@ -112,6 +112,11 @@ def test_counters_equal_nstat_and_proc_for_the_same_moment(netns_pair: NetnsPair
     expected = {k: int(v) for k, v in zip(words[::2], words[1::2], strict=True)}
     for name in ("inuse", "tw"):  # orphan, alloc and mem are host-wide: they move
         assert ours.sockstat[name] == expected[name], name
+    # Where each sysctl lives, as the docs table says (_host.COUNTER_SYSCTLS).
+    for name, scope in _host.COUNTER_SYSCTLS.items():
+        path = "/proc/sys/" + name.replace(".", "/")
+        there = subprocess.run(["ip", "netns", "exec", netns_pair.a, "test", "-e", path])
+        assert (there.returncode == 0) == (scope != "initial namespace only"), name
     # Per namespace: tcp_mem and tcp_max_orphans exist only in the initial namespace.
     assert ours.tcp_mem is None and ours.tcp_max_orphans is None
     assert ours.tcp_max_tw_buckets == int(_cat(netns_pair.a,
