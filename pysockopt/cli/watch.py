@@ -279,8 +279,8 @@ def frame(view: View, width: int, height: int) -> list[str]:
     if not finding_rows:
         finding_rows = ["(none)"]
 
-    # Lay out: the title, then sections while room is left; the findings get what remains,
-    # at least two lines (heading + one).
+    # Lay out: the title, then sections while room is left; the findings keep up to a
+    # quarter of the screen (at least heading + one line) and get whatever remains.
     sections: list[tuple[str, list[str]]] = [
         (head, state_rows),
         ("", [counters]),
@@ -288,7 +288,7 @@ def frame(view: View, width: int, height: int) -> list[str]:
         (f"{'CLOSE_WAIT OWNER':<40}{'COUNT':>8}{'GROWTH':>12}", owners),
     ]
     lines = [title]
-    budget = height - 1 - 2  # keep two lines for the findings
+    budget = height - 1 - min(len(finding_rows) + 1, max(2, height // 4))
     for heading, rows in sections:
         if not rows or budget <= 0:
             continue
