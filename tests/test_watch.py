@@ -266,3 +266,18 @@ def test_live_view_in_a_terminal(tmux: tuple[str, pathlib.Path]) -> None:
         assert "Traceback" not in after and "problem(s) seen" in after
         assert "CLOSE_WAIT_GROWING" in after
         assert "pysockopt watch" in after  # the last frame is left on the normal screen
+
+
+def test_findings_keep_room_on_a_full_screen() -> None:
+    with Pile() as pile:
+        pile.established(2)
+        pile.close_wait(3)
+        view = _view_of(pile.port, 2)
+    assert view.diagnosis is not None
+    many = tuple(pysockopt.Finding(f"CODE_{i}", pysockopt.Severity.WARNING, f"finding {i}", (),
+                                   "-") for i in range(8))
+    view.update(dataclasses.replace(view.diagnosis, findings=many), None)
+    for height, least in ((24, 6), (12, 2)):
+        lines = frame(view, 80, height)
+        shown = [line for line in lines if " CODE_" in line]
+        assert len(lines) <= height and len(shown) >= least, (height, lines)
