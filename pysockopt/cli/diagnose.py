@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from typing import TextIO
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ._common import EXIT_FOUND, EXIT_OK, command, emit_json, port_arg
-from .netns import add_netns_args, header, per_netns, write_notes
+from .netns import Grouped, add_netns_args, header, per_netns, write_notes
+
+if TYPE_CHECKING:
+    from ..host.model import Diagnosis
 
 
 def _diagnose_args(p: argparse.ArgumentParser) -> None:
     port_arg(p)
-    add_netns_args(p)
     p.add_argument("--interval", type=seconds, metavar="S",
                    help="take two samples S seconds apart and add the rules that need time "
                         "(growing CLOSE_WAIT, drops now, ports running out, ...)")
+    add_netns_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -29,13 +34,36 @@ def seconds(text: str) -> float:
     return value
 
 
+def _runner(args: argparse.Namespace) -> Callable[[Any], Diagnosis]:
+    from ..host import diagnose
+
+    return lambda ns: diagnose(port=args.port, interval=args.interval, netns=ns)
+
+
+def _sampled(args: argparse.Namespace) -> Grouped[Diagnosis] | None:
+    """--interval with --netns/--all-netns: one wait for every namespace, not one each."""
+    from ..host import diagnose, sample
+
+    firsts = per_netns(args, lambda ns: sample(port=args.port, netns=ns))
+    if firsts is None:
+        return None
+    earlier = {ns.inode: s for ns, s in firsts.results}
+    time.sleep(args.interval)
+
+    def run(ns: Any) -> Diagnosis:
+        before = earlier.get(ns.inode)
+        if before is None:  # appeared in between: its own two samples
+            return diagnose(port=args.port, interval=args.interval, netns=ns)
+        return diagnose(port=args.port, earlier=before, netns=ns)
+
+    return per_netns(args, run)
+
+
 @command("diagnose", "find CLOSE_WAIT leaks, SYN floods, full accept queues, TIME_WAIT "
          "pressure, dead peers", _diagnose_args)
 def _diagnose(args: argparse.Namespace, out: TextIO) -> int:
-    from ..host import diagnose
-
-    grouped = per_netns(args, lambda ns: diagnose(port=args.port, interval=args.interval,
-                                                  netns=ns))
+    run = _runner(args)
+    grouped = per_netns(args, run) if args.interval is None else _sampled(args)
     if grouped is not None:
         ok = all(d.ok for _, d in grouped.results)
         if args.json:
@@ -48,7 +76,7 @@ def _diagnose(args: argparse.Namespace, out: TextIO) -> int:
                       f"{problems} with problems.\n")
             write_notes(out, grouped)
         return EXIT_OK if ok else EXIT_FOUND
-    result = diagnose(port=args.port, interval=args.interval)
+    result = run(None)
     if args.json:
         emit_json(out, result.as_dict())
     else:

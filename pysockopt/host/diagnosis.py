@@ -18,7 +18,7 @@ from .connections import Connection, connections
 from .model import Diagnosis, HostFacts, Thresholds
 from .namespaces import Entered, NetnsArg, opened, read_files, resolve
 from .rules import RULES, Snapshot
-from .sample import Counters, Sample, of_connections, sample
+from .sample import Sample, of_connections, read_counters, sample
 
 __all__ = ["diagnose", "host_facts"]
 
@@ -90,9 +90,9 @@ def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None,
     names. With ``interval`` (seconds), a first sample is taken, then after ``interval``
     the snapshot, and the rules that need time (growing CLOSE_WAIT, drops now, ports
     running out...) compare the two; ``earlier`` gives that first sample instead (taken
-    with the same ``port``; ``pysockopt watch`` passes its previous one). Findings come
-    worst first. Sees the calling thread's network namespace, or ``netns`` (as in
-    ``connections``): the Diagnosis and each Finding then carry that NetNamespace.
+    with the same ``port`` and ``netns``; ``pysockopt watch`` passes its previous one).
+    Findings come worst first. Sees the calling thread's network namespace, or ``netns``
+    (as in ``connections``): the Diagnosis and each Finding then carry that NetNamespace.
     """
     t = Thresholds() if thresholds is None else thresholds
     if not isinstance(t, Thresholds):
@@ -105,14 +105,14 @@ def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None,
         raise TypeError(f"earlier must be a Sample, not {type(earlier).__name__}")
     ns = resolve(netns)
     if interval is not None and earlier is None:
-        earlier = sample(port=port)
+        earlier = sample(port=port, netns=ns)
         time.sleep(max(0.0, earlier.time + interval - time.monotonic()))
     start, wall = time.monotonic(), time.time()
     conns = connections(port=port, with_info=True, netns=ns)
     by_state: dict[TcpState, list[Connection]] = defaultdict(list)
     for c in conns:
         by_state[c.state].append(c)
-    now = of_connections(conns, Counters.read(), port=port, start=start, wall=wall)
+    now = of_connections(conns, read_counters(ns), port=port, start=start, wall=wall)
     rates = None if earlier is None else now.rates(earlier)
     snap = Snapshot(conns, by_state, host_facts(netns=ns), now, rates)
     findings = [f for rule in RULES for f in rule.check(rule, snap, t)]

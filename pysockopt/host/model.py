@@ -163,10 +163,10 @@ class HostFacts:
 class Diagnosis:
     """What ``diagnose()`` saw: state counts, host facts and the findings, worst first.
 
-    ``netns``: the network namespace looked at, when not the caller's own.
-    ``interval``: the seconds between the two samples the time rules compared (None: one
-    snapshot, no time rules). ``sample``: this moment's Sample (counts, listeners, host
-    counters), to compare a later one with (``diagnose(earlier=d.sample)``).
+    ``netns``: the network namespace looked at, when not the caller's own. ``interval``: the
+    seconds between the two samples the time rules compared (None: one snapshot, no time
+    rules). ``sample``: this moment's Sample (counts, listeners, host counters), to compare
+    a later one with (``diagnose(earlier=d.sample)``).
     """
 
     findings: tuple[Finding, ...]

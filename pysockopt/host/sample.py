@@ -28,6 +28,7 @@ from .._format import endpoint
 from ..errors import InvalidConfigError
 from ..tcpinfo import TcpState
 from .connections import Connection, connections, state_counts
+from .namespaces import Entered, NetnsArg, opened, read_files
 
 __all__ = [
     "Change",
@@ -39,6 +40,7 @@ __all__ = [
     "PortUse",
     "Rates",
     "Sample",
+    "read_counters",
     "sample",
 ]
 
@@ -189,27 +191,45 @@ def _listener_dict(c: Connection) -> dict[str, object]:
             "drops": c.drops, "inode": c.inode}
 
 
-def sample(*, port: int | None = None, detail: bool = True) -> Sample:
+def sample(*, port: int | None = None, detail: bool = True, netns: NetnsArg = None) -> Sample:
     """Take one Sample of the host's TCP sockets and counters, now.
 
     ``port``: only sockets whose local or remote port is ``port`` (the counters are the
     whole network namespace's regardless). ``detail=False`` skips the per-socket decoding
     (no close_wait, syn_recv, ports): counts are made in C, listeners dumped on their own,
-    and nothing costs a Python object per socket. Sees the calling thread's namespace.
+    and nothing costs a Python object per socket. Sees the calling thread's namespace, or
+    ``netns`` (as in ``connections``), counters included: they are read from inside it.
+    Compare only samples taken with the same ``port`` and ``netns``.
     """
     if not isinstance(detail, bool):
         raise InvalidConfigError("detail", detail, "True or False")
     start = time.monotonic()
     wall = time.time()
     if detail:
-        conns = connections(port=port)
-        counters = Counters.read()
-        return of_connections(conns, counters, port=port, start=start, wall=wall)
-    counts = state_counts(port=port)
-    listeners = tuple(connections(states=TcpState.LISTEN, port=port))
-    counters = Counters.read()
+        conns = connections(port=port, netns=netns)
+        return of_connections(conns, read_counters(netns), port=port, start=start, wall=wall)
+    counts = state_counts(port=port, netns=netns)
+    listeners = tuple(connections(states=TcpState.LISTEN, port=port, netns=netns))
+    counters = read_counters(netns)
     return Sample((start + time.monotonic()) / 2, wall, port,
                   MappingProxyType(dict(sorted(counts.items()))), listeners, counters)
+
+
+def read_counters(netns: NetnsArg = None) -> Counters:
+    """Read the host counters of the caller's namespace, or of ``netns`` from inside it."""
+    with opened(netns) as target:
+        if target is None:
+            return Counters.read()
+        return Counters.read(_reader(target))
+
+
+def _reader(target: Entered) -> _host.Reader:
+    def read(paths: Sequence[str]) -> list[str | None]:
+        # One native thread in the namespace reads them all; a file it lacks is None.
+        return [t.decode("ascii", "replace") if isinstance(t, bytes) else None
+                for t in read_files(target, paths)]
+
+    return read
 
 
 def of_connections(conns: Sequence[Connection], counters: Counters, *, port: int | None,
