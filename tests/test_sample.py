@@ -9,6 +9,7 @@ static pile of the same size.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from waiting import wait_for
 
 import pysockopt
 from pysockopt import Counters, Diagnosis, Finding, Sample, Severity, TcpState, Thresholds, _host
+from pysockopt.cli import main as cli_main
 from pysockopt.host.diagnosis import host_facts
 from pysockopt.host.rules import RULES, Snapshot
 from pysockopt.host.sample import counter_delta
@@ -635,3 +637,52 @@ def test_aborts_on_data_live_in_a_namespace(netns_pair: NetnsPair) -> None:
     (f,) = _found(d, "ABORTS")
     assert _evidence(f)["TCPAbortOnData"] == aborted == 12
     assert f.severity == Severity.INFO and "after close()" in f.summary
+
+
+# --- another namespace, from this thread (netns=)
+
+
+def test_sample_and_rates_of_another_namespace(netns_pair: NetnsPair) -> None:
+    # The caller's thread never enters: the counters are read by a native thread in there.
+    pile = netns_pair.in_ns("a", lambda: Pile())
+    try:
+        netns_pair.in_ns("a", lambda: pile.established(2))
+        s0 = pysockopt.sample(netns=netns_pair.a)
+        inside = netns_pair.in_ns("a", Counters.read)
+        assert s0.counters.tcp == inside.tcp and s0.counters.tcp_ext == inside.tcp_ext
+        assert s0.counters.tcp["ActiveOpens"] == 2 and s0.counters.tcp_mem is None
+        assert s0.counts == {TcpState.ESTABLISHED: 4, TcpState.LISTEN: 1}
+        assert s0.counters.tcp != Counters.read().tcp  # not this namespace's
+        light = pysockopt.sample(netns=netns_pair.a, detail=False)
+        assert light.counts == s0.counts and light.counters.tcp["ActiveOpens"] == 2
+        leak = close_wait_leak(pile)
+        netns_pair.in_ns("a", leak.__enter__)  # its thread starts in there
+        try:
+            d = pysockopt.diagnose(netns=netns_pair.a, interval=1.0)
+        finally:
+            leak.__exit__(None, None, None)
+        (f,) = _found(d, "CLOSE_WAIT_GROWING")
+        assert f.netns is not None and f.netns.name == netns_pair.a
+        assert d.interval is not None and d.sample is not None
+        assert d.sample.counters.tcp["ActiveOpens"] > 2
+    finally:
+        pile.close()
+
+
+def test_cli_diagnose_interval_in_another_namespace(netns_pair: NetnsPair) -> None:
+    pile = netns_pair.in_ns("a", lambda: Pile())
+    try:
+        netns_pair.in_ns("a", lambda: pile.close_wait(2))
+        out = io.StringIO()
+        status = cli_main(["diagnose", "--interval", "0.5", "--netns", netns_pair.a, "--json"],
+                          out=out)
+        data = json.loads(out.getvalue())
+        (entry,) = data["namespaces"]
+        assert entry["netns"]["name"] == netns_pair.a and status in (0, 1)
+        d = entry["diagnosis"]
+        assert d["interval"] >= 0.5 and d["counts"]["CLOSE_WAIT"] == 2
+        human = io.StringIO()
+        cli_main(["diagnose", "--interval", "0.3", "--netns", netns_pair.a], out=human)
+        assert "Rates measured over" in human.getvalue()
+    finally:
+        pile.close()

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from netns import NetnsPair
 from paced import close_wait_leak
 from sockpiles import Pile
 from waiting import wait_for
@@ -281,3 +282,28 @@ def test_findings_keep_room_on_a_full_screen() -> None:
         lines = frame(view, 80, height)
         shown = [line for line in lines if " CODE_" in line]
         assert len(lines) <= height and len(shown) >= least, (height, lines)
+
+
+# --- other namespaces
+
+
+def test_ndjson_of_another_namespace_and_of_all(netns_pair: NetnsPair) -> None:
+    pile = netns_pair.in_ns("a", lambda: Pile())
+    try:
+        netns_pair.in_ns("a", lambda: pile.established(3))
+        r = subprocess.run(_watch("--netns", netns_pair.a, "--count", "2", "--interval", "0.3"),
+                           capture_output=True, text=True, env=_env(), timeout=60)
+        assert r.returncode in (0, 1), r.stderr
+        records = [json.loads(line) for line in r.stdout.splitlines()]
+        assert [rec["counts"] for rec in records] == [{"ESTABLISHED": 6, "LISTEN": 1}] * 2
+        assert records[0]["counters"]["Tcp"]["ActiveOpens"] == 3
+        r = subprocess.run(_watch("--all-netns", "--count", "2", "--interval", "0.3"),
+                           capture_output=True, text=True, env=_env(), timeout=120)
+        assert r.returncode in (0, 1), r.stderr
+        lines = [json.loads(line) for line in r.stdout.splitlines()]
+        ours = [rec for rec in lines if rec["netns"].get("name") == netns_pair.a
+                and "counts" in rec]
+        assert len(ours) == 2 and ours[1]["rates"] is not None
+        assert ours[0]["counts"] == {"ESTABLISHED": 6, "LISTEN": 1}
+    finally:
+        pile.close()

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import os
 import re
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,10 +26,12 @@ from typing import Final, TextIO
 
 from .._format import printable
 from ..host.model import Diagnosis, Finding, Severity
+from ..host.namespaces import NetNamespace
 from ..host.sample import Rates, Sample
 from ..tcpinfo import TcpState
-from ._common import EXIT_FOUND, EXIT_OK, command, port_arg
+from ._common import EXIT_ERROR, EXIT_FOUND, EXIT_OK, command, port_arg
 from .diagnose import seconds
+from .netns import add_netns_args, netns_value
 
 __all__ = ["Screen", "View", "frame", "sparkline"]
 
@@ -42,6 +46,7 @@ def _watch_args(p: argparse.ArgumentParser) -> None:
                    help="seconds between samples (default 1)")
     p.add_argument("--count", type=_positive, metavar="N", help="stop after N samples")
     port_arg(p)
+    add_netns_args(p)
     p.add_argument("--json", action="store_true",
                    help="one JSON object per sample per line (the default when not a terminal)")
 
@@ -60,9 +65,18 @@ def _positive(text: str) -> int:
          "CLOSE_WAIT owners, findings as they appear", _watch_args)
 def _watch(args: argparse.Namespace, out: TextIO) -> int:
     from ..host import diagnose
+    from ..host.namespaces import resolve
 
     live = not args.json and out.isatty()
-    view = View(args.interval, args.port)
+    if args.all_netns:
+        if live:
+            sys.stderr.write("pysockopt watch: --all-netns writes one JSON line per namespace "
+                             "and sample: add --json (or pipe it)\n")
+            return EXIT_ERROR
+        return _watch_all(args, out)
+    # Resolved once: a name or pid is looked up in a census of the host, not per sample.
+    netns = None if args.netns is None else resolve(netns_value(args.netns))
+    view = View(args.interval, args.port, None if netns is None else f"netns {netns.label}")
     screen = Screen(out) if live else None
     previous: Sample | None = None
     taken = 0
@@ -80,7 +94,7 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
                 beat = args.interval
                 delay = beat - (time.monotonic() - start) % beat
                 time.sleep(delay)
-            d = diagnose(port=args.port, earlier=previous)
+            d = diagnose(port=args.port, earlier=previous, netns=netns)
             taken += 1
             assert d.sample is not None
             rates = None if previous is None else d.sample.rates(previous)
@@ -110,6 +124,46 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _diagnose_in(port: int | None, previous: dict[int, Sample], ns: NetNamespace) -> Diagnosis:
+    from ..host import diagnose
+
+    return diagnose(port=port, netns=ns, earlier=previous.get(ns.inode))
+
+
+def _watch_all(args: argparse.Namespace, out: TextIO) -> int:
+    """--all-netns: every sample, one NDJSON line per namespace (with its ``netns``)."""
+    from ..host.namespaces import for_each_netns
+
+    previous: dict[int, Sample] = {}
+    views: dict[int, View] = {}
+    taken = 0
+    start = time.monotonic()
+    try:
+        while args.count is None or taken < args.count:
+            if taken:
+                time.sleep(args.interval - (time.monotonic() - start) % args.interval)
+            found = for_each_netns(functools.partial(_diagnose_in, args.port, previous))
+            taken += 1
+            seen = {}
+            for ns, d in found.results:
+                assert d.sample is not None
+                before = previous.get(ns.inode)
+                rates = None if before is None else d.sample.rates(before)
+                view = views.setdefault(ns.inode, View(args.interval, args.port,
+                                                      f"netns {ns.label}"))
+                view.update(d, rates)
+                out.write(json.dumps({"netns": ns.as_dict(), **record(d, rates, view)}) + "\n")
+                seen[ns.inode] = d.sample
+            for skipped in found.skipped:
+                out.write(json.dumps({"netns": skipped.netns.as_dict(),
+                                      "skipped": skipped.as_dict()}) + "\n")
+            out.flush()
+            previous = seen  # a namespace that went away is forgotten
+    except KeyboardInterrupt:
+        pass
+    return EXIT_FOUND if any(v.seen_problems for v in views.values()) else EXIT_OK
+
+
 # --- what the view remembers between samples
 
 
@@ -135,6 +189,7 @@ class View:
 
     interval: float
     port: int | None
+    netns: str | None = None
     samples: int = 0
     diagnosis: Diagnosis | None = None
     rates: Rates | None = None
@@ -240,9 +295,11 @@ def frame(view: View, width: int, height: int) -> list[str]:
         return []
     s = d.sample
     scope = "all ports" if view.port is None else f"port {view.port}"
+    if view.netns is not None:
+        scope += f"  {view.netns}"
     measured = "first sample" if r is None else f"rates over {r.seconds:.1f} s"
-    title = (f"pysockopt watch  {scope}  every {view.interval:g} s  {measured}  "
-             f"{_clock(s.wall)}  #{view.samples}")
+    title = printable(f"pysockopt watch  {scope}  every {view.interval:g} s  {measured}  "
+                      f"{_clock(s.wall)}  #{view.samples}")
 
     # States: the ones with sockets now, or that had some in the history.
     states = [st for st in sorted(view.history, key=lambda st: -max(view.history[st]))
