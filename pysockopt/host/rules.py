@@ -444,8 +444,9 @@ def _keepalive_defaults(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[F
 _PILE_GROUPS: Final = (
     "Sockets on a port with a listener are grouped by that port (server side); the others, "
     "each on an ephemeral port of its own (client side), by remote endpoint, and those left "
-    "by owning process (orphans no process holds: by local port), so a client leaking one "
-    "socket per connection is found too.")
+    "by owning process (by uid where the owner is not visible, e.g. another user's when not "
+    "root; orphans no process holds: by local port), so a client leaking one socket per "
+    "connection is found too.")
 
 RULES: Final[tuple[Rule, ...]] = (
     Rule("SYN_RECV_PILE", Severity.WARNING, "SYN_RECV pile per listener",
