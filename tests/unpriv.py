@@ -53,6 +53,7 @@ def as_unprivileged(fn: Callable[[], T], *, netns: str | None = None, uid: int =
     reason = unprivileged_reason()
     if reason:
         raise RuntimeError(reason)
+    _warm()  # the interpreter's own files may not be readable by that user
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -73,6 +74,12 @@ def as_unprivileged(fn: Callable[[], T], *, netns: str | None = None, uid: int =
     if isinstance(payload, BaseException):
         raise payload
     raise RuntimeError(f"in the unprivileged child:\n{payload}")
+
+
+def _warm() -> None:
+    """Import now what the code under test imports lazily (text codecs, on first open)."""
+    for name in ("ascii", "utf-8", "latin-1"):
+        codecs.lookup(name)
 
 
 def _child(fn: Callable[[], object], write_fd: int, netns: str | None, uid: int,
@@ -136,8 +143,7 @@ def free_descriptors(n: int) -> Iterator[None]:
     with /dev/null, then ``n`` are closed again. Import whatever the block needs first: an
     import opens files.
     """
-    for name in ("ascii", "utf-8", "latin-1"):  # text files open their codec lazily: an import
-        codecs.lookup(name)
+    _warm()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 32, hard))
     filler: list[int] = []
