@@ -8,6 +8,7 @@ clear error, never a wrong answer.
 
 from __future__ import annotations
 
+from . import _load  # noqa: F401  # first: a missing C core is explained, not just named
 from .errno import (
     Action,
     ErrnoInfo,

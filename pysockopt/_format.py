@@ -6,7 +6,9 @@ import socket
 from collections.abc import Sequence
 from typing import Protocol
 
-__all__ = ["count", "duration", "endpoint", "printable", "process", "processes"]
+__all__ = [
+    "count", "duration", "endpoint", "printable", "process", "processes", "ss_duration", "ss_timer",
+]
 
 
 class _Process(Protocol):
@@ -83,3 +85,31 @@ def duration(seconds: float) -> str:
     if seconds or not parts:
         parts.append(f"{seconds} s")
     return " ".join(parts)
+
+
+def ss_duration(ms: int) -> str:
+    """Write a timer's milliseconds as ``ss -o`` does: ``119min``, ``1min5sec``, ``9.501sec``.
+
+    As iproute2's print_ms_timer: minutes drop the milliseconds, ten minutes or more drop
+    the seconds, ten seconds or more drop the milliseconds; nothing left is ``0ms``.
+    """
+    ms = max(ms, 0)
+    minutes, secs, msecs = ms // 60000, ms // 1000 % 60, ms % 1000
+    text = ""
+    if minutes:
+        msecs = 0
+        text = f"{minutes}min"
+        if minutes > 9:
+            secs = 0
+    if secs:
+        if secs > 9:
+            msecs = 0
+        text += f"{secs}{'.' if msecs else 'sec'}"
+    if msecs:
+        text += f"{msecs:03d}{'sec' if secs else 'ms'}"
+    return text or "0ms"
+
+
+def ss_timer(label: str, ms: int, retrans: int) -> str:
+    """Write a pending timer as ``ss -o`` does, without its ``timer:``: ``keepalive(119min,0)``."""
+    return f"{label}({ss_duration(ms)},{retrans})"

@@ -67,6 +67,9 @@ class TcpState(IntEnum):
     NEW_SYN_RECV = 12
     BOUND_INACTIVE = 13
 
+    def __str__(self) -> str:
+        return self.name  # print(info.state) shows ESTABLISHED, not the IntEnum's 1
+
     @property
     def label(self) -> str:
         """The netstat spelling, e.g. ``"FIN_WAIT2"``."""

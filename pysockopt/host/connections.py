@@ -57,6 +57,9 @@ class Timer(IntEnum):
     TIME_WAIT = 3
     ZERO_WINDOW_PROBE = 4
 
+    def __str__(self) -> str:
+        return self.name  # print(conn.timer) shows KEEPALIVE, not the IntEnum's 2
+
     @property
     def label(self) -> str:
         """The spelling ``ss -o`` uses: ``on``, ``keepalive``, ``timewait``, ``persist``."""

@@ -34,7 +34,7 @@ class Severity(IntEnum):
         return self.name.lower()
 
     def __str__(self) -> str:
-        return self.name
+        return self.name  # print(finding.severity) shows WARNING, not the IntEnum's 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,8 +160,9 @@ def _syn_recv(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
             advice = ("tcp_syncookies is 0: set net.ipv4.tcp_syncookies=1 so a full SYN queue "
                       "still lets real clients in. " + advice)
         yield rule.finding(
-            f"{len(conns)} half-open handshakes (SYN_RECV) on port {port} from {sources} "
-            f"addresses" + (", the SYN queue is full" if full else ""),
+            f"{count(len(conns), 'half-open handshake')} (SYN_RECV) on port {port} from "
+            f"{count(sources, 'address', 'addresses')}"
+            + (", the SYN queue is full" if full else ""),
             evidence, port=port, sockets=conns, advice=advice,
             severity=Severity.CRITICAL if full else None)
 
@@ -178,7 +179,7 @@ def _accept_queue(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding
             evidence.append(("drops", c.drops))
         evidence.append(("somaxconn", _show(snap.host.somaxconn)))
         yield rule.finding(
-            f"listener {c.local} has {c.rqueue} connections waiting for accept() "
+            f"listener {c.local} has {count(c.rqueue, 'connection')} waiting for accept() "
             f"(backlog {backlog}): the application is not accepting",
             evidence, port=c.local_port, sockets=[c], processes=_owners(snap, [c]),
             severity=Severity.CRITICAL if c.rqueue >= backlog else Severity.WARNING)
@@ -276,7 +277,7 @@ def _pile(state: TcpState, limit: str) -> Callable[[Rule, Snapshot, Thresholds],
                 (state.label.lower(), len(conns)), ("grouped_by", grouped_by), *extra,
                 ("remote_addresses", len(peers)), *_queues(state, conns)]
             return rule.finding(
-                f"{len(conns)} {state.label} sockets {where}{_who(procs, hidden)}",
+                f"{count(len(conns), state.label + ' socket')} {where}{_who(procs, hidden)}",
                 evidence, port=port, sockets=conns, processes=procs,
                 severity=Severity.CRITICAL if len(conns) >= 10 * threshold else None)
 
@@ -397,8 +398,8 @@ def _retransmitting(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Findi
         if worst.info is not None and worst.info.last_ack_recv is not None:
             evidence.append(("last_ack_recv_ms", worst.info.last_ack_recv))
         yield rule.finding(
-            f"{len(conns)} connection(s) to {address} retransmitting "
-            f"({worst.retrans} times in a row): the peer does not answer",
+            f"{count(len(conns), 'connection')} to {address} retransmitting "
+            f"({count(worst.retrans, 'time')} in a row): the peer does not answer",
             evidence, port=worst.local_port, sockets=conns, processes=_owners(snap, conns))
 
 
@@ -424,7 +425,7 @@ def _idle_no_keepalive(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Fi
     if ka is not None:
         evidence.append(("host_keepalive_detection_s", ka.detection_time))
     yield rule.finding(
-        f"{len(suspects)} ESTABLISHED connection(s) silent for over "
+        f"{count(len(suspects), 'ESTABLISHED connection')} silent for over "
         f"{t.idle_seconds} s with no keepalive: half-open suspects",
         evidence, port=port if len(ports) == 1 else None, sockets=suspects,
         processes=_owners(snap, suspects))
