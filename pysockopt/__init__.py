@@ -41,6 +41,7 @@ from .host import (
     Severity,
     Thresholds,
     Timer,
+    Unseen,
     connections,
     diagnose,
     processes_of,
@@ -121,6 +122,7 @@ __all__ = [
     "Finding",
     "Severity",
     "Thresholds",
+    "Unseen",
     "diagnose",
     # network namespaces and containers
     "CGROUP_PATTERNS",
