@@ -9,9 +9,9 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 from sockpiles import Pile
+from waiting import wait_for
 
 import pysockopt
 from pysockopt import KeepaliveConfig, Severity, Thresholds, Timer, apply_keepalive, diagnose
@@ -166,16 +166,21 @@ def test_usage_errors_speak_in_options() -> None:
 def test_timers_print_like_ss(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
     client, _server = tcp_pair
     apply_keepalive(client, KeepaliveConfig(7200, 75, 9))
-    time.sleep(0.1)  # off the 120min mark: both reads below then fall in the same minute
     port, peer = client.getsockname()[1], client.getpeername()[1]
-    status, out, _ = _run("conns", "--port", str(port))
-    ours = [ln.split()[-1] for ln in out.splitlines()
-            if ln.split()[3:5] == [f"127.0.0.1:{port}", f"127.0.0.1:{peer}"]]
-    ss = subprocess.run(["ss", "-tanoH", f"( sport = :{port} and dport = :{peer} )"],
-                        capture_output=True, text=True, check=True).stdout
-    theirs = [w.removeprefix("timer:(").replace(",", "(", 1) for w in ss.split()
-              if w.startswith("timer:(")]
-    assert status == 0 and ours and ours == theirs
+
+    def both() -> list[str] | None:
+        status, out, _ = _run("conns", "--port", str(port))
+        assert status == 0
+        ours = [ln.split()[-1] for ln in out.splitlines()
+                if ln.split()[3:5] == [f"127.0.0.1:{port}", f"127.0.0.1:{peer}"]]
+        ss = subprocess.run(["ss", "-tanoH", f"( sport = :{port} and dport = :{peer} )"],
+                            capture_output=True, text=True, check=True).stdout
+        theirs = [w.removeprefix("timer:(").replace(",", "(", 1) for w in ss.split()
+                  if w.startswith("timer:(")]
+        # Read a moment apart: on the 120min mark one may say 120min, the other 119min.
+        return ours if ours and ours == theirs else None
+
+    ours = wait_for(both, 5, "pysockopt conns and ss showing the same timer")
     assert ours[0].startswith("keepalive(119min,") or ours[0].startswith("keepalive(120min,")
     assert [ss_duration(ms) for ms in (7_140_000, 65_500, 9_501, 12_000, 476, 0, 600_000)] == [
         "119min", "1min5sec", "9.501sec", "12sec", "476ms", "0ms", "10min"]

@@ -10,21 +10,14 @@ import os
 import pytest
 from netns import NetnsPair
 from sockpiles import Pile
-from unpriv import NOBODY, as_unprivileged, unprivileged_reason
+from unpriv import NOBODY, as_unprivileged
 
 import pysockopt
 from pysockopt import Diagnosis, TcpState, diagnose
 from pysockopt.cli import main
 from pysockopt.host.render import render_diagnosis  # noqa: F401  # imported before the drop
 
-pytestmark = pytest.mark.root
-
-
-@pytest.fixture(autouse=True)
-def _needs_root() -> None:
-    reason = unprivileged_reason()
-    if reason:
-        pytest.skip(reason)
+pytestmark = pytest.mark.root  # dropping to another user needs root; skipped without it
 
 
 def _diagnose() -> Diagnosis:
