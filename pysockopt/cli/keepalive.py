@@ -26,6 +26,17 @@ def _probes(text: str) -> int:
     return value
 
 
+def _in_options(err: InvalidConfigError, seconds: float, probes: int) -> str:
+    """Say a for_detection() refusal with the options: ``--detect 2: must be at least ...``."""
+    why = str(err).partition(f"allowed: {err.allowed}")[2].lstrip(": ")
+    allowed = err.allowed.split(" for ")[0]
+    if err.field == "count":
+        text = f"--count {probes}: must be {allowed} for --detect {seconds:g}"
+    else:
+        text = f"--detect {seconds:g}: must be {allowed} s with {count(probes, 'probe')}"
+    return text + (f" ({why})" if why else "")
+
+
 def _keepalive_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect", action=checked(_seconds), metavar="SECONDS",
                    help="print a config that declares a silent peer dead within SECONDS")
@@ -44,12 +55,7 @@ def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
         try:
             config = KeepaliveConfig.for_detection(args.detect, count=probes)
         except InvalidConfigError as err:
-            if err.field == "count":
-                raise UsageError(f"--count {probes}: must be {err.allowed}") from err
-            allowed = err.allowed.split(" for ")[0]
-            raise UsageError(f"--detect {args.detect:g}: must be {allowed} s with "
-                             f"{count(probes, 'probe')} (at least 1 s of idle plus 1 s per "
-                             "probe)") from err
+            raise UsageError(_in_options(err, args.detect, probes)) from err
         if args.json:
             emit_json(out, {
                 "idle": config.idle, "interval": config.interval, "count": config.count,
