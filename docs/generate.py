@@ -119,7 +119,7 @@ def _all() -> str:
 
 _UNITS = {
     "us": "µs",
-    "ms": "ms ago",
+    "ms": "ms",  # a duration: the meaning says since when (last_*) or of what (a total)
     "bytes": "bytes",
     "bytes/s": "bytes/s",
     "segments": "segments",
@@ -145,6 +145,11 @@ def _kernel(f: TcpInfoField) -> str:
     return f"{f.kernel} to {f.until}" if f.until else f.kernel
 
 
+def _release(version: str) -> tuple[int, ...]:
+    """``"4.10"`` -> ``(4, 10)``: kernel versions in release order, not string order."""
+    return tuple(int(part) for part in version.split("."))
+
+
 def _tcpinfo_fields() -> str:
     """Return the Markdown field table, one row per field of every known layout."""
     rows = [
@@ -157,10 +162,17 @@ def _tcpinfo_fields() -> str:
             meaning += f" (from {f.until} these bytes are laid out differently, see below)"
         rows.append(f"| `{f.name}` | {_where(f)} | `{f.ctype}` | {_UNITS[f.unit]} "
                     f"| {_kernel(f)} | {meaning} |")
-    sizes: dict[str, int] = {}
-    for f in TCP_INFO_FIELDS:
-        sizes[f.kernel] = max(sizes.get(f.kernel, 0), f.end)
-    growth = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+    # The struct only grows: after each kernel it is as long as the furthest field that kernel
+    # or an earlier one added. A kernel that only filled spare bits (5.5 in byte 7) or re-laid
+    # out bytes already there (7.0) did not change the length: no step of its own.
+    growth_steps: list[str] = []
+    size = 0
+    for kernel in sorted({f.kernel for f in TCP_INFO_FIELDS}, key=_release):
+        end = max(f.end for f in TCP_INFO_FIELDS if _release(f.kernel) <= _release(kernel))
+        if end > size:
+            size = end
+            growth_steps.append(f"{kernel}: {size}")
+    growth = ", ".join(growth_steps)
     return (
         "\n".join(rows)
         + f"\n\nBytes returned by kernel version (struct size after each step): {growth}. "

@@ -8,6 +8,7 @@ clear error, never a wrong answer.
 
 from __future__ import annotations
 
+from . import _load  # noqa: F401  # first: a missing C core is explained, not just named
 from .errno import (
     Action,
     ErrnoInfo,
@@ -40,6 +41,7 @@ from .host import (
     Severity,
     Thresholds,
     Timer,
+    Unseen,
     connections,
     diagnose,
     processes_of,
@@ -120,6 +122,7 @@ __all__ = [
     "Finding",
     "Severity",
     "Thresholds",
+    "Unseen",
     "diagnose",
     # network namespaces and containers
     "CGROUP_PATTERNS",

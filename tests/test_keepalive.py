@@ -619,7 +619,7 @@ def test_cli_keepalive_detect() -> None:
 def test_cli_bad_budget_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = _run("keepalive", "--detect", "2")
     assert code == 2
-    assert "seconds=2" in capsys.readouterr().err
+    assert "--detect 2: must be" in capsys.readouterr().err
 
 
 def test_cli_usage_error_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -100,4 +100,5 @@ def diagnose(
         findings = [dataclasses.replace(f, netns=ns) for f in findings]
     findings.sort(key=lambda f: -f.severity)  # stable: rule order within a severity
     counts = MappingProxyType({s: len(v) for s, v in sorted(by_state.items())})
-    return Diagnosis(tuple(findings), counts, snap.host, port, t, netns=ns)
+    return Diagnosis(tuple(findings), counts, snap.host, port, t, netns=ns,
+                     unseen=snap.owners.unseen())
