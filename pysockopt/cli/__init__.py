@@ -1,4 +1,4 @@
-"""The ``pysockopt`` command: keepalive, errno, states, conns, diagnose.
+"""The ``pysockopt`` command: keepalive, errno, states, conns, diagnose, exporter.
 
 Human-readable tables by default, ``--json`` for machines. Exit status: 0 when all is well,
 1 when the command found problems, 2 on usage or runtime errors (like grep and diff). Each
@@ -16,7 +16,14 @@ from typing import TextIO
 
 from .. import __version__
 from ..errors import InvalidConfigError
-from . import diagnose, errno, keepalive, netns, sockets  # noqa: F401  # each registers its commands
+from . import (  # noqa: F401  # each registers its commands
+    diagnose,
+    errno,
+    exporter,
+    keepalive,
+    netns,
+    sockets,
+)
 from ._common import COMMANDS, EXIT_ERROR, EXIT_OK
 
 __all__ = ["build_parser", "main"]
