@@ -143,7 +143,7 @@ _WORD: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
 def snake(kernel_name: str) -> str:
-    """Return a kernel counter name in snake case: ``TCPAbortOnTimeout`` -> ``tcp_abort_on_timeout``."""
+    """Return a kernel counter name in snake case (``TCPSynRetrans``: ``tcp_syn_retrans``)."""
     return _WORD.sub("_", kernel_name).lower()
 
 
@@ -244,7 +244,7 @@ class TimeWaitGroup(NamedTuple):
     remote_address: str
     remote_port: int
     local_port: int
-    count: int
+    sockets: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,12 +365,14 @@ def _dump(options: _Options, listeners: Sequence[Connection], low: int,
         rc = lib.pso_tally(sink, spec, tally)
         if rc:
             raise os_error(rc, "tallying the sock_diag dump")
-        counts = {s: int(raw[s]) for s in STATE_LABELS if s != TcpState.LISTEN}
+        counts: dict[TcpState, int] = {s: int(raw[s]) for s in STATE_LABELS
+                                       if s != TcpState.LISTEN}
         counts[TcpState.LISTEN] = len(listeners)
         port_counts: dict[int, dict[TcpState, int]] = {}
         for i, p in enumerate(options.ports):
             row = tally.port_counts[i]
-            per = {s: int(row[s]) for s in STATE_LABELS if s != TcpState.LISTEN}
+            per: dict[TcpState, int] = {s: int(row[s]) for s in STATE_LABELS
+                                        if s != TcpState.LISTEN}
             per[TcpState.LISTEN] = sum(1 for c in listeners if c.local_port == p)
             port_counts[p] = per
         size = high - low + 1 if high else 0
@@ -450,12 +452,12 @@ def _findings(listeners: Sequence[Connection], kept: Sequence[Connection],
     if size:
         tw: list[Connection] = []
         for g in groups:
-            if g.count / size < t.time_wait_ratio:
+            if g.sockets / size < t.time_wait_ratio:
                 break  # largest first
             example = Connection(g.family, TcpState.TIME_WAIT, g.source, g.local_port,
                                  g.remote_address, g.remote_port, 0, 0, 0, 0,
                                  Timer.TIME_WAIT, 0, 0)
-            tw += [example] * g.count
+            tw += [example] * g.sockets
         if tw:
             by_state[TcpState.TIME_WAIT] = tw
     conns = [c for v in by_state.values() for c in v]
@@ -564,20 +566,20 @@ def _fill(fams: Mapping[str, object], scan: _Scan, options: _Options, errors: in
         q[1] = None if c.wqueue is None or q[1] is None else q[1] + c.wqueue
         q[2] = None if c.drops is None or q[2] is None else q[2] + c.drops
     for (address, port), (queue, backlog, drops) in sorted(queues.items()):
-        key = [address, str(port)]
-        add("pysockopt_tcp_listen_queue_length", key, queue or 0)
+        where = [address, str(port)]
+        add("pysockopt_tcp_listen_queue_length", where, queue or 0)
         if backlog is not None:
-            add("pysockopt_tcp_listen_backlog", key, backlog)
+            add("pysockopt_tcp_listen_backlog", where, backlog)
         if drops is not None:
-            add("pysockopt_tcp_listen_drops_total", key, drops)
+            add("pysockopt_tcp_listen_drops_total", where, drops)
     for owner, n in (scan.close_wait_owners or {}).items():
         add("pysockopt_tcp_close_wait_owner_sockets", [owner], n)
     shown = 0
     for g in scan.time_wait[:options.top]:
         dest = f"[{g.remote_address}]:{g.remote_port}" if g.family == socket.AF_INET6 \
             else f"{g.remote_address}:{g.remote_port}"
-        add("pysockopt_tcp_time_wait_destination_sockets", [g.source, dest], g.count)
-        shown += g.count
+        add("pysockopt_tcp_time_wait_destination_sockets", [g.source, dest], g.sockets)
+        shown += g.sockets
     if scan.time_wait_total > shown:
         add("pysockopt_tcp_time_wait_destination_sockets", ["other", "other"],
             scan.time_wait_total - shown)

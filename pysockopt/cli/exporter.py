@@ -22,7 +22,7 @@ def _listen(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise InvalidConfigError("listen", text, "HOST:PORT, e.g. 127.0.0.1:9464 or [::1]:9464")
     host = host.removeprefix("[").removesuffix("]")
-    return host or "0.0.0.0", int(port)  # noqa: S104  # ":9464" asks for every address
+    return host or "0.0.0.0", int(port)  # ":9464" asks for every address
 
 
 def _ports(text: str) -> list[int]:
