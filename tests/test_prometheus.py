@@ -266,6 +266,31 @@ def test_findings_are_those_diagnose_finds(netns: str) -> None:
     assert got == expected
 
 
+@pytest.mark.root
+def test_time_wait_pressure_found_as_diagnose_finds_it(netns: str) -> None:
+    # 60 TIME_WAIT sockets to one destination hold 60% of a 100-port range: the finding
+    # comes from the C grouping here, from every socket in diagnose().
+    for key, value in (("ip_local_port_range", "40000 40099"), ("tcp_tw_reuse", "0")):
+        subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-q",
+                        f"net.ipv4.{key}={value}"], check=True)
+
+    def scene() -> None:
+        with Pile() as pile:
+            pile.time_wait(60)
+
+    in_ns(netns, scene)
+    expected = {(f.code, f.severity.label) for f in in_ns(netns, diagnose).findings}
+    text = in_ns(netns, lambda: prom.exposition().decode())
+    got = {(dict(labels)["code"], dict(labels)["severity"])
+           for (name, labels) in samples(text) if name == "pysockopt_finding"}
+    assert ("TIME_WAIT_PRESSURE", "warning") in expected
+    assert got == expected
+    tw = {dict(labels)["destination"]: v for (name, labels), v in samples(text).items()
+          if name == "pysockopt_tcp_time_wait_destination_sockets"}
+    assert list(tw.values()) == [60.0]
+    assert samples(text)[("pysockopt_tcp_ephemeral_ports", ())] == 100
+
+
 # --- a real Prometheus and node_exporter
 
 
