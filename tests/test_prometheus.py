@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -203,6 +204,52 @@ def _registry(collector: prom.SocketCollector) -> CollectorRegistry:
     return registry
 
 
+def test_a_failed_dump_is_counted_and_its_metrics_left_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(*args: Any) -> Any:
+        raise PermissionError(1, "sock_diag refused")
+
+    collector = prom.SocketCollector()
+    registry = _registry(collector)
+    first = samples(generate_latest(registry).decode())
+    assert first[("pysockopt_scrape_errors_total", ())] == 0
+    monkeypatch.setattr(prom, "_dump", refused)  # the kernel cannot be made to refuse
+    for expected in (1, 2):
+        got = samples(generate_latest(registry).decode())
+        assert got[("pysockopt_scrape_errors_total", ())] == expected
+        names = {name for name, _ in got}
+        assert "pysockopt_tcp_sockets" not in names and "pysockopt_finding" not in names
+        assert "pysockopt_netstat_tcp_active_opens_total" in names  # the rest still there
+
+
+@pytest.mark.root
+def test_keepalive_coverage_counts_what_diagnose_counts(netns: str) -> None:
+    from pysockopt import Thresholds
+
+    def scene() -> Pile:
+        pile = Pile()
+        pairs = pile.established(3)
+        for s in pairs[0]:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        return pile
+
+    pile = in_ns(netns, scene)
+    try:
+        time.sleep(1.5)  # idle for longer than the threshold below (a bound, not a timing)
+        t = Thresholds(idle_seconds=1)
+        text = in_ns(netns, lambda: prom.exposition(prom.SocketCollector(thresholds=t)))
+        findings = in_ns(netns, lambda: diagnose(thresholds=t)).findings
+    finally:
+        pile.close()
+    got = samples(text.decode())
+    assert got[("pysockopt_tcp_sockets", (("state", "established"),))] == 6
+    assert got[("pysockopt_tcp_established_keepalive_sockets", ())] == 2
+    assert got[("pysockopt_tcp_idle_no_keepalive_sockets", ())] == 4
+    idle = [f for f in findings if f.code == "IDLE_NO_KEEPALIVE"]
+    assert [dict(f.evidence)["connections"] for f in idle] == [4]
+    assert got[("pysockopt_finding", (("code", "IDLE_NO_KEEPALIVE"), ("severity", "warning")))] == 1
+
+
 # --- promtool
 
 
@@ -264,6 +311,11 @@ def test_findings_are_those_diagnose_finds(netns: str) -> None:
            for (name, labels) in samples(text) if name == "pysockopt_finding"}
     assert {"CLOSE_WAIT_PILE", "ACCEPT_QUEUE_FULL"} <= {code for code, _ in expected}
     assert got == expected
+    # This process holds the 12 CLOSE_WAIT sockets: its command name owns them.
+    comm = pathlib.Path("/proc/self/comm").read_text().strip()
+    owners = {dict(labels)["owner"]: v for (name, labels), v in samples(text).items()
+              if name == "pysockopt_tcp_close_wait_owner_sockets"}
+    assert owners == {comm: 12}
 
 
 @pytest.mark.root
