@@ -67,9 +67,6 @@ __all__ = [
 MISSING_CLIENT: Final = ("prometheus_client is not installed: "
                          "pip install 'pysockopt[prometheus]'")
 
-PREFIX: Final = "pysockopt_"
-
-
 # --- the metric table
 
 
@@ -298,12 +295,13 @@ def _scan(options: _Options) -> _Scan:
     findings: list[Finding] | None = None
     snapshot_conns: list[Connection] = []
     ports_range = _host.sysctl("net.ipv4.ip_local_port_range")
-    low, high = (ports_range[0], ports_range[1]) if ports_range and len(ports_range) == 2 \
-        else (0, 0)
+    low, high = ports_range if ports_range and len(ports_range) == 2 else (0, 0)
     try:
         listeners = connections(states=TcpState.LISTEN)
-        counts, port_counts, groups, tw_total, keepalive, idle, snapshot_conns = _dump(
-            options, listeners, low, high)
+        dumped = _dump(options, listeners, low, high)
+        counts, port_counts, groups = dumped.counts, dumped.port_counts, dumped.groups
+        tw_total, keepalive, idle = dumped.time_wait, dumped.keepalive, dumped.idle
+        snapshot_conns = dumped.kept
     except OSError:
         errors += 1
     if counts is not None and counts.get(TcpState.CLOSE_WAIT):
@@ -330,12 +328,18 @@ def _scan(options: _Options) -> _Scan:
         findings, errors, time.monotonic() - start)
 
 
-_DumpResult = tuple[dict[TcpState, int], dict[int, dict[TcpState, int]], list[TimeWaitGroup],
-                    int, int, int, list[Connection]]
+class _Dumped(NamedTuple):
+    counts: dict[TcpState, int]
+    port_counts: dict[int, dict[TcpState, int]]
+    groups: list[TimeWaitGroup]
+    time_wait: int  # TIME_WAIT sockets on ephemeral ports, all groups together
+    keepalive: int
+    idle: int
+    kept: list[Connection]  # what the rules read one by one
 
 
 def _dump(options: _Options, listeners: Sequence[Connection], low: int,
-          high: int) -> _DumpResult:
+          high: int) -> _Dumped:
     """One dump of every socket but the listeners, tallied in C (csrc/tally.c)."""
     t = options.thresholds
     # Counts decide which states the rules must read socket by socket; a pile below its
@@ -377,9 +381,8 @@ def _dump(options: _Options, listeners: Sequence[Connection], low: int,
             port_counts[p] = per
         size = high - low + 1 if high else 0
         groups = _groups(tally, options.top, t.time_wait_ratio * size if size else float("inf"))
-        kept = _records(sink)
-        return (counts, port_counts, groups, int(tally.tw_grouped), int(tally.keepalive),
-                int(tally.idle_no_timer), kept)
+        return _Dumped(counts, port_counts, groups, int(tally.tw_grouped),
+                       int(tally.keepalive), int(tally.idle_no_timer), _records(sink))
     finally:
         lib.pso_tally_free(tally)
         lib.pso_sd_sink_free(sink)
