@@ -213,3 +213,38 @@ def run() -> None:
                         if line.startswith("pysockopt_finding{")})
         report("one scrape in-process with TIME_WAIT_PRESSURE firing",
                f"{fire_s * 1000:.1f} ms (findings: {', '.join(codes)})")
+        time.sleep(61)  # let the TIME_WAIT sockets go before the next population
+        _established(node_url, ours_url, ours.pid)
+
+
+def _established(node_url: str, ours_url: str, pid: int) -> None:
+    """Compare again with ~100k ESTABLISHED sockets (holder processes keep the descriptors).
+
+    Here the exporter asks the kernel for every ESTABLISHED socket's tcp_info (the idle and
+    keepalive counts need it; node_exporter's dump asks for none), so its dump is the larger.
+    """
+    from pysockopt import state_counts
+
+    from .bench_sockdiag import HOLDER, HOLDERS, PAIRS
+
+    holders = [subprocess.Popen([sys.executable, "-c", HOLDER, str(PAIRS)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for _ in range(HOLDERS)]
+    try:
+        for h in holders:
+            assert h.stdout is not None
+            if not h.stdout.readline():
+                raise RuntimeError("a socket holder died before it was ready")
+        report("population", f"{sum(state_counts().values())} sockets, ESTABLISHED pairs "
+                             f"held by {HOLDERS} processes")
+        compare("exporter scrape (HTTP GET /metrics) with ~100k ESTABLISHED sockets",
+                lambda: _get(node_url), lambda: _get(ours_url),
+                baseline_label="node_exporter tcpstat scrape", target=1.0, rounds=7, loops=1)
+        report("exporter process peak RSS", f"{_peak_kib(pid) / 1024:.1f} MiB")
+    finally:
+        for h in holders:
+            with contextlib.suppress(OSError):
+                if h.stdin is not None:
+                    h.stdin.close()
+        for h in holders:
+            h.wait()
