@@ -31,7 +31,8 @@ pytest.importorskip("prometheus_client")  # the test extra installs it
 from netns import _ip, have_netns, run_in_netns
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from sockpiles import Pile, wait_for
+from sockpiles import Pile
+from waiting import wait_for
 
 import pysockopt.prometheus as prom
 from pysockopt import TcpState, connections, diagnose, state_counts
