@@ -13,6 +13,7 @@ import os
 import pathlib
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -249,6 +250,87 @@ def test_keepalive_coverage_counts_what_diagnose_counts(netns: str) -> None:
     idle = [f for f in findings if f.code == "IDLE_NO_KEEPALIVE"]
     assert [dict(f.evidence)["connections"] for f in idle] == [4]
     assert got[("pysockopt_finding", (("code", "IDLE_NO_KEEPALIVE"), ("severity", "warning")))] == 1
+
+
+# --- the C tally, on crafted sock_diag replies (what the kernel would send)
+
+
+def _diag(state: int, *, timer: int = 0, sport: int = 1000, dst: str = "10.0.0.9",
+          dport: int = 80, info: bytes | None = None) -> bytes:
+    ident = (struct.pack("!HH", sport, dport) + socket.inet_aton("10.0.0.5") + bytes(12)
+             + socket.inet_aton(dst) + bytes(12) + bytes(12))
+    msg = struct.pack("=BBBB", socket.AF_INET, state, timer, 0) + ident + bytes(20)
+    if info is not None:
+        attr = struct.pack("=HH", 4 + len(info), 2) + info  # INET_DIAG_INFO
+        msg += attr + bytes(-len(attr) % 4)
+    return struct.pack("=IHHII", 16 + len(msg), 20, 2, 0, 0) + msg
+
+
+def _tally(messages: list[bytes], **spec: Any) -> dict[str, Any]:
+    from pysockopt._native import ffi, lib
+
+    data = b"".join(messages) + struct.pack("=IHHII", 20, 3, 2, 0, 0) + struct.pack("=i", 0)
+    sink = ffi.new("struct pso_sd_sink *")
+    lib.pso_sd_sink_init(sink, 1)
+    out = ffi.new("struct pso_tally *")
+    try:
+        assert lib.pso_sd_parse(data, len(data), sink) == lib.PSO_SD_DONE
+        s = ffi.new("struct pso_tally_spec *")
+        s.off_last_data_recv, s.off_last_ack_recv = prom._OFFSETS["last_data_recv"], \
+            prom._OFFSETS["last_ack_recv"]
+        s.idle_ms, s.retrans_min = 1000, 3
+        for key, value in spec.items():
+            setattr(s, key, value)
+        assert lib.pso_tally(sink, s, out) == 0
+        kept = [(sink.conns[i].state, sink.conns[i].sport) for i in range(sink.nconns)]
+        groups = [(out.groups[i].count, out.groups[i].dport) for i in range(out.ngroups)]
+        per_port = {(i, st): int(out.port_counts[i][st]) for i in range(s.nports)
+                    for st in range(16) if out.port_counts[i][st]}
+        return {"established": int(out.established), "keepalive": int(out.keepalive),
+                "idle": int(out.idle_no_timer), "grouped": int(out.tw_grouped),
+                "groups": groups, "kept": kept, "per_port": per_port}
+    finally:
+        lib.pso_tally_free(out)
+        lib.pso_sd_sink_free(sink)
+
+
+def _info(last_data_recv: int, last_ack_recv: int, size: int = 104) -> bytes:
+    raw = bytearray(size)
+    for name, value in (("last_data_recv", last_data_recv), ("last_ack_recv", last_ack_recv)):
+        off = prom._OFFSETS[name]
+        if off + 4 <= size:
+            raw[off:off + 4] = struct.pack("=I", value)
+    return bytes(raw)
+
+
+def test_tally_counts_idle_keepalive_and_groups_time_wait() -> None:
+    est, tw = 1, 6
+    got = _tally([
+        _diag(est, info=_info(5000, 5000), sport=1),            # idle, no timer: counted, kept
+        _diag(est, info=_info(5000, 10), sport=2),              # an ACK came 10 ms ago
+        _diag(est, timer=2, info=_info(5000, 5000), sport=3),   # keepalive armed
+        _diag(est, info=_info(5000, 5000, size=56), sport=4),   # last_ack_recv not returned
+        _diag(est, sport=5),                                     # no tcp_info at all
+        _diag(tw, sport=40001, dport=5432), _diag(tw, sport=40002, dport=5432),
+        _diag(tw, sport=40003, dport=6379),
+        _diag(tw, sport=80, dport=6379),                         # not an ephemeral port
+    ], eph_low=40000, eph_high=40999)
+    assert (got["established"], got["keepalive"], got["idle"]) == (5, 1, 1)
+    assert got["grouped"] == 3 and got["groups"] == [(2, 5432), (1, 6379)]
+    assert got["kept"] == [(est, 1)]  # only what a rule reads one by one
+
+
+def test_tally_counts_listed_ports_and_keeps_the_asked_states() -> None:
+    from pysockopt._native import ffi
+
+    ports = ffi.new("uint16_t[64]", [8080, 9090])
+    got = _tally(
+        [_diag(8, sport=8080), _diag(8, sport=8080), _diag(1, sport=9090),
+         _diag(4, sport=1234)],
+        ports=ports, nports=2, keep_states=1 << 8)
+    assert got["established"] == 1 and got["grouped"] == 0 and got["groups"] == []
+    assert got["kept"] == [(8, 8080), (8, 8080)]
+    assert got["per_port"] == {(0, 8): 2, (1, 1): 1}
 
 
 # --- promtool
