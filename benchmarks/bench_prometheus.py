@@ -176,8 +176,10 @@ def run() -> None:
                 lambda: _get(node_url), lambda: _get(ours_url),
                 baseline_label="node_exporter tcpstat scrape", target=1.0, rounds=7, loops=1)
         report("population after the scrapes", f"{sum(state_counts().values())} sockets")
-        fired = [line for line in _get(ours_url).decode().splitlines()
-                 if line.startswith("pysockopt_finding{")]
+        lines = _get(ours_url).decode().splitlines()
+        fired = [line for line in lines if line.startswith("pysockopt_finding{")]
+        report("series in one scrape", str(sum(1 for line in lines
+                                                 if line and not line.startswith("#"))))
         report("findings in the scrape", "; ".join(fired) or "none")
         report("exporter process peak RSS",
                f"{_peak_kib(ours.pid) / 1024:.1f} MiB after the scrapes "
@@ -241,6 +243,9 @@ def _established(node_url: str, ours_url: str, pid: int) -> None:
                 lambda: _get(node_url), lambda: _get(ours_url),
                 baseline_label="node_exporter tcpstat scrape", target=1.0, rounds=7, loops=1)
         report("exporter process peak RSS", f"{_peak_kib(pid) / 1024:.1f} MiB")
+        lines = _get(ours_url).decode().splitlines()
+        report("series in one scrape", str(sum(1 for line in lines
+                                                 if line and not line.startswith("#"))))
     finally:
         for h in holders:
             with contextlib.suppress(OSError):

@@ -660,4 +660,5 @@ def test_series_stay_bounded_with_10000_remote_endpoints(netns: str) -> None:
     assert all(d.startswith("127.1.") for d in tw if d != "other")  # the clients
     assert port > 0
     # Fixed families (states, counters, sockstat, scrape) + 3 per listener + top+1 + findings.
-    assert len(got) < 120, len(got)
+    print(f"series with {counted} TIME_WAIT to distinct endpoints: {len(got)}")
+    assert len(got) < 60, len(got)  # 49 here: none of it grows with the endpoints
