@@ -45,7 +45,17 @@ from .host.connections import (
     processes_of,
 )
 from .host.diagnosis import host_facts
-from .host.model import Finding, Thresholds
+from .host.model import Finding, HostFacts, Thresholds
+from .host.namespaces import (
+    Entered,
+    NetNamespace,
+    NetnsArg,
+    current_namespace,
+    for_each_netns,
+    opened,
+    read_files,
+    resolve,
+)
 from .host.rules import RULES, Snapshot
 from .tcpinfo import TCP_INFO_FIELDS, TcpState
 
@@ -75,7 +85,8 @@ class Metric(NamedTuple):
 
     ``name`` is the exposed name (counters end in ``_total``); ``type`` is ``gauge`` or
     ``counter``; ``labels`` are always present, ``optional`` only with an exporter option
-    (``port`` with ``--ports``); ``when`` says when the metric is absent.
+    (``port`` with ``--ports``); ``when`` says when the metric is absent. ``per_netns``: with
+    ``--all-netns`` the metric gets a ``netns`` label first (every metric but the scrape's own).
     """
 
     name: str
@@ -84,6 +95,7 @@ class Metric(NamedTuple):
     help: str
     optional: tuple[str, ...] = ()
     when: str = ""
+    per_netns: bool = True
 
     @property
     def family(self) -> str:
@@ -215,12 +227,19 @@ def _table() -> tuple[Metric, ...]:
         Metric("pysockopt_finding", "gauge", ("code", "severity"),
                "1 for each diagnosis finding active now (codes as in docs/diagnose.md, "
                "severity info, warning or critical); a code that is absent is not firing."),
+        Metric("pysockopt_netns_info", "gauge", ("netns", "container_runtime",
+                                                  "container_id", "container_name"),
+               "1 per network namespace scanned: what its processes' cgroups say about the "
+               "container (empty where none). The netns label is the ip netns name, else "
+               "\"inode N\".", when="Only with --all-netns.", per_netns=False),
         Metric("pysockopt_scrape_duration_seconds", "gauge", (),
-               "How long this scrape's scan took."),
+               "How long this scrape's scan took (every namespace's, with --all-netns).",
+               per_netns=False),
         Metric("pysockopt_scrape_errors_total", "counter", (),
                "Parts of scans that failed since the collector started (the dump, the "
-               "counters, the owner lookup, the diagnosis); a failed part's metrics are "
-               "left out of that scrape."),
+               "counters, the owner lookup, the diagnosis, a namespace that may not be "
+               "entered); a failed part's metrics are left out of that scrape.",
+               per_netns=False),
     ]
     return tuple(m)
 
@@ -270,62 +289,75 @@ class _Scan:
     conntrack: tuple[int | None, int | None]
     findings: Sequence[Finding] | None
     errors: int
-    seconds: float
 
 
 _OFFSETS: Final = {f.name: f.offset for f in TCP_INFO_FIELDS}
 
 
-def _scan(options: _Options) -> _Scan:
-    """Take the one look a scrape needs (the only place a scrape reads the host).
+#: What a scan reads from /proc, in one go (one native thread for another namespace).
+_FILES: Final = (
+    _host.sysctl_path("net.ipv4.ip_local_port_range"),
+    "/proc/thread-self/net/netstat",
+    "/proc/thread-self/net/snmp",
+    "/proc/thread-self/net/sockstat",
+    _host.sysctl_path("net.netfilter.nf_conntrack_count"),
+    _host.sysctl_path("net.netfilter.nf_conntrack_max"),
+)
 
-    The time work's ``sample(detail=False)`` gives the same counts, listeners and counters;
-    once it is on main this function builds on it (one edit here).
+
+def _scan(options: _Options, netns: NetNamespace | None = None) -> _Scan:
+    """Take the one look a scrape needs of one namespace (the only place a scrape reads it).
+
+    ``netns``: another network namespace (None: the caller's); failing to enter it raises
+    (NetnsGoneError, NetnsPermissionError), failures inside it count as scrape errors. The
+    time work's ``sample(detail=False)`` gives the same counts, listeners and counters; once
+    it is on main this function builds on it (one edit here).
     """
-    start = time.monotonic()
     errors = 0
     t = options.thresholds
     listeners: list[Connection] = []
-    counts: dict[TcpState, int] | None = None
-    port_counts: dict[int, dict[TcpState, int]] = {}
+    dumped: _Dumped | None = None
     owners: dict[str, int] | None = None
-    groups: list[TimeWaitGroup] = []
-    tw_total = 0
-    keepalive = idle = None
     findings: list[Finding] | None = None
-    snapshot_conns: list[Connection] = []
-    ports_range = _host.sysctl("net.ipv4.ip_local_port_range")
-    low, high = ports_range if ports_range and len(ports_range) == 2 else (0, 0)
-    try:
-        listeners = connections(states=TcpState.LISTEN)
-        dumped = _dump(options, listeners, low, high)
-        counts, port_counts, groups = dumped.counts, dumped.port_counts, dumped.groups
-        tw_total, keepalive, idle = dumped.time_wait, dumped.keepalive, dumped.idle
-        snapshot_conns = dumped.kept
-    except OSError:
-        errors += 1
-    if counts is not None and counts.get(TcpState.CLOSE_WAIT):
+    with opened(netns) as target:
+        texts = [None if isinstance(x, OSError) else x.decode("ascii", "replace")
+                 for x in read_files(target, _FILES)]
+        ports_range = _host.parse_ints(texts[0]) if texts[0] is not None else None
+        low, high = ports_range if ports_range and len(ports_range) == 2 else (0, 0)
         try:
-            owners = _owners([c for c in snapshot_conns if c.state == TcpState.CLOSE_WAIT],
+            listeners = connections(states=TcpState.LISTEN, netns=netns)
+            dumped = _dump(options, listeners, low, high, target, netns)
+        except OSError:
+            errors += 1
+    if dumped is not None and dumped.counts.get(TcpState.CLOSE_WAIT):
+        try:
+            owners = _owners([c for c in dumped.kept if c.state == TcpState.CLOSE_WAIT],
                              options.top)
         except OSError:
             errors += 1
-    tcp_ext = _host.netstat_counters("netstat", "TcpExt")
-    tcp = _host.netstat_counters("snmp", "Tcp")
-    sockstat = _sockstat()
-    if tcp_ext is None or tcp is None:
+    netstat, snmp, sockstat = texts[1:4]
+    if netstat is None or snmp is None:
         errors += 1
-    if counts is not None:
+    if dumped is not None:
         try:
-            findings = _findings(listeners, snapshot_conns, groups, low, high, t)
+            findings = _findings(listeners, dumped.kept, dumped.groups, low, high, t,
+                                 host_facts(netns=netns))
         except OSError:
             errors += 1
+
+    def one(text: str | None) -> int | None:
+        values = _host.parse_ints(text) if text is not None else None
+        return values[0] if values else None
+
     return _Scan(
-        counts, port_counts, listeners, owners, groups, tw_total,
-        high - low + 1 if high else None, keepalive, idle, tcp_ext or {}, tcp or {},
-        sockstat, (_host.sysctl_int("net.netfilter.nf_conntrack_count"),
-                   _host.sysctl_int("net.netfilter.nf_conntrack_max")),
-        findings, errors, time.monotonic() - start)
+        dumped.counts if dumped else None, dumped.port_counts if dumped else {}, listeners,
+        owners, dumped.groups if dumped else [], dumped.time_wait if dumped else 0,
+        high - low + 1 if high else None, dumped.keepalive if dumped else None,
+        dumped.idle if dumped else None,
+        _host.counter_table(netstat, "TcpExt") if netstat is not None else {},
+        _host.counter_table(snmp, "Tcp") if snmp is not None else {},
+        _sockstat(sockstat) if sockstat is not None else {}, (one(texts[4]), one(texts[5])),
+        findings, errors)
 
 
 class _Dumped(NamedTuple):
@@ -338,15 +370,15 @@ class _Dumped(NamedTuple):
     kept: list[Connection]  # what the rules read one by one
 
 
-def _dump(options: _Options, listeners: Sequence[Connection], low: int,
-          high: int) -> _Dumped:
+def _dump(options: _Options, listeners: Sequence[Connection], low: int, high: int,
+          target: Entered | None = None, netns: NetNamespace | None = None) -> _Dumped:
     """One dump of every socket but the listeners, tallied in C (csrc/tally.c)."""
     t = options.thresholds
     # Counts decide which states the rules must read socket by socket; a pile below its
     # threshold cannot fire, so it is only counted. CLOSE_WAIT is always read (owners).
     keep = 1 << TcpState.CLOSE_WAIT
     query = _query(_ALL_STATES & ~(1 << TcpState.LISTEN), None, None, lib.PSO_SD_EXT_INFO)
-    sink = _gather([query], True, "auto")
+    sink = _gather([query], True, "auto", target)
     tally = ffi.new("struct pso_tally *")
     try:
         raw = sink.counts  # type: ignore[attr-defined]
@@ -382,7 +414,8 @@ def _dump(options: _Options, listeners: Sequence[Connection], low: int,
         size = high - low + 1 if high else 0
         groups = _groups(tally, options.top, t.time_wait_ratio * size if size else float("inf"))
         return _Dumped(counts, port_counts, groups, int(tally.tw_grouped),
-                       int(tally.keepalive), int(tally.idle_no_timer), _records(sink))
+                       int(tally.keepalive), int(tally.idle_no_timer),
+                       _records(sink, netns if target is not None else None))
     finally:
         lib.pso_tally_free(tally)
         lib.pso_sd_sink_free(sink)
@@ -440,8 +473,8 @@ def _owners(close_wait: Sequence[Connection], top: int) -> dict[str, int]:
 
 
 def _findings(listeners: Sequence[Connection], kept: Sequence[Connection],
-              groups: Sequence[TimeWaitGroup], low: int, high: int,
-              t: Thresholds) -> list[Finding]:
+              groups: Sequence[TimeWaitGroup], low: int, high: int, t: Thresholds,
+              facts: HostFacts) -> list[Finding]:
     """Run RULES on what the rules read socket by socket; the rest cannot fire.
 
     TIME_WAIT_PRESSURE counts sockets per (local address, destination): a group that reaches
@@ -464,18 +497,12 @@ def _findings(listeners: Sequence[Connection], kept: Sequence[Connection],
         if tw:
             by_state[TcpState.TIME_WAIT] = tw
     conns = [c for v in by_state.values() for c in v]
-    snap = Snapshot(conns, by_state, host_facts())
+    snap = Snapshot(conns, by_state, facts)
     return [f for rule in RULES for f in rule.check(rule, snap, t)]
 
 
-def _sockstat() -> dict[str, int | None]:
-    # /proc/net/sockstat "TCP: inuse N orphan N tw N alloc N mem N" (the time work moves
-    # this read into _host with the rest of a sample's counters).
-    try:
-        with open("/proc/thread-self/net/sockstat", encoding="ascii", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return {}
+def _sockstat(text: str) -> dict[str, int | None]:
+    """Parse the ``TCP:`` line of /proc/net/sockstat (``inuse N orphan N tw N ...``)."""
     for line in text.splitlines():
         words = line.split()
         if words and words[0] == "TCP:":
@@ -493,12 +520,16 @@ class SocketCollector:
     ``ports``: local ports that also get per-port state series (at most 64);
     ``top``: how many CLOSE_WAIT owners and TIME_WAIT destinations get their own series
     (the rest is summed as ``other``); ``thresholds``: the diagnosis thresholds behind
-    ``pysockopt_finding`` and the idle-connection count. ``scrapes`` counts the scans taken.
+    ``pysockopt_finding`` and the idle-connection count. ``netns``: look into that network
+    namespace instead of the caller's (as ``connections(netns=)`` takes it); ``all_netns``:
+    every namespace on the host, each series labelled ``netns`` (entering others needs
+    root). ``scrapes`` counts the scans taken.
     Register it with ``prometheus_client.REGISTRY.register(SocketCollector())``.
     """
 
     def __init__(self, *, ports: Iterable[int] = (), top: int = 5,
-                 thresholds: Thresholds | None = None) -> None:
+                 thresholds: Thresholds | None = None, netns: NetnsArg = None,
+                 all_netns: bool = False) -> None:
         plist = tuple(ports)
         for p in plist:
             if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535:
@@ -511,44 +542,78 @@ class SocketCollector:
         th = Thresholds() if thresholds is None else thresholds
         if not isinstance(th, Thresholds):
             raise TypeError(f"thresholds must be a Thresholds, not {type(th).__name__}")
+        if not isinstance(all_netns, bool):
+            raise InvalidConfigError("all_netns", all_netns, "True or False")
+        if all_netns and netns is not None:
+            raise InvalidConfigError("netns", netns, "None with all_netns=True")
         self._options = _Options(tuple(sorted(set(plist))), top, th)
+        self._netns = resolve(netns) if netns is not None else None
+        self._all = all_netns
         self._errors = 0
         self._lock = threading.Lock()
         self.scrapes = 0
 
     def describe(self) -> Iterator[_Family]:
         """Name every metric without looking at the host (registration takes no dump)."""
-        yield from self._families()
+        yield from self._families(None)
 
     def collect(self) -> Iterator[_Family]:
-        """Take one scan and yield every metric family from it."""
+        """Take one scan (of each namespace, with all_netns) and yield every metric family."""
         with self._lock:  # concurrent scrapes each take their own scan, one at a time
-            scan = _scan(self._options)
+            start = time.monotonic()
+            scans: list[tuple[NetNamespace | None, _Scan]] = []
+            if self._all:
+                found = for_each_netns(lambda ns: _scan(self._options, ns))
+                scans = [(ns, scan) for ns, scan in found.results]
+                # A namespace that vanished meanwhile is gone, not an error; one we may not
+                # enter is (the exporter should run as root to see them all).
+                self._errors += sum(1 for s in found.skipped if s.reason != "vanished")
+            else:
+                scans = [(self._netns, _scan(self._options, self._netns))]
             self.scrapes += 1
-            self._errors += scan.errors
+            self._errors += sum(scan.errors for _, scan in scans)
             errors = self._errors
-        yield from self._families(scan, errors)
+            seconds = time.monotonic() - start
+        yield from self._families(scans, errors, seconds)
 
-    def _families(self, scan: _Scan | None = None, errors: int = 0) -> Iterator[_Family]:
+    def _families(self, scans: Sequence[tuple[NetNamespace | None, _Scan]] | None,
+                  errors: int = 0, seconds: float = 0.0) -> Iterator[_Family]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         ports = bool(self._options.ports)
         fams: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
         for m in METRICS:
-            labels = list(m.labels) + (list(m.optional) if ports else [])
+            labels = (["netns"] if self._all and m.per_netns else []) + list(m.labels) + (
+                list(m.optional) if ports else [])
             cls = CounterMetricFamily if m.type == "counter" else GaugeMetricFamily
             fams[m.name] = cls(m.family, m.help, labels=labels)
-        if scan is not None:
-            _fill(fams, scan, self._options, errors)
+        if scans is not None:
+            for ns, scan in scans:
+                prefix = [_netns_label(ns)] if self._all else []
+                _fill(fams, scan, self._options, prefix)
+                if self._all:
+                    c = ns.container if ns is not None else None
+                    fams["pysockopt_netns_info"].add_metric(
+                        [prefix[0], c.runtime if c else "", c.id if c else "",
+                         (c.name or "") if c else ""], 1)
+            fams["pysockopt_scrape_duration_seconds"].add_metric([], seconds)
+            fams["pysockopt_scrape_errors_total"].add_metric([], errors)
         for m in METRICS:
+            if m.name == "pysockopt_netns_info" and not self._all:
+                continue
             fam = fams[m.name]
-            if scan is None or fam.samples:
+            if scans is None or fam.samples:
                 yield fam
 
 
-def _fill(fams: Mapping[str, object], scan: _Scan, options: _Options, errors: int) -> None:
+def _netns_label(ns: NetNamespace | None) -> str:
+    return ns.label if ns is not None else current_namespace().label
+
+
+def _fill(fams: Mapping[str, object], scan: _Scan, options: _Options,
+          prefix: Sequence[str]) -> None:
     def add(name: str, labels: Sequence[str], value: float) -> None:
-        fams[name].add_metric(list(labels), value)  # type: ignore[attr-defined]
+        fams[name].add_metric([*prefix, *labels], value)  # type: ignore[attr-defined]
 
     ports = bool(options.ports)
     if scan.counts is not None:
@@ -610,8 +675,6 @@ def _fill(fams: Mapping[str, object], scan: _Scan, options: _Options, errors: in
     active = sorted({(f.code, f.severity.label) for f in scan.findings or ()})
     for code, severity in active:
         add("pysockopt_finding", [code, severity], 1)
-    add("pysockopt_scrape_duration_seconds", [], scan.seconds)
-    add("pysockopt_scrape_errors_total", [], errors)
 
 
 # --- exposition, textfile, HTTP

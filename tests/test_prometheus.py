@@ -132,9 +132,9 @@ def test_describe_takes_no_scan_and_each_collect_takes_exactly_one(
     calls = []
     real = prom._scan
 
-    def counting(options: Any) -> Any:
+    def counting(options: Any, netns: Any = None) -> Any:
         calls.append(1)
-        return real(options)
+        return real(options, netns)
 
     monkeypatch.setattr(prom, "_scan", counting)  # the one place a scrape reads the host
     collector = prom.SocketCollector()
@@ -142,7 +142,7 @@ def test_describe_takes_no_scan_and_each_collect_takes_exactly_one(
     registry.register(collector)
     assert calls == [] and collector.scrapes == 0
     described = {m.name for m in collector.describe()}
-    assert described == {m.family for m in prom.METRICS}
+    assert described == {m.family for m in prom.METRICS} - {"pysockopt_netns_info"}
     generate_latest(registry)
     assert len(calls) == 1
     generate_latest(registry)
@@ -424,6 +424,66 @@ def test_time_wait_pressure_found_as_diagnose_finds_it(netns: str) -> None:
           if name == "pysockopt_tcp_time_wait_destination_sockets"}
     assert list(tw.values()) == [60.0]
     assert samples(text)[("pysockopt_tcp_ephemeral_ports", ())] == 100
+
+
+# --- other namespaces
+
+
+@pytest.fixture
+def netns2() -> Iterator[str]:
+    name = f"pso-prom-{uuid.uuid4().hex[:8]}"
+    _ip("netns", "add", name)
+    try:
+        _ip("-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@pytest.mark.root
+def test_a_collector_for_another_namespace_reads_it_from_inside(netns: str) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-q",
+                    "net.ipv4.ip_local_port_range=40000 40099"], check=True)
+    pile = in_ns(netns, Pile)
+    try:
+        in_ns(netns, lambda: pile.close_wait(4))
+        got = samples(prom.exposition(prom.SocketCollector(netns=netns)).decode())
+        truth = in_ns(netns, state_counts)
+    finally:
+        pile.close()
+    assert got[("pysockopt_tcp_sockets", (("state", "close_wait"),))] == 4
+    assert got[("pysockopt_tcp_sockets", (("state", "listen"),))] == truth[TcpState.LISTEN] == 1
+    assert got[("pysockopt_tcp_ephemeral_ports", ())] == 100  # that namespace's sysctl
+    assert got[("pysockopt_tcp_close_wait_owner_sockets", (
+        ("owner", pathlib.Path("/proc/self/comm").read_text().strip()),))] == 4
+
+
+@pytest.mark.root
+def test_all_netns_labels_every_series_with_its_namespace(netns: str, netns2: str) -> None:
+    promtool = shutil.which("promtool")
+    piles = []
+    try:
+        for name, n in ((netns, 3), (netns2, 5)):
+            # The same address and port in both: the netns label keeps the series apart.
+            pile = in_ns(name, lambda: Pile(port=5000))
+            piles.append(pile)
+            in_ns(name, lambda: pile.close_wait(n))  # noqa: B023  # called at once
+        body = prom.exposition(prom.SocketCollector(all_netns=True))
+    finally:
+        for p in piles:
+            p.close()
+    got = samples(body.decode())
+    for name, n in ((netns, 3), (netns2, 5)):
+        assert got[("pysockopt_tcp_sockets", (("netns", name), ("state", "close_wait")))] == n
+        assert got[("pysockopt_tcp_listen_queue_length", (
+            ("address", "127.0.0.1"), ("netns", name), ("port", "5000")))] == 0
+        info = [labels for (metric, labels) in got if metric == "pysockopt_netns_info"
+                and dict(labels)["netns"] == name]
+        assert len(info) == 1
+    assert ("pysockopt_scrape_duration_seconds", ()) in got  # once, without a netns
+    if promtool is not None:
+        r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
+        assert r.returncode == 0, r.stdout + r.stderr
 
 
 # --- a real Prometheus and node_exporter

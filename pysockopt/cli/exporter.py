@@ -11,6 +11,7 @@ from typing import TextIO
 
 from ..errors import InvalidConfigError
 from ._common import EXIT_ERROR, EXIT_OK, command
+from .netns import add_netns_args, netns_value
 
 #: The default bind address: loopback only (docs/prometheus.md says how to expose it).
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -51,6 +52,7 @@ def _exporter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=int, default=5, metavar="N",
                    help="CLOSE_WAIT owners and TIME_WAIT destinations shown by name; "
                         "the rest is summed as 'other' (default 5)")
+    add_netns_args(p)  # --all-netns: every series gets a netns label
 
 
 @command("exporter", "serve the host's TCP sockets as Prometheus metrics, or write them for "
@@ -67,7 +69,10 @@ def _exporter(args: argparse.Namespace, out: TextIO) -> int:
 
     if args.interval is not None and (args.textfile is None or not args.interval > 0):
         raise InvalidConfigError("interval", args.interval, "seconds > 0, with --textfile")
-    collector = SocketCollector(ports=_ports(args.ports) if args.ports else (), top=args.top)
+    collector = SocketCollector(
+        ports=_ports(args.ports) if args.ports else (), top=args.top,
+        netns=None if args.netns is None else netns_value(args.netns),
+        all_netns=args.all_netns)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
