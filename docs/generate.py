@@ -12,7 +12,8 @@ A page marks each generated section with one convention::
 and everything outside the markers is written by hand. ``GENERATORS`` maps each name to the
 function that writes it: errno-* from pysockopt.errno's table, tcpinfo-fields from
 TCP_INFO_FIELDS, diagnose-rules from the diagnosis RULES and the Thresholds defaults,
-netns-cgroup-patterns from CGROUP_PATTERNS. Paths are
+netns-cgroup-patterns from CGROUP_PATTERNS,
+prometheus-metrics from pysockopt.prometheus.METRICS. Paths are
 relative to this file, never to the working directory. tests/test_docs.py fails when a page is
 stale. Nothing here ships in the wheel.
 """
@@ -30,6 +31,7 @@ from pysockopt.errno import ErrnoInfo, ErrorCategory, errno_table
 from pysockopt.host.model import Thresholds
 from pysockopt.host.namespaces import CGROUP_PATTERNS, container_from_cgroup
 from pysockopt.host.rules import RULES
+from pysockopt.prometheus import METRICS
 from pysockopt.tcpinfo import TCP_INFO_FIELDS, TCP_INFO_KNOWN_SIZE, TcpInfoField
 
 DOCS = pathlib.Path(__file__).resolve().parent
@@ -226,6 +228,20 @@ def _cgroup_patterns() -> str:
             + _table(["#", "runtime", "example path", "gives"], rows))
 
 
+# --- docs/prometheus.md
+
+
+def _prometheus_metrics() -> str:
+    """Return the table of every metric the collector exports (pysockopt.prometheus.METRICS)."""
+    out = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for m in METRICS:
+        labels = ", ".join([f"`{x}`" for x in m.labels]
+                           + [f"`{x}` (with --ports)" for x in m.optional]) or "-"
+        meaning = m.help + (f" {m.when}" if m.when else "")
+        out.append(f"| `{m.name}` | {m.type} | {labels} | {_cell(meaning)} |")
+    return "\n".join(out) + "\n"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "errno-categories": _categories,
     "errno-retryable": _retryable,
@@ -234,6 +250,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "tcpinfo-fields": _tcpinfo_fields,
     "diagnose-rules": _diagnose_rules,
     "netns-cgroup-patterns": _cgroup_patterns,
+    "prometheus-metrics": _prometheus_metrics,
 }
 
 

@@ -1,4 +1,4 @@
-"""The ``pysockopt`` command: keepalive, errno, states, conns, diagnose.
+"""The ``pysockopt`` command: keepalive, errno, states, conns, diagnose, exporter.
 
 Human-readable tables by default, ``--json`` for machines. Exit status, for every command:
 0 nothing found, 1 problems found, 2 error (usage errors included), like grep and diff;
@@ -20,7 +20,14 @@ from typing import TextIO
 from .. import __version__
 from .._format import printable
 from ..errors import InvalidConfigError
-from . import diagnose, errno, keepalive, netns, sockets  # noqa: F401  # each registers its commands
+from . import (  # noqa: F401  # each registers its commands
+    diagnose,
+    errno,
+    exporter,
+    keepalive,
+    netns,
+    sockets,
+)
 from ._common import COMMANDS, EXIT_ERROR, EXIT_RULE, EXIT_STATUS, Output, UsageError
 
 __all__ = ["build_parser", "main"]
