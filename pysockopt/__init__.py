@@ -9,6 +9,12 @@ clear error, never a wrong answer.
 from __future__ import annotations
 
 from . import _load  # noqa: F401  # first: a missing C core is explained, not just named
+
+# The modules of the old import paths (``from pysockopt.diagnose import RULES``) are loaded
+# before the functions of the same names are bound below: a submodule imported later would
+# replace the attribute ``pysockopt.diagnose`` (the function) with the module.
+from . import connections as _old_connections  # noqa: F401
+from . import diagnose as _old_diagnose  # noqa: F401
 from .errno import (
     Action,
     ErrnoInfo,

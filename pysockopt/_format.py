@@ -75,7 +75,12 @@ def processes(procs: Sequence[_Process], most: int | None = None) -> str:
 
 
 def duration(seconds: float) -> str:
-    """Return ``seconds`` as e.g. ``2 h 11 min 15 s``."""
+    """Return ``seconds`` as e.g. ``2 h 11 min 15 s``; under a minute to the millisecond.
+
+    ``9.5`` is ``9.5 s``, never rounded to a whole second a budget does not have.
+    """
+    if seconds < 60:
+        return f"{round(seconds, 3):g} s"
     seconds = round(seconds)
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):

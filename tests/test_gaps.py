@@ -202,3 +202,22 @@ def test_close_now_closes_a_socket_like_object_that_has_a_transport_attribute() 
     close_now(Channel())
     assert a.fileno() == -1 and b.recv(1) == b""
     b.close()
+
+
+def test_old_import_paths_keep_working_and_keep_the_functions() -> None:
+    import subprocess
+    import sys
+
+    # In a fresh interpreter: the order of imports is what matters.
+    code = (
+        "import pysockopt\n"
+        "from pysockopt.diagnose import RULES, Thresholds, host_facts\n"
+        "from pysockopt.connections import processes_of, parse_state\n"
+        "import pysockopt.aio\n"
+        "assert callable(pysockopt.diagnose) and callable(pysockopt.connections)\n"
+        "assert pysockopt.diagnose.__module__ == 'pysockopt.host.diagnosis'\n"
+        "assert RULES and Thresholds() == pysockopt.Thresholds()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr

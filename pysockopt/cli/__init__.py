@@ -32,6 +32,10 @@ from ._common import COMMANDS, EXIT_ERROR, EXIT_RULE, EXIT_STATUS, Output, Usage
 
 __all__ = ["build_parser", "main"]
 
+#: How ``pysockopt --help`` lists the commands; any other comes after these.
+_ORDER = ("keepalive", "errno", "states", "conns", "diagnose", "netns", "watch", "exporter",
+          "kill")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every registered subcommand."""
@@ -49,7 +53,10 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     # required" instead of naming --bogus; main() asks for a command itself.
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers = {}
-    for name, help_text, add_arguments, run in COMMANDS:
+    # In the order a user meets them, not the order the modules were imported in.
+    order = {name: i for i, name in enumerate(_ORDER)}
+    for name, help_text, add_arguments, run in sorted(
+            COMMANDS, key=lambda c: order.get(c[0], len(order))):
         p = sub.add_parser(name, help=help_text, description=help_text,
                            epilog=EXIT_STATUS.get(name, EXIT_RULE))
         add_arguments(p)
