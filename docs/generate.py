@@ -13,7 +13,8 @@ and everything outside the markers is written by hand. ``GENERATORS`` maps each 
 function that writes it: errno-* from pysockopt.errno's table, tcpinfo-fields from
 TCP_INFO_FIELDS, diagnose-rules from the diagnosis RULES and the Thresholds defaults,
 sample-counters from the counter tables a Sample reads (pysockopt._host),
-netns-cgroup-patterns from CGROUP_PATTERNS. Paths are
+netns-cgroup-patterns from CGROUP_PATTERNS,
+prometheus-metrics from pysockopt.prometheus.METRICS. Paths are
 relative to this file, never to the working directory. tests/test_docs.py fails when a page is
 stale. Nothing here ships in the wheel.
 """
@@ -33,6 +34,7 @@ from pysockopt.host.model import Thresholds
 from pysockopt.host.namespaces import CGROUP_PATTERNS, container_from_cgroup
 from pysockopt.host.rules import RULES
 from pysockopt.host.sample import GAUGES
+from pysockopt.prometheus import METRICS
 from pysockopt.tcpinfo import TCP_INFO_FIELDS, TCP_INFO_KNOWN_SIZE, TcpInfoField
 
 DOCS = pathlib.Path(__file__).resolve().parent
@@ -118,75 +120,11 @@ def _all() -> str:
     return _platform_note() + _table(["number", "name", "aliases", "category", "message"], rows)
 
 
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _socket_errnos() -> list[ErrnoInfo]:
-    return [i for i in errno_table() if i.category is not ErrorCategory.OTHER]
-
-
-def _names(info: ErrnoInfo) -> str:
-    return " / ".join(f"`{n}`" for n in info.names)
-
-
-def _platform_note() -> str:
-    libc = platform.libc_ver()[0] or "unknown libc"
-    return (f"*Numbers and messages as on {platform.system()} ({libc}), where this section was "
-            "generated; `pysockopt errno --list` shows your platform's.*\n\n")
-
-
-def _categories() -> str:
-    rows = []
-    for category in ErrorCategory:
-        members = sorted(i.name for i in _socket_errnos() if i.category is category)
-        if category is ErrorCategory.OTHER:
-            members = ["every errno not listed elsewhere"]
-        elif not members:
-            members = ["(exceptions only, see triage)"]
-        rows.append((f"`{category.value}`", category.description, ", ".join(members)))
-    return _table(["category", "what it means", "errnos"], rows)
-
-
-def _retryable() -> str:
-    rows = [(_names(i), i.code, f"`{i.category.value}`", _HOW_TO_RETRY[i.category])
-            for i in errno_table() if i.retryable]
-    return _platform_note() + _table(["errno", "number", "category", "call again"], rows)
-
-
-def _summary() -> str:
-    rows = [(_names(i), i.code, f"`{i.category.value}`", "yes" if i.retryable else "no",
-             i.action.value, i.message) for i in _socket_errnos()]
-    text = _platform_note() + _table(
-        ["errno", "number", "category", "retryable", "action", "message"], rows)
-    for info in _socket_errnos():
-        text += (f"\n### {info.name} ({info.code})\n\n"
-                 f"{info.message}. Category `{info.category.value}`, "
-                 f"{'retryable' if info.retryable else 'not retryable'}, action "
-                 f"`{info.action.value}`"
-                 + (f"; also named {', '.join(f'`{a}`' for a in info.aliases)}"
-                    if info.aliases else "") + ".\n\n"
-                 f"{info.meaning}\n\n**What to do:** {info.advice}\n")
-    return text
-
-
-def _all() -> str:
-    rows = [(i.code, f"`{i.name}`", " ".join(f"`{a}`" for a in i.aliases) or "",
-             f"`{i.category.value}`", i.message) for i in errno_table()]
-    return _platform_note() + _table(["number", "name", "aliases", "category", "message"], rows)
-
-
 # --- docs/tcpinfo.md
 
 _UNITS = {
     "us": "µs",
-    "ms": "ms ago",
+    "ms": "ms",  # a duration: the meaning says since when (last_*) or of what (a total)
     "bytes": "bytes",
     "bytes/s": "bytes/s",
     "segments": "segments",
@@ -212,6 +150,11 @@ def _kernel(f: TcpInfoField) -> str:
     return f"{f.kernel} to {f.until}" if f.until else f.kernel
 
 
+def _release(version: str) -> tuple[int, ...]:
+    """``"4.10"`` -> ``(4, 10)``: kernel versions in release order, not string order."""
+    return tuple(int(part) for part in version.split("."))
+
+
 def _tcpinfo_fields() -> str:
     """Return the Markdown field table, one row per field of every known layout."""
     rows = [
@@ -224,10 +167,17 @@ def _tcpinfo_fields() -> str:
             meaning += f" (from {f.until} these bytes are laid out differently, see below)"
         rows.append(f"| `{f.name}` | {_where(f)} | `{f.ctype}` | {_UNITS[f.unit]} "
                     f"| {_kernel(f)} | {meaning} |")
-    sizes: dict[str, int] = {}
-    for f in TCP_INFO_FIELDS:
-        sizes[f.kernel] = max(sizes.get(f.kernel, 0), f.end)
-    growth = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+    # The struct only grows: after each kernel it is as long as the furthest field that kernel
+    # or an earlier one added. A kernel that only filled spare bits (5.5 in byte 7) or re-laid
+    # out bytes already there (7.0) did not change the length: no step of its own.
+    growth_steps: list[str] = []
+    size = 0
+    for kernel in sorted({f.kernel for f in TCP_INFO_FIELDS}, key=_release):
+        end = max(f.end for f in TCP_INFO_FIELDS if _release(f.kernel) <= _release(kernel))
+        if end > size:
+            size = end
+            growth_steps.append(f"{kernel}: {size}")
+    growth = ", ".join(growth_steps)
     return (
         "\n".join(rows)
         + f"\n\nBytes returned by kernel version (struct size after each step): {growth}. "
@@ -303,6 +253,20 @@ def _sample_counters() -> str:
     return _table(["name", "read from", "kind", "scope"], rows)
 
 
+# --- docs/prometheus.md
+
+
+def _prometheus_metrics() -> str:
+    """Return the table of every metric the collector exports (pysockopt.prometheus.METRICS)."""
+    out = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for m in METRICS:
+        labels = ", ".join([f"`{x}`" for x in m.labels]
+                           + [f"`{x}` (with --ports)" for x in m.optional]) or "-"
+        meaning = m.help + (f" {m.when}" if m.when else "")
+        out.append(f"| `{m.name}` | {m.type} | {labels} | {_cell(meaning)} |")
+    return "\n".join(out) + "\n"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "errno-categories": _categories,
     "errno-retryable": _retryable,
@@ -312,6 +276,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "diagnose-rules": _diagnose_rules,
     "netns-cgroup-patterns": _cgroup_patterns,
     "sample-counters": _sample_counters,
+    "prometheus-metrics": _prometheus_metrics,
 }
 
 

@@ -8,6 +8,13 @@ clear error, never a wrong answer.
 
 from __future__ import annotations
 
+from . import _load  # noqa: F401  # first: a missing C core is explained, not just named
+
+# The modules of the old import paths (``from pysockopt.diagnose import RULES``) are loaded
+# before the functions of the same names are bound below: a submodule imported later would
+# replace the attribute ``pysockopt.diagnose`` (the function) with the module.
+from . import connections as _old_connections  # noqa: F401
+from . import diagnose as _old_diagnose  # noqa: F401
 from .errno import (
     Action,
     ErrnoInfo,
@@ -43,6 +50,7 @@ from .host import (
     Severity,
     Thresholds,
     Timer,
+    Unseen,
     connections,
     diagnose,
     processes_of,
@@ -124,6 +132,7 @@ __all__ = [
     "Finding",
     "Severity",
     "Thresholds",
+    "Unseen",
     "diagnose",
     # network namespaces and containers
     "CGROUP_PATTERNS",

@@ -3,11 +3,13 @@
 All reads go through /proc/thread-self or /proc/sys, which follow the calling thread's network
 namespace (a thread that joined another namespace sees that namespace's values); /proc/self/net
 and /proc/net would show the process's own namespace instead. A value that is missing or not a
-number is None: callers say "unknown", never 0.
+number is None: callers say "unknown", never 0. Any other failure to read (EMFILE, ENFILE,
+ENOMEM, EIO) raises OSError: a fact we failed to read is not a fact the host lacks.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
@@ -22,13 +24,24 @@ __all__ = [
 #: Where sysctls live; ``sysctl("net.ipv4.tcp_syncookies")`` reads SYSCTL + "net/ipv4/...".
 SYSCTL: Final = "/proc/sys/"
 
+#: A file that is not there (this kernel or namespace has no such sysctl) or not ours to read.
+_ABSENT: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM})
+
 
 def read_ints(path: str) -> tuple[int, ...] | None:
-    """Return the whitespace-separated integers of a small text file, or None if unreadable."""
+    """Return the whitespace-separated integers of a small text file, or None if absent.
+
+    None also for a file we may not read or whose text is not numbers; any other OSError
+    (EMFILE...) is raised.
+    """
     try:
         with open(path, encoding="ascii") as f:
             return tuple(int(x) for x in f.read().split())
-    except (OSError, ValueError, UnicodeDecodeError):
+    except OSError as err:
+        if err.errno in _ABSENT:
+            return None
+        raise
+    except (ValueError, UnicodeDecodeError):
         return None
 
 
@@ -81,12 +94,17 @@ def counter_table(text: str, prefix: str) -> dict[str, int | None]:
 
 
 def netstat_counters(name: str, prefix: str) -> dict[str, int | None] | None:
-    """Return one table of /proc/thread-self/net/``name``; None when the file is unreadable."""
+    """Return one table of /proc/thread-self/net/``name``; None when the file is absent.
+
+    Other failures to read it (EMFILE...) raise OSError.
+    """
     try:
         with open(f"/proc/thread-self/net/{name}", encoding="ascii", errors="replace") as f:
             return counter_table(f.read(), prefix)
-    except OSError:
-        return None
+    except OSError as err:
+        if err.errno in _ABSENT:
+            return None
+        raise
 
 
 def _count(value: str) -> int | None:

@@ -11,7 +11,7 @@ import math
 
 from .errors import InvalidConfigError
 
-__all__ = ["check_int", "check_seconds"]
+__all__ = ["check_int", "check_number", "check_seconds"]
 
 
 def check_seconds(
@@ -20,9 +20,22 @@ def check_seconds(
     """Return ``value`` as float seconds: finite and > 0 (or >= 0 with ``zero``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float: no clock or timer takes it
+        finite = False
+    if not (finite and (value >= 0 if zero else value > 0)):
         bound = ">= 0" if zero else "> 0"
         raise InvalidConfigError(name, value, allowed or f"a finite number of seconds {bound}")
+    return float(value)
+
+
+def check_number(name: str, value: object, low: float, below: float, *, allowed: str) -> float:
+    """Return ``value`` as float when it is a number (not bool) with ``low <= value < below``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    if not low <= value < below:  # False for NaN
+        raise InvalidConfigError(name, value, allowed)
     return float(value)
 
 

@@ -12,7 +12,6 @@ the derivation from net/ipv4/tcp_timer.c).
 
 from __future__ import annotations
 
-import errno
 import math
 import socket
 import sys
@@ -94,7 +93,8 @@ def _worst_case(idle: int, interval: int, count: int, uto_ms: int) -> float | No
     # transmission: the worst write pattern adds the whole user timeout to the idle figure.
     if uto_ms <= 0:
         return None
-    return _keepalive_abort(idle, interval, count, uto_ms)[0] + uto_ms / 1000
+    # In milliseconds first: abort + uto_ms / 1000 in floats can land a hair past the budget.
+    return (_keepalive_abort(idle, interval, count, uto_ms)[0] * 1000 + uto_ms) / 1000
 
 
 def _split(phase: int, uto_ms: int, count: int) -> tuple[int, int] | None:
@@ -316,15 +316,18 @@ class KeepaliveReport(NamedTuple):
     listening: bool | None = None
 
     @property
-    def inherited(self) -> bool:
+    def inherited(self) -> bool | None:
         """True when applied to a listener whose accepted sockets inherit the settings.
 
         On Linux an accepted socket is a copy of its listener: SO_KEEPALIVE, TCP_KEEPIDLE,
         TCP_KEEPINTVL, TCP_KEEPCNT and TCP_USER_TIMEOUT come with it, and the keepalive timer
         starts when the connection is established. One call on the listener then serves
-        every connection, with no syscall per accept.
+        every connection, with no syscall per accept. None when the report was not verified
+        (``listening`` unknown).
         """
-        return bool(self.listening) and INHERITED_BY_ACCEPT
+        if self.listening is None:
+            return None
+        return self.listening and INHERITED_BY_ACCEPT
 
     @property
     def verified(self) -> bool:
@@ -490,10 +493,12 @@ def system_keepalive() -> HostKeepalive:
     """
     values = []
     for name in ("time", "intvl", "probes"):
-        value = _host.sysctl_int(f"net.ipv4.tcp_keepalive_{name}")
-        if value is None:
+        path = _host.sysctl_path(f"net.ipv4.tcp_keepalive_{name}")
+        try:
+            with open(path, encoding="ascii") as f:
+                values.append(int(f.read().strip()))
+        except FileNotFoundError as err:  # unreadable or garbled raises as itself
             raise UnsupportedPlatformError(
-                errno.ENOENT, f"host keepalive defaults are read from {_SYSCTL}{name}, "
-                "which is missing or unreadable")
-        values.append(value)
+                err.errno, f"host keepalive defaults are read from {path}, which is missing"
+            ) from err
     return HostKeepalive(*values)

@@ -67,6 +67,9 @@ class TcpState(IntEnum):
     NEW_SYN_RECV = 12
     BOUND_INACTIVE = 13
 
+    def __str__(self) -> str:
+        return self.name  # print(info.state) shows ESTABLISHED, not the IntEnum's 1
+
     @property
     def label(self) -> str:
         """The netstat spelling, e.g. ``"FIN_WAIT2"``."""
@@ -202,7 +205,9 @@ TCP_INFO_FIELDS: Final[tuple[TcpInfoField, ...]] = (
     _f("segs_out", 136, 4, "segments", "4.2", "segments sent, pure ACKs and retransmits included"),
     _f("segs_in", 140, 4, "segments", "4.2", "segments received, pure ACKs included"),
     _f("notsent_bytes", 144, 4, "bytes", "4.6", "bytes queued to send and not sent yet"),
-    _f("min_rtt", 148, 4, "us", "4.6", "smallest round-trip time seen recently"),
+    _f("min_rtt", 148, 4, "us", "4.6",
+       "smallest round-trip time seen in the last net.ipv4.tcp_min_rtt_wlen seconds (300); "
+       "4294967295 (~0U) before the first RTT sample"),
     _f("data_segs_in", 152, 4, "segments", "4.6", "segments received that carried data"),
     _f("data_segs_out", 156, 4, "segments", "4.6", "segments sent that carried data"),
     _f("delivery_rate", 160, 8, "bytes/s", "4.9", "most recent delivery-rate sample"),
@@ -222,7 +227,9 @@ TCP_INFO_FIELDS: Final[tuple[TcpInfoField, ...]] = (
     _f("rehash", 236, 4, "count", "6.2", "path rehash attempts (PLB or timeouts)"),
     _f("total_rto", 240, 2, "count", "6.7", "retransmission timeouts, SYN timeouts included"),
     _f("total_rto_recoveries", 242, 2, "count", "6.7", "recoveries started by a timeout"),
-    _f("total_rto_time", 244, 4, "ms", "6.7", "time spent in timeout recovery"),
+    _f("total_rto_time", 244, 4, "ms", "6.7",
+       "total time spent in RTO recovery over the connection's life, the current one "
+       "included (a sum, not a time since)"),
     _f("received_ce", 248, 4, "segments", "6.18", "CE-marked segments received"),
     _f("delivered_e1_bytes", 252, 4, "bytes", "6.18",
        "bytes delivered with ECT(1), as the peer reports (AccECN)"),

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
 import pytest
 from netns import NetnsPair
 from sockpiles import Pile, flood_target, send_syns, wait_for
+from unpriv import free_descriptors
 
 import pysockopt
 from pysockopt import (
@@ -26,7 +29,9 @@ from pysockopt import (
 )
 from pysockopt._host import counter_table
 from pysockopt.cli import main
-from pysockopt.host.rules import RULES
+from pysockopt.host import host_facts
+from pysockopt.host.model import Unseen
+from pysockopt.host.rules import RULES, Snapshot
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -349,3 +354,156 @@ def test_diagnosis_json_is_serializable() -> None:
         data = json.loads(json.dumps(d.as_dict()))
         assert data["counts"]["CLOSE_WAIT"] == 10 and data["port"] == pile.port
         assert data["host"]["ip_local_port_range"] is not None
+
+
+# --- owners under descriptor exhaustion (issue: EMFILE swallowed as "not ours")
+
+
+def test_one_free_descriptor_still_names_the_owner() -> None:
+    # The walk of /proc used to hold a descriptor of its own (scandir), so with exactly one
+    # free every /proc/PID/fd listing failed with EMFILE and was skipped: no owner at all.
+    with Pile() as pile:
+        pile.leaked_clients(12)
+        with free_descriptors(1):
+            d = diagnose(port=pile.port)
+        (f,) = _found(d, "CLOSE_WAIT_PILE")
+        assert f.processes == (pysockopt.Process(os.getpid(), _comm()),), f.summary
+        assert d.complete and d.unseen == ()
+
+
+def test_client_leak_is_found_with_one_free_descriptor(netns_pair: NetnsPair) -> None:
+    # Spread over endpoints, the leak is grouped by process only: a lost owner lost it all.
+    def inside() -> Diagnosis:
+        piles = [Pile() for _ in range(3)]
+        try:
+            for pile in piles:
+                pile.leaked_clients(5)
+            with free_descriptors(1):
+                return diagnose()
+        finally:
+            for pile in piles:
+                pile.close()
+
+    d = netns_pair.in_ns("a", inside)
+    (f,) = _found(d, "CLOSE_WAIT_PILE")
+    assert _evidence(f)["grouped_by"] == "process" and _evidence(f)["close_wait"] == 15
+    assert f.processes == (pysockopt.Process(os.getpid(), _comm()),)
+
+
+def test_no_free_descriptor_is_an_error_not_missing_facts() -> None:
+    with Pile() as pile:
+        (client,) = pile.leaked_clients(1)
+        inode = os.fstat(client.fileno()).st_ino
+        assert pysockopt.processes_of([inode])[inode]  # found with descriptors to spare
+        with free_descriptors(0):
+            with pytest.raises(OSError) as walk:
+                pysockopt.processes_of([inode])
+            with pytest.raises(OSError) as facts:
+                host_facts()
+            with pytest.raises(OSError) as whole:
+                diagnose(port=pile.port)
+        for err in (walk, facts, whole):
+            assert err.value.errno == errno.EMFILE, err.value
+        assert host_facts().somaxconn is not None  # and all is well again
+
+
+def test_owners_unknown_when_proc_cannot_be_read() -> None:
+    # The rules run after the snapshot; should /proc then fail (EMFILE from another
+    # thread's descriptors), the finding and the result say the owners are unknown.
+    with Pile() as pile:
+        pile.leaked_clients(12)
+        conns = pysockopt.connections(port=pile.port, with_info=True)
+        by_state: dict[TcpState, list[pysockopt.Connection]] = {}
+        for c in conns:
+            by_state.setdefault(c.state, []).append(c)
+        snap = Snapshot(conns, by_state, host_facts())
+        (rule,) = [r for r in RULES if r.code == "CLOSE_WAIT_PILE"]
+        with free_descriptors(0):
+            (f,) = rule.check(rule, snap, Thresholds())
+        assert f.processes == () and _evidence(f)["close_wait"] == 12
+        assert f"held by uid {os.geteuid()}" in f.summary and "not visible" in f.summary
+        (u,) = snap.owners.unseen()
+        assert u.what == "owners" and u.sockets == 12 and "Too many open files" in u.reason
+
+
+# --- what reaches the terminal (issue: escapes in /proc/PID/comm)
+
+_EVIL = "\x1b]0;PWNED\x07\x1b[2J"
+
+
+def test_process_names_reach_the_terminal_escaped() -> None:
+    # A process may name itself anything (prctl PR_SET_NAME): here a terminal escape that
+    # sets the window title and clears the screen.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    code = ("import ctypes, socket, sys\n"
+            f"held = [socket.create_connection(('127.0.0.1', {port})) for _ in range(12)]\n"
+            f"ctypes.CDLL(None).prctl(15, ctypes.c_char_p({_EVIL.encode()!r}), 0, 0, 0)\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.read()\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"
+        for _ in range(12):
+            server, _ = listener.accept()
+            server.close()  # the child's side goes to CLOSE_WAIT and stays there
+        wait_for(lambda: pysockopt.state_counts(port=port).get(TcpState.CLOSE_WAIT) == 12,
+                 5, "12 CLOSE_WAIT in the child")
+        d = diagnose(port=port)
+        (f,) = _found(d, "CLOSE_WAIT_PILE")
+        assert f.processes == (pysockopt.Process(child.pid, _EVIL),)  # the API keeps it
+        text = d.render()
+        out = io.StringIO()
+        assert main(["diagnose", "--port", str(port)], out=out) == 1
+        for shown in (text, out.getvalue()):
+            assert "\x1b" not in shown and "\x07" not in shown
+            assert f"\\x1b]0;PWNED\\x07\\x1b[2J (pid {child.pid})" in shown
+        js = io.StringIO()
+        main(["diagnose", "--port", str(port), "--json"], out=js)
+        assert "\x1b" not in js.getvalue()
+        assert json.loads(js.getvalue())["findings"][0]["processes"][0]["command"] == _EVIL
+    finally:
+        child.kill()
+        child.wait()
+        listener.close()
+
+
+# --- what the evidence says about queues (issue: unread_bytes counted the FIN)
+
+
+def test_close_wait_evidence_does_not_count_the_fin_as_data() -> None:
+    with Pile() as pile:
+        pile.leaked_clients(12)  # the peer closed having sent nothing: Recv-Q 1 each (FIN)
+        assert {c.rqueue for c in pysockopt.connections(
+            states=["CLOSE_WAIT"], port=pile.port)} == {1}
+        (f,) = _found(diagnose(port=pile.port), "CLOSE_WAIT_PILE")
+        assert _evidence(f)["unread_bytes"] == 0 and _evidence(f)["read_to_end"] == 0
+
+    with Pile() as pile:
+        servers = []
+        for client, server in pile.established(10):
+            client.sendall(b"hello")
+            client.shutdown(socket.SHUT_WR)
+            servers.append(server)
+        wait_for(lambda: pysockopt.state_counts(port=pile.port).get(TcpState.CLOSE_WAIT)
+                 == 10, 5, "10 CLOSE_WAIT")
+        for s in servers[:2]:  # these two read to the end of stream, and still never close
+            assert s.recv(5) == b"hello" and s.recv(5) == b""
+        assert servers[2].recv(2) == b"he"  # 3 bytes left there
+        (f,) = _found(diagnose(port=pile.port), "CLOSE_WAIT_PILE")
+        assert _evidence(f)["unread_bytes"] == 7 * 5 + 3 and _evidence(f)["read_to_end"] == 2
+
+
+def test_nothing_found_is_not_said_when_something_was_not_seen() -> None:
+    with Pile() as pile:
+        d = diagnose(port=pile.port)
+    assert d.complete and "No problems found.\n" in d.render()
+    unseen = (Unseen("owners", 15, "not visible without root"),)
+    partial = dataclasses.replace(d, unseen=unseen)
+    text = partial.render()
+    assert "No problems found." not in text and not partial.complete
+    assert "owners of 15 sockets not visible without root" in text
+    assert partial.as_dict()["unseen"] == [
+        {"what": "owners", "sockets": 15, "reason": "not visible without root"}]
+    assert partial.as_dict()["complete"] is False

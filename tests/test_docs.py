@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import re
 import subprocess
 import sys
 from types import ModuleType
@@ -60,3 +61,34 @@ def test_check_from_another_directory(tmp_path: pathlib.Path) -> None:
     bad = subprocess.run([sys.executable, str(ROOT / "docs" / "generate.py"), "--bogus"],
                          cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+def test_tcpinfo_sizes_grow_in_kernel_order() -> None:
+    # The line used to list versions in table order, with "5.5: 8" from a bitfield in byte 7.
+    from pysockopt.tcpinfo import TCP_INFO_FIELDS, TCP_INFO_KNOWN_SIZE
+
+    text = (ROOT / "docs" / "tcpinfo.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("Bytes returned by kernel"))
+    steps = [((int(major), int(minor)), int(n))
+             for major, minor, n in re.findall(r"(\d+)\.(\d+): (\d+)", line)]
+    versions = [v for v, _ in steps]
+    sizes = [n for _, n in steps]
+    assert versions == sorted(versions) and sizes == sorted(set(sizes))  # both only grow
+    for version, size in steps:
+        assert size == max(f.end for f in TCP_INFO_FIELDS
+                           if tuple(int(x) for x in f.kernel.split(".")) <= version)
+    assert steps[0] == ((2, 6), 104) and sizes[-1] == TCP_INFO_KNOWN_SIZE
+
+
+def test_tcpinfo_rows_say_what_the_kernel_means() -> None:
+    import socket
+
+    import pysockopt
+
+    rows = {ln.split("`")[1]: ln for ln in (ROOT / "docs" / "tcpinfo.md").read_text()
+            .splitlines() if ln.startswith("| `")}
+    assert "ago" not in rows["total_rto_time"] and "total" in rows["total_rto_time"]
+    assert "4294967295" in rows["min_rtt"]
+    # What the row says, the kernel does: no RTT sample yet on a socket never connected.
+    with socket.socket() as s:
+        assert pysockopt.tcp_info(s).min_rtt in (None, 0xFFFFFFFF)

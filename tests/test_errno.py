@@ -798,7 +798,7 @@ def test_cli_search() -> None:
 
 
 def test_cli_search_without_match_exits_1_like_grep() -> None:
-    assert _run("errno", "--search", "zzzz-nothing") == (1, "")
+    assert _run("errno", "--search", "zzzz-nothing") == (1, "no errno matches 'zzzz-nothing'\n")
     code, text = _run("errno", "--search", "zzzz-nothing", "--json")
     assert code == 1 and json.loads(text) == []
 

@@ -151,3 +151,73 @@ def test_beat_at_refuses_nan_and_non_numbers() -> None:
     now[0] = 112.0
     assert m.beat_at("j", math.inf)  # the future counts as now
     assert m.last_beat("j") == 112.0
+
+
+# --- review findings on the shared helpers
+
+
+def test_beat_many_at_counts_the_future_as_now_and_skips_non_numbers() -> None:
+    now = [0.0]
+    m: HeartbeatMonitor[str] = HeartbeatMonitor(5, clock=lambda: now[0])
+    for key in "abcd":
+        m.add(key)
+    now[0] = 1.0
+    m.beat_many_at([("a", math.inf), ("b", math.nan), ("c", 1000.0), ("nobody", 0.5)])
+    assert m.last_beat("a") == 1.0 and m.last_beat("c") == 1.0  # never past now
+    assert m.last_beat("b") == 0.0 and m.stats().unknown_beats == 0
+    now[0] = 20.0
+    assert sorted(m.expired()) == ["a", "b", "c", "d"] and len(m) == 0
+
+
+def test_worst_case_never_exceeds_a_millisecond_budget() -> None:
+    from pysockopt import KeepaliveConfig
+
+    for ms in range(7001, 60001, 3):
+        cfg = KeepaliveConfig.for_detection(ms / 1000)
+        worst = cfg.worst_case_detection
+        assert worst is not None and worst <= ms / 1000, (ms, worst)
+
+
+def test_huge_numbers_are_config_errors_not_overflows() -> None:
+    from pysockopt import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError):
+        HeartbeatMonitor(10**400)
+
+
+def test_close_now_closes_a_socket_like_object_that_has_a_transport_attribute() -> None:
+    from pysockopt.heartbeat import close_now
+
+    a, b = socket.socketpair()
+
+    class Channel:  # e.g. an SSH channel: a socket API with a .transport of its own
+        transport = object()
+
+        def shutdown(self, how: int) -> None:
+            a.shutdown(how)
+
+        def close(self) -> None:
+            a.close()
+
+    close_now(Channel())
+    assert a.fileno() == -1 and b.recv(1) == b""
+    b.close()
+
+
+def test_old_import_paths_keep_working_and_keep_the_functions() -> None:
+    import subprocess
+    import sys
+
+    # In a fresh interpreter: the order of imports is what matters.
+    code = (
+        "import pysockopt\n"
+        "from pysockopt.diagnose import RULES, Thresholds, host_facts\n"
+        "from pysockopt.connections import processes_of, parse_state\n"
+        "import pysockopt.aio\n"
+        "assert callable(pysockopt.diagnose) and callable(pysockopt.connections)\n"
+        "assert pysockopt.diagnose.__module__ == 'pysockopt.host.diagnosis'\n"
+        "assert RULES and Thresholds() == pysockopt.Thresholds()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr

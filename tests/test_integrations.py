@@ -654,7 +654,7 @@ def _grpc_pair(cfg: KeepaliveConfig, server_options: list[tuple[str, int]]) -> I
 def test_grpc_channel_sets_user_timeout_not_keepalive(cfg: KeepaliveConfig) -> None:
     opts = dict(integrations.grpc_channel_options(cfg))
     assert opts["grpc.keepalive_time_ms"] == cfg.idle * 1000
-    assert opts["grpc.keepalive_timeout_ms"] <= cfg.interval * cfg.count * 1000
+    assert opts["grpc.keepalive_timeout_ms"] <= cfg.interval * cfg.probes * 1000
     assert opts["grpc.keepalive_time_ms"] + opts["grpc.keepalive_timeout_ms"] <= (
         cfg.detection_time * 1000)
     with _grpc_pair(cfg, integrations.grpc_server_options(cfg)) as (_, port, _states):

@@ -292,7 +292,7 @@ def test_client_side_leak_to_many_endpoints_is_found_per_uid(netns_pair: NetnsPa
             for p in piles:
                 p.leaked_clients(1)
             s1 = pysockopt.sample()
-            snap = Snapshot((), {}, host_facts(), s1, s1.rates(s0))
+            snap = Snapshot((), {}, host_facts(), sample=s1, rates=s1.rates(s0))
             rule = next(r for r in RULES if r.code == "CLOSE_WAIT_GROWING")
             return list(rule.check(rule, snap, Thresholds(close_wait_growth=4)))
         finally:
@@ -502,7 +502,7 @@ def test_conntrack_count_in_a_namespace(netns_pair: NetnsPair) -> None:
 def _check(code: str, counters: Counters, t: Thresholds | None = None) -> list[Finding]:
     s = dataclasses.replace(pysockopt.sample(port=1, detail=False), counters=counters)
     rule = next(r for r in RULES if r.code == code)
-    return list(rule.check(rule, Snapshot((), {}, host_facts(), s), t or Thresholds()))
+    return list(rule.check(rule, Snapshot((), {}, host_facts(), sample=s), t or Thresholds()))
 
 
 @pytest.mark.parametrize(("code", "changes", "severity"), [
@@ -563,8 +563,8 @@ def _pair_of(changes0: dict[str, dict[str, int]],
 
 def _time_rule(code: str, s0: Sample, s1: Sample) -> list[Finding]:
     rule = next(r for r in RULES if r.code == code)
-    snap = Snapshot((), {}, host_facts(), s1, s1.rates(s0))
-    assert rule.interval and not list(rule.check(rule, Snapshot((), {}, host_facts(), s1),
+    snap = Snapshot((), {}, host_facts(), sample=s1, rates=s1.rates(s0))
+    assert rule.interval and not list(rule.check(rule, Snapshot((), {}, host_facts(), sample=s1),
                                                  Thresholds()))
     return list(rule.check(rule, snap, Thresholds()))
 

@@ -1,7 +1,9 @@
-"""The ``pysockopt`` command: keepalive, errno, states, conns, diagnose, watch.
+"""The ``pysockopt`` command: keepalive, errno, states, conns, diagnose, watch, exporter.
 
-Human-readable tables by default, ``--json`` for machines. Exit status: 0 when all is well,
-1 when the command found problems, 2 on usage or runtime errors (like grep and diff). Each
+Human-readable tables by default, ``--json`` for machines. Exit status, for every command:
+0 nothing found, 1 problems found, 2 error (usage errors included), like grep and diff;
+``errno --search`` that matches nothing is 1, as grep is. A reader that stops early
+(``| head``) never changes the status. Each
 subcommand is one module here that registers itself with ``_common.command``; this module only
 parses and dispatches.
 """
@@ -9,53 +11,105 @@ parses and dispatches.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
 from .. import __version__
+from .._format import printable
 from ..errors import InvalidConfigError
-from . import diagnose, errno, keepalive, netns, sockets, watch  # noqa: F401  # each registers its commands
-from ._common import COMMANDS, EXIT_ERROR, EXIT_OK
+from . import (  # noqa: F401  # each registers its commands
+    diagnose,
+    errno,
+    exporter,
+    keepalive,
+    netns,
+    sockets,
+    watch,
+)
+from ._common import COMMANDS, EXIT_ERROR, EXIT_RULE, EXIT_STATUS, Output, UsageError
 
 __all__ = ["build_parser", "main"]
+
+#: How ``pysockopt --help`` lists the commands; any other comes after these.
+_ORDER = ("keepalive", "errno", "states", "conns", "diagnose", "netns", "watch", "exporter",
+          "kill")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every registered subcommand."""
+    return _parsers()[0]
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="pysockopt",
         description="TCP keepalive, TCP_INFO, host-wide socket diagnosis, errno explained.",
-        epilog="Exit status: 0 nothing found, 1 problems found, 2 error.",
+        epilog=EXIT_RULE + " `pysockopt COMMAND --help` says what each command returns.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, help_text, add_arguments, run in COMMANDS:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    # Not required=True: argparse would then answer `pysockopt --bogus` with "COMMAND is
+    # required" instead of naming --bogus; main() asks for a command itself.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = {}
+    # In the order a user meets them, not the order the modules were imported in.
+    order = {name: i for i, name in enumerate(_ORDER)}
+    for name, help_text, add_arguments, run in sorted(
+            COMMANDS, key=lambda c: order.get(c[0], len(order))):
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog=EXIT_STATUS.get(name, EXIT_RULE))
         add_arguments(p)
         p.set_defaults(run=run)
-    return parser
+        subparsers[name] = p
+    return parser, subparsers
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser, subparsers = _parsers()
+    args, extra = parser.parse_known_args(argv)
+    where = subparsers.get(args.command or "", parser)
+    if extra:
+        where.error("unrecognized arguments: " + printable(" ".join(extra)))
+    if args.command is None:
+        parser.error("give a COMMAND: " + ", ".join(subparsers))
+    return args
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run the CLI; return the exit status (0 ok, 1 problems found, 2 error)."""
-    stream = sys.stdout if out is None else out
-    parser = build_parser()
+    """Run the CLI; return the exit status (0 nothing found, 1 problems found, 2 error).
+
+    The status is the command's own: a reader that leaves early (``| head``, ``| true``)
+    does not turn 1 or 2 into 0; output that cannot be written at all (stdout closed, disk
+    full) is an error, 2.
+    """
     try:
-        args = parser.parse_args(argv)
+        args = _parse(argv)
     except SystemExit as exc:  # argparse: 0 for --help/--version, 2 for usage errors
         return int(exc.code or 0)
+    output = Output(sys.stdout if out is None else out)
     try:
-        status: int = args.run(args, stream)
-        stream.flush()
-    except BrokenPipeError:  # `pysockopt conns | head`: the reader has all it wanted
-        # Python would complain again when it flushes stdout at exit; point it at devnull.
-        if out is None:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_OK
+        status: int = args.run(args, output)
+    except UsageError as err:
+        status = _error(args.command, f"{err} (see pysockopt {args.command} --help)")
     except (InvalidConfigError, ValueError, LookupError, OSError) as err:
-        sys.stderr.write(f"pysockopt {args.command}: {err}\n")
-        return EXIT_ERROR
+        status = _error(args.command, str(err))
+    output.flush()
+    if output.broken and out is None:
+        # Python flushes stdout once more at exit and would complain (exit status 120):
+        # point the descriptor at /dev/null, the reader has all it wanted.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    failure = output.error
+    if failure is not None:
+        return _error(args.command, f"cannot write the output: {failure.strerror or failure}")
     return status
+
+
+def _error(command: str, message: str) -> int:
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError):
+            sys.stderr.write(f"pysockopt {command}: {printable(message)}\n")
+    return EXIT_ERROR

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from ._common import EXIT_ERROR, EXIT_FOUND, EXIT_OK, command, emit_json, table
+from .._format import printable
+from ._common import (
+    EXIT_ERROR,
+    EXIT_FOUND,
+    EXIT_OK,
+    UsageError,
+    command,
+    emit_json,
+    table,
+)
 
-# Exit status: 0 every ERRNO is known (or --search found something, or --list); 1 --search
-# found nothing (like grep); 2 an ERRNO this platform does not define, or a usage error.
+_EXIT_STATUS = ("Exit status: 0 every ERRNO is known, --search matched, or --list; 1 --search "
+                "matched nothing (like grep); 2 an ERRNO this platform does not define, or a "
+                "usage error.")
 
 
 def _errno_args(p: argparse.ArgumentParser) -> None:
@@ -52,31 +63,36 @@ def _errno_detail(out: TextIO, info: Any) -> None:
 
 
 @command("errno", "explain errno values in socket terms: number, name, --search, --list",
-         _errno_args)
+         _errno_args, _EXIT_STATUS)
 def _errno(args: argparse.Namespace, out: TextIO) -> int:
     from ..errno import UnknownErrnoName, errno_info, errno_search, errno_table
 
     if args.query and (args.search is not None or args.list):
-        sys.stderr.write("pysockopt errno: give ERRNO values, or --search, or --list\n")
-        return EXIT_ERROR
+        raise UsageError("give ERRNO values, or --search, or --list")
+    if args.search is not None and not args.search.split():
+        raise UsageError(f"--search {args.search!r}: give at least one word to look for")
     if args.search is not None or args.list:
         infos = errno_table() if args.list else errno_search(args.search)
         if args.json:
             emit_json(out, [i.as_dict() for i in infos])
         elif infos:
             table(out, ["code", "name", "aliases", "category", "message"], _errno_rows(infos))
+        else:
+            out.write(f"no errno matches {printable(repr(args.search.strip()))}\n")
         return EXIT_OK if infos or args.list else EXIT_FOUND
     if not args.query:
-        sys.stderr.write("pysockopt errno: give an errno number or name, --search TEXT or "
-                         "--list\n")
-        return EXIT_ERROR
+        raise UsageError("give an errno number or name, --search TEXT or --list")
     status = EXIT_OK
     results: list[dict[str, object]] = []
     for n, query in enumerate(args.query):
+        text = query.strip()
         try:
-            info = errno_info(int(query) if query.lstrip("-").isdigit() else query)
+            info = errno_info(int(text) if text.lstrip("-").isdigit() else text)
         except UnknownErrnoName as err:
-            sys.stderr.write(f"pysockopt errno: {err}\n")
+            hint = ""
+            if len(text.split()) > 1 or not err.suggestions:
+                hint = f"; to look for words, try: pysockopt errno --search {shlex.quote(text)}"
+            sys.stderr.write(printable(f"pysockopt errno: {err}{hint}") + "\n")
             results.append({"query": query, "known": False, "error": str(err),
                             "suggestions": list(err.suggestions)})
             status = EXIT_ERROR

@@ -3,26 +3,59 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import TextIO
 
-from .._format import duration
+from .._format import count, duration
+from ..errors import InvalidConfigError
 from ..keepalive import KeepaliveConfig, system_keepalive
-from ._common import EXIT_OK, command, emit_json, table
+from ._common import EXIT_OK, UsageError, checked, command, emit_json, number, table
+
+
+def _seconds(text: str) -> float:
+    value: float = number(text, float)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a number of seconds > 0")
+    return value
+
+
+def _probes(text: str) -> int:
+    value: int = number(text)
+    if value < 1:
+        raise ValueError("must be at least 1 probe")
+    return value
+
+
+def _in_options(err: InvalidConfigError, seconds: float, probes: int) -> str:
+    """Say a for_detection() refusal with the options: ``--detect 2: must be at least ...``."""
+    why = str(err).partition(f"allowed: {err.allowed}")[2].lstrip(": ")
+    allowed = err.allowed.split(" for ")[0]
+    if err.field == "count":
+        text = f"--count {probes}: must be {allowed} for --detect {seconds:g}"
+    else:
+        text = f"--detect {seconds:g}: must be {allowed} s with {count(probes, 'probe')}"
+    return text + (f" ({why})" if why else "")
 
 
 def _keepalive_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detect", type=float, metavar="SECONDS",
+    p.add_argument("--detect", action=checked(_seconds), metavar="SECONDS",
                    help="print a config that declares a silent peer dead within SECONDS")
-    p.add_argument("--count", type=int, default=3,
+    p.add_argument("--count", action=checked(_probes), metavar="N",
                    help="keepalive probes for --detect (default: 3)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 @command("keepalive", "host keepalive defaults, or a config for a detection budget",
-         _keepalive_args)
+         _keepalive_args, "Exit status: 0 shown, 2 error (bad usage included); never 1.")
 def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
+    if args.count is not None and args.detect is None:
+        raise UsageError("--count needs --detect SECONDS (it is the probes in that budget)")
     if args.detect is not None:
-        config = KeepaliveConfig.for_detection(args.detect, count=args.count)
+        probes = 3 if args.count is None else args.count
+        try:
+            config = KeepaliveConfig.for_detection(args.detect, count=probes)
+        except InvalidConfigError as err:
+            raise UsageError(_in_options(err, args.detect, probes)) from err
         if args.json:
             emit_json(out, {
                 "idle": config.idle, "interval": config.interval, "count": config.count,
@@ -36,14 +69,15 @@ def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
             f"KeepaliveConfig(idle={config.idle}, interval={config.interval}, "
             f"count={config.count}, user_timeout_ms={config.user_timeout_ms})\n"
             f"  an idle connection to a vanished peer is dropped after"
-            f" {duration(config.detection_time)} (idle {config.idle} s, then {config.probes}"
-            f" probes {config.interval} s apart, ended by the user timeout);\n"
+            f" {duration(config.detection_time)} (idle {config.idle} s, then"
+            f" {count(config.probes, 'probe')} {config.interval} s apart, ended by the user"
+            " timeout);\n"
             f"  unacknowledged data fails it {duration((config.user_timeout_ms or 0) / 1000)}"
             f" after it was sent (TCP_USER_TIMEOUT): a dead peer is found within"
             f" {duration(config.worst_case_detection or 0)} whatever is written\n\n"
             "Use it:\n"
             f"  config = pysockopt.KeepaliveConfig.for_detection({args.detect:g}"
-            + (f", count={args.count}" if args.count != 3 else "") + ")\n"
+            + (f", count={probes}" if probes != 3 else "") + ")\n"
             "  pysockopt.apply_keepalive(sock, config)      # any TCP socket; on a listener once,\n"
             "                                               # accepted sockets inherit it\n"
             "  config.socket_options()                      # urllib3 / requests / redis-py\n"

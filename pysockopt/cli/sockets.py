@@ -5,8 +5,24 @@ from __future__ import annotations
 import argparse
 from typing import Any, TextIO
 
-from ._common import EXIT_OK, command, emit_json, port_arg, table
+from .._format import ss_timer
+from ..errors import InvalidConfigError
+from ..tcpinfo import TcpState
+from ._common import EXIT_OK, checked, command, emit_json, port_arg, table
 from .netns import add_netns_args, header, per_netns, write_notes
+
+_LISTS = "Exit status: 0 listed, 2 error (bad usage included); never 1."
+
+
+def _state(text: str) -> TcpState:
+    from ..host.connections import parse_state
+
+    try:
+        return parse_state(text)
+    except InvalidConfigError:
+        names = ", ".join(s.label for s in TcpState if s is not TcpState.NEW_SYN_RECV)
+        raise ValueError(f"unknown state {text.strip()!r} (one of: {names}; any case, "
+                         "- or _)") from None
 
 
 def _states_args(p: argparse.ArgumentParser) -> None:
@@ -16,7 +32,7 @@ def _states_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("states", "count TCP sockets per state (like netstat -nat | sort | uniq -c)",
-         _states_args)
+         _states_args, _LISTS)
 def _states(args: argparse.Namespace, out: TextIO) -> int:
     from ..host.connections import state_counts
 
@@ -52,7 +68,7 @@ def _states_table(out: TextIO, counts: dict[Any, int]) -> None:
 
 
 def _conns_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state", action="append", metavar="S",
+    p.add_argument("--state", action=checked(_state, append=True), metavar="S",
                    help="only this state, e.g. CLOSE_WAIT or close-wait (repeatable)")
     port_arg(p)
     add_netns_args(p)
@@ -61,11 +77,11 @@ def _conns_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-@command("conns", "list TCP sockets (like ss -tan, or ss -tin with -i)", _conns_args)
+@command("conns", "list TCP sockets (like ss -tan, or ss -tin with -i)", _conns_args, _LISTS)
 def _conns(args: argparse.Namespace, out: TextIO) -> int:
-    from ..host.connections import connections, parse_state
+    from ..host.connections import connections
 
-    states = [parse_state(s) for s in args.state] if args.state else None
+    states = args.state
     grouped = per_netns(args, lambda ns: connections(states=states, port=args.port,
                                                      with_info=args.info, netns=ns))
     if grouped is not None:
@@ -93,13 +109,12 @@ def _conns_table(out: TextIO, conns: list[Any], info: bool) -> None:
         columns += ["rtt_ms", "cwnd", "retrans", "idle_ms"]
     rows: list[list[object]] = []
     for c in conns:
-        timer = c.timer.label if c.timer else ""
-        if c.timer:
-            timer += f"({c.expires_ms / 1000:.1f}s,{c.retrans})"
+        timer = ss_timer(c.timer.label, c.expires_ms, c.retrans) if c.timer else ""
         row: list[object] = [c.state.label, c.rqueue, c.wqueue, c.local, c.remote, timer]
         if info:
             i = c.info
-            if i is None:
+            # A listener has no peer: its rtt, cwnd and idle times are placeholders.
+            if i is None or c.state == TcpState.LISTEN:
                 row += [None, None, None, None]
             else:
                 idle = None if i.last_data_recv is None else i.last_data_recv

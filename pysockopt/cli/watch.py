@@ -106,6 +106,8 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
             else:
                 out.write(json.dumps(record(d, rates, view)) + "\n")
                 out.flush()
+                if _gone(out):  # `pysockopt watch | head -3`: the reader has what it wanted
+                    break
             previous = d.sample
     except KeyboardInterrupt:
         pass
@@ -118,6 +120,11 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
         for line in last + (view.summary_lines() if view.seen_problems else []):
             out.write(line + "\n")
     return EXIT_FOUND if view.seen_problems else EXIT_OK
+
+
+def _gone(out: TextIO) -> bool:
+    """Whether the output failed (a reader that went away, a full disk): nobody reads on."""
+    return bool(getattr(out, "broken", False) or getattr(out, "error", None))
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -158,6 +165,8 @@ def _watch_all(args: argparse.Namespace, out: TextIO) -> int:
                 out.write(json.dumps({"netns": skipped.netns.as_dict(),
                                       "skipped": skipped.as_dict()}) + "\n")
             out.flush()
+            if _gone(out):
+                break
             previous = seen  # a namespace that went away is forgotten
     except KeyboardInterrupt:
         pass

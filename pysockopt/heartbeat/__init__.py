@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from ._runner import close_now
 from .liveness import KernelLiveness, LivenessPlan, Sweep
-from .monitor import CloseReason, HeartbeatMonitor, HeartbeatStats
+from .monitor import DEFAULT_TICKS, MAX_TICKS, CloseReason, HeartbeatMonitor, HeartbeatStats
 from .sender import HeartbeatSender
 from .thread import HeartbeatSenderThread, HeartbeatThread
 
 __all__ = [
+    "DEFAULT_TICKS",
+    "MAX_TICKS",
     "CloseReason",
     "HeartbeatMonitor",
     "HeartbeatSender",

@@ -37,15 +37,16 @@ def close_now(conn: Any) -> None:
     its transport is aborted when data is still buffered (a graceful close waits for the
     buffer to drain, which to a dead peer is never), else closed. Already closed is fine.
     """
-    transport = getattr(conn, "transport", None)
-    if transport is not None:
-        if transport.is_closing():
-            return
-        if transport.get_write_buffer_size():
-            transport.abort()
-        else:
-            transport.close()
+    shutdown = getattr(conn, "shutdown", None)
+    if shutdown is not None:  # a socket (asyncio's StreamWriter has no shutdown)
+        with contextlib.suppress(OSError):
+            shutdown(socket.SHUT_RDWR)
+        conn.close()
         return
-    with contextlib.suppress(OSError):
-        conn.shutdown(socket.SHUT_RDWR)
-    conn.close()
+    transport = conn.transport
+    if transport.is_closing():
+        return
+    if transport.get_write_buffer_size():
+        transport.abort()
+    else:
+        transport.close()

@@ -25,7 +25,6 @@ __all__ = ["KernelLiveness", "LivenessPlan", "Sweep"]
 K = TypeVar("K", bound=Hashable)
 
 
-
 @dataclass(frozen=True, slots=True)
 class LivenessPlan:
     """One detection budget split between kernel keepalive, TCP_USER_TIMEOUT and heartbeats.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, Generic, TypeVar
 
-from .._validate import check_seconds
+from .._validate import check_number, check_seconds
 from ..errors import InvalidConfigError
 
 __all__ = ["DEFAULT_TICKS", "MAX_TICKS", "CloseReason", "HeartbeatMonitor", "HeartbeatStats"]
@@ -137,11 +137,8 @@ class HeartbeatMonitor(Generic[K]):
                 "tick", tick, f"timeout / {MAX_TICKS} .. timeout ({self._timeout:g} s)"
             )
         self._inv_tick = 1.0 / self._tick
-        if isinstance(min_interval, bool) or not isinstance(min_interval, (int, float)):
-            raise TypeError(f"min_interval must be a number, not {type(min_interval).__name__}")
-        if not 0 <= min_interval < self._timeout:
-            raise InvalidConfigError("min_interval", min_interval, "0 (off) .. below timeout")
-        self._min_interval = float(min_interval)
+        self._min_interval = check_number("min_interval", min_interval, 0, self._timeout,
+                                          allowed="0 (off) .. below timeout")
         self._clock = clock
         self._origin = float(clock())
         # A slot for every tick a deadline can be ahead of the cursor, and one to spare.
@@ -281,15 +278,17 @@ class HeartbeatMonitor(Generic[K]):
         """Record many ``(key, when)`` sightings at once, as beat_at does for each.
 
         For a caller that read the times from the kernel for a batch of keys (KernelLiveness):
-        each tracked key's last beat moves forward to ``when`` if that is later; untracked
-        keys are skipped without being counted. ``when`` must not be in the future.
+        each tracked key's last beat moves forward to ``when`` if that is later (a time in the
+        future counts as now, as in beat_at); untracked keys and times that are not finite
+        numbers are skipped without being counted.
         """
         last = self._last
         get = last.get
+        now = self._clock()
         for key, when in beats:
             previous = get(key)
-            if previous is not None and when > previous:
-                last[key] = when
+            if previous is not None and when > previous:  # False for NaN
+                last[key] = when if when <= now else now  # +inf and the future: now
 
     def remove(self, key: K) -> bool:
         """Stop tracking ``key`` (the connection closed); False if it was not tracked."""

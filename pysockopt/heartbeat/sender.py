@@ -12,8 +12,7 @@ import random
 import time
 from collections.abc import Callable
 
-from .._validate import check_seconds
-from ..errors import InvalidConfigError
+from .._validate import check_number, check_seconds
 
 __all__ = ["HeartbeatSender"]
 
@@ -39,11 +38,8 @@ class HeartbeatSender:
         rng: random.Random | None = None,
     ) -> None:
         self._interval = check_seconds("interval", interval)
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)):
-            raise TypeError(f"jitter must be a number, not {type(jitter).__name__}")
-        if not 0 <= jitter < 1:
-            raise InvalidConfigError("jitter", jitter, "0 <= jitter < 1 (a fraction of interval)")
-        self._jitter = float(jitter)
+        self._jitter = check_number("jitter", jitter, 0, 1,
+                                    allowed="0 <= jitter < 1 (a fraction of interval)")
         self._clock = clock
         self._random = (rng or random.Random()).random
         self._last = clock()

@@ -21,7 +21,7 @@ from .connections import (
     state_counts,
 )
 from .diagnosis import diagnose, host_facts
-from .model import Diagnosis, Evidence, Finding, HostFacts, Severity, Thresholds
+from .model import Diagnosis, Evidence, Finding, HostFacts, Severity, Thresholds, Unseen
 from .namespaces import (
     CGROUP_PATTERNS,
     CgroupPattern,
@@ -70,6 +70,7 @@ __all__ = [
     "Severity",
     "Thresholds",
     "Timer",
+    "Unseen",
     "connections",
     "container_from_cgroup",
     "diagnose",

@@ -57,6 +57,9 @@ class Timer(IntEnum):
     TIME_WAIT = 3
     ZERO_WINDOW_PROBE = 4
 
+    def __str__(self) -> str:
+        return self.name  # print(conn.timer) shows KEEPALIVE, not the IntEnum's 2
+
     @property
     def label(self) -> str:
         """The spelling ``ss -o`` uses: ``on``, ``keepalive``, ``timewait``, ``persist``."""
@@ -493,41 +496,80 @@ def _parse_proc(text: bytes, family: int, *, port: int | None = None) -> list[Co
 # --- owning processes
 
 
-def processes_of(inodes: Iterable[int]) -> dict[int, tuple[Process, ...]]:
-    """Map socket inodes to the processes holding them, in one walk of /proc/*/fd.
+#: Why a process's descriptors may be unreadable without that being our failure: it exited
+#: during the walk (ENOENT, ESRCH) or is not ours to inspect (EACCES, EPERM: another user's,
+#: when not root). Anything else (EMFILE, ENFILE, ENOMEM) would silently lose owners: raised.
+_SKIPPED: Final = frozenset({errno.ENOENT, errno.ESRCH, errno.EACCES, errno.EPERM})
+_NOT_OURS: Final = frozenset({errno.EACCES, errno.EPERM})
 
-    This is what makes ``ss -p`` slow, so it is done only for the few sockets a diagnosis
-    names. Processes we may not inspect (other users, when not root) are skipped; an inode
-    nobody holds maps to an empty tuple.
-    """
+
+class _Owners(NamedTuple):
+    """One walk of /proc/*/fd: the processes per inode, and how many we could not inspect."""
+
+    found: dict[int, tuple[Process, ...]]
+    hidden: int
+
+
+def _walk_owners(inodes: Iterable[int]) -> _Owners:
     wanted = {f"socket:[{i}]": i for i in inodes if i}
     found: dict[int, list[Process]] = {i: [] for i in wanted.values()}
+    hidden = 0
     if not wanted:
-        return {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+        return _Owners({}, 0)
+    # listdir, not scandir: the walk then holds no descriptor of its own while it reads each
+    # process, so it works with a single free descriptor (scandir kept one open, and every
+    # listdir below failed with EMFILE, which used to be skipped as "not ours").
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
-        pid = int(entry.name)
-        fd_dir = f"/proc/{pid}/fd"
+        fd_dir = f"/proc/{name}/fd"
         try:
             fds = os.listdir(fd_dir)
-        except OSError:  # gone, or not ours to read
+        except OSError as err:
+            if err.errno not in _SKIPPED:
+                raise _owner_error(err, fd_dir) from err
+            hidden += err.errno in _NOT_OURS
             continue
         hits = []
         for fd in fds:
             try:
                 target = os.readlink(f"{fd_dir}/{fd}")
-            except OSError:
+            except OSError as err:
+                if err.errno not in _SKIPPED:
+                    raise _owner_error(err, f"{fd_dir}/{fd}") from err
                 continue
             inode = wanted.get(target)
             if inode is not None:
                 hits.append(inode)
         if hits:
-            try:
-                with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
-                    command = f.read().strip()
-            except OSError:
-                command = "?"
+            command = _command(int(name))
             for inode in dict.fromkeys(hits):
-                found[inode].append(Process(pid, command))
-    return {inode: tuple(procs) for inode, procs in found.items()}
+                found[inode].append(Process(int(name), command))
+    return _Owners({inode: tuple(procs) for inode, procs in found.items()}, hidden)
+
+
+def _command(pid: int) -> str:
+    path = f"/proc/{pid}/comm"
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read().rstrip("\n")
+    except OSError as err:
+        if err.errno not in _SKIPPED:
+            raise _owner_error(err, path) from err
+        return "?"
+
+
+def _owner_error(err: OSError, path: str) -> OSError:
+    return OSError(err.errno, f"{err.strerror} (reading {path} to find socket owners)")
+
+
+def processes_of(inodes: Iterable[int]) -> dict[int, tuple[Process, ...]]:
+    """Map socket inodes to the processes holding them, in one walk of /proc/*/fd.
+
+    This is what makes ``ss -p`` slow, so it is done only for the few sockets a diagnosis
+    names. Processes that exit during the walk, and those we may not inspect (other users',
+    when not root), are skipped; an inode nobody visible holds maps to an empty tuple.
+    Raises OSError for any other failure (EMFILE, ENFILE, ENOMEM), rather than return
+    owners that are silently missing.
+    """
+    return _walk_owners(inodes).found

@@ -114,11 +114,12 @@ def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None,
         by_state[c.state].append(c)
     now = of_connections(conns, read_counters(ns), port=port, start=start, wall=wall)
     rates = None if earlier is None else now.rates(earlier)
-    snap = Snapshot(conns, by_state, host_facts(netns=ns), now, rates)
+    snap = Snapshot(conns, by_state, host_facts(netns=ns), sample=now, rates=rates)
     findings = [f for rule in RULES for f in rule.check(rule, snap, t)]
     if ns is not None:
         findings = [dataclasses.replace(f, netns=ns) for f in findings]
     findings.sort(key=lambda f: -f.severity)  # stable: rule order within a severity
     counts = MappingProxyType({s: len(v) for s, v in sorted(by_state.items())})
     return Diagnosis(tuple(findings), counts, snap.host, port, t, netns=ns,
+                     unseen=snap.owners.unseen(),
                      interval=None if rates is None else rates.seconds, sample=now)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import NamedTuple
 
+from .._format import count
 from ..errors import InvalidConfigError
 from ..keepalive import HostKeepalive
 from ..tcpinfo import TcpState
@@ -18,7 +19,7 @@ from .connections import Connection, Process
 from .namespaces import NetNamespace
 from .sample import Sample
 
-__all__ = ["Diagnosis", "Evidence", "Finding", "HostFacts", "Severity", "Thresholds"]
+__all__ = ["Diagnosis", "Evidence", "Finding", "HostFacts", "Severity", "Thresholds", "Unseen"]
 
 
 class Severity(IntEnum):
@@ -32,6 +33,9 @@ class Severity(IntEnum):
     def label(self) -> str:
         """The name in lower case, as reports print it."""
         return self.name.lower()
+
+    def __str__(self) -> str:
+        return self.name  # print(finding.severity) shows WARNING, not the IntEnum's 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,14 +163,34 @@ class HostFacts:
         }
 
 
+class Unseen(NamedTuple):
+    """What a diagnosis could not look at: ``Unseen("owners", 15, "not visible without root")``.
+
+    ``str()`` says it as a report does: "owners of 15 sockets not visible without root".
+    """
+
+    what: str
+    sockets: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.what} of {count(self.sockets, 'socket')} {self.reason}"
+
+    def as_dict(self) -> dict[str, object]:
+        """Return it for JSON."""
+        return {"what": self.what, "sockets": self.sockets, "reason": self.reason}
+
+
 @dataclass(frozen=True, slots=True)
 class Diagnosis:
     """What ``diagnose()`` saw: state counts, host facts and the findings, worst first.
 
-    ``netns``: the network namespace looked at, when not the caller's own. ``interval``: the
-    seconds between the two samples the time rules compared (None: one snapshot, no time
-    rules). ``sample``: this moment's Sample (counts, listeners, host counters), to compare
-    a later one with (``diagnose(earlier=d.sample)``).
+    ``netns``: the network namespace looked at, when not the caller's own.
+    ``unseen`` says what it could not look at (the owners of other users' sockets, when not
+    root): ``ok`` then only speaks for what was visible, and ``complete`` is False.
+    ``interval``: the seconds between the two samples the time rules compared (None: one
+    snapshot, no time rules). ``sample``: this moment's Sample (counts, listeners, host
+    counters), to compare a later one with (``diagnose(earlier=d.sample)``).
     """
 
     findings: tuple[Finding, ...]
@@ -175,6 +199,7 @@ class Diagnosis:
     port: int | None
     thresholds: Thresholds
     netns: NetNamespace | None = None
+    unseen: tuple[Unseen, ...] = ()
     interval: float | None = None
     sample: Sample | None = None
 
@@ -190,8 +215,13 @@ class Diagnosis:
 
     @property
     def ok(self) -> bool:
-        """True when nothing worse than INFO was found."""
+        """True when nothing worse than INFO was found (in what was visible: see ``unseen``)."""
         return not self.problems
+
+    @property
+    def complete(self) -> bool:
+        """True when the diagnosis saw everything it looked for (``unseen`` is empty)."""
+        return not self.unseen
 
     def as_dict(self) -> dict[str, object]:
         """Return the diagnosis for JSON."""
@@ -204,6 +234,8 @@ class Diagnosis:
             "host": self.host.as_dict(),
             "findings": [f.as_dict() for f in self.findings],
             "netns": None if self.netns is None else self.netns.as_dict(),
+            "complete": self.complete,
+            "unseen": [u.as_dict() for u in self.unseen],
         }
 
     def render(self) -> str:

@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
+from .._format import count, printable, processes
 from .model import Diagnosis
 
 __all__ = ["render_diagnosis"]
 
 
 def render_diagnosis(d: Diagnosis) -> str:
-    """Return a report a person reads in ten seconds."""
+    """Return a report a person reads in ten seconds.
+
+    Every line goes through ``printable``: process names and anything else that came from
+    /proc or the network reach the terminal escaped, never as control sequences.
+    """
     scope = f" on port {d.port}" if d.port is not None else ""
     counts = ", ".join(f"{s.label} {n}" for s, n in
                        sorted(d.counts.items(), key=lambda kv: -kv[1]))
-    lines = [f"{d.total} TCP sockets{scope}" + (f": {counts}" if counts else "")]
+    lines = [f"{count(d.total, 'TCP socket')}{scope}" + (f": {counts}" if counts else "")]
     if d.interval is not None:
         lines.append(f"Rates measured over {d.interval:.1f} s (two samples).")
     if not d.problems:
-        lines.append("No problems found.")
+        lines.append("No problems found." if d.complete
+                     else "No problems found in what could be seen.")
+    for u in d.unseen:
+        lines.append(f"Not looked at: {u}.")
     for f in d.findings:
         lines.append("")
         lines.append(f"{f.severity.label.upper():8} {f.code}: {f.summary}")
         numbers = "  ".join(f"{e.name}={e.value}" for e in f.evidence)
         lines.append(f"         {numbers}")
         if f.processes:
-            procs = ", ".join(f"{p.command} (pid {p.pid})" for p in f.processes)
-            lines.append(f"         held by {procs}")
+            lines.append(f"         held by {processes(f.processes)}")
         lines.append(f"         -> {f.advice}")
-    return "\n".join(lines) + "\n"
+    return "".join(printable(line) + "\n" for line in lines)

@@ -7,28 +7,75 @@ docs/diagnose.md is generated from this table (``python docs/generate.py``).
 from __future__ import annotations
 
 import ipaddress
+import os
+import pwd
 import socket
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
-from .._format import duration, endpoint, printable, processes
+from .._format import count, duration, endpoint, printable, processes
 from ..tcpinfo import TcpState
-from .connections import Connection, Process, Timer, processes_of
-from .model import Evidence, Finding, HostFacts, Severity, Thresholds
+from .connections import Connection, Process, Timer, _walk_owners
+from .model import Evidence, Finding, HostFacts, Severity, Thresholds, Unseen
 from .sample import OwnerGrowth, Rates, Sample
 
-__all__ = ["RULES", "Rule", "Snapshot"]
+__all__ = ["RULES", "OwnerBook", "Rule", "Snapshot"]
 
 
 # --- the snapshot rules look at
+
+
+class OwnerBook:
+    """The owner lookups of one diagnosis: each socket looked up once, and what was not seen.
+
+    A socket whose owner could not be known is remembered with the reason: other users'
+    processes are not ours to inspect when not root (the kernel still tells everyone each
+    socket's uid), or the walk of /proc failed (EMFILE...).
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[Process, ...]] = {}
+        self._unknown: dict[int, str] = {}
+
+    def lookup(self, conns: Iterable[Connection]) -> dict[int, tuple[Process, ...] | None]:
+        """Map each socket's inode to its processes: () for nobody, None for "not known"."""
+        inodes = [c.inode for c in conns if c.inode]
+        todo = [i for i in dict.fromkeys(inodes) if i not in self._known
+                and i not in self._unknown]
+        if todo:
+            try:
+                walk = _walk_owners(todo)
+            except OSError as err:
+                reason = f"unknown ({err.strerror} while reading /proc)"
+                self._unknown.update(dict.fromkeys(todo, reason))
+            else:
+                hidden = _hidden_reason() if walk.hidden else None
+                for inode, procs in walk.found.items():
+                    if procs or hidden is None:
+                        self._known[inode] = procs
+                    else:  # held by nobody we can see, and some processes hid from us
+                        self._unknown[inode] = hidden
+        return {i: self._known.get(i) for i in inodes}
+
+    def unseen(self) -> tuple[Unseen, ...]:
+        """Return what could not be seen, one entry per reason."""
+        reasons = Counter(self._unknown.values())
+        return tuple(Unseen("owners", n, reason) for reason, n in sorted(reasons.items()))
+
+
+def _hidden_reason() -> str:
+    if os.geteuid() != 0:
+        return "not visible without root"
+    return "not visible to this process (/proc/PID/fd unreadable)"
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What the rules look at: the sockets, grouped by state, and the host facts.
 
+    ``owners`` looks up the processes holding sockets and keeps what it could not see.
     ``sample``: this moment's Sample (the host counters the counter rules read); ``rates``:
     what changed since an earlier sample, for the rules that need an interval (None when
     diagnose was given none: those rules then find nothing).
@@ -37,6 +84,7 @@ class Snapshot:
     conns: Sequence[Connection]
     by_state: Mapping[TcpState, Sequence[Connection]]
     host: HostFacts
+    owners: OwnerBook = field(default_factory=OwnerBook)
     sample: Sample | None = None
     rates: Rates | None = None
 
@@ -49,11 +97,10 @@ class Snapshot:
 _EXAMPLES: Final = 5
 
 
-def _owners(conns: Iterable[Connection]) -> tuple[Process, ...]:
+def _owners(snap: Snapshot, conns: Iterable[Connection]) -> tuple[Process, ...]:
     """Return the processes holding any of ``conns`` (one /proc walk, flagged sockets only)."""
-    inodes = [c.inode for c in conns if c.inode][:256]
-    found = processes_of(inodes)
-    return tuple(dict.fromkeys(p for procs in found.values() for p in procs))
+    found = snap.owners.lookup([c for c in conns if c.inode][:256])
+    return tuple(dict.fromkeys(p for procs in found.values() if procs for p in procs))
 
 
 def _by_local_port(conns: Iterable[Connection]) -> dict[int, list[Connection]]:
@@ -122,8 +169,9 @@ def _syn_recv(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
             advice = ("tcp_syncookies is 0: set net.ipv4.tcp_syncookies=1 so a full SYN queue "
                       "still lets real clients in. " + advice)
         yield rule.finding(
-            f"{len(conns)} half-open handshakes (SYN_RECV) on port {port} from {sources} "
-            f"addresses" + (", the SYN queue is full" if full else ""),
+            f"{count(len(conns), 'half-open handshake')} (SYN_RECV) on port {port} from "
+            f"{count(sources, 'address', 'addresses')}"
+            + (", the SYN queue is full" if full else ""),
             evidence, port=port, sockets=conns, advice=advice,
             severity=Severity.CRITICAL if full else None)
 
@@ -140,9 +188,9 @@ def _accept_queue(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding
             evidence.append(("drops", c.drops))
         evidence.append(("somaxconn", _show(snap.host.somaxconn)))
         yield rule.finding(
-            f"listener {c.local} has {c.rqueue} connections waiting for accept() "
+            f"listener {c.local} has {count(c.rqueue, 'connection')} waiting for accept() "
             f"(backlog {backlog}): the application is not accepting",
-            evidence, port=c.local_port, sockets=[c], processes=_owners([c]),
+            evidence, port=c.local_port, sockets=[c], processes=_owners(snap, [c]),
             severity=Severity.CRITICAL if c.rqueue >= backlog else Severity.WARNING)
 
 
@@ -174,7 +222,7 @@ def _listen_drops(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding
             yield rule.finding(
                 f"listener {c.local} dropped {d.drops} connection attempts in the last "
                 f"{_secs(seconds)} ({_rate(d.per_second)}): its queue is full now",
-                evidence, port=c.local_port, sockets=[c], processes=_owners([c]))
+                evidence, port=c.local_port, sockets=[c], processes=_owners(snap, [c]))
         elif c.drops >= t.listen_drops:
             if snap.rates is not None:
                 when = f", none in the last {_secs(snap.rates.seconds)}"
@@ -187,9 +235,42 @@ def _listen_drops(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding
                 severity=Severity.WARNING if full and snap.rates is None else Severity.INFO)
 
 
-def _who(procs: Sequence[Process]) -> str:
-    """`` in cmd (pid N), ...`` naming up to three processes, or "" when none is known."""
-    return f" in {processes(procs, most=3)}" if procs else ""
+def _who(procs: Sequence[Process], hidden_uids: Sequence[int] = ()) -> str:
+    """`` in cmd (pid N), ...`` naming up to three processes, or "" when none is known.
+
+    ``hidden_uids``: the uids of sockets whose owners were not visible, said as such.
+    """
+    text = f" in {processes(procs, most=3)}" if procs else ""
+    if hidden_uids:
+        uids = ", ".join(_user(u) for u in sorted(set(hidden_uids)))
+        text += f" {'and' if procs else 'held by'} {uids} (processes not visible)"
+    return text
+
+
+def _user(uid: int) -> str:
+    """``uid 0 (root)``, or ``uid 1234`` for a uid with no name here."""
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except (KeyError, OSError):
+        return f"uid {uid}"
+
+
+#: States whose Recv-Q counts the peer's FIN (one sequence number) until the application has
+#: read past it: Recv-Q 1 on a CLOSE_WAIT socket is no data at all.
+_FIN_RECEIVED: Final = frozenset({TcpState.CLOSE_WAIT, TcpState.LAST_ACK, TcpState.CLOSING})
+
+
+def _queues(state: TcpState, conns: Sequence[Connection]) -> list[tuple[str, int | float | str]]:
+    """Evidence on what the sockets hold: data never read, data never acknowledged."""
+    if state not in _FIN_RECEIVED:
+        return [("unread_bytes", sum(c.rqueue for c in conns)),
+                ("unsent_bytes", sum(c.wqueue or 0 for c in conns))]
+    # Recv-Q is rcv_nxt - copied_seq: the data not read, plus 1 for the FIN until a read
+    # goes past it. Recv-Q 0: everything up to the end of stream was read, and still the
+    # application did not close (the classic leak: recv() returned b"" and was ignored).
+    return [("unread_bytes", sum(max(c.rqueue - 1, 0) for c in conns)),
+            ("read_to_end", sum(1 for c in conns if c.rqueue == 0)),
+            ("unsent_bytes", sum(c.wqueue or 0 for c in conns))]
 
 
 def _pile(state: TcpState, limit: str) -> Callable[[Rule, Snapshot, Thresholds],
@@ -199,8 +280,10 @@ def _pile(state: TcpState, limit: str) -> Callable[[Rule, Snapshot, Thresholds],
     A socket on a port that has a listener is the server's: grouped by that local port.
     Any other is a client's, on an ephemeral port of its own, so one leak per port never
     adds up there: grouped by remote endpoint, and what is left, by the process holding it
-    (one /proc walk, only when those sockets together reach the threshold). Orphans (no
-    process) that are left are grouped by local port, as on the server side.
+    (one /proc walk, only when those sockets together reach the threshold). A socket whose
+    owner is not visible (another user's, when not root) is grouped by its uid, which the
+    kernel tells everyone. Orphans (no process) that are left are grouped by local port,
+    as on the server side.
     """
 
     def check(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
@@ -219,51 +302,64 @@ def _pile(state: TcpState, limit: str) -> Callable[[Rule, Snapshot, Thresholds],
                 to_peer[(c.family, c.remote_address, c.remote_port)].append(c)
 
         def found(conns: Sequence[Connection], where: str, grouped_by: str,
-                  procs: tuple[Process, ...], port: int | None) -> Finding:
+                  port: int | None, procs: tuple[Process, ...] | None = None,
+                  extra: Sequence[tuple[str, int | float | str]] = (),
+                  hidden: Sequence[int] = ()) -> Finding:
+            if procs is None:  # look up who holds them
+                owners = snap.owners.lookup(conns[:256])
+                procs = tuple(dict.fromkeys(p for ps in owners.values() if ps for p in ps))
+                hidden = [c.uid for c in conns[:256] if c.inode and owners[c.inode] is None]
             peers = Counter(c.remote_address for c in conns)
             evidence: list[tuple[str, int | float | str]] = [
-                (state.label.lower(), len(conns)), ("grouped_by", grouped_by),
-                ("remote_addresses", len(peers)),
-                ("unread_bytes", sum(c.rqueue for c in conns)),
-                ("unsent_bytes", sum(c.wqueue or 0 for c in conns))]
+                (state.label.lower(), len(conns)), ("grouped_by", grouped_by), *extra,
+                ("remote_addresses", len(peers)), *_queues(state, conns)]
             return rule.finding(
-                f"{len(conns)} {state.label} sockets {where}{_who(procs)}",
+                f"{count(len(conns), state.label + ' socket')} {where}{_who(procs, hidden)}",
                 evidence, port=port, sockets=conns, processes=procs,
                 severity=Severity.CRITICAL if len(conns) >= 10 * threshold else None)
 
         left: list[Connection] = []
         for port, conns in sorted(on_port.items()):
             if len(conns) >= threshold:
-                yield found(conns, f"on local port {port}", "listening port",
-                            _owners(conns), port)
+                yield found(conns, f"on local port {port}", "listening port", port)
             else:
                 left += conns  # a listener's few, but maybe part of one process's many
         for (family, address, rport), conns in sorted(to_peer.items()):
             if len(conns) >= threshold:
                 yield found(conns, f"to {endpoint(family, address, rport)}", "remote endpoint",
-                            _owners(conns), None)
+                            None)
             else:
                 left += conns
         if len(left) < threshold:
             return
-        owners = processes_of([c.inode for c in left if c.inode])
+        owners = snap.owners.lookup(left)
         by_owner: dict[tuple[Process, ...], list[Connection]] = defaultdict(list)
+        by_uid: dict[int, list[Connection]] = defaultdict(list)
         orphans: dict[int, list[Connection]] = defaultdict(list)
         for c in left:
-            procs = owners.get(c.inode, ()) if c.inode else ()
+            procs = owners[c.inode] if c.inode else ()
             if procs:
                 by_owner[procs].append(c)
+            elif procs is None:
+                by_uid[c.uid].append(c)
             elif c.local_port not in on_port:  # a listener's were counted above
                 orphans[c.local_port].append(c)
+
+        def endpoints(conns: Sequence[Connection]) -> str:
+            return count(len({(c.remote_address, c.remote_port) for c in conns}),
+                         "remote endpoint")
+
         for procs, conns in sorted(by_owner.items(), key=lambda kv: -len(kv[1])):
             if len(conns) >= threshold:
-                peers = len({(c.remote_address, c.remote_port) for c in conns})
-                yield found(conns, f"to {peers} remote endpoints", "process", procs,
-                            None)
+                yield found(conns, f"to {endpoints(conns)}", "process", None, procs)
+        for uid, conns in sorted(by_uid.items()):
+            if len(conns) >= threshold:
+                yield found(conns, f"to {endpoints(conns)}", "uid (owner not visible)", None,
+                            (), [("uid", uid)], [uid])
         for port, conns in sorted(orphans.items()):
             if len(conns) >= threshold:
-                yield found(conns, f"on local port {port}", "local port (no process)", (),
-                            port)
+                yield found(conns, f"on local port {port}", "local port (no process)", port,
+                            ())
 
     return check
 
@@ -339,9 +435,9 @@ def _retransmitting(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Findi
         if worst.info is not None and worst.info.last_ack_recv is not None:
             evidence.append(("last_ack_recv_ms", worst.info.last_ack_recv))
         yield rule.finding(
-            f"{len(conns)} connection(s) to {address} retransmitting "
-            f"({worst.retrans} times in a row): the peer does not answer",
-            evidence, port=worst.local_port, sockets=conns, processes=_owners(conns))
+            f"{count(len(conns), 'connection')} to {address} retransmitting "
+            f"({count(worst.retrans, 'time')} in a row): the peer does not answer",
+            evidence, port=worst.local_port, sockets=conns, processes=_owners(snap, conns))
 
 
 def _idle_no_keepalive(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
@@ -366,10 +462,10 @@ def _idle_no_keepalive(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Fi
     if ka is not None:
         evidence.append(("host_keepalive_detection_s", ka.detection_time))
     yield rule.finding(
-        f"{len(suspects)} ESTABLISHED connection(s) silent for over "
+        f"{count(len(suspects), 'ESTABLISHED connection')} silent for over "
         f"{t.idle_seconds} s with no keepalive: half-open suspects",
         evidence, port=port if len(ports) == 1 else None, sockets=suspects,
-        processes=_owners(suspects))
+        processes=_owners(snap, suspects))
 
 
 def _keepalive_defaults(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
@@ -422,18 +518,19 @@ def _close_wait_growing(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[F
         reported[g.uid] += g.delta
         where = (f"on local port {g.port}" if g.port is not None
                  else f"to {printable(g.remote or '')}")
-        yield _growth_finding(rule, g, where,
+        yield _growth_finding(rule, snap, g, where,
                               "listening port" if g.port is not None else "remote endpoint")
     for g in per_uid:
         rest = g.delta - reported[g.uid]
         if rest >= t.close_wait_growth and g.new:
             peers = len({(c.remote_address, c.remote_port) for c in g.new})
-            yield _growth_finding(rule, g, f"of uid {g.uid} to {peers} remote endpoints",
+            yield _growth_finding(rule, snap, g, f"of uid {g.uid} to {peers} remote endpoints",
                                   "uid")
 
 
-def _growth_finding(rule: Rule, g: OwnerGrowth, where: str, grouped_by: str) -> Finding:
-    procs = _owners(g.new)
+def _growth_finding(rule: Rule, snap: Snapshot, g: OwnerGrowth, where: str,
+                    grouped_by: str) -> Finding:
+    procs = _owners(snap, g.new)
     return rule.finding(
         f"CLOSE_WAIT sockets {where} grow by {_rate(g.per_second)} ({g.before} -> {g.now} "
         f"in {_secs(g.seconds)}){_who(procs)}: a socket leak",
@@ -649,8 +746,9 @@ def _time_wait_buckets(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Fi
 _PILE_GROUPS: Final = (
     "Sockets on a port with a listener are grouped by that port (server side); the others, "
     "each on an ephemeral port of its own (client side), by remote endpoint, and those left "
-    "by owning process (orphans no process holds: by local port), so a client leaking one "
-    "socket per connection is found too.")
+    "by owning process (by uid where the owner is not visible, e.g. another user's when not "
+    "root; orphans no process holds: by local port), so a client leaking one socket per "
+    "connection is found too.")
 
 RULES: Final[tuple[Rule, ...]] = (
     Rule("SYN_RECV_PILE", Severity.WARNING, "SYN_RECV pile per listener",

@@ -1,0 +1,177 @@
+/* tally.c: per-scrape counts over one kept sock_diag dump (see tally.h). */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sockdiag.h"
+#include "tally.h"
+
+#define ST_ESTABLISHED 1
+#define ST_TIME_WAIT 6
+#define TIMER_NONE 0
+#define TIMER_RETRANSMIT 1
+#define TIMER_KEEPALIVE 2
+
+void pso_tally_free(struct pso_tally *t)
+{
+    if (t == NULL)
+        return;
+    free(t->groups);
+    t->groups = NULL;
+    t->ngroups = 0;
+}
+
+/* Reads a u32 of a tcp_info payload at off; 0 when the payload is shorter (not received). */
+static int info_u32(const struct pso_sd_sink *sink, const struct pso_conn *c, uint32_t off,
+                    uint32_t *out)
+{
+    if (c->info_len == 0 || (size_t)off + 4 > c->info_len ||
+        (size_t)c->info_off + c->info_len > sink->info_len)
+        return 0;
+    memcpy(out, sink->info + c->info_off + off, 4);
+    return 1;
+}
+
+static int idle_without_timer(const struct pso_sd_sink *sink, const struct pso_conn *c,
+                              const struct pso_tally_spec *spec)
+{
+    uint32_t data, ack;
+    if (c->timer != TIMER_NONE)
+        return 0;
+    if (!info_u32(sink, c, spec->off_last_data_recv, &data) ||
+        !info_u32(sink, c, spec->off_last_ack_recv, &ack))
+        return 0;
+    return (data < ack ? data : ack) >= spec->idle_ms;
+}
+
+/* Group key order: family, src, dst, dport. */
+static int key_cmp(const struct pso_conn *a, const struct pso_conn *b)
+{
+    if (a->family != b->family)
+        return a->family < b->family ? -1 : 1;
+    int r = memcmp(a->src, b->src, 16);
+    if (r)
+        return r;
+    r = memcmp(a->dst, b->dst, 16);
+    if (r)
+        return r;
+    if (a->dport != b->dport)
+        return a->dport < b->dport ? -1 : 1;
+    return 0;
+}
+
+static int ptr_cmp(const void *x, const void *y)
+{
+    return key_cmp(*(const struct pso_conn *const *)x, *(const struct pso_conn *const *)y);
+}
+
+static int group_cmp(const void *x, const void *y)
+{
+    const struct pso_tw_group *a = x, *b = y;
+    if (a->count != b->count)
+        return a->count > b->count ? -1 : 1;  /* largest first */
+    return 0;
+}
+
+static int group_time_wait(const struct pso_sd_sink *sink, const struct pso_tally_spec *spec,
+                           struct pso_tally *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sink->nconns; i++) {
+        const struct pso_conn *c = &sink->conns[i];
+        if (c->state == ST_TIME_WAIT && c->sport >= spec->eph_low && c->sport <= spec->eph_high)
+            n++;
+    }
+    out->tw_grouped = n;
+    if (n == 0)
+        return 0;
+    const struct pso_conn **members = malloc(n * sizeof *members);
+    if (members == NULL)
+        return -ENOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < sink->nconns; i++) {
+        const struct pso_conn *c = &sink->conns[i];
+        if (c->state == ST_TIME_WAIT && c->sport >= spec->eph_low && c->sport <= spec->eph_high)
+            members[k++] = c;
+    }
+    qsort(members, n, sizeof *members, ptr_cmp);
+    size_t ngroups = 1;
+    for (size_t i = 1; i < n; i++)
+        ngroups += key_cmp(members[i - 1], members[i]) != 0;
+    struct pso_tw_group *groups = calloc(ngroups, sizeof *groups);
+    if (groups == NULL) {
+        free(members);
+        return -ENOMEM;
+    }
+    size_t g = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct pso_conn *c = members[i];
+        if (i > 0 && key_cmp(members[i - 1], c) == 0) {
+            groups[g - 1].count++;
+            continue;
+        }
+        struct pso_tw_group *grp = &groups[g++];
+        memcpy(grp->src, c->src, 16);
+        memcpy(grp->dst, c->dst, 16);
+        grp->dport = c->dport;
+        grp->sport = c->sport;
+        grp->family = c->family;
+        grp->count = 1;
+    }
+    free(members);
+    qsort(groups, ngroups, sizeof *groups, group_cmp);
+    out->groups = groups;
+    out->ngroups = ngroups;
+    return 0;
+}
+
+int pso_tally(struct pso_sd_sink *sink, const struct pso_tally_spec *spec,
+              struct pso_tally *out)
+{
+    if (sink == NULL || spec == NULL || out == NULL || !sink->keep ||
+        spec->nports > PSO_TALLY_MAX_PORTS || spec->eph_low > spec->eph_high ||
+        spec->eph_high > 65535)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+
+    for (size_t i = 0; i < sink->nconns; i++) {
+        const struct pso_conn *c = &sink->conns[i];
+        unsigned state = c->state < PSO_SD_NSTATES ? c->state : 0;
+        for (uint32_t p = 0; p < spec->nports; p++) {
+            if (spec->ports[p] == c->sport) {
+                out->port_counts[p][state]++;
+                break;
+            }
+        }
+        if (state == ST_ESTABLISHED) {
+            out->established++;
+            if (c->timer == TIMER_KEEPALIVE)
+                out->keepalive++;
+            else if (idle_without_timer(sink, c, spec))
+                out->idle_no_timer++;
+        }
+    }
+    if (spec->eph_low > 0) {
+        int rc = group_time_wait(sink, spec, out);
+        if (rc)
+            return rc;
+    }
+
+    /* Keep what a rule reads socket by socket; the rest was counted above. */
+    size_t kept = 0;
+    for (size_t i = 0; i < sink->nconns; i++) {
+        const struct pso_conn *c = &sink->conns[i];
+        int keep = c->state < 32 && (spec->keep_states >> c->state) & 1;
+        if (!keep && c->state == ST_ESTABLISHED)
+            keep = (c->timer == TIMER_RETRANSMIT && c->retrans >= spec->retrans_min) ||
+                   idle_without_timer(sink, c, spec);
+        if (keep) {
+            if (kept != i)
+                sink->conns[kept] = *c;
+            kept++;
+        }
+    }
+    sink->nconns = kept;
+    return 0;
+}

@@ -1,0 +1,735 @@
+"""Prometheus metrics for the host's TCP sockets: a collector for ``prometheus_client``.
+
+``SocketCollector`` is a custom collector (``prometheus_client`` is the optional extra
+``pip install 'pysockopt[prometheus]'``; this module imports it only when a scrape or an
+exporter needs it). ``describe()`` names every metric without looking at the host, so
+registering the collector costs no dump; each ``collect()`` takes one scan: one sock_diag dump
+of every socket that is not a listener (counted in C, see csrc/tally.h), one small dump of the
+listeners, the host counters, and the diagnosis rules run on the few sockets a rule reads one by
+one. No label is per connection: listeners are per address and port, owners are the top N
+command names plus ``other``, TIME_WAIT destinations the top N plus ``other``.
+
+``METRICS`` is the table of every metric (name, type, labels, meaning); docs/prometheus.md is
+generated from it. ``exposition()`` returns one scrape in the text format, ``write_textfile()``
+writes it for node_exporter's textfile collector (atomically), and ``serve()`` runs the HTTP
+endpoint the ``pysockopt exporter`` command starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import struct
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, NamedTuple
+
+from . import _host
+from ._native import ffi, lib
+from ._sock import os_error
+from .errors import InvalidConfigError
+from .host.connections import (
+    _ALL_STATES,  # the scan shares the listing's dump and record decoding
+    Connection,
+    Timer,
+    _gather,
+    _query,
+    _records,
+    connections,
+    processes_of,
+)
+from .host.diagnosis import host_facts
+from .host.model import Finding, HostFacts, Thresholds
+from .host.namespaces import (
+    Entered,
+    NetNamespace,
+    NetnsArg,
+    current_namespace,
+    for_each_netns,
+    opened,
+    read_files,
+    resolve,
+)
+from .host.rules import RULES, Snapshot
+from .tcpinfo import TCP_INFO_FIELDS, TcpState
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric as _Family
+    from prometheus_client.registry import CollectorRegistry
+
+__all__ = [
+    "METRICS",
+    "MISSING_CLIENT",
+    "Metric",
+    "SocketCollector",
+    "exposition",
+    "serve",
+    "write_textfile",
+]
+
+#: What ``pysockopt exporter`` says (exit status 2) when the extra is not installed.
+MISSING_CLIENT: Final = ("prometheus_client is not installed: "
+                         "pip install 'pysockopt[prometheus]'")
+
+# --- the metric table
+
+
+class Metric(NamedTuple):
+    """One metric the collector exports: its full name, type, labels and meaning.
+
+    ``name`` is the exposed name (counters end in ``_total``); ``type`` is ``gauge`` or
+    ``counter``; ``labels`` are always present, ``optional`` only with an exporter option
+    (``port`` with ``--ports``); ``when`` says when the metric is absent. ``per_netns``: with
+    ``--all-netns`` the metric gets a ``netns`` label first (every metric but the scrape's own).
+    """
+
+    name: str
+    type: str
+    labels: tuple[str, ...]
+    help: str
+    optional: tuple[str, ...] = ()
+    when: str = ""
+    per_netns: bool = True
+
+    @property
+    def family(self) -> str:
+        """The name prometheus_client's metric families take (without ``_total``)."""
+        return self.name.removesuffix("_total") if self.type == "counter" else self.name
+
+
+#: node_exporter's spelling of each state (node_tcp_connection_states{state}).
+STATE_LABELS: Final[Mapping[TcpState, str]] = {
+    TcpState.ESTABLISHED: "established", TcpState.SYN_SENT: "syn_sent",
+    TcpState.SYN_RECV: "syn_recv", TcpState.FIN_WAIT1: "fin_wait1",
+    TcpState.FIN_WAIT2: "fin_wait2", TcpState.TIME_WAIT: "time_wait",
+    TcpState.CLOSE: "close", TcpState.CLOSE_WAIT: "close_wait",
+    TcpState.LAST_ACK: "last_ack", TcpState.LISTEN: "listen", TcpState.CLOSING: "closing",
+}
+
+#: /proc/net/netstat ``TcpExt:`` counters, exported as ``pysockopt_netstat_tcpext_<snake>_total``
+#: (``ListenOverflows`` -> ``..._listen_overflows_total``: promtool wants snake case).
+TCP_EXT_COUNTERS: Final[Mapping[str, str]] = {
+    "ListenOverflows": "SYNs or final ACKs that found a listener's accept queue full",
+    "ListenDrops": "connection attempts a listener dropped (overflows and other causes)",
+    "TCPAbortOnTimeout": "connections aborted because retransmissions or probes timed out",
+    "TCPAbortOnData": "connections reset because data arrived after close",
+    "TCPAbortOnClose": "connections reset because close() found unread data",
+    "TCPSynRetrans": "SYN and SYN+ACK retransmissions",
+    "TCPTimeouts": "retransmission timer expiries",
+    "SyncookiesSent": "SYN cookies sent (the SYN queue was full)",
+    "SyncookiesFailed": "ACKs with an invalid SYN cookie",
+    "TCPBacklogDrop": "packets dropped because the socket backlog was full",
+}
+#: /proc/net/snmp ``Tcp:`` counters, exported as ``pysockopt_netstat_tcp_<snake>_total``.
+TCP_COUNTERS: Final[Mapping[str, str]] = {
+    "ActiveOpens": "connections this host opened (connect())",
+    "PassiveOpens": "connections this host accepted",
+    "AttemptFails": "connection attempts that failed",
+    "EstabResets": "ESTABLISHED or CLOSE_WAIT connections reset",
+    "RetransSegs": "segments retransmitted",
+    "InErrs": "segments received in error",
+    "OutRsts": "segments sent with RST",
+}
+#: /proc/net/sockstat ``TCP:`` fields exported as gauges (``mem`` in bytes, from pages).
+SOCKSTAT_GAUGES: Final[Mapping[str, tuple[str, str]]] = {
+    "inuse": ("pysockopt_sockstat_tcp_inuse", "TCP sockets in use (sockstat inuse)"),
+    "orphan": ("pysockopt_sockstat_tcp_orphan",
+               "TCP sockets no process holds any more (sockstat orphan, host-wide)"),
+    "tw": ("pysockopt_sockstat_tcp_tw", "TCP sockets in TIME_WAIT (sockstat tw)"),
+    "alloc": ("pysockopt_sockstat_tcp_alloc", "TCP sockets allocated (sockstat alloc)"),
+    "mem": ("pysockopt_sockstat_tcp_mem_bytes",
+            "memory TCP uses, in bytes (sockstat mem pages x page size)"),
+}
+
+_LISTENER: Final = ("address", "port")
+_WORD: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def snake(kernel_name: str) -> str:
+    """Return a kernel counter name in snake case (``TCPSynRetrans``: ``tcp_syn_retrans``)."""
+    return _WORD.sub("_", kernel_name).lower()
+
+
+def counter_metric(table: str, kernel_name: str) -> str:
+    """Return the metric name of a TcpExt or Tcp counter (``"TcpExt", "ListenDrops"``)."""
+    return f"pysockopt_netstat_{table.lower()}_{snake(kernel_name)}_total"
+_DUMPED: Final = "Absent when the socket dump failed (see pysockopt_scrape_errors_total)."
+
+
+def _table() -> tuple[Metric, ...]:
+    m = [
+        Metric("pysockopt_tcp_sockets", "gauge", ("state",),
+               "TCP sockets per state, states spelled as node_exporter does; every state is "
+               "present, 0 included. With --ports, also one series per listed local port "
+               "(the host-wide series then carry port=\"\").", ("port",), _DUMPED),
+        Metric("pysockopt_tcp_listen_queue_length", "gauge", _LISTENER,
+               "Connections waiting for accept() on a listener (ss Recv-Q); sockets sharing "
+               "an address and port (SO_REUSEPORT) are summed."),
+        Metric("pysockopt_tcp_listen_backlog", "gauge", _LISTENER,
+               "A listener's accept-queue limit: listen(backlog) capped by "
+               "net.core.somaxconn (ss Send-Q).", when="Absent where /proc gave no backlog."),
+        Metric("pysockopt_tcp_listen_drops_total", "counter", _LISTENER,
+               "Connection attempts a listener dropped because its queue was full (sock_diag "
+               "SKMEMINFO drops, ss -tm d); counts from when the socket started listening.",
+               when="Absent where /proc gave no drop count."),
+        Metric("pysockopt_tcp_close_wait_owner_sockets", "gauge", ("owner",),
+               "CLOSE_WAIT sockets by the command name of the process holding them: the top "
+               "owners (--top), the rest as owner=\"other\", sockets no visible process holds "
+               "as owner=\"unknown\".", when="Absent when there is no CLOSE_WAIT socket."),
+        Metric("pysockopt_tcp_time_wait_destination_sockets", "gauge",
+               ("source", "destination"),
+               "TIME_WAIT sockets on ephemeral local ports (net.ipv4.ip_local_port_range) per "
+               "local address and remote endpoint: the top destinations (--top), the rest as "
+               "source=\"other\",destination=\"other\". Each (source, destination) pair can "
+               "hold at most pysockopt_tcp_ephemeral_ports ports.",
+               when="Absent when there is none."),
+        Metric("pysockopt_tcp_ephemeral_ports", "gauge", (),
+               "Size of net.ipv4.ip_local_port_range: local ports for outgoing connections.",
+               when="Absent when the sysctl is unreadable."),
+        Metric("pysockopt_tcp_established_keepalive_sockets", "gauge", (),
+               "ESTABLISHED sockets with the keepalive timer pending (SO_KEEPALIVE on, idle).",
+               when=_DUMPED),
+        Metric("pysockopt_tcp_idle_no_keepalive_sockets", "gauge", (),
+               "ESTABLISHED sockets with no timer pending (so no keepalive) that received "
+               "nothing, not even an ACK, for pysockopt_tcp_idle_threshold_seconds: "
+               "half-open suspects (the IDLE_NO_KEEPALIVE rule).", when=_DUMPED),
+        Metric("pysockopt_tcp_idle_threshold_seconds", "gauge", (),
+               "The idle time pysockopt_tcp_idle_no_keepalive_sockets counts from "
+               "(Thresholds.idle_seconds)."),
+    ]
+    for name, meaning in TCP_EXT_COUNTERS.items():
+        m.append(Metric(counter_metric("TcpExt", name), "counter", (),
+                        f"/proc/net/netstat TcpExt {name}: {meaning}.",
+                        when="Absent where the kernel has no such counter."))
+    for name, meaning in TCP_COUNTERS.items():
+        m.append(Metric(counter_metric("Tcp", name), "counter", (),
+                        f"/proc/net/snmp Tcp {name}: {meaning}.",
+                        when="Absent where the kernel has no such counter."))
+    m.append(Metric("pysockopt_netstat_tcp_curr_estab", "gauge", (),
+                    "/proc/net/snmp Tcp CurrEstab: connections in ESTABLISHED or CLOSE_WAIT.",
+                    when="Absent where the kernel has no such counter."))
+    for _, (name, meaning) in SOCKSTAT_GAUGES.items():
+        m.append(Metric(name, "gauge", (), f"/proc/net/sockstat: {meaning}.",
+                        when="Absent where sockstat is unreadable."))
+    m += [
+        Metric("pysockopt_nf_conntrack_entries", "gauge", (),
+               "Connection-tracking entries in use (net.netfilter.nf_conntrack_count).",
+               when="Absent where conntrack is not loaded."),
+        Metric("pysockopt_nf_conntrack_entries_limit", "gauge", (),
+               "Connection-tracking table size (net.netfilter.nf_conntrack_max).",
+               when="Absent where conntrack is not loaded."),
+        Metric("pysockopt_finding", "gauge", ("code", "severity"),
+               "1 for each diagnosis finding active now (codes as in docs/diagnose.md, "
+               "severity info, warning or critical); a code that is absent is not firing."),
+        Metric("pysockopt_netns_info", "gauge", ("netns", "container_runtime",
+                                                  "container_id", "container_name"),
+               "1 per network namespace scanned: what its processes' cgroups say about the "
+               "container (empty where none). The netns label is the ip netns name, else "
+               "\"inode N\".", when="Only with --all-netns.", per_netns=False),
+        Metric("pysockopt_scrape_duration_seconds", "gauge", (),
+               "How long this scrape's scan took (every namespace's, with --all-netns).",
+               per_netns=False),
+        Metric("pysockopt_scrape_errors_total", "counter", (),
+               "Parts of scans that failed since the collector started (the dump, the "
+               "counters, the owner lookup, the diagnosis, a namespace that may not be "
+               "entered); a failed part's metrics are left out of that scrape.",
+               per_netns=False),
+    ]
+    return tuple(m)
+
+
+#: Every metric the collector exports, in exposition order.
+METRICS: Final[tuple[Metric, ...]] = _table()
+_BY_NAME: Final = {m.name: m for m in METRICS}
+
+
+# --- one scan of the host
+
+
+class TimeWaitGroup(NamedTuple):
+    """TIME_WAIT sockets from one local address to one remote endpoint."""
+
+    family: socket.AddressFamily
+    source: str
+    remote_address: str
+    remote_port: int
+    local_port: int
+    sockets: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    ports: tuple[int, ...] = ()
+    top: int = 5
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """What one scrape saw; None (or empty) where that part failed."""
+
+    counts: Mapping[TcpState, int] | None
+    port_counts: Mapping[int, Mapping[TcpState, int]]
+    listeners: Sequence[Connection]
+    close_wait_owners: Mapping[str, int] | None
+    time_wait: Sequence[TimeWaitGroup]
+    time_wait_total: int
+    ephemeral_ports: int | None
+    keepalive: int | None
+    idle_no_keepalive: int | None
+    tcp_ext: Mapping[str, int | None]
+    tcp: Mapping[str, int | None]
+    sockstat: Mapping[str, int | None]
+    conntrack: tuple[int | None, int | None]
+    findings: Sequence[Finding] | None
+    errors: int
+
+
+_OFFSETS: Final = {f.name: f.offset for f in TCP_INFO_FIELDS}
+
+
+#: What a scan reads from /proc, in one go (one native thread for another namespace).
+_FILES: Final = (
+    _host.sysctl_path("net.ipv4.ip_local_port_range"),
+    "/proc/thread-self/net/netstat",
+    "/proc/thread-self/net/snmp",
+    "/proc/thread-self/net/sockstat",
+    _host.sysctl_path("net.netfilter.nf_conntrack_count"),
+    _host.sysctl_path("net.netfilter.nf_conntrack_max"),
+)
+
+
+def _scan(options: _Options, netns: NetNamespace | None = None) -> _Scan:
+    """Take the one look a scrape needs of one namespace (the only place a scrape reads it).
+
+    ``netns``: another network namespace (None: the caller's); failing to enter it raises
+    (NetnsGoneError, NetnsPermissionError), failures inside it count as scrape errors. The
+    time work's ``sample(detail=False)`` gives the same counts, listeners and counters; once
+    it is on main this function builds on it (one edit here).
+    """
+    errors = 0
+    t = options.thresholds
+    listeners: list[Connection] = []
+    dumped: _Dumped | None = None
+    owners: dict[str, int] | None = None
+    findings: list[Finding] | None = None
+    with opened(netns) as target:
+        texts = [None if isinstance(x, OSError) else x.decode("ascii", "replace")
+                 for x in read_files(target, _FILES)]
+        ports_range = _host.parse_ints(texts[0]) if texts[0] is not None else None
+        low, high = ports_range if ports_range and len(ports_range) == 2 else (0, 0)
+        try:
+            listeners = connections(states=TcpState.LISTEN, netns=netns)
+            dumped = _dump(options, listeners, low, high, target, netns)
+        except OSError:
+            errors += 1
+    if dumped is not None and dumped.counts.get(TcpState.CLOSE_WAIT):
+        try:
+            owners = _owners([c for c in dumped.kept if c.state == TcpState.CLOSE_WAIT],
+                             options.top)
+        except OSError:
+            errors += 1
+    netstat, snmp, sockstat = texts[1:4]
+    if netstat is None or snmp is None:
+        errors += 1
+    if dumped is not None:
+        try:
+            findings = _findings(listeners, dumped.kept, dumped.groups, low, high, t,
+                                 host_facts(netns=netns))
+        except OSError:
+            errors += 1
+
+    def one(text: str | None) -> int | None:
+        values = _host.parse_ints(text) if text is not None else None
+        return values[0] if values else None
+
+    return _Scan(
+        dumped.counts if dumped else None, dumped.port_counts if dumped else {}, listeners,
+        owners, dumped.groups if dumped else [], dumped.time_wait if dumped else 0,
+        high - low + 1 if high else None, dumped.keepalive if dumped else None,
+        dumped.idle if dumped else None,
+        _host.counter_table(netstat, "TcpExt") if netstat is not None else {},
+        _host.counter_table(snmp, "Tcp") if snmp is not None else {},
+        _sockstat(sockstat) if sockstat is not None else {}, (one(texts[4]), one(texts[5])),
+        findings, errors)
+
+
+class _Dumped(NamedTuple):
+    counts: dict[TcpState, int]
+    port_counts: dict[int, dict[TcpState, int]]
+    groups: list[TimeWaitGroup]
+    time_wait: int  # TIME_WAIT sockets on ephemeral ports, all groups together
+    keepalive: int
+    idle: int
+    kept: list[Connection]  # what the rules read one by one
+
+
+def _dump(options: _Options, listeners: Sequence[Connection], low: int, high: int,
+          target: Entered | None = None, netns: NetNamespace | None = None) -> _Dumped:
+    """One dump of every socket but the listeners, tallied in C (csrc/tally.c)."""
+    t = options.thresholds
+    # Counts decide which states the rules must read socket by socket; a pile below its
+    # threshold cannot fire, so it is only counted. CLOSE_WAIT is always read (owners).
+    keep = 1 << TcpState.CLOSE_WAIT
+    query = _query(_ALL_STATES & ~(1 << TcpState.LISTEN), None, None, lib.PSO_SD_EXT_INFO)
+    sink = _gather([query], True, "auto", target)
+    tally = ffi.new("struct pso_tally *")
+    try:
+        raw = sink.counts  # type: ignore[attr-defined]
+        for state, limit in ((TcpState.SYN_RECV, t.syn_recv),
+                             (TcpState.FIN_WAIT1, t.fin_wait1),
+                             (TcpState.FIN_WAIT2, t.fin_wait2),
+                             (TcpState.LAST_ACK, t.last_ack)):
+            if raw[state] >= limit:
+                keep |= 1 << state
+        spec = ffi.new("struct pso_tally_spec *")
+        for i, p in enumerate(options.ports):
+            spec.ports[i] = p
+        spec.nports = len(options.ports)
+        spec.keep_states = keep
+        spec.retrans_min = t.retrans
+        spec.idle_ms = min(int(t.idle_seconds * 1000), 2**32 - 1)
+        spec.off_last_data_recv = _OFFSETS["last_data_recv"]
+        spec.off_last_ack_recv = _OFFSETS["last_ack_recv"]
+        spec.eph_low, spec.eph_high = low, high
+        rc = lib.pso_tally(sink, spec, tally)
+        if rc:
+            raise os_error(rc, "tallying the sock_diag dump")
+        counts: dict[TcpState, int] = {s: int(raw[s]) for s in STATE_LABELS
+                                       if s != TcpState.LISTEN}
+        counts[TcpState.LISTEN] = len(listeners)
+        port_counts: dict[int, dict[TcpState, int]] = {}
+        for i, p in enumerate(options.ports):
+            row = tally.port_counts[i]
+            per: dict[TcpState, int] = {s: int(row[s]) for s in STATE_LABELS
+                                        if s != TcpState.LISTEN}
+            per[TcpState.LISTEN] = sum(1 for c in listeners if c.local_port == p)
+            port_counts[p] = per
+        size = high - low + 1 if high else 0
+        groups = _groups(tally, options.top, t.time_wait_ratio * size if size else float("inf"))
+        return _Dumped(counts, port_counts, groups, int(tally.tw_grouped),
+                       int(tally.keepalive), int(tally.idle_no_timer),
+                       _records(sink, netns if target is not None else None))
+    finally:
+        lib.pso_tally_free(tally)
+        lib.pso_sd_sink_free(sink)
+
+
+#: struct pso_tw_group, field for field (csrc/tally.h); checked against the build at import.
+_GROUP: Final = struct.Struct("=16s16sIHHB3x")
+if (_GROUP.size != ffi.sizeof("struct pso_tw_group")
+        or ffi.offsetof("struct pso_tw_group", "family") != 40):  # pragma: no cover
+    raise ImportError("pysockopt._native does not match prometheus.py (struct pso_tw_group)")
+
+
+def _groups(tally: object, top: int, threshold: float) -> list[TimeWaitGroup]:
+    """Decode the largest groups: the ``top`` shown, and all of ``threshold`` or more."""
+    n = tally.ngroups  # type: ignore[attr-defined]
+    out: list[TimeWaitGroup] = []
+    if not n:
+        return out
+    raw = ffi.buffer(tally.groups, n * _GROUP.size)  # type: ignore[attr-defined]
+    ntop = socket.inet_ntop
+    for i in range(n):
+        src, dst, count, dport, sport, family = _GROUP.unpack_from(raw, i * _GROUP.size)
+        if i >= top and count < threshold:
+            break  # largest first: nothing further is shown or can fire
+        fam = socket.AF_INET if family == socket.AF_INET else socket.AF_INET6
+        width = 4 if fam == socket.AF_INET else 16
+        out.append(TimeWaitGroup(fam, ntop(fam, src[:width]), ntop(fam, dst[:width]), dport,
+                                 sport, count))
+    return out
+
+
+def _owners(close_wait: Sequence[Connection], top: int) -> dict[str, int]:
+    """CLOSE_WAIT sockets per owning command name: top ``top``, then other and unknown."""
+    found = processes_of(c.inode for c in close_wait if c.inode)
+    by_command: Counter[str] = Counter()
+    unknown = 0
+    for c in close_wait:
+        procs = found.get(c.inode, ()) if c.inode else ()
+        if procs:
+            # A socket held by several processes (inherited across fork) counts once, for
+            # the first command name in sort order: the same owner every scrape.
+            by_command[min(p.command for p in procs)] += 1
+        else:
+            unknown += 1
+    out: dict[str, int] = {}
+    ranked = by_command.most_common()
+    for command, n in ranked[:top]:
+        out[command] = n
+    other = sum(n for _, n in ranked[top:])
+    if other:
+        out["other"] = out.get("other", 0) + other
+    if unknown:
+        out["unknown"] = out.get("unknown", 0) + unknown
+    return out
+
+
+def _findings(listeners: Sequence[Connection], kept: Sequence[Connection],
+              groups: Sequence[TimeWaitGroup], low: int, high: int, t: Thresholds,
+              facts: HostFacts) -> list[Finding]:
+    """Run RULES on what the rules read socket by socket; the rest cannot fire.
+
+    TIME_WAIT_PRESSURE counts sockets per (local address, destination): a group that reaches
+    its threshold is handed over as that many references to one record (a list repeat, no
+    object per socket); smaller groups cannot fire and are left out.
+    """
+    by_state: dict[TcpState, list[Connection]] = {TcpState.LISTEN: list(listeners)}
+    for c in kept:
+        by_state.setdefault(c.state, []).append(c)
+    size = high - low + 1 if high else 0
+    if size:
+        tw: list[Connection] = []
+        for g in groups:
+            if g.sockets / size < t.time_wait_ratio:
+                break  # largest first
+            example = Connection(g.family, TcpState.TIME_WAIT, g.source, g.local_port,
+                                 g.remote_address, g.remote_port, 0, 0, 0, 0,
+                                 Timer.TIME_WAIT, 0, 0)
+            tw += [example] * g.sockets
+        if tw:
+            by_state[TcpState.TIME_WAIT] = tw
+    conns = [c for v in by_state.values() for c in v]
+    snap = Snapshot(conns, by_state, facts)
+    return [f for rule in RULES for f in rule.check(rule, snap, t)]
+
+
+def _sockstat(text: str) -> dict[str, int | None]:
+    """Parse the ``TCP:`` line of /proc/net/sockstat (``inuse N orphan N tw N ...``)."""
+    for line in text.splitlines():
+        words = line.split()
+        if words and words[0] == "TCP:":
+            return {k: int(v) if v.isdigit() else None
+                    for k, v in zip(words[1::2], words[2::2], strict=False)}
+    return {}
+
+
+# --- the collector
+
+
+class SocketCollector:
+    """A ``prometheus_client`` collector of the host's TCP sockets (see ``METRICS``).
+
+    ``ports``: local ports that also get per-port state series (at most 64);
+    ``top``: how many CLOSE_WAIT owners and TIME_WAIT destinations get their own series
+    (the rest is summed as ``other``); ``thresholds``: the diagnosis thresholds behind
+    ``pysockopt_finding`` and the idle-connection count. ``netns``: look into that network
+    namespace instead of the caller's (as ``connections(netns=)`` takes it); ``all_netns``:
+    every namespace on the host, each series labelled ``netns`` (entering others needs
+    root). ``scrapes`` counts the scans taken.
+    Register it with ``prometheus_client.REGISTRY.register(SocketCollector())``.
+    """
+
+    def __init__(self, *, ports: Iterable[int] = (), top: int = 5,
+                 thresholds: Thresholds | None = None, netns: NetnsArg = None,
+                 all_netns: bool = False) -> None:
+        plist = tuple(ports)
+        for p in plist:
+            if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535:
+                raise InvalidConfigError("ports", p, "local ports 1..65535")
+        if len(set(plist)) > lib.PSO_TALLY_MAX_PORTS:
+            raise InvalidConfigError("ports", len(plist),
+                                     f"at most {lib.PSO_TALLY_MAX_PORTS} ports")
+        if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 100:
+            raise InvalidConfigError("top", top, "1..100")
+        th = Thresholds() if thresholds is None else thresholds
+        if not isinstance(th, Thresholds):
+            raise TypeError(f"thresholds must be a Thresholds, not {type(th).__name__}")
+        if not isinstance(all_netns, bool):
+            raise InvalidConfigError("all_netns", all_netns, "True or False")
+        if all_netns and netns is not None:
+            raise InvalidConfigError("netns", netns, "None with all_netns=True")
+        self._options = _Options(tuple(sorted(set(plist))), top, th)
+        self._netns = resolve(netns) if netns is not None else None
+        self._all = all_netns
+        self._errors = 0
+        self._lock = threading.Lock()
+        self.scrapes = 0
+
+    def describe(self) -> Iterator[_Family]:
+        """Name every metric without looking at the host (registration takes no dump)."""
+        yield from self._families(None)
+
+    def collect(self) -> Iterator[_Family]:
+        """Take one scan (of each namespace, with all_netns) and yield every metric family."""
+        with self._lock:  # concurrent scrapes each take their own scan, one at a time
+            start = time.monotonic()
+            scans: list[tuple[NetNamespace | None, _Scan]] = []
+            if self._all:
+                found = for_each_netns(lambda ns: _scan(self._options, ns))
+                scans = [(ns, scan) for ns, scan in found.results]
+                # A namespace that vanished meanwhile is gone, not an error; one we may not
+                # enter is (the exporter should run as root to see them all).
+                self._errors += sum(1 for s in found.skipped if s.reason != "vanished")
+            else:
+                scans = [(self._netns, _scan(self._options, self._netns))]
+            self.scrapes += 1
+            self._errors += sum(scan.errors for _, scan in scans)
+            errors = self._errors
+            seconds = time.monotonic() - start
+        yield from self._families(scans, errors, seconds)
+
+    def _families(self, scans: Sequence[tuple[NetNamespace | None, _Scan]] | None,
+                  errors: int = 0, seconds: float = 0.0) -> Iterator[_Family]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        ports = bool(self._options.ports)
+        fams: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for m in METRICS:
+            labels = (["netns"] if self._all and m.per_netns else []) + list(m.labels) + (
+                list(m.optional) if ports else [])
+            cls = CounterMetricFamily if m.type == "counter" else GaugeMetricFamily
+            fams[m.name] = cls(m.family, m.help, labels=labels)
+        if scans is not None:
+            for ns, scan in scans:
+                prefix = [_netns_label(ns)] if self._all else []
+                _fill(fams, scan, self._options, prefix)
+                if self._all:
+                    c = ns.container if ns is not None else None
+                    fams["pysockopt_netns_info"].add_metric(
+                        [prefix[0], c.runtime if c else "", c.id if c else "",
+                         (c.name or "") if c else ""], 1)
+            fams["pysockopt_scrape_duration_seconds"].add_metric([], seconds)
+            fams["pysockopt_scrape_errors_total"].add_metric([], errors)
+        for m in METRICS:
+            if m.name == "pysockopt_netns_info" and not self._all:
+                continue
+            fam = fams[m.name]
+            if scans is None or fam.samples:
+                yield fam
+
+
+def _netns_label(ns: NetNamespace | None) -> str:
+    return ns.label if ns is not None else current_namespace().label
+
+
+def _fill(fams: Mapping[str, object], scan: _Scan, options: _Options,
+          prefix: Sequence[str]) -> None:
+    def add(name: str, labels: Sequence[str], value: float) -> None:
+        fams[name].add_metric([*prefix, *labels], value)  # type: ignore[attr-defined]
+
+    ports = bool(options.ports)
+    if scan.counts is not None:
+        for state, label in STATE_LABELS.items():
+            add("pysockopt_tcp_sockets", [label, ""] if ports else [label],
+                scan.counts.get(state, 0))
+        for port, per in scan.port_counts.items():
+            for state, label in STATE_LABELS.items():
+                add("pysockopt_tcp_sockets", [label, str(port)], per.get(state, 0))
+        if scan.keepalive is not None:
+            add("pysockopt_tcp_established_keepalive_sockets", [], scan.keepalive)
+        if scan.idle_no_keepalive is not None:
+            add("pysockopt_tcp_idle_no_keepalive_sockets", [], scan.idle_no_keepalive)
+    queues: dict[tuple[str, int], list[int | None]] = {}
+    for c in scan.listeners:
+        q = queues.setdefault((c.local_address, c.local_port), [0, 0, 0])
+        q[0] = (q[0] or 0) + c.rqueue
+        q[1] = None if c.wqueue is None or q[1] is None else q[1] + c.wqueue
+        q[2] = None if c.drops is None or q[2] is None else q[2] + c.drops
+    for (address, port), (queue, backlog, drops) in sorted(queues.items()):
+        where = [address, str(port)]
+        add("pysockopt_tcp_listen_queue_length", where, queue or 0)
+        if backlog is not None:
+            add("pysockopt_tcp_listen_backlog", where, backlog)
+        if drops is not None:
+            add("pysockopt_tcp_listen_drops_total", where, drops)
+    for owner, n in (scan.close_wait_owners or {}).items():
+        add("pysockopt_tcp_close_wait_owner_sockets", [owner], n)
+    shown = 0
+    for g in scan.time_wait[:options.top]:
+        dest = f"[{g.remote_address}]:{g.remote_port}" if g.family == socket.AF_INET6 \
+            else f"{g.remote_address}:{g.remote_port}"
+        add("pysockopt_tcp_time_wait_destination_sockets", [g.source, dest], g.sockets)
+        shown += g.sockets
+    if scan.time_wait_total > shown:
+        add("pysockopt_tcp_time_wait_destination_sockets", ["other", "other"],
+            scan.time_wait_total - shown)
+    if scan.ephemeral_ports is not None:
+        add("pysockopt_tcp_ephemeral_ports", [], scan.ephemeral_ports)
+    add("pysockopt_tcp_idle_threshold_seconds", [], options.thresholds.idle_seconds)
+    for table, values, names in (("TcpExt", scan.tcp_ext, TCP_EXT_COUNTERS),
+                                 ("Tcp", scan.tcp, TCP_COUNTERS)):
+        for name in names:
+            value = values.get(name)
+            if value is not None:
+                add(counter_metric(table, name), [], value)
+    if scan.tcp.get("CurrEstab") is not None:
+        add("pysockopt_netstat_tcp_curr_estab", [], scan.tcp["CurrEstab"] or 0)
+    page = os.sysconf("SC_PAGE_SIZE")
+    for key, (name, _) in SOCKSTAT_GAUGES.items():
+        value = scan.sockstat.get(key)
+        if value is not None:
+            add(name, [], value * page if key == "mem" else value)
+    count, limit = scan.conntrack
+    if count is not None:
+        add("pysockopt_nf_conntrack_entries", [], count)
+    if limit is not None:
+        add("pysockopt_nf_conntrack_entries_limit", [], limit)
+    active = sorted({(f.code, f.severity.label) for f in scan.findings or ()})
+    for code, severity in active:
+        add("pysockopt_finding", [code, severity], 1)
+
+
+# --- exposition, textfile, HTTP
+
+
+def _registry(collector: SocketCollector) -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(collector)
+    return registry
+
+
+def exposition(collector: SocketCollector | None = None) -> bytes:
+    """Return one scrape of ``collector`` (a new one if None) in the Prometheus text format."""
+    from prometheus_client import generate_latest
+
+    return generate_latest(_registry(collector or SocketCollector()))
+
+
+def write_textfile(path: str | os.PathLike[str],
+                   collector: SocketCollector | None = None) -> None:
+    """Write one scrape to ``path`` for node_exporter's textfile collector, atomically.
+
+    The text goes to a temporary file in the same directory (named ``.*.tmp``, which the
+    textfile collector ignores), is flushed to disk, made world-readable and renamed over
+    ``path``: a reader sees the old file or the new one, never part of one.
+    """
+    target = os.fspath(path)
+    if not target.endswith(".prom"):
+        raise InvalidConfigError("textfile", target, "a path ending in .prom")
+    data = exposition(collector)
+    directory = os.path.dirname(os.path.abspath(target))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pysockopt.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def serve(host: str, port: int, collector: SocketCollector | None = None) -> tuple[str, int]:
+    """Serve ``/metrics`` on ``host``:``port`` in a daemon thread; return the bound address.
+
+    Uses prometheus_client's HTTP server; ``port`` 0 takes a free port.
+    """
+    from prometheus_client import start_http_server
+
+    server, _ = start_http_server(port, addr=host, registry=_registry(collector
+                                                                      or SocketCollector()))
+    bound = server.server_address
+    return str(bound[0]), int(bound[1])

@@ -1,0 +1,724 @@
+"""pysockopt.prometheus and `pysockopt exporter`, checked by real Prometheus tools.
+
+promtool checks a real scrape and the shipped rules; a real Prometheus server and node_exporter,
+started here on loopback inside a private network namespace (so no other process's sockets can
+change a count mid-test) and stopped by PID, scrape the exporter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+pytest.importorskip("prometheus_client")  # the test extra installs it
+
+from netns import _ip, have_netns, run_in_netns
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from sockpiles import Pile
+from waiting import wait_for
+
+import pysockopt.prometheus as prom
+from pysockopt import TcpState, connections, diagnose, state_counts
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RULES_DIR = ROOT / "docs" / "prometheus"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+T = TypeVar("T")
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (.ci/install.sh installs it)")
+    return path
+
+
+# --- helpers: a private namespace, processes in it, HTTP from inside it
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    reason = have_netns()
+    if reason:
+        pytest.skip(reason)
+    name = f"pso-prom-{uuid.uuid4().hex[:8]}"
+    _ip("netns", "add", name)
+    try:
+        _ip("-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@contextlib.contextmanager
+def started(cmd: list[str], netns: str | None = None,
+            **kw: Any) -> Iterator[subprocess.Popen[str]]:
+    """Run ``cmd`` (in ``netns`` through ``ip netns exec``, which execs: same PID); stop it."""
+    full = ["ip", "netns", "exec", netns, *cmd] if netns else cmd
+    proc = subprocess.Popen(full, text=True, env=ENV, **kw)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def exporter(netns: str | None = None, *args: str) -> Iterator[int]:
+    """Start `pysockopt exporter --listen 127.0.0.1:0`; yield the port it prints."""
+    cmd = [sys.executable, "-m", "pysockopt", "exporter", "--listen", "127.0.0.1:0", *args]
+    with started(cmd, netns, stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "serving http://127.0.0.1:" in line, line
+        yield int(line.rsplit(":", 1)[1].split("/")[0])
+
+
+def http_get(url: str, netns: str | None = None) -> bytes:
+    def get() -> bytes:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            data: bytes = r.read()
+            return data
+
+    return run_in_netns(netns, get) if netns else get()
+
+
+def in_ns(netns: str, fn: Callable[[], T]) -> T:
+    return run_in_netns(netns, fn)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+# --- the collector itself
+
+
+def test_describe_takes_no_scan_and_each_collect_takes_exactly_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = prom._scan
+
+    def counting(options: Any, netns: Any = None) -> Any:
+        calls.append(1)
+        return real(options, netns)
+
+    monkeypatch.setattr(prom, "_scan", counting)  # the one place a scrape reads the host
+    collector = prom.SocketCollector()
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(collector)
+    assert calls == [] and collector.scrapes == 0
+    described = {m.name for m in collector.describe()}
+    assert described == {m.family for m in prom.METRICS} - {"pysockopt_netns_info"}
+    generate_latest(registry)
+    assert len(calls) == 1
+    generate_latest(registry)
+    assert len(calls) == 2 and collector.scrapes == 2
+
+
+def test_every_metric_exported_is_in_the_table() -> None:
+    text = prom.exposition().decode()
+    names = {fam.name for fam in text_string_to_metric_families(text)}
+    table = {m.family for m in prom.METRICS}
+    assert names <= table
+    assert {"pysockopt_tcp_sockets", "pysockopt_scrape_duration_seconds",
+            "pysockopt_scrape_errors"} <= names
+    states = {dict(labels)["state"] for (name, labels) in samples(text)
+              if name == "pysockopt_tcp_sockets"}
+    assert states == set(prom.STATE_LABELS.values())  # every state, zeros included
+
+
+def test_bad_collector_options_are_refused() -> None:
+    from pysockopt import InvalidConfigError
+
+    for kw in ({"ports": [0]}, {"ports": [70000]}, {"ports": ["80"]}, {"top": 0},
+               {"ports": list(range(1, 100))}):
+        with pytest.raises(InvalidConfigError):
+            prom.SocketCollector(**kw)  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfigError):
+        prom.write_textfile("/tmp/not-a-prom-file.txt")
+
+
+def test_exporter_without_prometheus_client_says_so_and_exits_2() -> None:
+    code = ("import sys; sys.modules['prometheus_client'] = None\n"
+            "from pysockopt.cli import main; sys.exit(main(['exporter']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 2
+    assert r.stderr == ("pysockopt exporter: prometheus_client is not installed: "
+                        "pip install 'pysockopt[prometheus]'\n")
+
+
+def test_per_port_series_count_local_ports_only() -> None:
+    with Pile() as pile:
+        pile.close_wait(3)
+        other = Pile()
+        try:
+            other.established(2)
+            collector = prom.SocketCollector(ports=[pile.port])
+            text = generate_latest(_registry(collector)).decode()
+        finally:
+            other.close()
+    got = samples(text)
+    p = str(pile.port)
+    assert got[("pysockopt_tcp_sockets", (("port", p), ("state", "close_wait")))] == 3
+    assert got[("pysockopt_tcp_sockets", (("port", p), ("state", "listen")))] == 1
+    # The pile's clients have remote port P but are not on local port P.
+    assert got[("pysockopt_tcp_sockets", (("port", p), ("state", "fin_wait2")))] == 0
+    assert got[("pysockopt_tcp_sockets", (("port", ""), ("state", "fin_wait2")))] >= 3
+
+
+def _registry(collector: prom.SocketCollector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(collector)
+    return registry
+
+
+def test_a_failed_dump_is_counted_and_its_metrics_left_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(*args: Any) -> Any:
+        raise PermissionError(1, "sock_diag refused")
+
+    collector = prom.SocketCollector()
+    registry = _registry(collector)
+    first = samples(generate_latest(registry).decode())
+    assert first[("pysockopt_scrape_errors_total", ())] == 0
+    monkeypatch.setattr(prom, "_dump", refused)  # the kernel cannot be made to refuse
+    for expected in (1, 2):
+        got = samples(generate_latest(registry).decode())
+        assert got[("pysockopt_scrape_errors_total", ())] == expected
+        names = {name for name, _ in got}
+        assert "pysockopt_tcp_sockets" not in names and "pysockopt_finding" not in names
+        assert "pysockopt_netstat_tcp_active_opens_total" in names  # the rest still there
+
+
+@pytest.mark.root
+def test_keepalive_coverage_counts_what_diagnose_counts(netns: str) -> None:
+    from pysockopt import Thresholds
+
+    def scene() -> Pile:
+        pile = Pile()
+        pairs = pile.established(3)
+        for s in pairs[0]:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        return pile
+
+    pile = in_ns(netns, scene)
+    try:
+        time.sleep(1.5)  # idle for longer than the threshold below (a bound, not a timing)
+        t = Thresholds(idle_seconds=1)
+        text = in_ns(netns, lambda: prom.exposition(prom.SocketCollector(thresholds=t)))
+        findings = in_ns(netns, lambda: diagnose(thresholds=t)).findings
+    finally:
+        pile.close()
+    got = samples(text.decode())
+    assert got[("pysockopt_tcp_sockets", (("state", "established"),))] == 6
+    assert got[("pysockopt_tcp_established_keepalive_sockets", ())] == 2
+    assert got[("pysockopt_tcp_idle_no_keepalive_sockets", ())] == 4
+    idle = [f for f in findings if f.code == "IDLE_NO_KEEPALIVE"]
+    assert [dict(f.evidence)["connections"] for f in idle] == [4]
+    assert got[("pysockopt_finding", (("code", "IDLE_NO_KEEPALIVE"), ("severity", "warning")))] == 1
+
+
+# --- the C tally, on crafted sock_diag replies (what the kernel would send)
+
+
+def _diag(state: int, *, timer: int = 0, sport: int = 1000, dst: str = "10.0.0.9",
+          dport: int = 80, info: bytes | None = None) -> bytes:
+    ident = (struct.pack("!HH", sport, dport) + socket.inet_aton("10.0.0.5") + bytes(12)
+             + socket.inet_aton(dst) + bytes(12) + bytes(12))
+    msg = struct.pack("=BBBB", socket.AF_INET, state, timer, 0) + ident + bytes(20)
+    if info is not None:
+        attr = struct.pack("=HH", 4 + len(info), 2) + info  # INET_DIAG_INFO
+        msg += attr + bytes(-len(attr) % 4)
+    return struct.pack("=IHHII", 16 + len(msg), 20, 2, 0, 0) + msg
+
+
+def _tally(messages: list[bytes], **spec: Any) -> dict[str, Any]:
+    from pysockopt._native import ffi, lib
+
+    data = b"".join(messages) + struct.pack("=IHHII", 20, 3, 2, 0, 0) + struct.pack("=i", 0)
+    sink = ffi.new("struct pso_sd_sink *")
+    lib.pso_sd_sink_init(sink, 1)
+    out = ffi.new("struct pso_tally *")
+    try:
+        assert lib.pso_sd_parse(data, len(data), sink) == lib.PSO_SD_DONE
+        s = ffi.new("struct pso_tally_spec *")
+        s.off_last_data_recv, s.off_last_ack_recv = prom._OFFSETS["last_data_recv"], \
+            prom._OFFSETS["last_ack_recv"]
+        s.idle_ms, s.retrans_min = 1000, 3
+        for key, value in spec.items():
+            setattr(s, key, value)
+        assert lib.pso_tally(sink, s, out) == 0
+        kept = [(sink.conns[i].state, sink.conns[i].sport) for i in range(sink.nconns)]
+        groups = [(out.groups[i].count, out.groups[i].dport) for i in range(out.ngroups)]
+        per_port = {(i, st): int(out.port_counts[i][st]) for i in range(s.nports)
+                    for st in range(16) if out.port_counts[i][st]}
+        return {"established": int(out.established), "keepalive": int(out.keepalive),
+                "idle": int(out.idle_no_timer), "grouped": int(out.tw_grouped),
+                "groups": groups, "kept": kept, "per_port": per_port}
+    finally:
+        lib.pso_tally_free(out)
+        lib.pso_sd_sink_free(sink)
+
+
+def _info(last_data_recv: int, last_ack_recv: int, size: int = 104) -> bytes:
+    raw = bytearray(size)
+    for name, value in (("last_data_recv", last_data_recv), ("last_ack_recv", last_ack_recv)):
+        off = prom._OFFSETS[name]
+        if off + 4 <= size:
+            raw[off:off + 4] = struct.pack("=I", value)
+    return bytes(raw)
+
+
+def test_tally_counts_idle_keepalive_and_groups_time_wait() -> None:
+    est, tw = 1, 6
+    got = _tally([
+        _diag(est, info=_info(5000, 5000), sport=1),            # idle, no timer: counted, kept
+        _diag(est, info=_info(5000, 10), sport=2),              # an ACK came 10 ms ago
+        _diag(est, timer=2, info=_info(5000, 5000), sport=3),   # keepalive armed
+        _diag(est, info=_info(5000, 5000, size=56), sport=4),   # last_ack_recv not returned
+        _diag(est, sport=5),                                     # no tcp_info at all
+        _diag(tw, sport=40001, dport=5432), _diag(tw, sport=40002, dport=5432),
+        _diag(tw, sport=40003, dport=6379),
+        _diag(tw, sport=80, dport=6379),                         # not an ephemeral port
+    ], eph_low=40000, eph_high=40999)
+    assert (got["established"], got["keepalive"], got["idle"]) == (5, 1, 1)
+    assert got["grouped"] == 3 and got["groups"] == [(2, 5432), (1, 6379)]
+    assert got["kept"] == [(est, 1)]  # only what a rule reads one by one
+
+
+def test_tally_counts_listed_ports_and_keeps_the_asked_states() -> None:
+    from pysockopt._native import ffi
+
+    ports = ffi.new("uint16_t[64]", [8080, 9090])
+    got = _tally(
+        [_diag(8, sport=8080), _diag(8, sport=8080), _diag(1, sport=9090),
+         _diag(4, sport=1234)],
+        ports=ports, nports=2, keep_states=1 << 8)
+    assert got["established"] == 1 and got["grouped"] == 0 and got["groups"] == []
+    assert got["kept"] == [(8, 8080), (8, 8080)]
+    assert got["per_port"] == {(0, 8): 2, (1, 1): 1}
+
+
+# --- promtool
+
+
+def test_promtool_check_metrics_passes_on_a_real_scrape() -> None:
+    promtool = _tool("promtool")
+    with Pile() as pile:
+        pile.close_wait(2)
+        with exporter(None, "--ports", str(pile.port)) as port:
+            body = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert b"pysockopt_tcp_sockets" in body
+    r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_shipped_rules_pass_promtool_check_and_unit_tests() -> None:
+    promtool = _tool("promtool")
+    r = subprocess.run([promtool, "check", "rules", "alerts.yml"], cwd=RULES_DIR,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "6 rules found" in r.stdout
+    r = subprocess.run([promtool, "test", "rules", "alerts_test.yml"], cwd=RULES_DIR,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_every_alert_has_a_unit_test() -> None:
+    rules = (RULES_DIR / "alerts.yml").read_text()
+    tests = (RULES_DIR / "alerts_test.yml").read_text()
+    alerts = [line.split(":", 1)[1].strip() for line in rules.splitlines()
+              if line.strip().startswith("- alert:")]
+    assert len(alerts) == 6
+    for alert in alerts:
+        assert f"alertname: {alert}" in tests, alert
+
+
+# --- findings: the cheap path says what diagnose() says
+
+
+@pytest.mark.root
+def test_findings_are_those_diagnose_finds(netns: str) -> None:
+    def scene() -> list[Pile]:
+        leak = Pile()
+        leak.close_wait(12)                # CLOSE_WAIT_PILE
+        full = Pile(backlog=1)
+        full.unaccepted(3)                 # ACCEPT_QUEUE_FULL (and maybe LISTEN_DROPS)
+        return [leak, full]
+
+    piles = in_ns(netns, scene)
+    try:
+        full = piles[1]
+        wait_for(lambda: in_ns(netns, lambda: [c.rqueue for c in connections(
+            states=TcpState.LISTEN, port=full.port)]) == [2], 5, "the full accept queue")
+        expected = {(f.code, f.severity.label) for f in in_ns(netns, diagnose).findings}
+        text = in_ns(netns, lambda: prom.exposition().decode())
+    finally:
+        for p in piles:
+            p.close()
+    got = {(dict(labels)["code"], dict(labels)["severity"])
+           for (name, labels) in samples(text) if name == "pysockopt_finding"}
+    assert {"CLOSE_WAIT_PILE", "ACCEPT_QUEUE_FULL"} <= {code for code, _ in expected}
+    assert got == expected
+    # This process holds the 12 CLOSE_WAIT sockets: its command name owns them.
+    comm = pathlib.Path("/proc/self/comm").read_text().strip()
+    owners = {dict(labels)["owner"]: v for (name, labels), v in samples(text).items()
+              if name == "pysockopt_tcp_close_wait_owner_sockets"}
+    assert owners == {comm: 12}
+
+
+@pytest.mark.root
+def test_time_wait_pressure_found_as_diagnose_finds_it(netns: str) -> None:
+    # 60 TIME_WAIT sockets to one destination hold 60% of a 100-port range: the finding
+    # comes from the C grouping here, from every socket in diagnose().
+    for key, value in (("ip_local_port_range", "40000 40099"), ("tcp_tw_reuse", "0")):
+        subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-q",
+                        f"net.ipv4.{key}={value}"], check=True)
+
+    def scene() -> None:
+        with Pile() as pile:
+            pile.time_wait(60)
+
+    in_ns(netns, scene)
+    expected = {(f.code, f.severity.label) for f in in_ns(netns, diagnose).findings}
+    text = in_ns(netns, lambda: prom.exposition().decode())
+    got = {(dict(labels)["code"], dict(labels)["severity"])
+           for (name, labels) in samples(text) if name == "pysockopt_finding"}
+    assert ("TIME_WAIT_PRESSURE", "warning") in expected
+    assert got == expected
+    tw = {dict(labels)["destination"]: v for (name, labels), v in samples(text).items()
+          if name == "pysockopt_tcp_time_wait_destination_sockets"}
+    assert list(tw.values()) == [60.0]
+    assert samples(text)[("pysockopt_tcp_ephemeral_ports", ())] == 100
+
+
+# --- other namespaces
+
+
+@pytest.fixture
+def netns2() -> Iterator[str]:
+    name = f"pso-prom-{uuid.uuid4().hex[:8]}"
+    _ip("netns", "add", name)
+    try:
+        _ip("-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@pytest.mark.root
+def test_a_collector_for_another_namespace_reads_it_from_inside(netns: str) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-q",
+                    "net.ipv4.ip_local_port_range=40000 40099"], check=True)
+    pile = in_ns(netns, Pile)
+    try:
+        in_ns(netns, lambda: pile.close_wait(4))
+        got = samples(prom.exposition(prom.SocketCollector(netns=netns)).decode())
+        truth = in_ns(netns, state_counts)
+    finally:
+        pile.close()
+    assert got[("pysockopt_tcp_sockets", (("state", "close_wait"),))] == 4
+    assert got[("pysockopt_tcp_sockets", (("state", "listen"),))] == truth[TcpState.LISTEN] == 1
+    assert got[("pysockopt_tcp_ephemeral_ports", ())] == 100  # that namespace's sysctl
+    assert got[("pysockopt_tcp_close_wait_owner_sockets", (
+        ("owner", pathlib.Path("/proc/self/comm").read_text().strip()),))] == 4
+
+
+@pytest.mark.root
+def test_all_netns_labels_every_series_with_its_namespace(netns: str, netns2: str) -> None:
+    promtool = shutil.which("promtool")
+    piles = []
+    try:
+        for name, n in ((netns, 3), (netns2, 5)):
+            # The same address and port in both: the netns label keeps the series apart.
+            pile = in_ns(name, lambda: Pile(port=5000))
+            piles.append(pile)
+            in_ns(name, lambda: pile.close_wait(n))  # noqa: B023  # called at once
+        body = prom.exposition(prom.SocketCollector(all_netns=True))
+    finally:
+        for p in piles:
+            p.close()
+    got = samples(body.decode())
+    for name, n in ((netns, 3), (netns2, 5)):
+        assert got[("pysockopt_tcp_sockets", (("netns", name), ("state", "close_wait")))] == n
+        assert got[("pysockopt_tcp_listen_queue_length", (
+            ("address", "127.0.0.1"), ("netns", name), ("port", "5000")))] == 0
+        info = [labels for (metric, labels) in got if metric == "pysockopt_netns_info"
+                and dict(labels)["netns"] == name]
+        assert len(info) == 1
+    assert ("pysockopt_scrape_duration_seconds", ()) in got  # once, without a netns
+    if promtool is not None:
+        r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- a real Prometheus and node_exporter
+
+
+PROM_CONFIG = """
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: pysockopt
+    static_configs: [{targets: ["127.0.0.1:%d"]}]
+  - job_name: node
+    static_configs: [{targets: ["127.0.0.1:%d"]}]
+"""
+
+
+def _query(netns: str, prom_port: int, expr: str) -> list[dict[str, Any]]:
+    url = (f"http://127.0.0.1:{prom_port}/api/v1/query?"
+           + urllib.parse.urlencode({"query": expr}))
+    try:
+        data = json.loads(http_get(url, netns))
+    except OSError:
+        return []  # not listening yet
+    assert data["status"] == "success", data
+    result: list[dict[str, Any]] = data["data"]["result"]
+    return result
+
+
+def _states(text: str, name: str) -> dict[str, float]:
+    return {dict(labels)["state"]: v for (n, labels), v in samples(text).items() if n == name}
+
+
+#: States that HTTP scrapes themselves move: each scrape is an ESTABLISHED pair while it runs,
+#: and leaves a TIME_WAIT (and for a moment a CLOSE_WAIT/FIN_WAIT2 pair) when it closes.
+MOVING = ("established", "time_wait")
+
+
+def _scrape_scene(netns: str, prom_port: int, server: subprocess.Popen[str], exp_port: int,
+                  node_port: int, full_port: int) -> tuple[dict[str, float], dict[str, float]]:
+    truth = in_ns(netns, state_counts)
+    queue = in_ns(netns, lambda: [c.rqueue for c in connections(
+        states=TcpState.LISTEN, port=full_port)])
+    assert truth.get(TcpState.CLOSE_WAIT) == 7 and queue == [3]
+    seen: list[object] = []
+
+    def close_wait_matches() -> bool:
+        assert server.poll() is None, "prometheus exited"
+        got = _query(netns, prom_port, 'pysockopt_tcp_sockets{state="close_wait"}')
+        now = in_ns(netns, state_counts).get(TcpState.CLOSE_WAIT, 0)
+        seen.append((got, now))
+        # A scrape's own connection may sit in CLOSE_WAIT for a moment: poll until the value
+        # Prometheus stored is what state_counts() says (7 plus nothing in flight).
+        return [float(r["value"][1]) for r in got] == [float(now)] and now == 7
+
+    try:
+        wait_for(close_wait_matches, 60, "Prometheus to store the exporter's CLOSE_WAIT count")
+    except AssertionError:
+        raise AssertionError(f"last answers (Prometheus, state_counts): {seen[-3:]}") from None
+
+    listen = _query(netns, prom_port, f'pysockopt_tcp_listen_queue_length{{port="{full_port}"}}')
+    assert [float(r["value"][1]) for r in listen] == [3.0]
+    backlog = _query(netns, prom_port, f'pysockopt_tcp_listen_backlog{{port="{full_port}"}}')
+    assert [float(r["value"][1]) for r in backlog] == [2.0]
+    wait_for(lambda: _query(netns, prom_port, "node_tcp_connection_states"), 30,
+             "Prometheus's first scrape of node_exporter")
+
+    # The same scene side by side: node_exporter, pysockopt, node_exporter again; a triple
+    # where node_exporter's two answers agree (but for MOVING) had nothing change around ours.
+    node_url = f"http://127.0.0.1:{node_port}/metrics"
+    ours_url = f"http://127.0.0.1:{exp_port}/metrics"
+    for _ in range(30):
+        before = _states(http_get(node_url, netns).decode(), "node_tcp_connection_states")
+        ours = _states(http_get(ours_url, netns).decode(), "pysockopt_tcp_sockets")
+        after = _states(http_get(node_url, netns).decode(), "node_tcp_connection_states")
+        if all(before.get(k) == after.get(k) for k in set(before) | set(after)
+               if k not in MOVING and not k.endswith("_bytes")):
+            return after, ours
+    raise AssertionError("the scene never stood still for three scrapes")
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_prometheus_scrapes_the_scene_and_node_exporter_agrees(netns: str) -> None:
+    prometheus = _tool("prometheus")
+    node_exporter = _tool("prometheus-node-exporter")
+
+    def scene() -> list[Pile]:
+        leak = Pile()
+        leak.close_wait(7)
+        full = Pile(backlog=2)
+        full.unaccepted(3)
+        return [leak, full]
+
+    piles = in_ns(netns, scene)
+    full = piles[1]
+    node_port, prom_port = 19100, 19090  # inside the test's own namespace: nobody else's
+    try:
+        with exporter(netns) as exp_port, tempfile.TemporaryDirectory() as tmp, \
+                started([node_exporter, "--collector.disable-defaults", "--collector.tcpstat",
+                         f"--web.listen-address=127.0.0.1:{node_port}"], netns,
+                        stderr=subprocess.DEVNULL):
+            pathlib.Path(tmp, "prometheus.yml").write_text(PROM_CONFIG % (exp_port, node_port))
+            with started([prometheus, f"--config.file={tmp}/prometheus.yml",
+                          f"--storage.tsdb.path={tmp}/data",
+                          f"--web.listen-address=127.0.0.1:{prom_port}"], netns,
+                         stderr=subprocess.DEVNULL) as server:
+                theirs, ours = _scrape_scene(netns, prom_port, server, exp_port,
+                                                 node_port, full.port)
+    finally:
+        for p in piles:
+            p.close()
+    # node_exporter adds byte sums as pseudo-states and leaves out states with no socket.
+    assert {"rx_queued_bytes", "tx_queued_bytes"} <= set(theirs)
+    assert set(ours) == set(prom.STATE_LABELS.values())
+    for state in prom.STATE_LABELS.values():
+        if state not in MOVING:
+            assert ours[state] == theirs.get(state, 0.0), (state, ours, theirs)
+    assert ours["close_wait"] >= 7 and ours["fin_wait2"] >= 7
+    assert ours["listen"] == theirs["listen"] >= 5  # 2 piles, exporter, node_exporter, prom
+    for state in MOVING:  # both see the scrapes' own connections
+        assert ours[state] > 0 and theirs[state] > 0
+
+
+# --- the textfile
+
+
+def test_textfile_is_written_atomically_and_read_by_node_exporter() -> None:
+    node_exporter = _tool("prometheus-node-exporter")
+    last = prom.METRICS[-1].name
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp, "pysockopt.prom")
+        prom.write_textfile(path)
+        stop = threading.Event()
+        bad: list[str] = []
+        reads = [0]
+
+        def reader() -> None:
+            while not stop.is_set():
+                text = path.read_text()
+                reads[0] += 1
+                # A whole file: it ends with its last metric and a newline.
+                if not text.endswith("\n") or f"\n{last} " not in text:
+                    bad.append(text[-200:])
+
+        t = threading.Thread(target=reader)
+        t.start()
+        try:
+            collector = prom.SocketCollector()
+            for _ in range(40):
+                prom.write_textfile(path, collector)
+        finally:
+            stop.set()
+            t.join()
+        assert reads[0] > 0 and bad == []
+        assert sorted(os.listdir(tmp)) == ["pysockopt.prom"]  # no temporary file left
+        assert path.stat().st_mode & 0o777 == 0o644
+
+        port = free_port()
+        with started([node_exporter, "--collector.disable-defaults", "--collector.textfile",
+                      f"--collector.textfile.directory={tmp}",
+                      f"--web.listen-address=127.0.0.1:{port}"], None,
+                     stderr=subprocess.DEVNULL):
+            def scrape() -> str:
+                try:
+                    return http_get(f"http://127.0.0.1:{port}/metrics").decode()
+                except OSError:
+                    return ""
+
+            text = wait_for(scrape, 20, "node_exporter")
+    assert isinstance(text, str)
+    got = samples(text)
+    assert got[("node_textfile_scrape_error", ())] == 0
+    assert any(name == "pysockopt_tcp_sockets" for name, _ in got)
+
+
+def test_textfile_cli_once_and_interval_needs_textfile(tmp_path: pathlib.Path) -> None:
+    target = tmp_path / "pysockopt.prom"
+    r = subprocess.run([sys.executable, "-m", "pysockopt", "exporter", "--textfile",
+                        str(target)], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0, r.stderr
+    assert "pysockopt_tcp_sockets{" in target.read_text()
+    r = subprocess.run([sys.executable, "-m", "pysockopt", "exporter", "--interval", "1"],
+                       capture_output=True, text=True, env=ENV)
+    assert r.returncode == 2 and "interval" in r.stderr
+
+
+# --- cardinality
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_series_stay_bounded_with_10000_remote_endpoints(netns: str) -> None:
+    n = 10_000
+
+    def scene() -> int:
+        # The server closes first: it keeps one TIME_WAIT per client endpoint (10,000
+        # distinct remote endpoints), on its listening port, which is ephemeral (bound to 0).
+        # Each client has an address of its own (127.1.x.y): a client port reused towards
+        # the same server would end that server-side TIME_WAIT early.
+        listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+        addr = listener.getsockname()
+        done = 0
+        while done < n:
+            k = min(1000, n - done)
+            clients = []
+            for i in range(done, done + k):
+                c = socket.socket()
+                c.bind((f"127.1.{i // 250}.{i % 250 + 1}", 0))
+                c.setblocking(False)
+                c.connect_ex(addr)
+                clients.append(c)
+            servers = [listener.accept()[0] for _ in range(k)]
+            for s in servers:
+                s.close()
+            for c in clients:
+                c.setblocking(True)
+                c.recv(1)
+                c.close()
+            done += k
+        listener.close()
+        return int(addr[1])
+
+    port = in_ns(netns, scene)
+    top = 5
+    text = in_ns(netns, lambda: prom.exposition(prom.SocketCollector(top=top)).decode())
+    got = samples(text)
+    tw = {dict(labels)["destination"]: v for (name, labels), v in got.items()
+          if name == "pysockopt_tcp_time_wait_destination_sockets"}
+    counted = in_ns(netns, state_counts).get(TcpState.TIME_WAIT, 0)
+    assert counted >= n - 100  # a few may have expired on a very slow machine
+    assert len(tw) == top + 1 and sum(tw.values()) == pytest.approx(counted, abs=100)
+    assert tw["other"] >= counted - top - 100
+    assert all(d.startswith("127.1.") for d in tw if d != "other")  # the clients
+    assert port > 0
+    # Fixed families (states, counters, sockstat, scrape) + 3 per listener + top+1 + findings.
+    print(f"series with {counted} TIME_WAIT to distinct endpoints: {len(got)}")
+    assert len(got) < 60, len(got)  # 49 here: none of it grows with the endpoints
