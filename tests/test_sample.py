@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import os
+import pickle
 import shutil
 import socket
 import subprocess
@@ -686,3 +687,19 @@ def test_cli_diagnose_interval_in_another_namespace(netns_pair: NetnsPair) -> No
         assert "Rates measured over" in human.getvalue()
     finally:
         pile.close()
+
+
+def test_samples_rates_and_diagnoses_pickle() -> None:
+    # A Diagnosis carries its Sample; a result sent between processes must survive pickling.
+    with Pile() as pile:
+        pile.close_wait(3)
+        s0 = pysockopt.sample(port=pile.port)
+        d = pysockopt.diagnose(port=pile.port, earlier=s0)
+    assert d.sample is not None
+    for value in (s0, d.sample, d.sample.rates(s0), s0.counters,
+                  pysockopt.sample(port=pile.port, detail=False)):
+        back = pickle.loads(pickle.dumps(value))
+        assert back == value and type(back) is type(value)
+    again = pickle.loads(pickle.dumps(s0))
+    assert isinstance(again.counts, MappingProxyType) and again.counts == s0.counts
+    pickle.dumps(dataclasses.replace(d, counts=dict(d.counts)))

@@ -19,9 +19,9 @@ import socket
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import MappingProxyType
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar
 
 from .. import _host
 from .._format import endpoint
@@ -29,6 +29,8 @@ from ..errors import InvalidConfigError
 from ..tcpinfo import TcpState
 from .connections import Connection, connections, state_counts
 from .namespaces import Entered, NetnsArg, opened, read_files
+
+T = TypeVar("T")
 
 __all__ = [
     "Change",
@@ -43,6 +45,24 @@ __all__ = [
     "read_counters",
     "sample",
 ]
+
+
+class _Pickles:
+    """Pickling for frozen value types whose mappings are read-only views.
+
+    MappingProxyType does not pickle: the views travel as dicts and come back as views.
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        values = tuple(dict(v) if isinstance(v, MappingProxyType) else v
+                       for v in (getattr(self, f.name) for f in fields(self)))  # type: ignore[arg-type]
+        return (_rebuild, (type(self), values))
+
+
+def _rebuild(cls: type[T], values: tuple[Any, ...]) -> T:
+    return cls(*(MappingProxyType(v) if isinstance(v, dict) else v for v in values))
 
 
 # --- one moment
@@ -74,7 +94,7 @@ class PortCount(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class Counters:
+class Counters(_Pickles):
     """The host counters of one sample, by their kernel names (None: the kernel has none).
 
     ``tcp_ext``: /proc/net/netstat TcpExt (``_host.TCP_EXT_FIELDS``: ListenOverflows,
@@ -131,7 +151,7 @@ class Counters:
 
 
 @dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(_Pickles):
     """One look at the host's TCP sockets and counters; compare two with ``rates()``.
 
     ``time`` is ``time.monotonic()`` at the middle of the look (rates divide by differences
@@ -278,7 +298,7 @@ class Change(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class ListenerDrops:
+class ListenerDrops(_Pickles):
     """A listener of the later sample and the connection attempts it dropped in between.
 
     ``restarted``: the socket is new since the earlier sample (another inode on that
@@ -292,7 +312,7 @@ class ListenerDrops:
 
 
 @dataclass(frozen=True, slots=True)
-class OwnerGrowth:
+class OwnerGrowth(_Pickles):
     """How one owner's CLOSE_WAIT sockets grew between two samples.
 
     The owner is ``uid`` with ``port`` (a listening local port: the server side) or with
@@ -322,7 +342,7 @@ class OwnerGrowth:
 
 
 @dataclass(frozen=True, slots=True)
-class PortUse:
+class PortUse(_Pickles):
     """Ephemeral ports held towards one destination, before and now, and how fast that grew."""
 
     destination: Destination
@@ -338,7 +358,7 @@ class PortUse:
 
 
 @dataclass(frozen=True, slots=True)
-class Rates:
+class Rates(_Pickles):
     """What changed between two samples, ``seconds`` apart.
 
     ``counters`` (``"TcpExt.ListenDrops"``, ``"Tcp.RetransSegs"``, ...): cumulative
