@@ -70,7 +70,7 @@ def test_detection_time_follows_the_kernels_keepalive_timer(idle: int, interval:
     c = KeepaliveConfig(idle, interval, count, uto)
     assert (c.detection_time, c.probes) == _timer_runs(idle, interval, count, uto)
     if uto:
-        assert c.worst_case_detection == c.detection_time + uto / 1000
+        assert c.worst_case_detection == (c.detection_time * 1000 + uto) / 1000
     settings = pysockopt.KeepaliveSettings(True, idle, interval, count, uto)
     assert settings.detection_time == c.detection_time
     assert settings.worst_case_detection == c.worst_case_detection
