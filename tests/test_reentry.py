@@ -136,6 +136,17 @@ def test_nested_failure_keeps_the_outer_failed_step(two: tuple[socket.socket, ..
     assert "already applied: nothing" in str(outer.value)
 
 
+def test_nested_parse_failure_keeps_the_outer_bad_line() -> None:
+    from pysockopt.host.connections import _parse_proc
+
+    header = b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt\n"
+    nested = _quietly(lambda: _parse_proc(b"no header\n", socket.AF_INET))  # bad line 1
+    with at_native("c_return", "pso_proc_parse", nested):
+        with pytest.raises(OSError) as outer:
+            _parse_proc(header + b"x\n", socket.AF_INET)
+    assert "line 2" in str(outer.value), outer.value
+
+
 def test_nested_poll_keeps_the_outer_batch(two: tuple[socket.socket, ...]) -> None:
     listener, _, b = two
     with at_native("c_return", "pso_tcp_info_batch", lambda: poll_tcp_info([b] * 3)):
