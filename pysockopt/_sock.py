@@ -66,7 +66,7 @@ def replaced(sock: SocketLike, fd: int) -> bool:
 
 
 def closed_during_call(fd: int, what: str) -> OSError:
-    """The OSError(EBADF) for an object whose descriptor was closed while ``what`` ran."""
+    """Build the OSError(EBADF) for an object whose descriptor was closed while ``what`` ran."""
     return OSError(errno.EBADF, f"{os.strerror(errno.EBADF)} (fd {fd} was closed during "
                                 f"{what}; the number may now belong to another socket)")
 

@@ -377,7 +377,7 @@ _give = _pool.append
 
 
 def _out_buffer() -> object:
-    """A result buffer owned by the caller until it gives it back with ``_give``."""
+    """Return a result buffer that the caller owns until it gives it back with ``_give``."""
     try:
         return _take()
     except IndexError:  # none free: this thread's first call, or a nested / concurrent one
@@ -443,8 +443,7 @@ def apply_keepalive(
     connection.
     """
     # This path is benchmarked against four bare sock.setsockopt calls: keep it to attribute
-    # loads and one native call.
-    fd = sock.fileno() if type(sock) is _socket else fileno_of(sock)
+    # loads, one native call and one fileno() to check the socket is still the one set.
     try:
         req = config._req
     except AttributeError:
@@ -455,11 +454,16 @@ def apply_keepalive(
         out = _take()
     except IndexError:
         out = _new_out("struct pso_keepalive *")
-    rc = _set(fd, req, out) if not verify else _set_verify(fd, req, out)
-    if rc:
-        raise _failure(rc, fd, config, out)
-    if sock.fileno() != fd if type(sock) is _socket else replaced(sock, fd):
-        raise _closed(fd, True)
+    if sock.__class__ is _socket:
+        fd = sock.fileno()
+        rc = _set_verify(fd, req, out) if verify else _set(fd, req, out)
+        if rc or sock.fileno() != fd:
+            raise _failure(rc, fd, config, out) if rc else _closed(fd, True)
+    else:
+        fd = fileno_of(sock)
+        rc = _set_verify(fd, req, out) if verify else _set(fd, req, out)
+        if rc or replaced(sock, fd):
+            raise _failure(rc, fd, config, out) if rc else _closed(fd, True)
     if not verify:
         _give(out)
         return config._unverified

@@ -11,7 +11,7 @@ Python retry loop makes, wrapped here around the real one).
 from __future__ import annotations
 
 import errno
-import mmap
+import importlib
 import socket
 import struct
 import subprocess
@@ -22,9 +22,11 @@ from collections.abc import Iterator
 import pytest
 
 from pysockopt import TcpState, connections, state_counts
-from pysockopt._native import ffi, lib
-from pysockopt.host import connections as conn_module
+from pysockopt._native import lib
 from pysockopt.host.connections import Connection, _parse_dump, _parse_proc
+
+# The module, not the function pysockopt.host re-exports under the same name.
+conn_module = importlib.import_module("pysockopt.host.connections")
 
 SO_COOKIE = getattr(socket, "SO_COOKIE", 57)  # asm-generic/socket.h
 NLM_F_MULTI = 2
@@ -71,11 +73,11 @@ def test_every_record_field_is_checked_against_the_native_layout() -> None:
     fields = list(conn_module._FIELDS)
     conn_module._check_record(fields)  # the real layout passes
     i = [name for name, _ in fields].index("sport")
-    swapped = fields[:i] + [fields[i + 1], fields[i]] + fields[i + 2:]  # sport <-> dport
+    swapped = [*fields[:i], fields[i + 1], fields[i], *fields[i + 2:]]  # sport <-> dport
     with pytest.raises(ImportError, match="dport"):
         conn_module._check_record(swapped)
     with pytest.raises(ImportError, match="missing"):
-        conn_module._check_record(fields[:-2] + fields[-1:])
+        conn_module._check_record(fields[:-1])  # pad dropped
 
 
 # --- socket cookies
@@ -206,7 +208,7 @@ def test_message_length_round_up_does_not_wrap_to_a_zero_step() -> None:
     # A NOOP message 0xFFFFFFFD bytes long inside a 4 GiB datagram: rounded up in 32 bits,
     # its length becomes 0 and the parser would stand still on it forever. Only the first page
     # is ever touched; a child process bounds the time a regression would hang.
-    code = f"""
+    code = """
 import mmap, struct, sys
 from pysockopt._native import ffi, lib
 size = 1 << 32

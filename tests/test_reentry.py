@@ -126,9 +126,8 @@ def test_nested_failure_keeps_the_outer_failed_step(two: tuple[socket.socket, ..
     closed.close()
     try:
         with at_native("c_return", "pso_keepalive_set",
-                       _quietly(lambda: read_keepalive(udp))):
-            with pytest.raises(OSError) as outer:
-                apply_keepalive(fd, A, verify=False)
+                       _quietly(lambda: read_keepalive(udp))), pytest.raises(OSError) as outer:
+            apply_keepalive(fd, A, verify=False)
     finally:
         udp.close()
     assert outer.value.errno == errno.EBADF
@@ -141,9 +140,8 @@ def test_nested_parse_failure_keeps_the_outer_bad_line() -> None:
 
     header = b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt\n"
     nested = _quietly(lambda: _parse_proc(b"no header\n", socket.AF_INET))  # bad line 1
-    with at_native("c_return", "pso_proc_parse", nested):
-        with pytest.raises(OSError) as outer:
-            _parse_proc(header + b"x\n", socket.AF_INET)
+    with at_native("c_return", "pso_proc_parse", nested), pytest.raises(OSError) as outer:
+        _parse_proc(header + b"x\n", socket.AF_INET)
     assert "line 2" in str(outer.value), outer.value
 
 
@@ -205,7 +203,7 @@ def test_poll_entry_whose_socket_was_replaced_is_ebadf(two: tuple[socket.socket,
         assert isinstance(results[1], OSError) and results[1].errno == errno.EBADF
         assert not isinstance(results[2], OSError) and results[2].state == TcpState.ESTABLISHED
     finally:
-        for s in keep + [other]:
+        for s in [*keep, other]:
             s.close()
 
 
@@ -219,7 +217,7 @@ def test_poll_entry_of_fileno_object_replaced_is_ebadf(two: tuple[socket.socket,
         assert not isinstance(results[0], OSError)
         assert isinstance(results[1], OSError) and results[1].errno == errno.EBADF
     finally:
-        for s in keep + [other]:
+        for s in [*keep, other]:
             s.close()
 
 
@@ -228,12 +226,12 @@ def test_tcp_info_of_fileno_object_replaced_is_ebadf(two: tuple[socket.socket, .
     other = socket.create_server(("127.0.0.1", 0))
     keep: list[socket.socket] = []
     try:
-        with at_native("c_call", "pso_tcp_info", _swap(other, listener, keep)):
-            with pytest.raises(OSError) as info:
-                tcp_info(Fileno(other))
+        with (at_native("c_call", "pso_tcp_info", _swap(other, listener, keep)),
+              pytest.raises(OSError) as info):
+            tcp_info(Fileno(other))
         assert info.value.errno == errno.EBADF
     finally:
-        for s in keep + [other]:
+        for s in [*keep, other]:
             s.close()
 
 
@@ -248,11 +246,11 @@ def test_keepalive_on_socket_replaced_is_ebadf(two: tuple[socket.socket, ...], n
     victim = socket.create_connection(listener.getsockname())
     keep: list[socket.socket] = []
     try:
-        with at_native("c_call", native, _swap(victim, listener, keep)):
-            with pytest.raises(OSError) as info:
-                call(victim)
+        with (at_native("c_call", native, _swap(victim, listener, keep)),
+              pytest.raises(OSError) as info):
+            call(victim)
         assert info.value.errno == errno.EBADF
         assert "closed" in str(info.value)
     finally:
-        for s in keep + [victim]:
+        for s in [*keep, victim]:
             s.close()
