@@ -914,5 +914,5 @@ def _text(exc: BaseException) -> str:
     # print, a broken __str__) must not raise from there.
     try:
         return str(exc)
-    except Exception:  # noqa: BLE001 - any failure of a foreign __str__ is the same to us
+    except Exception:  # any failure of a foreign __str__ is the same to us
         return f"<{type(exc).__name__} that cannot be printed>"
