@@ -114,7 +114,8 @@ def _dump(r: random.Random) -> tuple[list[bytes], list[tuple[object, ...]]]:
         messages.insert(r.randrange(len(messages) + 1), _nlmsg(NLMSG_NOOP, b""))
     messages.append(_nlmsg(NLMSG_DONE, struct.pack("=i", 0)))
     cuts = sorted(r.sample(range(1, len(messages)), min(r.randrange(4), len(messages) - 1)))
-    datagrams = [b"".join(messages[a:b]) for a, b in zip([0, *cuts], [*cuts, len(messages)], strict=True)]
+    bounds = zip([0, *cuts], [*cuts, len(messages)], strict=True)
+    datagrams = [b"".join(messages[a:b]) for a, b in bounds]
     return datagrams, expect
 
 
