@@ -457,13 +457,13 @@ def apply_keepalive(
     if sock.__class__ is _socket:
         fd = sock.fileno()
         rc = _set_verify(fd, req, out) if verify else _set(fd, req, out)
-        if rc or sock.fileno() != fd:
-            raise _failure(rc, fd, config, out) if rc else _closed(fd, True)
+        if rc or sock.fileno() != fd:  # closed during the call: whatever rc says, EBADF
+            raise _closed(fd, True) if sock.fileno() != fd else _failure(rc, fd, config, out)
     else:
         fd = fileno_of(sock)
         rc = _set_verify(fd, req, out) if verify else _set(fd, req, out)
         if rc or replaced(sock, fd):
-            raise _failure(rc, fd, config, out) if rc else _closed(fd, True)
+            raise _closed(fd, True) if replaced(sock, fd) else _failure(rc, fd, config, out)
     if not verify:
         _give(out)
         return config._unverified
@@ -487,10 +487,10 @@ def read_keepalive(sock: SocketLike) -> KeepaliveSettings:
     fd = fileno_of(sock)
     out = _out_buffer()
     rc = _read(fd, out)
+    if replaced(sock, fd):  # checked first: what the call read (or failed on) is not sock's
+        raise _closed(fd, False)
     if rc:
         raise _failure(rc, fd, None, out)
-    if replaced(sock, fd):
-        raise _closed(fd, False)
     settings = _settings(out)
     _give(out)
     return settings

@@ -687,12 +687,13 @@ def tcp_info(sock: SocketLike) -> TcpInfo:
         except IndexError:
             buf, buf_view = _new_one()
         n = _native_one(fd, buf)
-        if n < 0:
-            raise _failure(n, fd)
-        data = buf_view[:n]
+        data = buf_view[:n] if n > 0 else b""
         _give_one((buf, buf_view))
+        # Checked first: what the call reached (or failed on) may be another socket.
         if replaced(sock, fd):
             raise closed_during_call(fd, "tcp_info")
+        if n < 0:
+            raise _failure(n, fd)
     view = _NEW(_FULL if n == _FULL_SIZE else _class_for(n, RUNNING_KERNEL, False))
     view._buf = data
     return view

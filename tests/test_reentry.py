@@ -254,3 +254,35 @@ def test_keepalive_on_socket_replaced_is_ebadf(two: tuple[socket.socket, ...], n
     finally:
         for s in [*keep, victim]:
             s.close()
+
+
+@pytest.mark.parametrize("native, call", [
+    ("pso_keepalive_read", read_keepalive),
+    ("pso_keepalive_set", lambda s: apply_keepalive(s, B, verify=False)),
+    ("pso_tcp_info", lambda s: tcp_info(Fileno(s))),
+])
+def test_replaced_by_a_socket_the_call_fails_on_is_still_ebadf(
+    two: tuple[socket.socket, ...], native: str, call: Callable[[object], object],
+) -> None:
+    # The number now belongs to a Unix socket: the syscall fails (EOPNOTSUPP), but what the
+    # caller must hear is that its own socket was closed.
+    listener, _, _ = two
+    victim = socket.create_connection(listener.getsockname())
+    keep: list[socket.socket] = []
+
+    def swap() -> None:
+        fd = victim.fileno()
+        victim.close()
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        keep.append(unix)
+        if unix.fileno() != fd:
+            os.dup2(unix.fileno(), fd)
+            keep.append(socket.socket(fileno=fd))
+
+    try:
+        with at_native("c_call", native, swap), pytest.raises(OSError) as info:
+            call(victim)
+        assert info.value.errno == errno.EBADF and "closed" in str(info.value)
+    finally:
+        for s in [*keep, victim]:
+            s.close()
