@@ -358,6 +358,10 @@ class KeepaliveReport(NamedTuple):
         ]
 
 
+if len(_OPTION_NAMES) != lib.PSO_KA_NOPTIONS:  # pragma: no cover - a build mismatch
+    raise ImportError("pysockopt._native does not match keepalive.py (PSO_KA_NOPTIONS)")
+
+
 def _settings(out: object) -> KeepaliveSettings:
     # Values come in PSO_KA_* order: idle, interval, count, user timeout, SO_KEEPALIVE.
     idle, interval, count, uto, enabled = _unpack(out.values, 5)  # type: ignore[attr-defined]

@@ -479,7 +479,7 @@ _check_record(_FIELDS)
 _RECORD: Final = struct.Struct("=" + "".join(fmt for _, fmt in _FIELDS))
 
 _STATES: Final = tuple(TcpState(i) if i in TcpState._value2member_map_ else None
-                       for i in range(16))
+                       for i in range(lib.PSO_SD_NSTATES))
 _TIMERS: Final = tuple(Timer)
 
 
