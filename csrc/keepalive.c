@@ -41,12 +41,15 @@ const int pso_ka_levels[PSO_KA_NOPTIONS] = {IPPROTO_TCP, IPPROTO_TCP, IPPROTO_TC
 const int pso_ka_optnames[PSO_KA_NOPTIONS] = {TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT,
                                 SO_KEEPALIVE};
 
-/* Records which step failed in the caller's own result and returns -errno. */
+/* Records which step failed in the caller's own result (if it gave one) and returns -errno. */
 static int fail(struct pso_keepalive *out, int option, int setting)
 {
-    out->failed_option = option;
-    out->failed_while_setting = setting;
-    return -(errno ? errno : EIO);
+    int rc = -(errno ? errno : EIO);
+    if (out != NULL) {
+        out->failed_option = option;
+        out->failed_while_setting = setting;
+    }
+    return rc;
 }
 
 static int set_one(int fd, int option, int value, struct pso_keepalive *out)
@@ -86,10 +89,10 @@ int pso_keepalive_set(int fd, const struct pso_keepalive_req *req, struct pso_ke
     /* The TCP-level options go first: on a UDP or Unix socket the first one fails and nothing
      * has been changed, where enabling SO_KEEPALIVE first would leave it set behind the error. */
     int rc;
-    if (out == NULL)
-        return -EFAULT;
-    out->failed_option = -1;
-    out->failed_while_setting = 0;
+    if (out != NULL) {
+        out->failed_option = -1;
+        out->failed_while_setting = 0;
+    }
     if (req == NULL) {
         errno = EFAULT;
         return fail(out, PSO_KA_KEEPIDLE, 1);
@@ -109,6 +112,8 @@ int pso_keepalive_set(int fd, const struct pso_keepalive_req *req, struct pso_ke
 int pso_keepalive_set_verify(int fd, const struct pso_keepalive_req *req,
                              struct pso_keepalive *out)
 {
+    if (out == NULL)
+        return -EFAULT;
     int rc = pso_keepalive_set(fd, req, out);
     return rc != 0 ? rc : pso_keepalive_read(fd, out);
 }

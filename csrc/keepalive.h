@@ -41,8 +41,11 @@ struct pso_keepalive {
 };
 
 /* Sets TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT (when requested) and then
- * SO_KEEPALIVE=1 on fd. Returns 0 or -errno (-EFAULT when req or out is NULL); on failure
- * out->failed_option names the step. out->values are left alone. */
+ * SO_KEEPALIVE=1 on fd. Returns 0 or -errno (-EFAULT when req is NULL); on failure
+ * out->failed_option names the step; out->values are left alone. out may be NULL (the hot
+ * path: no result to own): nothing is recorded, and a caller that wants the failed step calls
+ * again with a buffer. That repeats nothing harmful: the options before the failed one are set
+ * to the values they already have, and a failed setsockopt changes nothing. */
 int pso_keepalive_set(int fd, const struct pso_keepalive_req *req, struct pso_keepalive *out);
 
 /* pso_keepalive_set, then reads all five settings back into out. Returns 0 or -errno. */

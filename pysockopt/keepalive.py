@@ -413,6 +413,7 @@ def _closed(fd: int, setting: bool) -> OSError:
 _set = lib.pso_keepalive_set
 _SOL_SOCKET: Final = socket.SOL_SOCKET
 _SO_ACCEPTCONN: Final = socket.SO_ACCEPTCONN
+_NULL = ffi.NULL
 _set_verify = lib.pso_keepalive_set_verify
 _read = lib.pso_keepalive_read
 _socket = socket.socket
@@ -454,23 +455,32 @@ def apply_keepalive(
         raise TypeError(
             f"config must be a KeepaliveConfig, not {type(config).__name__}"
         ) from None
+    if not verify:
+        # No result buffer to own: the report is the config's shared one. On failure the call
+        # is made again with a buffer, to learn which option failed (C: keepalive.h).
+        if sock.__class__ is _socket:
+            fd = sock.fileno()
+            if _set(fd, req, _NULL) or sock.fileno() != fd:
+                _set_again(sock, fd, config)
+        else:
+            fd = fileno_of(sock)
+            if _set(fd, req, _NULL) or replaced(sock, fd):
+                _set_again(sock, fd, config)
+        return config._unverified
     try:
         out = _take()
     except IndexError:
         out = _new_out("struct pso_keepalive *")
     if sock.__class__ is _socket:
         fd = sock.fileno()
-        rc = _set_verify(fd, req, out) if verify else _set(fd, req, out)
+        rc = _set_verify(fd, req, out)
         if rc or sock.fileno() != fd:  # closed during the call: whatever rc says, EBADF
             raise _closed(fd, True) if sock.fileno() != fd else _failure(rc, fd, config, out)
     else:
         fd = fileno_of(sock)
-        rc = _set_verify(fd, req, out) if verify else _set(fd, req, out)
+        rc = _set_verify(fd, req, out)
         if rc or replaced(sock, fd):
             raise _closed(fd, True) if replaced(sock, fd) else _failure(rc, fd, config, out)
-    if not verify:
-        _give(out)
-        return config._unverified
     settings = _settings(out)
     _give(out)
     # One more getsockopt (~0.3 us), on the verify path only: verify=False stays one native
@@ -480,6 +490,23 @@ def apply_keepalive(
     else:
         listening = _listening(fd)
     return KeepaliveReport(config, settings, listening)
+
+
+def _set_again(sock: SocketLike, fd: int, config: KeepaliveConfig) -> None:
+    """Raise the error of a failed verify=False call, with this call's own failure context.
+
+    The call is made again with a result buffer that records which option failed; if the
+    socket was closed meanwhile, EBADF says so. Should the repeat succeed (the cause went away
+    between the two), the options are in effect and nothing is raised.
+    """
+    if replaced(sock, fd):
+        raise _closed(fd, True)
+    out = _new_out("struct pso_keepalive *")
+    rc = _set(fd, config._req, out)
+    if replaced(sock, fd):
+        raise _closed(fd, True)
+    if rc:
+        raise _failure(rc, fd, config, out)
 
 
 def read_keepalive(sock: SocketLike) -> KeepaliveSettings:
