@@ -95,7 +95,11 @@ def test_cookie_is_the_sockets_own(pair: tuple[socket.socket, ...]) -> None:
 
 def test_cookie_is_the_last_field_and_zero_from_proc(pair: tuple[socket.socket, ...]) -> None:
     listener, _, _ = pair
-    assert Connection._fields[-1] == "cookie" and Connection._fields[-2] == "info"
+    # Appended: positional users of the older fields are unaffected.
+    assert Connection._fields[-1] == "cookie"
+    assert Connection._fields[:15] == (
+        "family", "state", "local_address", "local_port", "remote_address", "remote_port",
+        "rqueue", "wqueue", "uid", "inode", "timer", "expires_ms", "retrans", "drops", "info")
     port = listener.getsockname()[1]
     assert {c.cookie for c in connections(port=port, source="proc")} == {0}
 
