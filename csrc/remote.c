@@ -1,5 +1,9 @@
 /* remote.c: another process's sockets: pidfd_getfd duplicates, SOCK_DESTROY requests. */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -13,7 +17,12 @@
 #include <linux/sock_diag.h>
 #include <linux/inet_diag.h>
 
+#include "netns.h"
 #include "remote.h"
+
+#ifndef CLONE_NEWNET
+#define CLONE_NEWNET 0x40000000
+#endif
 
 /* glibc wraps these only from 2.36, and older <sys/syscall.h> may not know the numbers.
  * The generic numbers are shared by every architecture but alpha; take them only where we
@@ -227,4 +236,84 @@ int pso_sock_destroy(const struct pso_destroy_req *reqs, size_t n, int *results)
         results[i] = rc;
     close(fd);
     return rc;
+}
+
+/* --- SOCK_DESTROY inside another network namespace */
+
+/* The same discipline as netns.c's jobs: the thread alone calls setns, with every signal
+ * blocked, and is joined on every path. (netns.c keeps its runner private.) */
+struct destroy_job {
+    int nsfd;
+    const struct pso_destroy_req *reqs;
+    size_t n;
+    int *results;
+    int rc;
+    int step;
+};
+
+static void *destroy_main(void *p)
+{
+    struct destroy_job *job = p;
+    if (setns(job->nsfd, CLONE_NEWNET) != 0) {
+        job->rc = -errno;
+        job->step = PSO_NETNS_STEP_SETNS;
+        return NULL;
+    }
+    job->rc = pso_sock_destroy(job->reqs, job->n, job->results);
+    return NULL;
+}
+
+static int fail_all(int *results, size_t n, int rc)
+{
+    for (size_t i = 0; i < n; i++)
+        results[i] = rc;
+    return rc;
+}
+
+int pso_netns_sock_destroy(int nsfd, const struct pso_destroy_req *reqs, size_t n,
+                           int *results, int *step)
+{
+    int ignored;
+    if (step == NULL)
+        step = &ignored;
+    *step = 0;
+    if (results == NULL || (reqs == NULL && n > 0))
+        return -EINVAL;
+    if (nsfd < 0) {
+        *step = PSO_NETNS_STEP_SETNS;
+        return fail_all(results, n, -EBADF);
+    }
+    struct destroy_job job = {.nsfd = nsfd, .reqs = reqs, .n = n, .results = results,
+                              .rc = 0, .step = 0};
+    sigset_t all, old;
+    if (sigfillset(&all) != 0) {
+        *step = PSO_NETNS_STEP_THREAD;
+        return fail_all(results, n, -errno);
+    }
+    int rc = pthread_sigmask(SIG_SETMASK, &all, &old);
+    if (rc != 0) {
+        *step = PSO_NETNS_STEP_THREAD;
+        return fail_all(results, n, -rc);
+    }
+    pthread_t thread;
+    int created = pthread_create(&thread, NULL, destroy_main, &job);
+    int restored = pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (created != 0) {
+        *step = PSO_NETNS_STEP_THREAD;
+        return fail_all(results, n, -created);
+    }
+    int joined = pthread_join(thread, NULL);
+    if (joined != 0) {
+        *step = PSO_NETNS_STEP_THREAD;
+        return fail_all(results, n, -joined);
+    }
+    if (job.step != 0) {
+        *step = job.step;
+        return fail_all(results, n, job.rc);
+    }
+    if (restored != 0) {
+        *step = PSO_NETNS_STEP_THREAD;
+        return -restored; /* the requests ran; only our own mask is off */
+    }
+    return job.rc;
 }

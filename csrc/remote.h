@@ -48,6 +48,14 @@ struct pso_destroy_req {
  * error. */
 int pso_sock_destroy(const struct pso_destroy_req *reqs, size_t n, int *results);
 
+/* pso_sock_destroy inside network namespace nsfd: one short-lived native thread (every
+ * signal blocked) joins it, makes the netlink socket there and sends the requests; the caller's
+ * thread never changes namespace. Returns as pso_sock_destroy, or -errno with *step (when not
+ * NULL) set to netns.h's PSO_NETNS_STEP_THREAD / PSO_NETNS_STEP_SETNS when the thread could
+ * not start or enter; every result then holds that error. */
+int pso_netns_sock_destroy(int nsfd, const struct pso_destroy_req *reqs, size_t n,
+                           int *results, int *step);
+
 /* Builds the SOCK_DESTROY request for req into buf (cap bytes). Returns its length or
  * -errno (-EINVAL for a bad family or state, -ENOBUFS if cap is too small). */
 int pso_destroy_build_request(const struct pso_destroy_req *req, uint32_t seq, uint8_t *buf,

@@ -14,9 +14,7 @@ import encodings.idna  # noqa: F401  # forked children that drop privileges cann
 import errno
 import io
 import json
-import logging
 import os
-import select
 import socket
 import struct
 import subprocess
@@ -27,11 +25,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from netns import CLONE_NEWNET, NetnsPair, have_netns
 
 import pysockopt
-from pysockopt import cli
 from pysockopt.host import destroy as destroy_mod
 from pysockopt.host.connections import Connection, connections
 from pysockopt.host.remote import _Target, audit_process, process_sockets
@@ -500,13 +496,13 @@ def test_apply_live_then_the_child_detects_a_dead_peer_in_budget(pair: NetnsPair
         spare = child.call("connect", host=pair.addr_b, port=control_port, n=1)
         peers = _accept_all(fix, 2) + _accept_all(control, 1)
         fds = [h["fd"] for h in held]
-        before = child.call("opts", fds=fds + [spare[0]["fd"]])
+        before = child.call("opts", fds=[*fds, spare[0]["fd"]])
 
         dry = _cli("keepalive", "--pid", str(child.pid), "--port", str(port),
                    "--detect", str(CONFIG_DETECT))
         assert dry.returncode == 0, dry.stderr
         assert dry.stdout.count("would set") == 2 and "Add --apply" in dry.stdout
-        assert child.call("opts", fds=fds + [spare[0]["fd"]]) == before  # nothing changed
+        assert child.call("opts", fds=[*fds, spare[0]["fd"]]) == before  # nothing changed
 
         res = _cli("keepalive", "--pid", str(child.pid), "--port", str(port),
                    "--detect", str(CONFIG_DETECT), "--apply", "--json")
@@ -521,7 +517,7 @@ def test_apply_live_then_the_child_detects_a_dead_peer_in_budget(pair: NetnsPair
         config = pysockopt.KeepaliveConfig.for_detection(CONFIG_DETECT)
         want = {"keepalive": 1, "idle": config.idle, "interval": config.interval,
                 "count": config.count, "user_timeout_ms": config.user_timeout_ms}
-        after = child.call("opts", fds=fds + [spare[0]["fd"]])
+        after = child.call("opts", fds=[*fds, spare[0]["fd"]])
         assert after[:2] == [want, want]  # the owner's own getsockopt sees the new values
         assert after[2] == before[2]      # the socket outside --port was not touched
         for s in data["sockets"]:
@@ -531,7 +527,7 @@ def test_apply_live_then_the_child_detects_a_dead_peer_in_budget(pair: NetnsPair
         pair.link_down("b")
         cut = time.monotonic()
         waited = config.detection_time + 4
-        seen = child.call("wait_error", fds=fds + [spare[0]["fd"]], timeout=waited)
+        seen = child.call("wait_error", fds=[*fds, spare[0]["fd"]], timeout=waited)
         times = {int(fd): v["at"] - cut for fd, v in seen.items()}
         print(f"\ndetection after a live --apply --detect {CONFIG_DETECT}: "
               + ", ".join(f"{times[fd]:.2f} s ({seen[str(fd)]['errno']})" for fd in fds
@@ -664,6 +660,7 @@ def test_destroy_refuses_records_without_a_cookie() -> None:
 def test_native_destroy_names_the_exact_socket(pair: NetnsPair) -> None:
     # The kernel's side of "exactly": a wrong cookie hits nothing (ENOENT), the right one
     # aborts that socket and no other. Cookies come from the owner's own SO_COOKIE.
+    own_ns = os.stat("/proc/thread-self/ns/net").st_ino
     with child_in(pair.a) as child:
         lst = child.call("listen", host=pair.addr_a)
         held = child.call("connect", host=pair.addr_a, port=lst["port"], n=2)
@@ -686,6 +683,24 @@ def test_native_destroy_names_the_exact_socket(pair: NetnsPair) -> None:
         assert pair.in_ns("a", run) == 0
         assert list(answers) == [-errno.ENOENT, 0]
         assert child.call("send", fds=[held[0]["fd"], held[1]["fd"]]) == ["ECONNABORTED", "ok"]
+
+        # From this thread (host namespace), through the native thread that enters ns a;
+        # asked from here without entering, the kernel finds nothing (and destroys nothing).
+        other = next(c for c in conns if c.local_port == held[1]["local"][1])
+        destroy_mod._request(reqs[0], other, cookies[1])
+        here = destroy_mod.ffi.new("int[]", 1)
+        assert destroy_mod.lib.pso_sock_destroy(reqs, 1, here) == 0
+        assert here[0] == -errno.ENOENT
+        assert child.call("send", fds=[held[1]["fd"]]) == ["ok"]
+        nsfd = os.open(f"/run/netns/{pair.a}", os.O_RDONLY)
+        try:
+            step = destroy_mod.ffi.new("int *")
+            assert destroy_mod.lib.pso_netns_sock_destroy(nsfd, reqs, 1, here, step) == 0
+        finally:
+            os.close(nsfd)
+        assert (here[0], step[0]) == (0, 0)
+        assert child.call("send", fds=[held[1]["fd"]]) == ["ECONNABORTED"]
+        assert os.stat("/proc/thread-self/ns/net").st_ino == own_ns  # never left ours
 
 
 @pytest.mark.root

@@ -11,6 +11,7 @@ from typing import TextIO
 
 from .._format import processes
 from ._common import EXIT_FOUND, EXIT_OK, command, emit_json, port_arg, table
+from .netns import netns_value
 
 
 @contextlib.contextmanager
@@ -41,6 +42,8 @@ def _kill_args(p: argparse.ArgumentParser) -> None:
                         "(TCP_INFO; never matches TIME_WAIT)")
     p.add_argument("--include-listeners", action="store_true",
                    help="allow LISTEN sockets (the service stops accepting connections)")
+    p.add_argument("--netns", metavar="NS",
+                   help="in network namespace NS: an ip netns name, a path or a pid (needs root)")
     p.add_argument("--yes", action="store_true",
                    help="destroy them (without it: list what would be destroyed)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -53,7 +56,8 @@ def _kill(args: argparse.Namespace, out: TextIO) -> int:
 
     targets = destroy_candidates(
         states=args.state, port=args.port, remote=args.remote, pid=args.pid,
-        idle_over=args.idle_over, include_listeners=args.include_listeners)
+        idle_over=args.idle_over, include_listeners=args.include_listeners,
+        netns=None if args.netns is None else netns_value(args.netns))
     owners = processes_of([c.inode for c in targets])
     results: list[OSError | None] | None = None
     if args.yes:
@@ -62,13 +66,13 @@ def _kill(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         rows = []
         for i, c in enumerate(targets):
-            row = c.as_dict()
-            row["processes"] = [{"pid": p.pid, "command": p.command}
+            record = c.as_dict()
+            record["processes"] = [{"pid": p.pid, "command": p.command}
                                 for p in owners.get(c.inode, ())]
             if results is not None:
-                row["outcome"] = outcome(results[i]).split(":")[0]
-                row["error"] = None if results[i] is None else str(results[i])
-            rows.append(row)
+                record["outcome"] = outcome(results[i]).split(":")[0]
+                record["error"] = None if results[i] is None else str(results[i])
+            rows.append(record)
         emit_json(out, {"dry_run": results is None, "sockets": rows})
     else:
         header = ["State", "Local", "Peer", "Idle_s", "Process"]

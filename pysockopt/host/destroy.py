@@ -26,6 +26,7 @@ from .._validate import check_seconds
 from ..errors import InvalidConfigError
 from ..tcpinfo import TcpState
 from .connections import Connection, connections, parse_state
+from .namespaces import NetNamespace, NetnsArg, entry_error, opened
 from .remote import _Target
 
 __all__ = ["Remote", "destroy", "destroy_candidates", "outcome", "parse_remote"]
@@ -47,7 +48,7 @@ class Remote:
         self.port = port
 
     def matches(self, conn: Connection) -> bool:
-        """True when ``conn``'s peer is this address (and port, when given)."""
+        """Return True when ``conn``'s peer is this address (and port, when given)."""
         if self.port is not None and conn.remote_port != self.port:
             return False
         peer = ipaddress.ip_address(conn.remote_address)
@@ -104,6 +105,7 @@ def destroy_candidates(
     pid: int | None = None,
     idle_over: float | None = None,
     include_listeners: bool = False,
+    netns: NetnsArg = None,
 ) -> list[Connection]:
     """Return exactly the sockets that match every filter given: what ``destroy`` would hit.
 
@@ -113,8 +115,9 @@ def destroy_candidates(
     peer, from TCP_INFO last_data_recv / last_ack_recv (sockets without TCP_INFO, such as
     TIME_WAIT, never match it). Refuses (ValueError) when no filter is given at all, and
     when LISTEN is asked for without ``include_listeners``; without it listeners never match.
-    Both refusals are ValueErrors; a bad value is an InvalidConfigError.
-    Sees the calling thread's network namespace.
+    A bad value is an InvalidConfigError.
+    ``netns`` lists another network namespace (an ip netns name, a path, a pid: see
+    ``connections``); the records then carry it, and ``destroy`` acts inside it.
     """
     if states is None and port is None and remote is None and pid is None and idle_over is None:
         raise ValueError(
@@ -141,7 +144,8 @@ def destroy_candidates(
             inodes = set(target.socket_fds())
     query_states = (wanted if wanted is not None
                     else [s for s in TcpState if s != TcpState.LISTEN or include_listeners])
-    found = connections(states=query_states, port=port, with_info=idle_ms is not None)
+    found = connections(states=query_states, port=port, with_info=idle_ms is not None,
+                        netns=netns)
     out = []
     for c in found:
         if c.state == TcpState.LISTEN and not include_listeners:
@@ -210,8 +214,10 @@ def destroy(conns: Sequence[Connection] | Iterable[Connection]) -> list[OSError 
     without CAP_NET_ADMIN, EOPNOTSUPP on a kernel without CONFIG_INET_DIAG_DESTROY, ENOENT
     also when a different socket now has that 4-tuple (the cookie did not match: untouched), EINVAL
     for a record that carries no socket cookie (never sent: a socket is only destroyed by its
-    exact name). One bad entry never fails the batch. The netlink socket is made in the
-    calling thread's network namespace, which must be the sockets' own. Each outcome is
+    exact name). One bad entry never fails the batch. The netlink socket is made in each
+    record's network namespace (``Connection.netns``, set by ``connections(netns=...)``; the
+    caller's own otherwise), entered from a short-lived native thread, so destroying inside
+    another namespace also needs CAP_SYS_ADMIN to enter it. Each outcome is
     logged, one line per socket, on the ``pysockopt.live`` logger.
     """
     items = list(conns)
@@ -227,20 +233,41 @@ def destroy(conns: Sequence[Connection] | Iterable[Connection]) -> list[OSError 
                 "build), so the socket cannot be named exactly: not destroyed")
         else:
             send.append(i)
-    if send:
-        reqs = ffi.new("struct pso_destroy_req[]", len(send))
-        answers = ffi.new("int[]", len(send))
-        for slot, i in enumerate(send):
-            cookie = _cookie(items[i])
-            assert cookie is not None
-            _request(reqs[slot], items[i], cookie)
-        lib.pso_sock_destroy(reqs, len(send), answers)
-        for slot, i in enumerate(send):
-            rc = answers[slot]
-            results[i] = None if rc == 0 else _error(-rc, items[i])
+    # One batch per network namespace: the netlink socket must be made inside the sockets'
+    # own (records from connections(netns=...) carry it; None is the caller's).
+    groups: dict[int | None, list[int]] = {}
+    for i in send:
+        ns = items[i].netns
+        groups.setdefault(None if ns is None else ns.inode, []).append(i)
+    for indices in groups.values():
+        ns = items[indices[0]].netns
+        try:
+            answers = _destroy_in(ns, [items[i] for i in indices])
+        except OSError as err:  # the namespace could not be entered: none of these was sent
+            answers = [err] * len(indices)
+        for i, answer in zip(indices, answers, strict=True):
+            results[i] = answer
     for conn, result in zip(items, results, strict=True):
         log.info("%s %s %s: %s", conn.state.label, conn.local, conn.remote, outcome(result))
     return results
+
+
+def _destroy_in(ns: NetNamespace | None, conns: list[Connection]) -> list[OSError | None]:
+    reqs = ffi.new("struct pso_destroy_req[]", len(conns))
+    answers = ffi.new("int[]", len(conns))
+    for slot, conn in enumerate(conns):
+        cookie = _cookie(conn)
+        assert cookie is not None
+        _request(reqs[slot], conn, cookie)
+    with opened(ns) as target:
+        if target is None:
+            lib.pso_sock_destroy(reqs, len(conns), answers)
+        else:
+            step = ffi.new("int *")
+            rc = lib.pso_netns_sock_destroy(target.fd, reqs, len(conns), answers, step)
+            if rc and step[0]:
+                raise entry_error(rc, step[0], target)
+    return [None if answers[i] == 0 else _error(-answers[i], c) for i, c in enumerate(conns)]
 
 
 def outcome(result: OSError | None) -> str:

@@ -46,6 +46,7 @@ from .connections import (
     connections,
     parse_state,
 )
+from .namespaces import NetnsPermissionError
 
 __all__ = [
     "KeepaliveChange",
@@ -187,11 +188,15 @@ def _same_netns(pid: int) -> bool:
 
 
 def _records(pid: int, port: int | None) -> tuple[list[Connection], str]:
-    """The socket records of ``pid``'s network namespace, and where they came from."""
+    """Return the socket records of ``pid``'s network namespace, and where they came from."""
     if _same_netns(pid):
         return connections(port=port), "sock_diag"
-    # Another namespace (a container): its /proc/PID/net/tcp* shows that namespace's sockets,
-    # readable without entering it.
+    # Another namespace (a container): dump it from a native thread that enters it, which
+    # needs CAP_SYS_ADMIN; without, its /proc/PID/net/tcp* shows the same sockets (no tcp_info).
+    try:
+        return connections(port=port, netns=pid), "sock_diag"
+    except NetnsPermissionError:
+        pass
     records: list[Connection] = []
     for family, name in ((socket.AF_INET, "tcp"), (socket.AF_INET6, "tcp6")):
         path = f"/proc/{pid}/net/{name}"
@@ -264,7 +269,7 @@ class ProcessSocket:
         return None if self.keepalive is None else self.keepalive.detection_time
 
     def as_dict(self) -> dict[str, object]:
-        """The socket for JSON."""
+        """Return the socket for JSON."""
         ka = self.keepalive
         c = self.connection
         return {
@@ -372,7 +377,7 @@ class ProcessAudit:
         return max((t for t in times if t is not None), default=0)
 
     def fix_command(self, detect: int = 30) -> str:
-        """The one command that gives every matching socket a ``detect``-second budget."""
+        """Return the one command that gives every matching socket a ``detect``-second budget."""
         port = f" --port {self.port}" if self.port is not None else ""
         return f"pysockopt keepalive --pid {self.pid}{port} --detect {detect} --apply"
 
@@ -400,7 +405,7 @@ class ProcessAudit:
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, object]:
-        """The audit for JSON."""
+        """Return the audit for JSON."""
         return {
             "pid": self.pid,
             "command": self.command,
@@ -478,7 +483,7 @@ class KeepaliveChange:
         return text
 
     def as_dict(self) -> dict[str, object]:
-        """The change for JSON."""
+        """Return the change for JSON."""
         after = self.after
         return {
             **self.socket.as_dict(),
