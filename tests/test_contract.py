@@ -22,6 +22,8 @@ CONTRACT = {
     "connections", "Connection", "state_counts", "diagnose", "Diagnosis", "Finding",
     # network namespaces and containers
     "namespaces", "NetNamespace", "Container",
+    # live remediation
+    "process_sockets", "apply_keepalive_to_process", "destroy",
     # heartbeats
     "HeartbeatMonitor",
 }
