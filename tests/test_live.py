@@ -312,7 +312,7 @@ def _ss(netns: str) -> set[tuple[str, str, str]]:
     return rows
 
 
-CONFIG_DETECT = 6  # seconds: small enough for a test, large enough for probes to matter
+CONFIG_DETECT = 10  # seconds: small enough for a test, large enough for probes to matter
 
 
 # --- audit
@@ -536,8 +536,9 @@ def test_apply_live_then_the_child_detects_a_dead_peer_in_budget(pair: NetnsPair
               f" after {waited} s")
         for fd in fds:
             assert fd in times, f"fd {fd}: dead peer not noticed in {waited} s"
-            # Kernel timer slack is a few hundred ms; the budget is the promise.
-            assert 0 < times[fd] <= CONFIG_DETECT + 1.5
+            # The budget is the promise; kernel timer slack is a few hundred ms past the
+            # config's own idle detection time.
+            assert 0 < times[fd] <= min(CONFIG_DETECT, config.detection_time + 1.5)
             assert seen[str(fd)]["errno"] in ("ETIMEDOUT", "EHOSTUNREACH")
         assert spare[0]["fd"] not in times  # no keepalive there: still ESTABLISHED
     for p in peers:
@@ -582,6 +583,8 @@ def test_apply_state_filter_and_dry_run_change_nothing(pair: NetnsPair) -> None:
         assert {c.socket.state for c in done} == {pysockopt.TcpState.ESTABLISHED}
         after = child.call("opts", fds=[lst["fd"], held[0]["fd"]])
         assert after[0] == before[0] and after[1]["keepalive"] == 1
+        summary = audit_process(child.pid).summary()
+        assert "0 without keepalive" in summary and "with writes" in summary
 
 
 def test_cli_live_options_need_their_companions() -> None:

@@ -396,7 +396,15 @@ class ProcessAudit:
         elif worst is None:
             lines.append("Worst case: unknown (some options could not be read).")
         elif n:
-            lines.append(f"Worst case: a dead peer is noticed after {duration(worst)}.")
+            writes = [s.keepalive.worst_case_detection for s in self.connections
+                      if s.keepalive is not None]
+            text = f"Worst case: a dead peer is noticed after {duration(worst)} when idle"
+            if len(writes) == n and all(w is not None for w in writes):
+                text += f", {duration(max(w for w in writes if w is not None))} with writes."
+            else:
+                text += ("; with data in flight and no TCP_USER_TIMEOUT, only after the "
+                         "retransmission timeout (~15 min).")
+            lines.append(text)
         if self.without_keepalive or (worst is not None and worst > 300):
             lines.append(f"Fix it live: {self.fix_command()}")
         if self.refused:
