@@ -788,6 +788,10 @@ def test_kill_destroys_exactly_the_pile_and_the_dead_connection(pair: NetnsPair)
         human = _cli("kill", *filters, netns=pair.a)
         assert "5 socket(s) would be destroyed" in human.stdout
 
+        # From the host namespace, --pid alone finds the child's namespace (as --netns does).
+        res = _cli("kill", *filters, "--json")
+        assert {(s["state"], s["local_port"], s["remote_port"])
+                for s in json.loads(res.stdout)["sockets"]} == expected
         # This time from the host namespace: --netns enters ns a (dump and destroy alike).
         res = _cli("kill", "--netns", pair.a, *filters, "--yes", "--json")
         assert res.returncode == 0, res.stderr

@@ -27,7 +27,7 @@ from ..errors import InvalidConfigError
 from ..tcpinfo import TcpState
 from .connections import Connection, connections, parse_state
 from .namespaces import NetNamespace, NetnsArg, entry_error, opened
-from .remote import _Target
+from .remote import _same_netns, _Target
 
 __all__ = ["Remote", "destroy", "destroy_candidates", "outcome", "parse_remote"]
 
@@ -117,7 +117,8 @@ def destroy_candidates(
     when LISTEN is asked for without ``include_listeners``; without it listeners never match.
     A bad value is an InvalidConfigError.
     ``netns`` lists another network namespace (an ip netns name, a path, a pid: see
-    ``connections``); the records then carry it, and ``destroy`` acts inside it.
+    ``connections``); the records then carry it, and ``destroy`` acts inside it. With ``pid``
+    and no ``netns``, the process's own namespace is the one listed.
     """
     if states is None and port is None and remote is None and pid is None and idle_over is None:
         raise ValueError(
@@ -142,6 +143,8 @@ def destroy_candidates(
     if pid is not None:
         with _Target(pid) as target:
             inodes = set(target.socket_fds())
+        if netns is None and not _same_netns(pid):
+            netns = pid  # a containerised process: its sockets are in its own namespace
     query_states = (wanted if wanted is not None
                     else [s for s in TcpState if s != TcpState.LISTEN or include_listeners])
     found = connections(states=query_states, port=port, with_info=idle_ms is not None,
