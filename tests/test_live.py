@@ -588,7 +588,8 @@ def test_apply_state_filter_and_dry_run_change_nothing(pair: NetnsPair) -> None:
 
 
 def test_cli_live_options_need_their_companions() -> None:
-    for args, text in [(["--apply"], "--pid"), (["--pid", "1", "--apply"], "--detect"),
+    for args, text in [(["--apply"], "--pid"), (["--port", "80"], "--pid"),
+                       (["--pid", "1", "--apply"], "--detect"),
                        (["--pid", "1", "--state", "established"], "--detect")]:
         res = _cli("keepalive", *args)
         assert res.returncode == 2 and text in res.stderr, (args, res.stderr)
