@@ -9,7 +9,6 @@ from typing import TextIO
 from .._format import count, duration
 from ..errors import InvalidConfigError
 from ..keepalive import KeepaliveConfig, system_keepalive
-from .sockets import _state
 from ._common import (
     EXIT_FOUND,
     EXIT_OK,
@@ -21,6 +20,7 @@ from ._common import (
     port_arg,
     table,
 )
+from .sockets import _state
 
 
 def _seconds(text: str) -> float:

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from .._format import processes
-from ._common import EXIT_FOUND, EXIT_OK, command, emit_json, port_arg, table
+from ._common import EXIT_FOUND, EXIT_OK, checked, command, emit_json, number, port_arg, table
 from .netns import netns_value
+from .sockets import _state
 
 
 @contextlib.contextmanager
@@ -30,14 +31,29 @@ def log_to_stderr(name: str) -> Iterator[None]:
         logger.setLevel(old_level)
 
 
+def _pid(text: str) -> int:
+    value: int = number(text)
+    if value <= 0:
+        raise ValueError("must be a process id > 0")
+    return value
+
+
+def _idle(text: str) -> float:
+    value: float = number(text, float)
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be a number of seconds >= 0")
+    return value
+
+
 def _kill_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state", action="append", metavar="S",
+    p.add_argument("--state", action=checked(_state, append=True), metavar="S",
                    help="only sockets in this state, e.g. close-wait (repeatable)")
     port_arg(p)
     p.add_argument("--remote", metavar="ADDR[:PORT]",
                    help="only sockets to this peer (10.0.0.5, 10.0.0.5:443, [::1]:80)")
-    p.add_argument("--pid", type=int, metavar="PID", help="only sockets held by process PID")
-    p.add_argument("--idle-over", type=float, metavar="SECONDS",
+    p.add_argument("--pid", action=checked(_pid), metavar="PID",
+                   help="only sockets held by process PID")
+    p.add_argument("--idle-over", action=checked(_idle), metavar="SECONDS",
                    help="only sockets that received nothing (data or ACK) for SECONDS "
                         "(TCP_INFO; never matches TIME_WAIT)")
     p.add_argument("--include-listeners", action="store_true",
@@ -49,7 +65,9 @@ def _kill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-@command("kill", "abort stuck TCP sockets (SOCK_DESTROY); a dry run unless --yes", _kill_args)
+@command("kill", "abort stuck TCP sockets (SOCK_DESTROY); a dry run unless --yes", _kill_args,
+         "Exit status: 0 listed (dry run) or all destroyed / already gone, 1 a destroy failed, "
+         "2 error (no filter, LISTEN without --include-listeners, bad usage).")
 def _kill(args: argparse.Namespace, out: TextIO) -> int:
     from ..host.connections import processes_of
     from ..host.destroy import destroy, destroy_candidates, outcome
