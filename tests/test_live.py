@@ -872,3 +872,45 @@ def test_kill_without_cap_net_admin_is_a_clear_error(pair: NetnsPair) -> None:
         assert len(got["value"]) == 2
         assert all("CAP_NET_ADMIN" in r for r in got["value"])
         assert child.call("send", fds=[held["fd"]]) == ["ok"]
+
+
+def _request_bytes(**fields: Any) -> tuple[int, bytes]:
+    req = destroy_mod.ffi.new("struct pso_destroy_req *")
+    req.family, req.state, req.cookie = socket.AF_INET, 1, 0x1122334455667788
+    req.sport, req.dport, req.ifindex = 40000, 443, 0
+    destroy_mod.ffi.memmove(req.src, socket.inet_aton("10.0.0.1"), 4)
+    destroy_mod.ffi.memmove(req.dst, socket.inet_aton("10.0.0.2"), 4)
+    cap = fields.pop("cap", 256)
+    for name, value in fields.items():
+        setattr(req, name, value)
+    buf = destroy_mod.ffi.new("uint8_t[]", max(cap, 1))
+    n = destroy_mod.lib.pso_destroy_build_request(req, 7, buf, cap)
+    return n, bytes(destroy_mod.ffi.buffer(buf, max(n, 0)))
+
+
+def test_destroy_request_layout() -> None:
+    # nlmsghdr + inet_diag_req_v2, as include/uapi/linux/{netlink,inet_diag}.h lay them out.
+    n, raw = _request_bytes()
+    assert n == 16 + 56 == len(raw)
+    length, kind, flags, seq, _ = struct.unpack_from("=IHHII", raw)
+    assert (length, kind, seq) == (n, 21, 7)
+    assert flags == 0x1 | 0x4  # NLM_F_REQUEST | NLM_F_ACK, never NLM_F_DUMP
+    family, proto, ext, _, states = struct.unpack_from("=BBBBI", raw, 16)
+    assert (family, proto, ext, states) == (socket.AF_INET, socket.IPPROTO_TCP, 0, 1 << 1)
+    sport, dport = struct.unpack_from("!HH", raw, 24)
+    assert (sport, dport) == (40000, 443)
+    assert raw[28:32] == socket.inet_aton("10.0.0.1") and raw[32:44] == bytes(12)
+    assert raw[44:48] == socket.inet_aton("10.0.0.2")
+    ifindex, c0, c1 = struct.unpack_from("=III", raw, 60)
+    assert (ifindex, c0, c1) == (0, 0x55667788, 0x11223344)
+
+
+@pytest.mark.parametrize("fields,code", [
+    ({"family": socket.AF_UNIX}, errno.EINVAL), ({"state": 0}, errno.EINVAL),
+    ({"state": 16}, errno.EINVAL), ({"cookie": 0}, errno.EINVAL),
+    ({"cookie": 2**64 - 1}, errno.EINVAL), ({"cap": 71}, errno.ENOBUFS),
+])
+def test_destroy_request_refuses_what_would_not_name_one_socket(fields: dict[str, Any],
+                                                                code: int) -> None:
+    n, _ = _request_bytes(**fields)
+    assert n == -code
