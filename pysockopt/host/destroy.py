@@ -190,8 +190,8 @@ def _error(code: int, conn: Connection) -> OSError:
 
 
 def _cookie(conn: Connection) -> int | None:
-    # The record's socket cookie from sock_diag (None where the source has none: /proc).
-    value = getattr(conn, "cookie", None)
+    # The record's socket cookie from sock_diag; 0 where the source has none (/proc).
+    value = conn.cookie
     return value if isinstance(value, int) and value > 0 else None
 
 
