@@ -215,7 +215,8 @@ def test_enums_print_their_names(tcp_pair: tuple[socket.socket, socket.socket]) 
     assert str(info.state) == "ESTABLISHED" and f"{info.state}" == "ESTABLISHED"
     assert str(Severity.WARNING) == "WARNING" and f"{Severity.CRITICAL}" == "CRITICAL"
     assert str(Timer.KEEPALIVE) == "KEEPALIVE" and f"{Timer.NONE}" == "NONE"
-    assert info.state == 1 and Severity.WARNING == 1  # still the kernel's numbers
+    warning: int = Severity.WARNING  # an int where an int is expected
+    assert info.state == 1 and warning == 1  # still the kernel's numbers
 
 
 # --- a source folder without the built extension
