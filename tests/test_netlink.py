@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,8 +26,12 @@ from pysockopt import TcpState, connections, state_counts
 from pysockopt._native import lib
 from pysockopt.host.connections import Connection, _parse_dump, _parse_proc
 
-# The module, not the function pysockopt.host re-exports under the same name.
-conn_module = importlib.import_module("pysockopt.host.connections")
+# The module, not the function pysockopt.host re-exports under the same name (which an import
+# statement would find); mypy resolves the import statement to the module itself.
+if TYPE_CHECKING:
+    import pysockopt.host.connections as conn_module
+else:
+    conn_module = importlib.import_module("pysockopt.host.connections")
 
 SO_COOKIE = getattr(socket, "SO_COOKIE", 57)  # asm-generic/socket.h
 NLM_F_MULTI = 2
@@ -130,11 +135,11 @@ class Interrupting:
         self.calls = 0
         self.real = conn_module._native_dump
 
-    def __call__(self, query: object, sink: object) -> int:
+    def __call__(self, query: Any, sink: Any) -> int:  # cffi cdata: Any in _native.pyi
         self.calls += 1
         rc = int(self.real(query, sink))
         if self.calls <= self.times:
-            sink.interrupted = 1  # type: ignore[attr-defined]
+            sink.interrupted = 1
         return rc
 
 
@@ -181,7 +186,7 @@ def test_datagram_larger_than_the_receive_buffer_is_read_whole(
 
 
 def test_reply_that_never_comes_times_out() -> None:
-    sink = conn_module._new_sink(True)
+    sink: Any = conn_module._new_sink(True)  # a cffi struct pointer (object to the library)
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4)  # NETLINK_SOCK_DIAG
     try:
         sink.timeout_ms = 200
