@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from sockpiles import Pile
 from waiting import wait_for
 
@@ -126,6 +127,7 @@ def test_errno_takes_padded_numbers_and_points_words_to_search() -> None:
     assert "pysockopt errno --search 'Connection reset by peer'" in err
 
 
+@pytest.mark.slow  # seven interpreter starts: about 3.5 s
 def test_every_command_documents_its_exit_status() -> None:
     top = subprocess.run(_pysockopt("--help"), capture_output=True, text=True, timeout=30)
     assert "0 nothing found, 1 problems found, 2 error" in top.stdout

@@ -479,6 +479,7 @@ def test_cli_names_what_is_wrong_with_netns() -> None:
 
 
 @pytest.mark.root
+@pytest.mark.slow  # 50 rounds of calls into the namespace: 2.5 to 6.6 s measured
 def test_no_descriptor_or_thread_is_left_behind(world: World) -> None:
     ns = next(n for n in namespaces() if n.name == world.pile)
     gone = NetNamespace(ns.inode + 10**6, ns.path, ns.name)
