@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from netns import NetnsPair
-from sockpiles import Pile, flood_target, send_syns, ss_counts, ss_lines, wait_for
+from sockpiles import Pile, flood_target, send_syns, ss_counts, ss_lines
+from waiting import wait_for
 
 import pysockopt
 from pysockopt import (

@@ -29,6 +29,7 @@ from netns import CLONE_NEWNET, NetnsPair, have_netns
 from unpriv import NOBODY, as_unprivileged
 
 import pysockopt
+from pysockopt._native import ffi, lib
 from pysockopt.host import destroy as destroy_mod
 from pysockopt.host.connections import Connection, connections
 from pysockopt.host.remote import _Target, audit_process, process_sockets
@@ -639,13 +640,13 @@ def test_native_destroy_names_the_exact_socket(pair: NetnsPair) -> None:
 
         conns = pair.in_ns("a", records)
         target = next(c for c in conns if c.local_port == held[0]["local"][1])
-        reqs = destroy_mod.ffi.new("struct pso_destroy_req[]", 2)
-        answers = destroy_mod.ffi.new("int[]", 2)
+        reqs = ffi.new("struct pso_destroy_req[]", 2)
+        answers = ffi.new("int[]", 2)
         destroy_mod._request(reqs[0], target, cookies[1])  # right tuple, other socket's cookie
         destroy_mod._request(reqs[1], target, cookies[0])
 
         def run() -> int:
-            return int(destroy_mod.lib.pso_sock_destroy(reqs, 2, answers))
+            return int(lib.pso_sock_destroy(reqs, 2, answers))
 
         assert pair.in_ns("a", run) == 0
         assert list(answers) == [-errno.ENOENT, 0]
@@ -655,14 +656,14 @@ def test_native_destroy_names_the_exact_socket(pair: NetnsPair) -> None:
         # asked from here without entering, the kernel finds nothing (and destroys nothing).
         other = next(c for c in conns if c.local_port == held[1]["local"][1])
         destroy_mod._request(reqs[0], other, cookies[1])
-        here = destroy_mod.ffi.new("int[]", 1)
-        assert destroy_mod.lib.pso_sock_destroy(reqs, 1, here) == 0
+        here = ffi.new("int[]", 1)
+        assert lib.pso_sock_destroy(reqs, 1, here) == 0
         assert here[0] == -errno.ENOENT
         assert child.call("send", fds=[held[1]["fd"]]) == ["ok"]
         nsfd = os.open(f"/run/netns/{pair.a}", os.O_RDONLY)
         try:
-            step = destroy_mod.ffi.new("int *")
-            assert destroy_mod.lib.pso_netns_sock_destroy(nsfd, reqs, 1, here, step) == 0
+            step = ffi.new("int *")
+            assert lib.pso_netns_sock_destroy(nsfd, reqs, 1, here, step) == 0
         finally:
             os.close(nsfd)
         assert (here[0], step[0]) == (0, 0)
@@ -833,17 +834,17 @@ def test_kill_without_cap_net_admin_is_a_clear_error(pair: NetnsPair) -> None:
 
 
 def _request_bytes(**fields: Any) -> tuple[int, bytes]:
-    req = destroy_mod.ffi.new("struct pso_destroy_req *")
+    req = ffi.new("struct pso_destroy_req *")
     req.family, req.state, req.cookie = socket.AF_INET, 1, 0x1122334455667788
     req.sport, req.dport, req.ifindex = 40000, 443, 0
-    destroy_mod.ffi.memmove(req.src, socket.inet_aton("10.0.0.1"), 4)
-    destroy_mod.ffi.memmove(req.dst, socket.inet_aton("10.0.0.2"), 4)
+    ffi.memmove(req.src, socket.inet_aton("10.0.0.1"), 4)
+    ffi.memmove(req.dst, socket.inet_aton("10.0.0.2"), 4)
     cap = fields.pop("cap", 256)
     for name, value in fields.items():
         setattr(req, name, value)
-    buf = destroy_mod.ffi.new("uint8_t[]", max(cap, 1))
-    n = destroy_mod.lib.pso_destroy_build_request(req, 7, buf, cap)
-    return n, bytes(destroy_mod.ffi.buffer(buf, max(n, 0)))
+    buf = ffi.new("uint8_t[]", max(cap, 1))
+    n = lib.pso_destroy_build_request(req, 7, buf, cap)
+    return n, bytes(ffi.buffer(buf, max(n, 0)))
 
 
 def test_destroy_request_layout() -> None:
