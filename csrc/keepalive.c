@@ -37,80 +37,83 @@ const int PSO_HAS_TCP_USER_TIMEOUT = 0;
 #define TCP_USER_TIMEOUT (-1)
 #endif
 
-const int pso_ka_levels[5] = {IPPROTO_TCP, IPPROTO_TCP, IPPROTO_TCP, IPPROTO_TCP, SOL_SOCKET};
-const int pso_ka_optnames[5] = {TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT,
+const int pso_ka_levels[PSO_KA_NOPTIONS] = {IPPROTO_TCP, IPPROTO_TCP, IPPROTO_TCP, IPPROTO_TCP, SOL_SOCKET};
+const int pso_ka_optnames[PSO_KA_NOPTIONS] = {TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT,
                                 SO_KEEPALIVE};
 
-/* Like errno: which step failed is per thread, so concurrent callers never see each other's. */
-static __thread int failed_option = -1;
-static __thread int failed_while_setting = 0;
-
-int pso_keepalive_failed_option(void) { return failed_option; }
-int pso_keepalive_failed_while_setting(void) { return failed_while_setting; }
-
-static int fail(int option, int setting)
+/* Records which step failed in the caller's own result (if it gave one) and returns -errno. */
+static int fail(struct pso_keepalive *out, int option, int setting)
 {
-    failed_option = option;
-    failed_while_setting = setting;
-    return -(errno ? errno : EIO);
+    int rc = -(errno ? errno : EIO);
+    if (out != NULL) {
+        out->failed_option = option;
+        out->failed_while_setting = setting;
+    }
+    return rc;
 }
 
-static int set_one(int fd, int option, int value)
+static int set_one(int fd, int option, int value, struct pso_keepalive *out)
 {
     if (pso_ka_optnames[option] < 0) {
         errno = ENOPROTOOPT;
-        return fail(option, 1);
+        return fail(out, option, 1);
     }
     if (setsockopt(fd, pso_ka_levels[option], pso_ka_optnames[option], &value,
                    sizeof value) != 0)
-        return fail(option, 1);
+        return fail(out, option, 1);
     return 0;
 }
 
 int pso_keepalive_read(int fd, struct pso_keepalive *out)
 {
-    if (out == NULL) {
-        errno = EFAULT;
-        return fail(PSO_KA_KEEPIDLE, 0);
-    }
+    if (out == NULL)
+        return -EFAULT;
+    out->failed_option = -1;
+    out->failed_while_setting = 0;
     for (int option = 0; option < PSO_KA_NOPTIONS; option++) {
         int value = 0;
         socklen_t len = sizeof value;
         if (pso_ka_optnames[option] < 0) {
             errno = ENOPROTOOPT;
-            return fail(option, 0);
+            return fail(out, option, 0);
         }
         if (getsockopt(fd, pso_ka_levels[option], pso_ka_optnames[option], &value, &len) != 0)
-            return fail(option, 0);
+            return fail(out, option, 0);
         out->values[option] = value;
     }
     return 0;
 }
 
-int pso_keepalive_set(int fd, const struct pso_keepalive_req *req)
+int pso_keepalive_set(int fd, const struct pso_keepalive_req *req, struct pso_keepalive *out)
 {
     /* The TCP-level options go first: on a UDP or Unix socket the first one fails and nothing
      * has been changed, where enabling SO_KEEPALIVE first would leave it set behind the error. */
     int rc;
+    if (out != NULL) {
+        out->failed_option = -1;
+        out->failed_while_setting = 0;
+    }
     if (req == NULL) {
         errno = EFAULT;
-        return fail(PSO_KA_KEEPIDLE, 1);
+        return fail(out, PSO_KA_KEEPIDLE, 1);
     }
-    if ((rc = set_one(fd, PSO_KA_KEEPIDLE, req->idle)) != 0)
+    if ((rc = set_one(fd, PSO_KA_KEEPIDLE, req->idle, out)) != 0)
         return rc;
-    if ((rc = set_one(fd, PSO_KA_KEEPINTVL, req->interval)) != 0)
+    if ((rc = set_one(fd, PSO_KA_KEEPINTVL, req->interval, out)) != 0)
         return rc;
-    if ((rc = set_one(fd, PSO_KA_KEEPCNT, req->count)) != 0)
+    if ((rc = set_one(fd, PSO_KA_KEEPCNT, req->count, out)) != 0)
         return rc;
     if (req->user_timeout_ms >= 0 &&
-        (rc = set_one(fd, PSO_KA_USER_TIMEOUT, req->user_timeout_ms)) != 0)
+        (rc = set_one(fd, PSO_KA_USER_TIMEOUT, req->user_timeout_ms, out)) != 0)
         return rc;
-    return set_one(fd, PSO_KA_SO_KEEPALIVE, 1);
+    return set_one(fd, PSO_KA_SO_KEEPALIVE, 1, out);
 }
 
 int pso_keepalive_set_verify(int fd, const struct pso_keepalive_req *req,
                              struct pso_keepalive *out)
 {
-    int rc = pso_keepalive_set(fd, req);
+    if (out == NULL)
+        return -EFAULT;
+    int rc = pso_keepalive_set(fd, req, out);
     return rc != 0 ? rc : pso_keepalive_read(fd, out);
 }

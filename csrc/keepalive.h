@@ -16,8 +16,8 @@ extern const int PSO_HAS_TCP_KEEPCNT;
 extern const int PSO_HAS_TCP_USER_TIMEOUT;
 
 /* The (level, option) numbers for PSO_KA_* indices, for socket_options() and messages. */
-extern const int pso_ka_levels[5];
-extern const int pso_ka_optnames[5];
+extern const int pso_ka_levels[PSO_KA_NOPTIONS];
+extern const int pso_ka_optnames[PSO_KA_NOPTIONS];
 
 /* What to set; user_timeout_ms < 0 leaves TCP_USER_TIMEOUT alone. Python builds one per
  * KeepaliveConfig, once, so the hot call converts two arguments instead of six. */
@@ -28,15 +28,25 @@ struct pso_keepalive_req {
     int user_timeout_ms;
 };
 
-/* Keepalive settings as read from a socket: values[PSO_KA_*]; SO_KEEPALIVE is 0 or 1. */
+/* One call's result, owned by that call (never per thread: a signal handler may run a nested
+ * call between the native call and Python's reading of its result).
+ * values[PSO_KA_*]: the settings as read from the socket; SO_KEEPALIVE is 0 or 1.
+ * failed_option / failed_while_setting: after a -errno return, the PSO_KA_* index whose
+ * syscall failed and whether it failed while setting (1) or reading back (0); -1 / 0 when
+ * nothing failed. */
 struct pso_keepalive {
-    int values[5];
+    int values[PSO_KA_NOPTIONS];
+    int failed_option;
+    int failed_while_setting;
 };
 
 /* Sets TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT (when requested) and then
- * SO_KEEPALIVE=1 on fd. Returns 0 or -errno; on failure pso_keepalive_failed_option() names
- * the step. */
-int pso_keepalive_set(int fd, const struct pso_keepalive_req *req);
+ * SO_KEEPALIVE=1 on fd. Returns 0 or -errno (-EFAULT when req is NULL); on failure
+ * out->failed_option names the step; out->values are left alone. out may be NULL (the hot
+ * path: no result to own): nothing is recorded, and a caller that wants the failed step calls
+ * again with a buffer. That repeats nothing harmful: the options before the failed one are set
+ * to the values they already have, and a failed setsockopt changes nothing. */
+int pso_keepalive_set(int fd, const struct pso_keepalive_req *req, struct pso_keepalive *out);
 
 /* pso_keepalive_set, then reads all five settings back into out. Returns 0 or -errno. */
 int pso_keepalive_set_verify(int fd, const struct pso_keepalive_req *req,
@@ -44,8 +54,3 @@ int pso_keepalive_set_verify(int fd, const struct pso_keepalive_req *req,
 
 /* Reads the five keepalive settings of fd into out. Returns 0 or -errno. */
 int pso_keepalive_read(int fd, struct pso_keepalive *out);
-
-/* The PSO_KA_* index of the option whose syscall failed last in this thread, and whether it
- * failed while setting (1) or reading back (0). Meaningful right after a -errno return. */
-int pso_keepalive_failed_option(void);
-int pso_keepalive_failed_while_setting(void);

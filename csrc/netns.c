@@ -84,14 +84,14 @@ static int run_in_netns(int nsfd, int (*work)(void *), void *arg, int *step)
 struct dump_args {
     const struct pso_sd_query *q;
     struct pso_sd_sink *sink;
-    int step;  /* the dump's failed step, read in the thread that ran it (thread-local there) */
+    int step;  /* the dump's failed step, from the call's own sink */
 };
 
 static int dump_work(void *p)
 {
     struct dump_args *a = p;
     int rc = pso_sd_dump(a->q, a->sink);
-    a->step = rc ? pso_sd_failed_step() : 0;
+    a->step = rc ? a->sink->failed_step : 0;
     return rc;
 }
 

@@ -25,15 +25,12 @@
 #define TCP_STATE_LISTEN 10
 #define TCP_STATE_TIME_WAIT 6
 
-/* A dump datagram is at most ~32 KiB (the kernel caps its dump skb there); twice that leaves
- * room, and MSG_TRUNC still catches a bigger one instead of parsing half of it. */
-#define RECV_BUF 65536
-
-static __thread int failed_step = 0;
-static __thread int bad_line = 0;
-
-int pso_sd_failed_step(void) { return failed_step; }
-int pso_proc_bad_line(void) { return bad_line; }
+/* nlmsg_len rounded up to NLMSG_ALIGNTO in size_t: NLMSG_ALIGN computes in 32 bits, where a
+ * length of 0xfffffffd or more wraps to a step of 0 (the walk would stand still). */
+static size_t nl_align(uint32_t len)
+{
+    return ((size_t)len + NLMSG_ALIGNTO - 1) & ~(size_t)(NLMSG_ALIGNTO - 1);
+}
 
 /* --- sink */
 
@@ -59,6 +56,26 @@ void pso_sd_sink_rearm(struct pso_sd_sink *sink, uint32_t seq)
 {
     sink->done = 0;
     sink->seq = seq;
+}
+
+void pso_sd_sink_mark(const struct pso_sd_sink *sink, struct pso_sd_mark *mark)
+{
+    memcpy(mark->counts, sink->counts, sizeof mark->counts);
+    mark->total = sink->total;
+    mark->nconns = sink->nconns;
+    mark->info_len = sink->info_len;
+}
+
+void pso_sd_sink_rollback(struct pso_sd_sink *sink, const struct pso_sd_mark *mark)
+{
+    /* Only ever shrinks: a mark from another sink or a later point changes nothing. */
+    if (mark->nconns > sink->nconns || mark->info_len > sink->info_len)
+        return;
+    memcpy(sink->counts, mark->counts, sizeof sink->counts);
+    sink->total = mark->total;
+    sink->nconns = mark->nconns;
+    sink->info_len = mark->info_len;
+    sink->interrupted = 0;
 }
 
 /* Returns a zeroed record at the end of sink->conns, or NULL when out of memory. */
@@ -216,6 +233,8 @@ static int parse_diag_msg(const uint8_t *payload, size_t len, struct pso_sd_sink
         return rc;
     memcpy(c->src, m.id.idiag_src, 16);
     memcpy(c->dst, m.id.idiag_dst, 16);
+    /* As the kernel splits it (sock_diag_save_cookie): low word first; SO_COOKIE's value. */
+    c->cookie = (uint64_t)m.id.idiag_cookie[1] << 32 | m.id.idiag_cookie[0];
     if (m.idiag_family == AF_INET) { /* only the first word is the address */
         memset(c->src + 4, 0, 12);
         memset(c->dst + 4, 0, 12);
@@ -261,6 +280,8 @@ int pso_sd_parse(const uint8_t *buf, size_t len, struct pso_sd_sink *sink)
             return -EBADMSG;
         if (sink->seq != 0 && h.nlmsg_seq != sink->seq)
             return -EBADMSG;
+        if (h.nlmsg_flags & NLM_F_DUMP_INTR)
+            sink->interrupted = 1;
         const uint8_t *payload = buf + off + NLMSG_HDRLEN;
         size_t plen = h.nlmsg_len - NLMSG_HDRLEN;
         if (h.nlmsg_type == NLMSG_DONE) {
@@ -291,7 +312,7 @@ int pso_sd_parse(const uint8_t *buf, size_t len, struct pso_sd_sink *sink)
         } else if (h.nlmsg_type != NLMSG_NOOP) {
             return -EBADMSG;
         }
-        size_t step = NLMSG_ALIGN(h.nlmsg_len);
+        size_t step = nl_align(h.nlmsg_len);
         off += step < len - off ? step : len - off;
     }
     return PSO_SD_MORE;
@@ -299,80 +320,133 @@ int pso_sd_parse(const uint8_t *buf, size_t len, struct pso_sd_sink *sink)
 
 /* --- netlink I/O */
 
-static int fail_step(int step, int rc)
+static int fail_step(struct pso_sd_sink *sink, int step, int rc)
 {
-    failed_step = step;
+    sink->failed_step = step;
     return rc;
 }
 
-static int dump_family(int fd, const struct pso_sd_query *q, int family, uint32_t seq,
-                       uint8_t *buf, struct pso_sd_sink *sink)
+static int send_request(int fd, const struct pso_sd_query *q, int family, uint32_t seq,
+                        struct pso_sd_sink *sink)
 {
     uint8_t req[256];
     int n = pso_sd_build_request(q, family, seq, req, sizeof req);
     if (n < 0)
-        return fail_step(PSO_SD_STEP_SEND, n);
+        return fail_step(sink, PSO_SD_STEP_SEND, n);
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
     ssize_t sent;
     do {
         sent = sendto(fd, req, (size_t)n, 0, (struct sockaddr *)&kernel, sizeof kernel);
     } while (sent < 0 && errno == EINTR);
     if (sent < 0)
-        return fail_step(PSO_SD_STEP_SEND, -errno);
+        return fail_step(sink, PSO_SD_STEP_SEND, -errno);
     if (sent != n)
-        return fail_step(PSO_SD_STEP_SEND, -EIO);
+        return fail_step(sink, PSO_SD_STEP_SEND, -EIO);
+    return 0;
+}
 
-    pso_sd_sink_rearm(sink, seq);
+/* recvmsg that retries EINTR and reports a receive timeout as -ETIMEDOUT. */
+static ssize_t recv_once(int fd, struct msghdr *msg, int flags)
+{
+    ssize_t got;
+    do {
+        got = recvmsg(fd, msg, flags);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+    return got;
+}
+
+int pso_sd_recv_dump(int fd, struct pso_sd_sink *sink)
+{
+    if (sink == NULL)
+        return -EINVAL;
+    int timeout_ms = sink->timeout_ms > 0 ? sink->timeout_ms : PSO_SD_TIMEOUT_MS;
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0)
+        return fail_step(sink, PSO_SD_STEP_RECV, -errno);
+    size_t cap = sink->recv_size > 0 ? (size_t)sink->recv_size : PSO_SD_RECV_SIZE;
+    uint8_t *buf = malloc(cap);
+    if (buf == NULL)
+        return fail_step(sink, PSO_SD_STEP_RECV, -ENOMEM);
+    int rc;
     for (;;) {
         struct sockaddr_nl from;
-        struct iovec iov = {.iov_base = buf, .iov_len = RECV_BUF};
+        struct iovec iov = {.iov_base = buf, .iov_len = 0};
         struct msghdr msg = {.msg_name = &from, .msg_namelen = sizeof from,
                              .msg_iov = &iov, .msg_iovlen = 1};
-        ssize_t got = recvmsg(fd, &msg, 0);
-        if (got < 0) {
-            if (errno == EINTR)
-                continue;
-            return fail_step(PSO_SD_STEP_RECV, -errno);
+        /* The datagram's real length first (as libnetlink's rtnl_recvmsg does), so one
+         * larger than the buffer is read whole instead of cut (MSG_TRUNC) or refused. */
+        ssize_t want = recv_once(fd, &msg, MSG_PEEK | MSG_TRUNC);
+        if (want < 0) {
+            rc = fail_step(sink, PSO_SD_STEP_RECV, (int)want);
+            break;
         }
-        if (msg.msg_flags & MSG_TRUNC)
-            return fail_step(PSO_SD_STEP_RECV, -EMSGSIZE);
+        if ((size_t)want > cap) {
+            uint8_t *grown = realloc(buf, (size_t)want);
+            if (grown == NULL) {
+                rc = fail_step(sink, PSO_SD_STEP_RECV, -ENOMEM);
+                break;
+            }
+            buf = grown;
+            cap = (size_t)want;
+        }
+        iov.iov_base = buf;
+        iov.iov_len = cap;
+        msg.msg_namelen = sizeof from;
+        msg.msg_flags = 0;
+        ssize_t got = recv_once(fd, &msg, 0);
+        if (got < 0) {
+            rc = fail_step(sink, PSO_SD_STEP_RECV, (int)got);
+            break;
+        }
+        if (msg.msg_flags & MSG_TRUNC) { /* grew between the peek and the read: never */
+            rc = fail_step(sink, PSO_SD_STEP_RECV, -EMSGSIZE);
+            break;
+        }
         if (msg.msg_namelen >= sizeof from && from.nl_pid != 0)
             continue; /* not from the kernel */
-        int rc = pso_sd_parse(buf, (size_t)got, sink);
-        if (rc == PSO_SD_DONE)
-            return 0;
-        if (rc < 0)
-            return fail_step(rc == -EBADMSG || rc == -ENOMEM ? PSO_SD_STEP_PARSE
-                                                              : PSO_SD_STEP_KERNEL, rc);
+        rc = pso_sd_parse(buf, (size_t)got, sink);
+        if (rc == PSO_SD_DONE) {
+            rc = 0;
+            break;
+        }
+        if (rc < 0) {
+            rc = fail_step(sink, rc == -EBADMSG || rc == -ENOMEM ? PSO_SD_STEP_PARSE
+                                                                  : PSO_SD_STEP_KERNEL, rc);
+            break;
+        }
     }
+    free(buf);
+    return rc;
 }
 
 int pso_sd_dump(const struct pso_sd_query *q, struct pso_sd_sink *sink)
 {
-    failed_step = 0;
-    if (q == NULL || sink == NULL)
-        return fail_step(PSO_SD_STEP_SEND, -EINVAL);
+    if (sink == NULL)
+        return -EINVAL;
+    sink->failed_step = 0;
+    if (q == NULL)
+        return fail_step(sink, PSO_SD_STEP_SEND, -EINVAL);
     if (q->family != 0 && q->family != AF_INET && q->family != AF_INET6)
-        return fail_step(PSO_SD_STEP_SEND, -EINVAL);
+        return fail_step(sink, PSO_SD_STEP_SEND, -EINVAL);
     int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
     if (fd < 0)
-        return fail_step(PSO_SD_STEP_SOCKET, -errno);
-    uint8_t *buf = malloc(RECV_BUF);
-    if (buf == NULL) {
-        close(fd);
-        return fail_step(PSO_SD_STEP_RECV, -ENOMEM);
-    }
-    static __thread uint32_t next_seq = 0;
+        return fail_step(sink, PSO_SD_STEP_SOCKET, -errno);
+    /* A fresh socket per dump: its replies carry only our sequence numbers. */
+    uint32_t seq = 0;
     int rc = 0;
     static const int families[2] = {AF_INET, AF_INET6};
     for (int i = 0; i < 2 && rc == 0; i++) {
         if (q->family != 0 && q->family != families[i])
             continue;
-        if (++next_seq == 0)
-            next_seq = 1;
-        rc = dump_family(fd, q, families[i], next_seq, buf, sink);
+        seq++;
+        rc = send_request(fd, q, families[i], seq, sink);
+        if (rc == 0) {
+            pso_sd_sink_rearm(sink, seq);
+            rc = pso_sd_recv_dump(fd, sink);
+        }
     }
-    free(buf);
     close(fd);
     return rc;
 }
@@ -555,9 +629,10 @@ static int proc_line(const char *p, const char *end, int family, const struct ps
 int pso_proc_parse(const char *text, size_t len, int family, const struct pso_sd_query *q,
                    struct pso_sd_sink *sink)
 {
-    bad_line = 0;
-    if (text == NULL || q == NULL || sink == NULL ||
-        (family != AF_INET && family != AF_INET6))
+    if (sink == NULL)
+        return -EINVAL;
+    sink->bad_line = 0;
+    if (text == NULL || q == NULL || (family != AF_INET && family != AF_INET6))
         return -EINVAL;
     long clk_tck = sysconf(_SC_CLK_TCK);
     if (clk_tck <= 0)
@@ -568,7 +643,7 @@ int pso_proc_parse(const char *text, size_t len, int family, const struct pso_sd
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         if (nl == NULL) { /* the kernel ends every line: a partial one is a truncated file */
-            bad_line = line + 1;
+            sink->bad_line = line + 1;
             return -EBADMSG;
         }
         line++;
@@ -576,20 +651,20 @@ int pso_proc_parse(const char *text, size_t len, int family, const struct pso_sd
             /* The header: "  sl  local_address rem_address   st tx_queue ..." */
             const char *h = skip_spaces(p, nl);
             if (nl - h < 2 || h[0] != 's' || h[1] != 'l') {
-                bad_line = line;
+                sink->bad_line = line;
                 return -EBADMSG;
             }
         } else {
             int rc = proc_line(p, nl, family, q, sink, clk_tck);
             if (rc) {
-                bad_line = line;
+                sink->bad_line = line;
                 return rc;
             }
         }
         p = nl + 1;
     }
     if (line == 0) {
-        bad_line = 1;
+        sink->bad_line = 1;
         return -EBADMSG;
     }
     return PSO_SD_DONE;

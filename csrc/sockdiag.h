@@ -38,6 +38,7 @@ struct pso_sd_query {
 struct pso_conn {
     uint8_t src[16];
     uint8_t dst[16];
+    uint64_t cookie;      /* the kernel's socket cookie (SO_COOKIE); 0 from /proc: unknown */
     uint32_t expires_ms;  /* until the timer fires; 0 without a timer */
     uint32_t rqueue;      /* LISTEN: accept-queue length */
     uint32_t wqueue;      /* LISTEN: backlog */
@@ -56,14 +57,25 @@ struct pso_conn {
     uint8_t pad;
 };
 
-/* Where results accumulate. Zero it (or pso_sd_sink_init), set keep, then dump or parse any
- * number of times; free with pso_sd_sink_free. counts[] is always filled; conns[] and info[]
- * only when keep is 1. seq: the netlink sequence number replies must carry (0: any). */
+/* Default receive timeout per datagram of a dump, and the first receive buffer's size. */
+#define PSO_SD_TIMEOUT_MS 10000
+#define PSO_SD_RECV_SIZE 65536
+
+/* Where results accumulate, one per call (Python makes one per listing): everything a call
+ * reports besides its return value is here, never in per-thread state. Zero it (or
+ * pso_sd_sink_init), set keep, then dump or parse any number of times; free with
+ * pso_sd_sink_free. counts[] is always filled; conns[] and info[] only when keep is 1.
+ * seq: the netlink sequence number replies must carry (0: any).
+ * Settings (0: the default): recv_size, the first receive buffer's size (grown to fit a
+ * larger datagram); timeout_ms, how long to wait for each datagram before -ETIMEDOUT.
+ * Outcome: failed_step, the PSO_SD_STEP_* of a failed dump (0 otherwise); bad_line, the line
+ * pso_proc_parse refused; interrupted, 1 once a reply carried NLM_F_DUMP_INTR (the kernel's
+ * tables changed during the dump: what was read may be inconsistent; the caller retries). */
 struct pso_sd_sink {
     int keep;
     uint32_t seq;
     int done;
-    uint64_t counts[16];
+    uint64_t counts[PSO_SD_NSTATES];
     uint64_t total;
     struct pso_conn *conns;
     size_t nconns;
@@ -71,12 +83,29 @@ struct pso_sd_sink {
     uint8_t *info;
     size_t info_len;
     size_t info_cap;
+    int recv_size;
+    int timeout_ms;
+    int failed_step;
+    int bad_line;
+    int interrupted;
+};
+
+/* What a sink held at one point, so a dump that must be retried can be taken back. */
+struct pso_sd_mark {
+    uint64_t counts[PSO_SD_NSTATES];
+    uint64_t total;
+    size_t nconns;
+    size_t info_len;
 };
 
 void pso_sd_sink_init(struct pso_sd_sink *sink, int keep);
 void pso_sd_sink_free(struct pso_sd_sink *sink);
 /* Forgets the end-of-dump mark so the sink can take the next dump's replies. */
 void pso_sd_sink_rearm(struct pso_sd_sink *sink, uint32_t seq);
+/* Records what the sink holds now into mark / drops everything added since, and clears the
+ * interrupted flag. */
+void pso_sd_sink_mark(const struct pso_sd_sink *sink, struct pso_sd_mark *mark);
+void pso_sd_sink_rollback(struct pso_sd_sink *sink, const struct pso_sd_mark *mark);
 
 /* Builds the SOCK_DIAG_BY_FAMILY dump request for one family into buf (cap bytes).
  * Returns its length or -errno (-EINVAL for a bad query, -ENOBUFS if cap is too small). */
@@ -85,27 +114,33 @@ int pso_sd_build_request(const struct pso_sd_query *q, int family, uint32_t seq,
 
 /* Parses one datagram of a sock_diag dump reply into sink. Returns PSO_SD_MORE when more
  * datagrams should follow, PSO_SD_DONE at NLMSG_DONE, or -errno: the kernel's error from
- * NLMSG_ERROR, -EBADMSG for a truncated or malformed reply, -ENOMEM. Never reads past len. */
+ * NLMSG_ERROR, -EBADMSG for a truncated or malformed reply, -ENOMEM. Never reads past len.
+ * A message flagged NLM_F_DUMP_INTR sets sink->interrupted and is parsed as usual. */
 int pso_sd_parse(const uint8_t *buf, size_t len, struct pso_sd_sink *sink);
 
 /* Runs the dump for q (both families when q->family is 0) over a fresh NETLINK_SOCK_DIAG
- * socket, reading datagrams until NLMSG_DONE, into sink. Returns 0 or -errno; on failure,
- * pso_sd_failed_step() says which step (PSO_SD_STEP_*). */
+ * socket, reading datagrams until NLMSG_DONE, into sink. Returns 0 or -errno (-ETIMEDOUT when
+ * no datagram came within the timeout); on failure sink->failed_step says which step
+ * (PSO_SD_STEP_*). An interrupted dump (sink->interrupted) returns 0: the caller decides. */
 int pso_sd_dump(const struct pso_sd_query *q, struct pso_sd_sink *sink);
+
+/* The reading half of pso_sd_dump: reads datagrams from fd, a NETLINK_SOCK_DIAG socket a dump
+ * request was sent on, into sink (rearmed for the request's seq) until NLMSG_DONE. Each
+ * datagram is measured first (MSG_PEEK | MSG_TRUNC) and the buffer grown to fit it; each waits
+ * at most sink->timeout_ms (SO_RCVTIMEO on fd). Returns 0 or -errno as pso_sd_dump. */
+int pso_sd_recv_dump(int fd, struct pso_sd_sink *sink);
 
 #define PSO_SD_STEP_SOCKET 1
 #define PSO_SD_STEP_SEND 2
 #define PSO_SD_STEP_RECV 3
 #define PSO_SD_STEP_PARSE 4
 #define PSO_SD_STEP_KERNEL 5
-int pso_sd_failed_step(void);
 
 /* Parses the text of /proc/net/tcp (family AF_INET) or /proc/net/tcp6 (AF_INET6) into sink,
  * keeping the sockets q selects (q->family and q->ext are ignored). Normalises what the file
  * says to what sock_diag would say (timer expiry in ms, retrans by timer kind, uid 0 for
- * request sockets); a LISTEN socket's backlog is not in the file: PSO_CONN_WQUEUE_UNKNOWN.
- * Returns PSO_SD_DONE, or -EBADMSG for a malformed line (the line number via
- * pso_proc_bad_line()), -EINVAL for a bad family, -ENOMEM. */
+ * request sockets); a LISTEN socket's backlog is not in the file: PSO_CONN_WQUEUE_UNKNOWN;
+ * the file has no socket cookie: 0. Returns PSO_SD_DONE, or -EBADMSG for a malformed line
+ * (its number in sink->bad_line), -EINVAL for a bad family, -ENOMEM. */
 int pso_proc_parse(const char *text, size_t len, int family, const struct pso_sd_query *q,
                    struct pso_sd_sink *sink);
-int pso_proc_bad_line(void);

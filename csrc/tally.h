@@ -16,7 +16,7 @@
  * the Python field table, never from a C struct). TIME_WAIT records on local ports
  * eph_low..eph_high are grouped (eph_low 0: no grouping). */
 struct pso_tally_spec {
-    uint16_t ports[64];
+    uint16_t ports[PSO_TALLY_MAX_PORTS];
     uint32_t nports;
     uint32_t keep_states;
     uint32_t retrans_min;
@@ -40,7 +40,7 @@ struct pso_tw_group {
 };
 
 struct pso_tally {
-    uint64_t port_counts[64][16];  /* [index into spec.ports][state] */
+    uint64_t port_counts[PSO_TALLY_MAX_PORTS][PSO_SD_NSTATES];  /* [index into spec.ports][state] */
     uint64_t established;
     uint64_t keepalive;            /* ESTABLISHED with the keepalive timer pending */
     uint64_t idle_no_timer;        /* ESTABLISHED, no timer, idle >= idle_ms */

@@ -31,12 +31,12 @@ static int tcp_info_into(int fd, unsigned char *buf, int cap)
 #endif
 }
 
-/* Per thread, like errno: cffi drops the GIL during the call, so threads must not share it. */
-static __thread unsigned char thread_buffer[PSO_TCPI_CAP];
-
-unsigned char *pso_tcp_info_buffer(void) { return thread_buffer; }
-
-int pso_tcp_info(int fd) { return tcp_info_into(fd, thread_buffer, PSO_TCPI_CAP); }
+int pso_tcp_info(int fd, unsigned char *buf)
+{
+    if (buf == NULL)
+        return -EFAULT;
+    return tcp_info_into(fd, buf, PSO_TCPI_CAP);
+}
 
 long pso_tcp_info_batch(const int *fds, int n, unsigned char *buf, int *lens)
 {

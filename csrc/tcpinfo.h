@@ -11,13 +11,11 @@
 /* 1 where TCP_INFO is Linux's struct tcp_info, 0 elsewhere (other layouts are never guessed). */
 extern const int PSO_HAS_TCP_INFO;
 
-/* getsockopt(IPPROTO_TCP, TCP_INFO) of fd into this thread's buffer, pso_tcp_info_buffer().
- * Returns the length the kernel wrote (>= 0) or -errno. One argument: each argument cffi converts
- * costs about as much as the Python-side work left for a field read. */
-int pso_tcp_info(int fd);
-
-/* This thread's PSO_TCPI_CAP-byte buffer that pso_tcp_info fills. Valid while the thread lives. */
-unsigned char *pso_tcp_info_buffer(void);
+/* getsockopt(IPPROTO_TCP, TCP_INFO) of fd into buf, which must hold PSO_TCPI_CAP bytes and
+ * belongs to this one call (a per-thread buffer would be overwritten by a signal handler's
+ * nested call before Python read it). Returns the length the kernel wrote (>= 0) or -errno
+ * (-EFAULT when buf is NULL). */
+int pso_tcp_info(int fd, unsigned char *buf);
 
 /* TCP_INFO for n descriptors in one call, packed one after another into buf (which must hold
  * n * PSO_TCPI_CAP bytes): lens[i] is entry i's length, or -errno for a failed entry, which takes

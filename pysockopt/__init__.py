@@ -57,6 +57,7 @@ from .host import (
     sample,
     state_counts,
 )
+from .host.destroy import destroy, destroy_candidates
 from .host.namespaces import (
     CGROUP_PATTERNS,
     CgroupPattern,
@@ -70,6 +71,14 @@ from .host.namespaces import (
     container_from_cgroup,
     for_each_netns,
     namespaces,
+)
+from .host.remote import (
+    KeepaliveChange,
+    ProcessAudit,
+    ProcessSocket,
+    apply_keepalive_to_process,
+    audit_process,
+    process_sockets,
 )
 from .keepalive import (
     HostKeepalive,
@@ -152,6 +161,15 @@ __all__ = [
     "Rates",
     "Sample",
     "sample",
+    # live remediation: another process's sockets
+    "KeepaliveChange",
+    "ProcessAudit",
+    "ProcessSocket",
+    "apply_keepalive_to_process",
+    "audit_process",
+    "destroy",
+    "destroy_candidates",
+    "process_sockets",
     # heartbeat
     "CloseReason",
     "HeartbeatMonitor",

@@ -23,7 +23,9 @@ def fileno_of(sock: SocketLike) -> int:
     """Return the descriptor behind ``sock`` or raise TypeError naming what was passed.
 
     A number that cannot be a descriptor (outside a C int) is OSError(EBADF), as the kernel
-    would say for any other descriptor that is not open.
+    would say for any other descriptor that is not open. So is an object whose ``fileno()``
+    raises ValueError (what a closed file object raises): a closed object is EBADF whether it
+    is passed alone or in a batch (poll_tcp_info puts the same OSError in its place).
     """
     if type(sock) is int:
         fd = sock
@@ -35,13 +37,38 @@ def fileno_of(sock: SocketLike) -> int:
     elif isinstance(sock, int):
         fd = int(sock)
     else:
-        fd = sock.fileno()
+        try:
+            fd = sock.fileno()
+        except ValueError as err:  # io objects: "I/O operation on closed file"
+            raise OSError(errno.EBADF, f"{os.strerror(errno.EBADF)} (fileno() failed: {err})"
+                          ) from err
         if type(fd) is not int:
             raise TypeError(
                 f"{type(sock).__name__}.fileno() returned {type(fd).__name__}, not int")
     if not _FD_MIN <= fd <= _FD_MAX:
         raise OSError(errno.EBADF, f"{os.strerror(errno.EBADF)} (fd {fd} is out of range)")
     return fd
+
+
+def replaced(sock: SocketLike, fd: int) -> bool:
+    """Tell whether ``sock`` no longer stands for descriptor ``fd`` (closed or given another).
+
+    Checked after a native call that ran without the GIL: another thread may have closed the
+    object meanwhile and a new socket taken its number, so what the call read or set belongs
+    to that socket. An int descriptor is the caller's own number: never "replaced".
+    """
+    if isinstance(sock, int):
+        return False
+    try:
+        return bool(sock.fileno() != fd)
+    except (OSError, ValueError):
+        return True
+
+
+def closed_during_call(fd: int, what: str) -> OSError:
+    """Build the OSError(EBADF) for an object whose descriptor was closed while ``what`` ran."""
+    return OSError(errno.EBADF, f"{os.strerror(errno.EBADF)} (fd {fd} was closed during "
+                                f"{what}; the number may now belong to another socket)")
 
 
 _FD_MIN = -(2**31)

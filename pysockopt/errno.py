@@ -634,6 +634,22 @@ def _unknown(code: int) -> ErrnoInfo:
         Action.GIVE_UP, ())
 
 
+_C_INT_MIN: Final = -(2**31)
+_C_INT_MAX: Final = 2**31 - 1
+
+
+def _outside_c_int(code: int) -> ErrnoInfo:
+    # Input validation: no errno is outside a C int, and such a number is never formatted in
+    # full (str() of a number over 4300 digits raises ValueError).
+    size = f"a {code.bit_length()}-bit {'negative ' if code < 0 else ''}number"
+    return ErrnoInfo(
+        code, "", "Unknown error (outside the C int range)", ErrorCategory.OTHER, False,
+        f"{size} is not defined on this platform, nor on any: errno values are C ints "
+        f"({_C_INT_MIN}..{_C_INT_MAX}), so it came from somewhere else (a corrupted value, a "
+        "counter, a wrong field).",
+        "Find where the number came from; it names no system error.", Action.GIVE_UP, ())
+
+
 def errno_info(x: int | str | OSError) -> ErrnoInfo:
     """Explain an errno given as a number, a name (any case) or an OSError.
 
@@ -646,6 +662,8 @@ def errno_info(x: int | str | OSError) -> ErrnoInfo:
     if isinstance(x, bool):
         raise TypeError("errno_info() takes an errno number, name or OSError, not bool")
     if isinstance(x, int):
+        if not _C_INT_MIN <= x <= _C_INT_MAX:
+            return _outside_c_int(int(x))
         return _BY_CODE.get(x) or _unknown(int(x))
     if isinstance(x, str):
         key = x.strip().upper()
@@ -830,6 +848,10 @@ def _triage_one(exc: BaseException, accepting: bool) -> Triage | None:
             return Triage(Action.GIVE_UP, ErrorCategory.RESOLUTION,
                           f"address lookup failed ({exc.strerror})", None)
         if isinstance(exc.errno, int) and not isinstance(exc.errno, bool):
+            if not _C_INT_MIN <= exc.errno <= _C_INT_MAX:  # no errno: nothing to explain
+                info = _outside_c_int(exc.errno)
+                return Triage(Action.GIVE_UP, ErrorCategory.OTHER,
+                              f"{type(exc).__name__} with {info.meaning}", info)
             return _from_info(errno_info(exc.errno), accepting, "")
         if not _is_timeout(exc):  # a timeout without errno is Python's own: handled below
             for cls, name in _CLASS_ERRNO:
@@ -837,8 +859,8 @@ def _triage_one(exc: BaseException, accepting: bool) -> Triage | None:
                     return _from_info(_BY_NAME[name], accepting,
                                       f", from the exception class {cls.__name__}")
             return Triage(Action.GIVE_UP, ErrorCategory.OTHER,
-                          f"{type(exc).__name__} without an errno ({exc}): raised by Python or "
-                          "a library, not by a system call", None)
+                          f"{type(exc).__name__} without an errno ({_text(exc)}): raised by "
+                          "Python or a library, not by a system call", None)
     if _is_timeout(exc):
         if accepting:
             return Triage(Action.RETRY, ErrorCategory.TIMEOUT,
@@ -884,4 +906,13 @@ def triage(exc: BaseException, *, accepting: bool = False) -> Triage:
             return found
         current = current.__cause__ or current.__context__
     return Triage(Action.GIVE_UP, ErrorCategory.OTHER,
-                  f"{type(exc).__name__} is not a socket error: {exc}", None)
+                  f"{type(exc).__name__} is not a socket error: {_text(exc)}", None)
+
+
+def _text(exc: BaseException) -> str:
+    # triage runs inside except blocks: an exception whose str() fails (a number too long to
+    # print, a broken __str__) must not raise from there.
+    try:
+        return str(exc)
+    except Exception:  # any failure of a foreign __str__ is the same to us
+        return f"<{type(exc).__name__} that cannot be printed>"

@@ -15,13 +15,12 @@ from __future__ import annotations
 import math
 import socket
 import sys
-import threading
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from . import _host
 from ._native import ffi, lib
-from ._sock import SocketLike, fileno_of, os_error
+from ._sock import SocketLike, closed_during_call, fileno_of, os_error, replaced
 from ._validate import check_int, check_seconds
 from .errors import InvalidConfigError, UnsupportedPlatformError
 
@@ -359,6 +358,10 @@ class KeepaliveReport(NamedTuple):
         ]
 
 
+if len(_OPTION_NAMES) != lib.PSO_KA_NOPTIONS:  # pragma: no cover - a build mismatch
+    raise ImportError("pysockopt._native does not match keepalive.py (PSO_KA_NOPTIONS)")
+
+
 def _settings(out: object) -> KeepaliveSettings:
     # Values come in PSO_KA_* order: idle, interval, count, user timeout, SO_KEEPALIVE.
     idle, interval, count, uto, enabled = _unpack(out.values, 5)  # type: ignore[attr-defined]
@@ -366,23 +369,30 @@ def _settings(out: object) -> KeepaliveSettings:
 
 
 _unpack = ffi.unpack
-_buffers = threading.local()
+_new_out = ffi.new_allocator(should_clear_after_alloc=False)
+#: Result buffers (struct pso_keepalive: values and failure context) owned per call: a call
+#: pops one, or makes one when none is free, and puts it back once it has read it. A signal
+#: handler that calls in between pops another (or makes its own), never the one being read;
+#: per thread would not do (measured: 46% of verified applies read a nested call's values).
+#: The pool holds at most as many as calls ever ran at once.
+_pool: list[object] = []
+_take = _pool.pop
+_give = _pool.append
 
 
 def _out_buffer() -> object:
-    # One read-back buffer per thread: ffi.new costs as much as a syscall here.
+    """Return a result buffer that the caller owns until it gives it back with ``_give``."""
     try:
-        return _buffers.out
-    except AttributeError:
-        _buffers.out = ffi.new("struct pso_keepalive *")
-        return _buffers.out
+        return _take()
+    except IndexError:  # none free: this thread's first call, or a nested / concurrent one
+        return _new_out("struct pso_keepalive *")
 
 
-def _failure(rc: int, fd: int, config: KeepaliveConfig | None) -> OSError:
-    # Which step failed is recorded per thread in C, next to the -errno it returned.
-    option = lib.pso_keepalive_failed_option()
+def _failure(rc: int, fd: int, config: KeepaliveConfig | None, out: object) -> OSError:
+    # Which step failed is in this call's own result buffer, next to the -errno returned.
+    option = out.failed_option  # type: ignore[attr-defined]
     name = _OPTION_NAMES[option] if 0 <= option < len(_OPTION_NAMES) else "?"
-    if lib.pso_keepalive_failed_while_setting():
+    if out.failed_while_setting:  # type: ignore[attr-defined]
         applied = [n for i, n in enumerate(_OPTION_NAMES[:option])
                    if not (i == lib.PSO_KA_USER_TIMEOUT and config is not None
                            and config.user_timeout_ms is None)]
@@ -393,10 +403,19 @@ def _failure(rc: int, fd: int, config: KeepaliveConfig | None) -> OSError:
     return os_error(rc, what)
 
 
+def _closed(fd: int, setting: bool) -> OSError:
+    if setting:
+        return closed_during_call(fd, "apply_keepalive (the options may have been set on the "
+                                      "socket that took the number)")
+    return closed_during_call(fd, "read_keepalive")
+
+
 _set = lib.pso_keepalive_set
 _SOL_SOCKET: Final = socket.SOL_SOCKET
 _SO_ACCEPTCONN: Final = socket.SO_ACCEPTCONN
+_NULL = ffi.NULL
 _set_verify = lib.pso_keepalive_set_verify
+_read = lib.pso_keepalive_read
 _socket = socket.socket
 
 
@@ -418,15 +437,18 @@ def apply_keepalive(
     SO_KEEPALIVE. With ``verify`` the same call reads all of them back and the report holds
     requested and effective values. On failure the OSError (ConnectionError, OSError with
     EBADF, ENOTSOCK, ...) names the option that failed and the ones already applied; a UDP or
-    Unix socket fails on the first option, before anything changed.
+    Unix socket fails on the first option, before anything changed. An object whose
+    ``fileno()`` raises ValueError (a closed file object) is OSError(EBADF), as in
+    poll_tcp_info. The call runs without the GIL: if another thread closes the socket object
+    meanwhile, OSError(EBADF) says so (the options may then have reached the socket that took
+    its number); an int descriptor is the caller's to keep open.
 
     A listening socket takes the options too: on Linux every socket it accepts inherits them
     (``report.inherited``), so a server calls this once on its listener instead of once per
     connection.
     """
     # This path is benchmarked against four bare sock.setsockopt calls: keep it to attribute
-    # loads and one native call.
-    fd = sock.fileno() if type(sock) is _socket else fileno_of(sock)
+    # loads, one native call and one fileno() to check the socket is still the one set.
     try:
         req = config._req
     except AttributeError:
@@ -434,31 +456,75 @@ def apply_keepalive(
             f"config must be a KeepaliveConfig, not {type(config).__name__}"
         ) from None
     if not verify:
-        rc = _set(fd, req)
-        if rc:
-            raise _failure(rc, fd, config)
+        # No result buffer to own: the report is the config's shared one. On failure the call
+        # is made again with a buffer, to learn which option failed (C: keepalive.h).
+        if sock.__class__ is _socket:
+            fd = sock.fileno()
+            if _set(fd, req, _NULL) or sock.fileno() != fd:
+                _set_again(sock, fd, config)
+        else:
+            fd = fileno_of(sock)
+            if _set(fd, req, _NULL) or replaced(sock, fd):
+                _set_again(sock, fd, config)
         return config._unverified
-    out = _out_buffer()
-    rc = _set_verify(fd, req, out)
-    if rc:
-        raise _failure(rc, fd, config)
+    try:
+        out = _take()
+    except IndexError:
+        out = _new_out("struct pso_keepalive *")
+    if sock.__class__ is _socket:
+        fd = sock.fileno()
+        rc = _set_verify(fd, req, out)
+        if rc or sock.fileno() != fd:  # closed during the call: whatever rc says, EBADF
+            raise _closed(fd, True) if sock.fileno() != fd else _failure(rc, fd, config, out)
+    else:
+        fd = fileno_of(sock)
+        rc = _set_verify(fd, req, out)
+        if rc or replaced(sock, fd):
+            raise _closed(fd, True) if replaced(sock, fd) else _failure(rc, fd, config, out)
+    settings = _settings(out)
+    _give(out)
     # One more getsockopt (~0.3 us), on the verify path only: verify=False stays one native
     # call, and reports listening=None.
     if type(sock) is _socket:
         listening = bool(sock.getsockopt(_SOL_SOCKET, _SO_ACCEPTCONN))
     else:
         listening = _listening(fd)
-    return KeepaliveReport(config, _settings(out), listening)
+    return KeepaliveReport(config, settings, listening)
+
+
+def _set_again(sock: SocketLike, fd: int, config: KeepaliveConfig) -> None:
+    """Raise the error of a failed verify=False call, with this call's own failure context.
+
+    The call is made again with a result buffer that records which option failed; if the
+    socket was closed meanwhile, EBADF says so. Should the repeat succeed (the cause went away
+    between the two), the options are in effect and nothing is raised.
+    """
+    if replaced(sock, fd):
+        raise _closed(fd, True)
+    out = _new_out("struct pso_keepalive *")
+    rc = _set(fd, config._req, out)
+    if replaced(sock, fd):
+        raise _closed(fd, True)
+    if rc:
+        raise _failure(rc, fd, config, out)
 
 
 def read_keepalive(sock: SocketLike) -> KeepaliveSettings:
-    """Return the keepalive settings in force on ``sock`` (enabled flag included)."""
+    """Return the keepalive settings in force on ``sock`` (enabled flag included).
+
+    Errors as in apply_keepalive: OSError naming the option that could not be read; EBADF for
+    a closed object, also one closed by another thread during the call.
+    """
     fd = fileno_of(sock)
     out = _out_buffer()
-    rc = lib.pso_keepalive_read(fd, out)
+    rc = _read(fd, out)
+    if replaced(sock, fd):  # checked first: what the call read (or failed on) is not sock's
+        raise _closed(fd, False)
     if rc:
-        raise _failure(rc, fd, None)
-    return _settings(out)
+        raise _failure(rc, fd, None, out)
+    settings = _settings(out)
+    _give(out)
+    return settings
 
 
 @dataclass(frozen=True, slots=True)

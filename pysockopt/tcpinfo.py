@@ -26,7 +26,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from ._native import ffi, lib
-from ._sock import SocketLike, fileno_of, os_error
+from ._sock import SocketLike, closed_during_call, fileno_of, os_error, replaced
 from .errors import UnsupportedPlatformError
 
 __all__ = [
@@ -602,7 +602,7 @@ _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 class _Buffers(threading.local):
-    """Per-thread native buffers: no ffi.new of the batch buffer on the hot path."""
+    """Per-thread spare batch buffers: no ffi.new of the batch buffer on the hot path."""
 
     #: Batches up to this many sockets keep their buffer for the next call (8 MiB at 512 B a
     #: socket, so a 10k-socket sweep reuses it); a larger one is freed when the call returns,
@@ -610,9 +610,6 @@ class _Buffers(threading.local):
     KEEP = 16384
 
     def __init__(self) -> None:
-        # pso_tcp_info fills a buffer that the C core keeps per thread (cffi drops the GIL
-        # during calls, so threads must not share one); this is the view of this thread's.
-        self.one = ffi.buffer(lib.pso_tcp_info_buffer(), lib.PSO_TCPI_CAP)
         self.spare: tuple[int, Any, Any, Any] | None = None
 
     def take(self, n: int) -> tuple[int, Any, Any, Any]:
@@ -638,6 +635,19 @@ class _Buffers(threading.local):
 
 
 _BUFFERS = _Buffers()
+
+
+def _new_one() -> tuple[Any, Any]:
+    buf = _new_uncleared("unsigned char[]", lib.PSO_TCPI_CAP)
+    return buf, ffi.buffer(buf)
+
+
+#: tcp_info's buffers for the C path, owned per call as keepalive's are: a call pops one (or
+#: makes one) and puts it back after copying its bytes out, so a signal handler's nested call
+#: never fills the buffer being read (one per thread did: 4% of reads were another socket's).
+_ONE: list[tuple[Any, Any]] = []
+_take_one = _ONE.pop
+_give_one = _ONE.append
 _native_one = lib.pso_tcp_info
 _native_batch = lib.pso_tcp_info_batch
 _ffi_new = ffi.new
@@ -652,7 +662,10 @@ def tcp_info(sock: SocketLike) -> TcpInfo:
     """Return the kernel's TCP_INFO for ``sock`` (a socket, anything with fileno(), an fd).
 
     A UDP or Unix socket raises OSError (ENOPROTOOPT / EOPNOTSUPP), a closed descriptor
-    OSError(EBADF), a pipe OSError(ENOTSOCK); a wrong argument type raises TypeError.
+    OSError(EBADF), a pipe OSError(ENOTSOCK); a wrong argument type raises TypeError. An
+    object whose ``fileno()`` raises ValueError (a closed file object) is OSError(EBADF), as
+    in poll_tcp_info; so is an object closed by another thread during the call (its number
+    may have been taken by another socket). An int descriptor is the caller's to keep open.
     """
     # Benchmarked against the stdlib's getsockopt + struct.unpack of three fields, so: one
     # syscall, one bytes object, one view. For a socket.socket, CPython's own getsockopt is the
@@ -669,10 +682,18 @@ def tcp_info(sock: SocketLike) -> TcpInfo:
             _learn_size(n)
     else:
         fd = fileno_of(sock)
-        n = _native_one(fd)
+        try:
+            buf, buf_view = _take_one()
+        except IndexError:
+            buf, buf_view = _new_one()
+        n = _native_one(fd, buf)
+        data = buf_view[:n] if n > 0 else b""
+        _give_one((buf, buf_view))
+        # Checked first: what the call reached (or failed on) may be another socket.
+        if replaced(sock, fd):
+            raise closed_during_call(fd, "tcp_info")
         if n < 0:
             raise _failure(n, fd)
-        data = _BUFFERS.one[:n]
     view = _NEW(_FULL if n == _FULL_SIZE else _class_for(n, RUNNING_KERNEL, False))
     view._buf = data
     return view
@@ -695,20 +716,28 @@ def poll_tcp_info(socks: Iterable[SocketLike]) -> list[TcpInfo | OSError]:
     Each entry is a TcpInfo or the OSError for that socket (closed descriptor, not TCP, not a
     socket): one bad socket never fails the batch. An entry that is not socket-like at all
     (no fileno(), not an int) is a programming error, not a socket condition: TypeError naming
-    its index, before any syscall. The views of one batch share one buffer (``raw`` copies
-    out), so keeping one result keeps the batch's bytes (about 280 per socket) alive.
+    its index, before any syscall. An object whose ``fileno()`` raises ValueError (a closed
+    file object) gets OSError(EBADF) in its place, as tcp_info raises for it. The views of one
+    batch share one buffer (``raw`` copies out), so keeping one result keeps the batch's bytes
+    (about 280 per socket) alive.
+
+    The native call runs without the GIL: an object that another thread closed meanwhile
+    (whose number a new socket may have taken) gets OSError(EBADF), never that socket's data.
+    An int descriptor is the caller's own number: keep it open until the call returns.
     """
     if not PSO_HAS_TCP_INFO:
         raise _unsupported()
-    if not isinstance(socks, (list, tuple)):
-        socks = list(socks)
+    if type(socks) is not tuple:  # a snapshot: the caller's list may change during the call
+        socks = tuple(socks)
     try:
         # C-level when every entry is a socket.socket (or subclass), the common case; a closed
         # one gives -1, which fails with EBADF in its place.
         fds = list(map(_socket_fileno, socks))
         bad: dict[int, OSError] = {}
+        every_socket = True
     except TypeError:
         fds, bad = _filenos(socks)
+        every_socket = False
     n = len(fds)
     owned = _BUFFERS.take(n)
     try:
@@ -720,6 +749,27 @@ def poll_tcp_info(socks: Iterable[SocketLike]) -> list[TcpInfo | OSError]:
         data = batch_view[0:used]
     finally:
         _BUFFERS.give_back(owned)
+    # Which objects still hold the descriptor their entry was read from: one C-level pass.
+    if every_socket:
+        moved = ([i for i, s in enumerate(socks) if _socket_fileno(s) != fds[i]]
+                 if list(map(_socket_fileno, socks)) != fds else [])
+    else:
+        moved = [i for i, s in enumerate(socks) if i not in bad and replaced(s, fds[i])]
+    if moved:
+        return _mark_closed(_views(data, lens, used, fds, bad), moved, fds)
+    return _views(data, lens, used, fds, bad)
+
+
+def _mark_closed(out: list[TcpInfo | OSError], moved: list[int],
+                 fds: list[int]) -> list[TcpInfo | OSError]:
+    for i in moved:
+        out[i] = closed_during_call(fds[i], "poll_tcp_info")
+    return out
+
+
+def _views(data: bytes, lens: list[int], used: int, fds: list[int],
+           bad: dict[int, OSError]) -> list[TcpInfo | OSError]:
+    n = len(lens)
     new = _NEW
     out: list[TcpInfo | OSError] = []
     append = out.append
@@ -757,9 +807,8 @@ def _filenos(socks: Sequence[SocketLike]) -> tuple[list[int], dict[int, OSError]
             fds.append(fileno_of(sock))
         except TypeError as err:
             raise TypeError(f"poll_tcp_info: socks[{i}]: {err}") from None
-        except (OSError, ValueError) as err:  # e.g. fileno() of a closed file object
-            bad[i] = err if isinstance(err, OSError) else OSError(
-                errno.EBADF, f"fileno() failed: {err}")
+        except OSError as err:  # fileno_of makes a closed file object's ValueError EBADF
+            bad[i] = err
             fds.append(-1)
     return fds, bad
 

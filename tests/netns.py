@@ -21,6 +21,8 @@ from typing import TypeVar
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
+#: socket.socket under a name NetnsPair's own ``socket`` method does not shadow.
+Socket = socket.socket
 
 
 def have_netns() -> str | None:
@@ -124,7 +126,7 @@ class NetnsPair:
         _ip("-n", ns, "link", "set", dev, "down")
 
     @contextlib.contextmanager
-    def connected(self, port: int = 5555) -> Iterator[tuple[socket.socket, socket.socket]]:
+    def connected(self, port: int = 5555) -> Iterator[tuple[Socket, Socket]]:
         """Yield (client in a, accepted server socket in b), closed afterwards."""
         listener = self.socket("b")
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

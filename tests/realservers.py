@@ -40,7 +40,8 @@ PG_USER = "pysockopt-test"  # a system user: initdb and postgres refuse to run a
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
@@ -134,10 +135,11 @@ def postgres() -> Iterator[Postgres]:
             os.chown(sockdir, *ids)
 
         def run(*argv: str) -> None:
-            kwargs = {} if ids is None else {"user": ids[0], "group": ids[1],
-                                             "extra_groups": []}
+            # As the cluster's user when we are root (None: subprocess's own defaults).
+            user, group = ids if ids is not None else (None, None)
             subprocess.run(argv, check=True, capture_output=True, cwd=top,
-                           env={"PATH": f"{PG_BIN}:/usr/bin:/bin", "LANG": "C"}, **kwargs)
+                           env={"PATH": f"{PG_BIN}:/usr/bin:/bin", "LANG": "C"},
+                           user=user, group=group, extra_groups=None if ids is None else [])
 
         run(f"{PG_BIN}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync",
             "-E", "UTF8", "--locale=C")

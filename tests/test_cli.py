@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from sockpiles import Pile
 from waiting import wait_for
 
@@ -126,6 +127,7 @@ def test_errno_takes_padded_numbers_and_points_words_to_search() -> None:
     assert "pysockopt errno --search 'Connection reset by peer'" in err
 
 
+@pytest.mark.slow  # seven interpreter starts: about 3.5 s
 def test_every_command_documents_its_exit_status() -> None:
     top = subprocess.run(_pysockopt("--help"), capture_output=True, text=True, timeout=30)
     assert "0 nothing found, 1 problems found, 2 error" in top.stdout
@@ -215,7 +217,8 @@ def test_enums_print_their_names(tcp_pair: tuple[socket.socket, socket.socket]) 
     assert str(info.state) == "ESTABLISHED" and f"{info.state}" == "ESTABLISHED"
     assert str(Severity.WARNING) == "WARNING" and f"{Severity.CRITICAL}" == "CRITICAL"
     assert str(Timer.KEEPALIVE) == "KEEPALIVE" and f"{Timer.NONE}" == "NONE"
-    assert info.state == 1 and Severity.WARNING == 1  # still the kernel's numbers
+    warning: int = Severity.WARNING  # an int where an int is expected
+    assert info.state == 1 and warning == 1  # still the kernel's numbers
 
 
 # --- a source folder without the built extension

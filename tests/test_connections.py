@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from netns import NetnsPair
-from sockpiles import Pile, flood_target, send_syns, ss_counts, ss_lines, wait_for
+from sockpiles import Pile, flood_target, send_syns, ss_counts, ss_lines
+from waiting import wait_for
 
 import pysockopt
 from pysockopt import (
@@ -164,9 +165,9 @@ def test_ipv6_and_family_filter() -> None:
 
 
 def _comparable(c: Connection) -> Connection:
-    # The timer's expiry moves between the two reads; /proc lacks backlog and drops.
+    # The timer's expiry moves between the two reads; /proc lacks backlog, drops and cookie.
     wq = None if c.state == TcpState.LISTEN else c.wqueue
-    return c._replace(expires_ms=0, drops=None, wqueue=wq)
+    return c._replace(expires_ms=0, drops=None, wqueue=wq, cookie=0)
 
 
 @pytest.mark.parametrize("host", ["::1", "::ffff:127.0.0.1"])
@@ -262,7 +263,7 @@ def test_new_syn_recv_means_syn_recv_from_both_sources(netns_pair: NetnsPair) ->
         for conns in answers.values():
             assert len(conns) == 5 and {c.state for c in conns} == {TcpState.SYN_RECV}
             assert {(c.uid, c.inode, c.timer) for c in conns} == {(0, 0, Timer.RETRANSMIT)}
-        rows = {k: sorted(c._replace(expires_ms=0, retrans=0) for c in v)
+        rows = {k: sorted(c._replace(expires_ms=0, retrans=0, cookie=0) for c in v)
                 for k, v in answers.items()}
         assert len({tuple(v) for v in rows.values()}) == 1
     finally:

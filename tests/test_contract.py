@@ -24,6 +24,8 @@ CONTRACT = {
     "namespaces", "NetNamespace", "Container",
     # samples and rates
     "sample", "Sample", "Rates", "Counters",
+    # live remediation
+    "process_sockets", "apply_keepalive_to_process", "destroy",
     # heartbeats
     "HeartbeatMonitor",
 }

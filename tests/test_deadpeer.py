@@ -223,7 +223,9 @@ def _stall(pair: NetnsPair, config: KeepaliveConfig, port: int,
             server.sendall(b"p")
         for client in socks.values():
             assert client.recv(1) == b"p"
-        rto = tcp_info(socks["data"]).rto / 1e6
+        rto_us = tcp_info(socks["data"]).rto
+        assert rto_us is not None  # tcpi_rto is in every kernel's tcp_info
+        rto = rto_us / 1e6
         start = time.monotonic()
         subprocess.run([a.format("add") for a in route], check=True, capture_output=True)
         socks["data"].send(b"d" * 1000)  # its ACK is dropped until the path heals
@@ -236,6 +238,7 @@ def _stall(pair: NetnsPair, config: KeepaliveConfig, port: int,
         for name, client in socks.items():
             err = client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             info = tcp_info(client)
+            assert info.state is not None  # tcpi_state is in every kernel's tcp_info
             alive = err == 0 and info.state == TcpState.ESTABLISHED and info.unacked == 0
             result[name] = "alive" if alive else errno.errorcode.get(err, info.state.name)
         return result, rto

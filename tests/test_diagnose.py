@@ -12,8 +12,9 @@ import sys
 
 import pytest
 from netns import NetnsPair
-from sockpiles import Pile, flood_target, send_syns, wait_for
+from sockpiles import Pile, flood_target, send_syns
 from unpriv import free_descriptors
+from waiting import wait_for
 
 import pysockopt
 from pysockopt import (
@@ -40,8 +41,15 @@ def _found(d: Diagnosis, code: str) -> list[Finding]:
     return [f for f in d.findings if f.code == code]
 
 
-def _evidence(f: Finding) -> dict[str, object]:
+def _evidence(f: Finding) -> dict[str, int | float | str]:
     return {e.name: e.value for e in f.evidence}
+
+
+def _count(f: Finding, name: str) -> int:
+    """Evidence ``name`` of ``f``, which must be a count (an int)."""
+    value = _evidence(f)[name]
+    assert isinstance(value, int), f"{f.code}: {name}={value!r} is not a count"
+    return value
 
 
 def _comm() -> str:
@@ -167,7 +175,7 @@ def test_full_accept_queue_and_listener_drops() -> None:
         assert f.severity == Severity.CRITICAL and d.findings[0].severity == Severity.CRITICAL
         assert pysockopt.Process(os.getpid(), _comm()) in f.processes
         (drops,) = _found(d, "LISTEN_DROPS")
-        assert isinstance(_evidence(drops)["drops"], int) and _evidence(drops)["drops"] >= 1
+        assert _count(drops, "drops") >= 1
 
 
 def test_half_open_suspects_are_idle_sockets_without_keepalive() -> None:
@@ -254,16 +262,15 @@ def test_retransmitting_to_a_vanished_peer(netns_pair: NetnsPair) -> None:
             return _found(netns_pair.in_ns("a", diagnose), "RETRANSMITTING")
 
         (f,) = wait_for(found, 15, "RETRANSMITTING")  # RTOs 0.2 + 0.4 + 0.8 s ...
-        ev = _evidence(f)
-        assert ev["retrans_max"] >= 3 and ev["connections"] == 1
-        assert netns_pair.addr_b in f.summary and ev["unacked_bytes"] >= 1000
+        assert _count(f, "retrans_max") >= 3 and _evidence(f)["connections"] == 1
+        assert netns_pair.addr_b in f.summary and _count(f, "unacked_bytes") >= 1000
         assert pysockopt.Process(os.getpid(), _comm()) in f.processes
         # Closing with data still unacknowledged leaves it in FIN_WAIT1.
         client.close()
         t = Thresholds(fin_wait1=1)
         (fw,) = wait_for(lambda: _found(netns_pair.in_ns("a", lambda: diagnose(thresholds=t)),
                                         "FIN_WAIT1_PILE"), 5, "FIN_WAIT1")
-        assert _evidence(fw)["fin_wait1"] == 1 and _evidence(fw)["unsent_bytes"] >= 1000
+        assert _evidence(fw)["fin_wait1"] == 1 and _count(fw, "unsent_bytes") >= 1000
 
 
 def test_syn_recv_pile_from_a_syn_flood(netns_pair: NetnsPair) -> None:

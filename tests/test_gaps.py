@@ -9,6 +9,7 @@ import math
 import socket
 import subprocess
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import pytest
 from netns import NetnsPair
@@ -17,8 +18,12 @@ from waiting import wait_for
 import pysockopt
 from pysockopt import HeartbeatMonitor, TcpState, Thresholds, diagnose
 
-# The module (the package re-exports its function under the same name).
-conns_module = importlib.import_module("pysockopt.host.connections")
+# The module (the package re-exports its function under the same name, which an import
+# statement would find); mypy resolves the import statement to the module itself.
+if TYPE_CHECKING:
+    import pysockopt.host.connections as conns_module
+else:
+    conns_module = importlib.import_module("pysockopt.host.connections")
 
 
 def _codes(d: pysockopt.Diagnosis, code: str) -> list[pysockopt.Finding]:
@@ -143,7 +148,7 @@ def test_beat_at_refuses_nan_and_non_numbers() -> None:
     with pytest.raises(ValueError, match="NaN"):
         m.beat_at("k", math.nan)
     with pytest.raises(TypeError):
-        m.beat_at("k", "soon")  # type: ignore[arg-type]
+        m.beat_at("k", "soon")  # type: ignore[arg-type]  # not a number, on purpose
     assert m.last_beat("k") == 100.0  # nothing changed
     now[0] = 111.0
     assert m.expired() == ["k"]  # and it still expires on time

@@ -20,8 +20,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -31,6 +32,11 @@ from pysockopt import KeepaliveConfig, Timer, integrations
 sys.path.insert(0, str(Path(__file__).parent))
 import realservers
 
+if TYPE_CHECKING:  # the client libraries are imported by the tests that use them
+    import grpc
+    import requests
+
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "integrations.md"
 
@@ -144,8 +150,8 @@ def _no_env_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name.upper(), raising=False)
 
 
-def run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
 
 
 # --- the module itself
@@ -172,7 +178,7 @@ def test_bad_config_is_a_type_error() -> None:
                integrations.libpq_kwargs, integrations.grpc_channel_options,
                integrations.grpc_server_options, integrations.aiohttp_socket_factory):
         with pytest.raises(TypeError, match="KeepaliveConfig"):
-            fn((10, 2, 3))  # type: ignore[arg-type]
+            fn((10, 2, 3))  # type: ignore[arg-type]  # a tuple, not a config: on purpose
 
 
 # --- urllib3 / requests
@@ -213,7 +219,7 @@ def test_urllib3_proxymanager_ignores_default_socket_options(
 
     cfg = KeepaliveConfig(19, 3, 3, 15000)
     defaults = HTTPConnection.default_socket_options
-    HTTPConnection.default_socket_options = defaults + cfg.socket_options()
+    HTTPConnection.default_socket_options = [*defaults, *cfg.socket_options()]
     try:
         with urllib3.PoolManager() as direct:
             direct.request("GET", origin.url)
@@ -261,8 +267,8 @@ def test_requests_adapter_direct_and_through_proxy(
     no_client_sockets(proxy.port)
 
 
-def _get(session: object, url: str, **kwargs: object) -> tuple[str, str]:
-    resp = session.get(url, **kwargs)  # type: ignore[attr-defined]
+def _get(session: requests.Session, url: str, **kwargs: Any) -> tuple[str, str]:
+    resp = session.get(url, **kwargs)
     return resp.text, resp.headers.get("Via", "")
 
 
@@ -277,9 +283,10 @@ def test_requests_adapter_overriding_only_init_poolmanager_misses_proxies(
     opts = integrations.urllib3_socket_options(cfg)
 
     class Recipe(HTTPAdapter):
-        def init_poolmanager(self, *args: object, **kwargs: object) -> None:
-            kwargs["socket_options"] = opts
-            super().init_poolmanager(*args, **kwargs)
+        def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
+                             **pool_kwargs: Any) -> None:
+            pool_kwargs["socket_options"] = opts
+            super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
 
     no_client_sockets(proxy.port)
     with requests.Session() as session:
@@ -455,7 +462,10 @@ def test_psycopg3_kwargs_and_dsn(pg: realservers.Postgres, cfg: KeepaliveConfig)
     import psycopg
 
     no_client_sockets(pg.port)
-    with psycopg.connect(pg.dsn, **integrations.libpq_kwargs(cfg)) as conn:
+    kwargs = integrations.libpq_kwargs(cfg)
+    # mypy matches a **dict[str, int] against each keyword connect() names (autocommit: bool,
+    # row_factory, ...); at run time these libpq parameters all go to its **kwargs.
+    with psycopg.connect(pg.dsn, **kwargs) as conn:  # type: ignore[arg-type]
         assert conn.execute("select 1").fetchone() == (1,)
         assert_carries(pg.port, cfg)
     no_client_sockets(pg.port)
@@ -472,7 +482,10 @@ def test_psycopg3_async(pg: realservers.Postgres) -> None:
     no_client_sockets(pg.port)
 
     async def main() -> None:
-        conn = await psycopg.AsyncConnection.connect(pg.dsn, **integrations.libpq_kwargs(cfg))
+        kwargs = integrations.libpq_kwargs(cfg)
+        # mypy matches a **dict[str, int] against each keyword connect() names (autocommit: bool,
+        # row_factory, ...); at run time these libpq parameters all go to its **kwargs.
+        conn = await psycopg.AsyncConnection.connect(pg.dsn, **kwargs)  # type: ignore[arg-type]
         async with conn:
             await conn.execute("select 1")
             assert_carries(pg.port, cfg)
@@ -486,7 +499,9 @@ def test_psycopg2(pg: realservers.Postgres, cfg: KeepaliveConfig) -> None:
     import psycopg2
 
     no_client_sockets(pg.port)
-    conn = psycopg2.connect(pg.dsn, **integrations.libpq_kwargs(cfg))
+    kwargs = integrations.libpq_kwargs(cfg)
+    # As for psycopg: mypy matches the **dict[str, int] against connection_factory too.
+    conn = psycopg2.connect(pg.dsn, **kwargs)  # type: ignore[call-overload]
     try:
         with conn.cursor() as cur:
             cur.execute("select 1")
@@ -546,7 +561,7 @@ def test_asyncpg_pool_and_subclass(pg: realservers.Postgres) -> None:
 
     cfg = KeepaliveConfig(29, 4, 2)
 
-    class Mine(asyncpg.Connection):  # type: ignore[misc]
+    class Mine(asyncpg.Connection):  # type: ignore[misc]  # asyncpg has no types: Any
         tag = "mine"
 
     cls = integrations.asyncpg_connection_class(cfg, base=Mine)
@@ -575,9 +590,9 @@ def test_asyncpg_without_private_transport_fails_loudly(pg: realservers.Postgres
     connect fail naming the cause, instead of a connection without keepalive."""
     import asyncpg
 
-    stash: list[object] = []
+    stash: list[asyncio.BaseTransport] = []
 
-    class Moved(asyncpg.Connection):  # type: ignore[misc]
+    class Moved(asyncpg.Connection):  # type: ignore[misc]  # asyncpg has no types: Any
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, **kwargs)
             stash.append(self._transport)
@@ -590,7 +605,7 @@ def test_asyncpg_without_private_transport_fails_loudly(pg: realservers.Postgres
             await asyncpg.connect(host=pg.host, port=pg.port, user=pg.user,
                                   database=pg.dbname, ssl=False, connection_class=cls)
         for transport in stash:
-            transport.close()  # type: ignore[attr-defined]
+            transport.close()
 
     run(main())
     no_client_sockets(pg.port)
@@ -618,12 +633,13 @@ def test_asyncpg_server_settings_tune_only_the_server_side(pg: realservers.Postg
 # --- grpcio
 
 
-def _grpc_server(options: list[tuple[str, int]]) -> tuple[object, int]:
+def _grpc_server(options: list[tuple[str, int]]) -> tuple[grpc.Server, int]:
     from concurrent import futures
 
     import grpc
 
-    echo = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+    echo: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
+        lambda request, context: request)
     handler = grpc.method_handlers_generic_handler("pysockopt.Test", {"Echo": echo})
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=options)
     server.add_generic_rpc_handlers((handler,))
@@ -634,20 +650,22 @@ def _grpc_server(options: list[tuple[str, int]]) -> tuple[object, int]:
 
 @contextlib.contextmanager
 def _grpc_pair(cfg: KeepaliveConfig, server_options: list[tuple[str, int]]) -> Iterator[
-        tuple[object, int, list[object]]]:
+        tuple[grpc.Channel, int, list[grpc.ChannelConnectivity]]]:
     import grpc
 
     server, port = _grpc_server(server_options)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}",
                                     options=integrations.grpc_channel_options(cfg))
-    states: list[object] = []
+    states: list[grpc.ChannelConnectivity] = []
     channel.subscribe(states.append, try_to_connect=True)
+    echo: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+        "/pysockopt.Test/Echo")
     try:
-        assert channel.unary_unary("/pysockopt.Test/Echo")(b"ping", timeout=10) == b"ping"
+        assert echo(b"ping", timeout=10) == b"ping"
         yield channel, port, states
     finally:
         channel.close()
-        server.stop(None)  # type: ignore[attr-defined]
+        server.stop(None)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
@@ -668,15 +686,17 @@ def test_grpc_channel_sets_user_timeout_not_keepalive(cfg: KeepaliveConfig) -> N
 
 
 def _idle_segments(cfg: KeepaliveConfig, server_options: list[tuple[str, int]],
-                   seconds: float) -> tuple[int, list[object]]:
+                   seconds: float) -> tuple[int, list[grpc.ChannelConnectivity]]:
     import grpc
 
     with _grpc_pair(cfg, server_options) as (_, port, states):
         (fd, _conn), = client_sockets(port)
         before = pysockopt.tcp_info(fd).segs_out
+        assert before is not None, "tcpi_segs_out needs Linux 4.2+"
         mark = len(states)
         time.sleep(seconds)  # no RPC: only HTTP/2 pings (and their acks) cross the wire
         after = pysockopt.tcp_info(fd).segs_out if client_sockets(port) else before
+        assert after is not None
         assert states[mark - 1] == grpc.ChannelConnectivity.READY
         return after - before, states[mark:]
 

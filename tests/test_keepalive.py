@@ -70,7 +70,7 @@ def test_detection_time_follows_the_kernels_keepalive_timer(idle: int, interval:
     c = KeepaliveConfig(idle, interval, count, uto)
     assert (c.detection_time, c.probes) == _timer_runs(idle, interval, count, uto)
     if uto:
-        assert c.worst_case_detection == c.detection_time + uto / 1000
+        assert c.worst_case_detection == (c.detection_time * 1000 + uto) / 1000
     settings = pysockopt.KeepaliveSettings(True, idle, interval, count, uto)
     assert settings.detection_time == c.detection_time
     assert settings.worst_case_detection == c.worst_case_detection
@@ -83,7 +83,7 @@ def test_out_of_range_values_name_field_value_and_range(field: str, data: st.Dat
     bad = data.draw(st.integers(max_value=low - 1) | st.integers(min_value=high + 1))
     kwargs = {"idle": 10, "interval": 5, "count": 3, "user_timeout_ms": None, field: bad}
     with pytest.raises(InvalidConfigError) as info:
-        KeepaliveConfig(**kwargs)  # type: ignore[arg-type]
+        KeepaliveConfig(**kwargs)  # type: ignore[arg-type]  # bad values, on purpose
     assert isinstance(info.value, ValueError)
     assert info.value.field == field and info.value.value == bad
     assert f"{field}={bad}" in str(info.value) and f"{low}..{high}" in str(info.value)
@@ -92,7 +92,7 @@ def test_out_of_range_values_name_field_value_and_range(field: str, data: st.Dat
 @pytest.mark.parametrize("value", [1.5, 2.0, True, "5", None])
 def test_non_int_seconds_are_type_errors(value: object) -> None:
     with pytest.raises(TypeError) as info:
-        KeepaliveConfig(value, 5, 3)  # type: ignore[arg-type]
+        KeepaliveConfig(value, 5, 3)  # type: ignore[arg-type]  # the wrong type on purpose
     assert "idle" in str(info.value)
     if isinstance(value, float):
         assert "one-second granularity" in str(info.value)
@@ -101,7 +101,7 @@ def test_non_int_seconds_are_type_errors(value: object) -> None:
 def test_config_is_frozen_hashable_and_picklable() -> None:
     c = KeepaliveConfig(10, 5, 3, 25000)
     with pytest.raises(AttributeError):
-        c.idle = 3  # type: ignore[misc]
+        c.idle = 3  # type: ignore[misc]  # frozen: the assignment must fail
     assert c == KeepaliveConfig(10, 5, 3, 25000) and hash(c) == hash(KeepaliveConfig(10, 5, 3,
                                                                                   25000))
     assert pickle.loads(pickle.dumps(c)) == c
@@ -148,7 +148,7 @@ def test_for_detection_examples() -> None:
         KeepaliveConfig.for_detection(7)  # 3 probes and their user timeout need > 7 s
     assert KeepaliveConfig.for_detection(3, count=1) == KeepaliveConfig(1, 1, 1, 1000)
     with pytest.raises(TypeError):
-        KeepaliveConfig.for_detection("30")  # type: ignore[arg-type]
+        KeepaliveConfig.for_detection("30")  # type: ignore[arg-type]  # wrong type on purpose
     with pytest.raises(InvalidConfigError):
         KeepaliveConfig.for_detection(float("nan"))
 
@@ -170,7 +170,7 @@ def test_for_detection_user_timeout_chooses_another_split() -> None:
         KeepaliveConfig.for_detection(10, count=3, user_timeout=3)
     assert "lower count" in str(info.value)
     with pytest.raises(TypeError):
-        KeepaliveConfig.for_detection(10, user_timeout="3")  # type: ignore[arg-type]
+        KeepaliveConfig.for_detection(10, user_timeout="3")  # type: ignore[arg-type]  # on purpose
 
 
 def test_socket_options_shape_matches_setsockopt() -> None:
@@ -446,6 +446,7 @@ def test_docs_server_snippet_runs_and_its_connections_inherit(index: int,
         client = socket.create_connection(("127.0.0.1", port), timeout=5)
         owner = wait_for(accepted, 10, "the snippet to accept the connection")
         config = KeepaliveConfig.for_detection(30)
+        assert config.user_timeout_ms is not None  # for_detection always sets one
         assert _read_from_outside(*owner) == pysockopt.KeepaliveSettings(
             True, config.idle, config.interval, config.count, config.user_timeout_ms)
         # And the server answers: the snippet is a working server, not just a listener.
@@ -511,12 +512,12 @@ def test_non_tcp_socket_fails_first_option_and_changes_nothing(family: int, kind
 @pytest.mark.parametrize("bad", [None, "3", 3.0, True, object()])
 def test_wrong_socket_type_is_type_error(bad: object) -> None:
     with pytest.raises(TypeError, match="socket"):
-        apply_keepalive(bad, KeepaliveConfig(10, 5, 3))  # type: ignore[arg-type]
+        apply_keepalive(bad, KeepaliveConfig(10, 5, 3))  # type: ignore[arg-type]  # on purpose
 
 
 def test_wrong_config_type_is_type_error(tcp_pair: tuple[socket.socket, ...]) -> None:
     with pytest.raises(TypeError, match="KeepaliveConfig"):
-        apply_keepalive(tcp_pair[0], (10, 5, 3))  # type: ignore[arg-type]
+        apply_keepalive(tcp_pair[0], (10, 5, 3))  # type: ignore[arg-type]  # not a config
 
 
 def test_error_names_options_already_applied(tcp_pair: tuple[socket.socket, ...]) -> None:

@@ -23,6 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import pytest
 from netns import have_netns
@@ -49,8 +50,14 @@ from pysockopt._native import ffi, lib
 from pysockopt.cli import main
 from pysockopt.host.diagnosis import host_facts
 
-# The module, not the function pysockopt.host re-exports under the same name.
-nsmod = importlib.import_module("pysockopt.host.namespaces")
+# The modules, not the functions pysockopt.host re-exports under the same names (an import
+# statement would find those); mypy resolves the import statement to the modules themselves.
+if TYPE_CHECKING:
+    import pysockopt.host.connections as conns_module
+    import pysockopt.host.namespaces as nsmod
+else:
+    conns_module = importlib.import_module("pysockopt.host.connections")
+    nsmod = importlib.import_module("pysockopt.host.namespaces")
 
 
 def own_inode() -> int:
@@ -137,7 +144,8 @@ def test_every_pattern_row_has_a_case_and_its_example_matches_it() -> None:
     for index, row in enumerate(CGROUP_PATTERNS):
         found = nsmod._match(row.example)
         assert found is not None and found[0] == index, row
-        assert container_from_cgroup(row.example).runtime == row.runtime  # type: ignore[union-attr]
+        container = container_from_cgroup(row.example)
+        assert container is not None and container.runtime == row.runtime, row
 
 
 def test_short_id() -> None:
@@ -174,13 +182,13 @@ def test_names_read_from_disk_where_runtimes_keep_them(tmp_path: pathlib.Path,
 @pytest.mark.parametrize("bad", [True, 1.5, b"x", object()])
 def test_netns_of_the_wrong_type(bad: object) -> None:
     with unchanged_namespace(), pytest.raises(TypeError):
-        state_counts(netns=bad)  # type: ignore[arg-type]
+        state_counts(netns=bad)  # type: ignore[arg-type]  # the wrong type on purpose
 
 
 @pytest.mark.parametrize("bad", ["", ".", "..", "a\0b", 0, -5])
-def test_netns_values_that_name_nothing(bad: object) -> None:
+def test_netns_values_that_name_nothing(bad: str | int) -> None:
     with unchanged_namespace(), pytest.raises(InvalidConfigError):
-        state_counts(netns=bad)  # type: ignore[arg-type]
+        state_counts(netns=bad)
 
 
 def test_paths_that_are_not_network_namespaces() -> None:
@@ -346,11 +354,11 @@ def ss_state_counts(prefix: list[str]) -> Counter[TcpState]:
     return Counter(SS_STATES[line.split()[0]] for line in out.splitlines() if line.strip())
 
 
-def _prefix(world: World, key: str) -> tuple[list[str], object]:
+def _prefix(world: World, key: str) -> tuple[list[str], str | int]:
     """(command prefix that runs ss inside, the netns= value) for each of the four."""
     if key == "unnamed":
         return ["nsenter", f"--net=/proc/{world.unnamed_pid}/ns/net"], world.unnamed_pid
-    name = getattr(world, key)
+    name: str = getattr(world, key)
     return ["ip", "netns", "exec", name], name
 
 
@@ -375,10 +383,11 @@ def test_namespaces_finds_all_four(world: World) -> None:
 @pytest.mark.root
 @pytest.mark.parametrize("key", ["pile", "queue", "clean", "unnamed"])
 @pytest.mark.parametrize("source", ["netlink", "proc"])
-def test_state_counts_match_ss_inside(world: World, key: str, source: str) -> None:
+def test_state_counts_match_ss_inside(world: World, key: str,
+                                      source: Literal["netlink", "proc"]) -> None:
     prefix, arg = _prefix(world, key)
     with unchanged_namespace():
-        ours = state_counts(netns=arg, source=source)  # type: ignore[arg-type]
+        ours = state_counts(netns=arg, source=source)
     assert ours == dict(ss_state_counts(prefix))
     assert ours, "the namespace has sockets"
     assert ours != state_counts(), "and they are not the caller's"
@@ -388,7 +397,6 @@ def test_state_counts_match_ss_inside(world: World, key: str, source: str) -> No
 def test_refused_netlink_inside_falls_back_to_proc_inside(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    conns_module = importlib.import_module("pysockopt.host.connections")
     from_proc = state_counts(netns=world.pile, source="proc")
 
     calls = []
@@ -415,8 +423,10 @@ def test_refused_netlink_inside_falls_back_to_proc_inside(
 def test_connections_carry_their_namespace(world: World) -> None:
     ns = next(n for n in namespaces() if n.name == world.pile)
     with unchanged_namespace():
-        for arg in (ns, world.pile, f"/run/netns/{world.pile}", world.holders["pile"].pid):
-            conns = connections(netns=arg)  # type: ignore[arg-type]
+        args: tuple[NetNamespace | str | int, ...] = (
+            ns, world.pile, f"/run/netns/{world.pile}", world.holders["pile"].pid)
+        for arg in args:
+            conns = connections(netns=arg)
             assert conns and {c.netns for c in conns} == {ns}
             assert Counter(c.state for c in conns)[TcpState.CLOSE_WAIT] == 15
             assert all(c.as_dict()["netns"] == ns.inode for c in conns)
@@ -448,7 +458,7 @@ def test_sysctls_and_proc_files_are_read_inside(world: World) -> None:
 
 @pytest.mark.root
 def test_read_files_grows_past_the_first_buffer(world: World) -> None:
-    big = pathlib.Path(pysockopt._native.__file__)  # type: ignore[attr-defined]
+    big = pathlib.Path(pysockopt._native.__file__)
     assert big.stat().st_size > 2 * nsmod._FIRST_CAP
     with unchanged_namespace(), nsmod.opened(world.clean) as target:
         (data,) = nsmod.read_files(target, [str(big)])
@@ -469,6 +479,7 @@ def test_cli_names_what_is_wrong_with_netns() -> None:
 
 
 @pytest.mark.root
+@pytest.mark.slow  # 50 rounds of calls into the namespace: 2.5 to 6.6 s measured
 def test_no_descriptor_or_thread_is_left_behind(world: World) -> None:
     ns = next(n for n in namespaces() if n.name == world.pile)
     gone = NetNamespace(ns.inode + 10**6, ns.path, ns.name)

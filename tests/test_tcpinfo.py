@@ -106,7 +106,7 @@ def test_table_layouts_and_versions() -> None:
     # Only the reshaped bytes depend on the version; everything else goes by the length.
     assert {f.name for f in layout((6, 18))} - {f.name for f in layout((2, 6))} == {
         "accecn_fail_mode", "accecn_opt_seen"}
-    sizes = {}
+    sizes: dict[str, int] = {}
     for f in TCP_INFO_FIELDS:
         sizes[f.kernel] = max(sizes.get(f.kernel, 0), f.end)
     assert sizes["2.6"] == 104 and sizes["3.15"] == 120 and sizes["4.1"] == 136
@@ -345,7 +345,8 @@ def test_exact_byte_counters_after_a_known_transfer(
     assert c.bytes_acked == up + 1 and c.bytes_sent == up and c.bytes_received == down
     assert s.bytes_received == up and s.bytes_acked == down and s.bytes_sent == down
     assert c.bytes_retrans == 0 and c.total_retrans == 0 and c.retransmits == 0
-    assert c.data_segs_out >= 1 and s.data_segs_in == c.data_segs_out
+    assert c.data_segs_out is not None and c.data_segs_out >= 1
+    assert s.data_segs_in == c.data_segs_out
     assert c.notsent_bytes == 0 and c.unacked == 0
 
 
@@ -425,8 +426,10 @@ def test_vanished_peer_shows_retransmits_then_fin_wait1(netns_pair: object) -> N
         assert server.recv(5) == b"hello"
         netns_pair.link_down("a")  # the client's packets stop: no FIN, no RST
         server.sendall(b"into the void")
-        assert wait_for(lambda: tcp_info(server).retransmits >= 1)
+        assert wait_for(lambda: (tcp_info(server).retransmits or 0) >= 1)
         info = tcp_info(server)
+        assert info.unacked is not None and info.backoff is not None
+        assert info.rto is not None and info.last_ack_recv is not None
         assert info.state is TcpState.ESTABLISHED and info.unacked >= 1
         # With the link down the retransmission never leaves the host, so total_retrans may
         # stay 0; the timer's own counters move.
@@ -446,6 +449,7 @@ def test_unacknowledged_fin_is_last_ack(netns_pair: object) -> None:
         server.shutdown(socket.SHUT_WR)
         info = tcp_info(server)
         # The FIN (one sequence number) is outstanding: queued, as the link is down.
+        assert info.unacked is not None and info.notsent_bytes is not None
         assert info.state is TcpState.LAST_ACK and info.unacked + info.notsent_bytes == 1
 
 

@@ -70,7 +70,8 @@ def as_unprivileged(fn: Callable[[], T], *, netns: str | None = None, uid: int =
         raise RuntimeError(f"the unprivileged child died without a result (status {status})")
     ok, payload = pickle.loads(data)
     if ok:
-        return payload  # type: ignore[no-any-return]
+        result: T = payload  # what fn returned in the child, unpickled
+        return result
     if isinstance(payload, BaseException):
         raise payload
     raise RuntimeError(f"in the unprivileged child:\n{payload}")

@@ -17,8 +17,12 @@ T = TypeVar("T")
 INTERVAL = 0.01
 
 
-def wait_for(cond: Callable[[], T], timeout: float = 5.0, what: str = "the condition") -> T:
-    """Return ``cond()``'s first true value; raise AssertionError after ``timeout`` seconds."""
+def wait_for(cond: Callable[[], T | None], timeout: float = 5.0,
+             what: str = "the condition") -> T:
+    """Return ``cond()``'s first true value; raise AssertionError after ``timeout`` seconds.
+
+    A true value is never None, so a condition returning ``X | None`` gives back an ``X``.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
@@ -29,7 +33,7 @@ def wait_for(cond: Callable[[], T], timeout: float = 5.0, what: str = "the condi
         time.sleep(INTERVAL)
 
 
-async def await_for(cond: Callable[[], T], timeout: float = 5.0,
+async def await_for(cond: Callable[[], T | None], timeout: float = 5.0,
                     what: str = "the condition") -> T:
     """wait_for() inside an event loop: sleeps with asyncio so the loop keeps running."""
     deadline = time.monotonic() + timeout

@@ -1,4 +1,4 @@
-"""The ``pysockopt`` command: keepalive, errno, states, conns, diagnose, watch, exporter.
+"""The ``pysockopt`` command: keepalive, errno, states, conns, diagnose, watch, exporter, kill.
 
 Human-readable tables by default, ``--json`` for machines. Exit status, for every command:
 0 nothing found, 1 problems found, 2 error (usage errors included), like grep and diff;
@@ -25,6 +25,7 @@ from . import (  # noqa: F401  # each registers its commands
     errno,
     exporter,
     keepalive,
+    kill,
     netns,
     sockets,
     watch,

@@ -9,7 +9,18 @@ from typing import TextIO
 from .._format import count, duration
 from ..errors import InvalidConfigError
 from ..keepalive import KeepaliveConfig, system_keepalive
-from ._common import EXIT_OK, UsageError, checked, command, emit_json, number, table
+from ._common import (
+    EXIT_FOUND,
+    EXIT_OK,
+    UsageError,
+    checked,
+    command,
+    emit_json,
+    number,
+    port_arg,
+    table,
+)
+from .sockets import _state
 
 
 def _seconds(text: str) -> float:
@@ -43,13 +54,17 @@ def _keepalive_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", action=checked(_probes), metavar="N",
                    help="keepalive probes for --detect (default: 3)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _live_args(p)
 
 
 @command("keepalive", "host keepalive defaults, or a config for a detection budget",
-         _keepalive_args, "Exit status: 0 shown, 2 error (bad usage included); never 1.")
+         _keepalive_args, "Exit status: 0 shown, 2 error (bad usage included); with --pid, "
+         "1 when a connection has no keepalive (audit) or a socket was refused (apply).")
 def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
     if args.count is not None and args.detect is None:
         raise UsageError("--count needs --detect SECONDS (it is the probes in that budget)")
+    if args.pid is not None or args.apply or args.state or args.port is not None:
+        return _live(args, out)
     if args.detect is not None:
         probes = 3 if args.count is None else args.count
         try:
@@ -102,3 +117,87 @@ def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
     if host.detection_time > 300:
         out.write("Set per-socket values instead: pysockopt keepalive --detect 30\n")
     return EXIT_OK
+
+
+# --- a running process: audit (--pid), apply (--pid --detect S --apply)
+
+
+def _pid(text: str) -> int:
+    value: int = number(text)
+    if value <= 0:
+        raise ValueError("must be a process id > 0")
+    return value
+
+
+def _live_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pid", action=checked(_pid), metavar="PID",
+                   help="audit the keepalive of process PID's TCP sockets (pidfd_getfd)")
+    port_arg(p)
+    p.add_argument("--state", action=checked(_state, append=True), metavar="S",
+                   help="with --pid: only sockets in this state, e.g. established (repeatable)")
+    p.add_argument("--apply", action="store_true",
+                   help="with --pid and --detect: change the live sockets (else a dry run)")
+
+
+def _live(args: argparse.Namespace, out: TextIO) -> int:
+    from ..host.remote import apply_keepalive_to_process, audit_process
+    from .kill import log_to_stderr
+
+    if args.pid is None:
+        raise UsageError("--apply, --state and --port act on a running process: give --pid PID")
+    if args.detect is None:
+        if args.apply:
+            raise UsageError("--apply needs --detect SECONDS (the budget to apply)")
+        if args.state:
+            raise UsageError("--state selects what --detect would change: give --detect")
+        audit = audit_process(args.pid, port=args.port)
+        if args.json:
+            emit_json(out, audit.as_dict())
+        else:
+            rows = []
+            for s in audit.sockets:
+                ka = s.keepalive
+                enabled = s.keepalive_enabled
+                timer = (f"{s.connection.timer.label}({s.connection.expires_ms / 1000:.1f}s)"
+                         if s.connection.timer else "-")
+                rows.append([s.fd, s.state.label, s.connection.local, s.connection.remote,
+                             "?" if enabled is None else "on" if enabled else "off",
+                             *((ka.idle, ka.interval, ka.count, ka.user_timeout_ms)
+                               if ka else (None,) * 4),
+                             None if s.detection_time is None else duration(s.detection_time),
+                             timer, s.source])
+            if rows:
+                table(out, ["fd", "State", "Local", "Peer", "keepalive", "idle", "intvl",
+                            "cnt", "user_timeout_ms", "detects", "timer", "read via"], rows)
+                out.write("\n")
+            out.write(audit.summary() + "\n")
+        return EXIT_FOUND if audit.without_keepalive else EXIT_OK
+    probes = 3 if args.count is None else args.count
+    try:
+        config = KeepaliveConfig.for_detection(args.detect, count=probes)
+    except InvalidConfigError as err:
+        raise UsageError(_in_options(err, args.detect, probes)) from err
+    with log_to_stderr("keepalive"):
+        changes = apply_keepalive_to_process(args.pid, config, port=args.port,
+                                             states=args.state, dry_run=not args.apply)
+    if args.json:
+        emit_json(out, {"dry_run": not args.apply, "pid": args.pid,
+                        "config": {"idle": config.idle, "interval": config.interval,
+                                   "count": config.count,
+                                   "user_timeout_ms": config.user_timeout_ms},
+                        "sockets": [c.as_dict() for c in changes]})
+    else:
+        for c in changes:
+            out.write(c.describe() + "\n")
+        failed = sum(c.error is not None for c in changes)
+        if args.apply:
+            out.write(f"\n{len(changes) - failed} socket(s) set and read back, "
+                      f"{failed} refused.\n")
+        else:
+            out.write(f"\nDry run: {len(changes) - failed} socket(s) would be set"
+                      + (f", {failed} cannot be (see above)" if failed else "")
+                      + ". Add --apply to change them.\n")
+        if any(c.socket.is_listener for c in changes):
+            out.write("Listeners included: connections they accept from now on inherit "
+                      "these settings (Linux); connections accepted earlier were set above.\n")
+    return EXIT_FOUND if any(c.error is not None for c in changes) else EXIT_OK

@@ -95,7 +95,11 @@ class Connection(NamedTuple):
     connections dropped because its queue was full (None for other sockets and from /proc).
     ``info`` is the socket's TcpInfo when ``with_info`` asked for it and the kernel has one
     (never for TIME_WAIT and SYN_RECV). ``netns`` is the NetNamespace the socket lives in when
-    that is not the caller's own (``connections(netns=...)``), else None.
+    that is not the caller's own (``connections(netns=...)``), else None. ``cookie`` is the
+    kernel's 64-bit socket cookie (inet_diag's idiag_cookie, the value SO_COOKIE gives the
+    socket's owner): it names this one socket, where addresses and inode can be reused; 0 from
+    /proc, which does not show it (unknown). It comes last so that code unpacking the older
+    fields by position still works.
     """
 
     # A NamedTuple, not a dataclass: one listing builds up to 100k of these, and tuple
@@ -116,6 +120,7 @@ class Connection(NamedTuple):
     drops: int | None = None
     info: TcpInfo | None = None
     netns: NetNamespace | None = None
+    cookie: int = 0
 
     @property
     def accept_queue(self) -> int | None:
@@ -162,6 +167,7 @@ class Connection(NamedTuple):
             "drops": self.drops,
             "info": None if self.info is None else self.info.as_dict(),
             "netns": None if self.netns is None else self.netns.inode,
+            "cookie": self.cookie,
         }
 
 
@@ -245,15 +251,53 @@ def _dump_in(query: object, sink: object, target: Entered) -> None:
     if rc:
         if step[0] not in _STEP:
             raise entry_error(rc, step[0], target)
+        if rc == -errno.ETIMEDOUT and step[0] == lib.PSO_SD_STEP_RECV:
+            raise os_error(rc, f"{_timeout_text(sink)} in {target.what}")
         raise os_error(rc, f"{_STEP[step[0]]} in {target.what}")
 
 
+#: How many times a dump the kernel marks interrupted (NLM_F_DUMP_INTR: its tables changed
+#: while it was read, so sockets may be missing or twice) is started again before giving up.
+_DUMP_TRIES: Final = 4
+_INCONSISTENT: Final = ("the socket tables changed while they were read (NLM_F_DUMP_INTR): "
+                        "the listing would be inconsistent")
+#: The dump's per-call settings (0: the C core's defaults, a 64 KiB first receive buffer,
+#: grown to fit any datagram, and 10 s to wait for each datagram).
+_RECV_SIZE = 0
+_TIMEOUT_MS = 0
+#: The native dump: the one seam of the retry loop (tests wrap it to mark dumps interrupted,
+#: which the kernel does only when its tables change mid-dump).
+_native_dump = lib.pso_sd_dump
+
+
+def _timeout_text(sink: object) -> str:
+    ms = sink.timeout_ms or lib.PSO_SD_TIMEOUT_MS  # type: ignore[attr-defined]
+    return f"reading the sock_diag dump: no reply within {ms / 1000:g} s"
+
+
+def _dump_failure(rc: int, sink: object) -> OSError:
+    """Build the OSError for a failed dump from this call's sink (which step failed)."""
+    step = sink.failed_step  # type: ignore[attr-defined]
+    if rc == -errno.ETIMEDOUT and step == lib.PSO_SD_STEP_RECV:
+        return os_error(rc, _timeout_text(sink))
+    return os_error(rc, _STEP.get(step, "sock_diag dump"))
+
+
 def _dump(query: object, sink: object, target: Entered | None = None) -> None:
-    if target is not None:
-        return _dump_in(query, sink, target)
-    rc = lib.pso_sd_dump(query, sink)
-    if rc:
-        raise os_error(rc, _STEP.get(lib.pso_sd_failed_step(), "sock_diag dump"))
+    mark = ffi.new("struct pso_sd_mark *")
+    for _ in range(_DUMP_TRIES):
+        lib.pso_sd_sink_mark(sink, mark)
+        if target is not None:
+            _dump_in(query, sink, target)
+        else:
+            rc = _native_dump(query, sink)
+            if rc:
+                raise _dump_failure(rc, sink)
+        if not sink.interrupted:  # type: ignore[attr-defined]
+            return
+        lib.pso_sd_sink_rollback(sink, mark)  # and dump again from a clean slate
+    raise OSError(errno.EAGAIN, f"{os.strerror(errno.EAGAIN)} (sock_diag dump interrupted "
+                                f"{_DUMP_TRIES} times in a row: {_INCONSISTENT})")
 
 
 _PROC_FILES: Final = ((socket.AF_INET, "tcp"), (socket.AF_INET6, "tcp6"))
@@ -285,7 +329,7 @@ def _proc(query: object, sink: object, target: Entered | None = None) -> None:
             raise
         rc = lib.pso_proc_parse(text, len(text), fam, query, sink)
         if rc < 0:
-            raise os_error(rc, f"parsing {path} line {lib.pso_proc_bad_line()}")
+            raise os_error(rc, f"parsing {path} line {sink.bad_line}")  # type: ignore[attr-defined]
 
 
 def _gather(queries: list[object], keep: bool, source: Source,
@@ -318,6 +362,8 @@ def _gather(queries: list[object], keep: bool, source: Source,
 def _new_sink(keep: bool) -> object:
     sink = ffi.new("struct pso_sd_sink *")
     lib.pso_sd_sink_init(sink, 1 if keep else 0)
+    sink.recv_size = _RECV_SIZE
+    sink.timeout_ms = _TIMEOUT_MS
     return sink
 
 
@@ -394,13 +440,46 @@ def connections(
 
 # --- records to Connections
 
-#: struct pso_conn, field for field (csrc/sockdiag.h).
-_RECORD: Final = struct.Struct("=16s16sIIIIIIiHHHBBBBBx")
-if _RECORD.size != ffi.sizeof("struct pso_conn"):  # pragma: no cover - a build mismatch
-    raise ImportError("pysockopt._native does not match connections.py (struct pso_conn)")
+#: struct pso_conn (csrc/sockdiag.h), field for field: (name, struct format), in order.
+_FIELDS: Final = (
+    ("src", "16s"), ("dst", "16s"), ("cookie", "Q"), ("expires_ms", "I"), ("rqueue", "I"),
+    ("wqueue", "I"), ("uid", "I"), ("inode", "I"), ("info_off", "I"), ("drops", "i"),
+    ("sport", "H"), ("dport", "H"), ("info_len", "H"), ("family", "B"), ("state", "B"),
+    ("timer", "B"), ("retrans", "B"), ("flags", "B"), ("pad", "x"),
+)
+
+
+def _check_record(fields: Iterable[tuple[str, str]], ctype: str = "struct pso_conn") -> None:
+    """Raise ImportError unless ``fields`` is exactly ``ctype``'s native layout.
+
+    Every name at its offset with its size, none missing, nothing after: so two swapped
+    fields fail at import, not as silently wrong records.
+    """
+    offset = 0
+    names = []
+    for name, fmt in fields:
+        size = struct.calcsize("=" + fmt)
+        try:
+            native = ffi.offsetof(ctype, name)
+            native_size = ffi.sizeof(dict(ffi.typeof(ctype).fields)[name].type)
+        except (KeyError, AttributeError) as err:
+            raise ImportError(f"pysockopt._native has no {ctype}.{name}: rebuild it") from err
+        if native != offset or native_size != size:
+            raise ImportError(f"{ctype}.{name} is {native_size} bytes at offset {native} in "
+                              f"pysockopt._native, {size} at {offset} here: rebuild it")
+        names.append(name)
+        offset += size
+    missing = [n for n, _ in ffi.typeof(ctype).fields if n not in names]
+    if missing or offset != ffi.sizeof(ctype):
+        raise ImportError(f"{ctype} fields missing here: {', '.join(missing) or '-'}; "
+                          f"{ffi.sizeof(ctype)} bytes there, {offset} here: rebuild it")
+
+
+_check_record(_FIELDS)
+_RECORD: Final = struct.Struct("=" + "".join(fmt for _, fmt in _FIELDS))
 
 _STATES: Final = tuple(TcpState(i) if i in TcpState._value2member_map_ else None
-                       for i in range(16))
+                       for i in range(lib.PSO_SD_NSTATES))
 _TIMERS: Final = tuple(Timer)
 
 
@@ -433,8 +512,8 @@ def _records(sink: object, netns: NetNamespace | None = None) -> list[Connection
     append = out.append
     unknown = lib.PSO_CONN_WQUEUE_UNKNOWN
     # This loop is the cost of a listing (~1 us per socket): keep it to local lookups.
-    for (src, dst, expires, rq, wq, uid, inode, info_off, drops, sport, dport, ilen, fam,
-         st, timer, retrans, flags) in _RECORD.iter_unpack(raw):
+    for (src, dst, cookie, expires, rq, wq, uid, inode, info_off, drops, sport, dport, ilen,
+         fam, st, timer, retrans, flags) in _RECORD.iter_unpack(raw):
         if fam == af4:
             names = names4
             key_s = src[:4]
@@ -454,7 +533,7 @@ def _records(sink: object, netns: NetNamespace | None = None) -> list[Connection
             af4 if fam == af4 else af6, state, local, sport, remote, dport, rq,
             None if flags & unknown else wq, uid, inode, timers[timer], expires, retrans,
             None if drops < 0 else drops,
-            from_bytes(blob[info_off:info_off + ilen]) if ilen else None, netns,
+            from_bytes(blob[info_off:info_off + ilen]) if ilen else None, netns, cookie,
         )))
     return out
 
@@ -463,7 +542,8 @@ def _parse_dump(datagrams: Iterable[bytes], *, with_info: bool = True) -> list[C
     """Decode the datagrams of one sock_diag dump reply (what the kernel sent, in order).
 
     Raises OSError: the kernel's error from NLMSG_ERROR, EBADMSG for a malformed reply, or
-    EBADMSG when the datagrams end before NLMSG_DONE (a dump read only in part).
+    EBADMSG when the datagrams end before NLMSG_DONE (a dump read only in part), EAGAIN when
+    a message is flagged NLM_F_DUMP_INTR (inconsistent: the live dump would be retried).
     """
     sink = _new_sink(True)
     try:
@@ -474,6 +554,9 @@ def _parse_dump(datagrams: Iterable[bytes], *, with_info: bool = True) -> list[C
                 raise os_error(rc, "parsing a sock_diag reply")
         if rc != lib.PSO_SD_DONE:
             raise OSError(errno.EBADMSG, "sock_diag reply ends before NLMSG_DONE (truncated)")
+        if sink.interrupted:  # type: ignore[attr-defined]
+            raise OSError(errno.EAGAIN, f"{os.strerror(errno.EAGAIN)} (sock_diag reply marked "
+                                        f"interrupted: {_INCONSISTENT})")
         conns = _records(sink)
         return conns if with_info else [c._replace(info=None) for c in conns]
     finally:
@@ -487,7 +570,8 @@ def _parse_proc(text: bytes, family: int, *, port: int | None = None) -> list[Co
     try:
         rc = lib.pso_proc_parse(text, len(text), family, query, sink)
         if rc < 0:
-            raise os_error(rc, f"parsing /proc/net/tcp text, line {lib.pso_proc_bad_line()}")
+            line = sink.bad_line  # type: ignore[attr-defined]  # this call's, in its sink
+            raise os_error(rc, f"parsing /proc/net/tcp text, line {line}")
         return _records(sink)
     finally:
         lib.pso_sd_sink_free(sink)

@@ -1,0 +1,559 @@
+"""A running process's TCP sockets: audit their keepalive and change it, without a restart.
+
+How: the process's descriptors are listed from /proc/PID/fd (``socket:[INODE]`` links) and
+matched by inode to the kernel's socket records (sock_diag in our own network namespace, the
+process's /proc/PID/net/tcp* in another one). Each socket's options are read through
+pidfd_getfd(2) (Linux 5.6): it puts a duplicate of the process's descriptor into ours. The
+duplicate is the same open socket, so getsockopt on it reads, and setsockopt on it changes,
+the socket the process uses. It is closed as soon as its one job is done.
+
+Permission is the kernel's: pidfd_getfd needs ptrace access to the process
+(PTRACE_MODE_ATTACH_REALCREDS: root or CAP_SYS_PTRACE, or the same user where Yama's
+ptrace_scope allows it), /proc/PID/fd needs the read mode of the same check. Where
+pidfd_getfd is refused but the descriptors can be listed, what the socket records show (a
+keepalive timer pending, and when it fires) is reported instead, marked as such.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import socket
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from .._format import duration, process
+from .._native import lib
+from .._sock import os_error
+from ..keepalive import (
+    KeepaliveConfig,
+    KeepaliveReport,
+    KeepaliveSettings,
+    apply_keepalive,
+    read_keepalive,
+)
+from ..tcpinfo import TcpState
+from .connections import (
+    Connection,
+    Process,
+    Timer,
+    _parse_proc,
+    _state_mask,
+    connections,
+    parse_state,
+)
+from .namespaces import NetnsPermissionError
+
+__all__ = [
+    "KeepaliveChange",
+    "ProcessAudit",
+    "ProcessSocket",
+    "apply_keepalive_to_process",
+    "audit_process",
+    "process_sockets",
+]
+
+#: Every change made to another process is logged here, one line per socket (the CLI shows
+#: them on stderr).
+log: Final = logging.getLogger("pysockopt.live")
+
+#: Where a socket's keepalive figures came from.
+FROM_PIDFD: Final = "pidfd_getfd"
+FROM_TIMER: Final = "timer"
+
+_SOCKET_LINK: Final = "socket:["
+
+
+# --- the process
+
+
+def _explain(err: OSError, pid: int, what: str) -> OSError:
+    """Return ``err`` with a message saying what the kernel refused and why, same errno."""
+    code = err.errno or errno.EIO
+    if code in (errno.EPERM, errno.EACCES):
+        why = (f"{what} of pid {pid} refused: the kernel's ptrace access check allows it to "
+               "root (CAP_SYS_PTRACE) or to the process's own user, where Yama's "
+               "kernel.yama.ptrace_scope permits; run as root or as that user")
+    elif code == errno.ESRCH:
+        why = f"{what}: pid {pid} has exited"
+    elif code == errno.ENOSYS:
+        why = f"{what}: this kernel has no pidfd_getfd (Linux 5.6+)"
+    elif code == errno.ESTALE:
+        why = (f"{what} of pid {pid}: the descriptor now holds another socket than the one "
+               "listed (closed and reused meanwhile); left alone")
+    else:
+        why = f"{what} of pid {pid}: {os.strerror(code)}"
+    return OSError(code, why)
+
+
+class _Target:
+    """One process, pinned by a pidfd for as long as we look at it (no pid reuse mix-ups)."""
+
+    def __init__(self, pid: int) -> None:
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            raise ValueError(f"pid must be a positive int, not {pid!r}")
+        self.pid = pid
+        rc = lib.pso_pidfd_open(pid)
+        if rc < 0:
+            err = os_error(rc, f"pidfd_open({pid})")
+            if -rc == errno.ESRCH:
+                raise ProcessLookupError(errno.ESRCH, f"no process with pid {pid}")
+            if -rc == errno.EINVAL:
+                raise OSError(errno.EINVAL, f"pid {pid} is a thread, not a process: pass the "
+                              "process id (Tgid in /proc/PID/status)")
+            raise _explain(err, pid, "pidfd_open")
+        self.pidfd = rc
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+    def __enter__(self) -> _Target:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def alive(self) -> bool:
+        # A pidfd becomes readable when its process exits.
+        p = select.poll()
+        p.register(self.pidfd, select.POLLIN)
+        return not p.poll(0)
+
+    def socket_fds(self) -> dict[int, list[int]]:
+        """Map socket inode -> the process's descriptors for it, from /proc/PID/fd."""
+        fd_dir = f"/proc/{self.pid}/fd"
+        try:
+            names = os.listdir(fd_dir)
+        except PermissionError as err:
+            raise PermissionError(err.errno, _explain(err, self.pid, f"reading {fd_dir}")
+                                  .strerror) from None
+        except FileNotFoundError:
+            raise ProcessLookupError(errno.ESRCH, f"pid {self.pid} has exited") from None
+        found: dict[int, list[int]] = {}
+        for name in names:
+            try:
+                link = os.readlink(f"{fd_dir}/{name}")
+            except OSError:  # closed meanwhile
+                continue
+            if link.startswith(_SOCKET_LINK) and link.endswith("]"):
+                found.setdefault(int(link[len(_SOCKET_LINK):-1]), []).append(int(name))
+        # The listing is the process's only if the pidfd still names a live process: a pid
+        # freed and reused during the walk would show someone else's descriptors.
+        if not self.alive():
+            raise ProcessLookupError(errno.ESRCH, f"pid {self.pid} exited during the listing")
+        for fds in found.values():
+            fds.sort()
+        return found
+
+    @contextlib.contextmanager
+    def borrow(self, fd: int, inode: int) -> Iterator[socket.socket]:
+        """Yield our duplicate of the process's ``fd`` (checked to be socket ``inode``).
+
+        The duplicate is closed when the block ends, whatever happens in it.
+        """
+        rc = lib.pso_pidfd_getfd(self.pidfd, fd, inode)
+        if rc < 0:
+            raise _explain(os_error(rc, "pidfd_getfd"), self.pid, f"pidfd_getfd of fd {fd}")
+        try:
+            dup = socket.socket(fileno=rc)
+        except BaseException:
+            os.close(rc)
+            raise
+        try:
+            yield dup
+        finally:
+            dup.close()
+
+    def command(self) -> str:
+        try:
+            with open(f"/proc/{self.pid}/comm", encoding="utf-8", errors="replace") as f:
+                return f.read().strip()
+        except OSError:
+            return "?"
+
+
+def _same_netns(pid: int) -> bool:
+    try:
+        theirs = os.stat(f"/proc/{pid}/ns/net").st_ino
+        ours = os.stat("/proc/thread-self/ns/net").st_ino
+    except OSError:
+        return True  # cannot tell: our own namespace is the best guess (and sock_diag's)
+    return theirs == ours
+
+
+def _records(pid: int, port: int | None) -> tuple[list[Connection], str]:
+    """Return the socket records of ``pid``'s network namespace, and where they came from."""
+    if _same_netns(pid):
+        return connections(port=port), "sock_diag"
+    # Another namespace (a container): dump it from a native thread that enters it, which
+    # needs CAP_SYS_ADMIN; without, its /proc/PID/net/tcp* shows the same sockets (no tcp_info).
+    try:
+        return connections(port=port, netns=pid), "sock_diag"
+    except NetnsPermissionError:
+        pass
+    records: list[Connection] = []
+    for family, name in ((socket.AF_INET, "tcp"), (socket.AF_INET6, "tcp6")):
+        path = f"/proc/{pid}/net/{name}"
+        try:
+            with open(path, "rb") as f:
+                text = f.read()
+        except FileNotFoundError:
+            continue
+        records += _parse_proc(text, family, port=port)
+    return records, f"/proc/{pid}/net/tcp"
+
+
+# --- audit
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSocket:
+    """One TCP socket of a process: where it goes, and the keepalive it really has.
+
+    ``fd`` is the process's descriptor (the lowest, when it holds several for one socket);
+    ``connection`` the kernel's record of the socket (``records`` says from where: sock_diag,
+    or the process's /proc/PID/net/tcp in another network namespace). ``keepalive`` is what
+    getsockopt returns on our pidfd_getfd duplicate: the effective values, host defaults
+    included. Where pidfd_getfd was refused, ``keepalive`` is None, ``error`` says why, and
+    ``keepalive_enabled`` is read from the record's timer instead (``source == "timer"``).
+    """
+
+    pid: int
+    fd: int
+    connection: Connection
+    keepalive: KeepaliveSettings | None
+    error: OSError | None
+    records: str
+
+    @property
+    def source(self) -> str:
+        """``"pidfd_getfd"`` (options read from the socket) or ``"timer"`` (from the record)."""
+        return FROM_PIDFD if self.keepalive is not None else FROM_TIMER
+
+    @property
+    def state(self) -> TcpState:
+        """The socket's TCP state."""
+        return self.connection.state
+
+    @property
+    def is_listener(self) -> bool:
+        """True for a LISTEN socket: its keepalive is what accepted connections inherit."""
+        return self.connection.state == TcpState.LISTEN
+
+    @property
+    def keepalive_enabled(self) -> bool | None:
+        """SO_KEEPALIVE as read; from the record's timer where it could not be read.
+
+        A keepalive timer pending means on. No timer at all on a connection means off (an
+        enabled connection always has one armed while idle). A retransmit or zero-window
+        timer hides the keepalive timer, and listeners have none: None, unknown.
+        """
+        if self.keepalive is not None:
+            return self.keepalive.enabled
+        c = self.connection
+        if c.timer == Timer.KEEPALIVE:
+            return True
+        if c.timer == Timer.NONE and c.state not in (TcpState.LISTEN, TcpState.SYN_SENT):
+            return False
+        return None
+
+    @property
+    def detection_time(self) -> int | None:
+        """Seconds until an idle dead peer is noticed; None when never or unknown."""
+        return None if self.keepalive is None else self.keepalive.detection_time
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the socket for JSON."""
+        ka = self.keepalive
+        c = self.connection
+        return {
+            "pid": self.pid,
+            "fd": self.fd,
+            "state": c.state.label,
+            "local": c.local,
+            "remote": c.remote,
+            "inode": c.inode,
+            "source": self.source,
+            "records": self.records,
+            "keepalive": self.keepalive_enabled,
+            "idle": None if ka is None else ka.idle,
+            "interval": None if ka is None else ka.interval,
+            "count": None if ka is None else ka.count,
+            "user_timeout_ms": None if ka is None else ka.user_timeout_ms,
+            "detection_time": self.detection_time,
+            "timer": c.timer.label,
+            "timer_expires_ms": c.expires_ms if c.timer else None,
+            "error": None if self.error is None else str(self.error),
+        }
+
+
+def _audit(target: _Target, port: int | None, mask: int) -> list[ProcessSocket]:
+    fds = target.socket_fds()
+    records, source = _records(target.pid, port)
+    out: list[ProcessSocket] = []
+    for conn in records:
+        held = fds.get(conn.inode) if conn.inode else None
+        if not held or not mask & (1 << conn.state):
+            continue
+        fd = held[0]
+        settings: KeepaliveSettings | None = None
+        error: OSError | None = None
+        try:
+            with target.borrow(fd, conn.inode) as dup:
+                settings = read_keepalive(dup)
+        except OSError as err:
+            error = err
+        out.append(ProcessSocket(target.pid, fd, conn, settings, error, source))
+    out.sort(key=lambda s: s.fd)
+    return out
+
+
+def process_sockets(pid: int, *, port: int | None = None,
+                    states: Iterable[TcpState | int | str] | None = None) -> list[ProcessSocket]:
+    """Return every TCP socket of process ``pid`` with the keepalive it has, by descriptor.
+
+    ``port`` keeps sockets whose local or remote port is ``port``; ``states`` the sockets in
+    those states. Each socket's options are read through a pidfd_getfd duplicate that is
+    closed before the next one is made; where that is refused, the entry carries the error
+    and what the kernel's record shows (see ProcessSocket). Raises ProcessLookupError when
+    there is no such process, PermissionError (explained) when its descriptors cannot be
+    listed, which is the case for another user's process unless we are root.
+    """
+    mask = _state_mask(states)
+    with _Target(pid) as target:
+        return _audit(target, port, mask)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessAudit:
+    """``process_sockets`` with a summary: what is unprotected, and how long it would take.
+
+    ``worst_detection`` is the longest any connection takes to notice a dead idle peer, in
+    seconds; None when some connection never would (keepalive off) or cannot be known.
+    """
+
+    pid: int
+    command: str
+    port: int | None
+    sockets: tuple[ProcessSocket, ...]
+
+    @property
+    def connections(self) -> tuple[ProcessSocket, ...]:
+        """The sockets that talk to a peer (everything but listeners)."""
+        return tuple(s for s in self.sockets if not s.is_listener)
+
+    @property
+    def listeners(self) -> tuple[ProcessSocket, ...]:
+        """The listeners: their keepalive is inherited by connections they accept later."""
+        return tuple(s for s in self.sockets if s.is_listener)
+
+    @property
+    def without_keepalive(self) -> tuple[ProcessSocket, ...]:
+        """Connections with keepalive off: a vanished peer is never noticed while idle."""
+        return tuple(s for s in self.connections if s.keepalive_enabled is False)
+
+    @property
+    def unknown(self) -> tuple[ProcessSocket, ...]:
+        """Connections whose keepalive could not be read nor told from the record."""
+        return tuple(s for s in self.connections if s.keepalive_enabled is None)
+
+    @property
+    def refused(self) -> tuple[ProcessSocket, ...]:
+        """Sockets whose options could not be read through pidfd_getfd."""
+        return tuple(s for s in self.sockets if s.keepalive is None)
+
+    @property
+    def worst_detection(self) -> int | None:
+        """Seconds the slowest connection takes to notice a dead idle peer (None: never/unknown)."""
+        times = [s.detection_time for s in self.connections]
+        if any(t is None for t in times):
+            return None
+        return max((t for t in times if t is not None), default=0)
+
+    def fix_command(self, detect: int = 30) -> str:
+        """Return the one command that gives every matching socket a ``detect``-second budget."""
+        port = f" --port {self.port}" if self.port is not None else ""
+        return f"pysockopt keepalive --pid {self.pid}{port} --detect {detect} --apply"
+
+    def summary(self) -> str:
+        """Two or three lines a person reads first."""
+        p = process(Process(self.pid, self.command))
+        n = len(self.connections)
+        lines = [f"{p}: {n} connection{'s' if n != 1 else ''}, "
+                 f"{len(self.listeners)} listener{'s' if len(self.listeners) != 1 else ''}; "
+                 f"{len(self.without_keepalive)} without keepalive"
+                 + (f", {len(self.unknown)} unknown" if self.unknown else "") + "."]
+        worst = self.worst_detection
+        if self.without_keepalive:
+            lines.append("Worst case: a dead peer on an idle connection is never noticed "
+                         "(data in flight: only after the retransmission timeout, ~15 min).")
+        elif worst is None:
+            lines.append("Worst case: unknown (some options could not be read).")
+        elif n:
+            writes = [s.keepalive.worst_case_detection for s in self.connections
+                      if s.keepalive is not None]
+            text = f"Worst case: a dead peer is noticed after {duration(worst)} when idle"
+            if len(writes) == n and all(w is not None for w in writes):
+                text += f", {duration(max(w for w in writes if w is not None))} with writes."
+            else:
+                text += ("; with data in flight and no TCP_USER_TIMEOUT, only after the "
+                         "retransmission timeout (~15 min).")
+            lines.append(text)
+        if self.without_keepalive or (worst is not None and worst > 300):
+            lines.append(f"Fix it live: {self.fix_command()}")
+        if self.refused:
+            lines.append(f"{len(self.refused)} socket(s) read from the kernel's timer only: "
+                         f"{self.refused[0].error}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the audit for JSON."""
+        return {
+            "pid": self.pid,
+            "command": self.command,
+            "port": self.port,
+            "sockets": [s.as_dict() for s in self.sockets],
+            "connections": len(self.connections),
+            "listeners": len(self.listeners),
+            "without_keepalive": len(self.without_keepalive),
+            "unknown": len(self.unknown),
+            "worst_detection": self.worst_detection,
+            "fix": self.fix_command() if self.without_keepalive else None,
+        }
+
+
+def audit_process(pid: int, *, port: int | None = None) -> ProcessAudit:
+    """Return the keepalive audit of process ``pid`` (its sockets and a summary)."""
+    with _Target(pid) as target:
+        sockets = _audit(target, port, _state_mask(None))
+        return ProcessAudit(pid, target.command(), port, tuple(sockets))
+
+
+# --- apply
+
+
+@dataclass(frozen=True, slots=True)
+class KeepaliveChange:
+    """What applying a config to one of a process's sockets did (or, in a dry run, would do).
+
+    ``before`` is the socket as audited; ``report`` what apply_keepalive read back from it
+    afterwards (None in a dry run or when it failed, and then ``error`` says why).
+    """
+
+    socket: ProcessSocket
+    config: KeepaliveConfig
+    report: KeepaliveReport | None
+    error: OSError | None
+
+    @property
+    def applied(self) -> bool:
+        """True when the options were set and read back."""
+        return self.report is not None
+
+    @property
+    def after(self) -> KeepaliveSettings | None:
+        """The settings read back after the change (None when not applied)."""
+        return None if self.report is None else self.report.effective
+
+    def changes(self) -> list[tuple[str, object, object]]:
+        """``(option, before, after)`` for each option that differs (after = requested if dry)."""
+        before = self.socket.keepalive
+        after = self.after
+        c = self.config
+        wanted = (True, c.idle, c.interval, c.count, c.user_timeout_ms)
+        names = ("SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT",
+                 "TCP_USER_TIMEOUT")
+        olds: tuple[object, ...] = ((before.enabled, before.idle, before.interval, before.count,
+                                     before.user_timeout_ms) if before else (None,) * 5)
+        news: tuple[object, ...] = ((after.enabled, after.idle, after.interval, after.count,
+                                     after.user_timeout_ms) if after else wanted)
+        return [(n, o, w) for n, o, w, want in zip(names, olds, news, wanted, strict=True)
+                if want is not None and o != w]
+
+    def describe(self) -> str:
+        """One line: which socket, and what changed."""
+        s = self.socket
+        c = s.connection
+        head = f"pid {s.pid} fd {s.fd} {c.state.label} {c.local} -> {c.remote}"
+        if self.error is not None:
+            return f"{head}: not changed: {self.error}"
+        diff = ", ".join(f"{n} {_show(o)}->{_show(w)}" for n, o, w in self.changes())
+        verb = "set" if self.applied else "would set"
+        text = f"{head}: {verb} {diff}" if diff else f"{head}: already as asked"
+        if s.is_listener:
+            text += " (a listener: connections it accepts from now on inherit this)"
+        return text
+
+    def as_dict(self) -> dict[str, object]:
+        """Return the change for JSON."""
+        after = self.after
+        return {
+            **self.socket.as_dict(),
+            "applied": self.applied,
+            "changes": [{"option": n, "before": o, "after": w} for n, o, w in self.changes()],
+            "after": None if after is None else after._asdict(),
+            "inherited_by_accepted": self.socket.is_listener,
+            "error": None if self.error is None else str(self.error),
+        }
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "?"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+#: States where keepalive changes nothing: nothing left to probe, or nothing the process holds.
+_POINTLESS: Final = frozenset({TcpState.TIME_WAIT, TcpState.CLOSE, TcpState.SYN_RECV,
+                               TcpState.NEW_SYN_RECV})
+
+
+def apply_keepalive_to_process(
+    pid: int,
+    config: KeepaliveConfig,
+    *,
+    port: int | None = None,
+    states: Iterable[TcpState | int | str] | TcpState | int | str | None = None,
+    dry_run: bool = False,
+) -> list[KeepaliveChange]:
+    """Apply ``config`` to the live TCP sockets of process ``pid``; one result per socket.
+
+    Each matching socket (``port``: local or remote port; ``states``: None for every state
+    where keepalive acts) is duplicated with pidfd_getfd, configured with apply_keepalive on
+    the duplicate and read back, and the duplicate is closed before the next. ``dry_run``
+    reads and reports without changing anything. Listeners included this way make the
+    connections they accept from now on inherit the settings (Linux). One socket refused
+    never stops the others: its result carries the error. Each change is logged, one line per
+    socket, on the ``pysockopt.live`` logger.
+    """
+    if not isinstance(config, KeepaliveConfig):
+        raise TypeError(f"config must be a KeepaliveConfig, not {type(config).__name__}")
+    if states is not None:
+        wanted = ({parse_state(states)} if isinstance(states, (int, str))
+                  else {parse_state(s) for s in states})
+        mask = _state_mask(wanted)
+    else:
+        mask = _state_mask(s for s in TcpState if s not in _POINTLESS)
+    results: list[KeepaliveChange] = []
+    with _Target(pid) as target:
+        for sock in _audit(target, port, mask):
+            if dry_run:
+                results.append(KeepaliveChange(sock, config, None, sock.error))
+                continue
+            try:
+                with target.borrow(sock.fd, sock.connection.inode) as dup:
+                    report = apply_keepalive(dup, config, verify=True)
+                change = KeepaliveChange(sock, config, report, None)
+            except OSError as err:
+                change = KeepaliveChange(sock, config, None, err)
+            log.info("%s", change.describe())
+            results.append(change)
+    return results
