@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -194,8 +195,9 @@ def test_counter_delta_is_never_negative(before: int, now: int) -> None:
 
 def _with_counters(s: Sample, **changes: object) -> Sample:
     c = s.counters
-    fields = {k: MappingProxyType(dict(getattr(c, k), **v)) if isinstance(v, dict) else v
-              for k, v in changes.items()}
+    fields: dict[str, Any] = {
+        k: MappingProxyType(dict(getattr(c, k), **v)) if isinstance(v, dict) else v
+        for k, v in changes.items()}
     return dataclasses.replace(s, counters=dataclasses.replace(c, **fields))
 
 
@@ -424,7 +426,7 @@ def test_port_exhaustion_eta_at_a_known_connection_rate(netns_pair: NetnsPair) -
     ev = _evidence(f)
     assert _within(float(ev["ports_per_second"]), 50.0), ev  # type: ignore[arg-type]
     assert ev["ephemeral_ports"] == 1000 and ev["tw_reuse_applies"] == "no"
-    eta = (1000 - int(ev["in_use"])) / float(ev["ports_per_second"])  # type: ignore[arg-type]
+    eta = (1000 - int(str(ev["in_use"]))) / float(ev["ports_per_second"])  # type: ignore[arg-type]
     assert float(ev["eta_s"]) == pytest.approx(eta, abs=0.1)  # type: ignore[arg-type]
     assert f.severity == Severity.CRITICAL  # well under a minute
     assert "new connections/s to 127.0.0.1:" in f.summary and "run out in ~" in f.summary
@@ -490,9 +492,9 @@ def test_conntrack_count_in_a_namespace(netns_pair: NetnsPair) -> None:
         assert not _found(d, "CONNTRACK_NEAR_FULL")
         assert counted.conntrack_max
         low = Thresholds(conntrack_ratio=4 / counted.conntrack_max)
-        (f,) = _found(netns_pair.in_ns("a", lambda: pysockopt.diagnose(thresholds=low)),
-                      "CONNTRACK_NEAR_FULL")
-        assert _evidence(f)["nf_conntrack_count"] == 5 and f.severity == Severity.WARNING
+        (near,) = _found(netns_pair.in_ns("a", lambda: pysockopt.diagnose(thresholds=low)),
+                         "CONNTRACK_NEAR_FULL")
+        assert _evidence(near)["nf_conntrack_count"] == 5 and near.severity == Severity.WARNING
     finally:
         pile.close()
 
@@ -528,8 +530,9 @@ def _check(code: str, counters: Counters, t: Thresholds | None = None) -> list[F
 def test_counter_rules_at_their_thresholds(code: str, changes: dict[str, object],
                                            severity: str | None) -> None:
     base = Counters.read()
-    fields = {k: MappingProxyType(dict(getattr(base, k), **v)) if isinstance(v, dict) else v
-              for k, v in changes.items()}
+    fields: dict[str, Any] = {
+        k: MappingProxyType(dict(getattr(base, k), **v)) if isinstance(v, dict) else v
+        for k, v in changes.items()}
     found = _check(code, dataclasses.replace(base, **fields))
     if severity is None:
         assert found == []
@@ -665,7 +668,8 @@ def test_sample_and_rates_of_another_namespace(netns_pair: NetnsPair) -> None:
         (f,) = _found(d, "CLOSE_WAIT_GROWING")
         assert f.netns is not None and f.netns.name == netns_pair.a
         assert d.interval is not None and d.sample is not None
-        assert d.sample.counters.tcp["ActiveOpens"] > 2
+        opens = d.sample.counters.tcp["ActiveOpens"]
+        assert opens is not None and opens > 2
     finally:
         pile.close()
 
