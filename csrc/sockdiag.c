@@ -145,31 +145,47 @@ int pso_sd_build_request(const struct pso_sd_query *q, int family, uint32_t seq,
     struct {
         struct inet_diag_bc_op s_eq, s_port, jmp, d_eq, d_port;
     } bc;
-    size_t bc_len = q != NULL && q->port >= 0 ? sizeof bc : 0;
-    size_t attr_len = bc_len ? NLA_HDRLEN + bc_len : 0;
-    size_t total = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(struct inet_diag_req_v2)) + attr_len;
-
-    if (q == NULL || buf == NULL || (family != AF_INET && family != AF_INET6) ||
+    if (q == NULL || buf == NULL ||
+        (family != AF_UNSPEC && family != AF_INET && family != AF_INET6) ||
         q->port < -1 || q->port > 65535 || (q->states & ~(uint32_t)0xffff) != 0)
         return -EINVAL;
+    /* Both request layouts are followed by the same optional INET_DIAG_REQ_BYTECODE: the
+     * kernel looks for it after the aligned header of either (inet_diag_parse_attrs). */
+    size_t hdr = family == AF_UNSPEC ? sizeof(struct inet_diag_req)
+                                     : sizeof(struct inet_diag_req_v2);
+    size_t bc_len = q->port >= 0 ? sizeof bc : 0;
+    size_t attr_len = bc_len ? NLA_HDRLEN + bc_len : 0;
+    size_t total = NLMSG_HDRLEN + NLMSG_ALIGN(hdr) + attr_len;
     if (cap < total)
         return -ENOBUFS;
     memset(buf, 0, total);
 
+    uint8_t ext = 0;
+    if (q->ext & PSO_SD_EXT_INFO)
+        ext |= 1 << (ATTR_INFO - 1);
+    if (q->ext & PSO_SD_EXT_SKMEMINFO)
+        ext |= 1 << (ATTR_SKMEMINFO - 1);
+
     struct nlmsghdr *nlh = (struct nlmsghdr *)buf;
     nlh->nlmsg_len = (uint32_t)total;
-    nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
     nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
     nlh->nlmsg_seq = seq;
-
-    struct inet_diag_req_v2 *req = (struct inet_diag_req_v2 *)(buf + NLMSG_HDRLEN);
-    req->sdiag_family = (uint8_t)family;
-    req->sdiag_protocol = IPPROTO_TCP;
-    req->idiag_states = q->states;
-    if (q->ext & PSO_SD_EXT_INFO)
-        req->idiag_ext |= 1 << (ATTR_INFO - 1);
-    if (q->ext & PSO_SD_EXT_SKMEMINFO)
-        req->idiag_ext |= 1 << (ATTR_SKMEMINFO - 1);
+    if (family == AF_UNSPEC) {
+        /* The kernel dumps this one with sdiag_family AF_UNSPEC whatever idiag_family says,
+         * for the protocol the message type names (inet_diag_type2proto). */
+        struct inet_diag_req *req = (struct inet_diag_req *)(buf + NLMSG_HDRLEN);
+        nlh->nlmsg_type = PSO_SD_TCPDIAG_GETSOCK;
+        req->idiag_family = AF_UNSPEC;
+        req->idiag_ext = ext;
+        req->idiag_states = q->states;
+    } else {
+        struct inet_diag_req_v2 *req = (struct inet_diag_req_v2 *)(buf + NLMSG_HDRLEN);
+        nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
+        req->sdiag_family = (uint8_t)family;
+        req->sdiag_protocol = IPPROTO_TCP;
+        req->idiag_ext = ext;
+        req->idiag_states = q->states;
+    }
 
     if (bc_len) {
         /* yes/no are byte offsets from the op; landing exactly on the end accepts, landing
@@ -179,8 +195,7 @@ int pso_sd_build_request(const struct pso_sd_query *q, int family, uint32_t seq,
         bc.jmp = (struct inet_diag_bc_op){BC_JMP, 4, 12};     /* sport matched: to the end */
         bc.d_eq = (struct inet_diag_bc_op){BC_D_EQ, 8, 12};   /* no: 4 past the end */
         bc.d_port = (struct inet_diag_bc_op){0, 0, (uint16_t)q->port};
-        struct nlattr *nla = (struct nlattr *)(buf + NLMSG_HDRLEN +
-                                               NLMSG_ALIGN(sizeof(struct inet_diag_req_v2)));
+        struct nlattr *nla = (struct nlattr *)(buf + NLMSG_HDRLEN + NLMSG_ALIGN(hdr));
         nla->nla_len = (uint16_t)attr_len;
         nla->nla_type = REQ_BYTECODE;
         memcpy((uint8_t *)nla + NLA_HDRLEN, &bc, bc_len);
@@ -305,7 +320,8 @@ int pso_sd_parse(const uint8_t *buf, size_t len, struct pso_sd_sink *sink)
         }
         if (h.nlmsg_type == NLMSG_OVERRUN)
             return -ENOBUFS;
-        if (h.nlmsg_type == SOCK_DIAG_BY_FAMILY) {
+        /* The reply to a dump carries its request's type (inet_sk_diag_fill: unlh's). */
+        if (h.nlmsg_type == SOCK_DIAG_BY_FAMILY || h.nlmsg_type == PSO_SD_TCPDIAG_GETSOCK) {
             int rc = parse_diag_msg(payload, plen, sink);
             if (rc)
                 return rc;
@@ -333,6 +349,9 @@ static int send_request(int fd, const struct pso_sd_query *q, int family, uint32
     int n = pso_sd_build_request(q, family, seq, req, sizeof req);
     if (n < 0)
         return fail_step(sink, PSO_SD_STEP_SEND, n);
+    if (family == AF_UNSPEC && sink->unspec_type > 0 && sink->unspec_type <= UINT16_MAX)
+        ((struct nlmsghdr *)req)->nlmsg_type = (uint16_t)sink->unspec_type;
+    sink->dumps++;
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
     ssize_t sent;
     do {
@@ -421,11 +440,34 @@ int pso_sd_recv_dump(int fd, struct pso_sd_sink *sink)
     return rc;
 }
 
+/* Sends one dump request on fd and reads its whole reply into sink. */
+static int dump_once(int fd, const struct pso_sd_query *q, int family, uint32_t seq,
+                     struct pso_sd_sink *sink)
+{
+    int rc = send_request(fd, q, family, seq, sink);
+    if (rc != 0)
+        return rc;
+    pso_sd_sink_rearm(sink, seq);
+    return pso_sd_recv_dump(fd, sink);
+}
+
+/* How a kernel without the tcp_diag compatibility request answers it: -EOPNOTSUPP when
+ * inet_diag registered no compat handler (sock_diag_rcv_msg), -EINVAL for a message type it
+ * does not know, -ENOENT when no TCP handler is there (the per-family dumps then fail alike
+ * and the caller reads /proc). Only the kernel's own answer counts, never a local failure. */
+static int unspec_refused(const struct pso_sd_sink *sink, int rc)
+{
+    return sink->failed_step == PSO_SD_STEP_KERNEL &&
+           (rc == -EINVAL || rc == -EOPNOTSUPP || rc == -ENOENT);
+}
+
 int pso_sd_dump(const struct pso_sd_query *q, struct pso_sd_sink *sink)
 {
     if (sink == NULL)
         return -EINVAL;
     sink->failed_step = 0;
+    sink->dumps = 0;
+    sink->unspec_refused = 0;
     if (q == NULL)
         return fail_step(sink, PSO_SD_STEP_SEND, -EINVAL);
     if (q->family != 0 && q->family != AF_INET && q->family != AF_INET6)
@@ -433,19 +475,33 @@ int pso_sd_dump(const struct pso_sd_query *q, struct pso_sd_sink *sink)
     int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
     if (fd < 0)
         return fail_step(sink, PSO_SD_STEP_SOCKET, -errno);
-    /* A fresh socket per dump: its replies carry only our sequence numbers. */
+    /* A fresh socket per dump: its replies carry only our sequence numbers, a new one for
+     * each request, so nothing left of a refused request can pass for a later reply. */
     uint32_t seq = 0;
     int rc = 0;
+    int apart = q->family != 0 || sink->split;
+    if (!apart) {
+        /* Every dump walks the kernel's whole established hash, which all namespaces share:
+         * one walk for both families instead of one per family. */
+        struct pso_sd_mark mark;
+        int interrupted = sink->interrupted;
+        pso_sd_sink_mark(sink, &mark);
+        rc = dump_once(fd, q, AF_UNSPEC, ++seq, sink);
+        if (rc != 0 && unspec_refused(sink, rc)) {
+            /* Never a partial answer: whatever came before the refusal goes. */
+            pso_sd_sink_rollback(sink, &mark);
+            sink->interrupted = interrupted;
+            sink->unspec_refused = rc;
+            sink->failed_step = 0;
+            rc = 0;
+            apart = 1;
+        }
+    }
     static const int families[2] = {AF_INET, AF_INET6};
-    for (int i = 0; i < 2 && rc == 0; i++) {
+    for (int i = 0; apart && i < 2 && rc == 0; i++) {
         if (q->family != 0 && q->family != families[i])
             continue;
-        seq++;
-        rc = send_request(fd, q, families[i], seq, sink);
-        if (rc == 0) {
-            pso_sd_sink_rearm(sink, seq);
-            rc = pso_sd_recv_dump(fd, sink);
-        }
+        rc = dump_once(fd, q, families[i], ++seq, sink);
     }
     close(fd);
     return rc;

@@ -21,7 +21,8 @@
 #define PSO_SD_MORE 0
 #define PSO_SD_DONE 1
 
-/* What to enumerate. family: AF_INET, AF_INET6 or 0 for both (dumped one after the other);
+/* What to enumerate. family: AF_INET, AF_INET6 or 0 for both (see pso_sd_dump: one dump of
+ *   both families where the kernel allows it, else one per family);
  * states: bitmask of 1 << state (SYN_RECV also brings the kernel's request sockets, which
  *   both sources label SYN_RECV; the /proc parser ignores bit NEW_SYN_RECV);
  * port: -1 for any, else sockets whose local OR remote port is this one (kernel bytecode). */
@@ -57,6 +58,11 @@ struct pso_conn {
     uint8_t pad;
 };
 
+/* The request that dumps both families in one walk of the kernel's tables: the original
+ * tcp_diag request (nlmsg_type 18, struct inet_diag_req), which the kernel answers with
+ * AF_UNSPEC (net/ipv4/inet_diag.c inet_diag_dump_compat), its replies of the same type. */
+#define PSO_SD_TCPDIAG_GETSOCK 18
+
 /* Default receive timeout per datagram of a dump, and the first receive buffer's size. */
 #define PSO_SD_TIMEOUT_MS 10000
 #define PSO_SD_RECV_SIZE 65536
@@ -67,10 +73,15 @@ struct pso_conn {
  * pso_sd_sink_free. counts[] is always filled; conns[] and info[] only when keep is 1.
  * seq: the netlink sequence number replies must carry (0: any).
  * Settings (0: the default): recv_size, the first receive buffer's size (grown to fit a
- * larger datagram); timeout_ms, how long to wait for each datagram before -ETIMEDOUT.
+ * larger datagram); timeout_ms, how long to wait for each datagram before -ETIMEDOUT;
+ * split, 1 to dump a query for both families one family at a time even where one dump would
+ * do; unspec_type, the nlmsg_type of the one-dump request (0: PSO_SD_TCPDIAG_GETSOCK; a seam
+ * for tests, which set a type the kernel refuses to drive the fallback).
  * Outcome: failed_step, the PSO_SD_STEP_* of a failed dump (0 otherwise); bad_line, the line
  * pso_proc_parse refused; interrupted, 1 once a reply carried NLM_F_DUMP_INTR (the kernel's
- * tables changed during the dump: what was read may be inconsistent; the caller retries). */
+ * tables changed during the dump: what was read may be inconsistent; the caller retries);
+ * dumps, the dump requests the last pso_sd_dump sent; unspec_refused, the -errno with which
+ * the kernel refused its one-dump request (the per-family dumps then ran), else 0. */
 struct pso_sd_sink {
     int keep;
     uint32_t seq;
@@ -85,9 +96,13 @@ struct pso_sd_sink {
     size_t info_cap;
     int recv_size;
     int timeout_ms;
+    int split;
+    int unspec_type;
     int failed_step;
     int bad_line;
     int interrupted;
+    int dumps;
+    int unspec_refused;
 };
 
 /* What a sink held at one point, so a dump that must be retried can be taken back. */
@@ -107,8 +122,11 @@ void pso_sd_sink_rearm(struct pso_sd_sink *sink, uint32_t seq);
 void pso_sd_sink_mark(const struct pso_sd_sink *sink, struct pso_sd_mark *mark);
 void pso_sd_sink_rollback(struct pso_sd_sink *sink, const struct pso_sd_mark *mark);
 
-/* Builds the SOCK_DIAG_BY_FAMILY dump request for one family into buf (cap bytes).
- * Returns its length or -errno (-EINVAL for a bad query, -ENOBUFS if cap is too small). */
+/* Builds the dump request for q into buf (cap bytes): for family AF_INET or AF_INET6 a
+ * SOCK_DIAG_BY_FAMILY request (inet_diag_req_v2); for 0 (AF_UNSPEC) the PSO_SD_TCPDIAG_GETSOCK
+ * request (inet_diag_req) that dumps both families at once. Same states, extensions and port
+ * bytecode either way. Returns its length or -errno (-EINVAL for a bad query or family,
+ * -ENOBUFS if cap is too small). */
 int pso_sd_build_request(const struct pso_sd_query *q, int family, uint32_t seq,
                          uint8_t *buf, size_t cap);
 
@@ -118,10 +136,14 @@ int pso_sd_build_request(const struct pso_sd_query *q, int family, uint32_t seq,
  * A message flagged NLM_F_DUMP_INTR sets sink->interrupted and is parsed as usual. */
 int pso_sd_parse(const uint8_t *buf, size_t len, struct pso_sd_sink *sink);
 
-/* Runs the dump for q (both families when q->family is 0) over a fresh NETLINK_SOCK_DIAG
- * socket, reading datagrams until NLMSG_DONE, into sink. Returns 0 or -errno (-ETIMEDOUT when
- * no datagram came within the timeout); on failure sink->failed_step says which step
- * (PSO_SD_STEP_*). An interrupted dump (sink->interrupted) returns 0: the caller decides. */
+/* Runs the dump for q over a fresh NETLINK_SOCK_DIAG socket, reading datagrams until
+ * NLMSG_DONE, into sink. When q->family is 0: one PSO_SD_TCPDIAG_GETSOCK dump of both
+ * families (one walk of the kernel's tables instead of two); if the kernel refuses it
+ * (-EINVAL, -EOPNOTSUPP or -ENOENT: built without it), whatever it added is taken back out of
+ * the sink and one SOCK_DIAG_BY_FAMILY dump per family follows (also with sink->split set).
+ * Returns 0 or -errno (-ETIMEDOUT when no datagram came within the timeout); on failure
+ * sink->failed_step says which step (PSO_SD_STEP_*). An interrupted dump (sink->interrupted)
+ * returns 0: the caller decides. */
 int pso_sd_dump(const struct pso_sd_query *q, struct pso_sd_sink *sink);
 
 /* The reading half of pso_sd_dump: reads datagrams from fd, a NETLINK_SOCK_DIAG socket a dump

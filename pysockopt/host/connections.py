@@ -1,10 +1,12 @@
 """Every TCP socket on the host, like ``ss -tan``: enumeration and counts by state.
 
-The kernel is asked through NETLINK_SOCK_DIAG, the interface ``ss`` uses: one dump per address
-family, every datagram read until NLMSG_DONE, the state and port filters run by the kernel,
-TCP_INFO attached only when asked. Where netlink is refused, /proc/net/tcp and /proc/net/tcp6
-give the same answers (without tcp_info, listener backlogs and drops). Counting happens in C and
-creates no Python object per socket.
+The kernel is asked through NETLINK_SOCK_DIAG, the interface ``ss`` uses: every datagram read
+until NLMSG_DONE, the state and port filters run by the kernel, TCP_INFO attached only when asked.
+Both families come from one dump (the tcp_diag request, answered for AF_UNSPEC: one walk of the
+kernel's socket tables, which every namespace shares, instead of one walk per family); a kernel
+that refuses it gets one SOCK_DIAG_BY_FAMILY dump per family, as ``ss`` asks for them. Where
+netlink is refused, /proc/net/tcp and /proc/net/tcp6 give the same answers (without tcp_info,
+listener backlogs and drops). Counting happens in C and creates no Python object per socket.
 
 Everything here sees the network namespace of the calling thread, unless ``netns=`` names
 another one: the dump then runs in a native thread that entered it (see namespaces.py).
@@ -265,6 +267,11 @@ _INCONSISTENT: Final = ("the socket tables changed while they were read (NLM_F_D
 #: grown to fit any datagram, and 10 s to wait for each datagram).
 _RECV_SIZE = 0
 _TIMEOUT_MS = 0
+#: 1: dump the two families one at a time even where one dump would do (sink.split).
+_SPLIT = 0
+#: The message type of the one-dump request (0: TCPDIAG_GETSOCK): the seam of its fallback
+#: (tests set a type the kernel refuses, as a kernel built without that request refuses it).
+_UNSPEC_TYPE = 0
 #: The native dump: the one seam of the retry loop (tests wrap it to mark dumps interrupted,
 #: which the kernel does only when its tables change mid-dump).
 _native_dump = lib.pso_sd_dump
@@ -364,6 +371,8 @@ def _new_sink(keep: bool) -> object:
     lib.pso_sd_sink_init(sink, 1 if keep else 0)
     sink.recv_size = _RECV_SIZE
     sink.timeout_ms = _TIMEOUT_MS
+    sink.split = _SPLIT
+    sink.unspec_type = _UNSPEC_TYPE
     return sink
 
 
