@@ -30,6 +30,7 @@ SECONDS = float(os.environ.get("PYSOCKOPT_FUZZ_SECONDS", "2"))
 SEED = int(os.environ.get("PYSOCKOPT_FUZZ_SEED", "0")) or random.SystemRandom().randrange(2**32)
 
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN, SOCK_DIAG_BY_FAMILY = 1, 2, 3, 4, 20
+TCPDIAG_GETSOCK = 18  # the one-dump request's type, which its replies carry
 NLM_F_MULTI, NLM_F_DUMP_INTR = 2, 0x10
 ATTR_INFO, ATTR_SKMEMINFO = 2, 7
 STATES = [s for s in TcpState if s != TcpState.NEW_SYN_RECV]
@@ -95,7 +96,7 @@ def _socket_message(r: random.Random) -> tuple[bytes, tuple[object, ...]]:
             + r.randbytes(20) + attrs)
     expect = (state, socket.inet_ntop(family, src), sport, socket.inet_ntop(family, dst),
               dport, cookie, info_len or None)
-    return _nlmsg(SOCK_DIAG_BY_FAMILY, body), expect
+    return _nlmsg(r.choice((SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK)), body), expect
 
 
 def _nlmsg(kind: int, payload: bytes, flags: int = NLM_F_MULTI, seq: int = 0) -> bytes:
@@ -138,7 +139,7 @@ def _mutate_dump(r: random.Random, datagrams: list[bytes]) -> list[bytes]:
         elif kind == 4:  # odd DONE status, or data after DONE
             d += _nlmsg(NLMSG_DONE, struct.pack("=i", r.randrange(-(2**31), 2**31)))
         elif kind == 5:  # unknown type, NOOP, OVERRUN
-            d += _nlmsg(r.choice((0, NLMSG_NOOP, NLMSG_OVERRUN, 19, 21, 0xFFFF)), r.randbytes(
+            d += _nlmsg(r.choice((0, NLMSG_NOOP, NLMSG_OVERRUN, 17, 19, 21, 0xFFFF)), r.randbytes(
                 r.randrange(8)))
         elif kind == 6 and len(d) >= 8:  # the interrupted flag
             struct.pack_into("=H", d, 6, NLM_F_MULTI | NLM_F_DUMP_INTR)

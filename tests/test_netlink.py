@@ -10,6 +10,7 @@ Python retry loop makes, wrapped here around the real one).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import socket
@@ -17,13 +18,15 @@ import struct
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from netns import NetnsPair
 
 from pysockopt import TcpState, connections, state_counts
-from pysockopt._native import lib
+from pysockopt._native import ffi, lib
 from pysockopt.host.connections import Connection, _parse_dump, _parse_proc
 
 # The module, not the function pysockopt.host re-exports under the same name (which an import
@@ -113,6 +116,18 @@ def test_cookie_is_64_bits_from_the_two_words() -> None:
     (c,) = _parse_dump([_message(20, _diag_msg(cookie=0x0123456789ABCDEF)) + DONE])
     assert c.cookie == 0x0123456789ABCDEF
     assert c.as_dict()["cookie"] == 0x0123456789ABCDEF
+
+
+def test_parser_takes_the_unspec_dumps_type_18_and_no_other_new_type() -> None:
+    (c,) = _parse_dump([_message(18, _diag_msg(cookie=5)) + DONE])  # TCPDIAG_GETSOCK
+    assert c.cookie == 5 and c.state == TcpState.ESTABLISHED
+    both = _parse_dump([_message(18, _diag_msg(sport=1)) + _message(20, _diag_msg(sport=2)),
+                        DONE])
+    assert [c.local_port for c in both] == [1, 2]
+    for kind in (17, 19, 21):
+        with pytest.raises(OSError) as info:
+            _parse_dump([_message(kind, _diag_msg()) + DONE])
+        assert info.value.errno == errno.EBADMSG
 
 
 # --- NLM_F_DUMP_INTR
@@ -248,3 +263,338 @@ def test_proc_bad_line_is_reported_per_call() -> None:
     with pytest.raises(OSError) as info:
         _parse_proc(header + b"garbage\n", socket.AF_INET)
     assert info.value.errno == errno.EBADMSG and "line 2" in str(info.value)
+
+
+# --- both families in one dump (TCPDIAG_GETSOCK), and the fallback to one dump per family
+#
+# The one-dump path must give exactly what the two per-family dumps give, for IPv4, IPv6 and
+# v4-mapped sockets, under every filter; a kernel that refuses its request (as one built
+# without it does) is reached through the request type the sink carries (``_UNSPEC_TYPE``):
+# the running kernel really refuses type 17 (sock_diag_rcv_msg: -EINVAL).
+
+TCPDIAG_GETSOCK = 18
+REFUSED_TYPE = 17
+_REAL_DUMP = conn_module._native_dump
+
+
+@contextlib.contextmanager
+def _mixed() -> Iterator[tuple[int, int]]:
+    """Sockets of every family on two ports: (dual-stack IPv6 port, IPv4 port).
+
+    On the dual-stack listener: IPv6 pairs, and IPv4 clients whose accepted sockets are
+    AF_INET6 with v4-mapped addresses; TIME_WAIT and CLOSE_WAIT of both kinds, one connection
+    left in the accept queue. On the IPv4 listener: plain IPv4 pairs and a TIME_WAIT.
+    """
+    held: list[socket.socket] = []
+    try:
+        dual = socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True)
+        plain = socket.create_server(("127.0.0.1", 0))
+        held += [dual, plain]
+        p6, p4 = dual.getsockname()[1], plain.getsockname()[1]
+
+        def pair(listener: socket.socket, host: str, port: int) -> tuple[socket.socket, ...]:
+            client = socket.create_connection((host, port), timeout=5)
+            server, _ = listener.accept()
+            held.extend((client, server))
+            return client, server
+
+        for host in ("::1", "127.0.0.1"):
+            pair(dual, host, p6)
+            pair(dual, host, p6)
+            client, server = pair(dual, host, p6)
+            client.shutdown(socket.SHUT_WR)  # server: CLOSE_WAIT, client: FIN_WAIT2
+            client, server = pair(dual, host, p6)
+            client.close()  # client: TIME_WAIT
+            server.recv(1)
+            server.close()
+        pair(plain, "127.0.0.1", p4)
+        client, server = pair(plain, "127.0.0.1", p4)
+        client.close()
+        server.recv(1)
+        server.close()
+        held.append(socket.create_connection(("127.0.0.1", p6), timeout=5))  # not accepted
+        # Until the closing servers are gone (LAST_ACK) and every FIN has arrived.
+        want = {p6: {TcpState.LISTEN: 1, TcpState.ESTABLISHED: 10, TcpState.CLOSE_WAIT: 2,
+                     TcpState.FIN_WAIT2: 2, TcpState.TIME_WAIT: 2},
+                p4: {TcpState.LISTEN: 1, TcpState.ESTABLISHED: 2, TcpState.TIME_WAIT: 1}}
+        deadline = time.monotonic() + 5
+        while (counts := {p: state_counts(port=p) for p in want}) != want:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the sockets did not settle: {counts}")
+            time.sleep(0.01)
+        yield p6, p4
+    finally:
+        for s in held:
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def mixed() -> Iterator[tuple[int, int]]:
+    with _mixed() as ports:
+        yield ports
+
+
+def _stable(c: Connection) -> tuple[object, ...]:
+    """A record without what moves between two dumps (timer countdowns, tcp_info's clocks)."""
+    return (*c._replace(expires_ms=0, info=None), None if c.info is None else c.info.state)
+
+
+def _native(family: int, states: int, port: int | None, ext: int, *, split: int = 0,
+            unspec_type: int = 0) -> tuple[int, int, int, list[tuple[object, ...]]]:
+    """One pso_sd_dump: (rc, dumps sent, the refusal, the records as _stable, sorted)."""
+    query = ffi.new("struct pso_sd_query *", (family, states, -1 if port is None else port, ext))
+    sink = conn_module._new_sink(True)
+    sink.split = split
+    sink.unspec_type = unspec_type
+    try:
+        rc = lib.pso_sd_dump(query, sink)
+        conns = conn_module._records(sink) if rc == 0 else []
+        return rc, sink.dumps, sink.unspec_refused, sorted(map(_stable, conns))
+    finally:
+        lib.pso_sd_sink_free(sink)
+
+
+class Recording:
+    """Wraps the real native dump and keeps what each call's sink says of the path taken."""
+
+    def __init__(self) -> None:
+        self.paths: list[tuple[int, int, int]] = []  # (rc, dumps, unspec_refused)
+        self.real = _REAL_DUMP
+
+    def __call__(self, query: object, sink: object) -> int:
+        rc = int(self.real(query, sink))
+        self.paths.append((rc, sink.dumps, sink.unspec_refused))  # type: ignore[attr-defined]
+        return rc
+
+
+STATE_MASKS = {
+    "all": 0xFFF,
+    "listen": 1 << TcpState.LISTEN,
+    "established": 1 << TcpState.ESTABLISHED,
+    "closing-kinds": (1 << TcpState.TIME_WAIT) | (1 << TcpState.CLOSE_WAIT)
+                     | (1 << TcpState.FIN_WAIT2),
+    "none-there": 1 << TcpState.SYN_SENT,
+}
+
+
+def test_unspec_request_is_tcpdiag_getsock_with_the_same_filter(mixed: tuple[int, int]) -> None:
+    port = mixed[0]
+    bufs = {}
+    for family in (0, socket.AF_INET):
+        query = ffi.new("struct pso_sd_query *", (family, 0xFFF, port, lib.PSO_SD_EXT_INFO))
+        buf = ffi.new("uint8_t[256]")
+        n = lib.pso_sd_build_request(query, family, 7, buf, 256)
+        assert n > 0
+        bufs[family] = ffi.buffer(buf, n)[:]
+    length, kind, flags, seq = struct.unpack_from("=IHHI", bufs[0])
+    assert (length, kind, seq) == (len(bufs[0]), TCPDIAG_GETSOCK, 7)
+    assert flags == struct.unpack_from("=IHH", bufs[socket.AF_INET])[2]  # REQUEST | DUMP
+    # The same port bytecode closes both requests (INET_DIAG_REQ_BYTECODE, 5 ops).
+    assert bufs[0][-24:] == bufs[socket.AF_INET][-24:]
+    assert struct.unpack_from("=HH", bufs[0], len(bufs[0]) - 24) == (24, 1)
+    bad = ffi.new("struct pso_sd_query *", (0, 0xFFF, -1, 0))
+    assert lib.pso_sd_build_request(bad, 1, 7, ffi.new("uint8_t[256]"), 256) == -errno.EINVAL
+
+
+def test_kernel_answers_the_unspec_request_with_both_families_in_type_18(
+    mixed: tuple[int, int],
+) -> None:
+    port = mixed[0]
+    query = ffi.new("struct pso_sd_query *", (0, 0xFFF, port, lib.PSO_SD_EXT_INFO))
+    buf = ffi.new("uint8_t[256]")
+    n = lib.pso_sd_build_request(query, 0, 7, buf, 256)
+    datagrams, kinds = [], set()
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4) as s:  # NETLINK_SOCK_DIAG
+        s.settimeout(10)
+        s.sendto(ffi.buffer(buf, n)[:], (0, 0))
+        while not kinds & {2, 3}:  # NLMSG_ERROR, NLMSG_DONE
+            data = s.recv(1 << 20)
+            datagrams.append(data)
+            off = 0
+            while off < len(data):
+                length, kind = struct.unpack_from("=IH", data, off)
+                kinds.add(kind)
+                off += (length + 3) & ~3
+    assert kinds == {TCPDIAG_GETSOCK, 3}  # every socket message is type 18; then NLMSG_DONE
+    parsed = _parse_dump(datagrams)
+    assert {(c.family, c.local_address.startswith("::ffff:")) for c in parsed} == {
+        (socket.AF_INET6, False), (socket.AF_INET6, True), (socket.AF_INET, False)}
+    # (connections() asks for SKMEMINFO on listeners only: their drops are left out here)
+    assert sorted(_stable(c._replace(drops=None)) for c in parsed) == sorted(
+        _stable(c._replace(drops=None)) for c in connections(port=port, with_info=True))
+
+
+@pytest.mark.parametrize("ext", [0, lib.PSO_SD_EXT_INFO,
+                                 lib.PSO_SD_EXT_INFO | lib.PSO_SD_EXT_SKMEMINFO])
+@pytest.mark.parametrize("states", STATE_MASKS.values(), ids=STATE_MASKS.keys())
+def test_one_dump_gives_what_the_two_per_family_dumps_give(
+    mixed: tuple[int, int], states: int, ext: int,
+) -> None:
+    for port in mixed:
+        rc, dumps, refused, one = _native(0, states, port, ext)
+        assert (rc, dumps, refused) == (0, 1, 0)
+        rc, dumps, refused, two = _native(0, states, port, ext, split=1)
+        assert (rc, dumps, refused) == (0, 2, 0)
+        assert one == two
+        by_family = sorted(r for fam in (socket.AF_INET, socket.AF_INET6)
+                           for r in _native(fam, states, port, ext)[3])
+        assert one == by_family
+        if states == 0xFFF:
+            assert len(one) == (17 if port == mixed[0] else 4)
+
+
+def test_connections_and_counts_are_the_same_from_either_path(
+    mixed: tuple[int, int], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = {
+        "all": lambda p: connections(port=p),
+        "states": lambda p: connections(port=p, states=["LISTEN", "close-wait", "TIME_WAIT"]),
+        "with_info": lambda p: connections(port=p, with_info=True),
+        "syn_recv": lambda p: connections(port=p, states=[TcpState.NEW_SYN_RECV]),
+        "counts": lambda p: sorted(state_counts(port=p).items()),
+    }
+
+    def answers(split: int) -> tuple[dict[tuple[str, int], object], list[tuple[int, int, int]]]:
+        rec = Recording()
+        monkeypatch.setattr(conn_module, "_native_dump", rec)
+        monkeypatch.setattr(conn_module, "_SPLIT", split)
+        got: dict[tuple[str, int], object] = {}
+        for name, call in calls.items():
+            for port in mixed:
+                result = call(port)
+                got[name, port] = (result if name == "counts"
+                                   else sorted(map(_stable, result)))  # type: ignore[arg-type]
+        return got, rec.paths
+
+    one, one_paths = answers(0)
+    two, two_paths = answers(1)
+    assert one == two
+    assert set(one_paths) == {(0, 1, 0)} and set(two_paths) == {(0, 2, 0)}
+    infos = [c for c in connections(port=mixed[0], with_info=True) if c.info is not None]
+    assert len(infos) == 15  # all but the two TIME_WAIT: IPv4, IPv6 and v4-mapped
+    assert {(c.family, c.local_address.startswith("::ffff:")) for c in infos} == {
+        (socket.AF_INET, False), (socket.AF_INET6, False), (socket.AF_INET6, True)}
+
+
+def test_mixed_families_match_ss(mixed: tuple[int, int]) -> None:
+    from sockpiles import ss_lines
+
+    for port in mixed:
+        ours = Counter((c.state, c.local_port, c.remote_port, c.rqueue, c.wqueue)
+                       for c in connections(port=port))
+        assert ours == Counter(ss_lines(port))
+        assert state_counts(port=port) == dict(Counter(row[0] for row in ss_lines(port)))
+
+
+def test_refused_one_dump_falls_back_to_the_two_dumps(
+    mixed: tuple[int, int], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for port in mixed:
+        rc, dumps, refused, fallback = _native(0, 0xFFF, port, lib.PSO_SD_EXT_INFO,
+                                               unspec_type=REFUSED_TYPE)
+        assert (rc, dumps, refused) == (0, 3, -errno.EINVAL)
+        assert fallback == _native(0, 0xFFF, port, lib.PSO_SD_EXT_INFO, split=1)[3]
+    expected = {p: sorted(map(_stable, connections(port=p, with_info=True))) for p in mixed}
+    counts = {p: state_counts(port=p) for p in mixed}
+    rec = Recording()
+    monkeypatch.setattr(conn_module, "_native_dump", rec)
+    monkeypatch.setattr(conn_module, "_UNSPEC_TYPE", REFUSED_TYPE)
+    for port in mixed:
+        # Two queries into one sink (listeners first): the refused second one must take
+        # back only its own gains, the listeners already read stay, exactly once.
+        got = connections(port=port, with_info=True)
+        assert sorted(map(_stable, got)) == expected[port]
+        assert got[0].state == TcpState.LISTEN
+        assert state_counts(port=port) == counts[port]
+    assert rec.paths and set(rec.paths) == {(0, 3, -errno.EINVAL)}
+
+
+def test_a_local_failure_is_never_taken_for_a_refusal() -> None:
+    # A query the request builder refuses fails before anything reaches the kernel: reported
+    # as it is, with no per-family dumps behind it.
+    rc, dumps, refused, _ = _native(0, 0xFFF, 70000, 0)
+    assert (rc, dumps, refused) == (-errno.EINVAL, 0, 0)
+    query = ffi.new("struct pso_sd_query *", (0, 0xFFF, 70000, 0))
+    sink = conn_module._new_sink(False)
+    try:
+        assert lib.pso_sd_dump(query, sink) == -errno.EINVAL
+        assert sink.failed_step == lib.PSO_SD_STEP_SEND
+    finally:
+        lib.pso_sd_sink_free(sink)
+
+
+def test_retry_sizing_and_timeout_work_on_the_one_dump_path(
+    mixed: tuple[int, int], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port = mixed[0]
+    expected = sorted(map(_stable, connections(port=port, with_info=True)))
+    fake = Interrupting(times=2)  # NLM_F_DUMP_INTR twice: retried from a clean slate
+    rec = Recording()
+    rec.real = fake
+    monkeypatch.setattr(conn_module, "_native_dump", rec)
+    assert sorted(map(_stable, connections(port=port, with_info=True))) == expected
+    assert fake.calls >= 3
+    monkeypatch.setattr(conn_module, "_RECV_SIZE", 64)  # every datagram outgrows it
+    assert sorted(map(_stable, connections(port=port, with_info=True))) == expected
+    monkeypatch.setattr(conn_module, "_RECV_SIZE", 0)
+    monkeypatch.setattr(conn_module, "_TIMEOUT_MS", 1)
+    assert sorted(map(_stable, connections(port=port, with_info=True))) == expected
+    assert set(rec.paths) == {(0, 1, 0)}
+
+
+@pytest.mark.root
+def test_one_dump_of_a_whole_namespace(netns_pair: NetnsPair) -> None:
+    # Unfiltered, where nobody else's sockets come and go between the dumps compared.
+    def inside() -> dict[str, object]:
+        with _mixed() as (p6, p4):
+            out: dict[str, object] = {"ports": (p6, p4)}
+            for name, kw in (("one", {}), ("two", {"split": 1}),
+                             ("refused", {"unspec_type": REFUSED_TYPE})):
+                out[name] = _native(0, 0xFFF, None, lib.PSO_SD_EXT_INFO, **kw)
+            out["ss"] = subprocess.run(["ss", "-tanH"], check=True, capture_output=True,
+                                       text=True).stdout
+            return out
+
+    got = netns_pair.in_ns("a", inside)
+    assert got["one"][:3] == (0, 1, 0)  # type: ignore[index]
+    assert got["two"][:3] == (0, 2, 0)  # type: ignore[index]
+    assert got["refused"][:3] == (0, 3, -errno.EINVAL)  # type: ignore[index]
+    records = got["one"][3]  # type: ignore[index]
+    assert records == got["two"][3] == got["refused"][3]  # type: ignore[index]
+    assert len(records) == 21 == len(str(got["ss"]).splitlines())
+
+
+@pytest.mark.root
+def test_one_dump_in_another_namespace(netns_pair: NetnsPair,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # netns=: the dump runs in a native thread that entered the namespace; same path there.
+    from sockpiles import ss_lines
+
+    stack = contextlib.ExitStack()
+    p6, p4 = netns_pair.in_ns("a", lambda: stack.enter_context(_mixed()))
+    with stack:
+        paths: list[tuple[int, int]] = []
+        real = conn_module._dump_in
+
+        def recording(query: object, sink: object, target: object) -> None:
+            real(query, sink, target)  # type: ignore[arg-type]
+            paths.append((sink.dumps, sink.unspec_refused))  # type: ignore[attr-defined]
+
+        monkeypatch.setattr(conn_module, "_dump_in", recording)
+        answers = {}
+        for split, unspec_type in ((0, 0), (1, 0), (0, REFUSED_TYPE)):
+            monkeypatch.setattr(conn_module, "_SPLIT", split)
+            monkeypatch.setattr(conn_module, "_UNSPEC_TYPE", unspec_type)
+            answers[split, unspec_type] = (
+                sorted(map(_stable, (c._replace(netns=None) for c in
+                                     connections(netns=netns_pair.a, with_info=True)))),
+                sorted(state_counts(netns=netns_pair.a).items()))
+        assert len(set(map(repr, answers.values()))) == 1
+        # connections(): the listener query and the rest; state_counts(): one query.
+        assert paths == [(1, 0)] * 3 + [(2, 0)] * 3 + [(3, -errno.EINVAL)] * 3
+        conns, counts = answers[0, 0]
+        assert len(conns) == 21 and sum(n for _, n in counts) == 21
+        for port in (p6, p4):
+            ours = Counter((c.state, c.local_port, c.remote_port, c.rqueue, c.wqueue)
+                           for c in connections(netns=netns_pair.a, port=port))
+            assert ours == Counter(ss_lines(port, netns_pair.a))
