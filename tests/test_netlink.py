@@ -55,9 +55,21 @@ def _diag_msg(cookie: int = 0, state: int = 1, sport: int = 1234) -> bytes:
 DONE = _message(3, struct.pack("=i", 0))
 
 
+def _listener(family: int, host: str) -> socket.socket:
+    """A listener on a port the kernel picks, without SO_REUSEADDR (socket.create_server
+    sets it): the kernel then never picks a port an earlier test's TIME_WAIT socket holds,
+    which would add a stranger to the sockets a test counts."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual-stack
+    sock.bind((host, 0))
+    sock.listen(128)
+    return sock
+
+
 @pytest.fixture
 def pair() -> Iterator[tuple[socket.socket, socket.socket, socket.socket]]:
-    listener = socket.create_server(("127.0.0.1", 0))
+    listener = _listener(socket.AF_INET, "127.0.0.1")
     client = socket.create_connection(listener.getsockname())
     server, _ = listener.accept()
     yield listener, client, server
@@ -287,9 +299,10 @@ def _mixed() -> Iterator[tuple[int, int]]:
     """
     held: list[socket.socket] = []
     try:
-        dual = socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True)
-        plain = socket.create_server(("127.0.0.1", 0))
-        held += [dual, plain]
+        dual = _listener(socket.AF_INET6, "::")
+        held.append(dual)
+        plain = _listener(socket.AF_INET, "127.0.0.1")
+        held.append(plain)
         p6, p4 = dual.getsockname()[1], plain.getsockname()[1]
 
         def pair(listener: socket.socket, host: str, port: int) -> tuple[socket.socket, ...]:
