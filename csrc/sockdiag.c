@@ -351,7 +351,6 @@ static int send_request(int fd, const struct pso_sd_query *q, int family, uint32
         return fail_step(sink, PSO_SD_STEP_SEND, n);
     if (family == AF_UNSPEC && sink->unspec_type > 0 && sink->unspec_type <= UINT16_MAX)
         ((struct nlmsghdr *)req)->nlmsg_type = (uint16_t)sink->unspec_type;
-    sink->dumps++;
     struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
     ssize_t sent;
     do {
@@ -361,6 +360,7 @@ static int send_request(int fd, const struct pso_sd_query *q, int family, uint32
         return fail_step(sink, PSO_SD_STEP_SEND, -errno);
     if (sent != n)
         return fail_step(sink, PSO_SD_STEP_SEND, -EIO);
+    sink->dumps++;
     return 0;
 }
 
@@ -503,7 +503,9 @@ int pso_sd_dump(const struct pso_sd_query *q, struct pso_sd_sink *sink)
             continue;
         rc = dump_once(fd, q, families[i], ++seq, sink);
     }
-    close(fd);
+    /* Only read from, and everything read is in the sink already: a failing close (it
+     * cannot lose data on a netlink socket) must not turn a complete answer into an error. */
+    (void)close(fd);
     return rc;
 }
 
