@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -356,7 +356,7 @@ def _native(family: int, states: int, port: int | None, ext: int, *, split: int 
             unspec_type: int = 0) -> tuple[int, int, int, list[tuple[object, ...]]]:
     """One pso_sd_dump: (rc, dumps sent, the refusal, the records as _stable, sorted)."""
     query = ffi.new("struct pso_sd_query *", (family, states, -1 if port is None else port, ext))
-    sink = conn_module._new_sink(True)
+    sink: Any = conn_module._new_sink(True)  # cffi cdata
     sink.split = split
     sink.unspec_type = unspec_type
     try:
@@ -374,9 +374,9 @@ class Recording:
         self.paths: list[tuple[int, int, int]] = []  # (rc, dumps, unspec_refused)
         self.real = _REAL_DUMP
 
-    def __call__(self, query: object, sink: object) -> int:
+    def __call__(self, query: Any, sink: Any) -> int:  # cffi cdata: Any in _native.pyi
         rc = int(self.real(query, sink))
-        self.paths.append((rc, sink.dumps, sink.unspec_refused))  # type: ignore[attr-defined]
+        self.paths.append((rc, sink.dumps, sink.unspec_refused))
         return rc
 
 
@@ -416,7 +416,8 @@ def test_kernel_answers_the_unspec_request_with_both_families_in_type_18(
     query = ffi.new("struct pso_sd_query *", (0, 0xFFF, port, lib.PSO_SD_EXT_INFO))
     buf = ffi.new("uint8_t[256]")
     n = lib.pso_sd_build_request(query, 0, 7, buf, 256)
-    datagrams, kinds = [], set()
+    datagrams: list[bytes] = []
+    kinds: set[int] = set()
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4) as s:  # NETLINK_SOCK_DIAG
         s.settimeout(10)
         s.sendto(ffi.buffer(buf, n)[:], (0, 0))
@@ -459,7 +460,7 @@ def test_one_dump_gives_what_the_two_per_family_dumps_give(
 def test_connections_and_counts_are_the_same_from_either_path(
     mixed: tuple[int, int], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    calls = {
+    calls: dict[str, Callable[[int], Any]] = {
         "all": lambda p: connections(port=p),
         "states": lambda p: connections(port=p, states=["LISTEN", "close-wait", "TIME_WAIT"]),
         "with_info": lambda p: connections(port=p, with_info=True),
@@ -475,8 +476,7 @@ def test_connections_and_counts_are_the_same_from_either_path(
         for name, call in calls.items():
             for port in mixed:
                 result = call(port)
-                got[name, port] = (result if name == "counts"
-                                   else sorted(map(_stable, result)))  # type: ignore[arg-type]
+                got[name, port] = result if name == "counts" else sorted(map(_stable, result))
         return got, rec.paths
 
     one, one_paths = answers(0)
@@ -528,7 +528,7 @@ def test_a_local_failure_is_never_taken_for_a_refusal() -> None:
     rc, dumps, refused, _ = _native(0, 0xFFF, 70000, 0)
     assert (rc, dumps, refused) == (-errno.EINVAL, 0, 0)
     query = ffi.new("struct pso_sd_query *", (0, 0xFFF, 70000, 0))
-    sink = conn_module._new_sink(False)
+    sink: Any = conn_module._new_sink(False)
     try:
         assert lib.pso_sd_dump(query, sink) == -errno.EINVAL
         assert sink.failed_step == lib.PSO_SD_STEP_SEND
@@ -558,9 +558,9 @@ def test_retry_sizing_and_timeout_work_on_the_one_dump_path(
 @pytest.mark.root
 def test_one_dump_of_a_whole_namespace(netns_pair: NetnsPair) -> None:
     # Unfiltered, where nobody else's sockets come and go between the dumps compared.
-    def inside() -> dict[str, object]:
+    def inside() -> dict[str, Any]:
         with _mixed() as (p6, p4):
-            out: dict[str, object] = {"ports": (p6, p4)}
+            out: dict[str, Any] = {"ports": (p6, p4)}
             for name, kw in (("one", {}), ("two", {"split": 1}),
                              ("refused", {"unspec_type": REFUSED_TYPE})):
                 out[name] = _native(0, 0xFFF, None, lib.PSO_SD_EXT_INFO, **kw)
@@ -569,11 +569,11 @@ def test_one_dump_of_a_whole_namespace(netns_pair: NetnsPair) -> None:
             return out
 
     got = netns_pair.in_ns("a", inside)
-    assert got["one"][:3] == (0, 1, 0)  # type: ignore[index]
-    assert got["two"][:3] == (0, 2, 0)  # type: ignore[index]
-    assert got["refused"][:3] == (0, 3, -errno.EINVAL)  # type: ignore[index]
-    records = got["one"][3]  # type: ignore[index]
-    assert records == got["two"][3] == got["refused"][3]  # type: ignore[index]
+    assert got["one"][:3] == (0, 1, 0)
+    assert got["two"][:3] == (0, 2, 0)
+    assert got["refused"][:3] == (0, 3, -errno.EINVAL)
+    records = got["one"][3]
+    assert records == got["two"][3] == got["refused"][3]
     assert len(records) == 21 == len(str(got["ss"]).splitlines())
 
 
@@ -589,9 +589,9 @@ def test_one_dump_in_another_namespace(netns_pair: NetnsPair,
         paths: list[tuple[int, int]] = []
         real = conn_module._dump_in
 
-        def recording(query: object, sink: object, target: object) -> None:
-            real(query, sink, target)  # type: ignore[arg-type]
-            paths.append((sink.dumps, sink.unspec_refused))  # type: ignore[attr-defined]
+        def recording(query: Any, sink: Any, target: Any) -> None:  # cffi cdata
+            real(query, sink, target)
+            paths.append((sink.dumps, sink.unspec_refused))
 
         monkeypatch.setattr(conn_module, "_dump_in", recording)
         answers = {}
