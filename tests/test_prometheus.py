@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -217,7 +216,7 @@ def test_a_failed_dump_is_counted_and_its_metrics_left_out(
     registry = _registry(collector)
     first = samples(generate_latest(registry).decode())
     assert first[("pysockopt_scrape_errors_total", ())] == 0
-    monkeypatch.setattr(prom, "_dump", refused)  # the kernel cannot be made to refuse
+    monkeypatch.setattr(prom, "_tally", refused)  # the kernel cannot be made to refuse
     for expected in (1, 2):
         got = samples(generate_latest(registry).decode())
         assert got[("pysockopt_scrape_errors_total", ())] == expected
