@@ -901,3 +901,26 @@ def test_one_scan_opens_the_namespace_once(netns: str,
     monkeypatch.setattr(os, "open", counting)
     prom.exposition(collector)
     assert len(opened) == 1
+
+
+@pytest.mark.root
+def test_a_namespace_named_with_terminal_escapes_is_said_escaped(
+        tmp_path: pathlib.Path) -> None:
+    if have_netns():
+        pytest.skip(str(have_netns()))
+    name = f"pso-esc\x1b[31m-{uuid.uuid4().hex[:8]}"
+    target = tmp_path / "pysockopt.prom"
+    errlog = tmp_path / "stderr"
+    _ip("netns", "add", name)
+    try:
+        with errlog.open("w") as err, started(
+                [sys.executable, "-m", "pysockopt", "exporter", "--netns", name,
+                 "--textfile", str(target), "--interval", "0.1"], None, stderr=err):
+            wait_for(target.exists, 20, "the first file")
+            subprocess.run(["ip", "netns", "del", name], check=True)
+            wait_for(lambda: "scrape error" in errlog.read_text(), 20, "the error said")
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    text = errlog.read_text()
+    assert "\x1b" not in text and "pso-esc\\x1b[31m-" in text, text
+    assert len(text.splitlines()) == 1 and "Traceback" not in text, text

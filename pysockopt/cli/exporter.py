@@ -87,7 +87,7 @@ def _exporter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", action=checked(_top), default=5, metavar="N",
                    help="CLOSE_WAIT owners and TIME_WAIT destinations shown by name; "
                         "the rest is summed as 'other' (1..100, default 5)")
-    add_netns_args(p)  # --all-netns: every series gets a netns label
+    add_netns_args(p)  # --all-netns: per-namespace series get a netns label
 
 
 def _say(message: str) -> None:
