@@ -319,10 +319,15 @@ def _scan(options: _Options, netns: NetnsArg = None) -> _Scan:
             lambda paths: read_files(target, paths)))
         facts = facts_from(proc.sysctls, proc.tcp_ext or {})
         low, high = facts.ip_local_port_range or (0, 0)
+        where = label if target is not None else None
         try:
-            with native_dump(with_info=True, target=target,
-                             netns=label if target is not None else None) as dump:
-                dumped = _tally(options, dump, low, high)
+            # Listeners in a dump of their own (few, with their drop counts), as
+            # connections() lists them; everything else is tallied in C.
+            with native_dump(states=TcpState.LISTEN, target=target, netns=where) as dump:
+                listeners = dump.connections()
+            with native_dump(states=_NOT_LISTENING, with_info=True, target=target,
+                             netns=where) as dump:
+                dumped = _tally(options, dump, listeners, low, high)
         except OSError as err:
             errors.append(f"the socket dump: {err}")
     errors += proc.failed
@@ -361,14 +366,21 @@ class _Dumped(NamedTuple):
     kept: list[Connection]  # what the rules read one by one
 
 
-def _tally(options: _Options, dump: NativeDump, low: int, high: int) -> _Dumped:
-    """Count one dump of every socket in C (csrc/tally.c); decode only what rules read."""
+#: Every state but LISTEN: the sockets the C tally counts.
+_NOT_LISTENING: Final[tuple[TcpState, ...]] = tuple(s for s in STATE_LABELS if s != TcpState.LISTEN)
+
+
+def _tally(options: _Options, dump: NativeDump, listeners: list[Connection], low: int,
+           high: int) -> _Dumped:
+    """Count one dump of every socket but the listeners in C (csrc/tally.c).
+
+    Only what a rule reads one by one is decoded.
+    """
     t = options.thresholds
     # Counts decide which states the rules must read socket by socket; a pile below its
-    # threshold cannot fire, so it is only counted. Listeners and CLOSE_WAIT (owners) are
-    # always read.
+    # threshold cannot fire, so it is only counted. CLOSE_WAIT is always read (owners).
     raw = dump.counts()
-    keep = 1 << TcpState.CLOSE_WAIT | 1 << TcpState.LISTEN
+    keep = 1 << TcpState.CLOSE_WAIT
     for state, limit in ((TcpState.SYN_RECV, t.syn_recv),
                          (TcpState.FIN_WAIT1, t.fin_wait1),
                          (TcpState.FIN_WAIT2, t.fin_wait2),
@@ -390,18 +402,19 @@ def _tally(options: _Options, dump: NativeDump, low: int, high: int) -> _Dumped:
         rc = lib.pso_tally(dump.sink, spec, tally)
         if rc:
             raise os_error(rc, "tallying the sock_diag dump")
-        counts = {s: raw[s] for s in STATE_LABELS}
+        counts: dict[TcpState, int] = {s: raw[s] for s in _NOT_LISTENING}
+        counts[TcpState.LISTEN] = len(listeners)
         port_counts: dict[int, dict[TcpState, int]] = {}
         for i, p in enumerate(options.ports):
             row = tally.port_counts[i]
-            port_counts[p] = {s: int(row[s]) for s in STATE_LABELS}
+            per: dict[TcpState, int] = {s: int(row[s]) for s in _NOT_LISTENING}
+            per[TcpState.LISTEN] = sum(1 for c in listeners if c.local_port == p)
+            port_counts[p] = per
         size = high - low + 1 if high else 0
         groups = _groups(tally, options.top, t.time_wait_ratio * size if size else float("inf"))
-        records = dump.connections()
-        listeners = [c for c in records if c.state == TcpState.LISTEN]
-        kept = [c for c in records if c.state != TcpState.LISTEN]
         return _Dumped(counts, port_counts, groups, int(tally.tw_grouped),
-                       int(tally.keepalive), int(tally.idle_no_timer), listeners, kept)
+                       int(tally.keepalive), int(tally.idle_no_timer), listeners,
+                       dump.connections())
     finally:
         lib.pso_tally_free(tally)
 
