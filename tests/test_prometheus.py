@@ -238,14 +238,16 @@ def test_keepalive_coverage_counts_what_diagnose_counts(netns: str) -> None:
 
     pile = in_ns(netns, scene)
     try:
-        def idle() -> bool:  # every pair idle for longer than the threshold below
+        def all_idle() -> bool:  # every pair idle for longer than the threshold below
             est = in_ns(netns, lambda: connections(states=TcpState.ESTABLISHED,
                                                    with_info=True))
-            return len(est) == 6 and all(
-                c.info is not None and min(c.info.last_data_recv, c.info.last_ack_recv) > 1100
-                for c in est)
+            ages = [(c.info.last_data_recv, c.info.last_ack_recv) for c in est
+                    if c.info is not None]
+            return len(est) == len(ages) == 6 and all(
+                data is not None and ack is not None and min(data, ack) > 1100
+                for data, ack in ages)
 
-        wait_for(idle, 10, "the pairs to be idle for over a second")
+        wait_for(all_idle, 10, "the pairs to be idle for over a second")
         t = Thresholds(idle_seconds=1)
         text = in_ns(netns, lambda: prom.exposition(prom.SocketCollector(thresholds=t)))
         findings = in_ns(netns, lambda: diagnose(thresholds=t)).findings
