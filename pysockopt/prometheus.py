@@ -18,6 +18,7 @@ endpoint the ``pysockopt exporter`` command starts.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import socket
@@ -26,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, NamedTuple
 
@@ -34,20 +35,10 @@ from . import _host
 from ._native import ffi, lib
 from ._sock import os_error
 from .errors import InvalidConfigError
-from .host.connections import (
-    _ALL_STATES,  # the scan shares the listing's dump and record decoding
-    Connection,
-    Timer,
-    _gather,
-    _query,
-    _records,
-    connections,
-    processes_of,
-)
-from .host.diagnosis import host_facts
+from .host.connections import Connection, NativeDump, Timer, native_dump, processes_of
+from .host.diagnosis import FACT_SYSCTLS, facts_from
 from .host.model import Finding, HostFacts, Thresholds
 from .host.namespaces import (
-    Entered,
     NetNamespace,
     NetnsArg,
     current_namespace,
@@ -86,7 +77,9 @@ class Metric(NamedTuple):
     ``name`` is the exposed name (counters end in ``_total``); ``type`` is ``gauge`` or
     ``counter``; ``labels`` are always present, ``optional`` only with an exporter option
     (``port`` with ``--ports``); ``when`` says when the metric is absent. ``per_netns``: with
-    ``--all-netns`` the metric gets a ``netns`` label first (every metric but the scrape's own).
+    ``--all-netns`` the metric gets a ``netns`` label first (every metric but the scrape's own
+    and the host-wide ones). ``host_wide``: the kernel counts it for the whole host, so every
+    namespace reads the same value: with ``--all-netns`` it is exported once, unlabelled.
     """
 
     name: str
@@ -96,6 +89,7 @@ class Metric(NamedTuple):
     optional: tuple[str, ...] = ()
     when: str = ""
     per_netns: bool = True
+    host_wide: bool = False
 
     @property
     def family(self) -> str:
@@ -136,16 +130,20 @@ TCP_COUNTERS: Final[Mapping[str, str]] = {
     "InErrs": "segments received in error",
     "OutRsts": "segments sent with RST",
 }
-#: /proc/net/sockstat ``TCP:`` fields exported as gauges (``mem`` in bytes, from pages).
+#: /proc/net/sockstat ``TCP:`` fields exported as gauges (``mem`` in bytes, from pages);
+#: orphan, alloc and mem are host-wide (_host.SOCKSTAT_HOST_WIDE).
 SOCKSTAT_GAUGES: Final[Mapping[str, tuple[str, str]]] = {
     "inuse": ("pysockopt_sockstat_tcp_inuse", "TCP sockets in use (sockstat inuse)"),
     "orphan": ("pysockopt_sockstat_tcp_orphan",
-               "TCP sockets no process holds any more (sockstat orphan, host-wide)"),
+               "TCP sockets no process holds any more (sockstat orphan)"),
     "tw": ("pysockopt_sockstat_tcp_tw", "TCP sockets in TIME_WAIT (sockstat tw)"),
     "alloc": ("pysockopt_sockstat_tcp_alloc", "TCP sockets allocated (sockstat alloc)"),
     "mem": ("pysockopt_sockstat_tcp_mem_bytes",
             "memory TCP uses, in bytes (sockstat mem pages x page size)"),
 }
+_HOST_WIDE: Final = ("Host-wide: the kernel counts it for the whole host, so every namespace "
+                     "reads the same value; with --all-netns it is exported once, without a "
+                     "netns label.")
 
 _LISTENER: Final = ("address", "port")
 _WORD: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -214,16 +212,20 @@ def _table() -> tuple[Metric, ...]:
     m.append(Metric("pysockopt_netstat_tcp_curr_estab", "gauge", (),
                     "/proc/net/snmp Tcp CurrEstab: connections in ESTABLISHED or CLOSE_WAIT.",
                     when="Absent where the kernel has no such counter."))
-    for _, (name, meaning) in SOCKSTAT_GAUGES.items():
-        m.append(Metric(name, "gauge", (), f"/proc/net/sockstat: {meaning}.",
-                        when="Absent where sockstat is unreadable."))
+    for key, (name, meaning) in SOCKSTAT_GAUGES.items():
+        wide = key in _host.SOCKSTAT_HOST_WIDE
+        m.append(Metric(name, "gauge", (), f"/proc/net/sockstat: {meaning}."
+                        + (f" {_HOST_WIDE}" if wide else ""),
+                        when="Absent where sockstat is unreadable.", per_netns=not wide,
+                        host_wide=wide))
     m += [
         Metric("pysockopt_nf_conntrack_entries", "gauge", (),
                "Connection-tracking entries in use (net.netfilter.nf_conntrack_count).",
                when="Absent where conntrack is not loaded."),
         Metric("pysockopt_nf_conntrack_entries_limit", "gauge", (),
-               "Connection-tracking table size (net.netfilter.nf_conntrack_max).",
-               when="Absent where conntrack is not loaded."),
+               "Connection-tracking table size (net.netfilter.nf_conntrack_max; another "
+               f"namespace sees the host's, read-only). {_HOST_WIDE}",
+               when="Absent where conntrack is not loaded.", per_netns=False, host_wide=True),
         Metric("pysockopt_finding", "gauge", ("code", "severity"),
                "1 for each diagnosis finding active now (codes as in docs/diagnose.md, "
                "severity info, warning or critical); a code that is absent is not firing."),
@@ -237,8 +239,9 @@ def _table() -> tuple[Metric, ...]:
                per_netns=False),
         Metric("pysockopt_scrape_errors_total", "counter", (),
                "Parts of scans that failed since the collector started (the dump, the "
-               "counters, the owner lookup, the diagnosis, a namespace that may not be "
-               "entered); a failed part's metrics are left out of that scrape.",
+               "counters, the owner lookup, the diagnosis, a namespace that is gone or may "
+               "not be entered, a textfile that could not be written); a failed part's "
+               "metrics are left out of that scrape.",
                per_netns=False),
     ]
     return tuple(m)
@@ -288,76 +291,68 @@ class _Scan:
     sockstat: Mapping[str, int | None]
     conntrack: tuple[int | None, int | None]
     findings: Sequence[Finding] | None
-    errors: int
+    errors: tuple[str, ...]  # what failed, one message per failed part
 
 
 _OFFSETS: Final = {f.name: f.offset for f in TCP_INFO_FIELDS}
 
 
-#: What a scan reads from /proc, in one go (one native thread for another namespace).
-_FILES: Final = (
-    _host.sysctl_path("net.ipv4.ip_local_port_range"),
-    "/proc/thread-self/net/netstat",
-    "/proc/thread-self/net/snmp",
-    "/proc/thread-self/net/sockstat",
-    _host.sysctl_path("net.netfilter.nf_conntrack_count"),
-    _host.sysctl_path("net.netfilter.nf_conntrack_max"),
-)
-
-
-def _scan(options: _Options, netns: NetNamespace | None = None) -> _Scan:
+def _scan(options: _Options, netns: NetnsArg = None) -> _Scan:
     """Take the one look a scrape needs of one namespace (the only place a scrape reads it).
 
-    ``netns``: another network namespace (None: the caller's); failing to enter it raises
-    (NetnsGoneError, NetnsPermissionError), failures inside it count as scrape errors. The
-    time work's ``sample(detail=False)`` gives the same counts, listeners and counters; once
-    it is on main this function builds on it (one edit here).
+    ``netns``: another network namespace (None: the caller's), as ``connections(netns=)``
+    takes it, opened once for the whole scan: every read sees the same namespace. Failing to
+    open or enter it raises (NetnsGoneError, NetnsPermissionError, FileNotFoundError...);
+    failures inside it are the scan's ``errors``. The time work's ``sample(detail=False)``
+    gives the same counts, listeners and counters; once it is on main this function builds
+    on it (one edit here).
     """
-    errors = 0
+    errors: list[str] = []
     t = options.thresholds
-    listeners: list[Connection] = []
+    label = netns if isinstance(netns, NetNamespace) else None
     dumped: _Dumped | None = None
     owners: dict[str, int] | None = None
     findings: list[Finding] | None = None
     with opened(netns) as target:
-        texts = [None if isinstance(x, OSError) else x.decode("ascii", "replace")
-                 for x in read_files(target, _FILES)]
-        ports_range = _host.parse_ints(texts[0]) if texts[0] is not None else None
-        low, high = ports_range if ports_range and len(ports_range) == 2 else (0, 0)
+        # read_files raises only when entering the namespace fails: that is the caller's.
+        proc = _host.read_tcp_proc(FACT_SYSCTLS, None if target is None else (
+            lambda paths: read_files(target, paths)))
+        facts = facts_from(proc.sysctls, proc.tcp_ext or {})
+        low, high = facts.ip_local_port_range or (0, 0)
+        where = label if target is not None else None
         try:
-            listeners = connections(states=TcpState.LISTEN, netns=netns)
-            dumped = _dump(options, listeners, low, high, target, netns)
-        except OSError:
-            errors += 1
+            # Listeners in a dump of their own (few, with their drop counts), as
+            # connections() lists them; everything else is tallied in C.
+            with native_dump(states=TcpState.LISTEN, target=target, netns=where) as dump:
+                listeners = dump.connections()
+            with native_dump(states=_NOT_LISTENING, with_info=True, target=target,
+                             netns=where) as dump:
+                dumped = _tally(options, dump, listeners, low, high)
+        except OSError as err:
+            errors.append(f"the socket dump: {err}")
+    errors += proc.failed
+    if proc.tcp_ext is None or proc.tcp is None:
+        errors.append("the TCP counters (/proc/net/netstat, /proc/net/snmp) are missing")
     if dumped is not None and dumped.counts.get(TcpState.CLOSE_WAIT):
         try:
             owners = _owners([c for c in dumped.kept if c.state == TcpState.CLOSE_WAIT],
                              options.top)
-        except OSError:
-            errors += 1
-    netstat, snmp, sockstat = texts[1:4]
-    if netstat is None or snmp is None:
-        errors += 1
+        except OSError as err:
+            errors.append(f"the CLOSE_WAIT owners: {err}")
     if dumped is not None:
         try:
-            findings = _findings(listeners, dumped.kept, dumped.groups, low, high, t,
-                                 host_facts(netns=netns))
-        except OSError:
-            errors += 1
-
-    def one(text: str | None) -> int | None:
-        values = _host.parse_ints(text) if text is not None else None
-        return values[0] if values else None
-
+            findings = _findings(dumped.listeners, dumped.kept, dumped.groups, low, high, t,
+                                 facts)
+        except OSError as err:
+            errors.append(f"the diagnosis: {err}")
     return _Scan(
-        dumped.counts if dumped else None, dumped.port_counts if dumped else {}, listeners,
+        dumped.counts if dumped else None, dumped.port_counts if dumped else {},
+        dumped.listeners if dumped else [],
         owners, dumped.groups if dumped else [], dumped.time_wait if dumped else 0,
         high - low + 1 if high else None, dumped.keepalive if dumped else None,
-        dumped.idle if dumped else None,
-        _host.counter_table(netstat, "TcpExt") if netstat is not None else {},
-        _host.counter_table(snmp, "Tcp") if snmp is not None else {},
-        _sockstat(sockstat) if sockstat is not None else {}, (one(texts[4]), one(texts[5])),
-        findings, errors)
+        dumped.idle if dumped else None, proc.tcp_ext or {}, proc.tcp or {},
+        proc.sockstat or {}, (proc.conntrack_count, proc.conntrack_max), findings,
+        tuple(errors))
 
 
 class _Dumped(NamedTuple):
@@ -367,58 +362,61 @@ class _Dumped(NamedTuple):
     time_wait: int  # TIME_WAIT sockets on ephemeral ports, all groups together
     keepalive: int
     idle: int
+    listeners: list[Connection]
     kept: list[Connection]  # what the rules read one by one
 
 
-def _dump(options: _Options, listeners: Sequence[Connection], low: int, high: int,
-          target: Entered | None = None, netns: NetNamespace | None = None) -> _Dumped:
-    """One dump of every socket but the listeners, tallied in C (csrc/tally.c)."""
+#: Every state but LISTEN: the sockets the C tally counts.
+_NOT_LISTENING: Final[tuple[TcpState, ...]] = tuple(s for s in STATE_LABELS if s != TcpState.LISTEN)
+
+
+def _tally(options: _Options, dump: NativeDump, listeners: list[Connection], low: int,
+           high: int) -> _Dumped:
+    """Count one dump of every socket but the listeners in C (csrc/tally.c).
+
+    Only what a rule reads one by one is decoded.
+    """
     t = options.thresholds
     # Counts decide which states the rules must read socket by socket; a pile below its
     # threshold cannot fire, so it is only counted. CLOSE_WAIT is always read (owners).
+    raw = dump.counts()
     keep = 1 << TcpState.CLOSE_WAIT
-    query = _query(_ALL_STATES & ~(1 << TcpState.LISTEN), None, None, lib.PSO_SD_EXT_INFO)
-    sink = _gather([query], True, "auto", target)
+    for state, limit in ((TcpState.SYN_RECV, t.syn_recv),
+                         (TcpState.FIN_WAIT1, t.fin_wait1),
+                         (TcpState.FIN_WAIT2, t.fin_wait2),
+                         (TcpState.LAST_ACK, t.last_ack)):
+        if raw[state] >= limit:
+            keep |= 1 << state
+    spec = ffi.new("struct pso_tally_spec *")
+    for i, p in enumerate(options.ports):
+        spec.ports[i] = p
+    spec.nports = len(options.ports)
+    spec.keep_states = keep
+    spec.retrans_min = t.retrans
+    spec.idle_ms = min(int(t.idle_seconds * 1000), 2**32 - 1)
+    spec.off_last_data_recv = _OFFSETS["last_data_recv"]
+    spec.off_last_ack_recv = _OFFSETS["last_ack_recv"]
+    spec.eph_low, spec.eph_high = low, high
     tally = ffi.new("struct pso_tally *")
     try:
-        raw = sink.counts  # type: ignore[attr-defined]
-        for state, limit in ((TcpState.SYN_RECV, t.syn_recv),
-                             (TcpState.FIN_WAIT1, t.fin_wait1),
-                             (TcpState.FIN_WAIT2, t.fin_wait2),
-                             (TcpState.LAST_ACK, t.last_ack)):
-            if raw[state] >= limit:
-                keep |= 1 << state
-        spec = ffi.new("struct pso_tally_spec *")
-        for i, p in enumerate(options.ports):
-            spec.ports[i] = p
-        spec.nports = len(options.ports)
-        spec.keep_states = keep
-        spec.retrans_min = t.retrans
-        spec.idle_ms = min(int(t.idle_seconds * 1000), 2**32 - 1)
-        spec.off_last_data_recv = _OFFSETS["last_data_recv"]
-        spec.off_last_ack_recv = _OFFSETS["last_ack_recv"]
-        spec.eph_low, spec.eph_high = low, high
-        rc = lib.pso_tally(sink, spec, tally)
+        rc = lib.pso_tally(dump.sink, spec, tally)
         if rc:
             raise os_error(rc, "tallying the sock_diag dump")
-        counts: dict[TcpState, int] = {s: int(raw[s]) for s in STATE_LABELS
-                                       if s != TcpState.LISTEN}
+        counts: dict[TcpState, int] = {s: raw[s] for s in _NOT_LISTENING}
         counts[TcpState.LISTEN] = len(listeners)
         port_counts: dict[int, dict[TcpState, int]] = {}
         for i, p in enumerate(options.ports):
             row = tally.port_counts[i]
-            per: dict[TcpState, int] = {s: int(row[s]) for s in STATE_LABELS
-                                        if s != TcpState.LISTEN}
+            per: dict[TcpState, int] = {s: int(row[s]) for s in _NOT_LISTENING}
             per[TcpState.LISTEN] = sum(1 for c in listeners if c.local_port == p)
             port_counts[p] = per
         size = high - low + 1 if high else 0
         groups = _groups(tally, options.top, t.time_wait_ratio * size if size else float("inf"))
         return _Dumped(counts, port_counts, groups, int(tally.tw_grouped),
-                       int(tally.keepalive), int(tally.idle_no_timer),
-                       _records(sink, netns if target is not None else None))
+                       int(tally.keepalive), int(tally.idle_no_timer), listeners,
+                       dump.connections())
     finally:
         lib.pso_tally_free(tally)
-        lib.pso_sd_sink_free(sink)
 
 
 #: struct pso_tw_group, field for field (csrc/tally.h); checked against the build at import.
@@ -501,16 +499,6 @@ def _findings(listeners: Sequence[Connection], kept: Sequence[Connection],
     return [f for rule in RULES for f in rule.check(rule, snap, t)]
 
 
-def _sockstat(text: str) -> dict[str, int | None]:
-    """Parse the ``TCP:`` line of /proc/net/sockstat (``inuse N orphan N tw N ...``)."""
-    for line in text.splitlines():
-        words = line.split()
-        if words and words[0] == "TCP:":
-            return {k: int(v) if v.isdigit() else None
-                    for k, v in zip(words[1::2], words[2::2], strict=False)}
-    return {}
-
-
 # --- the collector
 
 
@@ -521,15 +509,23 @@ class SocketCollector:
     ``top``: how many CLOSE_WAIT owners and TIME_WAIT destinations get their own series
     (the rest is summed as ``other``); ``thresholds``: the diagnosis thresholds behind
     ``pysockopt_finding`` and the idle-connection count. ``netns``: look into that network
-    namespace instead of the caller's (as ``connections(netns=)`` takes it); ``all_netns``:
-    every namespace on the host, each series labelled ``netns`` (entering others needs
-    root). ``scrapes`` counts the scans taken.
+    namespace instead of the caller's (as ``connections(netns=)`` takes it). A name, path or
+    pid must name a namespace now, and is looked up again at every scrape: a namespace
+    deleted and created again under the same name (``ip netns del NS; ip netns add NS``) is
+    followed; while it is missing, each scrape counts one error in
+    ``pysockopt_scrape_errors_total`` and exports only the scrape's own metrics. A
+    NetNamespace names that one namespace (its inode): once it is gone, every scrape counts
+    an error. ``all_netns``: every namespace on the host, each series labelled ``netns``
+    (entering others needs root). ``on_error``: called with a one-line message for each
+    failed part of a scrape (unescaped: a namespace name may hold any character).
+    ``scrapes`` counts the scans taken.
     Register it with ``prometheus_client.REGISTRY.register(SocketCollector())``.
     """
 
     def __init__(self, *, ports: Iterable[int] = (), top: int = 5,
                  thresholds: Thresholds | None = None, netns: NetnsArg = None,
-                 all_netns: bool = False) -> None:
+                 all_netns: bool = False,
+                 on_error: Callable[[str], object] | None = None) -> None:
         plist = tuple(ports)
         for p in plist:
             if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535:
@@ -547,8 +543,11 @@ class SocketCollector:
         if all_netns and netns is not None:
             raise InvalidConfigError("netns", netns, "None with all_netns=True")
         self._options = _Options(tuple(sorted(set(plist))), top, th)
-        self._netns = resolve(netns) if netns is not None else None
+        if netns is not None:
+            resolve(netns)  # it must exist now; each scrape opens it again by what was given
+        self._netns = netns
         self._all = all_netns
+        self._on_error = on_error
         self._errors = 0
         self._lock = threading.Lock()
         self.scrapes = 0
@@ -562,19 +561,36 @@ class SocketCollector:
         with self._lock:  # concurrent scrapes each take their own scan, one at a time
             start = time.monotonic()
             scans: list[tuple[NetNamespace | None, _Scan]] = []
+            failed: list[str] = []
             if self._all:
                 found = for_each_netns(lambda ns: _scan(self._options, ns))
                 scans = [(ns, scan) for ns, scan in found.results]
                 # A namespace that vanished meanwhile is gone, not an error; one we may not
                 # enter is (the exporter should run as root to see them all).
-                self._errors += sum(1 for s in found.skipped if s.reason != "vanished")
+                failed += [s.message for s in found.skipped if s.reason != "vanished"]
             else:
-                scans = [(self._netns, _scan(self._options, self._netns))]
+                try:
+                    scans = [(None, _scan(self._options, self._netns))]
+                except (OSError, InvalidConfigError) as err:
+                    # Not there now (deleted, or not yet created again), or not enterable:
+                    # this scrape has only its own metrics, and says why.
+                    failed.append(f"{_entering(self._netns)}: {err}")
+            for ns, scan in scans:
+                where = f" (netns {ns.label})" if self._all and ns is not None else ""
+                failed += [f"{message}{where}" for message in scan.errors]
             self.scrapes += 1
-            self._errors += sum(scan.errors for _, scan in scans)
+            self._errors += len(failed)
             errors = self._errors
             seconds = time.monotonic() - start
+        if self._on_error is not None:
+            for message in failed:
+                self._on_error(message)
         yield from self._families(scans, errors, seconds)
+
+    def count_error(self) -> None:
+        """Count one failure outside a scan (a textfile not written) in the errors counter."""
+        with self._lock:
+            self._errors += 1
 
     def _families(self, scans: Sequence[tuple[NetNamespace | None, _Scan]] | None,
                   errors: int = 0, seconds: float = 0.0) -> Iterator[_Family]:
@@ -588,9 +604,10 @@ class SocketCollector:
             cls = CounterMetricFamily if m.type == "counter" else GaugeMetricFamily
             fams[m.name] = cls(m.family, m.help, labels=labels)
         if scans is not None:
+            once: set[str] = set()  # host-wide metrics already given by an earlier scan
             for ns, scan in scans:
                 prefix = [_netns_label(ns)] if self._all else []
-                _fill(fams, scan, self._options, prefix)
+                _fill(fams, scan, self._options, prefix, once)
                 if self._all:
                     c = ns.container if ns is not None else None
                     fams["pysockopt_netns_info"].add_metric(
@@ -606,13 +623,25 @@ class SocketCollector:
                 yield fam
 
 
+def _entering(netns: NetnsArg) -> str:
+    if isinstance(netns, NetNamespace):
+        return f"network namespace {netns.label}"
+    return f"network namespace {netns}"
+
+
 def _netns_label(ns: NetNamespace | None) -> str:
     return ns.label if ns is not None else current_namespace().label
 
 
 def _fill(fams: Mapping[str, object], scan: _Scan, options: _Options,
-          prefix: Sequence[str]) -> None:
+          prefix: Sequence[str], once: set[str]) -> None:
     def add(name: str, labels: Sequence[str], value: float) -> None:
+        if _BY_NAME[name].host_wide:
+            if name in once:
+                return  # the same value in every namespace: one series, no netns label
+            once.add(name)
+            fams[name].add_metric([*labels], value)  # type: ignore[attr-defined]
+            return
         fams[name].add_metric([*prefix, *labels], value)  # type: ignore[attr-defined]
 
     ports = bool(options.ports)
@@ -701,14 +730,21 @@ def write_textfile(path: str | os.PathLike[str],
 
     The text goes to a temporary file in the same directory (named ``.*.tmp``, which the
     textfile collector ignores), is flushed to disk, made world-readable and renamed over
-    ``path``: a reader sees the old file or the new one, never part of one.
+    ``path``: a reader sees the old file or the new one, never part of one. A failure to
+    write raises OSError naming ``path`` and counts in ``collector``'s errors, so the next
+    file written shows it.
     """
     target = os.fspath(path)
     if not target.endswith(".prom"):
         raise InvalidConfigError("textfile", target, "a path ending in .prom")
     data = exposition(collector)
     directory = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pysockopt.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pysockopt.", suffix=".tmp")
+    except OSError as err:
+        if collector is not None:
+            collector.count_error()
+        raise _write_error(err, target) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -716,10 +752,20 @@ def write_textfile(path: str | os.PathLike[str],
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            if collector is not None:
+                collector.count_error()
+            raise _write_error(err, target) from None
         raise
+
+
+def _write_error(err: OSError, target: str) -> OSError:
+    """Return the failure to write ``target``, naming it (not the temporary file beside it)."""
+    code = err.errno or errno.EIO
+    return OSError(code, f"{os.strerror(code)} (writing {target})", target)
 
 
 def serve(host: str, port: int, collector: SocketCollector | None = None) -> tuple[str, int]:

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -217,7 +216,7 @@ def test_a_failed_dump_is_counted_and_its_metrics_left_out(
     registry = _registry(collector)
     first = samples(generate_latest(registry).decode())
     assert first[("pysockopt_scrape_errors_total", ())] == 0
-    monkeypatch.setattr(prom, "_dump", refused)  # the kernel cannot be made to refuse
+    monkeypatch.setattr(prom, "_tally", refused)  # the kernel cannot be made to refuse
     for expected in (1, 2):
         got = samples(generate_latest(registry).decode())
         assert got[("pysockopt_scrape_errors_total", ())] == expected
@@ -239,7 +238,16 @@ def test_keepalive_coverage_counts_what_diagnose_counts(netns: str) -> None:
 
     pile = in_ns(netns, scene)
     try:
-        time.sleep(1.5)  # idle for longer than the threshold below (a bound, not a timing)
+        def all_idle() -> bool:  # every pair idle for longer than the threshold below
+            est = in_ns(netns, lambda: connections(states=TcpState.ESTABLISHED,
+                                                   with_info=True))
+            ages = [(c.info.last_data_recv, c.info.last_ack_recv) for c in est
+                    if c.info is not None]
+            return len(est) == len(ages) == 6 and all(
+                data is not None and ack is not None and min(data, ack) > 1100
+                for data, ack in ages)
+
+        wait_for(all_idle, 10, "the pairs to be idle for over a second")
         t = Thresholds(idle_seconds=1)
         text = in_ns(netns, lambda: prom.exposition(prom.SocketCollector(thresholds=t)))
         findings = in_ns(netns, lambda: diagnose(thresholds=t)).findings
@@ -725,3 +733,196 @@ def test_series_stay_bounded_with_10000_remote_endpoints(netns: str) -> None:
     # Fixed families (states, counters, sockstat, scrape) + 3 per listener + top+1 + findings.
     print(f"series with {counted} TIME_WAIT to distinct endpoints: {len(got)}")
     assert len(got) < 60, len(got)  # 49 here: none of it grows with the endpoints
+
+
+# --- review fixes: a recreated namespace, CLI edges, host-wide series, one read per scan
+
+
+ERRORS = ("pysockopt_scrape_errors_total", ())
+
+
+@pytest.mark.root
+def test_a_collector_for_a_named_namespace_follows_it_when_it_is_recreated(netns: str) -> None:
+    collector = prom.SocketCollector(netns=netns)
+    registry = _registry(collector)
+    first = samples(generate_latest(registry).decode())
+    assert first[ERRORS] == 0
+    subprocess.run(["ip", "netns", "del", netns], check=True)
+    gone = samples(generate_latest(registry).decode())  # no exception: a failed part
+    assert gone[ERRORS] == 1
+    assert ("pysockopt_scrape_duration_seconds", ()) in gone
+    assert not any(name == "pysockopt_tcp_sockets" for name, _ in gone)
+    _ip("netns", "add", netns)
+    _ip("-n", netns, "link", "set", "lo", "up")
+    pile = in_ns(netns, Pile)
+    try:
+        in_ns(netns, lambda: pile.close_wait(2))
+        again = samples(generate_latest(registry).decode())
+    finally:
+        pile.close()
+    assert again[ERRORS] == 1  # counted once, and the new namespace is the one looked at
+    assert again[("pysockopt_tcp_sockets", (("state", "close_wait"),))] == 2
+
+
+@pytest.mark.root
+def test_exporter_textfile_loop_survives_a_recreated_namespace_and_a_lost_directory(
+        netns: str, tmp_path: pathlib.Path) -> None:
+    directory = tmp_path / "textfile"
+    directory.mkdir()
+    target = directory / "pysockopt.prom"
+    errlog = tmp_path / "stderr"
+
+    def value(name: str) -> float | None:
+        try:
+            return samples(target.read_text()).get((name, ()))
+        except (OSError, ValueError):
+            return None
+
+    with errlog.open("w") as err, started(
+            [sys.executable, "-m", "pysockopt", "exporter", "--netns", netns,
+             "--textfile", str(target), "--interval", "0.1"], None, stderr=err) as proc:
+        wait_for(lambda: value("pysockopt_scrape_errors_total") == 0, 20, "the first file")
+        subprocess.run(["ip", "netns", "del", netns], check=True)
+        wait_for(lambda: (value("pysockopt_scrape_errors_total") or 0) >= 1, 20,
+                 "a scrape error for the deleted namespace")
+        _ip("netns", "add", netns)
+        last = value("pysockopt_scrape_errors_total")
+        wait_for(lambda: value("pysockopt_tcp_sockets") is None and samples(
+            target.read_text()).get(("pysockopt_tcp_sockets", (("state", "listen"),)))
+            == 0 and value("pysockopt_scrape_errors_total") == last, 20,
+            "scrapes of the recreated namespace")
+        shutil.rmtree(directory)
+        wait_for(lambda: str(target) in errlog.read_text(), 20, "a failed write said")
+        directory.mkdir()
+        wait_for(lambda: (value("pysockopt_scrape_errors_total") or 0) > (last or 0), 20,
+                 "the loop to go on writing after the failed write")
+        assert proc.poll() is None
+    assert proc.returncode == 0
+    text = errlog.read_text()
+    assert "Traceback" not in text and ".tmp" not in text, text
+
+
+def test_exporter_usage_errors_speak_in_options() -> None:
+    from pysockopt.cli import main
+
+    cases = [
+        (["--top", "0"], "--top 0: must be 1..100"),
+        (["--ports", "80,x"], "--ports 80,x: "),
+        (["--textfile", "/tmp/x.txt"], "--textfile /tmp/x.txt: must end in .prom"),
+        (["--netns", "/etc/passwd"], "--netns /etc/passwd: not a network namespace"),
+        (["--textfile", "/tmp/x.prom", "--interval", "inf"], "--interval inf: must be"),
+        (["--textfile", "/tmp/x.prom", "--interval", "0"], "--interval 0: must be"),
+        (["--interval", "5"], "--interval needs --textfile"),
+        (["--listen", "nowhere"], "--listen nowhere: "),
+        (["--textfile", "/nonexistent/x.prom"], "/nonexistent/x.prom"),
+    ]
+    for argv, message in cases:
+        r = subprocess.run([sys.executable, "-m", "pysockopt", "exporter", *argv],
+                           capture_output=True, text=True, env=ENV, timeout=60)
+        assert r.returncode == 2 and message in r.stderr, (argv, r.stderr)
+        assert "out of range" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert ".tmp" not in r.stderr and r.stdout == "", r.stderr
+    assert callable(main)
+
+
+def test_an_unexpected_error_in_a_command_is_exit_2_in_one_escaped_line(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from pysockopt.cli import main
+
+    def boom(*args: Any, **kw: Any) -> None:
+        raise RuntimeError("broken \x1b[31mred\nsecond line")
+
+    monkeypatch.setattr(prom, "write_textfile", boom)  # nothing in the kernel fails so
+    status = main(["exporter", "--textfile", str(tmp_path / "x.prom")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and "\x1b" not in err and "RuntimeError" in err, err
+
+
+@pytest.mark.root
+def test_host_wide_sockstat_and_conntrack_limit_are_exported_once_with_all_netns(
+        netns: str) -> None:
+    got = samples(prom.exposition(prom.SocketCollector(all_netns=True)).decode())
+    host_wide = {m.name for m in prom.METRICS if m.host_wide}
+    assert {"pysockopt_sockstat_tcp_orphan", "pysockopt_sockstat_tcp_alloc",
+            "pysockopt_sockstat_tcp_mem_bytes", "pysockopt_nf_conntrack_entries_limit"} \
+        == host_wide
+    for name, labels in got:
+        if name in host_wide:
+            assert labels == (), (name, labels)  # one series, no netns label
+    assert ("pysockopt_sockstat_tcp_alloc", ()) in got
+    per_ns = [dict(labels)["netns"] for name, labels in got
+              if name == "pysockopt_sockstat_tcp_inuse"]
+    assert netns in per_ns and len(per_ns) == len(set(per_ns)) >= 2
+
+
+def test_the_collector_uses_only_public_names_of_the_listing() -> None:
+    import ast
+
+    tree = ast.parse(pathlib.Path(prom.__file__).read_text())
+    private = [(node.module, a.name) for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.module
+               and node.module.startswith("host")
+               for a in node.names if a.name.startswith("_")]
+    assert private == []
+    assert not hasattr(prom, "_sockstat")  # /proc parsing lives in pysockopt._host
+
+
+def test_one_scan_reads_the_port_range_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    path = "/proc/sys/net/ipv4/ip_local_port_range"
+    opened = []
+    real = builtins.open
+
+    def counting(file: Any, *args: Any, **kw: Any) -> Any:
+        if file == path:
+            opened.append(file)
+        return real(file, *args, **kw)
+
+    collector = prom.SocketCollector()
+    monkeypatch.setattr(builtins, "open", counting)
+    prom.exposition(collector)
+    assert len(opened) == 1
+
+
+@pytest.mark.root
+def test_one_scan_opens_the_namespace_once(netns: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    collector = prom.SocketCollector(netns=netns)
+    path = f"/run/netns/{netns}"
+    opened = []
+    real = os.open
+
+    def counting(file: Any, *args: Any, **kw: Any) -> Any:
+        if file == path:
+            opened.append(file)
+        return real(file, *args, **kw)
+
+    monkeypatch.setattr(os, "open", counting)
+    prom.exposition(collector)
+    assert len(opened) == 1
+
+
+@pytest.mark.root
+def test_a_namespace_named_with_terminal_escapes_is_said_escaped(
+        tmp_path: pathlib.Path) -> None:
+    if have_netns():
+        pytest.skip(str(have_netns()))
+    name = f"pso-esc\x1b[31m-{uuid.uuid4().hex[:8]}"
+    target = tmp_path / "pysockopt.prom"
+    errlog = tmp_path / "stderr"
+    _ip("netns", "add", name)
+    try:
+        with errlog.open("w") as err, started(
+                [sys.executable, "-m", "pysockopt", "exporter", "--netns", name,
+                 "--textfile", str(target), "--interval", "0.1"], None, stderr=err):
+            wait_for(target.exists, 20, "the first file")
+            subprocess.run(["ip", "netns", "del", name], check=True)
+            wait_for(lambda: "scrape error" in errlog.read_text(), 20, "the error said")
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    text = errlog.read_text()
+    assert "\x1b" not in text and "pso-esc\\x1b[31m-" in text, text
+    assert len(text.splitlines()) == 1 and "Traceback" not in text, text

@@ -96,6 +96,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         status = _error(args.command, f"{err} (see pysockopt {args.command} --help)")
     except (InvalidConfigError, ValueError, LookupError, OSError) as err:
         status = _error(args.command, str(err))
+    except Exception as err:  # a bug, never exit status 1 ("problems found") by accident
+        status = _error(args.command, f"unexpected error: {type(err).__name__}: {_text(err)}")
     output.flush()
     if output.broken and out is None:
         # Python flushes stdout once more at exit and would complain (exit status 120):
@@ -107,6 +109,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if failure is not None:
         return _error(args.command, f"cannot write the output: {failure.strerror or failure}")
     return status
+
+
+def _text(err: BaseException) -> str:
+    try:
+        return str(err)
+    except Exception:  # a str() that fails too: the type name is all there is
+        return "(no message)"
 
 
 def _error(command: str, message: str) -> int:

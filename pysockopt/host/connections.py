@@ -14,11 +14,12 @@ another one: the dump then runs in a native thread that entered it (see namespac
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from enum import IntEnum
 from typing import Final, Literal, NamedTuple
 
@@ -40,9 +41,11 @@ from .namespaces import read_files as _read_in
 
 __all__ = [
     "Connection",
+    "NativeDump",
     "Process",
     "Timer",
     "connections",
+    "native_dump",
     "processes_of",
     "state_counts",
 ]
@@ -427,6 +430,56 @@ def connections(
     ``netns`` as in state_counts: each Connection from another namespace carries its
     NetNamespace (a name, path or pid is looked up in ``namespaces()`` for it).
     """
+    where = resolve(netns) if netns is not None and not isinstance(netns, NetNamespace) else netns
+    with opened(where) as target, native_dump(
+            states=states, port=port, family=family, with_info=with_info, source=source,
+            target=target, netns=where if target is not None else None) as dump:
+        return dump.connections()
+
+
+class NativeDump:
+    """The sockets of one dump, held in C memory: valid inside ``native_dump()``'s block only.
+
+    ``sink`` is the cffi ``struct pso_sd_sink *`` that C code reads (csrc/sockdiag.h; the
+    Prometheus collector's tally, csrc/tally.h, counts it and keeps only some records).
+    """
+
+    __slots__ = ("_netns", "sink")
+
+    def __init__(self, sink: object, netns: NetNamespace | None) -> None:
+        self.sink = sink
+        self._netns = netns
+
+    def counts(self) -> dict[TcpState, int]:
+        """Sockets per state, as dumped (every state, 0 included)."""
+        raw = self.sink.counts  # type: ignore[attr-defined]
+        return {s: int(raw[s]) for s in TcpState if s < lib.PSO_SD_NSTATES}
+
+    def connections(self) -> list[Connection]:
+        """Decode the records the sink holds now (all of them, or what a tally kept)."""
+        return _records(self.sink, self._netns)
+
+
+@contextlib.contextmanager
+def native_dump(
+    *,
+    states: Iterable[TcpState | int | str] | TcpState | int | str | None = None,
+    port: int | None = None,
+    family: int | None = None,
+    with_info: bool = False,
+    source: Source = "auto",
+    target: Entered | None = None,
+    netns: NetNamespace | None = None,
+) -> Iterator[NativeDump]:
+    """Dump the sockets ``connections()`` would list, keeping them in C memory; freed on exit.
+
+    For code that counts the records where they are instead of building a Connection per
+    socket. ``states``, ``port``, ``family``, ``with_info`` and ``source`` as in
+    ``connections()`` (listeners in a query of their own, with their drop counts).
+    ``target``: a namespace already open (``namespaces.opened()``: one descriptor serves
+    every read of a scan), None for the caller's own; ``netns``: what the records carry as
+    ``Connection.netns``.
+    """
     mask = _state_mask(states)
     listen = mask & (1 << TcpState.LISTEN)
     others = mask & ~(1 << TcpState.LISTEN)
@@ -438,11 +491,9 @@ def connections(
         queries.append(_query(listen, port, family, ext | lib.PSO_SD_EXT_SKMEMINFO))
     if others:
         queries.append(_query(others, port, family, ext))
-    where = resolve(netns) if netns is not None and not isinstance(netns, NetNamespace) else netns
-    with opened(where) as target:
-        sink = _gather(queries, True, source, target)
+    sink = _gather(queries, True, source, target)
     try:
-        return _records(sink, where if target is not None else None)
+        yield NativeDump(sink, netns)
     finally:
         lib.pso_sd_sink_free(sink)
 
