@@ -28,6 +28,10 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 
+# Document the tree this script sits in, not whatever pysockopt the interpreter would import
+# (an installed copy, or another checkout's editable install).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
 from pysockopt import _host
 from pysockopt.errno import ErrnoInfo, ErrorCategory, errno_table
 from pysockopt.host.model import Thresholds
