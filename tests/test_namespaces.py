@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -195,6 +196,57 @@ def test_paths_that_are_not_network_namespaces() -> None:
     for path in ("/etc/hostname", "/proc/self/ns/mnt", "/tmp"):
         with unchanged_namespace(), pytest.raises(InvalidConfigError, match="network namespace"):
             connections(netns=path)
+
+
+def test_fifos_devices_and_other_files_are_refused_unopened(tmp_path: pathlib.Path) -> None:
+    # A FIFO would block open() for good, and opening a device can act: only nsfs files are
+    # ever opened. A reader stuck in open() of the FIFO would let this writer's non-blocking
+    # open succeed (and free it): that is how the test sees an open that must not happen.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    done = threading.Event()
+    opened: list[int] = []
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: nobody has it open for reading
+                done.wait(0.02)
+                continue
+            opened.append(fd)
+            os.close(fd)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with unchanged_namespace(), pytest.raises(
+                InvalidConfigError, match="not a network namespace but a FIFO"):
+            state_counts(netns=str(fifo))
+    finally:
+        done.set()
+        watcher.join()
+    assert not opened, "the FIFO was opened"
+    for path, kind in (("/dev/null", "a character device"), ("/dev/zero", "a character device"),
+                       ("/tmp", "a directory"), ("/etc/hostname", "a regular file"),
+                       ("/proc/self/ns/mnt", "a mnt namespace")):
+        with unchanged_namespace(), pytest.raises(InvalidConfigError) as caught:
+            connections(netns=path)
+        assert isinstance(caught.value, nsmod.NotANetnsError)
+        assert caught.value.kind == kind and caught.value.path == path
+
+
+def test_cli_netns_that_is_a_fifo_or_a_terminal(tmp_path: pathlib.Path) -> None:
+    # In a session of its own, so /dev/tty is no terminal of the child's: before the check it
+    # came back as a bare ENXIO from open(); the FIFO hung until killed.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((str(fifo), "a FIFO"), ("/dev/tty", "a character device")):
+        r = subprocess.run([sys.executable, "-m", "pysockopt", "states", "--netns", path],
+                           capture_output=True, text=True, timeout=30, start_new_session=True,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 2, r.stderr
+        assert f"pysockopt states: --netns {path}: not a network namespace ({kind})" in r.stderr
 
 
 def test_names_paths_and_pids_that_do_not_exist() -> None:
@@ -661,6 +713,11 @@ CHILD = textwrap.dedent("""
     report["looked_at"] = [ns.inode for ns, _ in result.results]
     report["refused"] = [s.netns.name for s in result.refused]
     report["notes"] = list(result.notes)
+    by_pid = pysockopt.NetNamespace(os.stat("/run/netns/" + name).st_ino,
+                                    f"/proc/{pid}/ns/net", None, (pid,))
+    result = for_each_netns(lambda ns: state_counts(netns=ns), [by_pid])
+    report["ptrace_notes"] = list(result.notes)
+    report["ptrace_checks"] = [s.check for s in result.skipped]
     out = io.StringIO()
     report["cli_status"] = main(["diagnose", "--all-netns"], out)
     report["cli"] = out.getvalue()
@@ -693,6 +750,9 @@ def test_unprivileged_user_is_told_what_it_needs(world: World) -> None:
         assert r[key] == r["start"]  # ... and no failure ever moved its thread
     assert "CAP_SYS_ADMIN" in r["name"] and "CAP_SYS_ADMIN" in r["path"]
     assert "CAP_SYS_PTRACE" in r["pid"]  # another user's /proc/PID/ns/net: EACCES
+    assert r["ptrace_checks"] == ["ptrace"]
+    (note,) = r["ptrace_notes"]
+    assert "CAP_SYS_PTRACE" in note and "CAP_SYS_ADMIN" not in note
     # As non-root: /run/netns names are listed, other users' processes are not looked at.
     assert {world.pile, world.queue, world.clean} <= set(r["listed"])
     assert r["unseen"] > 0
@@ -701,6 +761,65 @@ def test_unprivileged_user_is_told_what_it_needs(world: World) -> None:
     assert any("CAP_SYS_ADMIN" in n for n in r["notes"])
     assert re.search(r"Not looked at: \d+ network namespace\(s\) could not be entered", r["cli"])
     assert "1 network namespace(s) looked at" in r["cli"]
+
+
+#: Runs as root of a user namespace of its own (unshare -U -r): euid 0, yet no capability over
+#: the processes and namespaces outside it. Reports what each refusal said.
+USERNS_CHILD = textwrap.dedent("""
+    import json, os, sys
+    from pysockopt import NetNamespace, NetnsPermissionError, for_each_netns, state_counts
+    name, pid, inode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    def me():
+        return os.stat("/proc/thread-self/ns/net").st_ino
+    report = {"euid": os.geteuid(), "start": me()}
+    for label, arg in (("pid", pid), ("name", name)):
+        try:
+            state_counts(netns=arg)
+            report[label] = "no error"
+        except NetnsPermissionError as err:
+            report[label] = str(err)
+            report[label + "_check"] = err.check
+    by_pid = NetNamespace(inode, f"/proc/{pid}/ns/net", None, (pid,))
+    by_name = NetNamespace(inode, "/run/netns/" + name, name)
+    for label, ns in (("ptrace", by_pid), ("setns", by_name)):
+        result = for_each_netns(lambda n: state_counts(netns=n), [ns])
+        report[label + "_notes"] = list(result.notes)
+        report[label + "_skipped"] = [s.check for s in result.skipped]
+    report["end"] = me()
+    print(json.dumps(report))
+""")
+
+
+def _unshare_user_works() -> bool:
+    return subprocess.run(["unshare", "-U", "-r", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.root
+def test_refusals_say_which_check_failed_even_as_root(world: World) -> None:
+    if not _unshare_user_works():
+        pytest.skip("unshare -U -r (a user namespace of its own) does not work here")
+    pid = world.holders["pile"].pid
+    out = subprocess.run(
+        ["unshare", "-U", "-r", sys.executable, "-c", USERNS_CHILD, world.pile, str(pid),
+         str(world.inode("pile"))],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["euid"] == 0 and r["end"] == r["start"]
+    # Opening /proc/PID/ns/net of a process outside: the ptrace check refused, not a missing
+    # root, and the errno is named.
+    assert r["pid_check"] == "ptrace"
+    assert "another user's process" not in r["pid"] and "needs root" not in r["pid"]
+    assert "even as root" in r["pid"] and "EACCES" in r["pid"] and "ptrace" in r["pid"]
+    # Opening /run/netns/NAME works; setns then needs CAP_SYS_ADMIN over the namespace's owner.
+    assert r["name_check"] == "setns" and "CAP_SYS_ADMIN" in r["name"]
+    assert "EPERM" in r["name"] and "run as root" not in r["name"]
+    assert r["ptrace_skipped"] == ["ptrace"] and r["setns_skipped"] == ["setns"]
+    (ptrace_note,) = r["ptrace_notes"]
+    assert "ptrace" in ptrace_note and "CAP_SYS_ADMIN" not in ptrace_note
+    (setns_note,) = r["setns_notes"]
+    assert "CAP_SYS_ADMIN" in setns_note and "ptrace" not in setns_note
 
 
 # --- containers from real cgroups

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TextIO, TypeVar
 
+from ..errors import InvalidConfigError
 from ._common import EXIT_OK, command, emit_json, table
 
 T = TypeVar("T")
@@ -103,10 +104,24 @@ def per_netns(args: argparse.Namespace, fn: Callable[[Any], T]) -> Grouped[T] | 
                        found.complete)
     if args.netns is None:
         return None
-    ns = resolve(netns_value(args.netns))
+    try:
+        ns = resolve(netns_value(args.netns))
+    except InvalidConfigError as err:
+        raise ValueError(_bad_netns(args.netns, err)) from None
     if ns is None:
         ns = current_namespace()
     return Grouped([(ns, fn(ns))], [], [], True)
+
+
+def _bad_netns(text: str, err: Exception) -> str:
+    """``--netns /tmp/fifo: not a network namespace (a FIFO); give ...``: the option's words."""
+    from ..host.namespaces import NotANetnsError
+
+    if isinstance(err, NotANetnsError):
+        return (f"--netns {text}: not a network namespace ({err.kind}); give an ip netns "
+                "name, /run/netns/NAME, /proc/PID/ns/net or a pid")
+    allowed = getattr(err, "allowed", None)
+    return f"--netns {text}: must be {allowed}" if allowed else f"--netns {text}: {err}"
 
 
 def write_notes(out: TextIO, grouped: Grouped[Any]) -> None:

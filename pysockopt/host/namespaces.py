@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ __all__ = [
     "NetnsPermissionError",
     "NetnsResults",
     "NetnsSkipped",
+    "NotANetnsError",
     "container_from_cgroup",
     "container_of_pid",
     "current_inode",
@@ -49,6 +51,7 @@ __all__ = [
     "namespaces",
     "opened",
     "read_files",
+    "refusal_notes",
     "resolve",
 ]
 
@@ -68,13 +71,44 @@ _NS_GET_NSTYPE: Final = 0xB703
 class NetnsPermissionError(PermissionError):
     """Entering (or even naming) another network namespace was refused.
 
-    setns(CLONE_NEWNET) needs CAP_SYS_ADMIN, and reading another user's /proc/PID/ns/net needs
-    root or CAP_SYS_PTRACE: run as root to see every namespace.
+    ``check`` says which refusal it was: ``"setns"`` (entering needs CAP_SYS_ADMIN over the
+    namespace's user namespace), ``"ptrace"`` (opening /proc/PID/ns/net passes the kernel's
+    ptrace access check: another user's process needs root or CAP_SYS_PTRACE, and even root
+    can be refused by a security module or for a process of another user namespace) or
+    ``"open"`` (the file's own permissions). Run as root to see every namespace.
     """
+
+    check: str
+
+    def __init__(self, code: int, message: str, check: str = "setns") -> None:
+        super().__init__(code, message)
+        self.check = check
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.errno, self.strerror, self.check))
 
 
 class NetnsGoneError(FileNotFoundError):
     """The namespace no longer exists: its last process exited and nothing mounts it."""
+
+
+#: What ``netns=`` accepts, for messages.
+_ALLOWED: Final = ("a network namespace: an ip netns name, a path (/run/netns/NAME, "
+                   "/proc/PID/ns/net) or a pid")
+
+
+class NotANetnsError(InvalidConfigError):
+    """A path given as ``netns=`` is not a network namespace; ``kind`` says what it is.
+
+    ``kind``: "a FIFO", "a character device", "a directory", "a regular file", "a mnt
+    namespace"... Only files of the namespace filesystem (nsfs) are ever opened: a FIFO would
+    block, and opening a device can act.
+    """
+
+    def __init__(self, path: str, kind: str) -> None:
+        self.path = path
+        self.kind = kind
+        super().__init__("netns", path, _ALLOWED, f"not a network namespace but {kind}")
 
 
 # --- containers, from cgroup paths
@@ -511,44 +545,108 @@ def _candidates(netns: NetNamespace | str | os.PathLike[str] | int) -> tuple[lis
                     f"{type(netns).__name__}")
 
 
-def _is_netns(fd: int) -> bool:
+#: ioctl(NS_GET_NSTYPE) answers: the CLONE_NEW* flag of each namespace type.
+_NS_TYPES: Final = {0x00020000: "mnt", 0x02000000: "cgroup", 0x04000000: "uts",
+                    0x08000000: "ipc", 0x10000000: "user", 0x20000000: "pid", 0x00000080: "time",
+                    _CLONE_NEWNET: "net"}
+_FILE_KINDS: Final = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                      (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                      (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file"))
+#: The open flags: never a controlling terminal, never a wait (the path was checked to be an
+#: nsfs file first; these hold should it have been swapped for something else meanwhile).
+_OPEN_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+
+
+def _file_kind(mode: int) -> str:
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "not a namespace file")
+
+
+def _not_netns(fd: int, nsfs: int) -> str | None:
+    """None when the open ``fd`` is a network namespace, else what it is (for a message)."""
+    st = os.fstat(fd)
+    if st.st_dev != nsfs:  # swapped between the stat and the open
+        return _file_kind(st.st_mode)
     try:
-        return bool(fcntl.ioctl(fd, _NS_GET_NSTYPE) == _CLONE_NEWNET)
-    except OSError:  # ENOTTY: not an nsfs file at all
-        return False
+        nstype = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError:  # a kernel without NS_GET_NSTYPE (before 4.11): setns would tell
+        return "an nsfs file of unknown type"
+    if nstype == _CLONE_NEWNET:
+        return None
+    return f"a {_NS_TYPES.get(nstype, 'non-network')} namespace"
+
+
+#: /proc paths whose open passes the ptrace access check on that process.
+_PROC_NS: Final = re.compile(r"/proc/(?:\d+|self|thread-self)(?:/task/\d+)?/ns/net")
+
+
+def _errno_text(code: int) -> str:
+    """``Permission denied (EACCES)``: the message and the errno's name."""
+    return f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
+
+
+def _refused(err: OSError, what: str) -> NetnsPermissionError:
+    """Return the error for a path of ``what`` we may not stat or open, naming the check."""
+    code = err.errno or errno.EACCES
+    path = os.fsdecode(err.filename) if err.filename is not None else "?"
+    head = f"{_errno_text(code)}: opening {path} for {what}"
+    if not _PROC_NS.fullmatch(path):
+        return NetnsPermissionError(
+            code, f"{head} was refused (the file's permissions, or a security module)", "open")
+    if os.geteuid() != 0:
+        return NetnsPermissionError(
+            code, f"{head} needs root or CAP_SYS_PTRACE (it belongs to another user's "
+                  "process)", "ptrace")
+    return NetnsPermissionError(
+        code, f"{head} was refused even as root: the kernel's ptrace access check on that "
+              "process failed (a security module, or a process of another user namespace)",
+        "ptrace")
 
 
 def _open(netns: NetNamespace | str | os.PathLike[str] | int) -> tuple[int, str]:
-    """Open ``netns``; return (descriptor, its name for messages). The caller closes it."""
+    """Open ``netns``; return (descriptor, its name for messages). The caller closes it.
+
+    Each path is stat'ed first and opened only when it is an nsfs file (the filesystem of
+    /proc/thread-self/ns/net): a FIFO, a terminal or another device is refused unopened.
+    """
     paths, what = _candidates(netns)
     expected = netns.inode if isinstance(netns, NetNamespace) else None
+    nsfs = _own().st_dev
     refused: OSError | None = None
     for path in paths:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            st = os.stat(path)
+        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+            continue
+        except PermissionError as err:
+            refused = err
+            continue
+        if st.st_dev != nsfs:
+            if expected is None:
+                raise NotANetnsError(path, _file_kind(st.st_mode))
+            continue  # the name now holds something else: that namespace is gone
+        if expected is not None and st.st_ino != expected:
+            continue  # the pid was reused, or the name now mounts another namespace
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
         except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
             continue
         except PermissionError as err:
             refused = err
             continue
         try:
-            ok = _is_netns(fd)
-            if ok and expected is not None and os.fstat(fd).st_ino != expected:
-                ok = False  # the pid was reused, or the name now mounts another namespace
+            kind = _not_netns(fd, nsfs)
+            if kind is None and expected is not None and os.fstat(fd).st_ino != expected:
+                kind = "another namespace"  # replaced between the stat and the open
         except BaseException:
             os.close(fd)
             raise
-        if ok:
+        if kind is None:
             return fd, what
         os.close(fd)
         if expected is None:
-            raise InvalidConfigError(
-                "netns", path, "a network namespace (/proc/PID/ns/net, /run/netns/NAME)")
+            raise NotANetnsError(path, kind)
     if refused is not None:
-        raise NetnsPermissionError(
-            refused.errno, f"{os.strerror(refused.errno or errno.EACCES)}: opening "
-            f"{refused.filename} for {what} needs root or CAP_SYS_PTRACE (it belongs to "
-            "another user's process)")
+        raise _refused(refused, what)
     if isinstance(netns, NetNamespace):
         raise NetnsGoneError(errno.ENOENT, f"{what} is gone (no process or mount holds it "
                                            "any more)")
@@ -622,8 +720,13 @@ def entry_error(rc: int, step: int, target: Entered) -> OSError:
     """Return the OSError for a native call that failed entering ``target`` or in it."""
     code = -rc
     if step == lib.PSO_NETNS_STEP_SETNS and code == errno.EPERM:
-        return NetnsPermissionError(code, f"{os.strerror(code)}: entering {target.what} needs "
-                                          "CAP_SYS_ADMIN (run as root)")
+        if os.geteuid() != 0:
+            why = "needs CAP_SYS_ADMIN (run as root)"
+        else:
+            why = ("needs CAP_SYS_ADMIN over the user namespace that owns it, which this "
+                   "process lacks even as root (root of a container or of a user namespace)")
+        return NetnsPermissionError(code, f"{_errno_text(code)}: entering {target.what} {why}",
+                                    "setns")
     if step == lib.PSO_NETNS_STEP_SETNS and code == errno.EINVAL:
         return OSError(code, f"{os.strerror(code)}: {target.what} is not a network namespace")
     if step == lib.PSO_NETNS_STEP_SETNS:
@@ -693,16 +796,47 @@ class NetnsSkipped:
     """A namespace ``for_each_netns`` could not look into, and why.
 
     ``reason``: "vanished" (it disappeared during the census: nothing left to see) or
-    "permission" (entering needs CAP_SYS_ADMIN); ``message`` says it in words.
+    "permission" (refused); ``check``, for a refusal, the NetnsPermissionError's: "setns"
+    (entering needs CAP_SYS_ADMIN), "ptrace" (opening /proc/PID/ns/net) or "open";
+    ``message`` says it in words.
     """
 
     netns: NetNamespace
     reason: str
     message: str
+    check: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         """Return the skip for JSON."""
-        return {"netns": self.netns.as_dict(), "reason": self.reason, "message": self.message}
+        return {"netns": self.netns.as_dict(), "reason": self.reason, "check": self.check,
+                "message": self.message}
+
+
+def refusal_notes(checks: Iterable[str | None]) -> list[str]:
+    """Say how many namespaces each check refused: one note per check, the count first.
+
+    ``checks``: the ``check`` of each refused namespace (NetnsSkipped, NetnsPermissionError).
+    """
+    tally: dict[str | None, int] = {}
+    for check in checks:
+        tally[check] = tally.get(check, 0) + 1
+    root = os.geteuid() == 0
+    notes = []
+    for check, n in tally.items():
+        if check == "ptrace":
+            why = ("could not be opened even as root: the ptrace access check on their "
+                   "/proc/PID/ns/net refused (a security module, or processes of another user "
+                   "namespace)" if root else
+                   "could not be opened: another user's /proc/PID/ns/net needs root or "
+                   "CAP_SYS_PTRACE")
+        elif check == "open":
+            why = "could not be opened: their file's permissions refused it"
+        else:
+            why = ("could not be entered: setns needs CAP_SYS_ADMIN over their user "
+                   "namespace, which this process lacks even as root" if root else
+                   "could not be entered: that needs CAP_SYS_ADMIN (run as root)")
+        notes.append(f"{n} network namespace(s) {why}")
+    return notes
 
 
 @dataclass(frozen=True, slots=True)
@@ -731,10 +865,7 @@ class NetnsResults(Generic[T]):
     @property
     def notes(self) -> tuple[str, ...]:
         """What was not seen, in words: never read "no problems" into what is missing."""
-        notes = []
-        if self.refused:
-            notes.append(f"{len(self.refused)} network namespace(s) could not be entered: "
-                         "that needs CAP_SYS_ADMIN (run as root)")
+        notes = refusal_notes(s.check for s in self.refused)
         if self.unseen:
             notes.append(_unseen_note(self.unseen))
         for s in self.skipped:
@@ -763,5 +894,5 @@ def for_each_netns(
         except NetnsGoneError as err:
             skipped.append(NetnsSkipped(ns, "vanished", str(err)))
         except NetnsPermissionError as err:
-            skipped.append(NetnsSkipped(ns, "permission", str(err)))
+            skipped.append(NetnsSkipped(ns, "permission", str(err), err.check))
     return NetnsResults(tuple(results), tuple(skipped), unseen)
