@@ -763,6 +763,91 @@ def test_unprivileged_user_is_told_what_it_needs(world: World) -> None:
     assert "1 network namespace(s) looked at" in r["cli"]
 
 
+#: Runs the CLI as the unprivileged user from inside a clean namespace: everything it can
+#: see is healthy, and the namespaces it cannot enter (a full accept queue among them) must
+#: never read as "no problems".
+CLI_CHILD = textwrap.dedent("""
+    import io, json, os, sys
+    import pysockopt, pysockopt.cli, pysockopt.cli.netns
+    from pysockopt.cli import main
+    import argparse, textwrap, collections, encodings.ascii, encodings.utf_8, locale
+    pysockopt.cli.build_parser()
+    uid, gid = int(sys.argv[1]), int(sys.argv[2])
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    report = {}
+    for args in (["diagnose", "--all-netns"], ["diagnose", "--all-netns", "--json"],
+                 ["states", "--all-netns"], ["states", "--all-netns", "--json"],
+                 ["conns", "--all-netns"], ["netns"], ["netns", "--json"]):
+        out = io.StringIO()
+        status = main(args, out)
+        report[" ".join(args)] = [status, out.getvalue()]
+    print(json.dumps(report))
+""")
+
+
+@pytest.mark.root
+def test_unprivileged_all_netns_never_reads_as_no_problems(world: World) -> None:
+    user = _unprivileged_user()
+    out = subprocess.run(
+        ["ip", "netns", "exec", world.clean, sys.executable, "-c", CLI_CHILD,
+         str(user.pw_uid), str(user.pw_gid)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    first = re.compile(r"Not looked at: (\d+) network namespace\(s\) could not be entered")
+
+    def refused_first(text: str) -> int:
+        """The count of namespaces not entered, which must be the output's first line."""
+        m = first.match(text.splitlines()[0])
+        assert m, text
+        n = int(m.group(1))
+        assert n >= 3, text  # at least the pile, the full queue (CRITICAL) and the other one
+        return n
+
+    # Each output is checked on its own: other namespaces may come and go between the runs.
+    status, text = r["diagnose --all-netns"]
+    refused = refused_first(text)
+    last = text.splitlines()[-1]
+    assert status == 0  # nothing wrong in what could be seen, and the output says just that
+    assert last.startswith(f"{refused} network namespace(s) could not be entered"), text
+    assert last.endswith(". No problems found in what could be seen "
+                         "(1 network namespace(s) looked at)."), text
+    assert "0 with problems" not in text
+
+    status, text = r["diagnose --all-netns --json"]
+    data = json.loads(text)
+    assert status == 0 and data["ok"] is None and data["complete"] is False
+    refused = data["not_entered"]
+    assert refused >= 3 and len(data["namespaces"]) == 1
+    assert data["notes"][0].startswith(f"{refused} network namespace(s) could not be entered")
+    assert [s["check"] for s in data["skipped"] if s["reason"] == "permission"] == [
+        "setns"] * refused
+
+    for key in ("states --all-netns", "conns --all-netns"):
+        status, text = r[key]
+        refused = refused_first(text)
+        assert status == 0
+        assert text.splitlines()[-1].startswith(
+            f"Incomplete: {refused} network namespace(s) could not be entered"), text
+    data = json.loads(r["states --all-netns --json"][1])
+    assert data["complete"] is False and data["not_entered"] >= 3
+
+    status, text = r["netns"]
+    refused = refused_first(text)
+    assert status == 0
+    assert re.match(rf"\d+ network namespace\(s\) listed; {refused} could not be entered "
+                    r"\(sockets not counted\)", text.splitlines()[-1]), text
+    # Root's processes are not ours to look at: namespaces may be missing, and it says so.
+    assert "process(es) could not be read, so more may exist." in text.splitlines()[-1]
+    data = json.loads(r["netns --json"][1])
+    assert data["complete"] is False and data["not_entered"] >= 3
+    assert data["unseen_processes"] > 0
+    assert sum(row["sockets"] is None for row in data["namespaces"]) == data["not_entered"]
+
+
 #: Runs as root of a user namespace of its own (unshare -U -r): euid 0, yet no capability over
 #: the processes and namespaces outside it. Reports what each refusal said.
 USERNS_CHILD = textwrap.dedent("""

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ._common import EXIT_FOUND, EXIT_OK, command, emit_json, port_arg
+from ._common import EXIT_FOUND, EXIT_OK, EXIT_RULE, command, emit_json, port_arg
 from .netns import Grouped, add_netns_args, header, per_netns, write_notes
 
 if TYPE_CHECKING:
@@ -60,22 +60,35 @@ def _sampled(args: argparse.Namespace) -> Grouped[Diagnosis] | None:
 
 
 @command("diagnose", "find CLOSE_WAIT leaks, SYN floods, full accept queues, TIME_WAIT "
-         "pressure, dead peers", _diagnose_args)
+         "pressure, dead peers", _diagnose_args,
+         f"{EXIT_RULE} With --all-netns: 1 when any namespace looked at has a problem. "
+         "Namespaces that could not be entered (not root) do not make it 1 or 2: 0 then says "
+         "only that nothing was found in what could be seen, and the output says how many "
+         "were not entered, on its first line and its last (\"No problems found in what "
+         "could be seen\"); the JSON has \"complete\": false and \"ok\": null.")
 def _diagnose(args: argparse.Namespace, out: TextIO) -> int:
     run = _runner(args)
     grouped = per_netns(args, run) if args.interval is None else _sampled(args)
     if grouped is not None:
-        ok = all(d.ok for _, d in grouped.results)
+        problems = sum(1 for _, d in grouped.results if not d.ok)
+        # ok: False when a problem was found; True only when every namespace was looked at
+        # and none has one; None (unknown) when none of those seen has one but some were not.
+        ok = False if problems else (True if grouped.complete else None)
         if args.json:
             emit_json(out, {"ok": ok, **grouped.as_json("diagnosis", lambda d: d.as_dict())})
         else:
+            write_notes(out, grouped)
             for ns, d in grouped.results:
                 out.write(f"== {header(ns)}\n{d.render()}\n")
-            problems = sum(1 for _, d in grouped.results if not d.ok)
-            out.write(f"{len(grouped.results)} network namespace(s) looked at, "
-                      f"{problems} with problems.\n")
-            write_notes(out, grouped)
-        return EXIT_OK if ok else EXIT_FOUND
+            looked = f"{len(grouped.results)} network namespace(s) looked at"
+            if grouped.complete:
+                out.write(f"{looked}, {problems} with problems.\n")
+            elif problems:
+                out.write(f"{grouped.missing}. {looked}, {problems} with problems.\n")
+            else:
+                out.write(f"{grouped.missing}. No problems found in what could be seen "
+                          f"({looked}).\n")
+        return EXIT_FOUND if problems else EXIT_OK
     result = run(None)
     if args.json:
         emit_json(out, result.as_dict())

@@ -3,8 +3,9 @@
 ``pysockopt netns`` lists every network namespace (inode, name, container, pids, sockets).
 ``add_netns_args`` and ``per_netns`` give ``states``, ``conns`` and ``diagnose`` the same two
 options and the same grouping: one block per namespace under a header naming it, and at the end
-what could not be looked at. JSON has the same structure: ``{"namespaces": [{"netns": ...,
-...}], "skipped": [...], "notes": [...], "complete": bool}``.
+what could not be looked at, first (never let silence read as "nothing there"), and again in
+the last line. JSON has the same structure: ``{"namespaces": [{"netns": ..., ...}],
+"skipped": [...], "notes": [...], "complete": bool, "not_entered": N, "unseen_processes": N}``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from ._common import EXIT_OK, command, emit_json, table
 
 T = TypeVar("T")
 
-__all__ = ["Grouped", "add_netns_args", "header", "netns_value", "per_netns", "write_notes"]
+__all__ = ["NETNS_EXIT", "Grouped", "add_netns_args", "header", "netns_value", "per_netns",
+           "write_notes"]
+
+#: What --all-netns adds to a command's exit status, under its --help.
+NETNS_EXIT = ("With --all-netns, namespaces that could not be entered (not root) do not change "
+              "the status: the output then says how many, on its first line and its last, and "
+              "the JSON has \"complete\": false.")
 
 
 def add_netns_args(p: argparse.ArgumentParser) -> None:
@@ -70,12 +77,34 @@ def header(ns: Any) -> str:
 
 @dataclass(frozen=True)
 class Grouped(Generic[T]):
-    """What ``per_netns`` found: (namespace, result) pairs, and what could not be seen."""
+    """What ``per_netns`` found: (namespace, result) pairs, and what could not be seen.
+
+    ``not_entered``: namespaces refused (not root); ``unseen``: processes whose namespace
+    could not even be read, so namespaces may be missing altogether.
+    """
 
     results: list[tuple[Any, T]]
     skipped: list[Any]
     notes: list[str]
     complete: bool
+    not_entered: int = 0
+    unseen: int = 0
+
+    @property
+    def missing(self) -> str:
+        """Say what was not looked at, counts first; empty when complete.
+
+        "9 network namespace(s) could not be entered; the namespace of 120 process(es) could
+        not be read, so more may exist".
+        """
+        parts = []
+        if self.not_entered:
+            parts.append(f"{self.not_entered} network namespace(s) could not be entered")
+        if self.unseen:
+            parts.append(f"the namespace of {self.unseen} process(es) could not be read, so "
+                         "more may exist")
+        text = "; ".join(parts)
+        return text[:1].upper() + text[1:]
 
     def as_json(self, key: str, payload: Callable[[T], Any]) -> dict[str, Any]:
         """Return the JSON structure shared by every ``--netns``/``--all-netns`` command."""
@@ -88,6 +117,8 @@ class Grouped(Generic[T]):
             "skipped": [s.as_dict() for s in self.skipped],
             "notes": self.notes,
             "complete": self.complete,
+            "not_entered": self.not_entered,
+            "unseen_processes": self.unseen,
         }
 
 
@@ -101,7 +132,7 @@ def per_netns(args: argparse.Namespace, fn: Callable[[Any], T]) -> Grouped[T] | 
     if args.all_netns:
         found = for_each_netns(fn)
         return Grouped(list(found.results), list(found.skipped), list(found.notes),
-                       found.complete)
+                       found.complete, len(found.refused), found.unseen)
     if args.netns is None:
         return None
     try:
@@ -125,9 +156,15 @@ def _bad_netns(text: str, err: Exception) -> str:
 
 
 def write_notes(out: TextIO, grouped: Grouped[Any]) -> None:
-    """Say what could not be looked at (never let silence read as "nothing there")."""
+    """Say what could not be looked at, before anything else: each note, its count first."""
     for note in grouped.notes:
         out.write(_printable(f"Not looked at: {note}.") + "\n")
+
+
+def write_incomplete(out: TextIO, grouped: Grouped[Any]) -> None:
+    """End a listing that missed namespaces with a line saying so (nothing when complete)."""
+    if grouped.missing:
+        out.write(f"Incomplete: {grouped.missing} (see the first lines).\n")
 
 
 # --- pysockopt netns
@@ -138,37 +175,39 @@ def _netns_args(p: argparse.ArgumentParser) -> None:
 
 
 @command("netns", "list network namespaces: inode, name, container, pids, sockets",
-         _netns_args)
+         _netns_args, "Exit status: 0 listed, 2 error; never 1. Namespaces that could not be "
+         "entered (not root) are listed without a socket count; the output says how many, "
+         "on its first line and its last, and the JSON has \"complete\": false.")
 def _netns(args: argparse.Namespace, out: TextIO) -> int:
     from ..host.connections import state_counts
-    from ..host.namespaces import NetnsPermissionError, current_inode, namespaces
+    from ..host.namespaces import current_inode, for_each_netns, namespaces
 
     found = namespaces()
+    counted = for_each_netns(lambda ns: sum(state_counts(netns=ns).values()), found)
+    totals = {ns.inode: total for ns, total in counted.results}
+    skips = {s.netns.inode: s for s in counted.skipped}
     own = current_inode()
     rows: list[tuple[Any, int | None, str | None]] = []
-    refused = 0
     for ns in found:
-        try:
-            total: int | None = sum(state_counts(netns=ns).values())
-            why = None
-        except NetnsPermissionError:
-            total, why = None, "needs root"
-            refused += 1
-        except FileNotFoundError:  # vanished since it was listed
-            total, why = None, "vanished"
-        rows.append((ns, total, why))
-    notes = list(found.notes)
-    if refused:
-        notes.append(f"the sockets of {refused} namespace(s) could not be counted: entering "
-                     "a namespace needs CAP_SYS_ADMIN (run as root)")
+        skip = skips.get(ns.inode)
+        why = None if skip is None else (
+            "vanished" if skip.reason == "vanished" else _REFUSED.get(skip.check or "", "refused"))
+        rows.append((ns, totals.get(ns.inode), why))
+    grouped: Grouped[int] = Grouped(list(counted.results), list(counted.skipped),
+                                    list(counted.notes), counted.complete,
+                                    len(counted.refused), counted.unseen)
     if args.json:
         emit_json(out, {
             "namespaces": [{**ns.as_dict(), "current": ns.inode == own, "sockets": total,
                             "error": why} for ns, total, why in rows],
-            "notes": notes,
-            "complete": not notes,
+            "skipped": [s.as_dict() for s in grouped.skipped],
+            "notes": grouped.notes,
+            "complete": grouped.complete,
+            "not_entered": grouped.not_entered,
+            "unseen_processes": grouped.unseen,
         })
         return EXIT_OK
+    write_notes(out, grouped)
     body = []
     for ns, total, why in rows:
         c = ns.container
@@ -181,6 +220,16 @@ def _netns(args: argparse.Namespace, out: TextIO) -> int:
                      _printable(container), pids or "-", total if why is None else why))
     table(out, ["inode", "name", "container", "pids", "sockets"], body)
     out.write("(* this namespace)\n")
-    for note in notes:
-        out.write(_printable(f"Not looked at: {note}.") + "\n")
+    if not grouped.complete:
+        parts = [f"{len(found)} network namespace(s) listed"]
+        if grouped.not_entered:
+            parts.append(f"{grouped.not_entered} could not be entered (sockets not counted)")
+        if grouped.unseen:
+            parts.append(f"the namespace of {grouped.unseen} process(es) could not be read, "
+                         "so more may exist")
+        out.write("; ".join(parts) + ".\n")
     return EXIT_OK
+
+
+#: The sockets cell of a namespace that refused us, per NetnsPermissionError.check.
+_REFUSED = {"setns": "needs CAP_SYS_ADMIN", "ptrace": "ptrace refused", "open": "open refused"}

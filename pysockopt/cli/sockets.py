@@ -9,9 +9,9 @@ from .._format import ss_timer
 from ..errors import InvalidConfigError
 from ..tcpinfo import TcpState
 from ._common import EXIT_OK, checked, command, emit_json, port_arg, table
-from .netns import add_netns_args, header, per_netns, write_notes
+from .netns import NETNS_EXIT, add_netns_args, header, per_netns, write_incomplete, write_notes
 
-_LISTS = "Exit status: 0 listed, 2 error (bad usage included); never 1."
+_LISTS = "Exit status: 0 listed, 2 error (bad usage included); never 1. " + NETNS_EXIT
 
 
 def _state(text: str) -> TcpState:
@@ -43,11 +43,12 @@ def _states(args: argparse.Namespace, out: TextIO) -> int:
                 "states", lambda c: {"total": sum(c.values()),
                                      "counts": {s.label: n for s, n in _ordered(c)}})})
             return EXIT_OK
+        write_notes(out, grouped)
         for ns, counts in grouped.results:
             out.write(f"== {header(ns)}\n")
             _states_table(out, counts)
             out.write("\n")
-        write_notes(out, grouped)
+        write_incomplete(out, grouped)
         return EXIT_OK
     counts = state_counts(port=args.port)
     if args.json:
@@ -89,11 +90,12 @@ def _conns(args: argparse.Namespace, out: TextIO) -> int:
             emit_json(out, grouped.as_json("connections",
                                            lambda conns: [c.as_dict() for c in conns]))
             return EXIT_OK
+        write_notes(out, grouped)
         for ns, conns in grouped.results:
             out.write(f"== {header(ns)}\n")
             _conns_table(out, conns, args.info)
             out.write("\n")
-        write_notes(out, grouped)
+        write_incomplete(out, grouped)
         return EXIT_OK
     conns = connections(states=states, port=args.port, with_info=args.info)
     if args.json:

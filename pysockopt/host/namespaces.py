@@ -882,10 +882,13 @@ def for_each_netns(
 
     ``for_each_netns(lambda ns: diagnose(netns=ns))`` diagnoses the whole host. A namespace that
     vanishes meanwhile, or that may not be entered (not root), is skipped and listed in
-    ``skipped``; any other error propagates.
+    ``skipped``; any other error propagates. A ``namespaces()`` result passed as ``netns``
+    keeps its ``unseen`` count in the result.
     """
-    found = namespaces() if netns is None else list(netns)
-    unseen = found.unseen if isinstance(found, NamespaceList) else 0
+    given = namespaces() if netns is None else netns
+    # A NamespaceList passed in keeps saying what it missed (its ``unseen``).
+    unseen = given.unseen if isinstance(given, NamespaceList) else 0
+    found = list(given)
     results: list[tuple[NetNamespace, T]] = []
     skipped: list[NetnsSkipped] = []
     for ns in found:
