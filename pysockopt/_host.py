@@ -15,18 +15,20 @@ from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
 __all__ = [
-    "COUNTER_FILES", "COUNTER_SYSCTLS", "SNMP_TCP_FIELDS", "SOCKSTAT_FIELDS", "SOCKSTAT_HOST_WIDE",
-    "SYSCTL", "TCP_EXT_FIELDS", "FileReader", "RawCounters", "Reader", "TcpProc",
-    "counter_table", "netstat_counters", "parse_ints", "read_counters", "read_int", "read_ints",
-    "read_tcp_proc", "read_text", "read_texts", "sockstat_table", "sysctl", "sysctl_int",
-    "sysctl_path",
+    "ABSENT", "COUNTER_FILES", "COUNTER_SYSCTLS", "SNMP_TCP_FIELDS", "SOCKSTAT_FIELDS",
+    "SOCKSTAT_HOST_WIDE", "SYSCTL", "TCP_EXT_FIELDS", "FileReader", "RawCounters", "Reader",
+    "TcpProc", "counter_table", "netstat_counters", "parse_ints", "read_counters", "read_int",
+    "read_ints", "read_tcp_proc", "read_text", "read_texts", "sockstat_table", "sysctl",
+    "sysctl_int", "sysctl_path",
 ]
 
 #: Where sysctls live; ``sysctl("net.ipv4.tcp_syncookies")`` reads SYSCTL + "net/ipv4/...".
 SYSCTL: Final = "/proc/sys/"
 
-#: A file that is not there (this kernel or namespace has no such sysctl) or not ours to read.
-_ABSENT: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM})
+#: The errnos of a file that is not there (this kernel or namespace has no such sysctl) or not
+#: ours to read: that fact is unknown (None), not a failure. Every reader of /proc/sys and the
+#: counters uses this one set (host/diagnosis.py too, for files read inside another namespace).
+ABSENT: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM})
 
 
 def read_ints(path: str) -> tuple[int, ...] | None:
@@ -39,7 +41,7 @@ def read_ints(path: str) -> tuple[int, ...] | None:
         with open(path, encoding="ascii") as f:
             return tuple(int(x) for x in f.read().split())
     except OSError as err:
-        if err.errno in _ABSENT:
+        if err.errno in ABSENT:
             return None
         raise
     except (ValueError, UnicodeDecodeError):
@@ -103,7 +105,7 @@ def netstat_counters(name: str, prefix: str) -> dict[str, int | None] | None:
         with open(f"/proc/thread-self/net/{name}", encoding="ascii", errors="replace") as f:
             return counter_table(f.read(), prefix)
     except OSError as err:
-        if err.errno in _ABSENT:
+        if err.errno in ABSENT:
             return None
         raise
 
@@ -298,7 +300,7 @@ def read_tcp_proc(sysctls: Sequence[str], read: FileReader | None = None) -> Tcp
     failed: list[str] = []
     for path, got in zip(paths, (read or _read_here)(paths), strict=True):
         if isinstance(got, OSError):
-            if got.errno not in _ABSENT:
+            if got.errno not in ABSENT:
                 failed.append(f"reading {path}: {got.strerror or got}")
             texts.append(None)
         else:

@@ -982,9 +982,13 @@ def test_container_attribution_from_real_cgroups(cgroup2: str, kind: str) -> Non
             assert nsmod.container_of_pid(holder.pid) == expected
             status, text = _cli("diagnose", "--netns", str(holder.pid))
             assert status == 0  # one healthy connection
-            assert f"{expected.runtime} {cid[:12]}" in text.split("\n", 1)[0]
-            if kind == "kubepods":
-                assert f"pod {pod}" in text.split("\n", 1)[0]
+            said = f"{expected.runtime} {cid[:12]}" + (f" · pod {pod}" if kind == "kubepods"
+                                                       else "")
+            assert said in text.split("\n", 1)[0]
+            # `pysockopt netns` names the container in the same words as the header.
+            status, text = _cli("netns")
+            row = next(line for line in text.splitlines() if line.startswith(str(ns.inode)))
+            assert status == 0 and said in row
             d = diagnose(netns=holder.pid)
             assert d.netns is not None and d.netns.container == expected
         assert not os.path.exists(os.path.join(cgroup2, f"pso-test-{tag}"))

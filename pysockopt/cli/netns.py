@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TextIO, TypeVar
 
+from .._format import printable
 from ..errors import InvalidConfigError
 from ._common import EXIT_OK, command, emit_json, table
 
 T = TypeVar("T")
 
-__all__ = ["NETNS_EXIT", "Grouped", "add_netns_args", "header", "netns_value", "per_netns",
-           "write_notes"]
+__all__ = ["NETNS_EXIT", "Grouped", "add_netns_args", "container_text", "header", "netns_value",
+           "per_netns", "write_incomplete", "write_notes"]
 
 #: What --all-netns adds to a command's exit status, under its --help.
 NETNS_EXIT = ("With --all-netns, namespaces that could not be entered (not root) do not change "
@@ -48,11 +49,15 @@ def netns_value(text: str) -> str | int:
     return int(text) if text.isdigit() else text
 
 
-def _printable(text: str) -> str:
-    # Names come from /run/netns, cgroup paths and container configs: never raw to a terminal.
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+def container_text(c: Any) -> str:
+    """Name a Container as every output does: ``containerd 9a8b7c6d5e4f (shop/cart) · pod UID``.
+
+    Runtime, short id, the name where known, the Kubernetes pod uid where there is one. Not
+    escaped: the caller makes the whole line printable (names come from /run/netns, cgroup
+    paths and container configs).
+    """
+    text = f"{c.runtime} {c.short_id}" + (f" ({c.name})" if c.name else "")
+    return text + (f" · pod {c.pod_uid}" if c.pod_uid else "")
 
 
 def header(ns: Any) -> str:
@@ -61,18 +66,15 @@ def header(ns: Any) -> str:
 
     parts = [f"netns {ns.label}" + (f" (inode {ns.inode})" if ns.name is not None else "")
              + (", this namespace" if ns.inode == current_inode() else "")]
-    c = ns.container
-    if c is not None:
-        parts.append(f"{c.runtime} {c.short_id}" + (f" ({c.name})" if c.name else ""))
-        if c.pod_uid:
-            parts.append(f"pod {c.pod_uid}")
+    if ns.container is not None:
+        parts.append(container_text(ns.container))
     if ns.pids:
         shown = ", ".join(str(p) for p in ns.pids[:5])
         more = f" and {len(ns.pids) - 5} more" if len(ns.pids) > 5 else ""
         parts.append(f"pids {shown}{more}")
     else:
         parts.append("no processes")
-    return _printable(" · ".join(parts))
+    return printable(" · ".join(parts))
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ def _bad_netns(text: str, err: Exception) -> str:
 def write_notes(out: TextIO, grouped: Grouped[Any]) -> None:
     """Say what could not be looked at, before anything else: each note, its count first."""
     for note in grouped.notes:
-        out.write(_printable(f"Not looked at: {note}.") + "\n")
+        out.write(printable(f"Not looked at: {note}.") + "\n")
 
 
 def write_incomplete(out: TextIO, grouped: Grouped[Any]) -> None:
@@ -210,14 +212,12 @@ def _netns(args: argparse.Namespace, out: TextIO) -> int:
     write_notes(out, grouped)
     body = []
     for ns, total, why in rows:
-        c = ns.container
-        container = "-" if c is None else (
-            f"{c.runtime} {c.short_id}" + (f" ({c.name})" if c.name else "")
-            + (f" pod {c.pod_uid}" if c.pod_uid else ""))
+        container = "-" if ns.container is None else container_text(ns.container)
         pids = ",".join(str(p) for p in ns.pids[:4]) + (
             f",+{len(ns.pids) - 4}" if len(ns.pids) > 4 else "")
-        body.append((ns.inode, _printable(ns.name or "-") + ("*" if ns.inode == own else ""),
-                     _printable(container), pids or "-", total if why is None else why))
+        # table() makes every cell printable.
+        body.append((ns.inode, (ns.name or "-") + ("*" if ns.inode == own else ""),
+                     container, pids or "-", total if why is None else why))
     table(out, ["inode", "name", "container", "pids", "sockets"], body)
     out.write("(* this namespace)\n")
     if not grouped.complete:

@@ -42,12 +42,14 @@ from .namespaces import read_files as _read_in
 __all__ = [
     "Connection",
     "NativeDump",
+    "Owners",
     "Process",
     "Timer",
     "connections",
     "native_dump",
     "processes_of",
     "state_counts",
+    "walk_owners",
 ]
 
 Source = Literal["auto", "netlink", "proc"]
@@ -647,19 +649,30 @@ _SKIPPED: Final = frozenset({errno.ENOENT, errno.ESRCH, errno.EACCES, errno.EPER
 _NOT_OURS: Final = frozenset({errno.EACCES, errno.EPERM})
 
 
-class _Owners(NamedTuple):
-    """One walk of /proc/*/fd: the processes per inode, and how many we could not inspect."""
+class Owners(NamedTuple):
+    """One walk of /proc/*/fd (``walk_owners``): the processes per socket inode, and more.
+
+    ``found``: inode -> the processes holding it; ``hidden``: how many processes could not be
+    inspected (not ours: EACCES, EPERM).
+    """
 
     found: dict[int, tuple[Process, ...]]
     hidden: int
 
 
-def _walk_owners(inodes: Iterable[int]) -> _Owners:
+def walk_owners(inodes: Iterable[int]) -> Owners:
+    """Find the processes holding each socket inode, and count the processes we may not see.
+
+    ``processes_of`` with what it leaves out: ``hidden`` > 0 means an inode nobody was found
+    for may still be held by a process we could not inspect (another user's, when not root);
+    the diagnosis rules say "owner not visible" instead of "nobody". Processes that exit
+    during the walk are skipped; any other failure (EMFILE, ENFILE, ENOMEM) raises OSError.
+    """
     wanted = {f"socket:[{i}]": i for i in inodes if i}
     found: dict[int, list[Process]] = {i: [] for i in wanted.values()}
     hidden = 0
     if not wanted:
-        return _Owners({}, 0)
+        return Owners({}, 0)
     # listdir, not scandir: the walk then holds no descriptor of its own while it reads each
     # process, so it works with a single free descriptor (scandir kept one open, and every
     # listdir below failed with EMFILE, which used to be skipped as "not ours").
@@ -689,7 +702,7 @@ def _walk_owners(inodes: Iterable[int]) -> _Owners:
             command = _command(int(name))
             for inode in dict.fromkeys(hits):
                 found[inode].append(Process(int(name), command))
-    return _Owners({inode: tuple(procs) for inode, procs in found.items()}, hidden)
+    return Owners({inode: tuple(procs) for inode, procs in found.items()}, hidden)
 
 
 def _command(pid: int) -> str:
@@ -716,4 +729,4 @@ def processes_of(inodes: Iterable[int]) -> dict[int, tuple[Process, ...]]:
     Raises OSError for any other failure (EMFILE, ENFILE, ENOMEM), rather than return
     owners that are silently missing.
     """
-    return _walk_owners(inodes).found
+    return walk_owners(inodes).found

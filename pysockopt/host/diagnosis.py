@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 import math
 import time
 from collections import defaultdict
@@ -30,8 +29,6 @@ FACT_SYSCTLS: Final = (
     "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
 )
 _SYSCTLS: Final = FACT_SYSCTLS
-#: A file another namespace lacks, or that is not ours to read: that fact is unknown (None).
-_ABSENT: Final = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM})
 
 
 def _facts_in(target: Entered) -> tuple[dict[str, tuple[int, ...] | None],
@@ -40,7 +37,7 @@ def _facts_in(target: Entered) -> tuple[dict[str, tuple[int, ...] | None],
     texts = read_files(target, [*map(_host.sysctl_path, _SYSCTLS),
                                 "/proc/thread-self/net/netstat"])
     for text in texts:
-        if isinstance(text, OSError) and text.errno not in _ABSENT:
+        if isinstance(text, OSError) and text.errno not in _host.ABSENT:
             raise text
     sysctls = {name: _host.parse_ints(text) if isinstance(text, bytes) else None
                for name, text in zip(_SYSCTLS, texts, strict=False)}

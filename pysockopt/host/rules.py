@@ -17,7 +17,7 @@ from typing import Final
 
 from .._format import count, duration, endpoint, printable, processes
 from ..tcpinfo import TcpState
-from .connections import Connection, Process, Timer, _walk_owners
+from .connections import Connection, Process, Timer, walk_owners
 from .model import Evidence, Finding, HostFacts, Severity, Thresholds, Unseen
 from .sample import OwnerGrowth, Rates, Sample
 
@@ -46,7 +46,7 @@ class OwnerBook:
                 and i not in self._unknown]
         if todo:
             try:
-                walk = _walk_owners(todo)
+                walk = walk_owners(todo)
             except OSError as err:
                 reason = f"unknown ({err.strerror} while reading /proc)"
                 self._unknown.update(dict.fromkeys(todo, reason))
