@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import io
 import json
 import os
@@ -240,3 +241,36 @@ def test_source_folder_without_extension_says_why_and_what_to_do(
         assert r.returncode == 1 and last.startswith("ImportError: "), r.stderr
         assert "not built" in last and "source folder" in last and "pip install -e ." in last
         assert "another folder" in last and str(tmp_path) in last
+
+
+def test_source_folder_without_extension_never_borrows_another_trees(
+        tmp_path: pathlib.Path) -> None:
+    # An editable install of another checkout (`pip install -e` there) puts a finder on
+    # sys.meta_path that maps the package to that checkout: a submodule this folder lacks,
+    # such as the unbuilt pysockopt._native, was then silently imported from there.
+    editable = pytest.importorskip("setuptools.command.editable_wheel")
+    template = getattr(editable, "_finder_template", None)
+    if template is None:
+        pytest.skip("this setuptools writes its editable finder differently")
+    finder = tmp_path / "finder"
+    finder.mkdir()
+    (finder / "other_checkout_finder.py").write_text(
+        template("pysockopt", {"pysockopt": str(ROOT / "pysockopt")}, {}))
+    clone = tmp_path / "clone"
+    shutil.copytree(ROOT / "pysockopt", clone / "pysockopt",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    (clone / "setup.py").write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # cffi's backend, from its own folder: the other tree's extension would load for real.
+    cffi_dir = os.path.dirname(importlib.util.find_spec("_cffi_backend").origin or "")
+    setup = (f"import sys; sys.path += [{str(finder)!r}, {cffi_dir!r}]; "
+             "import other_checkout_finder; other_checkout_finder.install(); ")
+    for code in ("import pysockopt", "import pysockopt.tcpinfo"):
+        # -S: only the finder written here, not whatever this interpreter has installed.
+        r = subprocess.run([sys.executable, "-S", "-c", setup + code], cwd=clone, env=env,
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("ImportError: "), r.stderr
+        assert str(clone / "pysockopt") in last and str(ROOT / "pysockopt") in last
+        assert "not built" in last and "build_ext --inplace" in last
