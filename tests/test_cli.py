@@ -262,7 +262,9 @@ def test_source_folder_without_extension_never_borrows_another_trees(
     (clone / "setup.py").write_text("")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     # cffi's backend, from its own folder: the other tree's extension would load for real.
-    cffi_dir = os.path.dirname(importlib.util.find_spec("_cffi_backend").origin or "")
+    backend = importlib.util.find_spec("_cffi_backend")
+    assert backend is not None and backend.origin is not None
+    cffi_dir = os.path.dirname(backend.origin)
     setup = (f"import sys; sys.path += [{str(finder)!r}, {cffi_dir!r}]; "
              "import other_checkout_finder; other_checkout_finder.install(); ")
     for code in ("import pysockopt", "import pysockopt.tcpinfo"):
