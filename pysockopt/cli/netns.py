@@ -2,9 +2,9 @@
 
 ``pysockopt netns`` lists every network namespace (inode, name, container, pids, sockets).
 ``add_netns_args`` and ``per_netns`` give ``states``, ``conns`` and ``diagnose`` the same two
-options and the same grouping: one block per namespace under a header naming it, and at the end
-what could not be looked at, first (never let silence read as "nothing there"), and again in
-the last line. JSON has the same structure: ``{"namespaces": [{"netns": ..., ...}],
+options and the same grouping: one block per namespace under a header naming it. What could not
+be looked at comes first (never let silence read as "nothing there") and again in the last
+line. JSON has the same structure: ``{"namespaces": [{"netns": ..., ...}],
 "skipped": [...], "notes": [...], "complete": bool, "not_entered": N, "unseen_processes": N}``.
 """
 
