@@ -22,7 +22,7 @@ from ._common import EXIT_OK, command, emit_json, table
 T = TypeVar("T")
 
 __all__ = ["NETNS_EXIT", "Grouped", "add_netns_args", "container_text", "header", "netns_value",
-           "per_netns", "write_incomplete", "write_notes"]
+           "per_netns", "resolve_netns", "write_incomplete", "write_notes"]
 
 #: What --all-netns adds to a command's exit status, under its --help.
 NETNS_EXIT = ("With --all-netns, namespaces that could not be entered (not root) do not change "
@@ -129,7 +129,7 @@ def per_netns(args: argparse.Namespace, fn: Callable[[Any], T]) -> Grouped[T] | 
 
     None when neither option was given (the caller's namespace, output as before).
     """
-    from ..host.namespaces import current_namespace, for_each_netns, resolve
+    from ..host.namespaces import current_namespace, for_each_netns
 
     if args.all_netns:
         found = for_each_netns(fn)
@@ -137,13 +137,24 @@ def per_netns(args: argparse.Namespace, fn: Callable[[Any], T]) -> Grouped[T] | 
                        found.complete, len(found.refused), found.unseen)
     if args.netns is None:
         return None
-    try:
-        ns = resolve(netns_value(args.netns))
-    except InvalidConfigError as err:
-        raise ValueError(_bad_netns(args.netns, err)) from None
+    ns = resolve_netns(args.netns)
     if ns is None:
         ns = current_namespace()
     return Grouped([(ns, fn(ns))], [], [], True)
+
+
+def resolve_netns(text: str) -> Any:
+    """``--netns NS`` -> its NetNamespace (None: the caller's own), errors in the option's words.
+
+    A path that is not a namespace is ``--netns /tmp/fifo: not a network namespace (a FIFO)``
+    (a ValueError: exit status 2); every command that takes ``--netns`` can use this.
+    """
+    from ..host.namespaces import resolve
+
+    try:
+        return resolve(netns_value(text))
+    except InvalidConfigError as err:
+        raise ValueError(_bad_netns(text, err)) from None
 
 
 def _bad_netns(text: str, err: Exception) -> str:
