@@ -1042,8 +1042,8 @@ def test_sweeps_are_sharded_round_robin() -> None:
         first = kernel.next_sweep()
         assert first is not None
         assert first - kernel.monitor.clock() <= 2.0 / 4 + 0.01  # 4 shards per round
-        for _ in range(4):
-            assert kernel.sweep().swept == 8  # no call reads more than a shard
+        swept = [kernel.sweep().swept for _ in range(4)]
+        assert max(swept) == 8 and sum(swept) == 30  # no call reads more than a shard
         kernel.remove(pairs[0][1])
         pairs[1][1].close()
         for client, _ in pairs[2:]:
@@ -1051,7 +1051,8 @@ def test_sweeps_are_sharded_round_robin() -> None:
         wait_for(lambda: all(tcp_info(s).state == TcpState.CLOSE_WAIT
                              for _, s in pairs[2:]))
         reaped = [kernel.sweep().reaped for _ in range(4)]
-        assert [len(r) for r in reaped] == [8, 8, 8, 5]  # one round reaps all 29
+        assert sum(len(r) for r in reaped) == 29  # one round reaps all 29
+        assert max(len(r) for r in reaped) <= 8
         reasons = [why for r in reaped for _, why in r]
         assert reasons.count(CloseReason.GONE) == 1
         assert reasons.count(CloseReason.PEER_CLOSED) == 28
