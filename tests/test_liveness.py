@@ -154,6 +154,28 @@ def test_a_new_or_returning_socket_is_read_within_a_sweep_interval(
                 assert clock.now - at <= 2.0 + 1e-9  # not read yet, but not overdue either
 
 
+# --- the plan's slack
+
+
+#: The kernel's timer wheel fires a timer ``d`` away at most 8/63 of ``d`` late (a level's
+#: granularity over the smallest delay filed at that level); a probe reply also needs its
+#: round trip. The plan must leave this, one sweep interval, and loop lag inside its timeout.
+WHEEL_SLACK = 8 / 63
+
+
+@pytest.mark.parametrize("seconds,count", [(3, 1), (4.5, 1), (7.5, 3), (8, 3), (30, 3),
+                                           (300, 5), (7200, 9)])
+def test_the_plan_leaves_room_for_timer_slack_and_loop_lag(seconds: float, count: int) -> None:
+    plan = LivenessPlan.for_detection(seconds, count=count)
+    idle = plan.keepalive.idle
+    # A live idle peer: its kernel's next reply comes at most this long after the last one.
+    reply_gap = idle * (1 + WHEEL_SLACK)
+    # Read at most one sweep interval after that (the sweep order's bound), plus loop lag:
+    # the lag a live peer survives must be a whole sweep interval at least.
+    lag_margin = plan.timeout - reply_gap - plan.sweep_interval
+    assert lag_margin >= plan.sweep_interval > 0, (plan, lag_margin)
+
+
 # --- real churn, real kernel timers
 
 

@@ -26,6 +26,13 @@ __all__ = ["KernelLiveness", "LivenessPlan", "Sweep"]
 
 K = TypeVar("K", bound=Hashable)
 
+#: How late, as a fraction of ``keepalive.idle``, an idle live peer's next keepalive reply
+#: may come. The kernel files a timer ``d`` jiffies away in a timer-wheel level whose
+#: granularity is at most 8/63 of ``d`` (one jiffy below 63) and fires it at the next tick of
+#: that granularity: 0.26 s late for 3 s at HZ=250. 1/7 covers that and leaves ``idle / 63``
+#: (16 ms per second of idle) for a jiffy of rounding and the probe's round trip.
+KEEPALIVE_SLACK: Final = 1 / 7
+
 
 @dataclass(frozen=True, slots=True)
 class LivenessPlan:
@@ -41,9 +48,15 @@ class LivenessPlan:
       within ``keepalive.worst_case_detection <= budget`` (the same derivation, the same
       worst case);
     - ``timeout`` and ``tick``: the HeartbeatMonitor's, with ``timeout + tick == budget``;
-    - ``sweep_interval``: every socket's TCP_INFO is read once per this many seconds, small
-      enough that an idle live peer's keepalive replies are seen before its timeout:
-      ``keepalive.idle + 2 * sweep_interval == timeout``.
+    - ``sweep_interval``: every socket's TCP_INFO is read at most this many seconds apart
+      (KernelLiveness keeps each socket's place in the round), with room to spare:
+      ``keepalive.idle * (1 + KEEPALIVE_SLACK) + 2 * sweep_interval == timeout``.
+
+    The worst case for an idle live peer: its kernel answers a probe at most
+    ``keepalive.idle * (1 + KEEPALIVE_SLACK)`` after its previous sign of life (the kernel
+    fires the keepalive timer late, see KEEPALIVE_SLACK), the next sweep of its socket reads
+    that at most ``sweep_interval`` later, and the second ``sweep_interval`` is the margin
+    against loop lag: a sweep may run that late before such a peer could be dropped.
     """
 
     budget: float
@@ -64,7 +77,8 @@ class LivenessPlan:
         tick = budget / DEFAULT_TICKS
         timeout = budget - tick
         keepalive = KeepaliveConfig.for_detection(budget, count=count)
-        return cls(budget, keepalive, timeout, tick, (timeout - keepalive.idle) / 2)
+        reply_gap = keepalive.idle * (1 + KEEPALIVE_SLACK)  # a live idle peer's, at worst
+        return cls(budget, keepalive, timeout, tick, (timeout - reply_gap) / 2)
 
     def monitor(
         self, *, min_interval: float = 0.0, clock: Callable[[], float] = time.monotonic
