@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import math
 import random
+import re
 import socket
 from collections.abc import Hashable, Iterable, Iterator
 
@@ -20,6 +21,7 @@ import pytest
 from pysockopt import (
     CloseReason,
     HeartbeatMonitor,
+    InvalidConfigError,
     KernelLiveness,
     LivenessPlan,
     Sweep,
@@ -174,6 +176,45 @@ def test_the_plan_leaves_room_for_timer_slack_and_loop_lag(seconds: float, count
     # the lag a live peer survives must be a whole sweep interval at least.
     lag_margin = plan.timeout - reply_gap - plan.sweep_interval
     assert lag_margin >= plan.sweep_interval > 0, (plan, lag_margin)
+
+
+@pytest.mark.parametrize("count", [1, 3, 9])
+def test_a_budget_too_small_says_what_to_pass(count: int) -> None:
+    seconds = count + 1  # whole seconds enough for the kernel, but not once the tick is out
+    with pytest.raises(InvalidConfigError) as caught:
+        LivenessPlan.for_detection(seconds, count=count)
+    err = caught.value
+    assert err.field == "seconds" and err.value == seconds  # the user's value, not ours
+    message = str(err)
+    found = re.search(r"at least ([0-9.]+) s", message)
+    assert found, message
+    assert f"count={count}" in message
+    least = float(found.group(1))
+    LivenessPlan.for_detection(least, count=count)  # what it says works ...
+    with pytest.raises(InvalidConfigError):  # ... and is the least, to 0.01 s
+        LivenessPlan.for_detection(least - 0.01, count=count)
+
+
+def test_a_budget_too_large_says_what_to_pass() -> None:
+    with pytest.raises(InvalidConfigError) as caught:
+        LivenessPlan.for_detection(10**6, count=3)
+    message = str(caught.value)
+    found = re.search(r"at most ([0-9.]+) s", message)
+    assert found, message
+    most = float(found.group(1))
+    LivenessPlan.for_detection(most, count=3)
+    with pytest.raises(InvalidConfigError):
+        LivenessPlan.for_detection(most + 0.01, count=3)
+
+
+def test_other_bad_plan_values_keep_their_own_errors() -> None:
+    with pytest.raises(InvalidConfigError) as caught:
+        LivenessPlan.for_detection(30, count=0)
+    assert caught.value.field == "count"
+    with pytest.raises(InvalidConfigError):
+        LivenessPlan.for_detection(math.inf)
+    with pytest.raises(TypeError):
+        LivenessPlan.for_detection("30")  # type: ignore[arg-type]
 
 
 # --- real churn, real kernel timers

@@ -18,6 +18,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from .._sock import fileno_of
 from .._validate import check_int, check_seconds
+from ..errors import InvalidConfigError
 from ..keepalive import KeepaliveConfig, apply_keepalive
 from ..tcpinfo import TCP_INFO_FIELDS, TcpState, poll_tcp_info
 from .monitor import DEFAULT_TICKS, CloseReason, HeartbeatMonitor
@@ -71,14 +72,63 @@ class LivenessPlan:
 
         ``count`` keepalive probes are sent before the kernel gives up; the budget must
         hold them and their user timeout as KeepaliveConfig.for_detection requires (3 s for
-        one probe, just over ``2 * count + 1`` s for more).
+        one probe, just over ``2 * count + 1`` s for more). Out of range, the
+        InvalidConfigError says the nearest ``seconds`` that works for this ``count``.
         """
         budget = check_seconds("seconds", seconds)
+        plan = cls._split(budget, count)
+        if plan is None:
+            raise cls._out_of_range(seconds, count)
+        return plan
+
+    @classmethod
+    def _split(cls, budget: float, count: int) -> LivenessPlan | None:
+        # The plan's arithmetic; None when ``budget`` cannot be split for ``count`` probes.
         tick = budget / DEFAULT_TICKS
         timeout = budget - tick
-        keepalive = KeepaliveConfig.for_detection(budget, count=count)
+        try:
+            keepalive = KeepaliveConfig.for_detection(budget, count=count)
+        except InvalidConfigError as err:
+            if err.field != "seconds":  # a bad count is the caller's error as it stands
+                raise
+            return None
         reply_gap = keepalive.idle * (1 + KEEPALIVE_SLACK)  # a live idle peer's, at worst
-        return cls(budget, keepalive, timeout, tick, (timeout - reply_gap) / 2)
+        sweep_interval = (timeout - reply_gap) / 2
+        if sweep_interval <= 0:
+            return None
+        return cls(budget, keepalive, timeout, tick, sweep_interval)
+
+    @classmethod
+    def _out_of_range(cls, seconds: float, count: int) -> InvalidConfigError:
+        # Say what to pass, found with the plan's own arithmetic (so it stays right whatever
+        # the split): the nearest budget, to 1 ms, for which _split works.
+        def works(budget: float) -> bool:
+            return cls._split(budget, count) is not None
+
+        near, bad = None, float(seconds)
+        for power in range(1, 64):  # the nearest working power-of-two multiple
+            for candidate in (seconds * 2**power, seconds / 2**power):
+                if near is None and works(candidate):
+                    near = candidate
+            if near is not None:
+                break
+        why = ("it holds keepalive's idle time, its probes and their user timeout "
+               "(KeepaliveConfig.for_detection), and the sweeps' margin")
+        if near is None:  # pragma: no cover  # no budget works for this count
+            return InvalidConfigError("seconds", seconds, f"none for count={count}", why)
+        while abs(near - bad) > 0.0001:  # bisect to the edge
+            middle = (near + bad) / 2
+            if works(middle):
+                near = middle
+            else:
+                bad = middle
+        step = 0.001 if near > seconds else -0.001
+        edge = (math.ceil if step > 0 else math.floor)(round(near * 1000, 6)) / 1000
+        while not works(edge):  # pragma: no cover  # rounding landed just outside
+            edge += step
+        side = "at least" if step > 0 else "at most"
+        allowed = f"{side} {edge:.3f}".rstrip("0").rstrip(".") + f" s for count={count}"
+        return InvalidConfigError("seconds", seconds, allowed, why)
 
     def monitor(
         self, *, min_interval: float = 0.0, clock: Callable[[], float] = time.monotonic
