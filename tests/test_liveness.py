@@ -14,6 +14,7 @@ import math
 import random
 import re
 import socket
+import time
 from collections.abc import Hashable, Iterable, Iterator
 
 import pytest
@@ -215,6 +216,73 @@ def test_other_bad_plan_values_keep_their_own_errors() -> None:
         LivenessPlan.for_detection(math.inf)
     with pytest.raises(TypeError):
         LivenessPlan.for_detection("30")  # type: ignore[arg-type]
+
+
+# --- a late caller: the kernel is asked before anyone is declared dead
+
+
+def test_expired_reads_overdue_slots_before_the_monitor_decides(
+        sockets_600: list[socket.socket]) -> None:
+    clock = FakeClock(1000.0)
+    kernel: KernelLiveness[Hashable] = KernelLiveness(
+        HeartbeatMonitor(3.0, clock=clock), sweep_interval=1.0, shard_size=2)
+    servers = sockets_600[:40:2]  # 20 connected sockets in 10 slots; their peers are here
+    for s in servers:
+        kernel.add(s)
+    for _ in range(10):
+        clock.now = max(clock.now, kernel.next_sweep() or clock.now)
+        kernel.sweep()
+    clock.now += 30.0  # the caller stalled for ten timeouts; the kernel saw the peers ACK
+    assert kernel.expired() == []  # every overdue slot was read first
+    assert all(s in kernel.monitor for s in servers)
+    due = kernel.next_sweep()
+    assert due is not None and clock.now < due <= clock.now + 1.0  # caught up, on its grid
+    assert kernel.sweep_due() == []  # nothing more is due now
+    servers[0].close()  # and what the kernel says is dead or gone still goes
+    clock.now += 30.0
+    assert kernel.expired() == [(servers[0], CloseReason.GONE)]
+
+
+@pytest.mark.slow
+def test_asyncio_kernel_mode_keeps_idle_live_peers_through_a_stalled_loop() -> None:
+    """A callback blocks the loop longer than the timeout; idle live peers stay."""
+    closed: list[tuple[asyncio.StreamWriter, CloseReason]] = []
+
+    async def main() -> None:
+        hb = AsyncHeartbeats.for_detection(3, count=1, shard_size=1,
+                                           on_close=lambda w, why: closed.append((w, why)))
+        assert hb.kernel is not None
+        watched: list[asyncio.StreamWriter] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            hb.watch(reader, writer)
+            watched.append(writer)
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(4096):
+                    pass
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(12)]
+        try:
+            while len(watched) < 12:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(1.5)  # sweeps and keepalive replies going on
+            time.sleep(hb.monitor.timeout + 1.0)  # a callback that blocks the whole loop
+            await asyncio.sleep(0.5)  # the overdue timers run
+            assert closed == []
+            assert all(w in hb for w in watched)
+            assert hb.errors == []
+        finally:
+            hb.close()
+            server.close()
+            for _, w in clients:
+                w.close()
+            for w in watched:
+                w.transport.abort()
+
+    asyncio.run(main())
 
 
 # --- real churn, real kernel timers

@@ -346,6 +346,30 @@ class KernelLiveness(Generic[K]):
         heapq.heapreplace(self._due, (self._due_after(index, max(when, now)), index))
         return index
 
+    def sweep_due(self) -> list[tuple[K, CloseReason]]:
+        """Sweep every slot that is due by now (each once); return what they reaped.
+
+        What a runner calls when a sweep timer fires: after the loop ran late it catches up
+        with every overdue slot at once, and a timer that fired early reads nothing.
+        """
+        now = self.monitor.clock()
+        reaped: list[tuple[K, CloseReason]] = []
+        while (due := self.next_sweep()) is not None and due <= now:
+            reaped += self.sweep().reaped
+        return reaped
+
+    def expired(self) -> list[tuple[K, CloseReason]]:
+        """Ask the kernel first, then the monitor: the keys to close now, with why.
+
+        Every overdue slot is swept before the monitor's expired() is asked, so a socket is
+        never expired on a reading older than ``sweep_interval``: an idle peer whose kernel
+        answers keepalive probes is not dropped however late the caller runs (a stalled
+        loop). Returns the reaped keys (PEER_CLOSED, DEAD, GONE), then the EXPIRED ones.
+        """
+        dropped = self.sweep_due()
+        dropped += [(key, CloseReason.EXPIRED) for key in self.monitor.expired()]
+        return dropped
+
     def sweep(self) -> Sweep[K]:
         """Read TCP_INFO for the next slot (suspects first) and act on it; see the class."""
         monitor = self.monitor
