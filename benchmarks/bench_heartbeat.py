@@ -177,8 +177,41 @@ def _sweep() -> None:
         listener.close()
 
 
+def _churn() -> None:
+    """Time what keeping each socket's place costs when sockets come and go."""
+    socks, listener = _pairs(N_SOCKETS)
+    servers = socks[1::2]
+    try:
+        monitor: HeartbeatMonitor[object] = HeartbeatMonitor(TIMEOUT)
+        kernel: KernelLiveness[object] = KernelLiveness(HeartbeatMonitor(TIMEOUT),
+                                                        sweep_interval=10.0)
+        for sock in servers:
+            monitor.add(sock)
+            kernel.add(sock)
+        batch = servers[::5]
+
+        def monitor_only() -> None:
+            for sock in batch:
+                monitor.remove(sock)
+                monitor.add(sock)
+
+        def ours() -> None:
+            for sock in batch:
+                kernel.remove(sock)
+                kernel.add(sock)
+
+        compare(f"KernelLiveness.remove + add (no keepalive), {len(servers)} tracked",
+                monitor_only, ours, baseline_label="HeartbeatMonitor.remove + add",
+                per_item=len(batch))
+    finally:
+        for s in socks:
+            s.close()
+        listener.close()
+
+
 def run() -> None:
     _beat()
     _expired()
     _memory()
     _sweep()
+    _churn()

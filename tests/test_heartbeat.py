@@ -38,6 +38,7 @@ from pysockopt import (
     tcp_info,
 )
 from pysockopt.aio import AsyncHeartbeats, send_heartbeats
+from pysockopt.heartbeat.liveness import KEEPALIVE_SLACK
 
 
 class FakeClock:
@@ -98,7 +99,7 @@ def test_never_expires_before_timeout_even_when_asked_late() -> None:
     clock.advance(0.75)
     m.add("young")
     clock.advance(10)  # nobody asked for 40 ticks: more than a turn of the wheel
-    assert sorted(m.expired()) == ["old", "young"]
+    assert sorted(map(str, m.expired())) == ["old", "young"]
     m.add("x")
     clock.advance(0.999)
     assert m.expired() == []
@@ -119,7 +120,7 @@ def test_same_identity_drops_the_older_key_at_once() -> None:
     assert m.add("conn3", identity="carol") is None  # re-binds
     assert m.key_for("alice") is None and m.key_for("carol") == "conn3"
     clock.advance(2)
-    assert sorted(m.expired()) == ["conn2", "conn3"]
+    assert sorted(map(str, m.expired())) == ["conn2", "conn3"]
     assert m.key_for("carol") is None and m.key_for("bob") is None
     m._check()
 
@@ -382,7 +383,7 @@ class FloatMonitorMachine(MonitorMachine):
 
     @precondition(lambda self: False)
     @rule()
-    def make(self) -> None:  # type: ignore[override]  # replaced by make_float
+    def make(self) -> None:  # replaced by make_float
         raise AssertionError("unreachable")
 
 
@@ -977,8 +978,10 @@ def test_one_budget_sets_keepalive_user_timeout_and_heartbeat_timeout(seconds: f
     assert ka == KeepaliveConfig.for_detection(seconds, count=count) and ka.probes == count
     assert ka.worst_case_detection is not None
     assert seconds - 1 < ka.worst_case_detection <= plan.budget
-    # An idle live peer answers a probe every `idle` s; sweeps see it well before timeout.
-    assert ka.idle + 2 * plan.sweep_interval == pytest.approx(plan.timeout)
+    # An idle live peer answers a probe every `idle` s (a little later: kernel timer slack);
+    # one sweep interval to read it, one of margin against loop lag.
+    assert ka.idle * (1 + KEEPALIVE_SLACK) + 2 * plan.sweep_interval == pytest.approx(
+        plan.timeout)
     assert plan.sweep_interval > 0
     m = plan.monitor()
     assert m.detection_window == pytest.approx((plan.timeout, seconds))
@@ -1042,8 +1045,8 @@ def test_sweeps_are_sharded_round_robin() -> None:
         first = kernel.next_sweep()
         assert first is not None
         assert first - kernel.monitor.clock() <= 2.0 / 4 + 0.01  # 4 shards per round
-        for _ in range(4):
-            assert kernel.sweep().swept == 8  # no call reads more than a shard
+        swept = [kernel.sweep().swept for _ in range(4)]
+        assert max(swept) == 8 and sum(swept) == 30  # no call reads more than a shard
         kernel.remove(pairs[0][1])
         pairs[1][1].close()
         for client, _ in pairs[2:]:
@@ -1051,7 +1054,8 @@ def test_sweeps_are_sharded_round_robin() -> None:
         wait_for(lambda: all(tcp_info(s).state == TcpState.CLOSE_WAIT
                              for _, s in pairs[2:]))
         reaped = [kernel.sweep().reaped for _ in range(4)]
-        assert [len(r) for r in reaped] == [8, 8, 8, 5]  # one round reaps all 29
+        assert sum(len(r) for r in reaped) == 29  # one round reaps all 29
+        assert max(len(r) for r in reaped) <= 8
         reasons = [why for r in reaped for _, why in r]
         assert reasons.count(CloseReason.GONE) == 1
         assert reasons.count(CloseReason.PEER_CLOSED) == 28
@@ -1075,7 +1079,7 @@ def test_a_round_keeps_its_pace_as_keys_are_reaped() -> None:
         reaped = 0
         for _ in range(8):  # every shard a quarter second apart, reaped ones or not
             due = kernel.next_sweep()
-            assert due == pytest.approx(clock.now + 0.25)
+            assert due is not None and due == pytest.approx(clock.now + 0.25)
             clock.now = due
             reaped += len(kernel.sweep().reaped)
         assert reaped == 8 and clock.now == pytest.approx(1002.0)
@@ -1099,7 +1103,8 @@ def test_keepalive_replies_count_as_life() -> None:
         kernel.sweep()
         last = kernel.monitor.last_beat(server)
         assert last is not None and last >= added + 0.9  # the probe's reply, about 1 s in
-        assert tcp_info(server).last_data_recv >= 1500  # no data came: it was the ACK
+        data_recv = tcp_info(server).last_data_recv
+        assert data_recv is not None and data_recv >= 1500  # no data came: it was the ACK
 
 
 def test_kernel_mode_finds_a_vanished_peer_without_pings(netns_pair: NetnsPair) -> None:
@@ -1155,7 +1160,7 @@ def test_suspects_are_read_on_top_of_a_full_shard(netns_pair: NetnsPair) -> None
             # Once the monitor expired it, it is no suspect any more.
             clock.advance(60)
             assert vanishing in kernel.monitor.expired()
-            assert kernel.suspects == ()
+            assert not kernel.suspects
     finally:
         for c, s in pairs:
             c.close()
@@ -1228,7 +1233,8 @@ def test_doc_examples_compile_and_import_real_names() -> None:
         tree = compile(block, "docs/heartbeat.md", "exec",
                        flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module.startswith("pysockopt"):
+            if (isinstance(node, ast.ImportFrom) and node.module is not None
+                    and node.module.startswith("pysockopt")):
                 module = importlib.import_module(node.module)
                 for alias in node.names:
                     assert hasattr(module, alias.name), (node.module, alias.name)

@@ -205,11 +205,15 @@ class AsyncHeartbeats:
     def _run(self) -> None:
         self._timer = None
         try:
-            self._close_all([(w, CloseReason.EXPIRED) for w in self.monitor.expired()])
+            if self.kernel is not None:  # overdue sweeps first: the kernel may know better
+                self._close_all(self.kernel.expired())
+            else:
+                self._close_all([(w, CloseReason.EXPIRED) for w in self.monitor.expired()])
         except Exception as exc:
             self.errors.append(exc)
         finally:
             self._schedule()
+            self._schedule_sweep()
 
     def _schedule_sweep(self) -> None:
         if self.kernel is None:
@@ -226,7 +230,7 @@ class AsyncHeartbeats:
         self._sweep_timer = None
         assert self.kernel is not None
         try:
-            self._close_all(self.kernel.sweep().reaped)
+            self._close_all(self.kernel.sweep_due())
         except Exception as exc:
             self.errors.append(exc)
         finally:

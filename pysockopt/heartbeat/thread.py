@@ -196,20 +196,14 @@ class HeartbeatThread(Generic[K]):
                 if self._stopping:
                     return
                 try:
-                    dropped += [(key, CloseReason.EXPIRED) for key in monitor.expired()]
+                    # With a KernelLiveness, the overdue sweeps come first: a late runner
+                    # asks the kernel before it declares anyone dead.
+                    dropped += kernel.expired() if kernel is not None else [
+                        (key, CloseReason.EXPIRED) for key in monitor.expired()]
                 except Exception as exc:
                     self.errors.append(exc)
                     failed = True
                 now = clock()
-                if kernel is not None:
-                    next_sweep = kernel.next_sweep()
-                    if next_sweep is not None and next_sweep <= now:
-                        try:
-                            dropped += kernel.sweep().reaped
-                        except Exception as exc:
-                            self.errors.append(exc)
-                            failed = True
-                        now = clock()
                 while self._closing and self._closing[0][0] <= now:
                     due.append(heapq.heappop(self._closing)[2])
                 if not dropped and not due:
