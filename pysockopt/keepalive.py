@@ -208,7 +208,8 @@ class KeepaliveConfig:
         """
         budget = check_seconds("seconds", seconds)
         _check("count", count)
-        budget_ms = math.floor(budget * 1000)
+        # Rounded to the microsecond first: 7.001 * 1000 is 7000.999..., which floor makes 7000.
+        budget_ms = math.floor(round(budget * 1000, 3))
         max_phase = LIMITS["idle"][1] + LIMITS["interval"][1] * count
         max_ms = min(2000 * max_phase, 2 * LIMITS["user_timeout_ms"][1])
         if budget_ms > max_ms:
