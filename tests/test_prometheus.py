@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -29,6 +30,7 @@ import pytest
 pytest.importorskip("prometheus_client")  # the test extra installs it
 
 from netns import _ip, have_netns, run_in_netns
+from paced import close_wait_leak
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sockpiles import Pile
@@ -205,6 +207,32 @@ def _registry(collector: prom.SocketCollector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
     return registry
+
+
+def _codes(got: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> set[str]:
+    return {dict(labels)["code"] for name, labels in got if name == "pysockopt_finding"}
+
+
+@pytest.mark.slow
+def test_time_rules_compare_this_scrape_with_the_last() -> None:
+    # A CLOSE_WAIT pile growing at a known pace, below the snapshot threshold: only the
+    # interval between two scrapes can tell; the first scrape has no earlier one.
+    from pysockopt import Thresholds
+
+    collector = prom.SocketCollector(thresholds=Thresholds(close_wait=10_000))
+    registry = _registry(collector)
+    with Pile() as pile:
+        pile.established(1)
+        with close_wait_leak(pile) as leak:  # 10 per second
+            wait_for(lambda: leak.done >= 3, 5, "the leak to start")
+            first = samples(generate_latest(registry).decode())
+            made = leak.done
+            wait_for(lambda: leak.done >= made + 10, 10, "ten more leaked")
+            second = samples(generate_latest(registry).decode())
+    assert "CLOSE_WAIT_GROWING" not in _codes(first)
+    assert "CLOSE_WAIT_GROWING" in _codes(second)
+    assert ("pysockopt_finding", (("code", "CLOSE_WAIT_GROWING"),
+                                  ("severity", "warning"))) in second
 
 
 def test_a_failed_dump_is_counted_and_its_metrics_left_out(
