@@ -16,10 +16,10 @@ from typing import Final, NamedTuple
 
 __all__ = [
     "ABSENT", "COUNTER_FILES", "COUNTER_SYSCTLS", "SNMP_TCP_FIELDS", "SOCKSTAT_FIELDS",
-    "SOCKSTAT_HOST_WIDE", "SYSCTL", "TCP_EXT_FIELDS", "FileReader", "RawCounters", "Reader",
-    "TcpProc", "counter_table", "netstat_counters", "parse_ints", "read_counters", "read_int",
-    "read_ints", "read_tcp_proc", "read_text", "read_texts", "sockstat_table", "sysctl",
-    "sysctl_int", "sysctl_path",
+    "SOCKSTAT_HOST_WIDE", "SYSCTL", "TCP_EXT_FIELDS", "RawCounters", "Reader",
+    "counter_table", "netstat_counters", "parse_ints", "read_counters", "read_int",
+    "read_ints", "read_text", "read_texts", "sockstat_table", "sysctl", "sysctl_int",
+    "sysctl_path",
 ]
 
 #: Where sysctls live; ``sysctl("net.ipv4.tcp_syncookies")`` reads SYSCTL + "net/ipv4/...".
@@ -249,74 +249,3 @@ def read_counters(read: Reader = read_texts) -> RawCounters:
         conntrack_count=one("net.netfilter.nf_conntrack_count"),
         conntrack_max=one("net.netfilter.nf_conntrack_max"),
     )
-
-
-# --- one scrape's look at a namespace (the Prometheus collector)
-
-#: Reads files as one namespace sees them: paths -> each file's bytes or its OSError (so that
-#: a file that is absent is told from one that failed to read).
-FileReader = Callable[[Sequence[str]], Sequence[bytes | OSError]]
-
-
-class TcpProc(NamedTuple):
-    """What one look at a namespace's /proc gives (``read_tcp_proc``); None where absent.
-
-    ``failed``: files that exist but could not be read (EMFILE, EIO...), in words.
-    """
-
-    sysctls: dict[str, tuple[int, ...] | None]
-    tcp_ext: dict[str, int | None] | None
-    tcp: dict[str, int | None] | None
-    sockstat: dict[str, int | None] | None
-    conntrack_count: int | None
-    conntrack_max: int | None
-    failed: tuple[str, ...]
-
-
-def _read_here(paths: Sequence[str]) -> list[bytes | OSError]:
-    out: list[bytes | OSError] = []
-    for path in paths:
-        try:
-            with open(path, "rb") as f:
-                out.append(f.read())
-        except OSError as err:
-            out.append(err)
-    return out
-
-
-def read_tcp_proc(sysctls: Sequence[str], read: FileReader | None = None) -> TcpProc:
-    """Read ``sysctls``, the TcpExt and Tcp counters, sockstat and conntrack in one go.
-
-    ``read``: how to read files in another namespace (one native thread there, e.g.
-    ``lambda paths: namespaces.read_files(target, paths)``); None reads them here. Each file
-    is read once, so every consumer of a scan sees the same values.
-    """
-    names = list(sysctls)
-    paths = [*map(sysctl_path, names), "/proc/thread-self/net/netstat",
-             "/proc/thread-self/net/snmp", "/proc/thread-self/net/sockstat",
-             sysctl_path("net.netfilter.nf_conntrack_count"),
-             sysctl_path("net.netfilter.nf_conntrack_max")]
-    texts: list[str | None] = []
-    failed: list[str] = []
-    for path, got in zip(paths, (read or _read_here)(paths), strict=True):
-        if isinstance(got, OSError):
-            if got.errno not in ABSENT:
-                failed.append(f"reading {path}: {got.strerror or got}")
-            texts.append(None)
-        else:
-            texts.append(got.decode("ascii", "replace"))
-    n = len(names)
-    values = {name: parse_ints(t) if t is not None else None
-              for name, t in zip(names, texts[:n], strict=True)}
-    netstat, snmp, sockstat, count, limit = texts[n:]
-
-    def one(text: str | None) -> int | None:
-        got = parse_ints(text) if text is not None else None
-        return got[0] if got else None
-
-    return TcpProc(
-        values,
-        counter_table(netstat, "TcpExt") if netstat is not None else None,
-        counter_table(snmp, "Tcp") if snmp is not None else None,
-        sockstat_table(sockstat) if sockstat is not None else None,
-        one(count), one(limit), tuple(failed))

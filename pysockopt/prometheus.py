@@ -18,6 +18,7 @@ endpoint the ``pysockopt exporter`` command starts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import re
@@ -29,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from . import _host
@@ -48,6 +50,7 @@ from .host.namespaces import (
     resolve,
 )
 from .host.rules import RULES, Snapshot
+from .host.sample import Counters, Rates, Sample
 from .tcpinfo import TCP_INFO_FIELDS, TcpState
 
 if TYPE_CHECKING:
@@ -286,26 +289,27 @@ class _Scan:
     ephemeral_ports: int | None
     keepalive: int | None
     idle_no_keepalive: int | None
-    tcp_ext: Mapping[str, int | None]
-    tcp: Mapping[str, int | None]
-    sockstat: Mapping[str, int | None]
-    conntrack: tuple[int | None, int | None]
+    counters: Counters  # the host counters (None values where the kernel has none)
     findings: Sequence[Finding] | None
     errors: tuple[str, ...]  # what failed, one message per failed part
+    inode: int  # the namespace's: which earlier sample the next scrape compares with
+    sample: Sample | None  # None when the dump failed
 
 
 _OFFSETS: Final = {f.name: f.offset for f in TCP_INFO_FIELDS}
 
 
-def _scan(options: _Options, netns: NetnsArg = None) -> _Scan:
+def _scan(options: _Options, netns: NetnsArg = None,
+          last: Mapping[int, Sample] | None = None) -> _Scan:
     """Take the one look a scrape needs of one namespace (the only place a scrape reads it).
 
     ``netns``: another network namespace (None: the caller's), as ``connections(netns=)``
     takes it, opened once for the whole scan: every read sees the same namespace. Failing to
     open or enter it raises (NetnsGoneError, NetnsPermissionError, FileNotFoundError...);
-    failures inside it are the scan's ``errors``. The time work's ``sample(detail=False)``
-    gives the same counts, listeners and counters; once it is on main this function builds
-    on it (one edit here).
+    failures inside it are the scan's ``errors``. The look is a ``Sample`` (counts made in
+    C, the listeners, the host ``Counters``, and the CLOSE_WAIT sockets the owners need);
+    ``last``: the previous scrape's sample per namespace inode, which the time rules compare
+    this one with (none on a namespace's first scrape).
     """
     errors: list[str] = []
     t = options.thresholds
@@ -313,11 +317,17 @@ def _scan(options: _Options, netns: NetnsArg = None) -> _Scan:
     dumped: _Dumped | None = None
     owners: dict[str, int] | None = None
     findings: list[Finding] | None = None
+    now: Sample | None = None
+    start, wall = time.monotonic(), time.time()
     with opened(netns) as target:
+        inode = (os.fstat(target.fd) if target is not None
+                 else os.stat("/proc/thread-self/ns/net")).st_ino
         # read_files raises only when entering the namespace fails: that is the caller's.
-        proc = _host.read_tcp_proc(FACT_SYSCTLS, None if target is None else (
-            lambda paths: read_files(target, paths)))
-        facts = facts_from(proc.sysctls, proc.tcp_ext or {})
+        texts = _read_proc(_PROC_FILES, read_files(target, _PROC_FILES), errors)
+        counters = Counters.read(lambda paths: [texts[p] for p in paths])
+        sysctls = {name: _host.parse_ints(text) if (text := texts[path]) is not None else None
+                   for name, path in zip(FACT_SYSCTLS, _FACT_PATHS, strict=True)}
+        facts = facts_from(sysctls, counters.tcp_ext)
         low, high = facts.ip_local_port_range or (0, 0)
         where = label if target is not None else None
         try:
@@ -330,19 +340,22 @@ def _scan(options: _Options, netns: NetnsArg = None) -> _Scan:
                 dumped = _tally(options, dump, listeners, low, high)
         except OSError as err:
             errors.append(f"the socket dump: {err}")
-    errors += proc.failed
-    if proc.tcp_ext is None or proc.tcp is None:
+    if texts[_host.COUNTER_FILES[0]] is None or texts[_host.COUNTER_FILES[1]] is None:
         errors.append("the TCP counters (/proc/net/netstat, /proc/net/snmp) are missing")
+    if dumped is not None:
+        now = _sample(dumped, counters, start, wall)
     if dumped is not None and dumped.counts.get(TcpState.CLOSE_WAIT):
         try:
             owners = _owners([c for c in dumped.kept if c.state == TcpState.CLOSE_WAIT],
                              options.top)
         except OSError as err:
             errors.append(f"the CLOSE_WAIT owners: {err}")
-    if dumped is not None:
+    if dumped is not None and now is not None:
+        earlier = (last or {}).get(inode)
+        rates = _rates(earlier, now) if earlier is not None else None
         try:
             findings = _findings(dumped.listeners, dumped.kept, dumped.groups, low, high, t,
-                                 facts)
+                                 facts, now, rates)
         except OSError as err:
             errors.append(f"the diagnosis: {err}")
     return _Scan(
@@ -350,9 +363,61 @@ def _scan(options: _Options, netns: NetnsArg = None) -> _Scan:
         dumped.listeners if dumped else [],
         owners, dumped.groups if dumped else [], dumped.time_wait if dumped else 0,
         high - low + 1 if high else None, dumped.keepalive if dumped else None,
-        dumped.idle if dumped else None, proc.tcp_ext or {}, proc.tcp or {},
-        proc.sockstat or {}, (proc.conntrack_count, proc.conntrack_max), findings,
-        tuple(errors))
+        dumped.idle if dumped else None, counters, findings, tuple(errors), inode, now)
+
+
+#: The sysctls the rules weigh (FACT_SYSCTLS), then every file a Sample's Counters read.
+_FACT_PATHS: Final = tuple(map(_host.sysctl_path, FACT_SYSCTLS))
+_PROC_FILES: Final = tuple(dict.fromkeys((*_FACT_PATHS, *_host.COUNTER_FILES)))
+
+
+def _read_proc(paths: Sequence[str], results: Sequence[bytes | OSError],
+               errors: list[str]) -> dict[str, str | None]:
+    """Return each file's text from what ``read_files`` gave (bytes or OSError); None if absent.
+
+    A file that exists but could not be read (EMFILE, EIO...) is also None, and said in
+    ``errors``.
+    """
+    texts: dict[str, str | None] = {}
+    for path, got in zip(paths, results, strict=True):
+        if isinstance(got, OSError):
+            if got.errno not in _host.ABSENT:
+                errors.append(f"reading {path}: {got.strerror or got}")
+            texts[path] = None
+        else:
+            texts[path] = got.decode("ascii", "replace")
+    return texts
+
+
+def _sample(dumped: _Dumped, counters: Counters, start: float, wall: float) -> Sample:
+    """Return the scan as a Sample, for the rules and the next scrape's rates.
+
+    ``close_wait`` is every CLOSE_WAIT socket (always decoded, for the owners);
+    ``syn_recv`` per port only when the SYN_RECV sockets were decoded (a pile at the
+    threshold) or there are none, else empty (see ``_rates``); ``ports`` is empty: the
+    ports in use per destination would need every outgoing socket decoded.
+    """
+    counts = {s: n for s, n in sorted(dumped.counts.items()) if n}
+    close_wait = tuple(c for c in dumped.kept if c.state is TcpState.CLOSE_WAIT)
+    syn_recv = Counter(c.local_port for c in dumped.kept if c.state is TcpState.SYN_RECV)
+    return Sample((start + time.monotonic()) / 2, wall, None, MappingProxyType(counts),
+                  tuple(dumped.listeners), counters, close_wait,
+                  MappingProxyType(dict(syn_recv)), MappingProxyType({}))
+
+
+def _syn_recv_known(s: Sample) -> bool:
+    """Whether ``s.syn_recv`` has every SYN_RECV socket (not only a count below threshold)."""
+    return sum((s.syn_recv or {}).values()) == s.counts.get(TcpState.SYN_RECV, 0)
+
+
+def _rates(earlier: Sample, now: Sample) -> Rates | None:
+    """Return the rates since the last scrape (SYN_RECV per port only where both have it)."""
+    if not now.time > earlier.time:
+        return None
+    rates = now.rates(earlier)
+    if not (_syn_recv_known(earlier) and _syn_recv_known(now)):
+        rates = dataclasses.replace(rates, syn_recv=MappingProxyType({}))
+    return rates
 
 
 class _Dumped(NamedTuple):
@@ -472,7 +537,8 @@ def _owners(close_wait: Sequence[Connection], top: int) -> dict[str, int]:
 
 def _findings(listeners: Sequence[Connection], kept: Sequence[Connection],
               groups: Sequence[TimeWaitGroup], low: int, high: int, t: Thresholds,
-              facts: HostFacts) -> list[Finding]:
+              facts: HostFacts, now: Sample | None = None,
+              rates: Rates | None = None) -> list[Finding]:
     """Run RULES on what the rules read socket by socket; the rest cannot fire.
 
     TIME_WAIT_PRESSURE counts sockets per (local address, destination): a group that reaches
@@ -495,7 +561,7 @@ def _findings(listeners: Sequence[Connection], kept: Sequence[Connection],
         if tw:
             by_state[TcpState.TIME_WAIT] = tw
     conns = [c for v in by_state.values() for c in v]
-    snap = Snapshot(conns, by_state, facts)
+    snap = Snapshot(conns, by_state, facts, sample=now, rates=rates)
     return [f for rule in RULES for f in rule.check(rule, snap, t)]
 
 
@@ -549,6 +615,7 @@ class SocketCollector:
         self._all = all_netns
         self._on_error = on_error
         self._errors = 0
+        self._last: dict[int, Sample] = {}  # the previous scrape's sample per namespace inode
         self._lock = threading.Lock()
         self.scrapes = 0
 
@@ -563,14 +630,15 @@ class SocketCollector:
             scans: list[tuple[NetNamespace | None, _Scan]] = []
             failed: list[str] = []
             if self._all:
-                found = for_each_netns(lambda ns: _scan(self._options, ns))
+                last = self._last
+                found = for_each_netns(lambda ns: _scan(self._options, ns, last))
                 scans = [(ns, scan) for ns, scan in found.results]
                 # A namespace that vanished meanwhile is gone, not an error; one we may not
                 # enter is (the exporter should run as root to see them all).
                 failed += [s.message for s in found.skipped if s.reason != "vanished"]
             else:
                 try:
-                    scans = [(None, _scan(self._options, self._netns))]
+                    scans = [(None, _scan(self._options, self._netns, self._last))]
                 except (OSError, InvalidConfigError) as err:
                     # Not there now (deleted, or not yet created again), or not enterable:
                     # this scrape has only its own metrics, and says why.
@@ -578,6 +646,10 @@ class SocketCollector:
             for ns, scan in scans:
                 where = f" (netns {ns.label})" if self._all and ns is not None else ""
                 failed += [f"{message}{where}" for message in scan.errors]
+            # The next scrape's time rules compare with these (a namespace not scanned now
+            # is forgotten: when it comes back, its first scrape has no interval).
+            self._last = {scan.inode: scan.sample for _, scan in scans
+                          if scan.sample is not None}
             self.scrapes += 1
             self._errors += len(failed)
             errors = self._errors
@@ -683,20 +755,21 @@ def _fill(fams: Mapping[str, object], scan: _Scan, options: _Options,
     if scan.ephemeral_ports is not None:
         add("pysockopt_tcp_ephemeral_ports", [], scan.ephemeral_ports)
     add("pysockopt_tcp_idle_threshold_seconds", [], options.thresholds.idle_seconds)
-    for table, values, names in (("TcpExt", scan.tcp_ext, TCP_EXT_COUNTERS),
-                                 ("Tcp", scan.tcp, TCP_COUNTERS)):
+    hc = scan.counters
+    for table, values, names in (("TcpExt", hc.tcp_ext, TCP_EXT_COUNTERS),
+                                 ("Tcp", hc.tcp, TCP_COUNTERS)):
         for name in names:
             value = values.get(name)
             if value is not None:
                 add(counter_metric(table, name), [], value)
-    if scan.tcp.get("CurrEstab") is not None:
-        add("pysockopt_netstat_tcp_curr_estab", [], scan.tcp["CurrEstab"] or 0)
+    if hc.tcp.get("CurrEstab") is not None:
+        add("pysockopt_netstat_tcp_curr_estab", [], hc.tcp["CurrEstab"] or 0)
     page = os.sysconf("SC_PAGE_SIZE")
     for key, (name, _) in SOCKSTAT_GAUGES.items():
-        value = scan.sockstat.get(key)
+        value = hc.sockstat.get(key)
         if value is not None:
             add(name, [], value * page if key == "mem" else value)
-    count, limit = scan.conntrack
+    count, limit = hc.conntrack_count, hc.conntrack_max
     if count is not None:
         add("pysockopt_nf_conntrack_entries", [], count)
     if limit is not None:

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -133,9 +132,9 @@ def test_describe_takes_no_scan_and_each_collect_takes_exactly_one(
     calls = []
     real = prom._scan
 
-    def counting(options: Any, netns: Any = None) -> Any:
+    def counting(*args: Any) -> Any:
         calls.append(1)
-        return real(options, netns)
+        return real(*args)
 
     monkeypatch.setattr(prom, "_scan", counting)  # the one place a scrape reads the host
     collector = prom.SocketCollector()
@@ -207,6 +206,32 @@ def _registry(collector: prom.SocketCollector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
     return registry
+
+
+@pytest.mark.root
+def test_host_counters_are_the_samples_counters(netns: str) -> None:
+    # A namespace of our own is quiet: its per-namespace counters do not move between the
+    # scrape and the Sample's reading of them.
+    from pysockopt.host.sample import read_counters
+
+    got = samples(generate_latest(_registry(prom.SocketCollector(netns=netns))).decode())
+    c = read_counters(netns)
+    want: dict[str, float] = {}
+    for table, values, names in (("TcpExt", c.tcp_ext, prom.TCP_EXT_COUNTERS),
+                                 ("Tcp", c.tcp, prom.TCP_COUNTERS)):
+        want.update({prom.counter_metric(table, n): v for n in names
+                     if (v := values[n]) is not None})
+    if c.tcp["CurrEstab"] is not None:
+        want["pysockopt_netstat_tcp_curr_estab"] = c.tcp["CurrEstab"]
+    for key in ("inuse", "tw"):  # the namespace's own (orphan, alloc, mem are the host's)
+        if (v := c.sockstat[key]) is not None:
+            want[prom.SOCKSTAT_GAUGES[key][0]] = v
+    assert want and {name: got.get((name, ())) for name in want} == want
+    present = {name for name, _ in got}
+    for table, values, names in (("TcpExt", c.tcp_ext, prom.TCP_EXT_COUNTERS),
+                                 ("Tcp", c.tcp, prom.TCP_COUNTERS)):
+        for n in names:  # absent where the kernel has none
+            assert (prom.counter_metric(table, n) in present) == (values[n] is not None)
 
 
 def _codes(got: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> set[str]:
