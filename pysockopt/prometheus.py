@@ -3,10 +3,11 @@
 ``SocketCollector`` is a custom collector (``prometheus_client`` is the optional extra
 ``pip install 'pysockopt[prometheus]'``; this module imports it only when a scrape or an
 exporter needs it). ``describe()`` names every metric without looking at the host, so
-registering the collector costs no dump; each ``collect()`` takes one scan: one sock_diag dump
-of every socket that is not a listener (counted in C, see csrc/tally.h), one small dump of the
-listeners, the host counters, and the diagnosis rules run on the few sockets a rule reads one by
-one. No label is per connection: listeners are per address and port, owners are the top N
+registering the collector costs no dump; each ``collect()`` takes one scan, a ``Sample``: one
+sock_diag dump of every socket that is not a listener (counted in C, see csrc/tally.h), one small
+dump of the listeners, the host ``Counters``, and the diagnosis rules run on the few sockets a
+rule reads one by one, the rules that need an interval against the previous scrape's sample.
+No label is per connection: listeners are per address and port, owners are the top N
 command names plus ``other``, TIME_WAIT destinations the top N plus ``other``.
 
 ``METRICS`` is the table of every metric (name, type, labels, meaning); docs/prometheus.md is
@@ -231,7 +232,10 @@ def _table() -> tuple[Metric, ...]:
                when="Absent where conntrack is not loaded.", per_netns=False, host_wide=True),
         Metric("pysockopt_finding", "gauge", ("code", "severity"),
                "1 for each diagnosis finding active now (codes as in docs/diagnose.md, "
-               "severity info, warning or critical); a code that is absent is not firing."),
+               "severity info, warning or critical); a code that is absent is not firing. "
+               "The rules that need an interval (CLOSE_WAIT_GROWING, RETRANSMITS_RISING...) "
+               "compare this scrape with the previous one, so they are absent from a "
+               "collector's first scrape."),
         Metric("pysockopt_netns_info", "gauge", ("netns", "container_runtime",
                                                   "container_id", "container_name"),
                "1 per network namespace scanned: what its processes' cgroups say about the "
@@ -584,7 +588,8 @@ class SocketCollector:
     an error. ``all_netns``: every namespace on the host, each series labelled ``netns``
     (entering others needs root). ``on_error``: called with a one-line message for each
     failed part of a scrape (unescaped: a namespace name may hold any character).
-    ``scrapes`` counts the scans taken.
+    ``scrapes`` counts the scans taken. The collector keeps each namespace's last sample:
+    the rules that need an interval compare the next scrape with it (none on the first).
     Register it with ``prometheus_client.REGISTRY.register(SocketCollector())``.
     """
 
