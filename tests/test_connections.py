@@ -516,6 +516,7 @@ def test_proc_text_parses_like_the_live_path(proc_text: bytes, world: Pile) -> N
         c.state for c in connections(port=world.port, family=socket.AF_INET, source="proc"))
 
 
+@pytest.mark.slow
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_truncated_or_corrupted_proc_text_is_an_error(proc_text: bytes,

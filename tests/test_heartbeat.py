@@ -365,7 +365,7 @@ class MonitorMachine(RuleBasedStateMachine):
 
 MonitorMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=60,
                                             deadline=None)
-test_monitor_matches_model = MonitorMachine.TestCase
+test_monitor_matches_model = pytest.mark.slow(MonitorMachine.TestCase)
 
 
 class FloatMonitorMachine(MonitorMachine):
@@ -389,7 +389,7 @@ class FloatMonitorMachine(MonitorMachine):
 
 FloatMonitorMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=60,
                                                  deadline=None)
-test_monitor_matches_model_on_float_clocks = FloatMonitorMachine.TestCase
+test_monitor_matches_model_on_float_clocks = pytest.mark.slow(FloatMonitorMachine.TestCase)
 
 
 # --- sans-IO: the client-side sender
@@ -509,6 +509,7 @@ class AsyncServer:
         return reader, writer
 
 
+@pytest.mark.slow
 def test_asyncio_server_closes_the_silent_client_within_the_window() -> None:
     timeout, grace = 1.5, 2.0
     closed: list[tuple[str, CloseReason]] = []
@@ -768,6 +769,7 @@ def recv_eof_at(sock: socket.socket, limit: float) -> float:
     return time.monotonic()
 
 
+@pytest.mark.slow
 def test_thread_runner_closes_the_silent_client_within_the_window() -> None:
     timeout, grace = 1.5, 2.0
     closed: list[CloseReason] = []
@@ -944,6 +946,7 @@ def test_thread_runner_can_be_stopped_from_on_close() -> None:
     assert runner.errors == []
 
 
+@pytest.mark.slow
 def test_sender_thread_never_blocks_on_a_full_send_buffer() -> None:
     client, server = loopback_pair()  # the server never reads: a peer gone quiet
     with client, server:
@@ -1108,6 +1111,7 @@ def test_keepalive_replies_count_as_life() -> None:
         assert data_recv is not None and data_recv >= 900
 
 
+@pytest.mark.slow
 def test_kernel_mode_finds_a_vanished_peer_without_pings(netns_pair: NetnsPair) -> None:
     """The peer's link goes down (no FIN, no RST); an idle live peer next to it stays."""
     kernel: KernelLiveness[socket.socket] = KernelLiveness.for_detection(3, count=1)
@@ -1188,6 +1192,7 @@ def test_thread_runner_kernel_mode_closes_the_vanished_peer(netns_pair: NetnsPai
     assert runner.errors == []
 
 
+@pytest.mark.slow
 def test_asyncio_kernel_mode_reaps_close_wait_and_keeps_idle_peers() -> None:
     closed: list[tuple[asyncio.StreamWriter, CloseReason]] = []
 
