@@ -255,4 +255,5 @@ def http_server(proxy: bool = False) -> Iterator[Http]:
     finally:
         server.shutdown()
         server.server_close()
+        server.server_close()
         thread.join()

@@ -112,13 +112,15 @@ def assert_no_keepalive(port: int) -> None:
 # --- servers (module scope: one of each for the whole file)
 
 
-@pytest.fixture(scope="module")
+# The HTTP servers are made per test: a module-wide one was seen to stop answering for a while
+# (a request through the proxy found no answer in 10 s, an aiohttp GET waited out its timeout).
+@pytest.fixture
 def origin() -> Iterator[realservers.Http]:
     with realservers.http_server() as srv:
         yield srv
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def proxy() -> Iterator[realservers.Http]:
     with realservers.http_server(proxy=True) as srv:
         yield srv
@@ -378,7 +380,9 @@ def test_aiohttp_connector(origin: realservers.Http, cfg: KeepaliveConfig) -> No
     no_client_sockets(origin.port)
 
     async def main() -> None:
-        async with aiohttp.ClientSession(connector=integrations.aiohttp_connector(cfg)) as s:
+        timeout = aiohttp.ClientTimeout(total=30)  # a hang fails the test, not the whole run
+        async with aiohttp.ClientSession(connector=integrations.aiohttp_connector(cfg),
+                                         timeout=timeout) as s:
             async with s.get(origin.url + "aio") as resp:
                 assert await resp.text() == "origin /aio"
             assert_carries(origin.port, cfg)
