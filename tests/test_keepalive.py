@@ -408,7 +408,7 @@ def test_docs_server_snippet_runs_and_its_connections_inherit(index: int,
     kind, code = _server_snippets()[index]
     for server_library in ("uvicorn", "gunicorn", "aiohttp"):
         # Installed by the test extra; a bare interpreter (.ci/pythons.sh) runs the others.
-        if re.search(rf"^\s*(import|from) {server_library}\b", code, re.M):
+        if server_library in code:
             pytest.importorskip(server_library)
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
