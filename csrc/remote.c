@@ -2,12 +2,11 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/time.h>
-#include <sys/uio.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <linux/netlink.h>
@@ -15,6 +14,7 @@
 #include <linux/inet_diag.h>
 
 #include "netns.h"
+#include "nl.h"
 #include "remote.h"
 
 /* glibc wraps these only from 2.36, and older <sys/syscall.h> may not know the numbers.
@@ -33,10 +33,8 @@ const int PSO_HAS_PIDFD = 1;
 const int PSO_HAS_PIDFD = 0;
 #endif
 
-/* An ack is an nlmsgerr echoing our request (~120 bytes) plus extended-ack attributes. */
-#define ACK_BUF 8192
 /* The kernel answers a SOCK_DESTROY before sendto() returns; this only bounds a broken one. */
-#define ACK_TIMEOUT_S 5
+#define ACK_TIMEOUT_MS 5000
 
 /* --- pidfd */
 
@@ -127,48 +125,42 @@ int pso_destroy_build_request(const struct pso_destroy_req *r, uint32_t seq, uin
     return (int)total;
 }
 
+/* The walker's callback: the ack of our request is the answer; anything else is skipped. */
+static int answer_msg(const struct pso_nl_msg *m, void *arg)
+{
+    if (m->type != NLMSG_ERROR)
+        return PSO_NL_MORE;
+    *(int *)arg = m->error;
+    return PSO_NL_DONE;
+}
+
+int pso_destroy_parse_answer(const uint8_t *buf, size_t len, uint32_t seq, int *answer)
+{
+    if (answer == NULL || seq == 0)
+        return -EINVAL;
+    int got = 1; /* never a kernel answer: tells "answered" from "not yet" */
+    int rc = pso_nl_walk(buf, len, seq, answer_msg, &got);
+    if (rc == PSO_NL_DONE && got == 1)
+        return -EBADMSG; /* NLMSG_DONE: a dump's end, never an answer to SOCK_DESTROY */
+    if (rc == PSO_NL_DONE)
+        *answer = got;
+    return rc;
+}
+
 /* Reads datagrams until the ack for seq arrives; returns the kernel's 0 / -errno for that
  * request in *answer and 0, or -errno when the socket fails or the reply is malformed. */
-static int read_ack(int fd, uint32_t seq, uint8_t *buf, int *answer)
+static int read_answer(int fd, uint32_t seq, uint8_t **buf, size_t *cap, int *answer)
 {
     for (;;) {
-        struct sockaddr_nl from;
-        struct iovec iov = {.iov_base = buf, .iov_len = ACK_BUF};
-        struct msghdr msg = {.msg_name = &from, .msg_namelen = sizeof from,
-                             .msg_iov = &iov, .msg_iovlen = 1};
-        ssize_t got = recvmsg(fd, &msg, 0);
-        if (got < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
-        }
-        if (msg.msg_namelen >= sizeof from && from.nl_pid != 0)
-            continue; /* not from the kernel */
-        size_t len = (size_t)got;
-        size_t off = 0;
-        while (off < len) {
-            struct nlmsghdr h;
-            if (len - off < sizeof h)
-                return -EBADMSG;
-            memcpy(&h, buf + off, sizeof h);
-            if (h.nlmsg_len < sizeof h || h.nlmsg_len > len - off)
-                return -EBADMSG;
-            if (h.nlmsg_type == NLMSG_ERROR && h.nlmsg_seq == seq) {
-                int error;
-                if (h.nlmsg_len - NLMSG_HDRLEN < sizeof error)
-                    return -EBADMSG;
-                memcpy(&error, buf + off + NLMSG_HDRLEN, sizeof error);
-                if (error > 0 || error < -4095)
-                    return -EBADMSG;
-                *answer = error;
-                return 0;
-            }
-            /* Anything else (an answer to an earlier request we gave up on) is skipped. */
-            size_t step = NLMSG_ALIGN(h.nlmsg_len);
-            off += step < len - off ? step : len - off;
-        }
-        if (msg.msg_flags & MSG_TRUNC)
-            return -EMSGSIZE;
+        size_t got;
+        int rc = pso_nl_recv(fd, buf, cap, &got);
+        if (rc != 0)
+            return rc;
+        rc = pso_destroy_parse_answer(*buf, got, seq, answer);
+        if (rc == PSO_NL_DONE)
+            return 0;
+        if (rc < 0)
+            return rc;
     }
 }
 
@@ -188,12 +180,10 @@ int pso_sock_destroy(const struct pso_destroy_req *reqs, size_t n, int *results)
             results[i] = rc;
         return rc;
     }
-    int rc = 0;
-    struct timeval tv = {.tv_sec = ACK_TIMEOUT_S, .tv_usec = 0};
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0)
-        rc = -errno;
-    uint8_t buf[ACK_BUF];
-    static __thread uint32_t next_seq = 0;
+    int rc = pso_nl_set_timeout(fd, ACK_TIMEOUT_MS);
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    uint32_t next_seq = 0; /* a fresh socket: our sequence numbers are its only ones */
     size_t i = 0;
     for (; i < n && rc == 0; i++) {
         uint8_t req[128];
@@ -204,21 +194,11 @@ int pso_sock_destroy(const struct pso_destroy_req *reqs, size_t n, int *results)
             results[i] = len; /* this entry is bad; the batch goes on */
             continue;
         }
-        struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-        ssize_t sent;
-        do {
-            sent = sendto(fd, req, (size_t)len, 0, (struct sockaddr *)&kernel, sizeof kernel);
-        } while (sent < 0 && errno == EINTR);
-        if (sent < 0) {
-            rc = -errno;
+        rc = pso_nl_send(fd, req, (size_t)len);
+        if (rc != 0)
             break;
-        }
-        if (sent != len) {
-            rc = -EIO;
-            break;
-        }
         int answer = 0;
-        rc = read_ack(fd, next_seq, buf, &answer);
+        rc = read_answer(fd, next_seq, &buf, &cap, &answer);
         if (rc == 0)
             results[i] = answer;
         else
@@ -227,6 +207,7 @@ int pso_sock_destroy(const struct pso_destroy_req *reqs, size_t n, int *results)
     /* A socket-level failure leaves this and every later request unanswered. */
     for (; i < n && rc != 0; i++)
         results[i] = rc;
+    free(buf);
     close(fd);
     return rc;
 }

@@ -56,6 +56,13 @@ int pso_sock_destroy(const struct pso_destroy_req *reqs, size_t n, int *results)
 int pso_netns_sock_destroy(int nsfd, const struct pso_destroy_req *reqs, size_t n,
                            int *results, int *step);
 
+/* Reads one datagram (buf, len) of answers to SOCK_DESTROY request seq (not 0), through
+ * nl.h's walker. Returns PSO_NL_DONE with *answer the kernel's 0 / -errno for that request,
+ * PSO_NL_MORE when the datagram holds no answer (other messages are skipped), or -errno for a
+ * malformed datagram (-EBADMSG: a lying header, another seq, an answer out of the kernel's
+ * range, a dump's NLMSG_DONE). */
+int pso_destroy_parse_answer(const uint8_t *buf, size_t len, uint32_t seq, int *answer);
+
 /* Builds the SOCK_DESTROY request for req into buf (cap bytes). Returns its length or
  * -errno (-EINVAL for a bad family or state, -ENOBUFS if cap is too small). */
 int pso_destroy_build_request(const struct pso_destroy_req *req, uint32_t seq, uint8_t *buf,

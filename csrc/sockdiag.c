@@ -4,13 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <linux/inet_diag.h>
 
+#include "nl.h"
 #include "sockdiag.h"
 
 /* Values from the kernel's uapi that old build hosts may lack; the ABI never changes them. */
@@ -24,13 +24,6 @@
 #define TCP_STATE_SYN_RECV 3
 #define TCP_STATE_LISTEN 10
 #define TCP_STATE_TIME_WAIT 6
-
-/* nlmsg_len rounded up to NLMSG_ALIGNTO in size_t: NLMSG_ALIGN computes in 32 bits, where a
- * length of 0xfffffffd or more wraps to a step of 0 (the walk would stand still). */
-static size_t nl_align(uint32_t len)
-{
-    return ((size_t)len + NLMSG_ALIGNTO - 1) & ~(size_t)(NLMSG_ALIGNTO - 1);
-}
 
 /* --- sink */
 
@@ -271,10 +264,25 @@ static int parse_diag_msg(const uint8_t *payload, size_t len, struct pso_sd_sink
     return 0;
 }
 
-/* The kernel's error numbers are 1..4095 (MAX_ERRNO); anything else is a corrupt reply. */
-static int is_errno(int negative)
+/* The walker's callback for one message of a dump reply. */
+static int dump_msg(const struct pso_nl_msg *m, void *arg)
 {
-    return negative < 0 && negative >= -4095;
+    struct pso_sd_sink *sink = arg;
+    if (m->flags & NLM_F_DUMP_INTR)
+        sink->interrupted = 1;
+    if (m->type == NLMSG_DONE) {
+        sink->done = m->error == 0;
+        return PSO_NL_MORE; /* the walker ends the walk here */
+    }
+    /* A dump never gets a plain ACK: 0 is a broken reply. */
+    if (m->type == NLMSG_ERROR)
+        return m->error != 0 ? m->error : -EBADMSG;
+    /* The reply to a dump carries its request's type (inet_sk_diag_fill: unlh's). */
+    if (m->type == SOCK_DIAG_BY_FAMILY || m->type == PSO_SD_TCPDIAG_GETSOCK) {
+        int rc = parse_diag_msg(m->payload, m->len, sink);
+        return rc ? rc : PSO_NL_MORE;
+    }
+    return -EBADMSG;
 }
 
 int pso_sd_parse(const uint8_t *buf, size_t len, struct pso_sd_sink *sink)
@@ -283,55 +291,8 @@ int pso_sd_parse(const uint8_t *buf, size_t len, struct pso_sd_sink *sink)
         return -EINVAL;
     if (sink->done)
         return -EBADMSG; /* data after NLMSG_DONE */
-    if (len == 0)
-        return -EBADMSG; /* the kernel never sends an empty datagram in a dump */
-    size_t off = 0;
-    while (off < len) {
-        struct nlmsghdr h;
-        if (len - off < sizeof h)
-            return -EBADMSG;
-        memcpy(&h, buf + off, sizeof h);
-        if (h.nlmsg_len < sizeof h || h.nlmsg_len > len - off)
-            return -EBADMSG;
-        if (sink->seq != 0 && h.nlmsg_seq != sink->seq)
-            return -EBADMSG;
-        if (h.nlmsg_flags & NLM_F_DUMP_INTR)
-            sink->interrupted = 1;
-        const uint8_t *payload = buf + off + NLMSG_HDRLEN;
-        size_t plen = h.nlmsg_len - NLMSG_HDRLEN;
-        if (h.nlmsg_type == NLMSG_DONE) {
-            /* Since 4.x the DONE payload is the dump's own return value. */
-            if (plen >= sizeof(int)) {
-                int status;
-                memcpy(&status, payload, sizeof status);
-                if (status < 0)
-                    return is_errno(status) ? status : -EBADMSG;
-            }
-            sink->done = 1;
-            return PSO_SD_DONE;
-        }
-        if (h.nlmsg_type == NLMSG_ERROR) {
-            int error;
-            if (plen < sizeof error)
-                return -EBADMSG;
-            memcpy(&error, payload, sizeof error);
-            /* A dump never gets a plain ACK: 0 or a positive value is a broken reply. */
-            return is_errno(error) ? error : -EBADMSG;
-        }
-        if (h.nlmsg_type == NLMSG_OVERRUN)
-            return -ENOBUFS;
-        /* The reply to a dump carries its request's type (inet_sk_diag_fill: unlh's). */
-        if (h.nlmsg_type == SOCK_DIAG_BY_FAMILY || h.nlmsg_type == PSO_SD_TCPDIAG_GETSOCK) {
-            int rc = parse_diag_msg(payload, plen, sink);
-            if (rc)
-                return rc;
-        } else if (h.nlmsg_type != NLMSG_NOOP) {
-            return -EBADMSG;
-        }
-        size_t step = nl_align(h.nlmsg_len);
-        off += step < len - off ? step : len - off;
-    }
-    return PSO_SD_MORE;
+    /* PSO_SD_MORE / PSO_SD_DONE are the walker's PSO_NL_MORE / PSO_NL_DONE. */
+    return pso_nl_walk(buf, len, sink->seq, dump_msg, sink);
 }
 
 /* --- netlink I/O */
@@ -351,81 +312,32 @@ static int send_request(int fd, const struct pso_sd_query *q, int family, uint32
         return fail_step(sink, PSO_SD_STEP_SEND, n);
     if (family == AF_UNSPEC && sink->unspec_type > 0 && sink->unspec_type <= UINT16_MAX)
         ((struct nlmsghdr *)req)->nlmsg_type = (uint16_t)sink->unspec_type;
-    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-    ssize_t sent;
-    do {
-        sent = sendto(fd, req, (size_t)n, 0, (struct sockaddr *)&kernel, sizeof kernel);
-    } while (sent < 0 && errno == EINTR);
-    if (sent < 0)
-        return fail_step(sink, PSO_SD_STEP_SEND, -errno);
-    if (sent != n)
-        return fail_step(sink, PSO_SD_STEP_SEND, -EIO);
+    int rc = pso_nl_send(fd, req, (size_t)n);
+    if (rc != 0)
+        return fail_step(sink, PSO_SD_STEP_SEND, rc);
     sink->dumps++;
     return 0;
-}
-
-/* recvmsg that retries EINTR and reports a receive timeout as -ETIMEDOUT. */
-static ssize_t recv_once(int fd, struct msghdr *msg, int flags)
-{
-    ssize_t got;
-    do {
-        got = recvmsg(fd, msg, flags);
-    } while (got < 0 && errno == EINTR);
-    if (got < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
-    return got;
 }
 
 int pso_sd_recv_dump(int fd, struct pso_sd_sink *sink)
 {
     if (sink == NULL)
         return -EINVAL;
-    int timeout_ms = sink->timeout_ms > 0 ? sink->timeout_ms : PSO_SD_TIMEOUT_MS;
-    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0)
-        return fail_step(sink, PSO_SD_STEP_RECV, -errno);
+    int rc = pso_nl_set_timeout(fd, sink->timeout_ms > 0 ? sink->timeout_ms : PSO_SD_TIMEOUT_MS);
+    if (rc != 0)
+        return fail_step(sink, PSO_SD_STEP_RECV, rc);
     size_t cap = sink->recv_size > 0 ? (size_t)sink->recv_size : PSO_SD_RECV_SIZE;
     uint8_t *buf = malloc(cap);
     if (buf == NULL)
         return fail_step(sink, PSO_SD_STEP_RECV, -ENOMEM);
-    int rc;
     for (;;) {
-        struct sockaddr_nl from;
-        struct iovec iov = {.iov_base = buf, .iov_len = 0};
-        struct msghdr msg = {.msg_name = &from, .msg_namelen = sizeof from,
-                             .msg_iov = &iov, .msg_iovlen = 1};
-        /* The datagram's real length first (as libnetlink's rtnl_recvmsg does), so one
-         * larger than the buffer is read whole instead of cut (MSG_TRUNC) or refused. */
-        ssize_t want = recv_once(fd, &msg, MSG_PEEK | MSG_TRUNC);
-        if (want < 0) {
-            rc = fail_step(sink, PSO_SD_STEP_RECV, (int)want);
+        size_t got;
+        rc = pso_nl_recv(fd, &buf, &cap, &got);
+        if (rc != 0) {
+            rc = fail_step(sink, PSO_SD_STEP_RECV, rc);
             break;
         }
-        if ((size_t)want > cap) {
-            uint8_t *grown = realloc(buf, (size_t)want);
-            if (grown == NULL) {
-                rc = fail_step(sink, PSO_SD_STEP_RECV, -ENOMEM);
-                break;
-            }
-            buf = grown;
-            cap = (size_t)want;
-        }
-        iov.iov_base = buf;
-        iov.iov_len = cap;
-        msg.msg_namelen = sizeof from;
-        msg.msg_flags = 0;
-        ssize_t got = recv_once(fd, &msg, 0);
-        if (got < 0) {
-            rc = fail_step(sink, PSO_SD_STEP_RECV, (int)got);
-            break;
-        }
-        if (msg.msg_flags & MSG_TRUNC) { /* grew between the peek and the read: never */
-            rc = fail_step(sink, PSO_SD_STEP_RECV, -EMSGSIZE);
-            break;
-        }
-        if (msg.msg_namelen >= sizeof from && from.nl_pid != 0)
-            continue; /* not from the kernel */
-        rc = pso_sd_parse(buf, (size_t)got, sink);
+        rc = pso_sd_parse(buf, got, sink);
         if (rc == PSO_SD_DONE) {
             rc = 0;
             break;

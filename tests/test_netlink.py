@@ -241,7 +241,22 @@ def test_a_dump_read_with_the_timeout_set_still_completes(pair: tuple[socket.soc
 # --- the length round-up
 
 
-def test_message_length_round_up_does_not_wrap_to_a_zero_step() -> None:
+#: Each netlink reader over the one walker, called on (buffer, length) with sequence number 5.
+WRAP_READERS = {
+    "dump": """
+sink = ffi.new("struct pso_sd_sink *")
+lib.pso_sd_sink_init(sink, 1)
+print("rc", lib.pso_sd_parse(ffi.from_buffer(m), size, sink) == lib.PSO_SD_MORE)
+""",
+    "destroy answer": """
+answer = ffi.new("int *")
+print("rc", lib.pso_destroy_parse_answer(ffi.from_buffer(m), size, 5, answer) == lib.PSO_NL_MORE)
+""",
+}
+
+
+@pytest.mark.parametrize("reader", sorted(WRAP_READERS))
+def test_message_length_round_up_does_not_wrap_to_a_zero_step(reader: str) -> None:
     # A NOOP message 0xFFFFFFFD bytes long inside a 4 GiB datagram: rounded up in 32 bits,
     # its length becomes 0 and the parser would stand still on it forever. Only the first page
     # is ever touched; a child process bounds the time a regression would hang.
@@ -253,11 +268,8 @@ try:
     m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 except (OSError, OverflowError, ValueError) as err:
     print("skip", err); sys.exit(0)
-m[:16] = struct.pack("=IHHII", 0xFFFFFFFD, 1, 2, 0, 0)  # NLMSG_NOOP
-sink = ffi.new("struct pso_sd_sink *")
-lib.pso_sd_sink_init(sink, 1)
-print("rc", lib.pso_sd_parse(ffi.from_buffer(m), size, sink))
-"""
+m[:16] = struct.pack("=IHHII", 0xFFFFFFFD, 1, 2, 5, 0)  # NLMSG_NOOP
+""" + WRAP_READERS[reader]
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              timeout=60, check=True).stdout
@@ -265,7 +277,80 @@ print("rc", lib.pso_sd_parse(ffi.from_buffer(m), size, sink))
         pytest.fail("the parser stood still on a message whose rounded length wrapped to 0")
     if out.startswith("skip"):
         pytest.skip(f"no 4 GiB mapping here: {out}")
-    assert out.split() == ["rc", str(lib.PSO_SD_MORE)]
+    assert out.split() == ["rc", "True"]
+
+
+# --- the one walker: every reader is a callback over pso_nl_walk
+
+
+def _walk(data: bytes, seq: int, answer: int = 0
+          ) -> tuple[int, list[tuple[int, int, int, bytes]]]:
+    """Walks data; the callback records (type, flags, error, payload) and returns answer."""
+    seen: list[tuple[int, int, int, bytes]] = []
+
+    def record(m: Any, arg: Any) -> int:
+        seen.append((m.type, m.flags, m.error, bytes(ffi.buffer(m.payload, m.len))))
+        return answer
+
+    on_msg = ffi.callback("int(*)(const struct pso_nl_msg *, void *)", record)
+    buf = ffi.new("uint8_t[]", data) if data else ffi.NULL
+    return int(lib.pso_nl_walk(buf, len(data), seq, on_msg, ffi.NULL)), seen
+
+
+def test_walker_hands_over_each_message_and_skips_noop() -> None:
+    data = _message(20, b"abcd") + _message(1, b"") + _message(21, b"xy\0\0")
+    rc, seen = _walk(data, 7)
+    assert rc == lib.PSO_NL_MORE
+    assert seen == [(20, NLM_F_MULTI, 0, b"abcd"), (21, NLM_F_MULTI, 0, b"xy\0\0")]
+    # DONE goes to the callback too (its flags may say the dump was interrupted), then ends it.
+    rc, seen = _walk(_message(3, struct.pack("=i", 0), flags=NLM_F_MULTI | NLM_F_DUMP_INTR)
+                     + _message(20, b""), 7)
+    assert rc == lib.PSO_NL_DONE and seen == [(3, NLM_F_MULTI | NLM_F_DUMP_INTR, 0, bytes(4))]
+    rc, seen = _walk(_message(3, struct.pack("=i", -errno.ENOMEM)), 7)
+    assert rc == -errno.ENOMEM and seen[0][2] == -errno.ENOMEM
+
+
+@pytest.mark.parametrize(("data", "seq", "answer", "rc"), [
+    (b"", 7, 0, -errno.EBADMSG),                                       # empty datagram
+    (_message(20, b"")[:15], 7, 0, -errno.EBADMSG),                    # a cut header
+    (struct.pack("=IHHII", 15, 20, 2, 7, 0), 7, 0, -errno.EBADMSG),    # nlmsg_len < header
+    (struct.pack("=IHHII", 99, 20, 2, 7, 0), 7, 0, -errno.EBADMSG),    # len past the end
+    (_message(20, b"", seq=8), 7, 0, -errno.EBADMSG),                  # another request's
+    (_message(20, b"", seq=8), 0, 0, 0),                               # seq 0: any
+    (_message(2, b"\0\0"), 7, 0, -errno.EBADMSG),                      # error without errno
+    (_message(2, struct.pack("=i", -5000)), 7, 0, -errno.EBADMSG),     # out of the range
+    (_message(2, struct.pack("=i", 4)), 7, 0, -errno.EBADMSG),         # positive
+    (_message(3, struct.pack("=i", -5000)), 7, 0, -errno.EBADMSG),     # DONE status alike
+    (_message(4, b""), 7, 0, -errno.ENOBUFS),                          # NLMSG_OVERRUN
+    (_message(20, b""), 7, -errno.EPERM, -errno.EPERM),                # the callback's error
+    (_message(20, b""), 7, 1, lib.PSO_NL_DONE),                        # the callback's stop
+    (_message(20, b""), 7, 2, -errno.EBADMSG),                         # neither
+    (_message(20, b""), 7, -5000, -errno.EBADMSG),
+])
+def test_walker_refuses_what_the_kernel_never_sends(data: bytes, seq: int, answer: int,
+                                                    rc: int) -> None:
+    assert _walk(data, seq, answer)[0] == rc
+
+
+def _answer(data: bytes, seq: int = 7) -> tuple[int, int]:
+    answer = ffi.new("int *", 12345)
+    buf = ffi.new("uint8_t[]", data) if data else ffi.NULL
+    return int(lib.pso_destroy_parse_answer(buf, len(data), seq, answer)), answer[0]
+
+
+def test_destroy_answers_are_read_by_the_walker() -> None:
+    ack = struct.pack("=i", 0) + _message(21, bytes(72))  # nlmsgerr: error, then our request
+    assert _answer(_message(2, ack)) == (lib.PSO_NL_DONE, 0)
+    enoent = struct.pack("=i", -errno.ENOENT) + _message(21, bytes(72))
+    assert _answer(_message(2, enoent)) == (lib.PSO_NL_DONE, -errno.ENOENT)
+    # Anything before the ack is skipped; a datagram without one asks for the next.
+    assert _answer(_message(20, b"") + _message(2, enoent)) == (lib.PSO_NL_DONE, -errno.ENOENT)
+    assert _answer(_message(20, b"")) == (lib.PSO_NL_MORE, 12345)
+    # Never an answer: a dump's end, another request's ack, a corrupt errno, seq 0.
+    assert _answer(DONE)[0] == -errno.EBADMSG
+    assert _answer(_message(2, ack, seq=6))[0] == -errno.EBADMSG
+    assert _answer(_message(2, struct.pack("=i", -4096)))[0] == -errno.EBADMSG
+    assert _answer(_message(2, ack), seq=0)[0] == -errno.EINVAL
 
 
 # --- per-call failure context
