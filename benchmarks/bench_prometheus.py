@@ -22,13 +22,14 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 
+from pysockopt._platform import CLONE_NEWNET
+
 from ._harness import compare, report
 
 #: Four destinations x 25,000: each holds 45% of the namespace's 55,001 ephemeral ports (the
 #: kernel's port search slows down sharply past half full: 3 x 33,400 took 60 s here).
 BUILDERS = 4
 PER_BUILDER = 25_000
-CLONE_NEWNET = 0x40000000
 NODE_PORT = 19100
 _libc = ctypes.CDLL(None, use_errno=True)
 

@@ -19,13 +19,13 @@ import uuid
 from collections.abc import Iterator
 
 from pysockopt import connections, state_counts
+from pysockopt._platform import CLONE_NEWNET
 
 from ._harness import compare, report
 
 #: Sockets to build: HOLDERS processes x PAIRS connected pairs x 2 sockets (+ a listener each).
 HOLDERS = 6
 PAIRS = 8_400
-CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 # A holder: raise the fd limit to the hard cap, make PAIRS loopback pairs, say how many,

@@ -15,8 +15,8 @@
 #include "sockdiag.h"
 #include "netns.h"
 
-#ifndef CLONE_NEWNET
-#define CLONE_NEWNET 0x40000000
+#ifdef CLONE_NEWNET
+_Static_assert(PSO_CLONE_NEWNET == CLONE_NEWNET, "netns.h disagrees with <sched.h>");
 #endif
 
 /* --- the runner: one thread, in the namespace, for one job */
@@ -32,7 +32,7 @@ struct run {
 static void *run_main(void *p)
 {
     struct run *run = p;
-    if (setns(run->nsfd, CLONE_NEWNET) != 0) {
+    if (setns(run->nsfd, PSO_CLONE_NEWNET) != 0) {
         run->rc = -errno;
         run->step = PSO_NETNS_STEP_SETNS;
         return NULL;

@@ -9,6 +9,10 @@
  * in, and /proc/thread-self/net/ and /proc/sys/net/ follow the thread that opens them, so the
  * work sees the target namespace while the caller's thread never leaves its own. */
 
+/* setns(2)'s nstype of a network namespace (<sched.h> CLONE_NEWNET): the one definition, for
+ * C and (through pysockopt._platform) Python alike. */
+#define PSO_CLONE_NEWNET 0x40000000
+
 struct pso_sd_query;
 struct pso_sd_sink;
 

@@ -12,6 +12,7 @@
 
 #include "nl.h"
 #include "sockdiag.h"
+#include "tcpstate.h"
 
 /* Values from the kernel's uapi that old build hosts may lack; the ABI never changes them. */
 #define BC_JMP 1        /* INET_DIAG_BC_JMP */
@@ -21,9 +22,6 @@
 #define ATTR_SKMEMINFO 7 /* INET_DIAG_SKMEMINFO: u32[SK_MEMINFO_VARS] */
 #define REQ_BYTECODE 1  /* INET_DIAG_REQ_BYTECODE */
 #define SKMEM_DROPS 8   /* SK_MEMINFO_DROPS index */
-#define TCP_STATE_SYN_RECV 3
-#define TCP_STATE_LISTEN 10
-#define TCP_STATE_TIME_WAIT 6
 
 /* --- sink */
 
@@ -205,7 +203,8 @@ static int parse_diag_msg(const uint8_t *payload, size_t len, struct pso_sd_sink
         return -EBADMSG;
     memcpy(&m, payload, sizeof m); /* the payload need not be aligned for us */
     if ((m.idiag_family != AF_INET && m.idiag_family != AF_INET6) ||
-        m.idiag_state == 0 || m.idiag_state >= PSO_SD_NSTATES || m.idiag_timer > 4)
+        m.idiag_state == 0 || m.idiag_state >= PSO_SD_NSTATES ||
+        m.idiag_timer > PSO_TIMER_ZERO_WINDOW)
         return -EBADMSG;
 
     /* Walk every attribute even when nothing is kept: a corrupt one is an error either way. */
@@ -531,7 +530,7 @@ static int proc_line(const char *p, const char *end, int family, const struct ps
         (p = hex_field(p, end, 8, &rxq)) == NULL)
         return -EBADMSG;
     p = skip_spaces(p, end);
-    if ((p = hex_field(p, end, 2, &timer)) == NULL || timer > 4 ||
+    if ((p = hex_field(p, end, 2, &timer)) == NULL || timer > PSO_TIMER_ZERO_WINDOW ||
         (p = expect(p, end, ':')) == NULL || (p = hex_field(p, end, 16, &when)) == NULL)
         return -EBADMSG;
     p = skip_spaces(p, end);
@@ -555,7 +554,7 @@ static int proc_line(const char *p, const char *end, int family, const struct ps
         while (t < end && *t != ' ')
             t++;
     }
-    int request = state == TCP_STATE_SYN_RECV && inode == 0 && tail <= 2;
+    int request = state == PSO_TCP_SYN_RECV && inode == 0 && tail <= 2;
 
     /* Request sockets print state SYN_RECV (3) here, never NEW_SYN_RECV (12). */
     if (!(q->states & (1u << state)))
@@ -576,16 +575,18 @@ static int proc_line(const char *p, const char *end, int family, const struct ps
     c->timer = (uint8_t)timer;
     /* sock_diag reports what the timer is counting: retransmits under the retransmit timer,
      * unanswered probes under the keepalive and zero-window timers, nothing otherwise. */
-    uint64_t retrans = timer == 1 ? retrnsmt : (timer == 2 || timer == 4) ? probes : 0;
+    uint64_t retrans = timer == PSO_TIMER_RETRANSMIT ? retrnsmt
+                     : timer == PSO_TIMER_KEEPALIVE || timer == PSO_TIMER_ZERO_WINDOW ? probes
+                     : 0;
     c->retrans = (uint8_t)(retrans > 255 ? 255 : retrans);
     /* when is up to 16 hex digits: when * 1000 could wrap to a small value. */
-    uint64_t ms = timer == 0 ? 0
+    uint64_t ms = timer == PSO_TIMER_NONE ? 0
                 : when > UINT64_MAX / 1000 ? UINT64_MAX
                 : when * 1000 / (uint64_t)clk_tck;
     c->expires_ms = (uint32_t)(ms > UINT32_MAX ? UINT32_MAX : ms);
     c->rqueue = (uint32_t)rxq;
     c->wqueue = (uint32_t)txq;
-    if (state == TCP_STATE_LISTEN) { /* the file has no backlog, only a fastopen limit */
+    if (state == PSO_TCP_LISTEN) { /* the file has no backlog, only a fastopen limit */
         c->wqueue = 0;
         c->flags |= PSO_CONN_WQUEUE_UNKNOWN;
     }

@@ -6,12 +6,7 @@
 
 #include "sockdiag.h"
 #include "tally.h"
-
-#define ST_ESTABLISHED 1
-#define ST_TIME_WAIT 6
-#define TIMER_NONE 0
-#define TIMER_RETRANSMIT 1
-#define TIMER_KEEPALIVE 2
+#include "tcpstate.h"
 
 void pso_tally_free(struct pso_tally *t)
 {
@@ -37,7 +32,7 @@ static int idle_without_timer(const struct pso_sd_sink *sink, const struct pso_c
                               const struct pso_tally_spec *spec)
 {
     uint32_t data, ack;
-    if (c->timer != TIMER_NONE)
+    if (c->timer != PSO_TIMER_NONE)
         return 0;
     if (!info_u32(sink, c, spec->off_last_data_recv, &data) ||
         !info_u32(sink, c, spec->off_last_ack_recv, &ack))
@@ -80,7 +75,8 @@ static int group_time_wait(const struct pso_sd_sink *sink, const struct pso_tall
     size_t n = 0;
     for (size_t i = 0; i < sink->nconns; i++) {
         const struct pso_conn *c = &sink->conns[i];
-        if (c->state == ST_TIME_WAIT && c->sport >= spec->eph_low && c->sport <= spec->eph_high)
+        if (c->state == PSO_TCP_TIME_WAIT && c->sport >= spec->eph_low &&
+            c->sport <= spec->eph_high)
             n++;
     }
     out->tw_grouped = n;
@@ -92,7 +88,8 @@ static int group_time_wait(const struct pso_sd_sink *sink, const struct pso_tall
     size_t k = 0;
     for (size_t i = 0; i < sink->nconns; i++) {
         const struct pso_conn *c = &sink->conns[i];
-        if (c->state == ST_TIME_WAIT && c->sport >= spec->eph_low && c->sport <= spec->eph_high)
+        if (c->state == PSO_TCP_TIME_WAIT && c->sport >= spec->eph_low &&
+            c->sport <= spec->eph_high)
             members[k++] = c;
     }
     qsort(members, n, sizeof *members, ptr_cmp);
@@ -144,9 +141,9 @@ int pso_tally(struct pso_sd_sink *sink, const struct pso_tally_spec *spec,
                 break;
             }
         }
-        if (state == ST_ESTABLISHED) {
+        if (state == PSO_TCP_ESTABLISHED) {
             out->established++;
-            if (c->timer == TIMER_KEEPALIVE)
+            if (c->timer == PSO_TIMER_KEEPALIVE)
                 out->keepalive++;
             else if (idle_without_timer(sink, c, spec))
                 out->idle_no_timer++;
@@ -163,8 +160,8 @@ int pso_tally(struct pso_sd_sink *sink, const struct pso_tally_spec *spec,
     for (size_t i = 0; i < sink->nconns; i++) {
         const struct pso_conn *c = &sink->conns[i];
         int keep = c->state < 32 && (spec->keep_states >> c->state) & 1;
-        if (!keep && c->state == ST_ESTABLISHED)
-            keep = (c->timer == TIMER_RETRANSMIT && c->retrans >= spec->retrans_min) ||
+        if (!keep && c->state == PSO_TCP_ESTABLISHED)
+            keep = (c->timer == PSO_TIMER_RETRANSMIT && c->retrans >= spec->retrans_min) ||
                    idle_without_timer(sink, c, spec);
         if (keep) {
             if (kept != i)

@@ -74,6 +74,7 @@ class _Lib:
     def pso_nl_recv(self, fd: int, buf: Any, cap: Any, got: Any, /) -> int: ...
 
     # netns.h
+    PSO_CLONE_NEWNET: int
     PSO_NETNS_STEP_THREAD: int
     PSO_NETNS_STEP_SETNS: int
     PSO_NETNS_STEP_SOCKET: int
@@ -94,6 +95,26 @@ class _Lib:
                                /) -> int: ...
     def pso_destroy_parse_answer(self, buf: Any, len: int, seq: int, answer: Any, /) -> int: ...
     def pso_destroy_build_request(self, req: Any, seq: int, buf: Any, cap: int, /) -> int: ...
+
+    # tcpstate.h
+    PSO_TCP_ESTABLISHED: int
+    PSO_TCP_SYN_SENT: int
+    PSO_TCP_SYN_RECV: int
+    PSO_TCP_FIN_WAIT1: int
+    PSO_TCP_FIN_WAIT2: int
+    PSO_TCP_TIME_WAIT: int
+    PSO_TCP_CLOSE: int
+    PSO_TCP_CLOSE_WAIT: int
+    PSO_TCP_LAST_ACK: int
+    PSO_TCP_LISTEN: int
+    PSO_TCP_CLOSING: int
+    PSO_TCP_NEW_SYN_RECV: int
+    PSO_TCP_BOUND_INACTIVE: int
+    PSO_TIMER_NONE: int
+    PSO_TIMER_RETRANSMIT: int
+    PSO_TIMER_KEEPALIVE: int
+    PSO_TIMER_TIME_WAIT: int
+    PSO_TIMER_ZERO_WINDOW: int
 
 
 lib: _Lib

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 import socket
-import sys
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from . import _host
 from ._native import ffi, lib
+from ._platform import KEEPALIVE_INHERITED_BY_ACCEPT
 from ._sock import SocketLike, closed_during_call, fileno_of, os_error, replaced
 from ._validate import check_int, check_seconds
 from .errors import InvalidConfigError, UnsupportedPlatformError
@@ -61,9 +61,8 @@ def _check(name: str, value: object, *, optional: bool = False) -> None:
 
 
 #: Whether sockets accepted from a listener inherit its keepalive options and
-#: TCP_USER_TIMEOUT (Linux and FreeBSD copy the listener's socket into the child; macOS does
-#: not inherit the TCP_KEEP* options). The tests check it on the running kernel.
-INHERITED_BY_ACCEPT: Final = sys.platform.startswith(("linux", "freebsd"))
+#: TCP_USER_TIMEOUT (see pysockopt._platform). The tests check it on the running kernel.
+INHERITED_BY_ACCEPT: Final = KEEPALIVE_INHERITED_BY_ACCEPT
 
 #: The shortest TCP_USER_TIMEOUT for_detection() sets: the first retransmission comes
 #: TCP_RTO_MIN (200 ms) after a loss and the next 400 ms later, so 1 s still lets a live

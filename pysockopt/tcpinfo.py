@@ -14,8 +14,6 @@ so reading three fields costs three small decodes, not sixty.
 from __future__ import annotations
 
 import errno
-import os
-import re
 import socket
 import struct
 import sys
@@ -25,6 +23,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final
 
+from . import _platform
 from ._native import ffi, lib
 from ._sock import SocketLike, closed_during_call, fileno_of, os_error, replaced
 from .errors import UnsupportedPlatformError
@@ -268,13 +267,8 @@ def _versioned(field: TcpInfoField) -> bool:
     return any(field.offset < end and start < field.end for start, end in _RESHAPED)
 
 
-def _running_kernel() -> tuple[int, int] | None:
-    match = re.match(r"(\d+)\.(\d+)", os.uname().release) if sys.platform == "linux" else None
-    return (int(match[1]), int(match[2])) if match else None
-
-
 #: The running kernel's (major, minor), which picks the layout of reshaped bytes.
-RUNNING_KERNEL: Final = _running_kernel()
+RUNNING_KERNEL: Final = _platform.RUNNING_KERNEL
 
 
 def tcp_info_fields(kernel: tuple[int, int] | None = RUNNING_KERNEL) -> tuple[TcpInfoField, ...]:
@@ -821,7 +815,7 @@ def _failure(rc: int, fd: int) -> OSError:
     return os_error(rc, f"reading TCP_INFO of fd {fd}")
 
 
-PSO_HAS_TCP_INFO: Final = bool(lib.PSO_HAS_TCP_INFO)
+PSO_HAS_TCP_INFO: Final = _platform.HAS_TCP_INFO
 _FULL_SIZE: Final = TCP_INFO_KNOWN_SIZE
 _FULL: Final = _class_for(TCP_INFO_KNOWN_SIZE, RUNNING_KERNEL, False)
 _FULL_SHARED: Final = _class_for(TCP_INFO_KNOWN_SIZE, RUNNING_KERNEL, True)

@@ -18,7 +18,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-CLONE_NEWNET = 0x40000000
+from pysockopt._platform import CLONE_NEWNET
+
 _libc = ctypes.CDLL(None, use_errno=True)
 T = TypeVar("T")
 #: socket.socket under a name NetnsPair's own ``socket`` method does not shadow.

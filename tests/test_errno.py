@@ -34,6 +34,7 @@ from pysockopt import (
     ErrorCategory,
     Triage,
     UnknownErrnoName,
+    _platform,
     errno_info,
     errno_search,
     errno_table,
@@ -44,7 +45,7 @@ from pysockopt._native import ffi, lib
 from pysockopt.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-LINUX = sys.platform.startswith("linux")
+LINUX = _platform.LINUX
 linux_only = pytest.mark.skipif(not LINUX, reason="asserts Linux kernel behaviour")
 
 #: The errnos of domain.md section 6: socket code meets all of them.

@@ -25,11 +25,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from netns import CLONE_NEWNET, NetnsPair, have_netns
+from netns import NetnsPair, have_netns
 from unpriv import NOBODY, as_unprivileged
 
 import pysockopt
 from pysockopt._native import ffi, lib
+from pysockopt._platform import CLONE_NEWNET
 from pysockopt.host import destroy as destroy_mod
 from pysockopt.host.connections import Connection, connections
 from pysockopt.host.remote import _Target, audit_process, process_sockets

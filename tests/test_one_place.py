@@ -9,9 +9,23 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import re
+import subprocess
 from collections import defaultdict
 
-PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "pysockopt"
+from pysockopt import TcpState, _platform
+from pysockopt._native import lib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "pysockopt"
+
+
+def _tracked(*patterns: str) -> list[pathlib.Path]:
+    """The repository's files matching the git pathspecs (untracked new files too)."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard",
+                          "--", *patterns], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    return [ROOT / line for line in out.splitlines() if (ROOT / line).is_file()]
 
 
 def _modules() -> list[tuple[str, ast.Module]]:
@@ -75,3 +89,48 @@ def test_namespace_and_diagnosis_modules_use_no_private_name_of_another_module()
                         found.append(f"{name}: from {'.' * node.level}{node.module} import "
                                      f"{alias.name}")
     assert not found, found
+
+
+# --- constants and platform checks, once
+
+
+def test_clone_newnet_is_defined_once() -> None:
+    # Python and tests take it from pysockopt._platform, which reads the C core's.
+    number = r"(0x[0-9a-fA-F]+|[0-9]+)"
+    defined = re.compile(rf"^\s*(#\s*define\s+\w*CLONE_NEWNET\s+{number}"
+                         rf"|\w*CLONE_NEWNET\s*(:[^=]*)?=\s*{number})", re.MULTILINE)
+    where = [str(path.relative_to(ROOT)) for path in _tracked("*.py", "*.c", "*.h")
+             for _ in defined.finditer(path.read_text(encoding="utf-8"))]
+    assert where == ["csrc/netns.h"], where
+    assert _platform.CLONE_NEWNET == lib.PSO_CLONE_NEWNET == 0x40000000
+
+
+def test_tcp_states_come_from_one_c_header() -> None:
+    for state in TcpState:
+        assert getattr(lib, f"PSO_TCP_{state.name}") == state.value, state
+    defined = re.compile(r"^#\s*define\s+\w*(ESTABLISHED|TIME_WAIT|SYN_RECV|LISTEN)\s+\d",
+                         re.MULTILINE)
+    where = sorted({str(path.relative_to(ROOT)) for path in _tracked("csrc/*.c", "csrc/*.h")
+                    if defined.search(path.read_text(encoding="utf-8"))})
+    assert where == ["csrc/tcpstate.h"], where
+
+
+def _platform_checks(tree: ast.Module) -> list[int]:
+    """Lines that test ``sys.platform`` (a comparison or a method call on it)."""
+    lines = []
+    for node in ast.walk(tree):
+        operand: ast.expr | None = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            operand = node.func.value
+        elif isinstance(node, ast.Compare):
+            operand = node.left
+        if (isinstance(operand, ast.Attribute) and operand.attr == "platform"
+                and isinstance(operand.value, ast.Name) and operand.value.id == "sys"):
+            lines.append(operand.lineno)
+    return lines
+
+
+def test_only_the_platform_module_asks_which_platform_this_is() -> None:
+    found = {name: lines for name, tree in _modules()
+             if name != "pysockopt/_platform.py" and (lines := _platform_checks(tree))}
+    assert not found, f"ask pysockopt._platform instead: {found}"

@@ -28,11 +28,12 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from pysockopt._platform import CLONE_NEWNET
+
 T = TypeVar("T")
 
 #: ``nobody`` on Debian, Ubuntu, Fedora, Alpine; a uid need not be in /etc/passwd to be used.
 NOBODY = 65534
-CLONE_NEWNET = 0x40000000
 
 
 def unprivileged_reason() -> str | None:

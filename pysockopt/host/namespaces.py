@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Final, Generic, NamedTuple, TypeVar
 
 from .._native import ffi, lib
+from .._platform import CLONE_NEWNET as _CLONE_NEWNET
 from .._sock import os_error
 from ..errors import InvalidConfigError
 
@@ -60,7 +61,6 @@ T = TypeVar("T")
 #: The calling thread's own namespace (thread-self: setns changes threads, not processes).
 _OWN: Final = "/proc/thread-self/ns/net"
 _RUN_NETNS: Final = "/run/netns"
-_CLONE_NEWNET: Final = 0x40000000
 #: ioctl(fd, NS_GET_NSTYPE) = _IO(0xb7, 0x3) (linux/nsfs.h, kernel 4.11): the namespace type.
 _NS_GET_NSTYPE: Final = 0xB703
 
