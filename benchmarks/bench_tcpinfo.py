@@ -7,7 +7,7 @@ import socket
 import struct
 
 from pysockopt import poll_tcp_info, tcp_info
-from pysockopt._native import ffi, lib
+from pysockopt._core import ffi, lib
 
 from ._harness import compare, report
 

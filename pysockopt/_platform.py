@@ -14,7 +14,7 @@ import re
 import sys
 from typing import Final
 
-from ._native import lib
+from ._core import lib
 
 __all__ = [
     "CLONE_NEWNET",

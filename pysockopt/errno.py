@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from ._native import ffi, lib
+from ._core import ffi, lib
 
 __all__ = [
     "Action",

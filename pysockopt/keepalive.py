@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from . import _host
-from ._native import ffi, lib
+from ._core import ffi, lib
 from ._platform import KEEPALIVE_INHERITED_BY_ACCEPT
 from ._sock import SocketLike, closed_during_call, fileno_of, os_error, replaced
 from ._validate import check_int, check_seconds

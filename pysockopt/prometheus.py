@@ -35,7 +35,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from . import _host
-from ._native import ffi, lib
+from ._core import ffi, lib, new_tally
 from ._sock import os_error
 from .errors import InvalidConfigError
 from .host.connections import Connection, NativeDump, Timer, native_dump, processes_of
@@ -466,26 +466,23 @@ def _tally(options: _Options, dump: NativeDump, listeners: list[Connection], low
     spec.off_last_data_recv = _OFFSETS["last_data_recv"]
     spec.off_last_ack_recv = _OFFSETS["last_ack_recv"]
     spec.eph_low, spec.eph_high = low, high
-    tally = ffi.new("struct pso_tally *")
-    try:
-        rc = lib.pso_tally(dump.sink, spec, tally)
-        if rc:
-            raise os_error(rc, "tallying the sock_diag dump")
-        counts: dict[TcpState, int] = {s: raw[s] for s in _NOT_LISTENING}
-        counts[TcpState.LISTEN] = len(listeners)
-        port_counts: dict[int, dict[TcpState, int]] = {}
-        for i, p in enumerate(options.ports):
-            row = tally.port_counts[i]
-            per: dict[TcpState, int] = {s: int(row[s]) for s in _NOT_LISTENING}
-            per[TcpState.LISTEN] = sum(1 for c in listeners if c.local_port == p)
-            port_counts[p] = per
-        size = high - low + 1 if high else 0
-        groups = _groups(tally, options.top, t.time_wait_ratio * size if size else float("inf"))
-        return _Dumped(counts, port_counts, groups, int(tally.tw_grouped),
-                       int(tally.keepalive), int(tally.idle_no_timer), listeners,
-                       dump.connections())
-    finally:
-        lib.pso_tally_free(tally)
+    tally = new_tally()
+    rc = lib.pso_tally(dump.sink, spec, tally)
+    if rc:
+        raise os_error(rc, "tallying the sock_diag dump")
+    counts: dict[TcpState, int] = {s: raw[s] for s in _NOT_LISTENING}
+    counts[TcpState.LISTEN] = len(listeners)
+    port_counts: dict[int, dict[TcpState, int]] = {}
+    for i, p in enumerate(options.ports):
+        row = tally.port_counts[i]
+        per: dict[TcpState, int] = {s: int(row[s]) for s in _NOT_LISTENING}
+        per[TcpState.LISTEN] = sum(1 for c in listeners if c.local_port == p)
+        port_counts[p] = per
+    size = high - low + 1 if high else 0
+    groups = _groups(tally, options.top, t.time_wait_ratio * size if size else float("inf"))
+    return _Dumped(counts, port_counts, groups, int(tally.tw_grouped),
+                   int(tally.keepalive), int(tally.idle_no_timer), listeners,
+                   dump.connections())
 
 
 #: struct pso_tw_group, field for field (csrc/tally.h); checked against the build at import.

@@ -24,7 +24,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from . import _platform
-from ._native import ffi, lib
+from ._core import ffi, lib
 from ._sock import SocketLike, closed_during_call, fileno_of, os_error, replaced
 from .errors import UnsupportedPlatformError
 

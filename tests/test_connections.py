@@ -29,7 +29,7 @@ from pysockopt import (
     connections,
     state_counts,
 )
-from pysockopt._native import ffi, lib
+from pysockopt._core import ffi, lib
 from pysockopt.cli import main
 from pysockopt.host.connections import _parse_dump, _parse_proc, parse_state
 

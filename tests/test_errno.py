@@ -41,7 +41,7 @@ from pysockopt import (
     read_keepalive,
     triage,
 )
-from pysockopt._native import ffi, lib
+from pysockopt._core import ffi, lib
 from pysockopt.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,7 +29,7 @@ from netns import NetnsPair, have_netns
 from unpriv import NOBODY, as_unprivileged
 
 import pysockopt
-from pysockopt._native import ffi, lib
+from pysockopt._core import ffi, lib
 from pysockopt._platform import CLONE_NEWNET
 from pysockopt.host import destroy as destroy_mod
 from pysockopt.host.connections import Connection, connections

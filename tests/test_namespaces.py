@@ -50,7 +50,7 @@ from pysockopt import (
     namespaces,
     state_counts,
 )
-from pysockopt._native import ffi, lib
+from pysockopt._core import ffi, lib
 from pysockopt.cli import main
 from pysockopt.host.diagnosis import host_facts
 

@@ -26,7 +26,7 @@ import pytest
 from netns import NetnsPair
 
 from pysockopt import TcpState, connections, state_counts
-from pysockopt._native import ffi, lib
+from pysockopt._core import ffi, lib
 from pysockopt.host.connections import Connection, _parse_dump, _parse_proc
 
 # The module, not the function pysockopt.host re-exports under the same name (which an import
@@ -262,7 +262,7 @@ def test_message_length_round_up_does_not_wrap_to_a_zero_step(reader: str) -> No
     # is ever touched; a child process bounds the time a regression would hang.
     code = """
 import mmap, struct, sys
-from pysockopt._native import ffi, lib
+from pysockopt._core import ffi, lib
 size = 1 << 32
 try:
     m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

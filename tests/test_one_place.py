@@ -14,7 +14,7 @@ import subprocess
 from collections import defaultdict
 
 from pysockopt import TcpState, _platform
-from pysockopt._native import lib
+from pysockopt._core import lib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "pysockopt"
@@ -134,3 +134,31 @@ def test_only_the_platform_module_asks_which_platform_this_is() -> None:
     found = {name: lines for name, tree in _modules()
              if name != "pysockopt/_platform.py" and (lines := _platform_checks(tree))}
     assert not found, f"ask pysockopt._platform instead: {found}"
+
+
+def _imports(tree: ast.Module, package: str) -> set[str]:
+    """The absolute names of the modules ``tree`` imports (``package``: where it lives)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, *([base] if base else [])])
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_only_the_core_module_imports_the_native_module() -> None:
+    importers = []
+    for path in _tracked("*.py"):
+        rel = path.relative_to(ROOT)
+        package = ".".join(rel.parent.parts) if rel.parts[0] == "pysockopt" else ""
+        if "pysockopt._native" in _imports(ast.parse(path.read_text(encoding="utf-8")),
+                                           package):
+            importers.append(str(rel))
+    # _load.py finds the extension by name (importlib) before anything imports it.
+    assert importers == ["pysockopt/_core.py"], importers

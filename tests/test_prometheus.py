@@ -330,7 +330,7 @@ def _diag(state: int, *, timer: int = 0, sport: int = 1000, dst: str = "10.0.0.9
 
 
 def _tally(messages: list[bytes], **spec: Any) -> dict[str, Any]:
-    from pysockopt._native import ffi, lib
+    from pysockopt._core import ffi, lib
 
     data = b"".join(messages) + struct.pack("=IHHII", 20, 3, 2, 0, 0) + struct.pack("=i", 0)
     sink = ffi.new("struct pso_sd_sink *")
@@ -384,7 +384,7 @@ def test_tally_counts_idle_keepalive_and_groups_time_wait() -> None:
 
 
 def test_tally_counts_listed_ports_and_keeps_the_asked_states() -> None:
-    from pysockopt._native import ffi
+    from pysockopt._core import ffi
 
     ports = ffi.new("uint16_t[64]", [8080, 9090])
     got = _tally(

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Iterator
 from enum import IntEnum
 from typing import Final, Literal, NamedTuple
 
+from .._core import ffi, lib, new_sink
 from .._format import endpoint
-from .._native import ffi, lib
 from .._sock import os_error
 from ..errors import InvalidConfigError
 from ..tcpinfo import TcpInfo, TcpState
@@ -346,34 +346,28 @@ def _proc(query: object, sink: object, target: Entered | None = None) -> None:
 
 def _gather(queries: list[object], keep: bool, source: Source,
             target: Entered | None = None) -> object:
-    """Run every query into one new sink; the caller frees it with lib.pso_sd_sink_free."""
+    """Run every query into one new sink (owned by ffi.gc: freed with its last reference)."""
     if source not in ("auto", "netlink", "proc"):
         raise InvalidConfigError("source", source, "'auto', 'netlink' or 'proc'")
     sink = _new_sink(keep)
-    try:
-        if source != "proc":
-            try:
-                for query in queries:
-                    _dump(query, sink, target)
-                return sink
-            except OSError as err:
-                if (source == "netlink" or err.errno not in _REFUSED
-                        or isinstance(err, NetnsPermissionError)):
-                    raise
-            # Refused: start again from /proc, so no answer mixes the two sources.
-            lib.pso_sd_sink_free(sink)
-            lib.pso_sd_sink_init(sink, 1 if keep else 0)
-        for query in queries:
-            _proc(query, sink, target)
-        return sink
-    except BaseException:
-        lib.pso_sd_sink_free(sink)
-        raise
+    if source != "proc":
+        try:
+            for query in queries:
+                _dump(query, sink, target)
+            return sink
+        except OSError as err:
+            if (source == "netlink" or err.errno not in _REFUSED
+                    or isinstance(err, NetnsPermissionError)):
+                raise
+        # Refused: start again from /proc in a new sink, so no answer mixes the two sources.
+        sink = _new_sink(keep)
+    for query in queries:
+        _proc(query, sink, target)
+    return sink
 
 
 def _new_sink(keep: bool) -> object:
-    sink = ffi.new("struct pso_sd_sink *")
-    lib.pso_sd_sink_init(sink, 1 if keep else 0)
+    sink = new_sink(keep)
     sink.recv_size = _RECV_SIZE
     sink.timeout_ms = _TIMEOUT_MS
     sink.split = _SPLIT
@@ -400,15 +394,12 @@ def state_counts(
     query = _query(_ALL_STATES, port, family, 0)
     with opened(netns) as target:
         sink = _gather([query], False, source, target)
-    try:
-        counts = sink.counts  # type: ignore[attr-defined]
-        result: dict[TcpState, int] = {}
-        for number in range(len(_STATES)):
-            if counts[number]:
-                result[_state(number)] = int(counts[number])
-        return result
-    finally:
-        lib.pso_sd_sink_free(sink)
+    counts = sink.counts  # type: ignore[attr-defined]
+    result: dict[TcpState, int] = {}
+    for number in range(len(_STATES)):
+        if counts[number]:
+            result[_state(number)] = int(counts[number])
+    return result
 
 
 def connections(
@@ -473,7 +464,9 @@ def native_dump(
     target: Entered | None = None,
     netns: NetNamespace | None = None,
 ) -> Iterator[NativeDump]:
-    """Dump the sockets ``connections()`` would list, keeping them in C memory; freed on exit.
+    """Dump the sockets ``connections()`` would list, keeping them in C memory.
+
+    The records are freed with the last reference to the dump (ffi.gc).
 
     For code that counts the records where they are instead of building a Connection per
     socket. ``states``, ``port``, ``family``, ``with_info`` and ``source`` as in
@@ -493,11 +486,7 @@ def native_dump(
         queries.append(_query(listen, port, family, ext | lib.PSO_SD_EXT_SKMEMINFO))
     if others:
         queries.append(_query(others, port, family, ext))
-    sink = _gather(queries, True, source, target)
-    try:
-        yield NativeDump(sink, netns)
-    finally:
-        lib.pso_sd_sink_free(sink)
+    yield NativeDump(_gather(queries, True, source, target), netns)
 
 
 # --- records to Connections
@@ -608,35 +597,29 @@ def _parse_dump(datagrams: Iterable[bytes], *, with_info: bool = True) -> list[C
     a message is flagged NLM_F_DUMP_INTR (inconsistent: the live dump would be retried).
     """
     sink = _new_sink(True)
-    try:
-        rc = lib.PSO_SD_MORE
-        for data in datagrams:
-            rc = lib.pso_sd_parse(data, len(data), sink)
-            if rc < 0:
-                raise os_error(rc, "parsing a sock_diag reply")
-        if rc != lib.PSO_SD_DONE:
-            raise OSError(errno.EBADMSG, "sock_diag reply ends before NLMSG_DONE (truncated)")
-        if sink.interrupted:  # type: ignore[attr-defined]
-            raise OSError(errno.EAGAIN, f"{os.strerror(errno.EAGAIN)} (sock_diag reply marked "
-                                        f"interrupted: {_INCONSISTENT})")
-        conns = _records(sink)
-        return conns if with_info else [c._replace(info=None) for c in conns]
-    finally:
-        lib.pso_sd_sink_free(sink)
+    rc = lib.PSO_SD_MORE
+    for data in datagrams:
+        rc = lib.pso_sd_parse(data, len(data), sink)
+        if rc < 0:
+            raise os_error(rc, "parsing a sock_diag reply")
+    if rc != lib.PSO_SD_DONE:
+        raise OSError(errno.EBADMSG, "sock_diag reply ends before NLMSG_DONE (truncated)")
+    if sink.interrupted:  # type: ignore[attr-defined]
+        raise OSError(errno.EAGAIN, f"{os.strerror(errno.EAGAIN)} (sock_diag reply marked "
+                                    f"interrupted: {_INCONSISTENT})")
+    conns = _records(sink)
+    return conns if with_info else [c._replace(info=None) for c in conns]
 
 
 def _parse_proc(text: bytes, family: int, *, port: int | None = None) -> list[Connection]:
     """Decode the text of /proc/net/tcp (AF_INET) or /proc/net/tcp6 (AF_INET6)."""
     query = _query(_ALL_STATES, port, None, 0)
     sink = _new_sink(True)
-    try:
-        rc = lib.pso_proc_parse(text, len(text), family, query, sink)
-        if rc < 0:
-            line = sink.bad_line  # type: ignore[attr-defined]  # this call's, in its sink
-            raise os_error(rc, f"parsing /proc/net/tcp text, line {line}")
-        return _records(sink)
-    finally:
-        lib.pso_sd_sink_free(sink)
+    rc = lib.pso_proc_parse(text, len(text), family, query, sink)
+    if rc < 0:
+        line = sink.bad_line  # type: ignore[attr-defined]  # this call's, in its sink
+        raise os_error(rc, f"parsing /proc/net/tcp text, line {line}")
+    return _records(sink)
 
 
 # --- owning processes

@@ -21,7 +21,7 @@ import socket
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from .._native import ffi, lib
+from .._core import ffi, lib
 from .._validate import check_seconds
 from ..errors import InvalidConfigError
 from ..tcpinfo import TcpState

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, NamedTuple, TypeVar
 
-from .._native import ffi, lib
+from .._core import ffi, lib
 from .._platform import CLONE_NEWNET as _CLONE_NEWNET
 from .._sock import os_error
 from ..errors import InvalidConfigError

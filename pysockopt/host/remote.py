@@ -26,8 +26,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from .._core import lib
 from .._format import duration, process
-from .._native import lib
 from .._sock import os_error
 from ..keepalive import (
     KeepaliveConfig,
