@@ -26,7 +26,13 @@ from .errno import (
     errno_table,
     triage,
 )
-from .errors import InvalidConfigError, UnsupportedPlatformError
+from .errors import (
+    Error,
+    InvalidConfigError,
+    NotANetnsError,
+    UnsupportedClientError,
+    UnsupportedPlatformError,
+)
 from .heartbeat import (
     CloseReason,
     HeartbeatMonitor,
@@ -101,8 +107,11 @@ from .tcpinfo import (
 __version__ = "0.1.0"
 
 __all__ = [
-    # errors
+    # errors (every one below is also a pysockopt.Error)
+    "Error",
     "InvalidConfigError",
+    "NotANetnsError",
+    "UnsupportedClientError",
     "UnsupportedPlatformError",
     # keepalive
     "HostKeepalive",

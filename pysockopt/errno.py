@@ -26,6 +26,7 @@ from enum import Enum
 from typing import Final
 
 from ._core import ffi, lib
+from .errors import UnknownErrnoName
 
 __all__ = [
     "Action",
@@ -144,16 +145,6 @@ class ErrnoInfo:
             "meaning": self.meaning,
             "advice": self.advice,
         }
-
-
-class UnknownErrnoName(LookupError):
-    """No errno of that name on this platform; ``suggestions`` holds the closest names."""
-
-    def __init__(self, name: str, suggestions: tuple[str, ...]) -> None:
-        self.name = name
-        self.suggestions = suggestions
-        hint = f"; did you mean {', '.join(suggestions)}?" if suggestions else ""
-        super().__init__(f"no errno named {name!r} on this platform{hint}")
 
 
 # --- pysockopt's own explanations, keyed by name (numbers differ across platforms)

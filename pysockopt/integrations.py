@@ -19,6 +19,7 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
+from .errors import UnsupportedClientError
 from .keepalive import KeepaliveConfig, KeepaliveReport, apply_keepalive
 
 if TYPE_CHECKING:
@@ -52,14 +53,6 @@ _URLLIB3_DEFAULTS: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 #: The first aiohttp release with TCPConnector(socket_factory=...).
 _AIOHTTP_SOCKET_FACTORY: Final = (3, 12)
-
-
-class UnsupportedClientError(RuntimeError):
-    """The client library, in this version or used this way, would ignore the settings.
-
-    The message names the library, what it lacks and, for an old version, the version
-    needed. Raised instead of returning settings that would be silently dropped.
-    """
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

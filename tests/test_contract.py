@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import enum
+import importlib
 import inspect
 import pathlib
+import pickle
+import pkgutil
 
 import pytest
 
@@ -68,3 +71,46 @@ def test_tcp_state_numbers_are_the_kernels() -> None:
 
 def test_invalid_config_error_is_a_value_error() -> None:
     assert issubclass(pysockopt.InvalidConfigError, ValueError)
+
+
+#: Each library error, the builtin a caller would catch it as, and the module that raises it
+#: (where it stays importable).
+ERRORS = [
+    ("InvalidConfigError", ValueError, "pysockopt.errors"),
+    ("UnsupportedPlatformError", OSError, "pysockopt.errors"),
+    ("NetnsGoneError", FileNotFoundError, "pysockopt.host.namespaces"),
+    ("NetnsPermissionError", PermissionError, "pysockopt.host.namespaces"),
+    ("NotANetnsError", ValueError, "pysockopt.host.namespaces"),
+    ("UnknownErrnoName", LookupError, "pysockopt.errno"),
+    ("UnsupportedClientError", RuntimeError, "pysockopt.integrations"),
+]
+
+
+@pytest.mark.parametrize(("name", "builtin", "module"), ERRORS)
+def test_every_error_has_its_builtin_parent_and_the_root(name: str, builtin: type,
+                                                         module: str) -> None:
+    cls = getattr(pysockopt, name)
+    assert issubclass(cls, builtin) and issubclass(cls, pysockopt.Error)
+    assert cls.__module__ == "pysockopt.errors" and name in pysockopt.__all__
+    assert getattr(importlib.import_module(module), name) is cls  # the old import path
+
+
+def test_every_exception_class_of_the_package_is_listed() -> None:
+    # Walks the package's modules: a new public error is in ERRORS (and so has both parents).
+    found = set()
+    for info in pkgutil.walk_packages(pysockopt.__path__, "pysockopt."):
+        if info.name.endswith(("prometheus", "__main__")):
+            continue  # prometheus_client is an extra; __main__ runs the CLI
+        for attr, value in vars(importlib.import_module(info.name)).items():
+            if (inspect.isclass(value) and issubclass(value, BaseException)
+                    and value.__module__.startswith("pysockopt") and not attr.startswith("_")
+                    and not value.__module__.startswith(("pysockopt.cli", "pysockopt._"))):
+                found.add(value.__name__)
+    assert found - {"Error"} == {name for name, _, _ in ERRORS}
+
+
+def test_errors_pickle_with_their_fields() -> None:
+    err = pysockopt.NetnsPermissionError(1, "no", "ptrace")
+    back = pickle.loads(pickle.dumps(err))
+    assert isinstance(back, pysockopt.NetnsPermissionError) and isinstance(back, pysockopt.Error)
+    assert back.check == "ptrace" and back.errno == 1

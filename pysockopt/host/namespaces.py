@@ -28,7 +28,12 @@ from typing import Final, Generic, NamedTuple, TypeVar
 from .._core import ffi, lib
 from .._platform import CLONE_NEWNET as _CLONE_NEWNET
 from .._sock import os_error
-from ..errors import InvalidConfigError
+from ..errors import (
+    InvalidConfigError,
+    NetnsGoneError,
+    NetnsPermissionError,
+    NotANetnsError,
+)
 
 __all__ = [
     "CGROUP_PATTERNS",
@@ -63,52 +68,6 @@ _OWN: Final = "/proc/thread-self/ns/net"
 _RUN_NETNS: Final = "/run/netns"
 #: ioctl(fd, NS_GET_NSTYPE) = _IO(0xb7, 0x3) (linux/nsfs.h, kernel 4.11): the namespace type.
 _NS_GET_NSTYPE: Final = 0xB703
-
-
-# --- errors
-
-
-class NetnsPermissionError(PermissionError):
-    """Entering (or even naming) another network namespace was refused.
-
-    ``check`` says which refusal it was: ``"setns"`` (entering needs CAP_SYS_ADMIN over the
-    namespace's user namespace), ``"ptrace"`` (opening /proc/PID/ns/net passes the kernel's
-    ptrace access check: another user's process needs root or CAP_SYS_PTRACE, and even root
-    can be refused by a security module or for a process of another user namespace) or
-    ``"open"`` (the file's own permissions). Run as root to see every namespace.
-    """
-
-    check: str
-
-    def __init__(self, code: int, message: str, check: str = "setns") -> None:
-        super().__init__(code, message)
-        self.check = check
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.errno, self.strerror, self.check))
-
-
-class NetnsGoneError(FileNotFoundError):
-    """The namespace no longer exists: its last process exited and nothing mounts it."""
-
-
-#: What ``netns=`` accepts, for messages.
-_ALLOWED: Final = ("a network namespace: an ip netns name, a path (/run/netns/NAME, "
-                   "/proc/PID/ns/net) or a pid")
-
-
-class NotANetnsError(InvalidConfigError):
-    """A path given as ``netns=`` is not a network namespace; ``kind`` says what it is.
-
-    ``kind``: "a FIFO", "a character device", "a directory", "a regular file", "a mnt
-    namespace"... Only files of the namespace filesystem (nsfs) are ever opened: a FIFO would
-    block, and opening a device can act.
-    """
-
-    def __init__(self, path: str, kind: str) -> None:
-        self.path = path
-        self.kind = kind
-        super().__init__("netns", path, _ALLOWED, f"not a network namespace but {kind}")
 
 
 # --- containers, from cgroup paths
