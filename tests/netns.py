@@ -35,7 +35,8 @@ def have_netns() -> str | None:
     return None
 
 
-def _ip(*args: str) -> None:
+def ip(*args: str) -> None:
+    """Run ``ip ARGS`` (iproute2), raising CalledProcessError when it fails."""
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
@@ -92,17 +93,17 @@ class NetnsPair:
         self.addr_b = f"10.199.{n}.2"
 
     def __enter__(self) -> NetnsPair:
-        _ip("netns", "add", self.a)
+        ip("netns", "add", self.a)
         try:
-            _ip("netns", "add", self.b)
-            _ip("link", "add", self.veth_a, "type", "veth", "peer", "name", self.veth_b)
-            _ip("link", "set", self.veth_a, "netns", self.a)
-            _ip("link", "set", self.veth_b, "netns", self.b)
+            ip("netns", "add", self.b)
+            ip("link", "add", self.veth_a, "type", "veth", "peer", "name", self.veth_b)
+            ip("link", "set", self.veth_a, "netns", self.a)
+            ip("link", "set", self.veth_b, "netns", self.b)
             for ns, dev, addr in ((self.a, self.veth_a, self.addr_a),
                                   (self.b, self.veth_b, self.addr_b)):
-                _ip("-n", ns, "addr", "add", f"{addr}/30", "dev", dev)
-                _ip("-n", ns, "link", "set", dev, "up")
-                _ip("-n", ns, "link", "set", "lo", "up")
+                ip("-n", ns, "addr", "add", f"{addr}/30", "dev", dev)
+                ip("-n", ns, "link", "set", dev, "up")
+                ip("-n", ns, "link", "set", "lo", "up")
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -124,7 +125,7 @@ class NetnsPair:
     def link_down(self, side: str) -> None:
         """Take ``side``'s end of the veth down: its packets stop, no FIN, no RST."""
         ns, dev = (self.a, self.veth_a) if side == "a" else (self.b, self.veth_b)
-        _ip("-n", ns, "link", "set", dev, "down")
+        ip("-n", ns, "link", "set", dev, "down")
 
     @contextlib.contextmanager
     def connected(self, port: int = 5555) -> Iterator[tuple[Socket, Socket]]:

@@ -12,7 +12,7 @@ import struct
 import subprocess
 from collections import Counter
 
-from netns import NetnsPair, _ip
+from netns import NetnsPair, ip
 from waiting import wait_for
 
 from pysockopt import TcpState
@@ -169,9 +169,9 @@ def syn_packet(src: str, dst: str, sport: int, dport: int, seq: int) -> bytes:
     pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
     tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]
     # With IPPROTO_RAW the kernel fills in the total length, the id and the header checksum.
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, socket.IPPROTO_TCP,
+    iphdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, socket.IPPROTO_TCP,
                      0, socket.inet_aton(src), socket.inet_aton(dst))
-    return ip + tcp
+    return iphdr + tcp
 
 
 def send_syns(sources: list[str], dst: str, dport: int, count: int) -> None:
@@ -193,7 +193,7 @@ def flood_target(pair: NetnsPair, port: int, backlog: int) -> tuple[socket.socke
     them vanish there without a reply, as in a real flood. Close the listener when done.
     """
     subnet = pair.addr_a.rsplit(".", 1)[0]
-    _ip("-n", pair.b, "route", "add", f"{subnet}.64/26", "via", pair.addr_a)
+    ip("-n", pair.b, "route", "add", f"{subnet}.64/26", "via", pair.addr_a)
 
     def listen() -> socket.socket:
         s = socket.socket()

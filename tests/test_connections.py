@@ -31,7 +31,7 @@ from pysockopt import (
 )
 from pysockopt._core import ffi, lib
 from pysockopt.cli import main
-from pysockopt.host.connections import _parse_dump, _parse_proc, parse_state
+from pysockopt.host.connections import _parse_dump, parse_proc, parse_state
 
 SOURCES = ["netlink", "proc"]
 
@@ -511,7 +511,7 @@ def proc_text(world: Pile) -> bytes:
 
 
 def test_proc_text_parses_like_the_live_path(proc_text: bytes, world: Pile) -> None:
-    got = _parse_proc(proc_text, socket.AF_INET, port=world.port)
+    got = parse_proc(proc_text, socket.AF_INET, port=world.port)
     assert Counter(c.state for c in got) == Counter(
         c.state for c in connections(port=world.port, family=socket.AF_INET, source="proc"))
 
@@ -527,7 +527,7 @@ def test_truncated_or_corrupted_proc_text_is_an_error(proc_text: bytes,
     cut = data.draw(st.integers(1, len(lines[line]) - 1))
     text = b"".join(lines[:line]) + lines[line][:cut]
     with pytest.raises(OSError) as info:
-        _parse_proc(text, socket.AF_INET)
+        parse_proc(text, socket.AF_INET)
     assert info.value.errno == errno.EBADMSG
     # A field replaced by garbage is an error naming the line, never a silent skip.
     fields = lines[line].split()
@@ -535,7 +535,7 @@ def test_truncated_or_corrupted_proc_text_is_an_error(proc_text: bytes,
     fields[which] = data.draw(st.sampled_from([b"ZZ", b"-", b"0x", b"1:2:3", b"G" * 9]))
     bad = b"".join(lines[:line]) + b" ".join(fields) + b"\n" + b"".join(lines[line + 1:])
     with pytest.raises(OSError, match=f"line {line + 1}"):
-        _parse_proc(bad, socket.AF_INET)
+        parse_proc(bad, socket.AF_INET)
 
 
 _PROC_HEADER = (b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when "
@@ -552,12 +552,12 @@ def _proc_line(state: int = 1, timer: int = 0, when: int = 0, uid: int = 1000, i
 def test_proc_timer_expiry_is_clamped_not_wrapped() -> None:
     # ceil(2**64 / 1000) ticks: times 1000 it wraps to 384, i.e. "fires in 3 ms".
     ticks = 0x4189374BC6A7F0
-    (c,) = _parse_proc(_PROC_HEADER + _proc_line(timer=1, when=ticks), socket.AF_INET)
+    (c,) = parse_proc(_PROC_HEADER + _proc_line(timer=1, when=ticks), socket.AF_INET)
     assert c.timer == Timer.RETRANSMIT and c.expires_ms == 2**32 - 1
-    (c,) = _parse_proc(_PROC_HEADER + _proc_line(timer=1, when=2**64 - 1), socket.AF_INET)
+    (c,) = parse_proc(_PROC_HEADER + _proc_line(timer=1, when=2**64 - 1), socket.AF_INET)
     assert c.expires_ms == 2**32 - 1
     hz = os.sysconf("SC_CLK_TCK")
-    (c,) = _parse_proc(_PROC_HEADER + _proc_line(timer=2, when=3 * hz), socket.AF_INET)
+    (c,) = parse_proc(_PROC_HEADER + _proc_line(timer=2, when=3 * hz), socket.AF_INET)
     assert c.timer == Timer.KEEPALIVE and c.expires_ms == 3000
 
 
@@ -567,11 +567,11 @@ def test_proc_uid_zero_only_for_request_sockets() -> None:
     # inode 0, but sock_diag gives its real uid, and so must we.
     request = _proc_line(state=3, timer=1, when=100, inode=0, tail=b" 0 0000000000000000")
     child = _proc_line(state=3, timer=1, when=100, inode=0)
-    (r,) = _parse_proc(_PROC_HEADER + request, socket.AF_INET)
-    (f,) = _parse_proc(_PROC_HEADER + child, socket.AF_INET)
+    (r,) = parse_proc(_PROC_HEADER + request, socket.AF_INET)
+    (f,) = parse_proc(_PROC_HEADER + child, socket.AF_INET)
     assert r.state == f.state == TcpState.SYN_RECV
     assert r.uid == 0 and f.uid == 1000
-    (e,) = _parse_proc(_PROC_HEADER + _proc_line(inode=0), socket.AF_INET)
+    (e,) = parse_proc(_PROC_HEADER + _proc_line(inode=0), socket.AF_INET)
     assert e.uid == 1000  # an ESTABLISHED orphan keeps its uid
 
 

@@ -24,7 +24,7 @@ from functools import partial
 import pytest
 
 from pysockopt import TcpState, Timer
-from pysockopt.host.connections import Connection, _parse_dump, _parse_proc
+from pysockopt.host.connections import Connection, _parse_dump, parse_proc
 
 SECONDS = float(os.environ.get("PYSOCKOPT_FUZZ_SECONDS", "2"))
 SEED = int(os.environ.get("PYSOCKOPT_FUZZ_SEED", "0")) or random.SystemRandom().randrange(2**32)
@@ -247,13 +247,13 @@ def test_fuzz_proc_text(family: int) -> None:
     for i in _budget(SECONDS / 2):
         text, expect = _proc_text(r, family)
         if i % 4 == 0:
-            got = _check_only_oserror(partial(_parse_proc, text, family), "well-formed text")
+            got = _check_only_oserror(partial(parse_proc, text, family), "well-formed text")
             assert got is not None and list(map(_proc_row, got)) == expect, SEED
             assert all(c.cookie == 0 for c in got)
             checked += 1
             continue
         bad = _mutate_text(r, text)
-        got = _check_only_oserror(partial(_parse_proc, bad, family), f"mutated text {bad!r}")
+        got = _check_only_oserror(partial(parse_proc, bad, family), f"mutated text {bad!r}")
         if got is not None:
             _sane(got, bad.count(b"\n"))
         mutated += 1

@@ -33,7 +33,7 @@ from pysockopt._core import ffi, lib
 from pysockopt._platform import CLONE_NEWNET
 from pysockopt.host import destroy as destroy_mod
 from pysockopt.host.connections import Connection, connections
-from pysockopt.host.remote import _Target, audit_process, process_sockets
+from pysockopt.host.remote import Target, audit_process, process_sockets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -362,7 +362,7 @@ def test_as_another_user_a_root_process_is_a_permission_error(pair: NetnsPair) -
         assert f"/proc/{child.pid}/fd" in str(listing.value) and "ptrace" in str(listing.value)
 
         def getfd() -> Any:
-            with _Target(child.pid) as t, t.borrow(3, 0):
+            with Target(child.pid) as t, t.borrow(3, 0):
                 return "borrowed"
 
         with pytest.raises(PermissionError) as copying:
@@ -423,7 +423,7 @@ def test_where_pidfd_getfd_is_refused_the_timer_is_the_fallback(pair: NetnsPair)
     try:
         off, on = child.call("connect", host=pair.addr_b, port=port, n=2)
         peers = _accept_all(server, 2)
-        with _Target(child.pid) as t, t.borrow(on["fd"], 0) as dup:  # keepalive on for one
+        with Target(child.pid) as t, t.borrow(on["fd"], 0) as dup:  # keepalive on for one
             pysockopt.apply_keepalive(dup, pysockopt.KeepaliveConfig(600, 10, 3))
 
         def audit() -> Any:

@@ -27,7 +27,7 @@ from netns import NetnsPair
 
 from pysockopt import TcpState, connections, state_counts
 from pysockopt._core import ffi, lib
-from pysockopt.host.connections import Connection, _parse_dump, _parse_proc
+from pysockopt.host.connections import Connection, _parse_dump, parse_proc
 
 # The module, not the function pysockopt.host re-exports under the same name (which an import
 # statement would find); mypy resolves the import statement to the module itself.
@@ -359,7 +359,7 @@ def test_destroy_answers_are_read_by_the_walker() -> None:
 def test_proc_bad_line_is_reported_per_call() -> None:
     header = b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt\n"
     with pytest.raises(OSError) as info:
-        _parse_proc(header + b"garbage\n", socket.AF_INET)
+        parse_proc(header + b"garbage\n", socket.AF_INET)
     assert info.value.errno == errno.EBADMSG and "line 2" in str(info.value)
 
 

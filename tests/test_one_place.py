@@ -67,27 +67,31 @@ def test_each_set_of_errnos_is_defined_once() -> None:
     assert not twice, f"the same errno set defined in several modules: {twice}"
 
 
-#: The modules of the namespace work and the diagnosis they feed: none reaches into another
-#: module's private names (a helper two modules need is a documented one, in one of them).
-_NO_PRIVATE_IMPORTS = (
-    "pysockopt/host/namespaces.py", "pysockopt/host/diagnosis.py", "pysockopt/host/rules.py",
-    "pysockopt/cli/netns.py", "pysockopt/cli/sockets.py", "pysockopt/cli/diagnose.py",
-)
-
-
-def test_namespace_and_diagnosis_modules_use_no_private_name_of_another_module() -> None:
+def _private_imports(tree: ast.Module, local: set[str] | None = None) -> list[str]:
+    """``from M import _name`` statements of tree: relative ones (inside the package) or, with
+    ``local``, those from one of these modules (the tests' helper modules)."""
     found = []
-    for name, tree in _modules():
-        if name not in _NO_PRIVATE_IMPORTS:
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom) or node.module is None:
             continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                for alias in node.names:
-                    private = alias.name.startswith("_") and not alias.name.startswith("__")
-                    # A private module (``from .. import _host``) is the package's own business.
-                    if private and node.module is not None:
-                        found.append(f"{name}: from {'.' * node.level}{node.module} import "
-                                     f"{alias.name}")
+        if not (node.level or (local is not None and node.module in local)):
+            continue
+        for alias in node.names:
+            # A private module (``from .. import _host``) is the package's own business.
+            if alias.name.startswith("_") and not alias.name.startswith("__"):
+                found.append(f"from {'.' * node.level}{node.module} import {alias.name}")
+    return found
+
+
+def test_no_module_imports_a_private_name_of_another() -> None:
+    # A helper two modules need is a documented public one, in one of them.
+    found = {name: names for name, tree in _modules() if (names := _private_imports(tree))}
+    tests = ROOT / "tests"
+    helpers = {path.stem for path in tests.glob("*.py")}
+    for path in sorted(tests.glob("*.py")):
+        names = _private_imports(ast.parse(path.read_text(encoding="utf-8")), helpers)
+        if names:
+            found[str(path.relative_to(ROOT))] = names
     assert not found, found
 
 

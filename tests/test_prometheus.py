@@ -28,7 +28,7 @@ import pytest
 
 pytest.importorskip("prometheus_client")  # the test extra installs it
 
-from netns import _ip, have_netns, run_in_netns
+from netns import have_netns, ip, run_in_netns
 from paced import close_wait_leak
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -60,9 +60,9 @@ def netns() -> Iterator[str]:
     if reason:
         pytest.skip(reason)
     name = f"pso-prom-{uuid.uuid4().hex[:8]}"
-    _ip("netns", "add", name)
+    ip("netns", "add", name)
     try:
-        _ip("-n", name, "link", "set", "lo", "up")
+        ip("-n", name, "link", "set", "lo", "up")
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
@@ -495,9 +495,9 @@ def test_time_wait_pressure_found_as_diagnose_finds_it(netns: str) -> None:
 @pytest.fixture
 def netns2() -> Iterator[str]:
     name = f"pso-prom-{uuid.uuid4().hex[:8]}"
-    _ip("netns", "add", name)
+    ip("netns", "add", name)
     try:
-        _ip("-n", name, "link", "set", "lo", "up")
+        ip("-n", name, "link", "set", "lo", "up")
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
@@ -805,8 +805,8 @@ def test_a_collector_for_a_named_namespace_follows_it_when_it_is_recreated(netns
     assert gone[ERRORS] == 1
     assert ("pysockopt_scrape_duration_seconds", ()) in gone
     assert not any(name == "pysockopt_tcp_sockets" for name, _ in gone)
-    _ip("netns", "add", netns)
-    _ip("-n", netns, "link", "set", "lo", "up")
+    ip("netns", "add", netns)
+    ip("-n", netns, "link", "set", "lo", "up")
     pile = in_ns(netns, Pile)
     try:
         in_ns(netns, lambda: pile.close_wait(2))
@@ -838,7 +838,7 @@ def test_exporter_textfile_loop_survives_a_recreated_namespace_and_a_lost_direct
         subprocess.run(["ip", "netns", "del", netns], check=True)
         wait_for(lambda: (value("pysockopt_scrape_errors_total") or 0) >= 1, 20,
                  "a scrape error for the deleted namespace")
-        _ip("netns", "add", netns)
+        ip("netns", "add", netns)
         last = value("pysockopt_scrape_errors_total")
         wait_for(lambda: value("pysockopt_tcp_sockets") is None and samples(
             target.read_text()).get(("pysockopt_tcp_sockets", (("state", "listen"),)))
@@ -966,7 +966,7 @@ def test_a_namespace_named_with_terminal_escapes_is_said_escaped(
     name = f"pso-esc\x1b[31m-{uuid.uuid4().hex[:8]}"
     target = tmp_path / "pysockopt.prom"
     errlog = tmp_path / "stderr"
-    _ip("netns", "add", name)
+    ip("netns", "add", name)
     try:
         with errlog.open("w") as err, started(
                 [sys.executable, "-m", "pysockopt", "exporter", "--netns", name,

@@ -136,12 +136,12 @@ def test_nested_failure_keeps_the_outer_failed_step(two: tuple[socket.socket, ..
 
 
 def test_nested_parse_failure_keeps_the_outer_bad_line() -> None:
-    from pysockopt.host.connections import _parse_proc
+    from pysockopt.host.connections import parse_proc
 
     header = b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt\n"
-    nested = _quietly(lambda: _parse_proc(b"no header\n", socket.AF_INET))  # bad line 1
+    nested = _quietly(lambda: parse_proc(b"no header\n", socket.AF_INET))  # bad line 1
     with at_native("c_return", "pso_proc_parse", nested), pytest.raises(OSError) as outer:
-        _parse_proc(header + b"x\n", socket.AF_INET)
+        parse_proc(header + b"x\n", socket.AF_INET)
     assert "line 2" in str(outer.value), outer.value
 
 

@@ -20,7 +20,7 @@ from ._common import (
     port_arg,
     table,
 )
-from .sockets import _state
+from .sockets import state_arg
 
 
 def _seconds(text: str) -> float:
@@ -133,7 +133,7 @@ def _live_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pid", action=checked(_pid), metavar="PID",
                    help="audit the keepalive of process PID's TCP sockets (pidfd_getfd)")
     port_arg(p)
-    p.add_argument("--state", action=checked(_state, append=True), metavar="S",
+    p.add_argument("--state", action=checked(state_arg, append=True), metavar="S",
                    help="with --pid: only sockets in this state, e.g. established (repeatable)")
     p.add_argument("--apply", action="store_true",
                    help="with --pid and --detect: change the live sockets (else a dry run)")

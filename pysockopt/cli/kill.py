@@ -12,7 +12,7 @@ from typing import TextIO
 from .._format import processes
 from ._common import EXIT_FOUND, EXIT_OK, checked, command, emit_json, number, port_arg, table
 from .netns import netns_value
-from .sockets import _state
+from .sockets import state_arg
 
 
 @contextlib.contextmanager
@@ -46,7 +46,7 @@ def _idle(text: str) -> float:
 
 
 def _kill_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state", action=checked(_state, append=True), metavar="S",
+    p.add_argument("--state", action=checked(state_arg, append=True), metavar="S",
                    help="only sockets in this state, e.g. close-wait (repeatable)")
     port_arg(p)
     p.add_argument("--remote", metavar="ADDR[:PORT]",

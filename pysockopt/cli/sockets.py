@@ -14,7 +14,8 @@ from .netns import NETNS_EXIT, add_netns_args, header, per_netns, write_incomple
 _LISTS = "Exit status: 0 listed, 2 error (bad usage included); never 1. " + NETNS_EXIT
 
 
-def _state(text: str) -> TcpState:
+def state_arg(text: str) -> TcpState:
+    """Parse a ``--state`` argument (any command's); ValueError lists the accepted names."""
     from ..host.connections import parse_state
 
     try:
@@ -69,7 +70,7 @@ def _states_table(out: TextIO, counts: dict[Any, int]) -> None:
 
 
 def _conns_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state", action=checked(_state, append=True), metavar="S",
+    p.add_argument("--state", action=checked(state_arg, append=True), metavar="S",
                    help="only this state, e.g. CLOSE_WAIT or close-wait (repeatable)")
     port_arg(p)
     add_netns_args(p)

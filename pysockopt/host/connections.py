@@ -186,7 +186,8 @@ _FAMILIES: Final[dict[int | None, int]] = {None: 0, socket.AF_INET: socket.AF_IN
                                            socket.AF_INET6: socket.AF_INET6}
 
 
-def _state_mask(states: Iterable[TcpState | int | str] | TcpState | int | str | None) -> int:
+def state_mask(states: Iterable[TcpState | int | str] | TcpState | int | str | None) -> int:
+    """Return sock_diag's state bitmask (1 << state) for states as ``connections()`` takes."""
     if states is None:
         return _ALL_STATES
     if isinstance(states, (int, str)):
@@ -475,7 +476,7 @@ def native_dump(
     every read of a scan), None for the caller's own; ``netns``: what the records carry as
     ``Connection.netns``.
     """
-    mask = _state_mask(states)
+    mask = state_mask(states)
     listen = mask & (1 << TcpState.LISTEN)
     others = mask & ~(1 << TcpState.LISTEN)
     ext = lib.PSO_SD_EXT_INFO if with_info else 0
@@ -611,7 +612,7 @@ def _parse_dump(datagrams: Iterable[bytes], *, with_info: bool = True) -> list[C
     return conns if with_info else [c._replace(info=None) for c in conns]
 
 
-def _parse_proc(text: bytes, family: int, *, port: int | None = None) -> list[Connection]:
+def parse_proc(text: bytes, family: int, *, port: int | None = None) -> list[Connection]:
     """Decode the text of /proc/net/tcp (AF_INET) or /proc/net/tcp6 (AF_INET6)."""
     query = _query(_ALL_STATES, port, None, 0)
     sink = _new_sink(True)

@@ -27,7 +27,7 @@ from ..errors import InvalidConfigError
 from ..tcpinfo import TcpState
 from .connections import Connection, connections, parse_state
 from .namespaces import NetNamespace, NetnsArg, entry_error, opened
-from .remote import _same_netns, _Target
+from .remote import Target, same_netns
 
 __all__ = ["Remote", "destroy", "destroy_candidates", "outcome", "parse_remote"]
 
@@ -141,9 +141,9 @@ def destroy_candidates(
         idle_ms = check_seconds("idle_over", idle_over, zero=True) * 1000
     inodes: set[int] | None = None
     if pid is not None:
-        with _Target(pid) as target:
+        with Target(pid) as target:
             inodes = set(target.socket_fds())
-        if netns is None and not _same_netns(pid):
+        if netns is None and not same_netns(pid):
             netns = pid  # a containerised process: its sockets are in its own namespace
     query_states = (wanted if wanted is not None
                     else [s for s in TcpState if s != TcpState.LISTEN or include_listeners])

@@ -41,10 +41,10 @@ from .connections import (
     Connection,
     Process,
     Timer,
-    _parse_proc,
-    _state_mask,
     connections,
+    parse_proc,
     parse_state,
+    state_mask,
 )
 from .namespaces import NetnsPermissionError
 
@@ -90,7 +90,7 @@ def _explain(err: OSError, pid: int, what: str) -> OSError:
     return OSError(code, why)
 
 
-class _Target:
+class Target:
     """One process, pinned by a pidfd for as long as we look at it (no pid reuse mix-ups)."""
 
     def __init__(self, pid: int) -> None:
@@ -109,17 +109,19 @@ class _Target:
         self.pidfd = rc
 
     def close(self) -> None:
+        """Close the pidfd (idempotent)."""
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
 
-    def __enter__(self) -> _Target:
+    def __enter__(self) -> Target:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def alive(self) -> bool:
+        """Tell whether the process is still running."""
         # A pidfd becomes readable when its process exits.
         p = select.poll()
         p.register(self.pidfd, select.POLLIN)
@@ -171,6 +173,7 @@ class _Target:
             dup.close()
 
     def command(self) -> str:
+        """Return the process's command name (/proc/PID/comm), or "?" when unreadable."""
         try:
             with open(f"/proc/{self.pid}/comm", encoding="utf-8", errors="replace") as f:
                 return f.read().strip()
@@ -178,7 +181,12 @@ class _Target:
             return "?"
 
 
-def _same_netns(pid: int) -> bool:
+def same_netns(pid: int) -> bool:
+    """Tell whether process ``pid`` shares the calling thread's network namespace.
+
+    True also when that cannot be read: our own namespace is then the best guess (and the
+    one sock_diag answers for).
+    """
     try:
         theirs = os.stat(f"/proc/{pid}/ns/net").st_ino
         ours = os.stat("/proc/thread-self/ns/net").st_ino
@@ -189,7 +197,7 @@ def _same_netns(pid: int) -> bool:
 
 def _records(pid: int, port: int | None) -> tuple[list[Connection], str]:
     """Return the socket records of ``pid``'s network namespace, and where they came from."""
-    if _same_netns(pid):
+    if same_netns(pid):
         return connections(port=port), "sock_diag"
     # Another namespace (a container): dump it from a native thread that enters it, which
     # needs CAP_SYS_ADMIN; without, its /proc/PID/net/tcp* shows the same sockets (no tcp_info).
@@ -205,7 +213,7 @@ def _records(pid: int, port: int | None) -> tuple[list[Connection], str]:
                 text = f.read()
         except FileNotFoundError:
             continue
-        records += _parse_proc(text, family, port=port)
+        records += parse_proc(text, family, port=port)
     return records, f"/proc/{pid}/net/tcp"
 
 
@@ -293,7 +301,7 @@ class ProcessSocket:
         }
 
 
-def _audit(target: _Target, port: int | None, mask: int) -> list[ProcessSocket]:
+def _audit(target: Target, port: int | None, mask: int) -> list[ProcessSocket]:
     fds = target.socket_fds()
     records, source = _records(target.pid, port)
     out: list[ProcessSocket] = []
@@ -325,8 +333,8 @@ def process_sockets(pid: int, *, port: int | None = None,
     there is no such process, PermissionError (explained) when its descriptors cannot be
     listed, which is the case for another user's process unless we are root.
     """
-    mask = _state_mask(states)
-    with _Target(pid) as target:
+    mask = state_mask(states)
+    with Target(pid) as target:
         return _audit(target, port, mask)
 
 
@@ -430,8 +438,8 @@ class ProcessAudit:
 
 def audit_process(pid: int, *, port: int | None = None) -> ProcessAudit:
     """Return the keepalive audit of process ``pid`` (its sockets and a summary)."""
-    with _Target(pid) as target:
-        sockets = _audit(target, port, _state_mask(None))
+    with Target(pid) as target:
+        sockets = _audit(target, port, state_mask(None))
         return ProcessAudit(pid, target.command(), port, tuple(sockets))
 
 
@@ -539,11 +547,11 @@ def apply_keepalive_to_process(
     if states is not None:
         wanted = ({parse_state(states)} if isinstance(states, (int, str))
                   else {parse_state(s) for s in states})
-        mask = _state_mask(wanted)
+        mask = state_mask(wanted)
     else:
-        mask = _state_mask(s for s in TcpState if s not in _POINTLESS)
+        mask = state_mask(s for s in TcpState if s not in _POINTLESS)
     results: list[KeepaliveChange] = []
-    with _Target(pid) as target:
+    with Target(pid) as target:
         for sock in _audit(target, port, mask):
             if dry_run:
                 results.append(KeepaliveChange(sock, config, None, sock.error))
