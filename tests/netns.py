@@ -40,7 +40,8 @@ def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
-def _setns(path: str) -> None:
+def setns(path: str) -> None:
+    """Move the calling thread into the network namespace at ``path``."""
     fd = os.open(path, os.O_RDONLY)
     try:
         if _libc.setns(fd, CLONE_NEWNET) != 0:
@@ -48,6 +49,20 @@ def _setns(path: str) -> None:
             raise OSError(err, f"setns({path}): {os.strerror(err)}")
     finally:
         os.close(fd)
+
+
+def sysctl(name: str, value: str | int, netns: str | None = None) -> None:
+    """Set sysctl ``name`` (dotted: ``net.ipv4.tcp_tw_reuse``) to ``value``.
+
+    With ``netns``, inside that ip-netns namespace; else in the calling thread's namespace
+    (/proc/sys/net follows the thread that opens it: call it from ``run_in_netns``).
+    """
+    if netns is not None:
+        subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-qw", f"{name}={value}"],
+                       check=True)
+        return
+    with open(f"/proc/sys/{name.replace('.', '/')}", "w") as f:
+        f.write(str(value))
 
 
 def run_in_netns(name: str, fn: Callable[[], T]) -> T:
@@ -61,7 +76,7 @@ def run_in_netns(name: str, fn: Callable[[], T]) -> T:
 
     def target() -> None:
         try:
-            _setns(f"/run/netns/{name}")
+            setns(f"/run/netns/{name}")
             result.append(fn())
         except BaseException as exc:
             error.append(exc)

@@ -21,6 +21,8 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from helpers import free_port
+
 
 def _pg_bin() -> str:
     """Debian's PostgreSQL binaries, newest major version first (15 on bookworm)."""
@@ -35,13 +37,6 @@ def _pg_bin() -> str:
 
 PG_BIN = _pg_bin()
 PG_USER = "pysockopt-test"  # a system user: initdb and postgres refuse to run as root
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
-import io
 import json
 import os
 import pathlib
@@ -12,21 +11,17 @@ import subprocess
 import sys
 
 import pytest
+from helpers import cli_argv, run_cli_err
 from sockpiles import Pile
 from waiting import wait_for
 
 import pysockopt
 from pysockopt import KeepaliveConfig, Severity, Thresholds, Timer, apply_keepalive, diagnose
 from pysockopt._format import ss_duration
-from pysockopt.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-
-
-def _pysockopt(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pysockopt", *args]
 
 
 def test_closed_pipe_is_not_an_error() -> None:
@@ -34,7 +29,7 @@ def test_closed_pipe_is_not_an_error() -> None:
     # shrunk to one page so the writer really meets the closed end.
     read_fd, write_fd = os.pipe()
     fcntl.fcntl(write_fd, F_SETPIPE_SZ, 4096)
-    proc = subprocess.Popen(_pysockopt("errno", "--list"), stdout=write_fd,
+    proc = subprocess.Popen(cli_argv("errno", "--list"), stdout=write_fd,
                             stderr=subprocess.PIPE)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as reader:
@@ -46,11 +41,11 @@ def test_closed_pipe_is_not_an_error() -> None:
 
 
 def test_python_m_and_help() -> None:
-    out = subprocess.run(_pysockopt("--help"), capture_output=True, text=True, timeout=30)
+    out = subprocess.run(cli_argv("--help"), capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "keepalive" in out.stdout and "errno" in out.stdout
-    out = subprocess.run(_pysockopt("--version"), capture_output=True, text=True, timeout=30)
+    out = subprocess.run(cli_argv("--version"), capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.startswith("pysockopt ")
-    out = subprocess.run(_pysockopt("keepalive", "--bogus"), capture_output=True, text=True,
+    out = subprocess.run(cli_argv("keepalive", "--bogus"), capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 2 and "usage" in out.stderr
 
@@ -63,7 +58,7 @@ def _closed_reader(*args: str) -> subprocess.CompletedProcess[bytes]:
     read_fd, write_fd = os.pipe()
     os.close(read_fd)
     try:
-        return subprocess.run(_pysockopt(*args), stdout=write_fd, stderr=subprocess.PIPE,
+        return subprocess.run(cli_argv(*args), stdout=write_fd, stderr=subprocess.PIPE,
                               timeout=60)
     finally:
         os.close(write_fd)
@@ -83,7 +78,7 @@ def test_a_gone_reader_keeps_the_decided_status() -> None:
 
 
 def test_closed_stdout_is_an_error_without_traceback() -> None:
-    r = subprocess.run(["bash", "-c", 'exec "$@" >&-', "-", *_pysockopt("states")],
+    r = subprocess.run(["bash", "-c", 'exec "$@" >&-', "-", *cli_argv("states")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "pysockopt states: cannot write the output: standard output is closed" in r.stderr
@@ -91,7 +86,7 @@ def test_closed_stdout_is_an_error_without_traceback() -> None:
 
 def test_output_error_other_than_a_gone_reader_is_exit_2() -> None:
     with open("/dev/full", "w") as full:
-        r = subprocess.run(_pysockopt("errno", "104"), stdout=full, stderr=subprocess.PIPE,
+        r = subprocess.run(cli_argv("errno", "104"), stdout=full, stderr=subprocess.PIPE,
                            text=True, timeout=60)
     assert r.returncode == 2 and "No space left on device" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
@@ -100,43 +95,32 @@ def test_output_error_other_than_a_gone_reader_is_exit_2() -> None:
 # --- errno's search and arguments
 
 
-def _run(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stderr
-    sys.stderr = err
-    try:
-        status = main(list(args), out=out)
-    finally:
-        sys.stderr = saved
-    return status, out.getvalue(), err.getvalue()
-
-
 def test_errno_search_that_matches_nothing_says_so() -> None:
-    assert _run("errno", "--search", "zzz") == (1, "no errno matches 'zzz'\n", "")
-    status, out, _ = _run("errno", "--search", "zzz", "--json")
+    assert run_cli_err("errno", "--search", "zzz") == (1, "no errno matches 'zzz'\n", "")
+    status, out, _ = run_cli_err("errno", "--search", "zzz", "--json")
     assert status == 1 and json.loads(out) == []
     for blank in ("", "   "):
-        status, out, err = _run("errno", "--search", blank)
+        status, out, err = run_cli_err("errno", "--search", blank)
         assert status == 2 and out == "" and "--search" in err and "word" in err
 
 
 def test_errno_takes_padded_numbers_and_points_words_to_search() -> None:
-    status, out, _ = _run("errno", " 104")
+    status, out, _ = run_cli_err("errno", " 104")
     assert status == 0 and out.startswith("ECONNRESET (104)")
-    status, out, err = _run("errno", "Connection reset by peer")
+    status, out, err = run_cli_err("errno", "Connection reset by peer")
     assert status == 2
     assert "pysockopt errno --search 'Connection reset by peer'" in err
 
 
 @pytest.mark.slow  # seven interpreter starts: about 3.5 s
 def test_every_command_documents_its_exit_status() -> None:
-    top = subprocess.run(_pysockopt("--help"), capture_output=True, text=True, timeout=30)
+    top = subprocess.run(cli_argv("--help"), capture_output=True, text=True, timeout=30)
     assert "0 nothing found, 1 problems found, 2 error" in top.stdout
     for name in ("keepalive", "errno", "states", "conns", "diagnose"):
-        r = subprocess.run(_pysockopt(name, "--help"), capture_output=True, text=True,
+        r = subprocess.run(cli_argv(name, "--help"), capture_output=True, text=True,
                            timeout=30)
         assert r.returncode == 0 and "Exit status:" in r.stdout, name
-    errno_help = subprocess.run(_pysockopt("errno", "--help"), capture_output=True,
+    errno_help = subprocess.run(cli_argv("errno", "--help"), capture_output=True,
                                 text=True, timeout=30).stdout
     assert "1 --search matched nothing (like grep)" in " ".join(errno_help.split())
 
@@ -158,7 +142,7 @@ def test_usage_errors_speak_in_options() -> None:
         ([], "give a COMMAND"),
     ]
     for argv, message in cases:
-        status, out, err = _run(*argv)
+        status, out, err = run_cli_err(*argv)
         assert status == 2 and message in err, (argv, err)
         assert "out of range" not in err and out == ""
 
@@ -172,7 +156,7 @@ def test_timers_print_like_ss(tcp_pair: tuple[socket.socket, socket.socket]) -> 
     port, peer = client.getsockname()[1], client.getpeername()[1]
 
     def both() -> list[str] | None:
-        status, out, _ = _run("conns", "--port", str(port))
+        status, out, _ = run_cli_err("conns", "--port", str(port))
         assert status == 0
         ours = [ln.split()[-1] for ln in out.splitlines()
                 if ln.split()[3:5] == [f"127.0.0.1:{port}", f"127.0.0.1:{peer}"]]
@@ -192,7 +176,7 @@ def test_timers_print_like_ss(tcp_pair: tuple[socket.socket, socket.socket]) -> 
 def test_listener_rows_leave_peer_columns_empty() -> None:
     with Pile() as pile:
         pile.established(1)
-        status, out, _ = _run("conns", "-i", "--port", str(pile.port))
+        status, out, _ = run_cli_err("conns", "-i", "--port", str(pile.port))
     rows = {ln.split()[0]: ln.split() for ln in out.splitlines()[1:]}
     assert status == 0 and rows["LISTEN"][-4:] == ["-", "-", "-", "-"]
     assert rows["ESTABLISHED"][-4] != "-"  # a connection has an rtt
@@ -206,7 +190,7 @@ def test_counts_of_one_are_singular() -> None:
         (f,) = [f for f in diagnose(port=pile.port, thresholds=Thresholds(close_wait=1))
                 .findings if f.code == "CLOSE_WAIT_PILE"]
         assert f.summary.startswith(f"1 CLOSE_WAIT socket on local port {pile.port}")
-    status, out, _ = _run("keepalive", "--detect", "30", "--count", "1")
+    status, out, _ = run_cli_err("keepalive", "--detect", "30", "--count", "1")
     assert status == 0 and "then 1 probe " in out and "1 probes" not in out
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import importlib
 import io
 import ipaddress
 import json
@@ -11,8 +12,10 @@ import socket
 import struct
 from collections import Counter
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+from helpers import nlmsg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from netns import NetnsPair
@@ -32,6 +35,13 @@ from pysockopt import (
 from pysockopt._core import ffi, lib
 from pysockopt.cli import main
 from pysockopt.host.connections import _parse_dump, parse_proc, parse_state
+
+# The module (the package re-exports its function under the same name, which an import
+# statement would find); mypy resolves the import statement to the module itself.
+if TYPE_CHECKING:
+    import pysockopt.host.connections as conns_module
+else:
+    conns_module = importlib.import_module("pysockopt.host.connections")
 
 SOURCES = ["netlink", "proc"]
 
@@ -449,36 +459,32 @@ def test_random_bytes_never_crash_the_parser(junk: bytes) -> None:
         assert conns is None
 
 
-def _message(kind: int, payload: bytes, seq: int = 7) -> bytes:
-    return struct.pack("=IHHII", 16 + len(payload), kind, 2, seq, 0) + payload
-
-
 def _diag_msg(family: int = 2, state: int = 1, timer: int = 0, attrs: bytes = b"") -> bytes:
     return struct.pack("=BBBB", family, state, timer, 0) + bytes(48) + bytes(20) + attrs
 
 
-DONE = _message(3, struct.pack("=i", 0))
+DONE = nlmsg(3, struct.pack("=i", 0))
 
 
 @pytest.mark.parametrize("datagram,code", [
     (b"", errno.EBADMSG),                                               # empty datagram
     (struct.pack("=IHHII", 15, 20, 2, 7, 0), errno.EBADMSG),             # nlmsg_len < header
     (struct.pack("=IHHII", 9999, 20, 2, 7, 0) + bytes(72), errno.EBADMSG),  # len past the end
-    (_message(20, bytes(40)), errno.EBADMSG),                           # short inet_diag_msg
-    (_message(20, _diag_msg(family=99)), errno.EBADMSG),                # unknown family
-    (_message(20, _diag_msg(state=16)), errno.EBADMSG),                 # state out of range
-    (_message(20, _diag_msg(state=0)), errno.EBADMSG),                  # no such state
-    (_message(20, _diag_msg(timer=9)), errno.EBADMSG),                  # unknown timer
-    (_message(20, _diag_msg(attrs=struct.pack("=HH", 40, 2))), errno.EBADMSG),  # attr too long
-    (_message(20, _diag_msg(attrs=struct.pack("=HH", 2, 2))), errno.EBADMSG),   # attr too short
-    (_message(99, bytes(8)), errno.EBADMSG),                            # unknown message type
-    (_message(2, struct.pack("=i", -errno.EACCES) + bytes(16)), errno.EACCES),  # NLMSG_ERROR
-    (_message(2, struct.pack("=i", 0) + bytes(16)), errno.EBADMSG),     # an ACK is no dump
-    (_message(2, b"\x01"), errno.EBADMSG),                              # truncated NLMSG_ERROR
-    (_message(3, struct.pack("=i", -errno.ENOBUFS)), errno.ENOBUFS),     # dump failed mid-way
-    (_message(20, _diag_msg(), seq=8) + DONE, errno.EBADMSG),           # someone else's reply
-    (_message(2, struct.pack("=i", -100_000) + bytes(16)), errno.EBADMSG),  # no such errno
-    (_message(3, struct.pack("=i", -(2**31))), errno.EBADMSG),           # no such errno
+    (nlmsg(20, bytes(40)), errno.EBADMSG),                           # short inet_diag_msg
+    (nlmsg(20, _diag_msg(family=99)), errno.EBADMSG),                # unknown family
+    (nlmsg(20, _diag_msg(state=16)), errno.EBADMSG),                 # state out of range
+    (nlmsg(20, _diag_msg(state=0)), errno.EBADMSG),                  # no such state
+    (nlmsg(20, _diag_msg(timer=9)), errno.EBADMSG),                  # unknown timer
+    (nlmsg(20, _diag_msg(attrs=struct.pack("=HH", 40, 2))), errno.EBADMSG),  # attr too long
+    (nlmsg(20, _diag_msg(attrs=struct.pack("=HH", 2, 2))), errno.EBADMSG),   # attr too short
+    (nlmsg(99, bytes(8)), errno.EBADMSG),                            # unknown message type
+    (nlmsg(2, struct.pack("=i", -errno.EACCES) + bytes(16)), errno.EACCES),  # NLMSG_ERROR
+    (nlmsg(2, struct.pack("=i", 0) + bytes(16)), errno.EBADMSG),     # an ACK is no dump
+    (nlmsg(2, b"\x01"), errno.EBADMSG),                              # truncated NLMSG_ERROR
+    (nlmsg(3, struct.pack("=i", -errno.ENOBUFS)), errno.ENOBUFS),     # dump failed mid-way
+    (nlmsg(20, _diag_msg(), seq=8) + DONE, errno.EBADMSG),           # someone else's reply
+    (nlmsg(2, struct.pack("=i", -100_000) + bytes(16)), errno.EBADMSG),  # no such errno
+    (nlmsg(3, struct.pack("=i", -(2**31))), errno.EBADMSG),           # no such errno
 ])
 def test_malformed_replies_are_clear_errors(datagram: bytes, code: int) -> None:
     sink = ffi.new("struct pso_sd_sink *")
@@ -494,11 +500,11 @@ def test_malformed_replies_are_clear_errors(datagram: bytes, code: int) -> None:
 def test_a_well_formed_synthetic_reply_parses() -> None:
     info = bytes(range(104))
     attrs = struct.pack("=HH", 4 + len(info), 2) + info
-    conns = _parse_dump([_message(20, _diag_msg(state=8, attrs=attrs)), DONE])
+    conns = _parse_dump([nlmsg(20, _diag_msg(state=8, attrs=attrs)), DONE])
     assert len(conns) == 1 and conns[0].state == TcpState.CLOSE_WAIT
     assert conns[0].info is not None and conns[0].info.raw == info
     with pytest.raises(OSError, match="before NLMSG_DONE"):
-        _parse_dump([_message(20, _diag_msg())])
+        _parse_dump([nlmsg(20, _diag_msg())])
 
 
 # --- the /proc parser
@@ -625,3 +631,51 @@ def test_public_names_are_exported() -> None:
                  "processes_of"):
         assert name in pysockopt.__all__ and hasattr(pysockopt, name)
 
+
+# --- the /proc fallback, through the project's own seam (the dump function), not the kernel
+
+
+@pytest.mark.parametrize("refusal", [errno.EPROTONOSUPPORT, errno.EPERM, errno.EACCES])
+def test_a_refused_netlink_dump_falls_back_to_proc(
+    monkeypatch: pytest.MonkeyPatch, refusal: int
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    held += [listener.accept()[0] for _ in range(3)]
+    try:
+        from_proc = conns_module.connections(port=port, source="proc")
+        calls = []
+
+        def refused(*args: object, **kwargs: object) -> None:
+            calls.append(args)
+            raise OSError(refusal, "sock_diag refused (seam)")
+
+        monkeypatch.setattr(conns_module, "_dump", refused)
+        auto = conns_module.connections(port=port)
+        counts = conns_module.state_counts(port=port)
+        assert calls, "the seam was not on the path"
+        def key(c: pysockopt.Connection) -> tuple[TcpState, str, str]:
+            return (c.state, c.local, c.remote)
+
+        assert sorted(map(key, auto)) == sorted(map(key, from_proc))
+        assert Counter(c.state for c in auto) == Counter(counts)
+        assert counts[TcpState.ESTABLISHED] == 6 and counts[TcpState.LISTEN] == 1
+        with pytest.raises(OSError) as forced:
+            conns_module.connections(port=port, source="netlink")
+        assert forced.value.errno == refusal
+    finally:
+        for s in [*held, listener]:
+            s.close()
+
+
+def test_an_error_that_is_not_a_refusal_is_not_hidden_by_the_fallback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EBADMSG, "malformed reply (seam)")
+
+    monkeypatch.setattr(conns_module, "_dump", broken)
+    with pytest.raises(OSError) as info:
+        conns_module.connections()
+    assert info.value.errno == errno.EBADMSG

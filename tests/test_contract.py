@@ -8,6 +8,7 @@ import inspect
 import pathlib
 import pickle
 import pkgutil
+import subprocess
 
 import pytest
 
@@ -114,3 +115,21 @@ def test_errors_pickle_with_their_fields() -> None:
     back = pickle.loads(pickle.dumps(err))
     assert isinstance(back, pysockopt.NetnsPermissionError) and isinstance(back, pysockopt.Error)
     assert back.check == "ptrace" and back.errno == 1
+
+
+def test_old_import_paths_keep_working_and_keep_the_functions() -> None:
+    import sys
+
+    # In a fresh interpreter: the order of imports is what matters.
+    code = (
+        "import pysockopt\n"
+        "from pysockopt.diagnose import RULES, Thresholds, host_facts\n"
+        "from pysockopt.connections import processes_of, parse_state\n"
+        "import pysockopt.aio\n"
+        "assert callable(pysockopt.diagnose) and callable(pysockopt.connections)\n"
+        "assert pysockopt.diagnose.__module__ == 'pysockopt.host.diagnosis'\n"
+        "assert RULES and Thresholds() == pysockopt.Thresholds()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr

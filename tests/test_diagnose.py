@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from netns import NetnsPair
+from netns import NetnsPair, sysctl
 from sockpiles import Pile, flood_target, send_syns
 from unpriv import free_descriptors
 from waiting import wait_for
@@ -205,19 +205,14 @@ def test_quiet_port_has_no_problems() -> None:
 # --- situations in private network namespaces
 
 
-def _sysctl(name: str, value: str) -> None:
-    with open(f"/proc/sys/net/ipv4/{name}", "w") as f:
-        f.write(value)
-
-
 def test_time_wait_pressure_against_the_port_range(netns_pair: NetnsPair) -> None:
     def inside() -> tuple[Diagnosis, Diagnosis]:
-        _sysctl("ip_local_port_range", "40000 40199")  # 200 ports, this namespace only
+        sysctl("net.ipv4.ip_local_port_range", "40000 40199")  # 200 ports, this namespace only
         with Pile() as pile:
             pile.time_wait(130)
-            _sysctl("tcp_tw_reuse", "0")
+            sysctl("net.ipv4.tcp_tw_reuse", "0")
             strict = diagnose()
-            _sysctl("tcp_tw_reuse", "2")  # the default: reuse for loopback
+            sysctl("net.ipv4.tcp_tw_reuse", "2")  # the default: reuse for loopback
             return strict, diagnose()
 
     d, reuse = netns_pair.in_ns("a", inside)
@@ -236,8 +231,8 @@ def test_time_wait_pressure_against_the_port_range(netns_pair: NetnsPair) -> Non
 
 def test_time_wait_is_counted_per_local_address(netns_pair: NetnsPair) -> None:
     def inside() -> tuple[Diagnosis, Diagnosis]:
-        _sysctl("ip_local_port_range", "40000 40199")
-        _sysctl("tcp_tw_reuse", "0")
+        sysctl("net.ipv4.ip_local_port_range", "40000 40199")
+        sysctl("net.ipv4.tcp_tw_reuse", "0")
         with Pile() as pile:
             # Two local addresses: each has all 200 ports to itself, 35% used by each.
             pile.time_wait(70, source="127.0.0.1")
@@ -514,3 +509,62 @@ def test_nothing_found_is_not_said_when_something_was_not_seen() -> None:
     assert partial.as_dict()["unseen"] == [
         {"what": "owners", "sockets": 15, "reason": "not visible without root"}]
     assert partial.as_dict()["complete"] is False
+
+
+def _codes(d: pysockopt.Diagnosis, code: str) -> list[pysockopt.Finding]:
+    return [f for f in d.findings if f.code == code]
+
+
+# --- LAST_ACK_PILE: we closed after the peer did, and the peer vanished before acking
+
+
+def test_last_ack_pile_after_the_peers_vanish(netns_pair: NetnsPair) -> None:
+    n = 4
+    listener = netns_pair.socket("b")
+    listener.bind((netns_pair.addr_b, 5601))
+    listener.listen(16)
+    clients = []
+    for _ in range(n):
+        c = netns_pair.socket("a")
+        c.settimeout(5)
+        c.connect((netns_pair.addr_b, 5601))
+        clients.append(c)
+    servers = [listener.accept()[0] for _ in range(n)]
+    listener.close()
+    try:
+        for c in clients:
+            c.shutdown(socket.SHUT_WR)  # the peer closes first: our side is CLOSE_WAIT
+        def in_b() -> dict[TcpState, int]:
+            return netns_pair.in_ns("b", lambda: pysockopt.state_counts(port=5601))
+
+        wait_for(lambda: in_b().get(TcpState.CLOSE_WAIT) == n, what="CLOSE_WAIT on b")
+        netns_pair.link_down("a")  # ... and vanishes: our FIN will never be acknowledged
+        for s in servers:
+            s.close()
+        wait_for(lambda: in_b().get(TcpState.LAST_ACK) == n, what="LAST_ACK on b")
+        t = Thresholds(last_ack=n)
+        (f,) = _codes(netns_pair.in_ns("b", lambda: diagnose(thresholds=t)), "LAST_ACK_PILE")
+        ev = {e.name: e.value for e in f.evidence}
+        assert ev["last_ack"] == n and f.port == 5601  # orphans: grouped by the local port
+        assert not _codes(netns_pair.in_ns("b", lambda: diagnose(
+            thresholds=Thresholds(last_ack=n + 1))), "LAST_ACK_PILE")
+    finally:
+        for c in clients:
+            c.close()
+
+
+# --- KEEPALIVE_DEFAULTS: read from the namespace's own sysctls
+
+
+def test_keepalive_defaults_follow_the_namespace_sysctls(netns_pair: NetnsPair) -> None:
+    ns = netns_pair.a
+    for name, value in (("time", 7200), ("intvl", 75), ("probes", 9)):
+        sysctl(f"net.ipv4.tcp_keepalive_{name}", value, netns=ns)
+    (f,) = _codes(netns_pair.in_ns("a", diagnose), "KEEPALIVE_DEFAULTS")
+    ev = {e.name: e.value for e in f.evidence}
+    assert (ev["tcp_keepalive_time"], ev["tcp_keepalive_intvl"], ev["tcp_keepalive_probes"]) == (
+        7200, 75, 9)
+    assert ev["detection_s"] == 7200 + 75 * 9
+    sysctl("net.ipv4.tcp_keepalive_time", 600, netns=ns)
+    assert not _codes(netns_pair.in_ns("a", diagnose), "KEEPALIVE_DEFAULTS")
+    assert netns_pair.in_ns("a", pysockopt.system_keepalive).idle == 600

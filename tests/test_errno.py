@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import io
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 from netns import NetnsPair
@@ -42,7 +42,6 @@ from pysockopt import (
     triage,
 )
 from pysockopt._core import ffi, lib
-from pysockopt.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 LINUX = _platform.LINUX
@@ -740,15 +739,9 @@ def test_accepting_still_gives_up_on_a_broken_listener(name: str) -> None:
 # --- CLI
 
 
-def _run(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), out)
-    return code, out.getvalue()
-
-
 @pytest.mark.parametrize("query", [str(errno.ECONNRESET), "ECONNRESET", "econnreset"])
 def test_cli_lookup(query: str) -> None:
-    code, text = _run("errno", query)
+    code, text = run_cli("errno", query)
     assert code == 0
     assert text.startswith(f"ECONNRESET ({errno.ECONNRESET}): {os.strerror(errno.ECONNRESET)}")
     for label in ("category   peer-reset", "retryable  no", "action     reconnect", "meaning",
@@ -758,22 +751,22 @@ def test_cli_lookup(query: str) -> None:
 
 
 def test_cli_alias_shows_primary_and_aliases() -> None:
-    code, text = _run("errno", "EWOULDBLOCK")
+    code, text = run_cli("errno", "EWOULDBLOCK")
     assert code == 0 and text.startswith("EAGAIN (") and "aliases    EWOULDBLOCK" in text
 
 
 def test_cli_json_one_object_or_a_list() -> None:
-    code, text = _run("errno", "32", "--json")
+    code, text = run_cli("errno", "32", "--json")
     assert code == 0 and json.loads(text) == errno_info(32).as_dict()
-    code, text = _run("errno", "EPIPE", "104", "--json")
+    code, text = run_cli("errno", "EPIPE", "104", "--json")
     assert code == 0 and [d["name"] for d in json.loads(text)] == ["EPIPE", "ECONNRESET"]
 
 
 def test_cli_unknown_name_exit_2_with_suggestions(capsys: pytest.CaptureFixture[str]) -> None:
-    code, text = _run("errno", "ECONNRESTE")
+    code, text = run_cli("errno", "ECONNRESTE")
     assert code == 2 and text == ""
     assert "did you mean ECONNRESET" in capsys.readouterr().err
-    code, text = _run("errno", "EPIPE", "ECONNRESTE", "--json")
+    code, text = run_cli("errno", "EPIPE", "ECONNRESTE", "--json")
     assert code == 2
     known, unknown = json.loads(text)
     assert known["name"] == "EPIPE"
@@ -781,36 +774,36 @@ def test_cli_unknown_name_exit_2_with_suggestions(capsys: pytest.CaptureFixture[
 
 
 def test_cli_unknown_number_exit_2() -> None:
-    code, text = _run("errno", "99999")
+    code, text = run_cli("errno", "99999")
     assert code == 2 and "errno 99999: not defined on this platform" in text
-    code, text = _run("errno", "99999", "--json")
+    code, text = run_cli("errno", "99999", "--json")
     assert code == 2 and json.loads(text)["known"] is False
 
 
 def test_cli_search() -> None:
-    code, text = _run("errno", "--search", "reset")
+    code, text = run_cli("errno", "--search", "reset")
     assert code == 0
     assert re.search(rf"^\s*{errno.ECONNRESET}\s+ECONNRESET\s", text, re.MULTILINE)
     assert "ENETRESET" in text and text.splitlines()[0].split() == [
         "code", "name", "aliases", "category", "message"]
-    code, text = _run("errno", "-s", "reset", "--json")
+    code, text = run_cli("errno", "-s", "reset", "--json")
     assert code == 0 and {d["name"] for d in json.loads(text)} == {
         i.name for i in errno_search("reset")}
 
 
 def test_cli_search_without_match_exits_1_like_grep() -> None:
-    assert _run("errno", "--search", "zzzz-nothing") == (1, "no errno matches 'zzzz-nothing'\n")
-    code, text = _run("errno", "--search", "zzzz-nothing", "--json")
+    assert run_cli("errno", "--search", "zzzz-nothing") == (1, "no errno matches 'zzzz-nothing'\n")
+    code, text = run_cli("errno", "--search", "zzzz-nothing", "--json")
     assert code == 1 and json.loads(text) == []
 
 
 def test_cli_list_every_errno() -> None:
-    code, text = _run("errno", "--list")
+    code, text = run_cli("errno", "--list")
     lines = text.splitlines()
     assert code == 0 and len(lines) == len(errno_table()) + 1
     for info, line in zip(errno_table(), lines[1:], strict=True):
         assert line.split()[:2] == [str(info.code), info.name]
-    code, text = _run("errno", "-l", "--json")
+    code, text = run_cli("errno", "-l", "--json")
     assert code == 0 and [d["code"] for d in json.loads(text)] == [i.code for i in errno_table()]
 
 
@@ -818,7 +811,7 @@ def test_cli_list_every_errno() -> None:
                                   ["errno", "104", "--search", "x"],
                                   ["errno", "--list", "--search", "x"]])
 def test_cli_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    assert _run(*argv)[0] == 2
+    assert run_cli(*argv)[0] == 2
     assert capsys.readouterr().err
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 
 import pytest
+from helpers import nlmsg
 
 from pysockopt import TcpState, Timer
 from pysockopt.host.connections import Connection, _parse_dump, parse_proc
@@ -99,9 +100,8 @@ def _socket_message(r: random.Random) -> tuple[bytes, tuple[object, ...]]:
     return _nlmsg(r.choice((SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK)), body), expect
 
 
-def _nlmsg(kind: int, payload: bytes, flags: int = NLM_F_MULTI, seq: int = 0) -> bytes:
-    length = 16 + len(payload)
-    return struct.pack("=IHHII", length, kind, flags, seq, 0) + payload + bytes(-length % 4)
+def _nlmsg(kind: int, payload: bytes) -> bytes:
+    return nlmsg(kind, payload, seq=0, pad=True)
 
 
 def _dump(r: random.Random) -> tuple[list[bytes], list[tuple[object, ...]]]:

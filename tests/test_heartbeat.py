@@ -6,6 +6,7 @@ import contextlib
 import errno
 import importlib
 import inspect
+import math
 import os
 import pathlib
 import random
@@ -1263,3 +1264,62 @@ def test_doc_reference_table_matches_the_signatures() -> None:
             name = param.split("=")[0].strip()
             if name and name != "*":
                 assert name in real, (dotted, name)
+
+
+# --- beat_at with a time that is not a number
+
+
+def test_beat_at_refuses_nan_and_non_numbers() -> None:
+    now = [100.0]
+    m: HeartbeatMonitor[str] = HeartbeatMonitor(10, clock=lambda: now[0])
+    m.add("k")
+    with pytest.raises(ValueError, match="NaN"):
+        m.beat_at("k", math.nan)
+    with pytest.raises(TypeError):
+        m.beat_at("k", "soon")  # type: ignore[arg-type]  # not a number, on purpose
+    assert m.last_beat("k") == 100.0  # nothing changed
+    now[0] = 111.0
+    assert m.expired() == ["k"]  # and it still expires on time
+    m.add("j")
+    now[0] = 112.0
+    assert m.beat_at("j", math.inf)  # the future counts as now
+    assert m.last_beat("j") == 112.0
+
+
+def test_beat_many_at_counts_the_future_as_now_and_skips_non_numbers() -> None:
+    now = [0.0]
+    m: HeartbeatMonitor[str] = HeartbeatMonitor(5, clock=lambda: now[0])
+    for key in "abcd":
+        m.add(key)
+    now[0] = 1.0
+    m.beat_many_at([("a", math.inf), ("b", math.nan), ("c", 1000.0), ("nobody", 0.5)])
+    assert m.last_beat("a") == 1.0 and m.last_beat("c") == 1.0  # never past now
+    assert m.last_beat("b") == 0.0 and m.stats().unknown_beats == 0
+    now[0] = 20.0
+    assert sorted(m.expired()) == ["a", "b", "c", "d"] and len(m) == 0
+
+
+def test_huge_numbers_are_config_errors_not_overflows() -> None:
+    from pysockopt import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError):
+        HeartbeatMonitor(10**400)
+
+
+def test_close_now_closes_a_socket_like_object_that_has_a_transport_attribute() -> None:
+    from pysockopt.heartbeat import close_now
+
+    a, b = socket.socketpair()
+
+    class Channel:  # e.g. an SSH channel: a socket API with a .transport of its own
+        transport = object()
+
+        def shutdown(self, how: int) -> None:
+            a.shutdown(how)
+
+        def close(self) -> None:
+            a.close()
+
+    close_now(Channel())
+    assert a.fileno() == -1 and b.recv(1) == b""
+    b.close()

@@ -3,7 +3,6 @@ from __future__ import annotations
 import copy
 import ctypes
 import errno
-import io
 import json
 import os
 import pathlib
@@ -17,6 +16,7 @@ import sys
 import time
 
 import pytest
+from helpers import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 from netns import NetnsPair
@@ -30,7 +30,6 @@ from pysockopt import (
     read_keepalive,
     system_keepalive,
 )
-from pysockopt.cli import main
 from pysockopt.keepalive import LIMITS
 
 TCP = socket.IPPROTO_TCP
@@ -593,42 +592,58 @@ def test_data_in_flight_keepalive_alone_hangs_user_timeout_bounds_it(
 # --- CLI
 
 
-def _run(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), out)
-    return code, out.getvalue()
-
-
 def test_cli_keepalive_shows_host_defaults() -> None:
-    code, text = _run("keepalive")
+    code, text = run_cli("keepalive")
     host = system_keepalive()
     assert code == 0
     assert "net.ipv4.tcp_keepalive_time" in text and str(host.idle) in text
-    code, text = _run("keepalive", "--json")
+    code, text = run_cli("keepalive", "--json")
     assert code == 0
     data = json.loads(text)
     assert data["idle"] == host.idle and data["detection_time"] == host.detection_time
 
 
 def test_cli_keepalive_detect() -> None:
-    code, text = _run("keepalive", "--detect", "30", "--json")
+    code, text = run_cli("keepalive", "--detect", "30", "--json")
     assert code == 0
     data = json.loads(text)
     assert data["detection_time"] == 15 and data["user_timeout_ms"] == 15000
     assert data["worst_case_detection"] == 30
     assert [tuple(x) for x in data["socket_options"]] == (
         KeepaliveConfig.for_detection(30).socket_options())
-    code, text = _run("keepalive", "--detect", "30")
+    code, text = run_cli("keepalive", "--detect", "30")
     assert code == 0 and "apply_keepalive" in text and "idle=9" in text
     assert "within 30 s whatever is written" in text
 
 
 def test_cli_bad_budget_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _ = _run("keepalive", "--detect", "2")
+    code, _ = run_cli("keepalive", "--detect", "2")
     assert code == 2
     assert "--detect 2: must be" in capsys.readouterr().err
 
 
 def test_cli_usage_error_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _run("no-such-command")[0] == 2
-    assert _run()[0] == 2
+    assert run_cli("no-such-command")[0] == 2
+    assert run_cli()[0] == 2
+
+
+# --- for_detection at the edges of a millisecond budget
+
+
+def test_worst_case_never_exceeds_a_millisecond_budget() -> None:
+    from pysockopt import KeepaliveConfig
+
+    for ms in range(7001, 60001, 3):
+        cfg = KeepaliveConfig.for_detection(ms / 1000)
+        worst = cfg.worst_case_detection
+        assert worst is not None and worst <= ms / 1000, (ms, worst)
+
+
+def test_the_smallest_budget_the_error_names_is_accepted() -> None:
+    from pysockopt import InvalidConfigError, KeepaliveConfig
+
+    with pytest.raises(InvalidConfigError) as info:
+        KeepaliveConfig.for_detection(7)
+    assert "7.001" in str(info.value)
+    cfg = KeepaliveConfig.for_detection(7.001)  # 7.001 * 1000 is 7000.999... in floats
+    assert cfg.worst_case_detection is not None and cfg.worst_case_detection <= 7.001

@@ -25,12 +25,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from netns import NetnsPair, have_netns
+from helpers import cli_process
+from netns import NetnsPair, have_netns, setns
 from unpriv import NOBODY, as_unprivileged
 
 import pysockopt
 from pysockopt._core import ffi, lib
-from pysockopt._platform import CLONE_NEWNET
 from pysockopt.host import destroy as destroy_mod
 from pysockopt.host.connections import Connection, connections
 from pysockopt.host.remote import Target, audit_process, process_sockets
@@ -176,7 +176,7 @@ class Child:
                 os.dup2(to_child[0], 0)
                 os.dup2(from_child[1], 1)
                 os.closerange(3, 1 << 16)  # hold none of the test's sockets
-                _setns(f"/run/netns/{netns}")
+                setns(f"/run/netns/{netns}")
                 _drop_to(uid)
                 ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: own user may look
                 sys.stdin = os.fdopen(0, "r")
@@ -218,15 +218,6 @@ class Child:
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _setns(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {path}")
-    finally:
-        os.close(fd)
-
-
 def _drop_to(uid: int) -> None:
     os.setgroups([])
     os.setresgid(uid, uid, uid)
@@ -249,14 +240,6 @@ def child_in(netns: str) -> Iterator[Child]:
         yield c
     finally:
         c.close()
-
-
-def _cli(*args: str, netns: str | None = None) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "pysockopt", *args]
-    if netns is not None:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
 
 
 def _accept_all(listener: socket.socket, n: int) -> list[socket.socket]:
@@ -310,12 +293,12 @@ def test_audit_shows_idle_connections_without_keepalive(pair: NetnsPair) -> None
         assert len(audit.without_keepalive) == 3 and audit.worst_detection is None
         assert f"keepalive --pid {child.pid} --detect 30 --apply" in audit.summary()
         # The CLI says the same, in JSON and for people; exit 1: problems found.
-        res = _cli("keepalive", "--pid", str(child.pid), "--json")
+        res = cli_process("keepalive", "--pid", str(child.pid), "--json")
         assert res.returncode == 1, res.stderr
         data = json.loads(res.stdout)
         assert data["without_keepalive"] == 3 and data["worst_detection"] is None
         assert {s["keepalive"] for s in data["sockets"]} == {False}
-        res = _cli("keepalive", "--pid", str(child.pid))
+        res = cli_process("keepalive", "--pid", str(child.pid))
         assert "3 without keepalive" in res.stdout and "never noticed" in res.stdout
         assert f"pysockopt keepalive --pid {child.pid} --detect 30 --apply" in res.stdout
     for p in peers:
@@ -342,7 +325,7 @@ def test_audit_of_a_missing_process_is_a_clear_error() -> None:
         process_sockets(proc.pid)
     with pytest.raises(ValueError):
         process_sockets(0)
-    res = _cli("keepalive", "--pid", str(proc.pid))
+    res = cli_process("keepalive", "--pid", str(proc.pid))
     assert res.returncode == 2 and f"no process with pid {proc.pid}" in res.stderr
 
 
@@ -464,13 +447,13 @@ def test_apply_live_then_the_child_detects_a_dead_peer_in_budget(pair: NetnsPair
         fds = [h["fd"] for h in held]
         before = child.call("opts", fds=[*fds, spare[0]["fd"]])
 
-        dry = _cli("keepalive", "--pid", str(child.pid), "--port", str(port),
+        dry = cli_process("keepalive", "--pid", str(child.pid), "--port", str(port),
                    "--detect", str(CONFIG_DETECT))
         assert dry.returncode == 0, dry.stderr
         assert dry.stdout.count("would set") == 2 and "Add --apply" in dry.stdout
         assert child.call("opts", fds=[*fds, spare[0]["fd"]]) == before  # nothing changed
 
-        res = _cli("keepalive", "--pid", str(child.pid), "--port", str(port),
+        res = cli_process("keepalive", "--pid", str(child.pid), "--port", str(port),
                    "--detect", str(CONFIG_DETECT), "--apply", "--json")
         assert res.returncode == 0, res.stderr
         data = json.loads(res.stdout)
@@ -557,7 +540,7 @@ def test_cli_live_options_need_their_companions() -> None:
     for args, text in [(["--apply"], "--pid"), (["--port", "80"], "--pid"),
                        (["--pid", "1", "--apply"], "--detect"),
                        (["--pid", "1", "--state", "established"], "--detect")]:
-        res = _cli("keepalive", *args)
+        res = cli_process("keepalive", *args)
         assert res.returncode == 2 and text in res.stderr, (args, res.stderr)
 
 
@@ -589,9 +572,9 @@ def test_kill_refuses_no_filter_and_listeners() -> None:
         destroy_mod.destroy_candidates()
     with pytest.raises(ValueError, match="include_listeners"):
         destroy_mod.destroy_candidates(states=["LISTEN"])
-    res = _cli("kill")
+    res = cli_process("kill")
     assert res.returncode == 2 and "at least one filter" in res.stderr
-    res = _cli("kill", "--state", "listen")
+    res = cli_process("kill", "--state", "listen")
     assert res.returncode == 2 and "--include-listeners" in res.stderr
 
 
@@ -740,7 +723,7 @@ def test_kill_destroys_exactly_the_pile_and_the_dead_connection(pair: NetnsPair)
 
         ss_before = _ss(pair.a)
         filters = ["--pid", str(child.pid), "--idle-over", "1"]
-        res = _cli("kill", *filters, "--json", netns=pair.a)
+        res = cli_process("kill", *filters, "--json", netns=pair.a)
         assert res.returncode == 0, res.stderr
         listed = {(s["state"], s["local_port"], s["remote_port"])
                   for s in json.loads(res.stdout)["sockets"]}
@@ -749,15 +732,15 @@ def test_kill_destroys_exactly_the_pile_and_the_dead_connection(pair: NetnsPair)
         assert listed == expected
         assert json.loads(res.stdout)["dry_run"] is True
         assert _ss(pair.a) == ss_before  # the dry run changed nothing
-        human = _cli("kill", *filters, netns=pair.a)
+        human = cli_process("kill", *filters, netns=pair.a)
         assert "5 socket(s) would be destroyed" in human.stdout
 
         # From the host namespace, --pid alone finds the child's namespace (as --netns does).
-        res = _cli("kill", *filters, "--json")
+        res = cli_process("kill", *filters, "--json")
         assert {(s["state"], s["local_port"], s["remote_port"])
                 for s in json.loads(res.stdout)["sockets"]} == expected
         # This time from the host namespace: --netns enters ns a (dump and destroy alike).
-        res = _cli("kill", "--netns", pair.a, *filters, "--yes", "--json")
+        res = cli_process("kill", "--netns", pair.a, *filters, "--yes", "--json")
         assert res.returncode == 0, res.stderr
         report = json.loads(res.stdout)["sockets"]
         assert {(s["state"], s["local_port"], s["remote_port"]) for s in report} == expected
@@ -797,7 +780,7 @@ def test_kill_time_wait_and_listener_report_what_happened(pair: NetnsPair) -> No
         time.sleep(0.2)
         tw = f"{pair.addr_a}:{client_port}"
         assert any(st == "TIME-WAIT" and local == tw for st, local, _ in _ss(pair.a))
-        res = _cli("kill", "--state", "time-wait", "--port", str(client_port), "--yes",
+        res = cli_process("kill", "--state", "time-wait", "--port", str(client_port), "--yes",
                    "--json", netns=pair.a)
         [row] = json.loads(res.stdout)["sockets"]
         still_there = any(local == tw for _, local, _ in _ss(pair.a))
@@ -808,10 +791,10 @@ def test_kill_time_wait_and_listener_report_what_happened(pair: NetnsPair) -> No
         else:
             assert res.returncode == 1 and row["error"] and still_there
 
-        res = _cli("kill", "--state", "listen", "--port", str(lst["port"]), netns=pair.a)
+        res = cli_process("kill", "--state", "listen", "--port", str(lst["port"]), netns=pair.a)
         assert res.returncode == 2 and "--include-listeners" in res.stderr
         assert child.call("accept_error", fd=lst["fd"]) == "timeout"
-        res = _cli("kill", "--state", "listen", "--port", str(lst["port"]),
+        res = cli_process("kill", "--state", "listen", "--port", str(lst["port"]),
                    "--include-listeners", "--yes", "--json", netns=pair.a)
         [row] = json.loads(res.stdout)["sockets"]
         assert row["state"] == "LISTEN" and row["outcome"] == "destroyed"

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import pytest
+from helpers import run_cli
 from netns import have_netns
 from sockpiles import SS_STATES
 from waiting import wait_for
@@ -51,7 +52,6 @@ from pysockopt import (
     state_counts,
 )
 from pysockopt._core import ffi, lib
-from pysockopt.cli import main
 from pysockopt.host.diagnosis import host_facts
 
 # The modules, not the functions pysockopt.host re-exports under the same names (an import
@@ -634,10 +634,8 @@ def test_diagnose_every_namespace(world: World) -> None:
 
 
 def _cli(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
     with unchanged_namespace():
-        status = main(list(args), out)
-    return status, out.getvalue()
+        return run_cli(*args)
 
 
 @pytest.mark.root

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from helpers import nlmsg
 from netns import NetnsPair
 
 from pysockopt import TcpState, connections, state_counts
@@ -41,10 +42,6 @@ NLM_F_MULTI = 2
 NLM_F_DUMP_INTR = 0x10
 
 
-def _message(kind: int, payload: bytes, flags: int = NLM_F_MULTI, seq: int = 7) -> bytes:
-    return struct.pack("=IHHII", 16 + len(payload), kind, flags, seq, 0) + payload
-
-
 def _diag_msg(cookie: int = 0, state: int = 1, sport: int = 1234) -> bytes:
     sockid = (struct.pack("!HH", sport, 80) + bytes([127, 0, 0, 1]) + bytes(12)
               + bytes([127, 0, 0, 2]) + bytes(12)
@@ -52,7 +49,7 @@ def _diag_msg(cookie: int = 0, state: int = 1, sport: int = 1234) -> bytes:
     return struct.pack("=BBBB", socket.AF_INET, state, 0, 0) + sockid + bytes(20)
 
 
-DONE = _message(3, struct.pack("=i", 0))
+DONE = nlmsg(3, struct.pack("=i", 0))
 
 
 def _listener(family: int, host: str) -> socket.socket:
@@ -125,20 +122,20 @@ def test_cookie_is_the_last_field_and_zero_from_proc(pair: tuple[socket.socket, 
 
 
 def test_cookie_is_64_bits_from_the_two_words() -> None:
-    (c,) = _parse_dump([_message(20, _diag_msg(cookie=0x0123456789ABCDEF)) + DONE])
+    (c,) = _parse_dump([nlmsg(20, _diag_msg(cookie=0x0123456789ABCDEF)) + DONE])
     assert c.cookie == 0x0123456789ABCDEF
     assert c.as_dict()["cookie"] == 0x0123456789ABCDEF
 
 
 def test_parser_takes_the_unspec_dumps_type_18_and_no_other_new_type() -> None:
-    (c,) = _parse_dump([_message(18, _diag_msg(cookie=5)) + DONE])  # TCPDIAG_GETSOCK
+    (c,) = _parse_dump([nlmsg(18, _diag_msg(cookie=5)) + DONE])  # TCPDIAG_GETSOCK
     assert c.cookie == 5 and c.state == TcpState.ESTABLISHED
-    both = _parse_dump([_message(18, _diag_msg(sport=1)) + _message(20, _diag_msg(sport=2)),
+    both = _parse_dump([nlmsg(18, _diag_msg(sport=1)) + nlmsg(20, _diag_msg(sport=2)),
                         DONE])
     assert [c.local_port for c in both] == [1, 2]
     for kind in (17, 19, 21):
         with pytest.raises(OSError) as info:
-            _parse_dump([_message(kind, _diag_msg()) + DONE])
+            _parse_dump([nlmsg(kind, _diag_msg()) + DONE])
         assert info.value.errno == errno.EBADMSG
 
 
@@ -147,10 +144,10 @@ def test_parser_takes_the_unspec_dumps_type_18_and_no_other_new_type() -> None:
 
 def test_interrupted_reply_is_reported_inconsistent() -> None:
     with pytest.raises(OSError) as info:
-        _parse_dump([_message(20, _diag_msg(), NLM_F_MULTI | NLM_F_DUMP_INTR) + DONE])
+        _parse_dump([nlmsg(20, _diag_msg(), NLM_F_MULTI | NLM_F_DUMP_INTR) + DONE])
     assert info.value.errno == errno.EAGAIN and "inconsistent" in str(info.value)
     with pytest.raises(OSError, match="inconsistent"):  # on NLMSG_DONE alone, too
-        _parse_dump([_message(20, _diag_msg()), _message(3, bytes(4), NLM_F_DUMP_INTR)])
+        _parse_dump([nlmsg(20, _diag_msg()), nlmsg(3, bytes(4), NLM_F_DUMP_INTR)])
 
 
 class Interrupting:
@@ -298,34 +295,34 @@ def _walk(data: bytes, seq: int, answer: int = 0
 
 
 def test_walker_hands_over_each_message_and_skips_noop() -> None:
-    data = _message(20, b"abcd") + _message(1, b"") + _message(21, b"xy\0\0")
+    data = nlmsg(20, b"abcd") + nlmsg(1, b"") + nlmsg(21, b"xy\0\0")
     rc, seen = _walk(data, 7)
     assert rc == lib.PSO_NL_MORE
     assert seen == [(20, NLM_F_MULTI, 0, b"abcd"), (21, NLM_F_MULTI, 0, b"xy\0\0")]
     # DONE goes to the callback too (its flags may say the dump was interrupted), then ends it.
-    rc, seen = _walk(_message(3, struct.pack("=i", 0), flags=NLM_F_MULTI | NLM_F_DUMP_INTR)
-                     + _message(20, b""), 7)
+    rc, seen = _walk(nlmsg(3, struct.pack("=i", 0), flags=NLM_F_MULTI | NLM_F_DUMP_INTR)
+                     + nlmsg(20, b""), 7)
     assert rc == lib.PSO_NL_DONE and seen == [(3, NLM_F_MULTI | NLM_F_DUMP_INTR, 0, bytes(4))]
-    rc, seen = _walk(_message(3, struct.pack("=i", -errno.ENOMEM)), 7)
+    rc, seen = _walk(nlmsg(3, struct.pack("=i", -errno.ENOMEM)), 7)
     assert rc == -errno.ENOMEM and seen[0][2] == -errno.ENOMEM
 
 
 @pytest.mark.parametrize(("data", "seq", "answer", "rc"), [
     (b"", 7, 0, -errno.EBADMSG),                                       # empty datagram
-    (_message(20, b"")[:15], 7, 0, -errno.EBADMSG),                    # a cut header
+    (nlmsg(20, b"")[:15], 7, 0, -errno.EBADMSG),                    # a cut header
     (struct.pack("=IHHII", 15, 20, 2, 7, 0), 7, 0, -errno.EBADMSG),    # nlmsg_len < header
     (struct.pack("=IHHII", 99, 20, 2, 7, 0), 7, 0, -errno.EBADMSG),    # len past the end
-    (_message(20, b"", seq=8), 7, 0, -errno.EBADMSG),                  # another request's
-    (_message(20, b"", seq=8), 0, 0, 0),                               # seq 0: any
-    (_message(2, b"\0\0"), 7, 0, -errno.EBADMSG),                      # error without errno
-    (_message(2, struct.pack("=i", -5000)), 7, 0, -errno.EBADMSG),     # out of the range
-    (_message(2, struct.pack("=i", 4)), 7, 0, -errno.EBADMSG),         # positive
-    (_message(3, struct.pack("=i", -5000)), 7, 0, -errno.EBADMSG),     # DONE status alike
-    (_message(4, b""), 7, 0, -errno.ENOBUFS),                          # NLMSG_OVERRUN
-    (_message(20, b""), 7, -errno.EPERM, -errno.EPERM),                # the callback's error
-    (_message(20, b""), 7, 1, lib.PSO_NL_DONE),                        # the callback's stop
-    (_message(20, b""), 7, 2, -errno.EBADMSG),                         # neither
-    (_message(20, b""), 7, -5000, -errno.EBADMSG),
+    (nlmsg(20, b"", seq=8), 7, 0, -errno.EBADMSG),                  # another request's
+    (nlmsg(20, b"", seq=8), 0, 0, 0),                               # seq 0: any
+    (nlmsg(2, b"\0\0"), 7, 0, -errno.EBADMSG),                      # error without errno
+    (nlmsg(2, struct.pack("=i", -5000)), 7, 0, -errno.EBADMSG),     # out of the range
+    (nlmsg(2, struct.pack("=i", 4)), 7, 0, -errno.EBADMSG),         # positive
+    (nlmsg(3, struct.pack("=i", -5000)), 7, 0, -errno.EBADMSG),     # DONE status alike
+    (nlmsg(4, b""), 7, 0, -errno.ENOBUFS),                          # NLMSG_OVERRUN
+    (nlmsg(20, b""), 7, -errno.EPERM, -errno.EPERM),                # the callback's error
+    (nlmsg(20, b""), 7, 1, lib.PSO_NL_DONE),                        # the callback's stop
+    (nlmsg(20, b""), 7, 2, -errno.EBADMSG),                         # neither
+    (nlmsg(20, b""), 7, -5000, -errno.EBADMSG),
 ])
 def test_walker_refuses_what_the_kernel_never_sends(data: bytes, seq: int, answer: int,
                                                     rc: int) -> None:
@@ -339,18 +336,18 @@ def _answer(data: bytes, seq: int = 7) -> tuple[int, int]:
 
 
 def test_destroy_answers_are_read_by_the_walker() -> None:
-    ack = struct.pack("=i", 0) + _message(21, bytes(72))  # nlmsgerr: error, then our request
-    assert _answer(_message(2, ack)) == (lib.PSO_NL_DONE, 0)
-    enoent = struct.pack("=i", -errno.ENOENT) + _message(21, bytes(72))
-    assert _answer(_message(2, enoent)) == (lib.PSO_NL_DONE, -errno.ENOENT)
+    ack = struct.pack("=i", 0) + nlmsg(21, bytes(72))  # nlmsgerr: error, then our request
+    assert _answer(nlmsg(2, ack)) == (lib.PSO_NL_DONE, 0)
+    enoent = struct.pack("=i", -errno.ENOENT) + nlmsg(21, bytes(72))
+    assert _answer(nlmsg(2, enoent)) == (lib.PSO_NL_DONE, -errno.ENOENT)
     # Anything before the ack is skipped; a datagram without one asks for the next.
-    assert _answer(_message(20, b"") + _message(2, enoent)) == (lib.PSO_NL_DONE, -errno.ENOENT)
-    assert _answer(_message(20, b"")) == (lib.PSO_NL_MORE, 12345)
+    assert _answer(nlmsg(20, b"") + nlmsg(2, enoent)) == (lib.PSO_NL_DONE, -errno.ENOENT)
+    assert _answer(nlmsg(20, b"")) == (lib.PSO_NL_MORE, 12345)
     # Never an answer: a dump's end, another request's ack, a corrupt errno, seq 0.
     assert _answer(DONE)[0] == -errno.EBADMSG
-    assert _answer(_message(2, ack, seq=6))[0] == -errno.EBADMSG
-    assert _answer(_message(2, struct.pack("=i", -4096)))[0] == -errno.EBADMSG
-    assert _answer(_message(2, ack), seq=0)[0] == -errno.EINVAL
+    assert _answer(nlmsg(2, ack, seq=6))[0] == -errno.EBADMSG
+    assert _answer(nlmsg(2, struct.pack("=i", -4096)))[0] == -errno.EBADMSG
+    assert _answer(nlmsg(2, ack), seq=0)[0] == -errno.EINVAL
 
 
 # --- per-call failure context

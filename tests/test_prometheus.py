@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from helpers import free_port
 
 pytest.importorskip("prometheus_client")  # the test extra installs it
 
@@ -107,13 +108,6 @@ def http_get(url: str, netns: str | None = None) -> bytes:
 
 def in_ns(netns: str, fn: Callable[[], T]) -> T:
     return run_in_netns(netns, fn)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

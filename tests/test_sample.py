@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from netns import NetnsPair
+from netns import NetnsPair, sysctl
 from paced import Pacer, close_wait_leak
 from sockpiles import Pile, flood_target, send_syns
 from waiting import wait_for
@@ -389,11 +389,6 @@ def test_a_restarted_listener_counts_from_zero() -> None:
 # --- ports running out: a client opening connections to a small range, in a namespace
 
 
-def _sysctl(name: str, value: str) -> None:
-    with open(f"/proc/sys/net/ipv4/{name}", "w") as f:
-        f.write(value)
-
-
 def _short_connection(pile: Pile) -> None:
     client, server = pile._pair()
     client.close()  # the client closes first: its port stays in TIME_WAIT for 60 s
@@ -405,8 +400,8 @@ def _short_connection(pile: Pile) -> None:
 @pytest.mark.slow
 def test_port_exhaustion_eta_at_a_known_connection_rate(netns_pair: NetnsPair) -> None:
     def inside() -> tuple[float, float, Diagnosis, Diagnosis]:
-        _sysctl("ip_local_port_range", "40000 40999")  # 1000 ports, this namespace only
-        _sysctl("tcp_tw_reuse", "0")
+        sysctl("net.ipv4.ip_local_port_range", "40000 40999")  # 1000 ports, this namespace only
+        sysctl("net.ipv4.tcp_tw_reuse", "0")
         with Pile() as pile, Pacer(0.02, lambda: _short_connection(pile)) as pacer:  # 50/s
             wait_for(lambda: pacer.done >= 10, 5, "the connections to start")
             s0 = pysockopt.sample()
@@ -544,8 +539,8 @@ def test_counter_rules_at_their_thresholds(code: str, changes: dict[str, object]
 @pytest.mark.root
 def test_time_wait_buckets_live_in_a_namespace(netns_pair: NetnsPair) -> None:
     def inside() -> tuple[Diagnosis, Diagnosis]:
-        _sysctl("tcp_max_tw_buckets", "100")  # this namespace's own limit
-        _sysctl("tcp_tw_reuse", "0")
+        sysctl("net.ipv4.tcp_max_tw_buckets", "100")  # this namespace's own limit
+        sysctl("net.ipv4.tcp_tw_reuse", "0")
         with Pile() as pile:
             pile.time_wait(70)
             below = pysockopt.diagnose()

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 
 import pytest
+from helpers import run_cli
 from netns import NetnsPair
 from sockpiles import Pile
 from unpriv import NOBODY, as_unprivileged
 
 import pysockopt
 from pysockopt import Diagnosis, TcpState, diagnose
-from pysockopt.cli import main
 from pysockopt.host.render import render_diagnosis  # noqa: F401  # imported before the drop
 
 pytestmark = pytest.mark.root  # dropping to another user needs root; skipped without it
@@ -23,11 +22,6 @@ pytestmark = pytest.mark.root  # dropping to another user needs root; skipped wi
 def _diagnose() -> Diagnosis:
     d = diagnose()
     return dataclasses.replace(d, counts=dict(d.counts))  # a mappingproxy does not pickle
-
-
-def _cli(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    return main(list(args), out=out), out.getvalue()
 
 
 def test_the_helper_really_drops_privileges() -> None:
@@ -52,8 +46,8 @@ def test_root_process_leak_is_found_by_uid_and_what_was_not_seen_is_said(
     netns_pair.in_ns("a", leak)
     try:
         d = as_unprivileged(_diagnose, netns=netns_pair.a)
-        status, text = as_unprivileged(lambda: _cli("diagnose"), netns=netns_pair.a)
-        js_status, js = as_unprivileged(lambda: _cli("diagnose", "--json"), netns=netns_pair.a)
+        status, text = as_unprivileged(lambda: run_cli("diagnose"), netns=netns_pair.a)
+        js_status, js = as_unprivileged(lambda: run_cli("diagnose", "--json"), netns=netns_pair.a)
         as_root = netns_pair.in_ns("a", diagnose)
     finally:
         for pile in piles:
