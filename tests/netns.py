@@ -51,6 +51,19 @@ def setns(path: str) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def private_netns(prefix: str = "pso") -> Iterator[str]:
+    """Make a network namespace named ``PREFIX-<uuid>`` with its loopback up; yield its ip
+    netns name; delete it on exit (a test never deletes a namespace it did not make)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    ip("netns", "add", name)
+    try:
+        ip("-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
 def sysctl(name: str, value: str | int, netns: str | None = None) -> None:
     """Set sysctl ``name`` (dotted: ``net.ipv4.tcp_tw_reuse``) to ``value``.
 

@@ -29,7 +29,7 @@ from helpers import free_port
 
 pytest.importorskip("prometheus_client")  # the test extra installs it
 
-from netns import have_netns, ip, run_in_netns
+from netns import have_netns, ip, private_netns, run_in_netns
 from paced import close_wait_leak
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -60,13 +60,8 @@ def netns() -> Iterator[str]:
     reason = have_netns()
     if reason:
         pytest.skip(reason)
-    name = f"pso-prom-{uuid.uuid4().hex[:8]}"
-    ip("netns", "add", name)
-    try:
-        ip("-n", name, "link", "set", "lo", "up")
+    with private_netns("pso-prom") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 @contextlib.contextmanager
@@ -487,14 +482,9 @@ def test_time_wait_pressure_found_as_diagnose_finds_it(netns: str) -> None:
 
 
 @pytest.fixture
-def netns2() -> Iterator[str]:
-    name = f"pso-prom-{uuid.uuid4().hex[:8]}"
-    ip("netns", "add", name)
-    try:
-        ip("-n", name, "link", "set", "lo", "up")
+def netns2(netns: str) -> Iterator[str]:
+    with private_netns("pso-prom") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 @pytest.mark.root
