@@ -25,6 +25,7 @@ import pytest
 from helpers import nlmsg
 
 from pysockopt import TcpState, Timer
+from pysockopt._core import ffi, lib
 from pysockopt.host.connections import Connection, _parse_dump, parse_proc
 
 SECONDS = float(os.environ.get("PYSOCKOPT_FUZZ_SECONDS", "2"))
@@ -256,5 +257,47 @@ def test_fuzz_proc_text(family: int) -> None:
         got = _check_only_oserror(partial(parse_proc, bad, family), f"mutated text {bad!r}")
         if got is not None:
             _sane(got, bad.count(b"\n"))
+        mutated += 1
+    assert checked and mutated, "the budget ran out before anything was tried"
+
+
+# --- SOCK_DESTROY answers, through the same walker
+
+
+def _answer_datagram(r: random.Random, seq: int) -> tuple[bytes, int]:
+    """Skipped messages, then the ack of request seq (0 or -errno), in one datagram."""
+    skipped = b"".join(nlmsg(r.choice((NLMSG_NOOP, SOCK_DIAG_BY_FAMILY, 21)), r.randbytes(
+        4 * r.randrange(4)), seq=seq) for _ in range(r.randrange(3)))
+    answer = r.choice((0, -1, -2, -13, -95, -4095, -r.randrange(1, 4096)))
+    request = nlmsg(21, bytes(72), flags=5, seq=seq)  # the kernel echoes our request
+    return skipped + nlmsg(NLMSG_ERROR, struct.pack("=i", answer) + request, flags=0,
+                           seq=seq), answer
+
+
+def _parse_answer(data: bytes, seq: int) -> tuple[int, int]:
+    # An exactly sized buffer, so the sanitizer stage sees any read past the datagram.
+    buf = ffi.new("uint8_t[]", data) if data else ffi.NULL
+    answer = ffi.new("int *", 1)
+    return int(lib.pso_destroy_parse_answer(buf, len(data), seq, answer)), int(answer[0])
+
+
+def test_fuzz_destroy_answers() -> None:
+    r = random.Random(SEED + 1)
+    checked = mutated = 0
+    for i in _budget(SECONDS / 2):
+        seq = r.randrange(1, 2**32)
+        data, answer = _answer_datagram(r, seq)
+        if i % 4 == 0:  # the oracle
+            assert _parse_answer(data, seq) == (lib.PSO_NL_DONE, answer), SEED
+            checked += 1
+            continue
+        (bad,) = _mutate_dump(r, [data])[:1] or [b""]
+        rc, got = _parse_answer(bad, seq)
+        if rc == lib.PSO_NL_DONE:
+            assert -4095 <= got <= 0, (SEED, bad)
+        elif rc == lib.PSO_NL_MORE:
+            assert got == 1, (SEED, bad)  # no answer: untouched
+        else:
+            assert -4095 <= rc < 0, (SEED, bad, rc)
         mutated += 1
     assert checked and mutated, "the budget ran out before anything was tried"
