@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from helpers import free_port
+from helpers import free_port, nlmsg
 
 pytest.importorskip("prometheus_client")  # the test extra installs it
 
@@ -315,13 +315,13 @@ def _diag(state: int, *, timer: int = 0, sport: int = 1000, dst: str = "10.0.0.9
     if info is not None:
         attr = struct.pack("=HH", 4 + len(info), 2) + info  # INET_DIAG_INFO
         msg += attr + bytes(-len(attr) % 4)
-    return struct.pack("=IHHII", 16 + len(msg), 20, 2, 0, 0) + msg
+    return nlmsg(20, msg, seq=0)
 
 
 def _tally(messages: list[bytes], **spec: Any) -> dict[str, Any]:
     from pysockopt._core import ffi, lib
 
-    data = b"".join(messages) + struct.pack("=IHHII", 20, 3, 2, 0, 0) + struct.pack("=i", 0)
+    data = b"".join(messages) + nlmsg(3, struct.pack("=i", 0), seq=0)
     sink = ffi.new("struct pso_sd_sink *")
     lib.pso_sd_sink_init(sink, 1)
     out = ffi.new("struct pso_tally *")

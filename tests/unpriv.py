@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import ctypes
 import errno
 import os
 import pickle
@@ -28,7 +27,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from pysockopt._platform import CLONE_NEWNET
+from netns import setns
 
 T = TypeVar("T")
 
@@ -91,11 +90,7 @@ def _child(fn: Callable[[], object], write_fd: int, netns: str | None, uid: int,
         os.closerange(3, write_fd)
         os.closerange(write_fd + 1, 1 << 16)
         if netns is not None:
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns({netns})")
-            os.close(fd)
+            setns(f"/run/netns/{netns}")
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
