@@ -19,9 +19,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 # Relative paths keep absolute build-machine paths out of the sdist/wheel metadata.
 ROOT = HERE.parent
 #: C units (csrc/NAME.h and csrc/NAME.c, by NAME) that only these platforms build: the
-#: kernel interfaces they call exist nowhere else. Every other unit builds everywhere.
+#: kernel interfaces they call exist nowhere else ("events": the closed-connection subscriber
+#: that comes next). Every other unit builds everywhere.
 ONLY_ON: dict[str, frozenset[str]] = {
-    "linux": frozenset({"nl", "netns", "remote", "sockdiag", "tally"}),
+    "linux": frozenset({"events", "nl", "netns", "remote", "sockdiag", "tally"}),
 }
 PLATFORM = "linux" if sys.platform.startswith("linux") else sys.platform
 

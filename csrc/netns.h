@@ -16,7 +16,8 @@
 struct pso_sd_query;
 struct pso_sd_sink;
 
-/* Failure steps (pso_netns_dump's *step), next to sockdiag.h's PSO_SD_STEP_* of the dump. */
+/* Failure steps (*step of pso_netns_run and the jobs below), next to sockdiag.h's
+ * PSO_SD_STEP_* of a dump. */
 #define PSO_NETNS_STEP_THREAD 16  /* pthread_create / pthread_sigmask */
 #define PSO_NETNS_STEP_SETNS 17   /* setns: EPERM without CAP_SYS_ADMIN, EINVAL not a netns */
 #define PSO_NETNS_STEP_SOCKET 18  /* pso_netns_socket: socket() inside the namespace */

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import pathlib
 import re
-import subprocess
 from collections import defaultdict
 
 from pysockopt import TcpState, _platform
@@ -20,12 +19,17 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "pysockopt"
 
 
-def _tracked(*patterns: str) -> list[pathlib.Path]:
-    """The repository's files matching the git pathspecs (untracked new files too)."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard",
-                          "--", *patterns], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
-    return [ROOT / line for line in out.splitlines() if (ROOT / line).is_file()]
+#: Where the project's own code lives (a copy of the tree without .git must do, as CI's).
+_SOURCE_DIRS = ("pysockopt", "csrc", "tests", "benchmarks")
+
+
+def _sources(*suffixes: str) -> list[pathlib.Path]:
+    """The project's source files with these suffixes (".py", ".c", ".h")."""
+    found = [ROOT / "setup.py"] if ".py" in suffixes else []
+    for top in _SOURCE_DIRS:
+        found += [path for path in (ROOT / top).rglob("*") if path.suffix in suffixes
+                  and path.is_file() and "__pycache__" not in path.parts]
+    return sorted(found)
 
 
 def _modules() -> list[tuple[str, ast.Module]]:
@@ -103,7 +107,7 @@ def test_clone_newnet_is_defined_once() -> None:
     number = r"(0x[0-9a-fA-F]+|[0-9]+)"
     defined = re.compile(rf"^\s*(#\s*define\s+\w*CLONE_NEWNET\s+{number}"
                          rf"|\w*CLONE_NEWNET\s*(:[^=]*)?=\s*{number})", re.MULTILINE)
-    where = [str(path.relative_to(ROOT)) for path in _tracked("*.py", "*.c", "*.h")
+    where = [str(path.relative_to(ROOT)) for path in _sources(".py", ".c", ".h")
              for _ in defined.finditer(path.read_text(encoding="utf-8"))]
     assert where == ["csrc/netns.h"], where
     assert _platform.CLONE_NEWNET == lib.PSO_CLONE_NEWNET == 0x40000000
@@ -114,7 +118,7 @@ def test_tcp_states_come_from_one_c_header() -> None:
         assert getattr(lib, f"PSO_TCP_{state.name}") == state.value, state
     defined = re.compile(r"^#\s*define\s+\w*(ESTABLISHED|TIME_WAIT|SYN_RECV|LISTEN)\s+\d",
                          re.MULTILINE)
-    where = sorted({str(path.relative_to(ROOT)) for path in _tracked("csrc/*.c", "csrc/*.h")
+    where = sorted({str(path.relative_to(ROOT)) for path in _sources(".c", ".h")
                     if defined.search(path.read_text(encoding="utf-8"))})
     assert where == ["csrc/tcpstate.h"], where
 
@@ -158,7 +162,7 @@ def _imports(tree: ast.Module, package: str) -> set[str]:
 
 def test_only_the_core_module_imports_the_native_module() -> None:
     importers = []
-    for path in _tracked("*.py"):
+    for path in _sources(".py"):
         rel = path.relative_to(ROOT)
         package = ".".join(rel.parent.parts) if rel.parts[0] == "pysockopt" else ""
         if "pysockopt._native" in _imports(ast.parse(path.read_text(encoding="utf-8")),
