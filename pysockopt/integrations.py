@@ -15,9 +15,10 @@ attribute moved (asyncpg has no public hook; :func:`asyncpg_connection_class`).
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from .keepalive import KeepaliveConfig, KeepaliveReport, apply_keepalive
 
@@ -36,6 +37,7 @@ __all__ = [
     "aiohttp_socket_factory",
     "aiohttp_connector",
     "redis_kwargs",
+    "LibpqKeepalive",
     "libpq_kwargs",
     "libpq_dsn",
     "asyncpg_connection_class",
@@ -293,41 +295,117 @@ def aiohttp_connector(config: KeepaliveConfig, **connector_kwargs: Any) -> aioht
 # --- redis-py
 
 
-def redis_kwargs(config: KeepaliveConfig) -> dict[str, Any]:
-    """Return ``socket_keepalive=True, socket_keepalive_options={option: value}`` for redis-py.
+def _connect_timeout(config: KeepaliveConfig) -> float:
+    """Return the config's budget as a connect timeout (worst_case_detection or detection)."""
+    worst = config.worst_case_detection
+    return float(config.detection_time if worst is None else worst)
+
+
+def redis_kwargs(
+    config: KeepaliveConfig, *, retries: int | None = 0, asyncio: bool = False
+) -> dict[str, Any]:
+    """Return redis-py keyword arguments that find a dead server within ``config``'s budget.
+
+    ``socket_keepalive=True, socket_keepalive_options={option: value}`` (redis-py sets every
+    entry at the IPPROTO_TCP level, so TCP_USER_TIMEOUT goes through too; the options
+    replace redis-py's own defaults, 30 s idle, 5 s interval, 3 probes in redis-py 8),
+    ``socket_connect_timeout`` (the budget, ``worst_case_detection``: redis-py sets the
+    options before connecting, so TCP_USER_TIMEOUT already ends the SYN retries to a vanished
+    server at the user timeout; this bounds a config without one), and ``retry``.
+
+    Retries multiply the budget. redis-py 8 retries a failed command 3 times by default,
+    reconnecting each time, and retries each reconnect 3 times again: up to 16 connect
+    attempts after the dead peer was found. Measured with ``for_detection(5)`` and the link
+    cut (docs/integrations.md): a blocked BLPOP raised 33 s after the cut with redis-py's
+    default retries, 1.6 s with ``retries=0``. So ``retries=0`` (the default here) gives
+    ``retry=Retry(NoBackoff(), 0)``: the command raises ConnectionError when keepalive finds
+    the server dead, and your code decides. ``retries=N`` allows N retries without back-off;
+    each costs up to ``N + 1`` connect attempts of at most ``socket_connect_timeout`` (the user
+    timeout, in practice) each on a dead server: the budget grows by up to
+    ``N * (N + 1) * user_timeout``. ``retries=None`` leaves redis-py's own ``retry`` (no
+    ``retry`` key). ``asyncio=True`` builds ``redis.asyncio``'s Retry class for
+    ``redis.asyncio.Redis`` (the sync one is converted there with a warning).
 
     For ``redis.Redis(**kwargs)``, ``redis.asyncio.Redis``, ``ConnectionPool`` and
-    ``from_url(url, **kwargs)``. redis-py sets every entry at the IPPROTO_TCP level, so
-    TCP_USER_TIMEOUT goes through too when ``config.user_timeout_ms`` is set. Passing the
-    options replaces redis-py's own defaults (30 s idle, 5 s interval, 3 probes in redis-py 8).
+    ``from_url(url, **kwargs)``.
     """
+    cfg = _check_config(config)
     options: dict[int, int | bytes] = {}
-    for level, name, value in _check_config(config).socket_options():
+    for level, name, value in cfg.socket_options():
         if level == socket.SOL_SOCKET:
             continue  # SO_KEEPALIVE: redis-py sets it from socket_keepalive=True
         if level != socket.IPPROTO_TCP:  # pragma: no cover - every keepalive knob is TCP's
             raise ValueError(f"redis-py sets options at IPPROTO_TCP only, not level {level}")
         options[name] = value
-    return {"socket_keepalive": True, "socket_keepalive_options": options}
+    kwargs: dict[str, Any] = {"socket_keepalive": True, "socket_keepalive_options": options,
+                              "socket_connect_timeout": _connect_timeout(cfg)}
+    if retries is not None:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0 or None, not {retries!r}")
+        from redis.backoff import NoBackoff
+
+        if asyncio:
+            from redis.asyncio.retry import Retry as AsyncRetry
+
+            kwargs["retry"] = AsyncRetry(NoBackoff(), retries)
+        else:
+            from redis.retry import Retry
+
+            kwargs["retry"] = Retry(NoBackoff(), retries)
+    return kwargs
 
 
 # --- libpq: psycopg 3, psycopg2, SQLAlchemy
 
 
-def libpq_kwargs(config: KeepaliveConfig) -> dict[str, int]:
+class _LibpqKeepaliveRequired(TypedDict):
+    keepalives: int
+    keepalives_idle: int
+    keepalives_interval: int
+    keepalives_count: int
+    connect_timeout: int
+
+
+class LibpqKeepalive(_LibpqKeepaliveRequired, total=False):
+    """libpq's keepalive connection parameters, as :func:`libpq_kwargs` returns them.
+
+    A TypedDict, so ``psycopg.connect(**libpq_kwargs(cfg))`` and ``psycopg2.connect(...)``
+    type-check under ``mypy --strict`` (a ``dict[str, int]`` would be matched against every
+    keyword parameter of ``connect``). ``tcp_user_timeout`` is present when the config sets a
+    user timeout.
+    """
+
+    tcp_user_timeout: int
+
+
+def libpq_kwargs(config: KeepaliveConfig) -> LibpqKeepalive:
     """Return libpq's keepalive connection parameters as keyword arguments.
 
-    ``keepalives=1, keepalives_idle, keepalives_interval, keepalives_count`` and, when
-    ``config.user_timeout_ms`` is set, ``tcp_user_timeout`` (milliseconds; libpq 12+). For
-    ``psycopg.connect(**kwargs)``, ``psycopg2.connect(**kwargs)``, psycopg_pool's ``kwargs=``
-    and SQLAlchemy's ``create_engine(url, connect_args=...)``.
+    ``keepalives=1, keepalives_idle, keepalives_interval, keepalives_count``, when
+    ``config.user_timeout_ms`` is set ``tcp_user_timeout`` (milliseconds; libpq 12+), and
+    ``connect_timeout``: the budget (``worst_case_detection``) in whole seconds, at least 2
+    (libpq's minimum). libpq sets the options before it connects, so TCP_USER_TIMEOUT already
+    ends the SYN retries to a vanished server at the user timeout; ``connect_timeout`` bounds
+    a config without one, and libpq's wait for the server's startup answer.
+
+    libpq itself never reconnects: a dead server found by keepalive raises
+    ``OperationalError`` (psycopg, psycopg2; SQLAlchemy wraps it) in the call. What
+    reconnects is the pool: SQLAlchemy's ``pool_pre_ping=True`` pings a pooled connection
+    before handing it out; on a dead server that ping waits for the user timeout, then one
+    new connection is tried (at most ``connect_timeout``, in practice the user timeout): up
+    to ``user_timeout + connect_timeout`` before the checkout raises. psycopg_pool's
+    ``check`` does the same per connection.
+
+    For ``psycopg.connect(**kwargs)``, ``psycopg2.connect(**kwargs)``, psycopg_pool's
+    ``kwargs=`` and SQLAlchemy's ``create_engine(url, connect_args=...)``.
     """
     cfg = _check_config(config)
-    kwargs = {
+    kwargs: LibpqKeepalive = {
         "keepalives": 1,
         "keepalives_idle": cfg.idle,
         "keepalives_interval": cfg.interval,
         "keepalives_count": cfg.count,
+        "connect_timeout": max(2, math.ceil(_connect_timeout(cfg))),
     }
     if cfg.user_timeout_ms is not None:
         kwargs["tcp_user_timeout"] = cfg.user_timeout_ms
@@ -338,7 +416,8 @@ def libpq_dsn(config: KeepaliveConfig) -> str:
     """Return the same parameters as :func:`libpq_kwargs` as a libpq DSN fragment.
 
     ``"keepalives=1 keepalives_idle=... keepalives_interval=... keepalives_count=...
-    tcp_user_timeout=..."``: append it to a key=value connection string (after a space).
+    connect_timeout=... tcp_user_timeout=..."``: append it to a key=value connection string
+    (after a space).
     """
     return " ".join(f"{key}={value}" for key, value in libpq_kwargs(config).items())
 
