@@ -210,11 +210,19 @@ def requests_session(config: KeepaliveConfig, **adapter_kwargs: Any) -> requests
 
 
 def httpx_transport(config: KeepaliveConfig, **transport_kwargs: Any) -> httpx.HTTPTransport:
-    """Return ``httpx.HTTPTransport(socket_options=...)`` carrying ``config``.
+    """Return an ``httpx.HTTPTransport(socket_options=...)`` carrying ``config``.
 
     Use it as ``httpx.Client(transport=...)``. ``transport_kwargs`` go to the transport
     (verify, http2, limits, retries, local_address...). httpcore sets TCP_NODELAY itself, so
     only the keepalive options are passed.
+
+    Connect timeout: httpcore sets the socket options only after the connection is made, so
+    TCP_USER_TIMEOUT does not end the SYN retries to a vanished server (measured: a client
+    with ``timeout=None`` still blocked 40 s after an nft drop). A request whose connect
+    timeout is None (``httpx.Client(timeout=None)``, ``httpx.Timeout(None)``) gets the
+    config's budget, ``worst_case_detection`` s, as its connect timeout here; a connect
+    timeout you set is kept. The transport's own ``retries=`` (connect retries, 0 by default)
+    each add up to that connect timeout.
 
     Proxies: httpcore (1.0) creates the connections of its ``HTTPProxy`` without the socket
     options it was given, so a ``proxy=`` here raises UnsupportedClientError rather than
@@ -222,22 +230,60 @@ def httpx_transport(config: KeepaliveConfig, **transport_kwargs: Any) -> httpx.H
     ``httpx.Client`` mounts a transport of httpx's own, also without these options; and with
     an explicit transport httpx ignores the HTTP(S)_PROXY environment variables.
     """
-    import httpx
-
-    _refuse_httpx_proxy(transport_kwargs)
-    options = _check_config(config).socket_options()
-    return httpx.HTTPTransport(socket_options=options, **transport_kwargs)
+    return _httpx_transport_class(False)(config, **transport_kwargs)  # type: ignore[no-any-return]
 
 
 def httpx_async_transport(
     config: KeepaliveConfig, **transport_kwargs: Any
 ) -> httpx.AsyncHTTPTransport:
-    """Return ``httpx.AsyncHTTPTransport(socket_options=...)``; as :func:`httpx_transport`."""
+    """Return an ``httpx.AsyncHTTPTransport(socket_options=...)``; as :func:`httpx_transport`."""
+    return _httpx_transport_class(True)(config, **transport_kwargs)  # type: ignore[no-any-return]
+
+
+_HTTPX: dict[bool, type[Any]] = {}
+
+
+def _connect_timeout_default(request: Any, seconds: float) -> None:
+    timeout = request.extensions.get("timeout")
+    if isinstance(timeout, dict) and timeout.get("connect") is None:
+        request.extensions = {**request.extensions, "timeout": {**timeout, "connect": seconds}}
+
+
+def _httpx_transport_class(is_async: bool) -> type[Any]:
+    if is_async in _HTTPX:
+        return _HTTPX[is_async]
     import httpx
 
-    _refuse_httpx_proxy(transport_kwargs)
-    options = _check_config(config).socket_options()
-    return httpx.AsyncHTTPTransport(socket_options=options, **transport_kwargs)
+    class KeepaliveHTTPTransport(httpx.HTTPTransport):
+        """An httpx HTTPTransport with keepalive on every connection and a bounded connect."""
+
+        def __init__(self, config: KeepaliveConfig, **kwargs: Any) -> None:
+            _refuse_httpx_proxy(kwargs)
+            cfg = _check_config(config)
+            self._pso_connect = _connect_timeout(cfg)
+            super().__init__(socket_options=cfg.socket_options(), **kwargs)
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            _connect_timeout_default(request, self._pso_connect)
+            return super().handle_request(request)
+
+    class KeepaliveAsyncHTTPTransport(httpx.AsyncHTTPTransport):
+        """An httpx AsyncHTTPTransport with keepalive on every connection, bounded connect."""
+
+        def __init__(self, config: KeepaliveConfig, **kwargs: Any) -> None:
+            _refuse_httpx_proxy(kwargs)
+            cfg = _check_config(config)
+            self._pso_connect = _connect_timeout(cfg)
+            super().__init__(socket_options=cfg.socket_options(), **kwargs)
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            _connect_timeout_default(request, self._pso_connect)
+            return await super().handle_async_request(request)
+
+    for cls in (KeepaliveHTTPTransport, KeepaliveAsyncHTTPTransport):
+        cls.__module__ = __name__
+    _HTTPX[False], _HTTPX[True] = KeepaliveHTTPTransport, KeepaliveAsyncHTTPTransport
+    return _HTTPX[is_async]
 
 
 def _refuse_httpx_proxy(kwargs: dict[str, Any]) -> None:

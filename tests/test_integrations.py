@@ -348,6 +348,28 @@ def test_httpx_async_transport(origin: realservers.Http, cfg: KeepaliveConfig) -
     no_client_sockets(origin.port)
 
 
+def test_httpx_transports_bound_an_unbounded_connect(origin: realservers.Http) -> None:
+    """httpcore sets the options after connect(): TCP_USER_TIMEOUT cannot end SYN retries."""
+    import httpx
+
+    cfg = KeepaliveConfig.for_detection(5)
+
+    def connect_timeouts(response: httpx.Response) -> Any:
+        return response.request.extensions["timeout"]["connect"]
+
+    with httpx.Client(transport=integrations.httpx_transport(cfg), timeout=None) as client:
+        assert connect_timeouts(client.get(origin.url)) == cfg.worst_case_detection == 5.0
+        mine = httpx.Timeout(None, connect=1.5)
+        assert connect_timeouts(client.get(origin.url, timeout=mine)) == 1.5  # kept
+
+    async def main() -> None:
+        transport = integrations.httpx_async_transport(cfg)
+        async with httpx.AsyncClient(transport=transport, timeout=None) as client:
+            assert connect_timeouts(await client.get(origin.url)) == 5.0
+
+    run(main())
+
+
 def test_httpx_through_a_proxy_drops_socket_options(
     origin: realservers.Http, proxy: realservers.Http
 ) -> None:
