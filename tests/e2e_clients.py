@@ -349,6 +349,8 @@ class Cell:
         kwargs: dict[str, Any] = {}
         if self.rec:
             kwargs["timeout"] = None if self.mode != "connect" else self.connect_timeout
+        else:  # the call waits for the channel to reconnect instead of failing
+            kwargs["wait_for_ready"] = True
         self._wait_go(go)
         self._timed(lambda: stub(b"x", **kwargs))
 

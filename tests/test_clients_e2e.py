@@ -75,11 +75,12 @@ CELLS: list[tuple[str, str, str]] = [
     ("SQLAlchemy pool_pre_ping", "sqlalchemy_pre_ping", "recommended"),
     ("asyncpg", "asyncpg", "recommended"),
     ("grpcio", "grpc", "recommended"),
+    ("grpcio wait_for_ready=True", "grpc", "default"),
     ("asyncio streams", "asyncio", "recommended"),
 ]
 #: Defaults whose retries are expected to overrun the budget: measured, not bounded.
 UNBOUNDED = {"urllib3 (Retry(3))", "redis-py (default retries)",
-             "redis.asyncio (default retries)"}
+             "redis.asyncio (default retries)", "grpcio wait_for_ready=True"}
 #: The connect case: the defaults that have no connect bound of their own are left out
 #: (they wait for the kernel's SYN retries, over 2 minutes; docs/integrations.md).
 CONNECT_CELLS: list[tuple[str, str, str]] = [
@@ -203,7 +204,11 @@ def _record(mode: str, how: str, cut_at: float, results: list[dict[str, Any]]) -
     lines = []
     for r in results:
         seconds = None if r["raised"] is None else round(r["raised"] - cut_at, 2)
+        # idle: the peer's last packet acknowledged the request, when the call started
+        since_last = None if r["raised"] is None or r["started"] is None else round(
+            r["raised"] - min(r["started"], cut_at), 2)
         row = {"mode": mode, "cut": how, "name": r["name"], "seconds": seconds,
+               "since_last_packet": since_last,
                "type": r.get("type"), "action": r.get("action"), "chain": r.get("chain")}
         lines.append(json.dumps(row))
         print(f"{mode:8s} {how:4s} {r['name']:34s} "
