@@ -114,6 +114,12 @@ def urllib3_socket_options(config: KeepaliveConfig, *, proxy: bool = False) -> S
     ``urllib3.ProxyManager(url, socket_options=...)``. urllib3 never applies a changed
     ``HTTPConnection.default_socket_options`` to proxy connections; explicit
     ``socket_options`` are the way that works for both.
+
+    Retries: urllib3 sets these options before it connects, so TCP_USER_TIMEOUT also ends a
+    connect's SYN retries to a vanished server at the user timeout. The call raises within
+    ``config.worst_case_detection`` with ``retries=Retry(0)`` (or False); each retry allowed
+    (PoolManager's default is ``Retry(3)``: measured 6-8.5 s for a 5 s budget) adds up to
+    ``user_timeout_ms / 1000`` s for its connect, plus its back-off.
     """
     ka = _check_config(config).socket_options()
     if proxy:
@@ -140,6 +146,11 @@ def requests_adapter(
     ``init_poolmanager`` (direct connections) and ``proxy_manager_for`` (connections through
     an HTTP proxy, or a SOCKS proxy when PySocks is installed). An adapter that overrides only
     ``init_poolmanager``, the usual recipe, leaves proxied connections without keepalive.
+
+    requests' own default, ``max_retries=0``, keeps the budget: a dead server raises
+    ``ReadTimeout`` / ``ConnectionError`` within ``config.worst_case_detection``, HTTPS
+    included; ``max_retries=N`` adds up to N connects of one user timeout each (see
+    :func:`urllib3_socket_options`).
     """
     cls = _adapter_class()
     return cls(_check_config(config), **adapter_kwargs)
@@ -329,6 +340,12 @@ def aiohttp_connector(config: KeepaliveConfig, **connector_kwargs: Any) -> aioht
     connector (limit, ssl, ttl_dns_cache...). aiohttp before 3.12 has no supported hook for
     socket options (``TCPConnector`` has no ``socket_factory`` and no ``tcp_sockopts``):
     UnsupportedClientError, naming the version needed, instead of a connector without keepalive.
+
+    Retry: aiohttp retries an idempotent request once on a new connection when a pooled one
+    fails, with no public switch. That connect to a dead server ends at the user timeout
+    (the options are set before connecting), so a call can raise up to
+    ``config.worst_case_detection + user_timeout_ms / 1000`` s after the server vanished;
+    ``aiohttp.ClientTimeout(sock_connect=S)`` makes that ``worst_case_detection + S``.
     """
     import aiohttp
 
@@ -484,6 +501,11 @@ def asyncpg_connection_class(config: KeepaliveConfig, base: type[Any] | None = N
     ``transport.get_extra_info("socket")`` at construction, with read-back. If a future
     asyncpg moves that attribute, connecting raises UnsupportedClientError saying so, rather than
     leaving the connection without keepalive.
+
+    The options are applied after asyncpg has connected, so they cannot bound the connect:
+    pass ``timeout=config.worst_case_detection`` to ``connect`` / ``create_pool`` (asyncpg's
+    default is 60 s). A dead server found later raises ConnectionDoesNotExistError (caused by
+    ETIMEDOUT) in the call; asyncpg does not retry it.
     """
     import asyncpg
 
@@ -547,6 +569,12 @@ def grpc_channel_options(config: KeepaliveConfig) -> list[tuple[str, int]]:
     pings an idle channel too and ``grpc.http2.max_pings_without_data=0`` keeps pinging
     without data frames. The server must allow these pings: see :func:`grpc_server_options`.
     For ``grpc.insecure_channel(target, options=...)`` and ``grpc.aio``.
+
+    A call whose connection died fails with ``UNAVAILABLE`` and the channel reconnects in
+    the background (gRPC sets its TCP_USER_TIMEOUT before connecting, so a connect to a
+    vanished server ends within ``keepalive_timeout_ms`` too). A call made with
+    ``wait_for_ready=True`` instead waits for that reconnect as long as its deadline: give
+    such calls a deadline within the budget.
     """
     time_ms, timeout_ms = _grpc_times(config)
     return [
@@ -584,6 +612,9 @@ def asyncio_apply(stream: Any, config: KeepaliveConfig, *, verify: bool = True) 
     ``connection_made``) or an ``asyncio.StreamWriter`` (its ``transport`` is used). The
     socket is ``get_extra_info("socket")``; TLS transports expose the underlying TCP socket
     the same way. A transport without a TCP socket raises TypeError.
+
+    The options come after the connection is made, so they cannot bound the connect: wrap it,
+    ``asyncio.wait_for(asyncio.open_connection(...), config.worst_case_detection)``.
     """
     transport = getattr(stream, "transport", stream)
     get_extra_info: Callable[[str], Any] | None = getattr(transport, "get_extra_info", None)
