@@ -196,6 +196,20 @@ def redis_missing() -> str | None:
     return None
 
 
+def redis_tls_missing() -> str | None:
+    """Why redis-server here cannot serve TLS (built without it), or None."""
+    reason = redis_missing()
+    if reason:
+        return reason
+    out = subprocess.run(
+        ["redis-server", "--port", "0", "--tls-port", "1", "--tls-cert-file", "/nonexistent",
+         "--tls-key-file", "/nonexistent"], capture_output=True, text=True, timeout=30)
+    text = (out.stdout + out.stderr).lower()
+    if "failed to configure tls" in text or "tls-ca-cert" in text:
+        return None  # it parsed the TLS directives and tried: built with TLS
+    return f"redis-server was built without TLS: {text.strip()[-200:]}"
+
+
 @dataclass
 class Redis:
     port: int

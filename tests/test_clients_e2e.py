@@ -103,13 +103,18 @@ def servers() -> Iterator[Servers]:
     if reason:
         pytest.skip(reason)
     pytest.importorskip("grpc")
+    no_tls = realservers.redis_tls_missing()
+    if no_tls:  # the plain redis rows still run; the TLS row is left out, saying why
+        print(f"redis-py over TLS not checked: {no_tls}")
+        CELLS[:] = [c for c in CELLS if c[1] != "redis_tls"]
+        CONNECT_CELLS[:] = [c for c in CONNECT_CELLS if c[1] != "redis_tls"]
     with NetnsPair() as pair, realservers.self_signed(pair.addr_b) as cert:
         host, ns = pair.addr_b, pair.b
         grpc_opts = json.dumps(integrations.grpc_server_options(CONFIG))
         with realservers.serve_in_netns(ns, host, "http") as http, \
                 realservers.serve_in_netns(ns, host, "https", cert.cert, cert.key) as https, \
                 realservers.serve_in_netns(ns, host, "grpc", grpc_opts) as grpc_srv, \
-                realservers.redis_server(host, ns, tls=cert) as redis, \
+                realservers.redis_server(host, ns, tls=None if no_tls else cert) as redis, \
                 realservers.postgres(host, ns) as pg:
             yield Servers(pair, {
                 "http": [host, http.port], "https": [host, https.port, cert.cert],
