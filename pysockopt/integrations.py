@@ -390,7 +390,9 @@ def redis_kwargs(
     ``redis.asyncio.Redis`` (the sync one is converted there with a warning).
 
     For ``redis.Redis(**kwargs)``, ``redis.asyncio.Redis``, ``ConnectionPool`` and
-    ``from_url(url, **kwargs)``.
+    ``from_url(url, **kwargs)``. To pass your own ``retry`` or ``socket_connect_timeout``
+    as well, use ``retries=None`` or merge (``Redis(**{**redis_kwargs(cfg), "retry": r})``):
+    giving a keyword twice is a TypeError.
     """
     cfg = _check_config(config)
     options: dict[int, int | bytes] = {}
