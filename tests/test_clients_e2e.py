@@ -47,7 +47,8 @@ BUDGET = 5
 CONFIG = KeepaliveConfig.for_detection(BUDGET)
 #: Measured past the kernel's abort: timer slack (0.2-0.4 s), the client's own work after the
 #: socket error (raising, unwinding, one reconnect refused at once on a cut link), and a
-#: busy 2-core host scheduling the driver's threads. The largest seen here was about 1.1 s.
+#: busy 2-core host scheduling the driver's threads. Measured: at most 0.1 s past
+#: worst_case_detection (a 5 s connect timeout firing at 5.1 s).
 MARGIN = 2.0
 #: How long a cell is watched after the cut: default retry settings can take much longer
 #: than the budget; past this they are reported as still blocked.
