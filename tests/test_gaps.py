@@ -232,7 +232,7 @@ def test_the_smallest_budget_the_error_names_is_accepted() -> None:
     from pysockopt import InvalidConfigError, KeepaliveConfig
 
     with pytest.raises(InvalidConfigError) as info:
-        KeepaliveConfig.for_detection(7)
+        KeepaliveConfig.for_detection(7, count=3)
     assert "7.001" in str(info.value)
     cfg = KeepaliveConfig.for_detection(7.001)  # 7.001 * 1000 is 7000.999... in floats
     assert cfg.worst_case_detection is not None and cfg.worst_case_detection <= 7.001
