@@ -255,8 +255,10 @@ def test_a_dead_peer_raises_in_every_client_within_the_budget(
     if mode == "idle":
         # An idle connection is found by keepalive, detection_time after the peer's last
         # packet (the acknowledgement of the request, sent when the call started), not sooner.
+        # Not gRPC: its HTTP/2 pings run on their own clock, so a ping sent just after the cut
+        # finds the peer dead keepalive_timeout_ms later, whenever the call started.
         for r in results:
-            if r["raised"] is not None and r["name"] not in UNBOUNDED:
+            if r["raised"] is not None and r["name"] not in UNBOUNDED and r["client"] != "grpc":
                 assert r["raised"] - r["started"] >= CONFIG.detection_time - 0.2, r
 
 
