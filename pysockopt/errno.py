@@ -824,49 +824,163 @@ def _tls(exc: OSError) -> Triage | None:
                   "ciphers, TLS spoken to a plain-TCP port); reconnecting repeats it", None)
 
 
-def _triage_one(exc: BaseException, accepting: bool) -> Triage | None:
+#: How much a verdict found in an exception graph says: a real errno (or the TLS layer, the
+#: resolver) beats an errno named in a library's message, which beats one guessed from an
+#: exception class or a timeout type; an OSError without anything is only the fallback.
+_ERRNO, _TEXT, _CLASS, _NOTHING = range(4)
+
+#: Errnos a client library may name only in its message (libpq: "could not receive data from
+#: server: Connection timed out"; gRPC's status details), looked for by their strerror text.
+_TEXT_ERRNOS: Final = ("ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "ENETDOWN", "ECONNRESET",
+                       "ECONNREFUSED", "ECONNABORTED", "EPIPE")
+
+#: What client libraries say, without an errno, when the server's side of the connection is
+#: gone (libpq, redis-py, gRPC).
+_LOST_TEXT: Final = ("server closed the connection unexpectedly",
+                     "connection has been closed unexpectedly", "connection closed by server",
+                     "no connection to the server", "the connection is closed",
+                     "connection was closed", "connection is lost", "connection lost",
+                     "socket closed")
+
+#: Client libraries' own timeout classes, by (top-level package, class name in the MRO); they
+#: do not subclass TimeoutError. Matched by name: triage imports none of them.
+_LIBRARY_TIMEOUTS: Final = frozenset({
+    ("requests", "Timeout"), ("urllib3", "TimeoutError"), ("httpx", "TimeoutException"),
+    ("httpcore", "TimeoutException"), ("redis", "TimeoutError"),
+    ("aiohttp", "ServerTimeoutError"), ("psycopg", "ConnectionTimeout"),
+})
+
+#: Client libraries' classes for "the connection is gone", raised without an errno.
+_LIBRARY_LOST: Final = frozenset({
+    ("redis", "ConnectionError"), ("aiohttp", "ServerDisconnectedError"),
+    ("aiohttp", "ClientConnectionResetError"), ("asyncpg", "ConnectionDoesNotExistError"),
+    ("httpx", "RemoteProtocolError"), ("httpcore", "RemoteProtocolError"),
+})
+
+
+def _library_class(exc: BaseException, known: frozenset[tuple[str, str]]) -> str | None:
+    for cls in type(exc).__mro__:
+        if (cls.__module__.partition(".")[0], cls.__name__) in known:
+            return f"{cls.__module__}.{cls.__name__}"
+    return None
+
+
+def _foreign(exc: BaseException) -> bool:
+    """Return True for an exception a library defined (not Python's own)."""
+    return type(exc).__module__ not in ("builtins", "socket", "ssl", "asyncio.exceptions",
+                                        "concurrent.futures._base", "asyncio")
+
+
+def _from_text(exc: BaseException, accepting: bool) -> Triage | None:
+    text = _text(exc).lower()
+    for name in _TEXT_ERRNOS:
+        info = _BY_NAME.get(name)
+        if info is not None and info.message and info.message.lower() in text:
+            return _from_info(info, accepting, f", named in the {type(exc).__name__} message")
+    for phrase in _LOST_TEXT:
+        if phrase in text:
+            return Triage(Action.RECONNECT, ErrorCategory.PEER_CLOSED,
+                          f"{type(exc).__name__} says {phrase!r}: the connection is gone; "
+                          "close it and reconnect", None)
+    return None
+
+
+def _grpc(exc: BaseException) -> Triage | None:
+    """Return the verdict for a grpc.RpcError's UNAVAILABLE or DEADLINE_EXCEEDED status."""
+    if type(exc).__module__.partition(".")[0] != "grpc":
+        return None
+    code = getattr(exc, "code", None)
+    try:
+        status = getattr(code(), "name", None) if callable(code) else None
+    except Exception:  # a foreign code() that fails is no verdict
+        return None
+    if status == "UNAVAILABLE":
+        return Triage(Action.RECONNECT, ErrorCategory.PEER_RESET,
+                      "gRPC UNAVAILABLE: the connection to the server failed (the channel "
+                      "reconnects by itself); call again with back-off", None)
+    if status == "DEADLINE_EXCEEDED":
+        return Triage(Action.RECONNECT, ErrorCategory.TIMEOUT,
+                      "gRPC DEADLINE_EXCEEDED: the call's deadline expired; call again with "
+                      "back-off", None)
+    return None
+
+
+def _triage_one(exc: BaseException, accepting: bool) -> tuple[int, Triage] | None:
+    """Return the verdict ``exc`` alone gives, with its strength (_ERRNO.._NOTHING)."""
     if isinstance(exc, OSError):
         tls = _tls(exc)
         if tls is not None:
-            return tls
+            return _ERRNO, tls
         if isinstance(exc, socket.gaierror):
             again = exc.errno == getattr(socket, "EAI_AGAIN", None)
-            return Triage(Action.RETRY if again else Action.GIVE_UP, ErrorCategory.RESOLUTION,
-                          f"name resolution failed ({exc.strerror}): "
-                          + ("a temporary DNS failure; back off, then resolve again" if again
-                             else "check the host name and the resolver configuration"), None)
+            return _ERRNO, Triage(
+                Action.RETRY if again else Action.GIVE_UP, ErrorCategory.RESOLUTION,
+                f"name resolution failed ({exc.strerror}): "
+                + ("a temporary DNS failure; back off, then resolve again" if again
+                   else "check the host name and the resolver configuration"), None)
         if isinstance(exc, socket.herror):
-            return Triage(Action.GIVE_UP, ErrorCategory.RESOLUTION,
-                          f"address lookup failed ({exc.strerror})", None)
+            return _ERRNO, Triage(Action.GIVE_UP, ErrorCategory.RESOLUTION,
+                                  f"address lookup failed ({exc.strerror})", None)
         if isinstance(exc.errno, int) and not isinstance(exc.errno, bool):
             if not _C_INT_MIN <= exc.errno <= _C_INT_MAX:  # no errno: nothing to explain
                 info = _outside_c_int(exc.errno)
-                return Triage(Action.GIVE_UP, ErrorCategory.OTHER,
-                              f"{type(exc).__name__} with {info.meaning}", info)
-            return _from_info(errno_info(exc.errno), accepting, "")
-        if not _is_timeout(exc):  # a timeout without errno is Python's own: handled below
-            for cls, name in _CLASS_ERRNO:
-                if isinstance(exc, cls) and name in _BY_NAME:
-                    return _from_info(_BY_NAME[name], accepting,
-                                      f", from the exception class {cls.__name__}")
-            return Triage(Action.GIVE_UP, ErrorCategory.OTHER,
-                          f"{type(exc).__name__} without an errno ({_text(exc)}): raised by "
-                          "Python or a library, not by a system call", None)
+                return _ERRNO, Triage(Action.GIVE_UP, ErrorCategory.OTHER,
+                                      f"{type(exc).__name__} with {info.meaning}", info)
+            return _ERRNO, _from_info(errno_info(exc.errno), accepting, "")
+    if _foreign(exc):
+        found = _grpc(exc) or _from_text(exc, accepting)
+        if found is not None:
+            return (_CLASS if found.info is None else _TEXT), found
+        timeout = _library_class(exc, _LIBRARY_TIMEOUTS)
+        if timeout is not None:
+            return _CLASS, Triage(
+                Action.RETRY if accepting else Action.RECONNECT, ErrorCategory.TIMEOUT,
+                f"{timeout}: a timeout of the client library (its own deadline, or the "
+                "kernel's found through the socket): the exchange is in an unknown state; "
+                "close the connection and reconnect", None)
+        lost = _library_class(exc, _LIBRARY_LOST)
+        if lost is not None:
+            return _CLASS, Triage(Action.RECONNECT, ErrorCategory.PEER_CLOSED,
+                                  f"{lost}: the connection is gone; close it and reconnect",
+                                  None)
+    if isinstance(exc, OSError) and not _is_timeout(exc):
+        # A timeout without errno is Python's own: handled below.
+        for cls, name in _CLASS_ERRNO:
+            if isinstance(exc, cls) and name in _BY_NAME:
+                return _CLASS, _from_info(_BY_NAME[name], accepting,
+                                          f", from the exception class {cls.__name__}")
+        return _NOTHING, Triage(Action.GIVE_UP, ErrorCategory.OTHER,
+                                f"{type(exc).__name__} without an errno ({_text(exc)}): raised "
+                                "by Python or a library, not by a system call", None)
     if _is_timeout(exc):
         if accepting:
-            return Triage(Action.RETRY, ErrorCategory.TIMEOUT,
-                          "your own deadline expired while waiting for a connection; the "
-                          "listener is fine: accept again", None)
-        return Triage(Action.RECONNECT, ErrorCategory.TIMEOUT,
-                      "your own deadline expired (settimeout, asyncio.wait_for), not the "
-                      "kernel's: the exchange is in an unknown state (a late reply could be read "
-                      "as the answer to the next request), so close the connection and reconnect",
-                      None)
+            return _CLASS, Triage(Action.RETRY, ErrorCategory.TIMEOUT,
+                                  "your own deadline expired while waiting for a connection; "
+                                  "the listener is fine: accept again", None)
+        return _CLASS, Triage(
+            Action.RECONNECT, ErrorCategory.TIMEOUT,
+            "your own deadline expired (settimeout, asyncio.wait_for), not the kernel's: the "
+            "exchange is in an unknown state (a late reply could be read as the answer to the "
+            "next request), so close the connection and reconnect", None)
     if isinstance(exc, EOFError):  # includes asyncio.IncompleteReadError
-        return Triage(Action.RECONNECT, ErrorCategory.PEER_CLOSED,
-                      f"{type(exc).__name__}: the peer closed the connection before the data "
-                      "you expected arrived; close it and reconnect", None)
+        return _CLASS, Triage(Action.RECONNECT, ErrorCategory.PEER_CLOSED,
+                              f"{type(exc).__name__}: the peer closed the connection before "
+                              "the data you expected arrived; close it and reconnect", None)
     return None
+
+
+def _inner(exc: BaseException) -> list[BaseException]:
+    """Return the exceptions ``exc`` wraps.
+
+    Its cause and context, exceptions among its args (requests passes urllib3's there),
+    urllib3's ``reason``, an exception group's members.
+    """
+    found: list[BaseException] = []
+    for item in (exc.__cause__, exc.__context__, getattr(exc, "reason", None),
+                 *getattr(exc, "args", ()), *(getattr(exc, "exceptions", None) or ())):
+        if isinstance(item, BaseException) and item not in found:
+            found.append(item)
+    return found
 
 
 def triage(exc: BaseException, *, accepting: bool = False) -> Triage:
@@ -875,9 +989,18 @@ def triage(exc: BaseException, *, accepting: bool = False) -> Triage:
     Handles OSError and its subclasses by errno (or, without an errno, by class: asyncio's
     ``ConnectionResetError('Connection lost')``), Python-level timeouts (``socket.timeout``,
     ``TimeoutError``, ``asyncio.TimeoutError``), ssl errors, ``socket.gaierror``, and EOFError
-    (asyncio's IncompleteReadError). Anything else is looked for in the exception's
-    ``__cause__`` / ``__context__`` chain (a library's wrapper around an OSError) and otherwise
-    gives category OTHER and GIVE_UP.
+    (asyncio's IncompleteReadError).
+
+    Client libraries wrap the socket's error: requests' exceptions subclass OSError without
+    an errno and carry urllib3's in their args, httpx and redis-py chain it as ``__cause__``,
+    libpq (psycopg, psycopg2, SQLAlchemy) names it only in its message. So the exception's
+    whole graph is searched, breadth first: ``__cause__``, ``__context__``, exceptions in
+    its ``args``, urllib3's ``reason``, an exception group's members. The first real errno
+    found decides; failing that, an errno named in a library's message (its strerror text);
+    then an exception class (a client library's timeout types, requests' ``Timeout``, httpx's
+    ``TimeoutException``, redis-py's ``TimeoutError``..., "connection gone" types such as
+    redis-py's ``ConnectionError``, a gRPC ``UNAVAILABLE`` or ``DEADLINE_EXCEEDED`` status).
+    Anything else gives category OTHER and GIVE_UP.
 
     Pass ``accepting=True`` when ``exc`` came from accept(): errors of the connection being
     accepted (ECONNABORTED, and the pending network errors Linux passes on) then say RETRY,
@@ -886,18 +1009,27 @@ def triage(exc: BaseException, *, accepting: bool = False) -> Triage:
     if not isinstance(exc, BaseException):
         raise TypeError(f"triage() takes an exception, not {type(exc).__name__}")
     seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen and len(seen) < 16:
+    queue: list[BaseException] = [exc]
+    best: tuple[int, BaseException, Triage] | None = None
+    while queue and len(seen) < 32:
+        current = queue.pop(0)
+        if id(current) in seen:
+            continue
         seen.add(id(current))
         found = _triage_one(current, accepting)
-        if found is not None:
-            if current is not exc:
-                return Triage(found.action, found.category,
-                              f"{type(exc).__name__} caused by {found.reason}", found.info)
-            return found
-        current = current.__cause__ or current.__context__
-    return Triage(Action.GIVE_UP, ErrorCategory.OTHER,
-                  f"{type(exc).__name__} is not a socket error: {_text(exc)}", None)
+        if found is not None and (best is None or found[0] < best[0]):
+            best = (found[0], current, found[1])
+            if found[0] == _ERRNO:
+                break
+        queue += _inner(current)
+    if best is None:
+        return Triage(Action.GIVE_UP, ErrorCategory.OTHER,
+                      f"{type(exc).__name__} is not a socket error: {_text(exc)}", None)
+    _, current, verdict = best
+    if current is not exc:
+        return Triage(verdict.action, verdict.category,
+                      f"{type(exc).__name__} caused by {verdict.reason}", verdict.info)
+    return verdict
 
 
 def _text(exc: BaseException) -> str:

@@ -15,9 +15,10 @@ attribute moved (asyncpg has no public hook; :func:`asyncpg_connection_class`).
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from .errors import UnsupportedClientError
 from .keepalive import KeepaliveConfig, KeepaliveReport, apply_keepalive
@@ -37,6 +38,7 @@ __all__ = [
     "aiohttp_socket_factory",
     "aiohttp_connector",
     "redis_kwargs",
+    "LibpqKeepalive",
     "libpq_kwargs",
     "libpq_dsn",
     "asyncpg_connection_class",
@@ -105,6 +107,12 @@ def urllib3_socket_options(config: KeepaliveConfig, *, proxy: bool = False) -> S
     ``urllib3.ProxyManager(url, socket_options=...)``. urllib3 never applies a changed
     ``HTTPConnection.default_socket_options`` to proxy connections; explicit
     ``socket_options`` are the way that works for both.
+
+    Retries: urllib3 sets these options before it connects, so TCP_USER_TIMEOUT also ends a
+    connect's SYN retries to a vanished server at the user timeout. The call raises within
+    ``config.worst_case_detection`` with ``retries=Retry(0)`` (or False); each retry allowed
+    (PoolManager's default is ``Retry(3)``: measured 6-8.5 s for a 5 s budget) adds up to
+    ``user_timeout_ms / 1000`` s for its connect, plus its back-off.
     """
     ka = _check_config(config).socket_options()
     if proxy:
@@ -131,6 +139,11 @@ def requests_adapter(
     ``init_poolmanager`` (direct connections) and ``proxy_manager_for`` (connections through
     an HTTP proxy, or a SOCKS proxy when PySocks is installed). An adapter that overrides only
     ``init_poolmanager``, the usual recipe, leaves proxied connections without keepalive.
+
+    requests' own default, ``max_retries=0``, keeps the budget: a dead server raises
+    ``ReadTimeout`` / ``ConnectionError`` within ``config.worst_case_detection``, HTTPS
+    included; ``max_retries=N`` adds up to N connects of one user timeout each (see
+    :func:`urllib3_socket_options`).
     """
     cls = _adapter_class()
     return cls(_check_config(config), **adapter_kwargs)
@@ -201,11 +214,19 @@ def requests_session(config: KeepaliveConfig, **adapter_kwargs: Any) -> requests
 
 
 def httpx_transport(config: KeepaliveConfig, **transport_kwargs: Any) -> httpx.HTTPTransport:
-    """Return ``httpx.HTTPTransport(socket_options=...)`` carrying ``config``.
+    """Return an ``httpx.HTTPTransport(socket_options=...)`` carrying ``config``.
 
     Use it as ``httpx.Client(transport=...)``. ``transport_kwargs`` go to the transport
     (verify, http2, limits, retries, local_address...). httpcore sets TCP_NODELAY itself, so
     only the keepalive options are passed.
+
+    Connect timeout: httpcore sets the socket options only after the connection is made, so
+    TCP_USER_TIMEOUT does not end the SYN retries to a vanished server (measured: a client
+    with ``timeout=None`` still blocked 40 s after an nft drop). A request whose connect
+    timeout is None (``httpx.Client(timeout=None)``, ``httpx.Timeout(None)``) gets the
+    config's budget, ``worst_case_detection`` s, as its connect timeout here; a connect
+    timeout you set is kept. The transport's own ``retries=`` (connect retries, 0 by default)
+    each add up to that connect timeout.
 
     Proxies: httpcore (1.0) creates the connections of its ``HTTPProxy`` without the socket
     options it was given, so a ``proxy=`` here raises UnsupportedClientError rather than
@@ -213,22 +234,60 @@ def httpx_transport(config: KeepaliveConfig, **transport_kwargs: Any) -> httpx.H
     ``httpx.Client`` mounts a transport of httpx's own, also without these options; and with
     an explicit transport httpx ignores the HTTP(S)_PROXY environment variables.
     """
-    import httpx
-
-    _refuse_httpx_proxy(transport_kwargs)
-    options = _check_config(config).socket_options()
-    return httpx.HTTPTransport(socket_options=options, **transport_kwargs)
+    return _httpx_transport_class(False)(config, **transport_kwargs)  # type: ignore[no-any-return]
 
 
 def httpx_async_transport(
     config: KeepaliveConfig, **transport_kwargs: Any
 ) -> httpx.AsyncHTTPTransport:
-    """Return ``httpx.AsyncHTTPTransport(socket_options=...)``; as :func:`httpx_transport`."""
+    """Return an ``httpx.AsyncHTTPTransport(socket_options=...)``; as :func:`httpx_transport`."""
+    return _httpx_transport_class(True)(config, **transport_kwargs)  # type: ignore[no-any-return]
+
+
+_HTTPX: dict[bool, type[Any]] = {}
+
+
+def _connect_timeout_default(request: Any, seconds: float) -> None:
+    timeout = request.extensions.get("timeout")
+    if isinstance(timeout, dict) and timeout.get("connect") is None:
+        request.extensions = {**request.extensions, "timeout": {**timeout, "connect": seconds}}
+
+
+def _httpx_transport_class(is_async: bool) -> type[Any]:
+    if is_async in _HTTPX:
+        return _HTTPX[is_async]
     import httpx
 
-    _refuse_httpx_proxy(transport_kwargs)
-    options = _check_config(config).socket_options()
-    return httpx.AsyncHTTPTransport(socket_options=options, **transport_kwargs)
+    class KeepaliveHTTPTransport(httpx.HTTPTransport):
+        """An httpx HTTPTransport with keepalive on every connection and a bounded connect."""
+
+        def __init__(self, config: KeepaliveConfig, **kwargs: Any) -> None:
+            _refuse_httpx_proxy(kwargs)
+            cfg = _check_config(config)
+            self._pso_connect = _connect_timeout(cfg)
+            super().__init__(socket_options=cfg.socket_options(), **kwargs)
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            _connect_timeout_default(request, self._pso_connect)
+            return super().handle_request(request)
+
+    class KeepaliveAsyncHTTPTransport(httpx.AsyncHTTPTransport):
+        """An httpx AsyncHTTPTransport with keepalive on every connection, bounded connect."""
+
+        def __init__(self, config: KeepaliveConfig, **kwargs: Any) -> None:
+            _refuse_httpx_proxy(kwargs)
+            cfg = _check_config(config)
+            self._pso_connect = _connect_timeout(cfg)
+            super().__init__(socket_options=cfg.socket_options(), **kwargs)
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            _connect_timeout_default(request, self._pso_connect)
+            return await super().handle_async_request(request)
+
+    for cls in (KeepaliveHTTPTransport, KeepaliveAsyncHTTPTransport):
+        cls.__module__ = __name__
+    _HTTPX[False], _HTTPX[True] = KeepaliveHTTPTransport, KeepaliveAsyncHTTPTransport
+    return _HTTPX[is_async]
 
 
 def _refuse_httpx_proxy(kwargs: dict[str, Any]) -> None:
@@ -274,6 +333,12 @@ def aiohttp_connector(config: KeepaliveConfig, **connector_kwargs: Any) -> aioht
     connector (limit, ssl, ttl_dns_cache...). aiohttp before 3.12 has no supported hook for
     socket options (``TCPConnector`` has no ``socket_factory`` and no ``tcp_sockopts``):
     UnsupportedClientError, naming the version needed, instead of a connector without keepalive.
+
+    Retry: aiohttp retries an idempotent request once on a new connection when a pooled one
+    fails, with no public switch. That connect to a dead server ends at the user timeout
+    (the options are set before connecting), so a call can raise up to
+    ``config.worst_case_detection + user_timeout_ms / 1000`` s after the server vanished;
+    ``aiohttp.ClientTimeout(sock_connect=S)`` makes that ``worst_case_detection + S``.
     """
     import aiohttp
 
@@ -286,41 +351,119 @@ def aiohttp_connector(config: KeepaliveConfig, **connector_kwargs: Any) -> aioht
 # --- redis-py
 
 
-def redis_kwargs(config: KeepaliveConfig) -> dict[str, Any]:
-    """Return ``socket_keepalive=True, socket_keepalive_options={option: value}`` for redis-py.
+def _connect_timeout(config: KeepaliveConfig) -> float:
+    """Return the config's budget as a connect timeout (worst_case_detection or detection)."""
+    worst = config.worst_case_detection
+    return float(config.detection_time if worst is None else worst)
+
+
+def redis_kwargs(
+    config: KeepaliveConfig, *, retries: int | None = 0, asyncio: bool = False
+) -> dict[str, Any]:
+    """Return redis-py keyword arguments that find a dead server within ``config``'s budget.
+
+    ``socket_keepalive=True, socket_keepalive_options={option: value}`` (redis-py sets every
+    entry at the IPPROTO_TCP level, so TCP_USER_TIMEOUT goes through too; the options
+    replace redis-py's own defaults, 30 s idle, 5 s interval, 3 probes in redis-py 8),
+    ``socket_connect_timeout`` (the budget, ``worst_case_detection``: redis-py sets the
+    options before connecting, so TCP_USER_TIMEOUT already ends the SYN retries to a vanished
+    server at the user timeout; this bounds a config without one), and ``retry``.
+
+    Retries multiply the budget. redis-py 8 retries a failed command 3 times by default,
+    reconnecting each time, and retries each reconnect 3 times again: up to 16 connect
+    attempts after the dead peer was found. Measured with ``for_detection(5)`` and the link
+    cut (docs/integrations.md): a blocked BLPOP raised 33 s after the cut with redis-py's
+    default retries, 1.6 s with ``retries=0``. So ``retries=0`` (the default here) gives
+    ``retry=Retry(NoBackoff(), 0)``: the command raises ConnectionError when keepalive finds
+    the server dead, and your code decides. ``retries=N`` allows N retries without back-off;
+    each costs up to ``N + 1`` connect attempts of at most ``socket_connect_timeout`` (the user
+    timeout, in practice) each on a dead server: the budget grows by up to
+    ``N * (N + 1) * user_timeout``. ``retries=None`` leaves redis-py's own ``retry`` (no
+    ``retry`` key). ``asyncio=True`` builds ``redis.asyncio``'s Retry class for
+    ``redis.asyncio.Redis`` (the sync one is converted there with a warning).
 
     For ``redis.Redis(**kwargs)``, ``redis.asyncio.Redis``, ``ConnectionPool`` and
-    ``from_url(url, **kwargs)``. redis-py sets every entry at the IPPROTO_TCP level, so
-    TCP_USER_TIMEOUT goes through too when ``config.user_timeout_ms`` is set. Passing the
-    options replaces redis-py's own defaults (30 s idle, 5 s interval, 3 probes in redis-py 8).
+    ``from_url(url, **kwargs)``. To pass your own ``retry`` or ``socket_connect_timeout``
+    as well, use ``retries=None`` or merge (``Redis(**{**redis_kwargs(cfg), "retry": r})``):
+    giving a keyword twice is a TypeError.
     """
+    cfg = _check_config(config)
     options: dict[int, int | bytes] = {}
-    for level, name, value in _check_config(config).socket_options():
+    for level, name, value in cfg.socket_options():
         if level == socket.SOL_SOCKET:
             continue  # SO_KEEPALIVE: redis-py sets it from socket_keepalive=True
         if level != socket.IPPROTO_TCP:  # pragma: no cover - every keepalive knob is TCP's
             raise ValueError(f"redis-py sets options at IPPROTO_TCP only, not level {level}")
         options[name] = value
-    return {"socket_keepalive": True, "socket_keepalive_options": options}
+    kwargs: dict[str, Any] = {"socket_keepalive": True, "socket_keepalive_options": options,
+                              "socket_connect_timeout": _connect_timeout(cfg)}
+    if retries is not None:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0 or None, not {retries!r}")
+        from redis.backoff import NoBackoff
+
+        if asyncio:
+            from redis.asyncio.retry import Retry as AsyncRetry
+
+            kwargs["retry"] = AsyncRetry(NoBackoff(), retries)
+        else:
+            from redis.retry import Retry
+
+            kwargs["retry"] = Retry(NoBackoff(), retries)
+    return kwargs
 
 
 # --- libpq: psycopg 3, psycopg2, SQLAlchemy
 
 
-def libpq_kwargs(config: KeepaliveConfig) -> dict[str, int]:
+class _LibpqKeepaliveRequired(TypedDict):
+    keepalives: int
+    keepalives_idle: int
+    keepalives_interval: int
+    keepalives_count: int
+    connect_timeout: int
+
+
+class LibpqKeepalive(_LibpqKeepaliveRequired, total=False):
+    """libpq's keepalive connection parameters, as :func:`libpq_kwargs` returns them.
+
+    A TypedDict, so ``psycopg.connect(**libpq_kwargs(cfg))`` and ``psycopg2.connect(...)``
+    type-check under ``mypy --strict`` (a ``dict[str, int]`` would be matched against every
+    keyword parameter of ``connect``). ``tcp_user_timeout`` is present when the config sets a
+    user timeout.
+    """
+
+    tcp_user_timeout: int
+
+
+def libpq_kwargs(config: KeepaliveConfig) -> LibpqKeepalive:
     """Return libpq's keepalive connection parameters as keyword arguments.
 
-    ``keepalives=1, keepalives_idle, keepalives_interval, keepalives_count`` and, when
-    ``config.user_timeout_ms`` is set, ``tcp_user_timeout`` (milliseconds; libpq 12+). For
-    ``psycopg.connect(**kwargs)``, ``psycopg2.connect(**kwargs)``, psycopg_pool's ``kwargs=``
-    and SQLAlchemy's ``create_engine(url, connect_args=...)``.
+    ``keepalives=1, keepalives_idle, keepalives_interval, keepalives_count``, when
+    ``config.user_timeout_ms`` is set ``tcp_user_timeout`` (milliseconds; libpq 12+), and
+    ``connect_timeout``: the budget (``worst_case_detection``) in whole seconds, at least 2
+    (libpq's minimum). libpq sets the options before it connects, so TCP_USER_TIMEOUT already
+    ends the SYN retries to a vanished server at the user timeout; ``connect_timeout`` bounds
+    a config without one, and libpq's wait for the server's startup answer.
+
+    libpq itself never reconnects: a dead server found by keepalive raises
+    ``OperationalError`` (psycopg, psycopg2; SQLAlchemy wraps it) in the call. What
+    reconnects is the pool: SQLAlchemy's ``pool_pre_ping=True`` pings a pooled connection
+    before handing it out; on a dead server that ping waits for the user timeout, then one
+    new connection is tried (at most ``connect_timeout``, in practice the user timeout): up
+    to ``user_timeout + connect_timeout`` before the checkout raises. psycopg_pool's
+    ``check`` does the same per connection.
+
+    For ``psycopg.connect(**kwargs)``, ``psycopg2.connect(**kwargs)``, psycopg_pool's
+    ``kwargs=`` and SQLAlchemy's ``create_engine(url, connect_args=...)``.
     """
     cfg = _check_config(config)
-    kwargs = {
+    kwargs: LibpqKeepalive = {
         "keepalives": 1,
         "keepalives_idle": cfg.idle,
         "keepalives_interval": cfg.interval,
         "keepalives_count": cfg.count,
+        "connect_timeout": max(2, math.ceil(_connect_timeout(cfg))),
     }
     if cfg.user_timeout_ms is not None:
         kwargs["tcp_user_timeout"] = cfg.user_timeout_ms
@@ -331,7 +474,8 @@ def libpq_dsn(config: KeepaliveConfig) -> str:
     """Return the same parameters as :func:`libpq_kwargs` as a libpq DSN fragment.
 
     ``"keepalives=1 keepalives_idle=... keepalives_interval=... keepalives_count=...
-    tcp_user_timeout=..."``: append it to a key=value connection string (after a space).
+    connect_timeout=... tcp_user_timeout=..."``: append it to a key=value connection string
+    (after a space).
     """
     return " ".join(f"{key}={value}" for key, value in libpq_kwargs(config).items())
 
@@ -352,6 +496,11 @@ def asyncpg_connection_class(config: KeepaliveConfig, base: type[Any] | None = N
     ``transport.get_extra_info("socket")`` at construction, with read-back. If a future
     asyncpg moves that attribute, connecting raises UnsupportedClientError saying so, rather than
     leaving the connection without keepalive.
+
+    The options are applied after asyncpg has connected, so they cannot bound the connect:
+    pass ``timeout=config.worst_case_detection`` to ``connect`` / ``create_pool`` (asyncpg's
+    default is 60 s). A dead server found later raises ConnectionDoesNotExistError (caused by
+    ETIMEDOUT) in the call; asyncpg does not retry it.
     """
     import asyncpg
 
@@ -415,6 +564,12 @@ def grpc_channel_options(config: KeepaliveConfig) -> list[tuple[str, int]]:
     pings an idle channel too and ``grpc.http2.max_pings_without_data=0`` keeps pinging
     without data frames. The server must allow these pings: see :func:`grpc_server_options`.
     For ``grpc.insecure_channel(target, options=...)`` and ``grpc.aio``.
+
+    A call whose connection died fails with ``UNAVAILABLE`` and the channel reconnects in
+    the background (gRPC sets its TCP_USER_TIMEOUT before connecting, so a connect to a
+    vanished server ends within ``keepalive_timeout_ms`` too). A call made with
+    ``wait_for_ready=True`` instead waits for that reconnect as long as its deadline: give
+    such calls a deadline within the budget.
     """
     time_ms, timeout_ms = _grpc_times(config)
     return [
@@ -452,6 +607,9 @@ def asyncio_apply(stream: Any, config: KeepaliveConfig, *, verify: bool = True) 
     ``connection_made``) or an ``asyncio.StreamWriter`` (its ``transport`` is used). The
     socket is ``get_extra_info("socket")``; TLS transports expose the underlying TCP socket
     the same way. A transport without a TCP socket raises TypeError.
+
+    The options come after the connection is made, so they cannot bound the connect: wrap it,
+    ``asyncio.wait_for(asyncio.open_connection(...), config.worst_case_detection)``.
     """
     transport = getattr(stream, "transport", stream)
     get_extra_info: Callable[[str], Any] | None = getattr(transport, "get_extra_info", None)

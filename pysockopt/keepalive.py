@@ -12,6 +12,7 @@ the derivation from net/ipv4/tcp_timer.c).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 from dataclasses import dataclass, field
@@ -186,7 +187,7 @@ class KeepaliveConfig:
 
     @classmethod
     def for_detection(
-        cls, seconds: float, *, count: int = 3, user_timeout: float | None = None
+        cls, seconds: float, *, count: int | None = None, user_timeout: float | None = None
     ) -> KeepaliveConfig:
         """Return a config whose kernel declares a vanished peer dead within ``seconds``.
 
@@ -204,7 +205,17 @@ class KeepaliveConfig:
         through a stall that long, and leaves room for fewer probes: Linux ends the probing
         at the first probe slot past the user timeout, so ``count`` probes need a user
         timeout longer than all but the last of them. See docs/keepalive.md for the numbers.
+
+        ``count`` not given: as many probes, up to 3, as the budget allows (``for_detection(5)``
+        sends one, ``(6)`` two, ``(10)`` three). An explicit ``count`` that does not fit
+        raises InvalidConfigError.
         """
+        if count is None:
+            check_seconds("seconds", seconds)
+            for probes in (3, 2):
+                with contextlib.suppress(InvalidConfigError):
+                    return cls.for_detection(seconds, count=probes, user_timeout=user_timeout)
+            return cls.for_detection(seconds, count=1, user_timeout=user_timeout)
         budget = check_seconds("seconds", seconds)
         _check("count", count)
         # Rounded to the microsecond first: 7.001 * 1000 is 7000.999..., which floor makes 7000.

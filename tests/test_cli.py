@@ -135,7 +135,14 @@ def test_usage_errors_speak_in_options() -> None:
         (["conns", "--port", "x"], "--port x: not a number"),
         (["conns", "--state", "nonsense"], "unknown state 'nonsense' (one of: ESTABLISHED,"),
         (["keepalive", "--count", "5"], "--count needs --detect"),
-        (["keepalive", "--detect", "2"], "--detect 2: must be at least 7.001 s with 3 probes"),
+        (["keepalive", "--detect", "2"], "--detect 2: must be at least 3 s with 1 probe"),
+        (["keepalive", "--detect", "5", "--count", "3"],
+         "--detect 5: must be at least 7.001 s with 3 probes"),
+        (["keepalive", "--user-timeout", "2"], "--user-timeout needs --detect"),
+        (["keepalive", "--detect", "10", "--user-timeout", "6"],
+         "--user-timeout: must be 1..5 s for --detect 10"),
+        (["keepalive", "--detect", "10", "--user-timeout", "0"],
+         "--user-timeout 0: must be a number of seconds > 0"),
         (["keepalive", "--detect", "30", "--count", "0"], "--count 0: must be at least 1"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["diagnose", "--bogus"], "unrecognized arguments: --bogus"),
@@ -192,6 +199,21 @@ def test_counts_of_one_are_singular() -> None:
         assert f.summary.startswith(f"1 CLOSE_WAIT socket on local port {pile.port}")
     status, out, _ = run_cli_err("keepalive", "--detect", "30", "--count", "1")
     assert status == 0 and "then 1 probe " in out and "1 probes" not in out
+
+
+def test_keepalive_detect_user_timeout_and_a_small_budget() -> None:
+    status, out, _ = _run("keepalive", "--detect", "20", "--user-timeout", "4", "--json")
+    assert status == 0
+    shown = json.loads(out)
+    want = KeepaliveConfig.for_detection(20, user_timeout=4)
+    assert shown["user_timeout_ms"] == want.user_timeout_ms == 4000
+    assert (shown["idle"], shown["interval"], shown["count"]) == (
+        want.idle, want.interval, want.count)
+    status, out, _ = _run("keepalive", "--detect", "20", "--user-timeout", "4")
+    assert status == 0 and "for_detection(20, user_timeout=4)" in out
+    # 5 s: as many probes as fit (one), not the refusal of three
+    status, out, _ = _run("keepalive", "--detect", "5")
+    assert status == 0 and "for_detection(5)\n" in out and "then 1 probe " in out
 
 
 # --- enums print as names

@@ -348,6 +348,28 @@ def test_httpx_async_transport(origin: realservers.Http, cfg: KeepaliveConfig) -
     no_client_sockets(origin.port)
 
 
+def test_httpx_transports_bound_an_unbounded_connect(origin: realservers.Http) -> None:
+    """httpcore sets the options after connect(): TCP_USER_TIMEOUT cannot end SYN retries."""
+    import httpx
+
+    cfg = KeepaliveConfig.for_detection(5)
+
+    def connect_timeouts(response: httpx.Response) -> Any:
+        return response.request.extensions["timeout"]["connect"]
+
+    with httpx.Client(transport=integrations.httpx_transport(cfg), timeout=None) as client:
+        assert connect_timeouts(client.get(origin.url)) == cfg.worst_case_detection == 5.0
+        mine = httpx.Timeout(None, connect=1.5)
+        assert connect_timeouts(client.get(origin.url, timeout=mine)) == 1.5  # kept
+
+    async def main() -> None:
+        transport = integrations.httpx_async_transport(cfg)
+        async with httpx.AsyncClient(transport=transport, timeout=None) as client:
+            assert connect_timeouts(await client.get(origin.url)) == 5.0
+
+    run(main())
+
+
 def test_httpx_through_a_proxy_drops_socket_options(
     origin: realservers.Http, proxy: realservers.Http
 ) -> None:
@@ -428,7 +450,7 @@ def test_redis_asyncio(redis_srv: realservers.Redis, cfg: KeepaliveConfig) -> No
 
     async def main() -> None:
         client = redis.asyncio.Redis(host=redis_srv.host, port=redis_srv.port,
-                                     **integrations.redis_kwargs(cfg))
+                                     **integrations.redis_kwargs(cfg, asyncio=True))
         try:
             assert await client.ping()
             assert_carries(redis_srv.port, cfg)
@@ -441,10 +463,24 @@ def test_redis_asyncio(redis_srv: realservers.Redis, cfg: KeepaliveConfig) -> No
 
 def test_redis_kwargs_shape() -> None:
     cfg = KeepaliveConfig(5, 2, 3, 11000)
-    kw = integrations.redis_kwargs(cfg)
+    kw = integrations.redis_kwargs(cfg, retries=None)
     assert kw == {"socket_keepalive": True, "socket_keepalive_options": {
         socket.TCP_KEEPIDLE: 5, socket.TCP_KEEPINTVL: 2, socket.TCP_KEEPCNT: 3,
-        socket.TCP_USER_TIMEOUT: 11000}}
+        socket.TCP_USER_TIMEOUT: 11000}, "socket_connect_timeout": 22.0}
+    assert cfg.worst_case_detection == 22.0  # the budget bounds the connect too
+    # Without a user timeout the idle detection time is the budget.
+    assert integrations.redis_kwargs(KeepaliveConfig(5, 2, 3), retries=None)[
+        "socket_connect_timeout"] == 11.0
+    import redis.asyncio.retry
+    import redis.retry
+
+    retry = integrations.redis_kwargs(cfg)["retry"]
+    assert isinstance(retry, redis.retry.Retry) and retry.get_retries() == 0
+    retry = integrations.redis_kwargs(cfg, retries=2, asyncio=True)["retry"]
+    assert isinstance(retry, redis.asyncio.retry.Retry) and retry.get_retries() == 2
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ValueError, match="retries"):
+            integrations.redis_kwargs(cfg, retries=bad)  # type: ignore[arg-type]  # on purpose
 
 
 # --- libpq: psycopg 3, psycopg2, SQLAlchemy
@@ -454,10 +490,14 @@ def test_libpq_kwargs_and_dsn_shape() -> None:
     cfg = KeepaliveConfig(9, 2, 4, 16000)
     assert integrations.libpq_kwargs(cfg) == {
         "keepalives": 1, "keepalives_idle": 9, "keepalives_interval": 2,
-        "keepalives_count": 4, "tcp_user_timeout": 16000}
+        "keepalives_count": 4, "connect_timeout": 33, "tcp_user_timeout": 16000}
+    assert cfg.worst_case_detection == 33.0  # the connect timeout is the budget
     assert integrations.libpq_dsn(cfg) == (
         "keepalives=1 keepalives_idle=9 keepalives_interval=2 keepalives_count=4 "
-        "tcp_user_timeout=16000")
+        "connect_timeout=33 tcp_user_timeout=16000")
+    # libpq's smallest connect_timeout is 2 s; whole seconds, rounded up
+    assert integrations.libpq_kwargs(KeepaliveConfig(1, 1, 1))["connect_timeout"] == 2
+    assert integrations.libpq_kwargs(KeepaliveConfig(1, 1, 1, 1500))["connect_timeout"] == 4
     assert "tcp_user_timeout" not in integrations.libpq_dsn(KeepaliveConfig(9, 2, 4))
 
 
@@ -467,9 +507,8 @@ def test_psycopg3_kwargs_and_dsn(pg: realservers.Postgres, cfg: KeepaliveConfig)
 
     no_client_sockets(pg.port)
     kwargs = integrations.libpq_kwargs(cfg)
-    # mypy matches a **dict[str, int] against each keyword connect() names (autocommit: bool,
-    # row_factory, ...); at run time these libpq parameters all go to its **kwargs.
-    with psycopg.connect(pg.dsn, **kwargs) as conn:  # type: ignore[arg-type]
+    # A TypedDict: mypy --strict checks this call as the user's code would be checked.
+    with psycopg.connect(pg.dsn, **kwargs) as conn:
         assert conn.execute("select 1").fetchone() == (1,)
         assert_carries(pg.port, cfg)
     no_client_sockets(pg.port)
@@ -487,9 +526,7 @@ def test_psycopg3_async(pg: realservers.Postgres) -> None:
 
     async def main() -> None:
         kwargs = integrations.libpq_kwargs(cfg)
-        # mypy matches a **dict[str, int] against each keyword connect() names (autocommit: bool,
-        # row_factory, ...); at run time these libpq parameters all go to its **kwargs.
-        conn = await psycopg.AsyncConnection.connect(pg.dsn, **kwargs)  # type: ignore[arg-type]
+        conn = await psycopg.AsyncConnection.connect(pg.dsn, **kwargs)
         async with conn:
             await conn.execute("select 1")
             assert_carries(pg.port, cfg)
@@ -504,8 +541,7 @@ def test_psycopg2(pg: realservers.Postgres, cfg: KeepaliveConfig) -> None:
 
     no_client_sockets(pg.port)
     kwargs = integrations.libpq_kwargs(cfg)
-    # As for psycopg: mypy matches the **dict[str, int] against connection_factory too.
-    conn = psycopg2.connect(pg.dsn, **kwargs)  # type: ignore[call-overload]
+    conn = psycopg2.connect(pg.dsn, **kwargs)
     try:
         with conn.cursor() as cur:
             cur.execute("select 1")

@@ -144,12 +144,39 @@ def test_for_detection_examples() -> None:
     assert KeepaliveConfig.for_detection(9.5).worst_case_detection == 9.5
     assert KeepaliveConfig.for_detection(10.9).worst_case_detection == 10.0  # whole seconds
     with pytest.raises(InvalidConfigError, match="seconds=7"):
-        KeepaliveConfig.for_detection(7)  # 3 probes and their user timeout need > 7 s
+        KeepaliveConfig.for_detection(7, count=3)  # 3 probes and their user timeout need > 7 s
     assert KeepaliveConfig.for_detection(3, count=1) == KeepaliveConfig(1, 1, 1, 1000)
     with pytest.raises(TypeError):
         KeepaliveConfig.for_detection("30")  # type: ignore[arg-type]  # wrong type on purpose
     with pytest.raises(InvalidConfigError):
         KeepaliveConfig.for_detection(float("nan"))
+
+
+@pytest.mark.parametrize(("seconds", "probes"), [
+    (3, 1), (4, 1), (5, 1), (5.9, 2), (6, 2), (7, 2), (7.001, 3), (7.5, 3), (10, 3), (30, 3),
+    (3600, 3)])
+def test_for_detection_without_count_uses_as_many_probes_as_fit(
+        seconds: float, probes: int) -> None:
+    c = KeepaliveConfig.for_detection(seconds)
+    assert c.count == c.probes == probes
+    assert c == KeepaliveConfig.for_detection(seconds, count=probes)
+    worst = c.worst_case_detection
+    assert worst is not None and seconds - 1 - 1e-9 < worst <= seconds
+    if probes < 3:  # one more probe does not fit: given explicitly, it is refused as before
+        with pytest.raises(InvalidConfigError, match=f"count={probes + 1}"):
+            KeepaliveConfig.for_detection(seconds, count=probes + 1)
+
+
+def test_for_detection_five_seconds() -> None:
+    c = KeepaliveConfig.for_detection(5)
+    assert c == KeepaliveConfig(2, 1, 1, 2000)
+    assert (c.detection_time, c.worst_case_detection) == (3, 5.0)
+    with pytest.raises(InvalidConfigError, match="seconds=2"):
+        KeepaliveConfig.for_detection(2)  # not even one probe and its user timeout
+    # the user timeout chooses among the counts too; too long a one is still refused
+    assert KeepaliveConfig.for_detection(10, user_timeout=3).probes == 2
+    with pytest.raises(InvalidConfigError, match="user_timeout=6"):
+        KeepaliveConfig.for_detection(10, user_timeout=6)
 
 
 def test_for_detection_user_timeout_chooses_another_split() -> None:
@@ -643,7 +670,7 @@ def test_the_smallest_budget_the_error_names_is_accepted() -> None:
     from pysockopt import InvalidConfigError, KeepaliveConfig
 
     with pytest.raises(InvalidConfigError) as info:
-        KeepaliveConfig.for_detection(7)
+        KeepaliveConfig.for_detection(7, count=3)
     assert "7.001" in str(info.value)
     cfg = KeepaliveConfig.for_detection(7.001)  # 7.001 * 1000 is 7000.999... in floats
     assert cfg.worst_case_detection is not None and cfg.worst_case_detection <= 7.001

@@ -37,8 +37,13 @@ def _probes(text: str) -> int:
     return value
 
 
-def _in_options(err: InvalidConfigError, seconds: float, probes: int) -> str:
+def _in_options(err: InvalidConfigError, seconds: float, probes: int | None) -> str:
     """Say a for_detection() refusal with the options: ``--detect 2: must be at least ...``."""
+    if err.field == "user_timeout":
+        allowed = err.allowed.split(" for ")[0]
+        return f"--user-timeout: must be {allowed} for --detect {seconds:g}"
+    if probes is None:  # as many as fit: the refusal is for the fewest, one
+        probes = 1
     why = str(err).partition(f"allowed: {err.allowed}")[2].lstrip(": ")
     allowed = err.allowed.split(" for ")[0]
     if err.field == "count":
@@ -52,7 +57,9 @@ def _keepalive_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect", action=checked(_seconds), metavar="SECONDS",
                    help="print a config that declares a silent peer dead within SECONDS")
     p.add_argument("--count", action=checked(_probes), metavar="N",
-                   help="keepalive probes for --detect (default: 3)")
+                   help="keepalive probes for --detect (default: as many as fit, up to 3)")
+    p.add_argument("--user-timeout", action=checked(_seconds), metavar="SECONDS",
+                   help="TCP_USER_TIMEOUT for --detect (default: half the budget)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _live_args(p)
 
@@ -63,12 +70,15 @@ def _keepalive_args(p: argparse.ArgumentParser) -> None:
 def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
     if args.count is not None and args.detect is None:
         raise UsageError("--count needs --detect SECONDS (it is the probes in that budget)")
+    if args.user_timeout is not None and args.detect is None:
+        raise UsageError("--user-timeout needs --detect SECONDS (it is part of that budget)")
     if args.pid is not None or args.apply or args.state or args.port is not None:
         return _live(args, out)
     if args.detect is not None:
-        probes = 3 if args.count is None else args.count
+        probes = args.count
         try:
-            config = KeepaliveConfig.for_detection(args.detect, count=probes)
+            config = KeepaliveConfig.for_detection(args.detect, count=probes,
+                                                   user_timeout=args.user_timeout)
         except InvalidConfigError as err:
             raise UsageError(_in_options(err, args.detect, probes)) from err
         if args.json:
@@ -92,7 +102,9 @@ def _keepalive(args: argparse.Namespace, out: TextIO) -> int:
             f" {duration(config.worst_case_detection or 0)} whatever is written\n\n"
             "Use it:\n"
             f"  config = pysockopt.KeepaliveConfig.for_detection({args.detect:g}"
-            + (f", count={probes}" if probes != 3 else "") + ")\n"
+            + (f", count={probes}" if probes is not None else "")
+            + (f", user_timeout={args.user_timeout:g}" if args.user_timeout is not None else "")
+            + ")\n"
             "  pysockopt.apply_keepalive(sock, config)      # any TCP socket; on a listener once,\n"
             "                                               # accepted sockets inherit it\n"
             "  config.socket_options()                      # urllib3 / requests / redis-py\n"
@@ -172,9 +184,10 @@ def _live(args: argparse.Namespace, out: TextIO) -> int:
                 out.write("\n")
             out.write(audit.summary() + "\n")
         return EXIT_FOUND if audit.without_keepalive else EXIT_OK
-    probes = 3 if args.count is None else args.count
+    probes = args.count
     try:
-        config = KeepaliveConfig.for_detection(args.detect, count=probes)
+        config = KeepaliveConfig.for_detection(args.detect, count=probes,
+                                               user_timeout=args.user_timeout)
     except InvalidConfigError as err:
         raise UsageError(_in_options(err, args.detect, probes)) from err
     with log_to_stderr("keepalive"):
