@@ -297,3 +297,17 @@ def test_a_full_disk_is_exit_2_without_pythonunbuffered(args: tuple[str, ...]) -
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "cannot write the output: No space left on device" in r.stderr
     assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("query", ["99999", "EFOO"])
+def test_an_unknown_errno_number_or_name_follows_one_rule(query: str) -> None:
+    # Issue 19 item 11: an unknown number was explained on stdout (status 2) while an unknown
+    # name was an error on stderr. One rule for both: stderr, status 2, nothing on stdout;
+    # --json still gives its record (known: false) on stdout.
+    status, out, err = _run("errno", query)
+    assert status == 2 and out == "", out
+    assert err.startswith("pysockopt errno: ") and query in err and err.count("\n") == 1, err
+    status, out, err = _run("errno", query, "--json")
+    assert status == 2 and json.loads(out)["known"] is False and query in err
+    status, out, err = _run("errno", "104", query)
+    assert status == 2 and out.startswith("ECONNRESET (104)") and query not in out

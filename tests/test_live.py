@@ -873,3 +873,39 @@ def test_destroy_request_refuses_what_would_not_name_one_socket(fields: dict[str
                                                                 code: int) -> None:
     n, _ = _request_bytes(**fields)
     assert n == -code
+
+
+# --- issue 19 item 11: each per-socket line once, refusals in the command line's words
+
+
+@pytest.mark.root
+def test_apply_and_kill_show_each_socket_once(pair: NetnsPair) -> None:
+    with child_in(pair.a) as child:
+        lst = child.call("listen", host=pair.addr_a)
+        held = child.call("connect", host=pair.addr_a, port=lst["port"], n=2)
+        child.call("accept", fd=lst["fd"], n=2)
+        res = _cli("keepalive", "--pid", str(child.pid), "--port", str(lst["port"]),
+                   "--state", "established", "--detect", str(CONFIG_DETECT), "--apply")
+        assert res.returncode == 0, res.stderr
+        both = res.stdout + res.stderr
+        for h in held:
+            line = f"pid {child.pid} fd {h['fd']} ESTABLISHED"
+            assert both.count(line) == 1, both  # on stdout, not echoed on stderr
+            assert line in res.stdout
+        res = _cli("kill", "--port", str(lst["port"]), "--state", "established", "--yes",
+                   netns=pair.a)
+        assert res.returncode == 0, res.stderr
+        for h in held:
+            local = f"{h['local'][0]}:{h['local'][1]}"
+            assert (res.stdout + res.stderr).count(local) == 2, res  # its row and its peer's
+            assert res.stdout.count(local) == 2
+
+
+def test_kill_refusals_speak_in_flags_only() -> None:
+    res = _cli("kill")
+    assert res.returncode == 2 and "--state" in res.stderr and "--idle-over" in res.stderr
+    for python_word in ("idle_over", "states,", "include_listeners"):
+        assert python_word not in res.stderr, res.stderr
+    res = _cli("kill", "--state", "listen")
+    assert res.returncode == 2 and "--include-listeners" in res.stderr
+    assert "include_listeners" not in res.stderr, res.stderr

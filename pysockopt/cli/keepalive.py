@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 from typing import TextIO
 
@@ -177,7 +178,9 @@ def _live(args: argparse.Namespace, out: TextIO) -> int:
         config = KeepaliveConfig.for_detection(args.detect, count=probes)
     except InvalidConfigError as err:
         raise UsageError(_in_options(err, args.detect, probes)) from err
-    with log_to_stderr("keepalive"):
+    # Each socket's line once: on stdout for people; with --json, stdout is the machine's
+    # and the lines show on stderr as they happen.
+    with log_to_stderr("keepalive") if args.json else contextlib.nullcontext():
         changes = apply_keepalive_to_process(args.pid, config, port=args.port,
                                              states=args.state, dry_run=not args.apply)
     if args.json:

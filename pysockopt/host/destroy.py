@@ -123,7 +123,7 @@ def destroy_candidates(
     if states is None and port is None and remote is None and pid is None and idle_over is None:
         raise ValueError(
             "refusing to select every socket: give at least one filter (states, port, "
-            "remote, pid, idle_over; --state, --port, --remote, --pid, --idle-over)")
+            "remote, pid or idle_over)")
     wanted: set[TcpState] | None = None
     if states is not None:
         wanted = ({parse_state(states)} if isinstance(states, (int, str))
@@ -131,7 +131,7 @@ def destroy_candidates(
         if TcpState.LISTEN in wanted and not include_listeners:
             raise ValueError(
                 "refusing LISTEN sockets: destroying a listener stops the service accepting "
-                "connections; pass include_listeners=True (--include-listeners) to mean it")
+                "connections; pass include_listeners=True to mean it")
         if TcpState.NEW_SYN_RECV in wanted:
             wanted.add(TcpState.SYN_RECV)
     if isinstance(remote, str):
