@@ -35,6 +35,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from . import _host
+from ._format import label
 from ._native import ffi, lib
 from ._sock import os_error
 from .errors import InvalidConfigError
@@ -514,6 +515,10 @@ def _groups(tally: object, top: int, threshold: float) -> list[TimeWaitGroup]:
     return out
 
 
+#: The owner labels that are not a command name: a process may call itself either.
+_BUCKETS: Final = frozenset({"other", "unknown"})
+
+
 def _owners(close_wait: Sequence[Connection], top: int) -> dict[str, int]:
     """CLOSE_WAIT sockets per owning command name: top ``top``, then other and unknown."""
     found = processes_of(c.inode for c in close_wait if c.inode)
@@ -524,7 +529,7 @@ def _owners(close_wait: Sequence[Connection], top: int) -> dict[str, int]:
         if procs:
             # A socket held by several processes (inherited across fork) counts once, for
             # the first command name in sort order: the same owner every scrape.
-            by_command[min(p.command for p in procs)] += 1
+            by_command[label(min(p.command for p in procs), _BUCKETS.__contains__)] += 1
         else:
             unknown += 1
     out: dict[str, int] = {}
@@ -688,8 +693,8 @@ class SocketCollector:
                 if self._all:
                     c = ns.container if ns is not None else None
                     fams["pysockopt_netns_info"].add_metric(
-                        [prefix[0], c.runtime if c else "", c.id if c else "",
-                         (c.name or "") if c else ""], 1)
+                        [prefix[0], label(c.runtime) if c else "", label(c.id) if c else "",
+                         label(c.name or "") if c else ""], 1)
             fams["pysockopt_scrape_duration_seconds"].add_metric([], seconds)
             fams["pysockopt_scrape_errors_total"].add_metric([], errors)
         for m in METRICS:
@@ -706,8 +711,17 @@ def _entering(netns: NetnsArg) -> str:
     return f"network namespace {netns}"
 
 
+#: The label of a namespace without a name; a name spelled so gets its first byte escaped.
+_UNNAMED: Final = re.compile(r"inode \d+")
+
+
 def _netns_label(ns: NetNamespace | None) -> str:
-    return ns.label if ns is not None else current_namespace().label
+    # Unique by construction: an ip netns name is never taken for another namespace's
+    # "inode N", and undecodable bytes are \xNN (prometheus_client needs valid UTF-8).
+    ns = ns if ns is not None else current_namespace()
+    if ns.name is None:
+        return ns.label
+    return label(ns.name, lambda text: _UNNAMED.fullmatch(text) is not None)
 
 
 def _fill(fams: Mapping[str, object], scan: _Scan, options: _Options,

@@ -78,7 +78,7 @@ def _errno(args: argparse.Namespace, out: TextIO) -> int:
         elif infos:
             table(out, ["code", "name", "aliases", "category", "message"], _errno_rows(infos))
         else:
-            out.write(f"no errno matches {printable(repr(args.search.strip()))}\n")
+            out.write(printable(f"no errno matches '{args.search.strip()}'") + "\n")
         return EXIT_OK if infos or args.list else EXIT_FOUND
     if not args.query:
         raise UsageError("give an errno number or name, --search TEXT or --list")

@@ -259,7 +259,7 @@ def container_of_pid(pid: int) -> Container | None:
     config.v2.json, the pod's /var/log/pods directory), never from a daemon.
     """
     try:
-        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="surrogateescape") as f:
             text = f.read()
     except OSError:  # exited, or no cgroups here
         return None
