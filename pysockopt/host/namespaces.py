@@ -415,25 +415,30 @@ def current_namespace() -> NetNamespace:
 
 
 def _mount_points() -> dict[int, str]:
-    """Inode -> mount point of every nsfs bind mount of a network namespace we can see."""
+    """Inode -> mount point of every nsfs bind mount of a network namespace we can see.
+
+    The path is the mount point's bytes (kept as os.fsdecode keeps them), so it opens.
+    """
     found: dict[int, str] = {}
     try:
-        with open("/proc/thread-self/mountinfo", encoding="utf-8", errors="replace") as f:
+        with open("/proc/thread-self/mountinfo", "rb") as f:
             lines = f.read().splitlines()
     except OSError:
         return found
     for line in lines:
-        fields = line.split()
+        fields = line.split(b" ")  # one space between fields; other whitespace is in names
         try:
-            fstype = fields[fields.index("-") + 1]
+            fstype = fields[fields.index(b"-") + 1]
         except (ValueError, IndexError):
             continue
-        root = fields[3] if len(fields) > 4 else ""
-        if fstype == "nsfs" and root.startswith("net:[") and root.endswith("]"):
-            # mountinfo writes space, tab, newline and backslash as octal escapes.
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        root = fields[3] if len(fields) > 4 else b""
+        if fstype == b"nsfs" and root.startswith(b"net:[") and root.endswith(b"]"):
+            # mountinfo writes space, tab, newline and backslash as octal escapes; any
+            # other byte (0xfe included) is as it is.
+            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8) & 0xFF]),
+                           fields[4])
             with contextlib.suppress(ValueError):
-                found.setdefault(int(root[5:-1]), point)
+                found.setdefault(int(root[5:-1]), os.fsdecode(point))
     return found
 
 
@@ -540,7 +545,7 @@ def _candidates(netns: NetNamespace | str | os.PathLike[str] | int) -> tuple[lis
             return [text], f"network namespace {text}"
         if text in (".", ".."):
             raise InvalidConfigError("netns", netns, "an ip netns name (see ip netns list)")
-        return [f"{_RUN_NETNS}/{text}"], f"network namespace {text!r}"
+        return [f"{_RUN_NETNS}/{text}"], f"network namespace '{text}'"
     raise TypeError("netns must be a NetNamespace, an ip netns name, a path or a pid, not "
                     f"{type(netns).__name__}")
 
@@ -602,6 +607,20 @@ def _refused(err: OSError, what: str) -> NetnsPermissionError:
         "ptrace")
 
 
+def _not_ready(path: str, mode: int, what: str) -> None:
+    """Raise FileNotFoundError for an ``ip netns`` name that is a plain file, not a mount.
+
+    ``ip netns add`` creates the file and then mounts the namespace on it; ``ip netns del``
+    unmounts it and then removes it: meanwhile the name is a plain empty file. That is a
+    namespace not there (yet, or any more), not a wrong value.
+    """
+    if stat.S_ISREG(mode) and os.path.dirname(path) == _RUN_NETNS:
+        raise FileNotFoundError(
+            errno.ENOENT, f"{what} is not ready or has vanished: {path} is a plain file with "
+                          "no namespace mounted on it (ip netns add or del in progress, or "
+                          "left behind)")
+
+
 def _open(netns: NetNamespace | str | os.PathLike[str] | int) -> tuple[int, str]:
     """Open ``netns``; return (descriptor, its name for messages). The caller closes it.
 
@@ -622,6 +641,7 @@ def _open(netns: NetNamespace | str | os.PathLike[str] | int) -> tuple[int, str]
             continue
         if st.st_dev != nsfs:
             if expected is None:
+                _not_ready(path, st.st_mode, what)
                 raise NotANetnsError(path, _file_kind(st.st_mode))
             continue  # the name now holds something else: that namespace is gone
         if expected is not None and st.st_ino != expected:
@@ -654,7 +674,7 @@ def _open(netns: NetNamespace | str | os.PathLike[str] | int) -> tuple[int, str]
         raise ProcessLookupError(errno.ESRCH, f"no process {netns}: {what} cannot be found")
     if "/" in os.fspath(netns):
         raise FileNotFoundError(errno.ENOENT, f"{what}: no such file")
-    raise FileNotFoundError(errno.ENOENT, f"no network namespace named {os.fspath(netns)!r} "
+    raise FileNotFoundError(errno.ENOENT, f"no network namespace named '{os.fspath(netns)}' "
                                           f"in {_RUN_NETNS} (ip netns list shows the names)")
 
 
