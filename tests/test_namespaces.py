@@ -1064,3 +1064,26 @@ def test_a_name_that_is_still_a_plain_file_is_not_ready_not_invalid() -> None:
             pysockopt.state_counts(netns=path)
     finally:
         os.unlink(path)
+
+
+def test_first_and_last_line_give_one_count_in_one_wording() -> None:
+    # Issue 19 item 10: the first line counted only the setns refusals ("3 could not be
+    # entered") and the last every refusal ("5 could not be entered").
+    from pysockopt.cli.netns import Grouped
+
+    ns = nsmod.current_namespace()
+    checks = ["setns", "setns", "setns", "ptrace", "open"]
+    skipped = [nsmod.NetnsSkipped(ns, "permission", "refused", c) for c in checks]
+    results: nsmod.NetnsResults[int] = nsmod.NetnsResults((), tuple(skipped), 0)
+    grouped: Grouped[int] = Grouped([], skipped, list(results.notes), results.complete,
+                                    len(results.refused), 0)
+    out = io.StringIO()
+    pysockopt.cli.netns.write_notes(out, grouped)
+    pysockopt.cli.netns.write_incomplete(out, grouped)
+    lines = out.getvalue().splitlines()
+    head = "5 network namespace(s) could not be entered"
+    assert lines[0].startswith(f"Not looked at: {head}"), lines
+    assert lines[-1].startswith(f"Incomplete: {head}"), lines
+    assert sum(head in line for line in lines) == 2 and "3 network" not in out.getvalue()
+    assert len(results.notes) == 1 and "3: setns" in results.notes[0]
+    assert "1: " in results.notes[0] and "ptrace" in results.notes[0]

@@ -833,30 +833,34 @@ class NetnsSkipped:
 
 
 def refusal_notes(checks: Iterable[str | None]) -> list[str]:
-    """Say how many namespaces each check refused: one note per check, the count first.
+    """Say how many namespaces could not be entered, and why: one note, the count first.
 
     ``checks``: the ``check`` of each refused namespace (NetnsSkipped, NetnsPermissionError).
+    The note starts with the one count every output repeats ("5 network namespace(s) could
+    not be entered"), then each refusal with its own count when there are several kinds.
+    Empty when nothing was refused.
     """
     tally: dict[str | None, int] = {}
     for check in checks:
         tally[check] = tally.get(check, 0) + 1
+    if not tally:
+        return []
     root = os.geteuid() == 0
-    notes = []
+    whys = []
     for check, n in tally.items():
         if check == "ptrace":
-            why = ("could not be opened even as root: the ptrace access check on their "
-                   "/proc/PID/ns/net refused (a security module, or processes of another user "
-                   "namespace)" if root else
-                   "could not be opened: another user's /proc/PID/ns/net needs root or "
-                   "CAP_SYS_PTRACE")
+            why = ("opening their /proc/PID/ns/net was refused even as root by the ptrace "
+                   "access check (a security module, or processes of another user namespace)"
+                   if root else
+                   "another user's /proc/PID/ns/net needs root or CAP_SYS_PTRACE")
         elif check == "open":
-            why = "could not be opened: their file's permissions refused it"
+            why = "their file's permissions refused opening it"
         else:
-            why = ("could not be entered: setns needs CAP_SYS_ADMIN over their user "
-                   "namespace, which this process lacks even as root" if root else
-                   "could not be entered: that needs CAP_SYS_ADMIN (run as root)")
-        notes.append(f"{n} network namespace(s) {why}")
-    return notes
+            why = ("setns needs CAP_SYS_ADMIN over their user namespace, which this process "
+                   "lacks even as root" if root else "that needs CAP_SYS_ADMIN (run as root)")
+        whys.append(why if len(tally) == 1 else f"{n}: {why}")
+    total = sum(tally.values())
+    return [f"{total} network namespace(s) could not be entered: {'; '.join(whys)}"]
 
 
 @dataclass(frozen=True, slots=True)
