@@ -909,3 +909,19 @@ def test_kill_refusals_speak_in_flags_only() -> None:
     res = _cli("kill", "--state", "listen")
     assert res.returncode == 2 and "--include-listeners" in res.stderr
     assert "include_listeners" not in res.stderr, res.stderr
+
+
+def test_destroy_answers_an_impossible_cookie_per_entry() -> None:
+    # Issue 19 item 8: a hand-made record with cookie >= 2**64 raised OverflowError for the
+    # whole batch; the other entries must still get their own answer.
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        conn = next(c for c in connections(states=["LISTEN"], port=listener.getsockname()[1]))
+        gone = conn._replace(local_port=1, cookie=conn.cookie)  # no such socket: ENOENT
+        results = pysockopt.destroy([conn._replace(cookie=2**64), gone,
+                                     conn._replace(cookie=-1)])
+        assert [r.errno if r is not None else None for r in results] == [
+            errno.EINVAL, errno.ENOENT, errno.EINVAL]
+        assert "cookie" in str(results[0]) and listener.getsockname()
+    finally:
+        listener.close()

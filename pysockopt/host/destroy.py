@@ -190,9 +190,10 @@ def _error(code: int, conn: Connection) -> OSError:
 
 
 def _cookie(conn: Connection) -> int | None:
-    # The record's socket cookie from sock_diag; 0 where the source has none (/proc).
+    # The record's socket cookie from sock_diag; 0 where the source has none (/proc). The
+    # kernel's is 64 bits: anything else (a hand-made record) names no socket.
     value = conn.cookie
-    return value if isinstance(value, int) and value > 0 else None
+    return value if isinstance(value, int) and 0 < value < 1 << 64 else None
 
 
 def _request(req: object, conn: Connection, cookie: int) -> None:
@@ -233,7 +234,8 @@ def destroy(conns: Sequence[Connection] | Iterable[Connection]) -> list[OSError 
             results[i] = OSError(
                 errno.EINVAL, f"{os.strerror(errno.EINVAL)}: {conn.state.label} {conn.local} "
                 f"{conn.remote}: the record carries no socket cookie (from /proc, or an older "
-                "build), so the socket cannot be named exactly: not destroyed")
+                "build) or one out of the kernel's 64-bit range, so the socket cannot be "
+                "named exactly: not destroyed")
         else:
             send.append(i)
     # One batch per network namespace: the netlink socket must be made inside the sockets'
