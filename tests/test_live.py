@@ -15,6 +15,7 @@ import errno
 import io
 import json
 import os
+import pathlib
 import socket
 import struct
 import subprocess
@@ -925,3 +926,127 @@ def test_destroy_answers_an_impossible_cookie_per_entry() -> None:
         assert "cookie" in str(results[0]) and listener.getsockname()
     finally:
         listener.close()
+
+
+# --- issue 19 items 3 and 4: a process that is exiting, a pid reused
+
+
+def _holder_of(pairs: int, name: bytes = b"") -> tuple[int, int]:
+    """Fork a process holding ``pairs`` loopback connections (both ends); return (pid, port)."""
+    srv = socket.create_server(("127.0.0.1", 0), backlog=pairs + 8)
+    port = srv.getsockname()[1]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            if name:
+                ctypes.CDLL(None).prctl(15, name, 0, 0, 0)  # PR_SET_NAME
+            keep = []
+            for _ in range(pairs):
+                c = socket.create_connection(("127.0.0.1", port))
+                a, _ = srv.accept()
+                keep += [c, a]
+            os.write(w, b"r")
+            time.sleep(600)
+        finally:
+            os._exit(0)
+    os.close(w)
+    assert os.read(r, 1) == b"r"
+    os.close(r)
+    srv.close()
+    return pid, port
+
+
+@pytest.mark.root
+def test_a_process_killed_before_its_audit_is_never_an_empty_healthy_one(pair: NetnsPair) -> None:
+    # Issue 19 item 3: /proc/PID/fd is empty while the kernel closes a killed process's
+    # descriptors, before its pidfd says it exited: the audit said "0 connections" (rc 0)
+    # and apply returned [].
+    outcomes = []
+
+    def rounds() -> None:
+        for n in range(6):
+            pid, _ = _holder_of(1500)
+            os.kill(pid, 9)
+            try:
+                if n % 2:
+                    changes = pysockopt.apply_keepalive_to_process(
+                        pid, pysockopt.KeepaliveConfig.for_detection(10))
+                    outcomes.append(f"apply returned {len(changes)} results")
+                else:
+                    audit = audit_process(pid)
+                    outcomes.append(f"audit returned {len(audit.sockets)} sockets")
+            except ProcessLookupError as err:
+                assert str(pid) in str(err)
+                outcomes.append("ProcessLookupError")
+            finally:
+                os.waitpid(pid, 0)
+
+    from netns import run_in_netns
+    run_in_netns(pair.a, rounds)
+    assert outcomes == ["ProcessLookupError"] * 6, outcomes
+
+
+@pytest.mark.root
+def test_the_audited_process_is_named_as_it_was_when_pinned(pair: NetnsPair) -> None:
+    # Issue 19 item 4: the name was read from /proc/PID/comm after the audit, so a pid
+    # reused meanwhile put another process's name on the report. The name is read when the
+    # pidfd pins the process; a rename afterwards (as a new process would have) is not seen.
+    from netns import run_in_netns
+
+    def check() -> None:
+        to_child, from_child = os.pipe(), os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                libc = ctypes.CDLL(None)
+                libc.prctl(15, b"victim", 0, 0, 0)  # PR_SET_NAME
+                os.write(from_child[1], b"r")
+                os.read(to_child[0], 1)
+                libc.prctl(15, b"impostor", 0, 0, 0)
+                os.write(from_child[1], b"r")
+                time.sleep(600)
+            finally:
+                os._exit(0)
+        try:
+            assert os.read(from_child[0], 1) == b"r"
+            with _Target(pid) as target:
+                os.write(to_child[1], b"x")
+                assert os.read(from_child[0], 1) == b"r"
+                assert pathlib.Path(f"/proc/{pid}/comm").read_text().strip() == "impostor"
+                assert target.command() == "victim"
+        finally:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            for fd in (*to_child, *from_child):
+                os.close(fd)
+
+    run_in_netns(pair.a, check)
+
+
+@pytest.mark.root
+def test_a_process_whose_main_thread_exited_is_audited_through_another(pair: NetnsPair) -> None:
+    # The other side of item 3: a main thread that called pthread_exit leaves /proc/PID/fd
+    # empty and /proc/PID/stat a zombie, yet the process runs and holds its sockets.
+    textwrap_child = (
+        "import ctypes, os, socket, sys, threading, time\n"
+        "srv = socket.create_server(('127.0.0.1', 0))\n"
+        "c = socket.create_connection(srv.getsockname()); a, _ = srv.accept()\n"
+        "threading.Thread(target=time.sleep, args=(600,)).start()\n"
+        "print('r', flush=True)\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n")
+    proc = subprocess.Popen(["ip", "netns", "exec", pair.a, sys.executable, "-c",
+                             textwrap_child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "r"
+        for _ in range(200):
+            with open(f"/proc/{proc.pid}/stat", "rb") as f:
+                if f.read().rpartition(b")")[2].split()[0] == b"Z":
+                    break
+            time.sleep(0.02)
+        assert os.listdir(f"/proc/{proc.pid}/fd") == []
+        audit = audit_process(proc.pid)
+        assert len(audit.listeners) == 1 and len(audit.connections) == 2, audit.summary()
+    finally:
+        proc.kill()
+        proc.wait()

@@ -66,6 +66,8 @@ FROM_PIDFD: Final = "pidfd_getfd"
 FROM_TIMER: Final = "timer"
 
 _SOCKET_LINK: Final = "socket:["
+#: PF_EXITING in /proc/PID/stat's flags (include/linux/sched.h): do_exit has begun.
+_PF_EXITING: Final = 0x4
 
 
 # --- the process
@@ -107,6 +109,14 @@ class _Target:
                               "process id (Tgid in /proc/PID/status)")
             raise _explain(err, pid, "pidfd_open")
         self.pidfd = rc
+        try:
+            # Who it is, read while the pidfd pins it: checked alive just after, so the name
+            # is never that of a process that took the pid later.
+            self._command = self._read_command()
+            self.check_running("pidfd_open")
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self.pidfd >= 0:
@@ -125,9 +135,55 @@ class _Target:
         p.register(self.pidfd, select.POLLIN)
         return not p.poll(0)
 
+    def _exiting(self, tid: int | None = None) -> bool:
+        """Return True when the process (or its thread ``tid``) has begun to exit, or is gone.
+
+        A killed process's descriptors are closed (its /proc/PID/fd empties) before its
+        pidfd says it exited: PF_EXITING in /proc/PID/stat's flags is set before that.
+        """
+        where = f"/proc/{self.pid}" + (f"/task/{tid}" if tid is not None else "")
+        try:
+            with open(f"{where}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()
+        except OSError:
+            return True
+        try:
+            return fields[0] in (b"Z", b"X") or bool(int(fields[6]) & _PF_EXITING)
+        except (IndexError, ValueError):
+            return True
+
+    def proc_dir(self) -> str | None:
+        """Return the /proc directory of its descriptors and namespace; None when exiting.
+
+        Normally /proc/PID. A main thread that called pthread_exit leaves the process
+        running with an empty /proc/PID/fd and no /proc/PID/ns: a thread that runs is read
+        instead (/proc/PID/task/TID). None when every thread is exiting.
+        """
+        if not self._exiting():
+            return f"/proc/{self.pid}"
+        try:
+            tids = sorted(int(t) for t in os.listdir(f"/proc/{self.pid}/task"))
+        except (OSError, ValueError):
+            return None
+        for tid in tids:
+            if tid != self.pid and not self._exiting(tid):
+                return f"/proc/{self.pid}/task/{tid}"
+        return None
+
+    def check_running(self, during: str) -> None:
+        """Raise ProcessLookupError unless the pinned process runs and is not exiting.
+
+        /proc/PID is read first and the pidfd asked after: a pid freed and reused meanwhile
+        fails the second test, so what /proc said was about our process.
+        """
+        if self.proc_dir() is None or not self.alive():
+            raise ProcessLookupError(
+                errno.ESRCH, f"pid {self.pid} exited or is exiting ({during}): nothing of it "
+                             "is reported, its sockets are being closed by the kernel")
+
     def socket_fds(self) -> dict[int, list[int]]:
         """Map socket inode -> the process's descriptors for it, from /proc/PID/fd."""
-        fd_dir = f"/proc/{self.pid}/fd"
+        fd_dir = (self.proc_dir() or f"/proc/{self.pid}") + "/fd"
         try:
             names = os.listdir(fd_dir)
         except PermissionError as err:
@@ -143,10 +199,10 @@ class _Target:
                 continue
             if link.startswith(_SOCKET_LINK) and link.endswith("]"):
                 found.setdefault(int(link[len(_SOCKET_LINK):-1]), []).append(int(name))
-        # The listing is the process's only if the pidfd still names a live process: a pid
-        # freed and reused during the walk would show someone else's descriptors.
-        if not self.alive():
-            raise ProcessLookupError(errno.ESRCH, f"pid {self.pid} exited during the listing")
+        # The listing is the process's only if the pidfd still names a live process that
+        # had not begun to exit (its descriptors are closed then): a pid freed and reused
+        # during the walk would show someone else's descriptors.
+        self.check_running(f"listing {fd_dir}")
         for fds in found.values():
             fds.sort()
         return found
@@ -171,35 +227,46 @@ class _Target:
             dup.close()
 
     def command(self) -> str:
+        """Return the process's name, as read when the pidfd pinned it."""
+        return self._command
+
+    def _read_command(self) -> str:
         try:
-            with open(f"/proc/{self.pid}/comm", encoding="utf-8", errors="replace") as f:
-                return f.read().strip()
+            with open(f"/proc/{self.pid}/comm", encoding="utf-8",
+                      errors="surrogateescape") as f:
+                return f.read().rstrip("\n")
         except OSError:
             return "?"
 
 
-def _same_netns(pid: int) -> bool:
+def _same_netns(pid: int, where: str | None = None) -> bool:
     try:
-        theirs = os.stat(f"/proc/{pid}/ns/net").st_ino
+        theirs = os.stat(f"{where or f'/proc/{pid}'}/ns/net").st_ino
         ours = os.stat("/proc/thread-self/ns/net").st_ino
     except OSError:
         return True  # cannot tell: our own namespace is the best guess (and sock_diag's)
     return theirs == ours
 
 
-def _records(pid: int, port: int | None) -> tuple[list[Connection], str]:
-    """Return the socket records of ``pid``'s network namespace, and where they came from."""
-    if _same_netns(pid):
+def _records(pid: int, port: int | None,
+             where: str | None = None) -> tuple[list[Connection], str]:
+    """Return the socket records of ``pid``'s network namespace, and where they came from.
+
+    ``where``: the /proc directory to read it through (a thread's, when the main one exited).
+    """
+    where = where or f"/proc/{pid}"
+    if _same_netns(pid, where):
         return connections(port=port), "sock_diag"
     # Another namespace (a container): dump it from a native thread that enters it, which
     # needs CAP_SYS_ADMIN; without, its /proc/PID/net/tcp* shows the same sockets (no tcp_info).
     try:
-        return connections(port=port, netns=pid), "sock_diag"
+        return connections(port=port, netns=pid if where == f"/proc/{pid}"
+                           else f"{where}/ns/net"), "sock_diag"
     except NetnsPermissionError:
         pass
     records: list[Connection] = []
     for family, name in ((socket.AF_INET, "tcp"), (socket.AF_INET6, "tcp6")):
-        path = f"/proc/{pid}/net/{name}"
+        path = f"{where}/net/{name}"
         try:
             with open(path, "rb") as f:
                 text = f.read()
@@ -295,7 +362,7 @@ class ProcessSocket:
 
 def _audit(target: _Target, port: int | None, mask: int) -> list[ProcessSocket]:
     fds = target.socket_fds()
-    records, source = _records(target.pid, port)
+    records, source = _records(target.pid, port, target.proc_dir())
     out: list[ProcessSocket] = []
     for conn in records:
         held = fds.get(conn.inode) if conn.inode else None
@@ -311,6 +378,9 @@ def _audit(target: _Target, port: int | None, mask: int) -> list[ProcessSocket]:
             error = err
         out.append(ProcessSocket(target.pid, fd, conn, settings, error, source))
     out.sort(key=lambda s: s.fd)
+    # Rows of a process that died meanwhile are stale (and the reads may have failed as it
+    # closed them): say it exited rather than report what it no longer holds.
+    target.check_running("during the audit")
     return out
 
 
@@ -556,4 +626,6 @@ def apply_keepalive_to_process(
                 change = KeepaliveChange(sock, config, None, err)
             log.info("%s", change.describe())
             results.append(change)
+        if not dry_run and results:
+            target.check_running(f"during the apply, after {len(results)} socket(s) were tried")
     return results
