@@ -42,6 +42,7 @@ from .errors import InvalidConfigError
 from .host.connections import Connection, NativeDump, Timer, native_dump, processes_of
 from .host.diagnosis import FACT_SYSCTLS, facts_from
 from .host.model import Finding, HostFacts, Thresholds
+from .host.monotonic import Carried
 from .host.namespaces import (
     NetNamespace,
     NetnsArg,
@@ -179,7 +180,9 @@ def _table() -> tuple[Metric, ...]:
                "net.core.somaxconn (ss Send-Q).", when="Absent where /proc gave no backlog."),
         Metric("pysockopt_tcp_listen_drops_total", "counter", _LISTENER,
                "Connection attempts a listener dropped because its queue was full (sock_diag "
-               "SKMEMINFO drops, ss -tm d); counts from when the socket started listening.",
+               "SKMEMINFO drops, ss -tm d), summed over the listeners sharing the address and "
+               "port (SO_REUSEPORT); a listener that closes keeps its count in the sum while "
+               "the exporter runs, so the series never goes down.",
                when="Absent where /proc gave no drop count."),
         Metric("pysockopt_tcp_close_wait_owner_sockets", "gauge", ("owner",),
                "CLOSE_WAIT sockets by the command name of the process holding them: the top "
@@ -299,6 +302,8 @@ class _Scan:
     errors: tuple[str, ...]  # what failed, one message per failed part
     inode: int  # the namespace's: which earlier sample the next scrape compares with
     sample: Sample | None  # None when the dump failed
+    #: (address, port) -> listen drops carried over restarted listeners (see _carry_drops)
+    listen_drops: Mapping[tuple[str, int], int] | None = None
 
 
 _OFFSETS: Final = {f.name: f.offset for f in TCP_INFO_FIELDS}
@@ -626,6 +631,7 @@ class SocketCollector:
         self._on_error = on_error
         self._errors = 0
         self._last: dict[int, Sample] = {}  # the previous scrape's sample per namespace inode
+        self._drops = Carried()  # listen drops per listener cookie, never going down
         self._lock = threading.Lock()
         self.scrapes = 0
 
@@ -656,6 +662,9 @@ class SocketCollector:
             for ns, scan in scans:
                 where = f" (netns {ns.label})" if self._all and ns is not None else ""
                 failed += [f"{message}{where}" for message in scan.errors]
+            scans = [(ns, _carry_drops(self._drops, scan)) for ns, scan in scans]
+            if scans:  # a namespace gone is forgotten; a failed scrape forgets nothing
+                self._drops.forget(scan.inode for _, scan in scans)
             # The next scrape's time rules compare with these (a namespace not scanned now
             # is forgotten: when it comes back, its first scrape has no interval).
             self._last = {scan.inode: scan.sample for _, scan in scans
@@ -703,6 +712,22 @@ class SocketCollector:
             fam = fams[m.name]
             if scans is None or fam.samples:
                 yield fam
+
+
+def _carry_drops(carried: Carried, scan: _Scan) -> _Scan:
+    """Give ``scan`` listen-drop totals that never go down while the collector runs.
+
+    The series sums the SO_REUSEPORT listeners of an address and port: when one restarts,
+    its count is carried forward (per listener cookie) instead of leaving the sum.
+    """
+    members: dict[tuple[str, int], dict[int, int]] = {}
+    for c in scan.listeners:
+        if c.drops is not None:
+            members.setdefault((c.local_address, c.local_port), {})[c.cookie or -c.inode] = (
+                c.drops)
+    totals = {where: carried.total((scan.inode, *where), counts)
+              for where, counts in members.items()}
+    return dataclasses.replace(scan, listen_drops=totals)
 
 
 def _entering(netns: NetnsArg) -> str:
@@ -759,7 +784,8 @@ def _fill(fams: Mapping[str, object], scan: _Scan, options: _Options,
         if backlog is not None:
             add("pysockopt_tcp_listen_backlog", where, backlog)
         if drops is not None:
-            add("pysockopt_tcp_listen_drops_total", where, drops)
+            carried = scan.listen_drops or {}
+            add("pysockopt_tcp_listen_drops_total", where, carried.get((address, port), drops))
     for owner, n in (scan.close_wait_owners or {}).items():
         add("pysockopt_tcp_close_wait_owner_sockets", [owner], n)
     shown = 0

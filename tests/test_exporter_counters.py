@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -21,6 +23,7 @@ from netns import have_netns
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+import pysockopt
 import pysockopt.prometheus as prom
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,3 +89,75 @@ def test_all_netns_with_an_undecodable_name_and_an_inode_lookalike() -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def _drops(collector: prom.SocketCollector, port: int) -> float | None:
+    text = _exposition(collector)
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if (s.name == "pysockopt_tcp_listen_drops_total"
+                    and s.labels.get("address") == "127.0.0.1"
+                    and s.labels.get("port") == str(port)):
+                return float(s.value)
+    return None
+
+
+def _reuseport_listener(port: int) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(1)
+    return s
+
+
+@pytest.mark.root
+def test_listen_drops_total_never_goes_down_when_a_reuseport_listener_restarts() -> None:
+    # Issue 19 item 6: the series summed the SO_REUSEPORT listeners' drops, so it went down
+    # (504 -> 234) when one of them restarted; Prometheus counted 234 new drops.
+    reason = have_netns()
+    if reason:
+        pytest.skip(reason)
+    name = f"t3s-ctr-{uuid.uuid4().hex[:8]}"
+    with _ip_netns(name.encode()):
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        collector = prom.SocketCollector(netns=name)
+
+        def scenario() -> list[float | None]:
+            seen = []
+            port = 9000
+            a, b = _reuseport_listener(port), _reuseport_listener(port)
+            clients = []
+            for _ in range(40):
+                c = socket.socket()
+                c.setblocking(False)
+                c.connect_ex(("127.0.0.1", port))
+                clients.append(c)
+            # Poll until both listeners dropped something (SYN retries add drops).
+            for _ in range(400):
+                per = [c.drops or 0 for c in pysockopt.connections(states=["LISTEN"],
+                                                                   port=port)]
+                if len(per) == 2 and min(per) > 0:
+                    break
+                time.sleep(0.05)
+            for c in clients:
+                c.close()
+            seen.append(_drops(collector, port))
+            a.close()  # one worker restarts...
+            a = _reuseport_listener(port)  # ...and listens again, with 0 drops
+            seen.append(_drops(collector, port))
+            b.close()
+            seen.append(_drops(collector, port))  # one listener left
+            a.close()
+            seen.append(_drops(collector, port))  # none: no series
+            a = _reuseport_listener(port)
+            seen.append(_drops(collector, port))  # back: carries on from where it was
+            a.close()
+            return seen
+
+        from netns import run_in_netns
+        seen = run_in_netns(name, scenario)
+    first, restarted, one_left, none, back = seen
+    assert first is not None and first > 0, seen
+    assert restarted is not None and restarted >= first, seen
+    assert one_left is not None and one_left >= restarted, seen
+    assert none is None and back is not None and back >= one_left, seen
