@@ -1050,3 +1050,56 @@ def test_a_process_whose_main_thread_exited_is_audited_through_another(pair: Net
     finally:
         proc.kill()
         proc.wait()
+
+
+# --- issue 19 item 5: a process's sockets from another network namespace
+
+
+MULTINS_CHILD = r'''
+import ctypes, os, socket, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def pairs():
+    srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(8)
+    c = socket.create_connection(srv.getsockname()); a, _ = srv.accept()
+    return [srv, c, a]
+keep = pairs()
+def other():
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    assert libc.setns(fd, 0x40000000) == 0
+    keep.extend(pairs())
+t = threading.Thread(target=other); t.start(); t.join()
+print(" ".join(str(s.getsockname()[1]) for s in keep), flush=True)
+sys.stdin.read()
+'''
+
+
+@pytest.mark.root
+def test_sockets_from_another_namespace_are_audited_applied_and_listed(pair: NetnsPair) -> None:
+    # Issue 19 item 5: sockets a process holds from another namespace (socket activation
+    # into a PrivateNetwork= service; a thread that called setns) were skipped silently.
+    for ns in (pair.a, pair.b):
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+    proc = subprocess.Popen(["ip", "netns", "exec", pair.a, sys.executable, "-c", MULTINS_CHILD,
+                             f"/run/netns/{pair.b}"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ports = [int(p) for p in proc.stdout.readline().split()]
+        audit = audit_process(proc.pid)
+        assert len(audit.sockets) == 6, audit.summary()
+        assert len(audit.listeners) == 2 and len(audit.connections) == 4
+        b_inode = os.stat(f"/run/netns/{pair.b}").st_ino
+        in_b = [s for s in audit.sockets if s.connection.netns is not None
+                and s.connection.netns.inode == b_inode]
+        assert len(in_b) == 3 and {s.connection.local_port for s in in_b} == set(ports[3:])
+        changes = pysockopt.apply_keepalive_to_process(
+            proc.pid, pysockopt.KeepaliveConfig.for_detection(20), states="established")
+        assert len(changes) == 4 and all(c.applied for c in changes)
+        listed = destroy_mod.destroy_candidates(pid=proc.pid, states=["ESTABLISHED"])
+        assert len(listed) == 4
+        assert sum(c.netns is not None and c.netns.inode == b_inode for c in listed) == 2
+        res = _cli("keepalive", "--pid", str(proc.pid), "--json")
+        assert len(json.loads(res.stdout)["sockets"]) == 6, res.stderr
+    finally:
+        proc.kill()
+        proc.wait()

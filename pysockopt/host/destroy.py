@@ -27,7 +27,7 @@ from ..errors import InvalidConfigError
 from ..tcpinfo import TcpState
 from .connections import Connection, connections, parse_state
 from .namespaces import NetNamespace, NetnsArg, entry_error, opened
-from .remote import _same_netns, _Target
+from .remote import _foreign_records, _namespace_inode, _same_netns, _Target
 
 __all__ = ["Remote", "destroy", "destroy_candidates", "outcome", "parse_remote"]
 
@@ -140,15 +140,28 @@ def destroy_candidates(
     if idle_over is not None:
         idle_ms = check_seconds("idle_over", idle_over, zero=True) * 1000
     inodes: set[int] | None = None
-    if pid is not None:
-        with _Target(pid) as target:
-            inodes = set(target.socket_fds())
-        if netns is None and not _same_netns(pid):
-            netns = pid  # a containerised process: its sockets are in its own namespace
     query_states = (wanted if wanted is not None
                     else [s for s in TcpState if s != TcpState.LISTEN or include_listeners])
-    found = connections(states=query_states, port=port, with_info=idle_ms is not None,
-                        netns=netns)
+    if pid is not None:
+        with _Target(pid) as target:
+            fds = target.socket_fds()
+            inodes = set(fds)
+            where = target.proc_dir() or f"/proc/{pid}"
+            foreign: list[Connection] = []
+            if netns is None:
+                if not _same_netns(pid, where):
+                    netns = pid  # a containerised process: its sockets are in its own namespace
+                # Sockets it holds from other namespaces, each listed (and destroyed) there.
+                listed = {c.inode for c in connections(netns=netns)}
+                foreign = _foreign_records(
+                    target, {i: f for i, f in fds.items() if i not in listed},
+                    _namespace_inode(where), port, states=query_states,
+                    with_info=idle_ms is not None)
+        found = connections(states=query_states, port=port, with_info=idle_ms is not None,
+                            netns=netns) + foreign
+    else:
+        found = connections(states=query_states, port=port, with_info=idle_ms is not None,
+                            netns=netns)
     out = []
     for c in found:
         if c.state == TcpState.LISTEN and not include_listeners:

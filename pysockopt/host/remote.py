@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import select
@@ -276,6 +277,56 @@ def _records(pid: int, port: int | None,
     return records, f"/proc/{pid}/net/tcp"
 
 
+#: ioctl(fd, SIOCGSKNS) (linux/sockios.h, Linux 4.9): a new descriptor of the socket's netns.
+_SIOCGSKNS: Final = 0x894C
+
+
+def _namespace_inode(where: str) -> int | None:
+    try:
+        return os.stat(f"{where}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def _foreign_records(target: _Target, fds: dict[int, list[int]], skip: int | None,
+                     port: int | None, **query: object) -> list[Connection]:
+    """Return the records of the process's TCP sockets that live in other network namespaces.
+
+    A process may hold sockets of several namespaces (systemd socket activation into a
+    PrivateNetwork= service, a thread that called setns). Each descriptor not matched yet is
+    duplicated, and SIOCGSKNS on the duplicate opens its namespace: each namespace found
+    (other than ``skip``, the one already listed) is dumped once, from inside it. ``query``
+    goes to ``connections`` (states, with_info). Sockets of other kinds are left alone.
+    """
+    found: dict[int, int] = {}  # namespace inode -> an open descriptor of it
+    try:
+        for inode, held in fds.items():
+            try:
+                with target.borrow(held[0], inode) as dup:
+                    if (dup.family not in (socket.AF_INET, socket.AF_INET6)
+                            or dup.type != socket.SOCK_STREAM):
+                        continue
+                    nsfd = fcntl.ioctl(dup.fileno(), _SIOCGSKNS)
+            except OSError:  # closed meanwhile, or not ours to duplicate: nothing to add
+                continue
+            ino = os.fstat(nsfd).st_ino
+            if ino == skip or ino in found:
+                os.close(nsfd)
+            else:
+                found[ino] = nsfd
+        records: list[Connection] = []
+        for nsfd in found.values():
+            # The path names the namespace while we hold it; connections() looks it up in
+            # namespaces() for a path that outlives this call (a name, a mount, a pid).
+            records += [c for c in connections(port=port, netns=f"/proc/self/fd/{nsfd}",
+                                               **query)  # type: ignore[arg-type]
+                        if c.inode in fds]
+        return records
+    finally:
+        for nsfd in found.values():
+            os.close(nsfd)
+
+
 # --- audit
 
 
@@ -362,9 +413,16 @@ class ProcessSocket:
 
 def _audit(target: _Target, port: int | None, mask: int) -> list[ProcessSocket]:
     fds = target.socket_fds()
-    records, source = _records(target.pid, port, target.proc_dir())
+    where = target.proc_dir() or f"/proc/{target.pid}"
+    records, source = _records(target.pid, port, where)
+    matched = {c.inode for c in records}
+    rest = {inode: held for inode, held in fds.items() if inode not in matched}
+    tagged = [(c, source) for c in records]
+    if rest:
+        tagged += [(c, "sock_diag") for c in _foreign_records(
+            target, rest, _namespace_inode(where), port)]
     out: list[ProcessSocket] = []
-    for conn in records:
+    for conn, source in tagged:
         held = fds.get(conn.inode) if conn.inode else None
         if not held or not mask & (1 << conn.state):
             continue
