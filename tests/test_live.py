@@ -1103,3 +1103,26 @@ def test_sockets_from_another_namespace_are_audited_applied_and_listed(pair: Net
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_process_younger_than_the_caller_is_refused_when_asked() -> None:
+    # Issue 19 item 4, the CLI's side: `pysockopt keepalive --pid N` was given N before it
+    # started; a process holding N that started after the command did took a reused pid.
+    # The check reads start times through the pinned pidfd (the test starts the target
+    # after this process, so it is "younger" here).
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with pytest.raises(ProcessLookupError, match="reused"):
+            audit_process(proc.pid, started_before_caller=True)
+        with pytest.raises(ProcessLookupError, match="reused"):
+            pysockopt.apply_keepalive_to_process(
+                proc.pid, pysockopt.KeepaliveConfig.for_detection(20),
+                started_before_caller=True)
+        with pytest.raises(ProcessLookupError, match="reused"):
+            destroy_mod.destroy_candidates(pid=proc.pid, states=["ESTABLISHED"],
+                                           started_before_caller=True)
+        assert audit_process(proc.pid).sockets == ()  # the API's default: any process
+        assert audit_process(os.getppid(), started_before_caller=True).pid == os.getppid()
+    finally:
+        proc.kill()
+        proc.wait()

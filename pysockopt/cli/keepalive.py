@@ -151,7 +151,9 @@ def _live(args: argparse.Namespace, out: TextIO) -> int:
             raise UsageError("--apply needs --detect SECONDS (the budget to apply)")
         if args.state:
             raise UsageError("--state selects what --detect would change: give --detect")
-        audit = audit_process(args.pid, port=args.port)
+        # The pid was given before this command started: a younger process holding it
+        # now took it by reuse, and is not the one asked about.
+        audit = audit_process(args.pid, port=args.port, started_before_caller=True)
         if args.json:
             emit_json(out, audit.as_dict())
         else:
@@ -182,7 +184,8 @@ def _live(args: argparse.Namespace, out: TextIO) -> int:
     # and the lines show on stderr as they happen.
     with log_to_stderr("keepalive") if args.json else contextlib.nullcontext():
         changes = apply_keepalive_to_process(args.pid, config, port=args.port,
-                                             states=args.state, dry_run=not args.apply)
+                                             states=args.state, dry_run=not args.apply,
+                                             started_before_caller=True)
     if args.json:
         emit_json(out, {"dry_run": not args.apply, "pid": args.pid,
                         "config": {"idle": config.idle, "interval": config.interval,

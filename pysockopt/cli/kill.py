@@ -93,7 +93,8 @@ def _kill(args: argparse.Namespace, out: TextIO) -> int:
     targets = destroy_candidates(
         states=args.state, port=args.port, remote=args.remote, pid=args.pid,
         idle_over=args.idle_over, include_listeners=args.include_listeners,
-        netns=None if args.netns is None else netns_value(args.netns))
+        netns=None if args.netns is None else netns_value(args.netns),
+        started_before_caller=True)
     owners = processes_of([c.inode for c in targets])
     results: list[OSError | None] | None = None
     if args.yes:

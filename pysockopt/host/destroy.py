@@ -106,6 +106,7 @@ def destroy_candidates(
     idle_over: float | None = None,
     include_listeners: bool = False,
     netns: NetnsArg = None,
+    started_before_caller: bool = False,
 ) -> list[Connection]:
     """Return exactly the sockets that match every filter given: what ``destroy`` would hit.
 
@@ -118,7 +119,9 @@ def destroy_candidates(
     A bad value is an InvalidConfigError.
     ``netns`` lists another network namespace (an ip netns name, a path, a pid: see
     ``connections``); the records then carry it, and ``destroy`` acts inside it. With ``pid``
-    and no ``netns``, the process's own namespace is the one listed.
+    and no ``netns``, the process's own namespace is the one listed, and the sockets it holds
+    from other namespaces are listed in theirs. ``started_before_caller``: refuse
+    (ProcessLookupError) a ``pid`` whose process started after the caller did (reused).
     """
     if states is None and port is None and remote is None and pid is None and idle_over is None:
         raise ValueError(
@@ -143,7 +146,7 @@ def destroy_candidates(
     query_states = (wanted if wanted is not None
                     else [s for s in TcpState if s != TcpState.LISTEN or include_listeners])
     if pid is not None:
-        with _Target(pid) as target:
+        with _Target(pid, started_before_caller) as target:
             fds = target.socket_fds()
             inodes = set(fds)
             where = target.proc_dir() or f"/proc/{pid}"

@@ -96,7 +96,7 @@ def _explain(err: OSError, pid: int, what: str) -> OSError:
 class _Target:
     """One process, pinned by a pidfd for as long as we look at it (no pid reuse mix-ups)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, started_before_caller: bool = False) -> None:
         if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
             raise ValueError(f"pid must be a positive int, not {pid!r}")
         self.pid = pid
@@ -114,7 +114,13 @@ class _Target:
             # Who it is, read while the pidfd pins it: checked alive just after, so the name
             # is never that of a process that took the pid later.
             self._command = self._read_command()
+            started = _start_ticks(f"/proc/{pid}")
             self.check_running("pidfd_open")
+            if started_before_caller and started > _start_ticks("/proc/self"):
+                raise ProcessLookupError(
+                    errno.ESRCH, f"pid {pid} was reused: the process holding it now "
+                                 f"({self._command}) started after this command did, so it is "
+                                 "not the one named; nothing of it is reported")
         except BaseException:
             self.close()
             raise
@@ -238,6 +244,15 @@ class _Target:
                 return f.read().rstrip("\n")
         except OSError:
             return "?"
+
+
+def _start_ticks(where: str) -> int:
+    """Return when a process started, in clock ticks since boot (/proc/PID/stat field 22)."""
+    try:
+        with open(f"{where}/stat", "rb") as f:
+            return int(f.read().rpartition(b")")[2].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _same_netns(pid: int, where: str | None = None) -> bool:
@@ -556,9 +571,15 @@ class ProcessAudit:
         }
 
 
-def audit_process(pid: int, *, port: int | None = None) -> ProcessAudit:
-    """Return the keepalive audit of process ``pid`` (its sockets and a summary)."""
-    with _Target(pid) as target:
+def audit_process(pid: int, *, port: int | None = None,
+                  started_before_caller: bool = False) -> ProcessAudit:
+    """Return the keepalive audit of process ``pid`` (its sockets and a summary).
+
+    Raises ProcessLookupError when the process exits or is exiting before the audit ends.
+    ``started_before_caller``: also when the process holding ``pid`` started after the
+    calling process did (a command given a pid: a younger process got it by reuse).
+    """
+    with _Target(pid, started_before_caller) as target:
         sockets = _audit(target, port, _state_mask(None))
         return ProcessAudit(pid, target.command(), port, tuple(sockets))
 
@@ -651,6 +672,7 @@ def apply_keepalive_to_process(
     port: int | None = None,
     states: Iterable[TcpState | int | str] | TcpState | int | str | None = None,
     dry_run: bool = False,
+    started_before_caller: bool = False,
 ) -> list[KeepaliveChange]:
     """Apply ``config`` to the live TCP sockets of process ``pid``; one result per socket.
 
@@ -660,7 +682,8 @@ def apply_keepalive_to_process(
     reads and reports without changing anything. Listeners included this way make the
     connections they accept from now on inherit the settings (Linux). One socket refused
     never stops the others: its result carries the error. Each change is logged, one line per
-    socket, on the ``pysockopt.live`` logger.
+    socket, on the ``pysockopt.live`` logger. A process that exits meanwhile raises
+    ProcessLookupError; ``started_before_caller`` as in ``audit_process``.
     """
     if not isinstance(config, KeepaliveConfig):
         raise TypeError(f"config must be a KeepaliveConfig, not {type(config).__name__}")
@@ -671,7 +694,7 @@ def apply_keepalive_to_process(
     else:
         mask = _state_mask(s for s in TcpState if s not in _POINTLESS)
     results: list[KeepaliveChange] = []
-    with _Target(pid) as target:
+    with _Target(pid, started_before_caller) as target:
         for sock in _audit(target, port, mask):
             if dry_run:
                 results.append(KeepaliveChange(sock, config, None, sock.error))
