@@ -302,8 +302,10 @@ class _Scan:
     errors: tuple[str, ...]  # what failed, one message per failed part
     inode: int  # the namespace's: which earlier sample the next scrape compares with
     sample: Sample | None  # None when the dump failed
-    #: (address, port) -> listen drops carried over restarted listeners (see _carry_drops)
+    #: (address, port) -> listen drops carried over restarted listeners (see _Carry)
     listen_drops: Mapping[tuple[str, int], int] | None = None
+    #: metric name -> a kernel counter carried over a namespace made again (see _Carry)
+    counter_totals: Mapping[str, int] | None = None
 
 
 _OFFSETS: Final = {f.name: f.offset for f in TCP_INFO_FIELDS}
@@ -631,7 +633,7 @@ class SocketCollector:
         self._on_error = on_error
         self._errors = 0
         self._last: dict[int, Sample] = {}  # the previous scrape's sample per namespace inode
-        self._drops = Carried()  # listen drops per listener cookie, never going down
+        self._carried = _Carry()  # the _total series, never going down
         self._lock = threading.Lock()
         self.scrapes = 0
 
@@ -662,9 +664,7 @@ class SocketCollector:
             for ns, scan in scans:
                 where = f" (netns {ns.label})" if self._all and ns is not None else ""
                 failed += [f"{message}{where}" for message in scan.errors]
-            scans = [(ns, _carry_drops(self._drops, scan)) for ns, scan in scans]
-            if scans:  # a namespace gone is forgotten; a failed scrape forgets nothing
-                self._drops.forget(scan.inode for _, scan in scans)
+            scans = self._carry(scans)
             # The next scrape's time rules compare with these (a namespace not scanned now
             # is forgotten: when it comes back, its first scrape has no interval).
             self._last = {scan.inode: scan.sample for _, scan in scans
@@ -677,6 +677,10 @@ class SocketCollector:
             for message in failed:
                 self._on_error(message)
         yield from self._families(scans, errors, seconds)
+
+    def _carry(self, scans: list[tuple[NetNamespace | None, _Scan]],
+               ) -> list[tuple[NetNamespace | None, _Scan]]:
+        return self._carried(scans, _netns_label if self._all else lambda _: "")
 
     def count_error(self) -> None:
         """Count one failure outside a scan (a textfile not written) in the errors counter."""
@@ -714,20 +718,51 @@ class SocketCollector:
                 yield fam
 
 
-def _carry_drops(carried: Carried, scan: _Scan) -> _Scan:
-    """Give ``scan`` listen-drop totals that never go down while the collector runs.
+class _Carry:
+    """Keep every ``_total`` the collector emits from going down while it runs.
 
-    The series sums the SO_REUSEPORT listeners of an address and port: when one restarts,
-    its count is carried forward (per listener cookie) instead of leaving the sum.
+    ``pysockopt_tcp_listen_drops_total`` sums the SO_REUSEPORT listeners of an address and
+    port: a listener that restarts has its count carried forward (per socket cookie). The
+    kernel's counters of a namespace made again under the same name (``--netns NAME``
+    follows it) start from 0: the old namespace's last values are carried (per inode).
     """
-    members: dict[tuple[str, int], dict[int, int]] = {}
-    for c in scan.listeners:
-        if c.drops is not None:
-            members.setdefault((c.local_address, c.local_port), {})[c.cookie or -c.inode] = (
-                c.drops)
-    totals = {where: carried.total((scan.inode, *where), counts)
-              for where, counts in members.items()}
-    return dataclasses.replace(scan, listen_drops=totals)
+
+    def __init__(self) -> None:
+        self._drops: Carried[tuple[int, str, int]] = Carried()
+        self._counters: Carried[tuple[str, str]] = Carried()
+
+    def __call__(self, scans: list[tuple[NetNamespace | None, _Scan]],
+                 label_of: Callable[[NetNamespace | None], str],
+                 ) -> list[tuple[NetNamespace | None, _Scan]]:
+        out = []
+        labels = set()
+        for ns, scan in scans:
+            where = label_of(ns)
+            labels.add(where)
+            members: dict[tuple[str, int], dict[int, int]] = {}
+            for c in scan.listeners:
+                if c.drops is not None:
+                    members.setdefault((c.local_address, c.local_port), {})[
+                        c.cookie or -c.inode] = c.drops
+            drops = {key: self._drops.total((scan.inode, *key), counts)
+                     for key, counts in members.items()}
+            totals = {}
+            hc = scan.counters
+            for table, values, names in (("TcpExt", hc.tcp_ext, TCP_EXT_COUNTERS),
+                                         ("Tcp", hc.tcp, TCP_COUNTERS)):
+                for name in names:
+                    value = values.get(name)
+                    if value is not None:
+                        metric = counter_metric(table, name)
+                        totals[metric] = self._counters.total((where, metric),
+                                                              {scan.inode: value})
+            out.append((ns, dataclasses.replace(scan, listen_drops=drops,
+                                                counter_totals=totals)))
+        if scans:  # a namespace gone is forgotten; a failed scrape forgets nothing
+            inodes = {scan.inode for _, scan in scans}
+            self._drops.forget(lambda key: key[0] in inodes)
+            self._counters.forget(lambda key: key[0] in labels)
+        return out
 
 
 def _entering(netns: NetnsArg) -> str:
@@ -806,7 +841,8 @@ def _fill(fams: Mapping[str, object], scan: _Scan, options: _Options,
         for name in names:
             value = values.get(name)
             if value is not None:
-                add(counter_metric(table, name), [], value)
+                metric = counter_metric(table, name)
+                add(metric, [], (scan.counter_totals or {}).get(metric, value))
     if hc.tcp.get("CurrEstab") is not None:
         add("pysockopt_netstat_tcp_curr_estab", [], hc.tcp["CurrEstab"] or 0)
     page = os.sysconf("SC_PAGE_SIZE")

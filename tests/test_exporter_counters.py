@@ -161,3 +161,43 @@ def test_listen_drops_total_never_goes_down_when_a_reuseport_listener_restarts()
     assert restarted is not None and restarted >= first, seen
     assert one_left is not None and one_left >= restarted, seen
     assert none is None and back is not None and back >= one_left, seen
+
+
+def _value(collector: prom.SocketCollector, metric: str) -> float | None:
+    for fam in text_string_to_metric_families(_exposition(collector)):
+        for s in fam.samples:
+            if s.name == metric:
+                return float(s.value)
+    return None
+
+
+@pytest.mark.root
+def test_kernel_counters_never_go_down_when_the_named_namespace_is_made_again() -> None:
+    # Issue 19 item 6, every _total: a collector follows --netns NAME across
+    # `ip netns del NAME; ip netns add NAME`, and the new namespace's counters start at 0.
+    reason = have_netns()
+    if reason:
+        pytest.skip(reason)
+    from netns import run_in_netns
+
+    name = f"t3s-ctr-{uuid.uuid4().hex[:8]}"
+    metric = "pysockopt_netstat_tcp_active_opens_total"
+
+    def connect_some() -> None:
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        srv = socket.create_server(("127.0.0.1", 0))
+        for _ in range(5):
+            socket.create_connection(srv.getsockname()).close()
+        srv.close()
+
+    with _ip_netns(name.encode()):
+        run_in_netns(name, connect_some)
+        collector = prom.SocketCollector(netns=name)
+        first = _value(collector, metric)
+    with _ip_netns(name.encode()):
+        again = _value(collector, metric)
+        run_in_netns(name, connect_some)
+        more = _value(collector, metric)
+    assert first is not None and first >= 5
+    assert again is not None and again >= first, (first, again)
+    assert more is not None and more >= again + 5, (again, more)
