@@ -134,8 +134,12 @@ def endpoint(family: int, address: str, port: int) -> str:
 
 
 def process(p: _Process) -> str:
-    """Name a process as ``nginx (pid 812)``, its name made printable (see ``printable``)."""
-    return f"{printable(p.command)} (pid {p.pid})"
+    """Name a process as ``nginx (pid 812)``, its name as it is.
+
+    Not escaped here: text is escaped once, where it leaves (``printable`` per line for a
+    terminal, ``escape`` for JSON and labels); escaping twice would double each backslash.
+    """
+    return f"{p.command} (pid {p.pid})"
 
 
 def processes(procs: Sequence[_Process], most: int | None = None) -> str:

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from .._format import duration, process
+from .._format import duration, printable, process
 from .._native import lib
 from .._sock import os_error
 from ..keepalive import (
@@ -525,7 +525,10 @@ class ProcessAudit:
         return f"pysockopt keepalive --pid {self.pid}{port} --detect {detect} --apply"
 
     def summary(self) -> str:
-        """Two or three lines a person reads first."""
+        """Return two or three lines a person reads first.
+
+        Made printable line by line: a process may name itself anything.
+        """
         p = process(Process(self.pid, self.command))
         n = len(self.connections)
         lines = [f"{p}: {n} connection{'s' if n != 1 else ''}, "
@@ -553,7 +556,7 @@ class ProcessAudit:
         if self.refused:
             lines.append(f"{len(self.refused)} socket(s) read from the kernel's timer only: "
                          f"{self.refused[0].error}")
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)
 
     def as_dict(self) -> dict[str, object]:
         """Return the audit for JSON."""
