@@ -1099,7 +1099,12 @@ def test_sockets_from_another_namespace_are_audited_applied_and_listed(pair: Net
         assert len(listed) == 4
         assert sum(c.netns is not None and c.netns.inode == b_inode for c in listed) == 2
         res = _cli("keepalive", "--pid", str(proc.pid), "--json")
-        assert len(json.loads(res.stdout)["sockets"]) == 6, res.stderr
+        rows = json.loads(res.stdout)["sockets"]
+        assert len(rows) == 6, res.stderr
+        assert sum(r["netns"] == b_inode for r in rows) == 3
+        res = _cli("keepalive", "--pid", str(proc.pid))
+        assert res.stdout.splitlines()[0].split()[-1] == "netns"  # which namespace, per row
+        assert res.stdout.count(pair.b) == 3 and res.stdout.count(pair.a) == 3, res.stdout
     finally:
         proc.kill()
         proc.wait()

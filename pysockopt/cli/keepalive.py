@@ -158,6 +158,9 @@ def _live(args: argparse.Namespace, out: TextIO) -> int:
             emit_json(out, audit.as_dict())
         else:
             rows = []
+            # Sockets from more than one network namespace: say which each one is in.
+            spaces = {None if s.connection.netns is None else s.connection.netns.inode
+                      for s in audit.sockets}
             for s in audit.sockets:
                 ka = s.keepalive
                 enabled = s.keepalive_enabled
@@ -168,10 +171,13 @@ def _live(args: argparse.Namespace, out: TextIO) -> int:
                              *((ka.idle, ka.interval, ka.count, ka.user_timeout_ms)
                                if ka else (None,) * 4),
                              None if s.detection_time is None else duration(s.detection_time),
-                             timer, s.source])
+                             timer, s.source]
+                            + ([s.connection.netns.label if s.connection.netns else "-"]
+                               if len(spaces) > 1 else []))
             if rows:
                 table(out, ["fd", "State", "Local", "Peer", "keepalive", "idle", "intvl",
-                            "cnt", "user_timeout_ms", "detects", "timer", "read via"], rows)
+                            "cnt", "user_timeout_ms", "detects", "timer", "read via"]
+                      + (["netns"] if len(spaces) > 1 else []), rows)
                 out.write("\n")
             out.write(audit.summary() + "\n")
         return EXIT_FOUND if audit.without_keepalive else EXIT_OK

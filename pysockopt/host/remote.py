@@ -412,6 +412,7 @@ class ProcessSocket:
             "local": c.local,
             "remote": c.remote,
             "inode": c.inode,
+            "netns": None if c.netns is None else c.netns.inode,
             "source": self.source,
             "records": self.records,
             "keepalive": self.keepalive_enabled,
