@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 __all__ = [
-    "count", "duration", "endpoint", "printable", "process", "processes", "ss_duration", "ss_timer",
+    "count", "duration", "endpoint", "escape", "for_json", "label", "printable", "process",
+    "processes", "ss_duration", "ss_timer",
 ]
 
 
@@ -22,20 +23,92 @@ class _Process(Protocol):
 _SHORT: dict[int, str] = {ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
 
 
-def printable(text: str) -> str:
+def escape(text: str | bytes) -> str:
+    r"""Return a name or path as valid text, written one way everywhere: the one rule.
+
+    Names, paths, process names and cgroup paths are bytes on Linux, and the API keeps them
+    as the OS gives them (``str`` with undecodable bytes as surrogates, ``os.fsdecode``'s
+    surrogateescape, or ``bytes``). Where they become text for others (a Prometheus label,
+    JSON, a terminal) each undecodable byte is written ``\xNN`` and each backslash ``\\``, so
+    no two names give the same text: ``b"odd\xff"`` is ``odd\xff``, the four characters
+    ``a\xb`` are ``a\\xb``. Everything else is left as it is (``printable`` also escapes
+    controls for a terminal; labels and JSON escape those themselves).
+    """
+    return _escaped(text, controls=False)
+
+
+def printable(text: str | bytes) -> str:
     r"""Return ``text`` with every non-printable character escaped, safe to show on a terminal.
 
     Anything from /proc (a process names itself: ``prctl(PR_SET_NAME)``) or the network may
     carry terminal escape sequences; ``"\x1b]0;x\x07"`` comes back as ``\x1b]0;x\x07``
-    in plain characters. Controls (C0, DEL, C1), format characters (bidi overrides, zero
-    width), separators other than the space, surrogates and unassigned code points are
-    written as ``\t``, ``\n``, ``\r``, ``\xNN``, ``\uNNNN`` or ``\UNNNNNNNN``, as ``repr`` does;
-    everything else, backslashes included, is left alone. Apply it per line: a newline is
-    escaped too. JSON output needs none of this (json.dumps escapes controls itself).
+    in plain characters. Undecodable bytes and backslashes are written as ``escape`` writes
+    them (``\xNN``, ``\\``: a literal ``\t`` never reads as a tab); controls (C0, DEL, C1),
+    format characters (bidi overrides, zero width), separators other than the space, other
+    surrogates and unassigned code points as ``\t``, ``\n``, ``\r``, ``\xNN``, ``\uNNNN`` or
+    ``\UNNNNNNNN``, as ``repr`` does. Apply it once per line: a newline is escaped too.
     """
-    if text.isprintable():
+    return _escaped(text, controls=True)
+
+
+def _escaped(text: str | bytes, *, controls: bool) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "surrogateescape")
+    if "\\" not in text and (text.isprintable() if controls else _encodable(text)):
         return text
-    return "".join(ch if ch.isprintable() else _escape(ord(ch)) for ch in text)
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, as surrogateescape keeps it
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif controls and not ch.isprintable():
+            out.append(_escape(code))
+        elif not controls and 0xD800 <= code <= 0xDFFF:  # a lone surrogate: not UTF-8
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def for_json(data: object) -> object:
+    """Return ``data`` with every string (keys too) written as ``escape`` writes it.
+
+    What the CLI prints as JSON goes through here: valid UTF-8 whatever a name holds.
+    """
+    if isinstance(data, (str, bytes)):
+        return escape(data)
+    if isinstance(data, dict):
+        return {for_json(k) if isinstance(k, (str, bytes)) else k: for_json(v)
+                for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [for_json(v) for v in data]
+    return data
+
+
+def label(text: str | bytes, reserved: Callable[[str], bool] = lambda _: False) -> str:
+    r"""Return ``escape(text)`` for a Prometheus label, unique by construction.
+
+    ``reserved`` says which texts the caller gives a meaning of its own (``"inode N"`` for a
+    namespace without a name, ``"other"`` for an owner bucket): a name written like one of
+    them has its first character written ``\xNN``, which ``escape`` never writes for a
+    character it leaves alone, so no name takes a reserved label.
+    """
+    text = escape(text)
+    if text and reserved(text):
+        return f"\\x{ord(text[0]):02x}{text[1:]}"
+    return text
 
 
 def _escape(code: int) -> str:
@@ -61,8 +134,12 @@ def endpoint(family: int, address: str, port: int) -> str:
 
 
 def process(p: _Process) -> str:
-    """Name a process as ``nginx (pid 812)``, its name made printable (see ``printable``)."""
-    return f"{printable(p.command)} (pid {p.pid})"
+    """Name a process as ``nginx (pid 812)``, its name as it is.
+
+    Not escaped here: text is escaped once, where it leaves (``printable`` per line for a
+    terminal, ``escape`` for JSON and labels); escaping twice would double each backslash.
+    """
+    return f"{p.command} (pid {p.pid})"
 
 
 def processes(procs: Sequence[_Process], most: int | None = None) -> str:

@@ -36,11 +36,13 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 
 from . import _host
 from ._core import ffi, lib, new_tally
+from ._format import label
 from ._sock import os_error
 from .errors import InvalidConfigError
 from .host.connections import Connection, NativeDump, Timer, native_dump, processes_of
 from .host.diagnosis import FACT_SYSCTLS, facts_from
 from .host.model import Finding, HostFacts, Thresholds
+from .host.monotonic import Carried
 from .host.namespaces import (
     NetNamespace,
     NetnsArg,
@@ -178,7 +180,9 @@ def _table() -> tuple[Metric, ...]:
                "net.core.somaxconn (ss Send-Q).", when="Absent where /proc gave no backlog."),
         Metric("pysockopt_tcp_listen_drops_total", "counter", _LISTENER,
                "Connection attempts a listener dropped because its queue was full (sock_diag "
-               "SKMEMINFO drops, ss -tm d); counts from when the socket started listening.",
+               "SKMEMINFO drops, ss -tm d), summed over the listeners sharing the address and "
+               "port (SO_REUSEPORT); a listener that closes keeps its count in the sum while "
+               "the exporter runs, so the series never goes down.",
                when="Absent where /proc gave no drop count."),
         Metric("pysockopt_tcp_close_wait_owner_sockets", "gauge", ("owner",),
                "CLOSE_WAIT sockets by the command name of the process holding them: the top "
@@ -298,6 +302,10 @@ class _Scan:
     errors: tuple[str, ...]  # what failed, one message per failed part
     inode: int  # the namespace's: which earlier sample the next scrape compares with
     sample: Sample | None  # None when the dump failed
+    #: (address, port) -> listen drops carried over restarted listeners (see _Carry)
+    listen_drops: Mapping[tuple[str, int], int] | None = None
+    #: metric name -> a kernel counter carried over a namespace made again (see _Carry)
+    counter_totals: Mapping[str, int] | None = None
 
 
 _OFFSETS: Final = {f.name: f.offset for f in TCP_INFO_FIELDS}
@@ -511,6 +519,10 @@ def _groups(tally: object, top: int, threshold: float) -> list[TimeWaitGroup]:
     return out
 
 
+#: The owner labels that are not a command name: a process may call itself either.
+_BUCKETS: Final = frozenset({"other", "unknown"})
+
+
 def _owners(close_wait: Sequence[Connection], top: int) -> dict[str, int]:
     """CLOSE_WAIT sockets per owning command name: top ``top``, then other and unknown."""
     found = processes_of(c.inode for c in close_wait if c.inode)
@@ -521,7 +533,7 @@ def _owners(close_wait: Sequence[Connection], top: int) -> dict[str, int]:
         if procs:
             # A socket held by several processes (inherited across fork) counts once, for
             # the first command name in sort order: the same owner every scrape.
-            by_command[min(p.command for p in procs)] += 1
+            by_command[label(min(p.command for p in procs), _BUCKETS.__contains__)] += 1
         else:
             unknown += 1
     out: dict[str, int] = {}
@@ -618,6 +630,7 @@ class SocketCollector:
         self._on_error = on_error
         self._errors = 0
         self._last: dict[int, Sample] = {}  # the previous scrape's sample per namespace inode
+        self._carried = _Carry()  # the _total series, never going down
         self._lock = threading.Lock()
         self.scrapes = 0
 
@@ -648,6 +661,7 @@ class SocketCollector:
             for ns, scan in scans:
                 where = f" (netns {ns.label})" if self._all and ns is not None else ""
                 failed += [f"{message}{where}" for message in scan.errors]
+            scans = self._carry(scans)
             # The next scrape's time rules compare with these (a namespace not scanned now
             # is forgotten: when it comes back, its first scrape has no interval).
             self._last = {scan.inode: scan.sample for _, scan in scans
@@ -660,6 +674,10 @@ class SocketCollector:
             for message in failed:
                 self._on_error(message)
         yield from self._families(scans, errors, seconds)
+
+    def _carry(self, scans: list[tuple[NetNamespace | None, _Scan]],
+               ) -> list[tuple[NetNamespace | None, _Scan]]:
+        return self._carried(scans, _netns_label if self._all else lambda _: "")
 
     def count_error(self) -> None:
         """Count one failure outside a scan (a textfile not written) in the errors counter."""
@@ -685,8 +703,8 @@ class SocketCollector:
                 if self._all:
                     c = ns.container if ns is not None else None
                     fams["pysockopt_netns_info"].add_metric(
-                        [prefix[0], c.runtime if c else "", c.id if c else "",
-                         (c.name or "") if c else ""], 1)
+                        [prefix[0], label(c.runtime) if c else "", label(c.id) if c else "",
+                         label(c.name or "") if c else ""], 1)
             fams["pysockopt_scrape_duration_seconds"].add_metric([], seconds)
             fams["pysockopt_scrape_errors_total"].add_metric([], errors)
         for m in METRICS:
@@ -697,14 +715,70 @@ class SocketCollector:
                 yield fam
 
 
+class _Carry:
+    """Keep every ``_total`` the collector emits from going down while it runs.
+
+    ``pysockopt_tcp_listen_drops_total`` sums the SO_REUSEPORT listeners of an address and
+    port: a listener that restarts has its count carried forward (per socket cookie). The
+    kernel's counters of a namespace made again under the same name (``--netns NAME``
+    follows it) start from 0: the old namespace's last values are carried (per inode).
+    """
+
+    def __init__(self) -> None:
+        self._drops: Carried[tuple[int, str, int]] = Carried()
+        self._counters: Carried[tuple[str, str]] = Carried()
+
+    def __call__(self, scans: list[tuple[NetNamespace | None, _Scan]],
+                 label_of: Callable[[NetNamespace | None], str],
+                 ) -> list[tuple[NetNamespace | None, _Scan]]:
+        out = []
+        labels = set()
+        for ns, scan in scans:
+            where = label_of(ns)
+            labels.add(where)
+            members: dict[tuple[str, int], dict[int, int]] = {}
+            for c in scan.listeners:
+                if c.drops is not None:
+                    members.setdefault((c.local_address, c.local_port), {})[
+                        c.cookie or -c.inode] = c.drops
+            drops = {key: self._drops.total((scan.inode, *key), counts)
+                     for key, counts in members.items()}
+            totals = {}
+            hc = scan.counters
+            for table, values, names in (("TcpExt", hc.tcp_ext, TCP_EXT_COUNTERS),
+                                         ("Tcp", hc.tcp, TCP_COUNTERS)):
+                for name in names:
+                    value = values.get(name)
+                    if value is not None:
+                        metric = counter_metric(table, name)
+                        totals[metric] = self._counters.total((where, metric),
+                                                              {scan.inode: value})
+            out.append((ns, dataclasses.replace(scan, listen_drops=drops,
+                                                counter_totals=totals)))
+        if scans:  # a namespace gone is forgotten; a failed scrape forgets nothing
+            inodes = {scan.inode for _, scan in scans}
+            self._drops.forget(lambda key: key[0] in inodes)
+            self._counters.forget(lambda key: key[0] in labels)
+        return out
+
+
 def _entering(netns: NetnsArg) -> str:
     if isinstance(netns, NetNamespace):
         return f"network namespace {netns.label}"
     return f"network namespace {netns}"
 
 
+#: The label of a namespace without a name; a name spelled so gets its first byte escaped.
+_UNNAMED: Final = re.compile(r"inode \d+")
+
+
 def _netns_label(ns: NetNamespace | None) -> str:
-    return ns.label if ns is not None else current_namespace().label
+    # Unique by construction: an ip netns name is never taken for another namespace's
+    # "inode N", and undecodable bytes are \xNN (prometheus_client needs valid UTF-8).
+    ns = ns if ns is not None else current_namespace()
+    if ns.name is None:
+        return ns.label
+    return label(ns.name, lambda text: _UNNAMED.fullmatch(text) is not None)
 
 
 def _fill(fams: Mapping[str, object], scan: _Scan, options: _Options,
@@ -742,7 +816,8 @@ def _fill(fams: Mapping[str, object], scan: _Scan, options: _Options,
         if backlog is not None:
             add("pysockopt_tcp_listen_backlog", where, backlog)
         if drops is not None:
-            add("pysockopt_tcp_listen_drops_total", where, drops)
+            carried = scan.listen_drops or {}
+            add("pysockopt_tcp_listen_drops_total", where, carried.get((address, port), drops))
     for owner, n in (scan.close_wait_owners or {}).items():
         add("pysockopt_tcp_close_wait_owner_sockets", [owner], n)
     shown = 0
@@ -763,7 +838,8 @@ def _fill(fams: Mapping[str, object], scan: _Scan, options: _Options,
         for name in names:
             value = values.get(name)
             if value is not None:
-                add(counter_metric(table, name), [], value)
+                metric = counter_metric(table, name)
+                add(metric, [], (scan.counter_totals or {}).get(metric, value))
     if hc.tcp.get("CurrEstab") is not None:
         add("pysockopt_netstat_tcp_curr_estab", [], hc.tcp["CurrEstab"] or 0)
     page = os.sysconf("SC_PAGE_SIZE")

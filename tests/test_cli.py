@@ -282,3 +282,38 @@ def test_source_folder_without_extension_never_borrows_another_trees(
         assert last.startswith("ImportError: "), r.stderr
         assert str(clone / "pysockopt") in last and str(ROOT / "pysockopt") in last
         assert "not built" in last and "build_ext --inplace" in last
+
+
+# --- issue 19: output errors without PYTHONUNBUFFERED, one line per socket, one errno rule
+
+
+def _buffered_env() -> dict[str, str]:
+    """The environment without PYTHONUNBUFFERED: stdout is block-buffered, as on most hosts."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+@pytest.mark.parametrize("args", [("errno", "104"), ("keepalive",),
+                                  ("keepalive", "--detect", "10"), ("errno", "--list")])
+def test_a_full_disk_is_exit_2_without_pythonunbuffered(args: tuple[str, ...]) -> None:
+    # Issue 19 item 9: the output sat in Python's buffer, main() returned 2, then the flush
+    # at exit failed and the status became 120 with "Exception ignored" on stderr.
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(_pysockopt(*args), stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=60, env=_buffered_env())
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "cannot write the output: No space left on device" in r.stderr
+    assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("query", ["99999", "EFOO"])
+def test_an_unknown_errno_number_or_name_follows_one_rule(query: str) -> None:
+    # Issue 19 item 11: an unknown number was explained on stdout (status 2) while an unknown
+    # name was an error on stderr. One rule for both: stderr, status 2, nothing on stdout;
+    # --json still gives its record (known: false) on stdout.
+    status, out, err = _run("errno", query)
+    assert status == 2 and out == "", out
+    assert err.startswith("pysockopt errno: ") and query in err and err.count("\n") == 1, err
+    status, out, err = _run("errno", query, "--json")
+    assert status == 2 and json.loads(out)["known"] is False and query in err
+    status, out, err = _run("errno", "104", query)
+    assert status == 2 and out.startswith("ECONNRESET (104)") and query not in out

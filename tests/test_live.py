@@ -15,6 +15,7 @@ import errno
 import io
 import json
 import os
+import pathlib
 import socket
 import struct
 import subprocess
@@ -857,3 +858,260 @@ def test_destroy_request_refuses_what_would_not_name_one_socket(fields: dict[str
                                                                 code: int) -> None:
     n, _ = _request_bytes(**fields)
     assert n == -code
+
+
+# --- issue 19 item 11: each per-socket line once, refusals in the command line's words
+
+
+@pytest.mark.root
+def test_apply_and_kill_show_each_socket_once(pair: NetnsPair) -> None:
+    with child_in(pair.a) as child:
+        lst = child.call("listen", host=pair.addr_a)
+        held = child.call("connect", host=pair.addr_a, port=lst["port"], n=2)
+        child.call("accept", fd=lst["fd"], n=2)
+        res = _cli("keepalive", "--pid", str(child.pid), "--port", str(lst["port"]),
+                   "--state", "established", "--detect", str(CONFIG_DETECT), "--apply")
+        assert res.returncode == 0, res.stderr
+        both = res.stdout + res.stderr
+        for h in held:
+            line = f"pid {child.pid} fd {h['fd']} ESTABLISHED"
+            assert both.count(line) == 1, both  # on stdout, not echoed on stderr
+            assert line in res.stdout
+        res = _cli("kill", "--port", str(lst["port"]), "--state", "established", "--yes",
+                   netns=pair.a)
+        assert res.returncode == 0, res.stderr
+        for h in held:
+            local = f"{h['local'][0]}:{h['local'][1]}"
+            assert (res.stdout + res.stderr).count(local) == 2, res  # its row and its peer's
+            assert res.stdout.count(local) == 2
+
+
+def test_kill_refusals_speak_in_flags_only() -> None:
+    res = _cli("kill")
+    assert res.returncode == 2 and "--state" in res.stderr and "--idle-over" in res.stderr
+    for python_word in ("idle_over", "states,", "include_listeners"):
+        assert python_word not in res.stderr, res.stderr
+    res = _cli("kill", "--state", "listen")
+    assert res.returncode == 2 and "--include-listeners" in res.stderr
+    assert "include_listeners" not in res.stderr, res.stderr
+
+
+def test_destroy_answers_an_impossible_cookie_per_entry() -> None:
+    # Issue 19 item 8: a hand-made record with cookie >= 2**64 raised OverflowError for the
+    # whole batch; the other entries must still get their own answer.
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        conn = next(c for c in connections(states=["LISTEN"], port=listener.getsockname()[1]))
+        gone = conn._replace(local_port=1, cookie=conn.cookie)  # no such socket: ENOENT
+        results = pysockopt.destroy([conn._replace(cookie=2**64), gone,
+                                     conn._replace(cookie=-1)])
+        assert [r.errno if r is not None else None for r in results] == [
+            errno.EINVAL, errno.ENOENT, errno.EINVAL]
+        assert "cookie" in str(results[0]) and listener.getsockname()
+    finally:
+        listener.close()
+
+
+# --- issue 19 items 3 and 4: a process that is exiting, a pid reused
+
+
+def _holder_of(pairs: int, name: bytes = b"") -> tuple[int, int]:
+    """Fork a process holding ``pairs`` loopback connections (both ends); return (pid, port)."""
+    srv = socket.create_server(("127.0.0.1", 0), backlog=pairs + 8)
+    port = srv.getsockname()[1]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            if name:
+                ctypes.CDLL(None).prctl(15, name, 0, 0, 0)  # PR_SET_NAME
+            keep = []
+            for _ in range(pairs):
+                c = socket.create_connection(("127.0.0.1", port))
+                a, _ = srv.accept()
+                keep += [c, a]
+            os.write(w, b"r")
+            time.sleep(600)
+        finally:
+            os._exit(0)
+    os.close(w)
+    assert os.read(r, 1) == b"r"
+    os.close(r)
+    srv.close()
+    return pid, port
+
+
+@pytest.mark.root
+def test_a_process_killed_before_its_audit_is_never_an_empty_healthy_one(pair: NetnsPair) -> None:
+    # Issue 19 item 3: /proc/PID/fd is empty while the kernel closes a killed process's
+    # descriptors, before its pidfd says it exited: the audit said "0 connections" (rc 0)
+    # and apply returned [].
+    outcomes = []
+
+    def rounds() -> None:
+        for n in range(6):
+            pid, _ = _holder_of(1500)
+            os.kill(pid, 9)
+            try:
+                if n % 2:
+                    changes = pysockopt.apply_keepalive_to_process(
+                        pid, pysockopt.KeepaliveConfig.for_detection(10))
+                    outcomes.append(f"apply returned {len(changes)} results")
+                else:
+                    audit = audit_process(pid)
+                    outcomes.append(f"audit returned {len(audit.sockets)} sockets")
+            except ProcessLookupError as err:
+                assert str(pid) in str(err)
+                outcomes.append("ProcessLookupError")
+            finally:
+                os.waitpid(pid, 0)
+
+    from netns import run_in_netns
+    run_in_netns(pair.a, rounds)
+    assert outcomes == ["ProcessLookupError"] * 6, outcomes
+
+
+@pytest.mark.root
+def test_the_audited_process_is_named_as_it_was_when_pinned(pair: NetnsPair) -> None:
+    # Issue 19 item 4: the name was read from /proc/PID/comm after the audit, so a pid
+    # reused meanwhile put another process's name on the report. The name is read when the
+    # pidfd pins the process; a rename afterwards (as a new process would have) is not seen.
+    from netns import run_in_netns
+
+    def check() -> None:
+        to_child, from_child = os.pipe(), os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                libc = ctypes.CDLL(None)
+                libc.prctl(15, b"victim", 0, 0, 0)  # PR_SET_NAME
+                os.write(from_child[1], b"r")
+                os.read(to_child[0], 1)
+                libc.prctl(15, b"impostor", 0, 0, 0)
+                os.write(from_child[1], b"r")
+                time.sleep(600)
+            finally:
+                os._exit(0)
+        try:
+            assert os.read(from_child[0], 1) == b"r"
+            with _Target(pid) as target:
+                os.write(to_child[1], b"x")
+                assert os.read(from_child[0], 1) == b"r"
+                assert pathlib.Path(f"/proc/{pid}/comm").read_text().strip() == "impostor"
+                assert target.command() == "victim"
+        finally:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            for fd in (*to_child, *from_child):
+                os.close(fd)
+
+    run_in_netns(pair.a, check)
+
+
+@pytest.mark.root
+def test_a_process_whose_main_thread_exited_is_audited_through_another(pair: NetnsPair) -> None:
+    # The other side of item 3: a main thread that called pthread_exit leaves /proc/PID/fd
+    # empty and /proc/PID/stat a zombie, yet the process runs and holds its sockets.
+    textwrap_child = (
+        "import ctypes, os, socket, sys, threading, time\n"
+        "srv = socket.create_server(('127.0.0.1', 0))\n"
+        "c = socket.create_connection(srv.getsockname()); a, _ = srv.accept()\n"
+        "threading.Thread(target=time.sleep, args=(600,)).start()\n"
+        "print('r', flush=True)\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n")
+    proc = subprocess.Popen(["ip", "netns", "exec", pair.a, sys.executable, "-c",
+                             textwrap_child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "r"
+        for _ in range(200):
+            with open(f"/proc/{proc.pid}/stat", "rb") as f:
+                if f.read().rpartition(b")")[2].split()[0] == b"Z":
+                    break
+            time.sleep(0.02)
+        assert os.listdir(f"/proc/{proc.pid}/fd") == []
+        audit = audit_process(proc.pid)
+        assert len(audit.listeners) == 1 and len(audit.connections) == 2, audit.summary()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# --- issue 19 item 5: a process's sockets from another network namespace
+
+
+MULTINS_CHILD = r'''
+import ctypes, os, socket, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def pairs():
+    srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(8)
+    c = socket.create_connection(srv.getsockname()); a, _ = srv.accept()
+    return [srv, c, a]
+keep = pairs()
+def other():
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    assert libc.setns(fd, 0x40000000) == 0
+    keep.extend(pairs())
+t = threading.Thread(target=other); t.start(); t.join()
+print(" ".join(str(s.getsockname()[1]) for s in keep), flush=True)
+sys.stdin.read()
+'''
+
+
+@pytest.mark.root
+def test_sockets_from_another_namespace_are_audited_applied_and_listed(pair: NetnsPair) -> None:
+    # Issue 19 item 5: sockets a process holds from another namespace (socket activation
+    # into a PrivateNetwork= service; a thread that called setns) were skipped silently.
+    for ns in (pair.a, pair.b):
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+    proc = subprocess.Popen(["ip", "netns", "exec", pair.a, sys.executable, "-c", MULTINS_CHILD,
+                             f"/run/netns/{pair.b}"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        ports = [int(p) for p in proc.stdout.readline().split()]
+        audit = audit_process(proc.pid)
+        assert len(audit.sockets) == 6, audit.summary()
+        assert len(audit.listeners) == 2 and len(audit.connections) == 4
+        b_inode = os.stat(f"/run/netns/{pair.b}").st_ino
+        in_b = [s for s in audit.sockets if s.connection.netns is not None
+                and s.connection.netns.inode == b_inode]
+        assert len(in_b) == 3 and {s.connection.local_port for s in in_b} == set(ports[3:])
+        changes = pysockopt.apply_keepalive_to_process(
+            proc.pid, pysockopt.KeepaliveConfig.for_detection(20), states="established")
+        assert len(changes) == 4 and all(c.applied for c in changes)
+        listed = destroy_mod.destroy_candidates(pid=proc.pid, states=["ESTABLISHED"])
+        assert len(listed) == 4
+        assert sum(c.netns is not None and c.netns.inode == b_inode for c in listed) == 2
+        res = _cli("keepalive", "--pid", str(proc.pid), "--json")
+        rows = json.loads(res.stdout)["sockets"]
+        assert len(rows) == 6, res.stderr
+        assert sum(r["netns"] == b_inode for r in rows) == 3
+        res = _cli("keepalive", "--pid", str(proc.pid))
+        assert res.stdout.splitlines()[0].split()[-1] == "netns"  # which namespace, per row
+        assert res.stdout.count(pair.b) == 3 and res.stdout.count(pair.a) == 3, res.stdout
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_process_younger_than_the_caller_is_refused_when_asked() -> None:
+    # Issue 19 item 4, the CLI's side: `pysockopt keepalive --pid N` was given N before it
+    # started; a process holding N that started after the command did took a reused pid.
+    # The check reads start times through the pinned pidfd (the test starts the target
+    # after this process, so it is "younger" here).
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with pytest.raises(ProcessLookupError, match="reused"):
+            audit_process(proc.pid, started_before_caller=True)
+        with pytest.raises(ProcessLookupError, match="reused"):
+            pysockopt.apply_keepalive_to_process(
+                proc.pid, pysockopt.KeepaliveConfig.for_detection(20),
+                started_before_caller=True)
+        with pytest.raises(ProcessLookupError, match="reused"):
+            destroy_mod.destroy_candidates(pid=proc.pid, states=["ESTABLISHED"],
+                                           started_before_caller=True)
+        assert audit_process(proc.pid).sockets == ()  # the API's default: any process
+        assert audit_process(os.getppid(), started_before_caller=True).pid == os.getppid()
+    finally:
+        proc.kill()
+        proc.wait()

@@ -1050,3 +1050,82 @@ def test_public_names_are_exported() -> None:
         assert name in pysockopt.__all__
     assert issubclass(NetnsPermissionError, PermissionError)
     assert issubclass(NetnsGoneError, FileNotFoundError)
+
+
+# --- issue 19: names and paths are bytes; a name that is briefly a plain file
+
+
+@contextlib.contextmanager
+def _mounted_netns(path: bytes) -> Iterator[bytes]:
+    """A network namespace held only by a bind mount at ``path`` (as Docker keeps its own)."""
+    open(path, "wb").close()
+    try:
+        subprocess.run([b"unshare", b"--net=" + path, b"true"], check=True, capture_output=True)
+        try:
+            yield path
+        finally:
+            subprocess.run([b"umount", path], capture_output=True)
+    finally:
+        os.unlink(path)
+
+
+@pytest.mark.root
+def test_a_mount_at_an_undecodable_path_is_found_and_opened(tmp_path: pathlib.Path) -> None:
+    # Issue 19 item 2: mountinfo was decoded with errors="replace", so the path got U+FFFD,
+    # could not be opened, and the namespace read as "vanished": never looked at.
+    if have_netns():
+        pytest.skip(have_netns() or "")
+    path = os.fsencode(tmp_path) + b"/odd\xfe" + uuid.uuid4().hex[:6].encode()
+    with _mounted_netns(path):
+        inode = os.stat(path).st_ino
+        [ns] = [n for n in nsmod.namespaces() if n.inode == inode]
+        assert os.fsencode(ns.path) == path  # the real bytes, openable
+        assert sum(pysockopt.state_counts(netns=ns).values()) == 0
+        found = nsmod.for_each_netns(lambda n: 1, [ns])
+        assert not found.skipped and [n.inode for n, _ in found.results] == [inode]
+        out = io.StringIO()
+        assert main(["netns", "--json"], out) == 0
+        [row] = [r for r in json.loads(out.getvalue())["namespaces"] if r["inode"] == inode]
+        assert row["path"].endswith("/odd\\xfe" + path[-6:].decode())  # escaped as text
+
+
+@pytest.mark.root
+def test_a_name_that_is_still_a_plain_file_is_not_ready_not_invalid() -> None:
+    # Issue 19 item 8: during `ip netns add/del` the name is briefly a regular file, and
+    # netns="NAME" raised NotANetnsError (a ValueError: "out of range").
+    if have_netns():
+        pytest.skip(have_netns() or "")
+    name = f"t3s-{uuid.uuid4().hex[:10]}"
+    os.makedirs("/run/netns", exist_ok=True)
+    path = f"/run/netns/{name}"
+    open(path, "wb").close()
+    try:
+        with pytest.raises(FileNotFoundError, match="not ready"):
+            pysockopt.state_counts(netns=name)
+        with pytest.raises(FileNotFoundError, match="not ready"):
+            pysockopt.state_counts(netns=path)
+    finally:
+        os.unlink(path)
+
+
+def test_first_and_last_line_give_one_count_in_one_wording() -> None:
+    # Issue 19 item 10: the first line counted only the setns refusals ("3 could not be
+    # entered") and the last every refusal ("5 could not be entered").
+    from pysockopt.cli.netns import Grouped
+
+    ns = nsmod.current_namespace()
+    checks = ["setns", "setns", "setns", "ptrace", "open"]
+    skipped = [nsmod.NetnsSkipped(ns, "permission", "refused", c) for c in checks]
+    results: nsmod.NetnsResults[int] = nsmod.NetnsResults((), tuple(skipped), 0)
+    grouped: Grouped[int] = Grouped([], skipped, list(results.notes), results.complete,
+                                    len(results.refused), 0)
+    out = io.StringIO()
+    pysockopt.cli.netns.write_notes(out, grouped)
+    pysockopt.cli.netns.write_incomplete(out, grouped)
+    lines = out.getvalue().splitlines()
+    head = "5 network namespace(s) could not be entered"
+    assert lines[0].startswith(f"Not looked at: {head}"), lines
+    assert lines[-1].startswith(f"Incomplete: {head}"), lines
+    assert sum(head in line for line in lines) == 2 and "3 network" not in out.getvalue()
+    assert len(results.notes) == 1 and "3: setns" in results.notes[0]
+    assert "1: " in results.notes[0] and "ptrace" in results.notes[0]

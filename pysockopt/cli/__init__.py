@@ -99,12 +99,17 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except Exception as err:  # a bug, never exit status 1 ("problems found") by accident
         status = _error(args.command, f"unexpected error: {type(err).__name__}: {_text(err)}")
     output.flush()
-    if output.broken and out is None:
-        # Python flushes stdout once more at exit and would complain (exit status 120):
-        # point the descriptor at /dev/null, the reader has all it wanted.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+    if (output.broken or output.error is not None) and out is None and sys.stdout is not None:
+        # What a failed flush left in Python's buffer would be flushed again at exit, fail
+        # again and turn the status into 120 ("Exception ignored"; hidden where
+        # PYTHONUNBUFFERED is set): point the descriptor at /dev/null, the reader has all
+        # it wanted, or the failure is reported below.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, sys.stdout.fileno())
+            finally:
+                os.close(devnull)
     failure = output.error
     if failure is not None:
         return _error(args.command, f"cannot write the output: {failure.strerror or failure}")

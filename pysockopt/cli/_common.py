@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from .._format import printable
+from .._format import for_json, printable
 
 __all__ = [
     "COMMANDS", "EXIT_ERROR", "EXIT_FOUND", "EXIT_OK", "EXIT_STATUS", "Output", "UsageError",
@@ -115,8 +115,8 @@ class Output(io.TextIOBase):
 
 
 def emit_json(out: TextIO, data: Any) -> None:
-    """Write ``data`` as indented JSON and a newline."""
-    json.dump(data, out, indent=2, sort_keys=False)
+    """Write ``data`` as indented JSON and a newline, every string as ``escape`` writes it."""
+    json.dump(for_json(data), out, indent=2, sort_keys=False)
     out.write("\n")
 
 

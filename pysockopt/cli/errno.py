@@ -20,8 +20,8 @@ from ._common import (
 )
 
 _EXIT_STATUS = ("Exit status: 0 every ERRNO is known, --search matched, or --list; 1 --search "
-                "matched nothing (like grep); 2 an ERRNO this platform does not define, or a "
-                "usage error.")
+                "matched nothing (like grep); 2 an ERRNO this platform does not define (a "
+                "number or a name: said on stderr, as errors are), or a usage error.")
 
 
 def _errno_args(p: argparse.ArgumentParser) -> None:
@@ -78,13 +78,14 @@ def _errno(args: argparse.Namespace, out: TextIO) -> int:
         elif infos:
             table(out, ["code", "name", "aliases", "category", "message"], _errno_rows(infos))
         else:
-            out.write(f"no errno matches {printable(repr(args.search.strip()))}\n")
+            out.write(printable(f"no errno matches '{args.search.strip()}'") + "\n")
         return EXIT_OK if infos or args.list else EXIT_FOUND
     if not args.query:
         raise UsageError("give an errno number or name, --search TEXT or --list")
     status = EXIT_OK
     results: list[dict[str, object]] = []
-    for n, query in enumerate(args.query):
+    shown = 0
+    for query in args.query:
         text = query.strip()
         try:
             info = errno_info(int(text) if text.lstrip("-").isdigit() else text)
@@ -97,13 +98,18 @@ def _errno(args: argparse.Namespace, out: TextIO) -> int:
                             "suggestions": list(err.suggestions)})
             status = EXIT_ERROR
             continue
-        if not info.known:
-            status = EXIT_ERROR
         results.append(info.as_dict())
+        if not info.known:
+            # The same rule as an unknown name: an error on stderr, nothing on stdout but
+            # the --json record.
+            sys.stderr.write(printable(f"pysockopt errno: {info.meaning} {info.advice}") + "\n")
+            status = EXIT_ERROR
+            continue
         if not args.json:
-            if n:
+            if shown:
                 out.write("\n")
             _errno_detail(out, info)
+            shown += 1
     if args.json:
         emit_json(out, results[0] if len(results) == 1 else results)
     return status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 from typing import TextIO
 
@@ -162,11 +163,16 @@ def _live(args: argparse.Namespace, out: TextIO) -> int:
             raise UsageError("--apply needs --detect SECONDS (the budget to apply)")
         if args.state:
             raise UsageError("--state selects what --detect would change: give --detect")
-        audit = audit_process(args.pid, port=args.port)
+        # The pid was given before this command started: a younger process holding it
+        # now took it by reuse, and is not the one asked about.
+        audit = audit_process(args.pid, port=args.port, started_before_caller=True)
         if args.json:
             emit_json(out, audit.as_dict())
         else:
             rows = []
+            # Sockets from more than one network namespace: say which each one is in.
+            spaces = {None if s.connection.netns is None else s.connection.netns.inode
+                      for s in audit.sockets}
             for s in audit.sockets:
                 ka = s.keepalive
                 enabled = s.keepalive_enabled
@@ -177,10 +183,13 @@ def _live(args: argparse.Namespace, out: TextIO) -> int:
                              *((ka.idle, ka.interval, ka.count, ka.user_timeout_ms)
                                if ka else (None,) * 4),
                              None if s.detection_time is None else duration(s.detection_time),
-                             timer, s.source])
+                             timer, s.source]
+                            + ([s.connection.netns.label if s.connection.netns else "-"]
+                               if len(spaces) > 1 else []))
             if rows:
                 table(out, ["fd", "State", "Local", "Peer", "keepalive", "idle", "intvl",
-                            "cnt", "user_timeout_ms", "detects", "timer", "read via"], rows)
+                            "cnt", "user_timeout_ms", "detects", "timer", "read via"]
+                      + (["netns"] if len(spaces) > 1 else []), rows)
                 out.write("\n")
             out.write(audit.summary() + "\n")
         return EXIT_FOUND if audit.without_keepalive else EXIT_OK
@@ -190,9 +199,12 @@ def _live(args: argparse.Namespace, out: TextIO) -> int:
                                                user_timeout=args.user_timeout)
     except InvalidConfigError as err:
         raise UsageError(_in_options(err, args.detect, probes)) from err
-    with log_to_stderr("keepalive"):
+    # Each socket's line once: on stdout for people; with --json, stdout is the machine's
+    # and the lines show on stderr as they happen.
+    with log_to_stderr("keepalive") if args.json else contextlib.nullcontext():
         changes = apply_keepalive_to_process(args.pid, config, port=args.port,
-                                             states=args.state, dry_run=not args.apply)
+                                             states=args.state, dry_run=not args.apply,
+                                             started_before_caller=True)
     if args.json:
         emit_json(out, {"dry_run": not args.apply, "pid": args.pid,
                         "config": {"idle": config.idle, "interval": config.interval,

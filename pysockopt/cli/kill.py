@@ -10,7 +10,18 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from .._format import processes
-from ._common import EXIT_FOUND, EXIT_OK, checked, command, emit_json, number, port_arg, table
+from ..tcpinfo import TcpState
+from ._common import (
+    EXIT_FOUND,
+    EXIT_OK,
+    UsageError,
+    checked,
+    command,
+    emit_json,
+    number,
+    port_arg,
+    table,
+)
 from .netns import netns_value
 from .sockets import state_arg
 
@@ -72,14 +83,23 @@ def _kill(args: argparse.Namespace, out: TextIO) -> int:
     from ..host.connections import processes_of
     from ..host.destroy import destroy, destroy_candidates, outcome
 
+    if (args.state is None and args.port is None and args.remote is None and args.pid is None
+            and args.idle_over is None):
+        raise UsageError("refusing to select every socket: give at least one filter "
+                         "(--state, --port, --remote, --pid or --idle-over)")
+    if args.state is not None and TcpState.LISTEN in args.state and not args.include_listeners:
+        raise UsageError("refusing LISTEN sockets: destroying a listener stops the service "
+                         "accepting connections; add --include-listeners to mean it")
     targets = destroy_candidates(
         states=args.state, port=args.port, remote=args.remote, pid=args.pid,
         idle_over=args.idle_over, include_listeners=args.include_listeners,
-        netns=None if args.netns is None else netns_value(args.netns))
+        netns=None if args.netns is None else netns_value(args.netns),
+        started_before_caller=True)
     owners = processes_of([c.inode for c in targets])
     results: list[OSError | None] | None = None
     if args.yes:
-        with log_to_stderr("kill"):
+        # Each socket's line once: in the table on stdout; with --json, on stderr.
+        with log_to_stderr("kill") if args.json else contextlib.nullcontext():
             results = destroy(targets)
     if args.json:
         rows = []

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, TextIO
 
-from .._format import printable
+from .._format import for_json, printable
 from ..host.model import Diagnosis, Finding, Severity
 from ..host.namespaces import NetNamespace
 from ..host.sample import Rates, Sample
@@ -104,7 +104,7 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
                 last = frame(view, width, height)
                 screen.draw(last)
             else:
-                out.write(json.dumps(record(d, rates, view)) + "\n")
+                out.write(json.dumps(for_json(record(d, rates, view))) + "\n")
                 out.flush()
                 if _gone(out):  # `pysockopt watch | head -3`: the reader has what it wanted
                     break
@@ -159,11 +159,12 @@ def _watch_all(args: argparse.Namespace, out: TextIO) -> int:
                 view = views.setdefault(ns.inode, View(args.interval, args.port,
                                                       f"netns {ns.label}"))
                 view.update(d, rates)
-                out.write(json.dumps({"netns": ns.as_dict(), **record(d, rates, view)}) + "\n")
+                out.write(json.dumps(for_json({"netns": ns.as_dict(), **record(d, rates, view)}))
+                          + "\n")
                 seen[ns.inode] = d.sample
             for skipped in found.skipped:
-                out.write(json.dumps({"netns": skipped.netns.as_dict(),
-                                      "skipped": skipped.as_dict()}) + "\n")
+                out.write(json.dumps(for_json({"netns": skipped.netns.as_dict(),
+                                               "skipped": skipped.as_dict()})) + "\n")
             out.flush()
             if _gone(out):
                 break

@@ -692,7 +692,9 @@ def walk_owners(inodes: Iterable[int]) -> Owners:
 def _command(pid: int) -> str:
     path = f"/proc/{pid}/comm"
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        # The name's bytes as they are (undecodable ones kept as surrogates, as os.fsdecode
+        # does): output escapes them one way (pysockopt._format.escape).
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
             return f.read().rstrip("\n")
     except OSError as err:
         if err.errno not in _SKIPPED:

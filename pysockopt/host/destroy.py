@@ -27,7 +27,7 @@ from ..errors import InvalidConfigError
 from ..tcpinfo import TcpState
 from .connections import Connection, connections, parse_state
 from .namespaces import NetNamespace, NetnsArg, entry_error, opened
-from .remote import Target, same_netns
+from .remote import Target, foreign_records, namespace_inode, same_netns
 
 __all__ = ["Remote", "destroy", "destroy_candidates", "outcome", "parse_remote"]
 
@@ -106,6 +106,7 @@ def destroy_candidates(
     idle_over: float | None = None,
     include_listeners: bool = False,
     netns: NetnsArg = None,
+    started_before_caller: bool = False,
 ) -> list[Connection]:
     """Return exactly the sockets that match every filter given: what ``destroy`` would hit.
 
@@ -118,12 +119,14 @@ def destroy_candidates(
     A bad value is an InvalidConfigError.
     ``netns`` lists another network namespace (an ip netns name, a path, a pid: see
     ``connections``); the records then carry it, and ``destroy`` acts inside it. With ``pid``
-    and no ``netns``, the process's own namespace is the one listed.
+    and no ``netns``, the process's own namespace is the one listed, and the sockets it holds
+    from other namespaces are listed in theirs. ``started_before_caller``: refuse
+    (ProcessLookupError) a ``pid`` whose process started after the caller did (reused).
     """
     if states is None and port is None and remote is None and pid is None and idle_over is None:
         raise ValueError(
             "refusing to select every socket: give at least one filter (states, port, "
-            "remote, pid, idle_over; --state, --port, --remote, --pid, --idle-over)")
+            "remote, pid or idle_over)")
     wanted: set[TcpState] | None = None
     if states is not None:
         wanted = ({parse_state(states)} if isinstance(states, (int, str))
@@ -131,7 +134,7 @@ def destroy_candidates(
         if TcpState.LISTEN in wanted and not include_listeners:
             raise ValueError(
                 "refusing LISTEN sockets: destroying a listener stops the service accepting "
-                "connections; pass include_listeners=True (--include-listeners) to mean it")
+                "connections; pass include_listeners=True to mean it")
         if TcpState.NEW_SYN_RECV in wanted:
             wanted.add(TcpState.SYN_RECV)
     if isinstance(remote, str):
@@ -140,15 +143,28 @@ def destroy_candidates(
     if idle_over is not None:
         idle_ms = check_seconds("idle_over", idle_over, zero=True) * 1000
     inodes: set[int] | None = None
-    if pid is not None:
-        with Target(pid) as target:
-            inodes = set(target.socket_fds())
-        if netns is None and not same_netns(pid):
-            netns = pid  # a containerised process: its sockets are in its own namespace
     query_states = (wanted if wanted is not None
                     else [s for s in TcpState if s != TcpState.LISTEN or include_listeners])
-    found = connections(states=query_states, port=port, with_info=idle_ms is not None,
-                        netns=netns)
+    if pid is not None:
+        with Target(pid, started_before_caller) as target:
+            fds = target.socket_fds()
+            inodes = set(fds)
+            where = target.proc_dir() or f"/proc/{pid}"
+            foreign: list[Connection] = []
+            if netns is None:
+                if not same_netns(pid, where):
+                    netns = pid  # a containerised process: its sockets are in its own namespace
+                # Sockets it holds from other namespaces, each listed (and destroyed) there.
+                listed = {c.inode for c in connections(netns=netns)}
+                foreign = foreign_records(
+                    target, {i: f for i, f in fds.items() if i not in listed},
+                    namespace_inode(where), port, states=query_states,
+                    with_info=idle_ms is not None)
+        found = connections(states=query_states, port=port, with_info=idle_ms is not None,
+                            netns=netns) + foreign
+    else:
+        found = connections(states=query_states, port=port, with_info=idle_ms is not None,
+                            netns=netns)
     out = []
     for c in found:
         if c.state == TcpState.LISTEN and not include_listeners:
@@ -190,9 +206,10 @@ def _error(code: int, conn: Connection) -> OSError:
 
 
 def _cookie(conn: Connection) -> int | None:
-    # The record's socket cookie from sock_diag; 0 where the source has none (/proc).
+    # The record's socket cookie from sock_diag; 0 where the source has none (/proc). The
+    # kernel's is 64 bits: anything else (a hand-made record) names no socket.
     value = conn.cookie
-    return value if isinstance(value, int) and value > 0 else None
+    return value if isinstance(value, int) and 0 < value < 1 << 64 else None
 
 
 def _request(req: object, conn: Connection, cookie: int) -> None:
@@ -233,7 +250,8 @@ def destroy(conns: Sequence[Connection] | Iterable[Connection]) -> list[OSError 
             results[i] = OSError(
                 errno.EINVAL, f"{os.strerror(errno.EINVAL)}: {conn.state.label} {conn.local} "
                 f"{conn.remote}: the record carries no socket cookie (from /proc, or an older "
-                "build), so the socket cannot be named exactly: not destroyed")
+                "build) or one out of the kernel's 64-bit range, so the socket cannot be "
+                "named exactly: not destroyed")
         else:
             send.append(i)
     # One batch per network namespace: the netlink socket must be made inside the sockets'

@@ -218,7 +218,7 @@ def container_of_pid(pid: int) -> Container | None:
     config.v2.json, the pod's /var/log/pods directory), never from a daemon.
     """
     try:
-        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="surrogateescape") as f:
             text = f.read()
     except OSError:  # exited, or no cgroups here
         return None
@@ -374,25 +374,30 @@ def current_namespace() -> NetNamespace:
 
 
 def _mount_points() -> dict[int, str]:
-    """Inode -> mount point of every nsfs bind mount of a network namespace we can see."""
+    """Inode -> mount point of every nsfs bind mount of a network namespace we can see.
+
+    The path is the mount point's bytes (kept as os.fsdecode keeps them), so it opens.
+    """
     found: dict[int, str] = {}
     try:
-        with open("/proc/thread-self/mountinfo", encoding="utf-8", errors="replace") as f:
+        with open("/proc/thread-self/mountinfo", "rb") as f:
             lines = f.read().splitlines()
     except OSError:
         return found
     for line in lines:
-        fields = line.split()
+        fields = line.split(b" ")  # one space between fields; other whitespace is in names
         try:
-            fstype = fields[fields.index("-") + 1]
+            fstype = fields[fields.index(b"-") + 1]
         except (ValueError, IndexError):
             continue
-        root = fields[3] if len(fields) > 4 else ""
-        if fstype == "nsfs" and root.startswith("net:[") and root.endswith("]"):
-            # mountinfo writes space, tab, newline and backslash as octal escapes.
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        root = fields[3] if len(fields) > 4 else b""
+        if fstype == b"nsfs" and root.startswith(b"net:[") and root.endswith(b"]"):
+            # mountinfo writes space, tab, newline and backslash as octal escapes; any
+            # other byte (0xfe included) is as it is.
+            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8) & 0xFF]),
+                           fields[4])
             with contextlib.suppress(ValueError):
-                found.setdefault(int(root[5:-1]), point)
+                found.setdefault(int(root[5:-1]), os.fsdecode(point))
     return found
 
 
@@ -499,7 +504,7 @@ def _candidates(netns: NetNamespace | str | os.PathLike[str] | int) -> tuple[lis
             return [text], f"network namespace {text}"
         if text in (".", ".."):
             raise InvalidConfigError("netns", netns, "an ip netns name (see ip netns list)")
-        return [f"{_RUN_NETNS}/{text}"], f"network namespace {text!r}"
+        return [f"{_RUN_NETNS}/{text}"], f"network namespace '{text}'"
     raise TypeError("netns must be a NetNamespace, an ip netns name, a path or a pid, not "
                     f"{type(netns).__name__}")
 
@@ -561,6 +566,20 @@ def _refused(err: OSError, what: str) -> NetnsPermissionError:
         "ptrace")
 
 
+def _not_ready(path: str, mode: int, what: str) -> None:
+    """Raise FileNotFoundError for an ``ip netns`` name that is a plain file, not a mount.
+
+    ``ip netns add`` creates the file and then mounts the namespace on it; ``ip netns del``
+    unmounts it and then removes it: meanwhile the name is a plain empty file. That is a
+    namespace not there (yet, or any more), not a wrong value.
+    """
+    if stat.S_ISREG(mode) and os.path.dirname(path) == _RUN_NETNS:
+        raise FileNotFoundError(
+            errno.ENOENT, f"{what} is not ready or has vanished: {path} is a plain file with "
+                          "no namespace mounted on it (ip netns add or del in progress, or "
+                          "left behind)")
+
+
 def _open(netns: NetNamespace | str | os.PathLike[str] | int) -> tuple[int, str]:
     """Open ``netns``; return (descriptor, its name for messages). The caller closes it.
 
@@ -581,6 +600,7 @@ def _open(netns: NetNamespace | str | os.PathLike[str] | int) -> tuple[int, str]
             continue
         if st.st_dev != nsfs:
             if expected is None:
+                _not_ready(path, st.st_mode, what)
                 raise NotANetnsError(path, _file_kind(st.st_mode))
             continue  # the name now holds something else: that namespace is gone
         if expected is not None and st.st_ino != expected:
@@ -613,7 +633,7 @@ def _open(netns: NetNamespace | str | os.PathLike[str] | int) -> tuple[int, str]
         raise ProcessLookupError(errno.ESRCH, f"no process {netns}: {what} cannot be found")
     if "/" in os.fspath(netns):
         raise FileNotFoundError(errno.ENOENT, f"{what}: no such file")
-    raise FileNotFoundError(errno.ENOENT, f"no network namespace named {os.fspath(netns)!r} "
+    raise FileNotFoundError(errno.ENOENT, f"no network namespace named '{os.fspath(netns)}' "
                                           f"in {_RUN_NETNS} (ip netns list shows the names)")
 
 
@@ -772,30 +792,34 @@ class NetnsSkipped:
 
 
 def refusal_notes(checks: Iterable[str | None]) -> list[str]:
-    """Say how many namespaces each check refused: one note per check, the count first.
+    """Say how many namespaces could not be entered, and why: one note, the count first.
 
     ``checks``: the ``check`` of each refused namespace (NetnsSkipped, NetnsPermissionError).
+    The note starts with the one count every output repeats ("5 network namespace(s) could
+    not be entered"), then each refusal with its own count when there are several kinds.
+    Empty when nothing was refused.
     """
     tally: dict[str | None, int] = {}
     for check in checks:
         tally[check] = tally.get(check, 0) + 1
+    if not tally:
+        return []
     root = os.geteuid() == 0
-    notes = []
+    whys = []
     for check, n in tally.items():
         if check == "ptrace":
-            why = ("could not be opened even as root: the ptrace access check on their "
-                   "/proc/PID/ns/net refused (a security module, or processes of another user "
-                   "namespace)" if root else
-                   "could not be opened: another user's /proc/PID/ns/net needs root or "
-                   "CAP_SYS_PTRACE")
+            why = ("opening their /proc/PID/ns/net was refused even as root by the ptrace "
+                   "access check (a security module, or processes of another user namespace)"
+                   if root else
+                   "another user's /proc/PID/ns/net needs root or CAP_SYS_PTRACE")
         elif check == "open":
-            why = "could not be opened: their file's permissions refused it"
+            why = "their file's permissions refused opening it"
         else:
-            why = ("could not be entered: setns needs CAP_SYS_ADMIN over their user "
-                   "namespace, which this process lacks even as root" if root else
-                   "could not be entered: that needs CAP_SYS_ADMIN (run as root)")
-        notes.append(f"{n} network namespace(s) {why}")
-    return notes
+            why = ("setns needs CAP_SYS_ADMIN over their user namespace, which this process "
+                   "lacks even as root" if root else "that needs CAP_SYS_ADMIN (run as root)")
+        whys.append(why if len(tally) == 1 else f"{n}: {why}")
+    total = sum(tally.values())
+    return [f"{total} network namespace(s) could not be entered: {'; '.join(whys)}"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import select
@@ -26,8 +27,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from .._format import duration, printable, process
 from .._core import lib
-from .._format import duration, process
 from .._sock import os_error
 from ..keepalive import (
     KeepaliveConfig,
@@ -41,10 +42,10 @@ from .connections import (
     Connection,
     Process,
     Timer,
-    connections,
     parse_proc,
-    parse_state,
     state_mask,
+    connections,
+    parse_state,
 )
 from .namespaces import NetnsPermissionError
 
@@ -66,6 +67,8 @@ FROM_PIDFD: Final = "pidfd_getfd"
 FROM_TIMER: Final = "timer"
 
 _SOCKET_LINK: Final = "socket:["
+#: PF_EXITING in /proc/PID/stat's flags (include/linux/sched.h): do_exit has begun.
+_PF_EXITING: Final = 0x4
 
 
 # --- the process
@@ -93,7 +96,7 @@ def _explain(err: OSError, pid: int, what: str) -> OSError:
 class Target:
     """One process, pinned by a pidfd for as long as we look at it (no pid reuse mix-ups)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, started_before_caller: bool = False) -> None:
         if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
             raise ValueError(f"pid must be a positive int, not {pid!r}")
         self.pid = pid
@@ -107,6 +110,20 @@ class Target:
                               "process id (Tgid in /proc/PID/status)")
             raise _explain(err, pid, "pidfd_open")
         self.pidfd = rc
+        try:
+            # Who it is, read while the pidfd pins it: checked alive just after, so the name
+            # is never that of a process that took the pid later.
+            self._command = self._read_command()
+            started = _start_ticks(f"/proc/{pid}")
+            self.check_running("pidfd_open")
+            if started_before_caller and started > _start_ticks("/proc/self"):
+                raise ProcessLookupError(
+                    errno.ESRCH, f"pid {pid} was reused: the process holding it now "
+                                 f"({self._command}) started after this command did, so it is "
+                                 "not the one named; nothing of it is reported")
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         """Close the pidfd (idempotent)."""
@@ -127,9 +144,55 @@ class Target:
         p.register(self.pidfd, select.POLLIN)
         return not p.poll(0)
 
+    def _exiting(self, tid: int | None = None) -> bool:
+        """Return True when the process (or its thread ``tid``) has begun to exit, or is gone.
+
+        A killed process's descriptors are closed (its /proc/PID/fd empties) before its
+        pidfd says it exited: PF_EXITING in /proc/PID/stat's flags is set before that.
+        """
+        where = f"/proc/{self.pid}" + (f"/task/{tid}" if tid is not None else "")
+        try:
+            with open(f"{where}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()
+        except OSError:
+            return True
+        try:
+            return fields[0] in (b"Z", b"X") or bool(int(fields[6]) & _PF_EXITING)
+        except (IndexError, ValueError):
+            return True
+
+    def proc_dir(self) -> str | None:
+        """Return the /proc directory of its descriptors and namespace; None when exiting.
+
+        Normally /proc/PID. A main thread that called pthread_exit leaves the process
+        running with an empty /proc/PID/fd and no /proc/PID/ns: a thread that runs is read
+        instead (/proc/PID/task/TID). None when every thread is exiting.
+        """
+        if not self._exiting():
+            return f"/proc/{self.pid}"
+        try:
+            tids = sorted(int(t) for t in os.listdir(f"/proc/{self.pid}/task"))
+        except (OSError, ValueError):
+            return None
+        for tid in tids:
+            if tid != self.pid and not self._exiting(tid):
+                return f"/proc/{self.pid}/task/{tid}"
+        return None
+
+    def check_running(self, during: str) -> None:
+        """Raise ProcessLookupError unless the pinned process runs and is not exiting.
+
+        /proc/PID is read first and the pidfd asked after: a pid freed and reused meanwhile
+        fails the second test, so what /proc said was about our process.
+        """
+        if self.proc_dir() is None or not self.alive():
+            raise ProcessLookupError(
+                errno.ESRCH, f"pid {self.pid} exited or is exiting ({during}): nothing of it "
+                             "is reported, its sockets are being closed by the kernel")
+
     def socket_fds(self) -> dict[int, list[int]]:
         """Map socket inode -> the process's descriptors for it, from /proc/PID/fd."""
-        fd_dir = f"/proc/{self.pid}/fd"
+        fd_dir = (self.proc_dir() or f"/proc/{self.pid}") + "/fd"
         try:
             names = os.listdir(fd_dir)
         except PermissionError as err:
@@ -145,10 +208,10 @@ class Target:
                 continue
             if link.startswith(_SOCKET_LINK) and link.endswith("]"):
                 found.setdefault(int(link[len(_SOCKET_LINK):-1]), []).append(int(name))
-        # The listing is the process's only if the pidfd still names a live process: a pid
-        # freed and reused during the walk would show someone else's descriptors.
-        if not self.alive():
-            raise ProcessLookupError(errno.ESRCH, f"pid {self.pid} exited during the listing")
+        # The listing is the process's only if the pidfd still names a live process that
+        # had not begun to exit (its descriptors are closed then): a pid freed and reused
+        # during the walk would show someone else's descriptors.
+        self.check_running(f"listing {fd_dir}")
         for fds in found.values():
             fds.sort()
         return found
@@ -173,41 +236,61 @@ class Target:
             dup.close()
 
     def command(self) -> str:
-        """Return the process's command name (/proc/PID/comm), or "?" when unreadable."""
+        """Return the process's name, as read when the pidfd pinned it."""
+        return self._command
+
+    def _read_command(self) -> str:
         try:
-            with open(f"/proc/{self.pid}/comm", encoding="utf-8", errors="replace") as f:
-                return f.read().strip()
+            with open(f"/proc/{self.pid}/comm", encoding="utf-8",
+                      errors="surrogateescape") as f:
+                return f.read().rstrip("\n")
         except OSError:
             return "?"
 
 
-def same_netns(pid: int) -> bool:
+def _start_ticks(where: str) -> int:
+    """Return when a process started, in clock ticks since boot (/proc/PID/stat field 22)."""
+    try:
+        with open(f"{where}/stat", "rb") as f:
+            return int(f.read().rpartition(b")")[2].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def same_netns(pid: int, where: str | None = None) -> bool:
     """Tell whether process ``pid`` shares the calling thread's network namespace.
 
+    ``where``: the /proc directory to read it through (a thread's, when the main one exited).
     True also when that cannot be read: our own namespace is then the best guess (and the
     one sock_diag answers for).
     """
     try:
-        theirs = os.stat(f"/proc/{pid}/ns/net").st_ino
+        theirs = os.stat(f"{where or f'/proc/{pid}'}/ns/net").st_ino
         ours = os.stat("/proc/thread-self/ns/net").st_ino
     except OSError:
         return True  # cannot tell: our own namespace is the best guess (and sock_diag's)
     return theirs == ours
 
 
-def _records(pid: int, port: int | None) -> tuple[list[Connection], str]:
-    """Return the socket records of ``pid``'s network namespace, and where they came from."""
-    if same_netns(pid):
+def _records(pid: int, port: int | None,
+             where: str | None = None) -> tuple[list[Connection], str]:
+    """Return the socket records of ``pid``'s network namespace, and where they came from.
+
+    ``where``: the /proc directory to read it through (a thread's, when the main one exited).
+    """
+    where = where or f"/proc/{pid}"
+    if same_netns(pid, where):
         return connections(port=port), "sock_diag"
     # Another namespace (a container): dump it from a native thread that enters it, which
     # needs CAP_SYS_ADMIN; without, its /proc/PID/net/tcp* shows the same sockets (no tcp_info).
     try:
-        return connections(port=port, netns=pid), "sock_diag"
+        return connections(port=port, netns=pid if where == f"/proc/{pid}"
+                           else f"{where}/ns/net"), "sock_diag"
     except NetnsPermissionError:
         pass
     records: list[Connection] = []
     for family, name in ((socket.AF_INET, "tcp"), (socket.AF_INET6, "tcp6")):
-        path = f"/proc/{pid}/net/{name}"
+        path = f"{where}/net/{name}"
         try:
             with open(path, "rb") as f:
                 text = f.read()
@@ -215,6 +298,57 @@ def _records(pid: int, port: int | None) -> tuple[list[Connection], str]:
             continue
         records += parse_proc(text, family, port=port)
     return records, f"/proc/{pid}/net/tcp"
+
+
+#: ioctl(fd, SIOCGSKNS) (linux/sockios.h, Linux 4.9): a new descriptor of the socket's netns.
+_SIOCGSKNS: Final = 0x894C
+
+
+def namespace_inode(where: str) -> int | None:
+    """Return the inode of the network namespace of the process at ``where``, or None."""
+    try:
+        return os.stat(f"{where}/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def foreign_records(target: Target, fds: dict[int, list[int]], skip: int | None,
+                     port: int | None, **query: object) -> list[Connection]:
+    """Return the records of the process's TCP sockets that live in other network namespaces.
+
+    A process may hold sockets of several namespaces (systemd socket activation into a
+    PrivateNetwork= service, a thread that called setns). Each descriptor not matched yet is
+    duplicated, and SIOCGSKNS on the duplicate opens its namespace: each namespace found
+    (other than ``skip``, the one already listed) is dumped once, from inside it. ``query``
+    goes to ``connections`` (states, with_info). Sockets of other kinds are left alone.
+    """
+    found: dict[int, int] = {}  # namespace inode -> an open descriptor of it
+    try:
+        for inode, held in fds.items():
+            try:
+                with target.borrow(held[0], inode) as dup:
+                    if (dup.family not in (socket.AF_INET, socket.AF_INET6)
+                            or dup.type != socket.SOCK_STREAM):
+                        continue
+                    nsfd = fcntl.ioctl(dup.fileno(), _SIOCGSKNS)
+            except OSError:  # closed meanwhile, or not ours to duplicate: nothing to add
+                continue
+            ino = os.fstat(nsfd).st_ino
+            if ino == skip or ino in found:
+                os.close(nsfd)
+            else:
+                found[ino] = nsfd
+        records: list[Connection] = []
+        for nsfd in found.values():
+            # The path names the namespace while we hold it; connections() looks it up in
+            # namespaces() for a path that outlives this call (a name, a mount, a pid).
+            records += [c for c in connections(port=port, netns=f"/proc/self/fd/{nsfd}",
+                                               **query)  # type: ignore[arg-type]
+                        if c.inode in fds]
+        return records
+    finally:
+        for nsfd in found.values():
+            os.close(nsfd)
 
 
 # --- audit
@@ -287,6 +421,7 @@ class ProcessSocket:
             "local": c.local,
             "remote": c.remote,
             "inode": c.inode,
+            "netns": None if c.netns is None else c.netns.inode,
             "source": self.source,
             "records": self.records,
             "keepalive": self.keepalive_enabled,
@@ -303,9 +438,16 @@ class ProcessSocket:
 
 def _audit(target: Target, port: int | None, mask: int) -> list[ProcessSocket]:
     fds = target.socket_fds()
-    records, source = _records(target.pid, port)
+    where = target.proc_dir() or f"/proc/{target.pid}"
+    records, source = _records(target.pid, port, where)
+    matched = {c.inode for c in records}
+    rest = {inode: held for inode, held in fds.items() if inode not in matched}
+    tagged = [(c, source) for c in records]
+    if rest:
+        tagged += [(c, "sock_diag") for c in foreign_records(
+            target, rest, namespace_inode(where), port)]
     out: list[ProcessSocket] = []
-    for conn in records:
+    for conn, source in tagged:
         held = fds.get(conn.inode) if conn.inode else None
         if not held or not mask & (1 << conn.state):
             continue
@@ -319,6 +461,9 @@ def _audit(target: Target, port: int | None, mask: int) -> list[ProcessSocket]:
             error = err
         out.append(ProcessSocket(target.pid, fd, conn, settings, error, source))
     out.sort(key=lambda s: s.fd)
+    # Rows of a process that died meanwhile are stale (and the reads may have failed as it
+    # closed them): say it exited rather than report what it no longer holds.
+    target.check_running("during the audit")
     return out
 
 
@@ -390,7 +535,10 @@ class ProcessAudit:
         return f"pysockopt keepalive --pid {self.pid}{port} --detect {detect} --apply"
 
     def summary(self) -> str:
-        """Two or three lines a person reads first."""
+        """Return two or three lines a person reads first.
+
+        Made printable line by line: a process may name itself anything.
+        """
         p = process(Process(self.pid, self.command))
         n = len(self.connections)
         lines = [f"{p}: {n} connection{'s' if n != 1 else ''}, "
@@ -418,7 +566,7 @@ class ProcessAudit:
         if self.refused:
             lines.append(f"{len(self.refused)} socket(s) read from the kernel's timer only: "
                          f"{self.refused[0].error}")
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)
 
     def as_dict(self) -> dict[str, object]:
         """Return the audit for JSON."""
@@ -436,9 +584,15 @@ class ProcessAudit:
         }
 
 
-def audit_process(pid: int, *, port: int | None = None) -> ProcessAudit:
-    """Return the keepalive audit of process ``pid`` (its sockets and a summary)."""
-    with Target(pid) as target:
+def audit_process(pid: int, *, port: int | None = None,
+                  started_before_caller: bool = False) -> ProcessAudit:
+    """Return the keepalive audit of process ``pid`` (its sockets and a summary).
+
+    Raises ProcessLookupError when the process exits or is exiting before the audit ends.
+    ``started_before_caller``: also when the process holding ``pid`` started after the
+    calling process did (a command given a pid: a younger process got it by reuse).
+    """
+    with Target(pid, started_before_caller) as target:
         sockets = _audit(target, port, state_mask(None))
         return ProcessAudit(pid, target.command(), port, tuple(sockets))
 
@@ -531,6 +685,7 @@ def apply_keepalive_to_process(
     port: int | None = None,
     states: Iterable[TcpState | int | str] | TcpState | int | str | None = None,
     dry_run: bool = False,
+    started_before_caller: bool = False,
 ) -> list[KeepaliveChange]:
     """Apply ``config`` to the live TCP sockets of process ``pid``; one result per socket.
 
@@ -540,7 +695,8 @@ def apply_keepalive_to_process(
     reads and reports without changing anything. Listeners included this way make the
     connections they accept from now on inherit the settings (Linux). One socket refused
     never stops the others: its result carries the error. Each change is logged, one line per
-    socket, on the ``pysockopt.live`` logger.
+    socket, on the ``pysockopt.live`` logger. A process that exits meanwhile raises
+    ProcessLookupError; ``started_before_caller`` as in ``audit_process``.
     """
     if not isinstance(config, KeepaliveConfig):
         raise TypeError(f"config must be a KeepaliveConfig, not {type(config).__name__}")
@@ -551,7 +707,7 @@ def apply_keepalive_to_process(
     else:
         mask = state_mask(s for s in TcpState if s not in _POINTLESS)
     results: list[KeepaliveChange] = []
-    with Target(pid) as target:
+    with Target(pid, started_before_caller) as target:
         for sock in _audit(target, port, mask):
             if dry_run:
                 results.append(KeepaliveChange(sock, config, None, sock.error))
@@ -564,4 +720,6 @@ def apply_keepalive_to_process(
                 change = KeepaliveChange(sock, config, None, err)
             log.info("%s", change.describe())
             results.append(change)
+        if not dry_run and results:
+            target.check_running(f"during the apply, after {len(results)} socket(s) were tried")
     return results
