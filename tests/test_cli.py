@@ -202,17 +202,17 @@ def test_counts_of_one_are_singular() -> None:
 
 
 def test_keepalive_detect_user_timeout_and_a_small_budget() -> None:
-    status, out, _ = _run("keepalive", "--detect", "20", "--user-timeout", "4", "--json")
+    status, out, _ = run_cli_err("keepalive", "--detect", "20", "--user-timeout", "4", "--json")
     assert status == 0
     shown = json.loads(out)
     want = KeepaliveConfig.for_detection(20, user_timeout=4)
     assert shown["user_timeout_ms"] == want.user_timeout_ms == 4000
     assert (shown["idle"], shown["interval"], shown["count"]) == (
         want.idle, want.interval, want.count)
-    status, out, _ = _run("keepalive", "--detect", "20", "--user-timeout", "4")
+    status, out, _ = run_cli_err("keepalive", "--detect", "20", "--user-timeout", "4")
     assert status == 0 and "for_detection(20, user_timeout=4)" in out
     # 5 s: as many probes as fit (one), not the refusal of three
-    status, out, _ = _run("keepalive", "--detect", "5")
+    status, out, _ = run_cli_err("keepalive", "--detect", "5")
     assert status == 0 and "for_detection(5)\n" in out and "then 1 probe " in out
 
 
@@ -298,7 +298,7 @@ def test_a_full_disk_is_exit_2_without_pythonunbuffered(args: tuple[str, ...]) -
     # Issue 19 item 9: the output sat in Python's buffer, main() returned 2, then the flush
     # at exit failed and the status became 120 with "Exception ignored" on stderr.
     with open("/dev/full", "w") as full:
-        r = subprocess.run(_pysockopt(*args), stdout=full, stderr=subprocess.PIPE,
+        r = subprocess.run(cli_argv(*args), stdout=full, stderr=subprocess.PIPE,
                            text=True, timeout=60, env=_buffered_env())
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "cannot write the output: No space left on device" in r.stderr
@@ -310,10 +310,10 @@ def test_an_unknown_errno_number_or_name_follows_one_rule(query: str) -> None:
     # Issue 19 item 11: an unknown number was explained on stdout (status 2) while an unknown
     # name was an error on stderr. One rule for both: stderr, status 2, nothing on stdout;
     # --json still gives its record (known: false) on stdout.
-    status, out, err = _run("errno", query)
+    status, out, err = run_cli_err("errno", query)
     assert status == 2 and out == "", out
     assert err.startswith("pysockopt errno: ") and query in err and err.count("\n") == 1, err
-    status, out, err = _run("errno", query, "--json")
+    status, out, err = run_cli_err("errno", query, "--json")
     assert status == 2 and json.loads(out)["known"] is False and query in err
-    status, out, err = _run("errno", "104", query)
+    status, out, err = run_cli_err("errno", "104", query)
     assert status == 2 and out.startswith("ECONNRESET (104)") and query not in out

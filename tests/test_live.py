@@ -869,7 +869,7 @@ def test_apply_and_kill_show_each_socket_once(pair: NetnsPair) -> None:
         lst = child.call("listen", host=pair.addr_a)
         held = child.call("connect", host=pair.addr_a, port=lst["port"], n=2)
         child.call("accept", fd=lst["fd"], n=2)
-        res = _cli("keepalive", "--pid", str(child.pid), "--port", str(lst["port"]),
+        res = cli_process("keepalive", "--pid", str(child.pid), "--port", str(lst["port"]),
                    "--state", "established", "--detect", str(CONFIG_DETECT), "--apply")
         assert res.returncode == 0, res.stderr
         both = res.stdout + res.stderr
@@ -877,7 +877,7 @@ def test_apply_and_kill_show_each_socket_once(pair: NetnsPair) -> None:
             line = f"pid {child.pid} fd {h['fd']} ESTABLISHED"
             assert both.count(line) == 1, both  # on stdout, not echoed on stderr
             assert line in res.stdout
-        res = _cli("kill", "--port", str(lst["port"]), "--state", "established", "--yes",
+        res = cli_process("kill", "--port", str(lst["port"]), "--state", "established", "--yes",
                    netns=pair.a)
         assert res.returncode == 0, res.stderr
         for h in held:
@@ -887,11 +887,11 @@ def test_apply_and_kill_show_each_socket_once(pair: NetnsPair) -> None:
 
 
 def test_kill_refusals_speak_in_flags_only() -> None:
-    res = _cli("kill")
+    res = cli_process("kill")
     assert res.returncode == 2 and "--state" in res.stderr and "--idle-over" in res.stderr
     for python_word in ("idle_over", "states,", "include_listeners"):
         assert python_word not in res.stderr, res.stderr
-    res = _cli("kill", "--state", "listen")
+    res = cli_process("kill", "--state", "listen")
     assert res.returncode == 2 and "--include-listeners" in res.stderr
     assert "include_listeners" not in res.stderr, res.stderr
 
@@ -994,7 +994,7 @@ def test_the_audited_process_is_named_as_it_was_when_pinned(pair: NetnsPair) -> 
                 os._exit(0)
         try:
             assert os.read(from_child[0], 1) == b"r"
-            with _Target(pid) as target:
+            with Target(pid) as target:
                 os.write(to_child[1], b"x")
                 assert os.read(from_child[0], 1) == b"r"
                 assert pathlib.Path(f"/proc/{pid}/comm").read_text().strip() == "impostor"
@@ -1082,11 +1082,11 @@ def test_sockets_from_another_namespace_are_audited_applied_and_listed(pair: Net
         listed = destroy_mod.destroy_candidates(pid=proc.pid, states=["ESTABLISHED"])
         assert len(listed) == 4
         assert sum(c.netns is not None and c.netns.inode == b_inode for c in listed) == 2
-        res = _cli("keepalive", "--pid", str(proc.pid), "--json")
+        res = cli_process("keepalive", "--pid", str(proc.pid), "--json")
         rows = json.loads(res.stdout)["sockets"]
         assert len(rows) == 6, res.stderr
         assert sum(r["netns"] == b_inode for r in rows) == 3
-        res = _cli("keepalive", "--pid", str(proc.pid))
+        res = cli_process("keepalive", "--pid", str(proc.pid))
         assert res.stdout.splitlines()[0].split()[-1] == "netns"  # which namespace, per row
         assert res.stdout.count(pair.b) == 3 and res.stdout.count(pair.a) == 3, res.stdout
     finally:

@@ -1083,9 +1083,9 @@ def test_a_mount_at_an_undecodable_path_is_found_and_opened(tmp_path: pathlib.Pa
         assert sum(pysockopt.state_counts(netns=ns).values()) == 0
         found = nsmod.for_each_netns(lambda n: 1, [ns])
         assert not found.skipped and [n.inode for n, _ in found.results] == [inode]
-        out = io.StringIO()
-        assert main(["netns", "--json"], out) == 0
-        [row] = [r for r in json.loads(out.getvalue())["namespaces"] if r["inode"] == inode]
+        code, text = run_cli("netns", "--json")
+        assert code == 0
+        [row] = [r for r in json.loads(text)["namespaces"] if r["inode"] == inode]
         assert row["path"].endswith("/odd\\xfe" + path[-6:].decode())  # escaped as text
 
 

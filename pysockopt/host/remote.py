@@ -27,8 +27,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from .._format import duration, printable, process
 from .._core import lib
+from .._format import duration, printable, process
 from .._sock import os_error
 from ..keepalive import (
     KeepaliveConfig,
@@ -42,10 +42,10 @@ from .connections import (
     Connection,
     Process,
     Timer,
-    parse_proc,
-    state_mask,
     connections,
+    parse_proc,
     parse_state,
+    state_mask,
 )
 from .namespaces import NetnsPermissionError
 
