@@ -1,5 +1,6 @@
-/* netns.c: sock_diag dumps and file reads inside another network namespace, each from a
- * short-lived native thread that alone calls setns (see netns.h). */
+/* netns.c: the one runner of jobs inside another network namespace (a short-lived native
+ * thread that alone calls setns, see netns.h), and the jobs built on it: sockets, sock_diag
+ * dumps and file reads. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -8,6 +9,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "sockdiag.h"
@@ -17,36 +19,41 @@
 #define CLONE_NEWNET 0x40000000
 #endif
 
-/* --- one thread, in the namespace, for one piece of work */
+/* --- the runner: one thread, in the namespace, for one job */
 
-struct job {
+struct run {
     int nsfd;
-    int (*work)(void *arg);  /* returns 0 or -errno */
+    int (*job)(void *arg);  /* returns 0 or -errno */
     void *arg;
     int rc;
     int step;
 };
 
-static void *job_main(void *p)
+static void *run_main(void *p)
 {
-    struct job *job = p;
-    if (setns(job->nsfd, CLONE_NEWNET) != 0) {
-        job->rc = -errno;
-        job->step = PSO_NETNS_STEP_SETNS;
+    struct run *run = p;
+    if (setns(run->nsfd, CLONE_NEWNET) != 0) {
+        run->rc = -errno;
+        run->step = PSO_NETNS_STEP_SETNS;
         return NULL;
     }
-    job->rc = job->work(job->arg);
+    run->rc = run->job(run->arg);
     return NULL;
 }
 
-/* Runs work(arg) in a new thread that joined nsfd; the thread is joined before returning. */
-static int run_in_netns(int nsfd, int (*work)(void *), void *arg, int *step)
+int pso_netns_run(int nsfd, int (*job)(void *arg), void *arg, int *step)
 {
-    struct job job = {.nsfd = nsfd, .work = work, .arg = arg, .rc = 0, .step = 0};
+    int ignored;
+    if (step == NULL)
+        step = &ignored;
+    *step = 0;
+    if (job == NULL)
+        return -EINVAL;
     if (nsfd < 0) {
         *step = PSO_NETNS_STEP_SETNS;
         return -EBADF;
     }
+    struct run run = {.nsfd = nsfd, .job = job, .arg = arg, .rc = 0, .step = 0};
     /* The thread starts with every signal blocked (it inherits this mask), so no signal
      * handler ever runs in it; the caller's own mask is restored right after the create. */
     sigset_t all, old;
@@ -60,7 +67,7 @@ static int run_in_netns(int nsfd, int (*work)(void *), void *arg, int *step)
         return -rc;
     }
     pthread_t thread;
-    int created = pthread_create(&thread, NULL, job_main, &job);
+    int created = pthread_create(&thread, NULL, run_main, &run);
     int restored = pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (created != 0) {
         *step = PSO_NETNS_STEP_THREAD;
@@ -71,12 +78,45 @@ static int run_in_netns(int nsfd, int (*work)(void *), void *arg, int *step)
         *step = PSO_NETNS_STEP_THREAD;
         return -joined;
     }
-    if (restored != 0) {
+    if (run.step != 0) {
+        *step = run.step;
+        return run.rc;
+    }
+    if (restored != 0) {  /* the job ran; only the caller's own mask is off */
         *step = PSO_NETNS_STEP_THREAD;
         return -restored;
     }
-    *step = job.step;
-    return job.rc;
+    return run.rc;
+}
+
+/* --- a socket made inside the namespace */
+
+struct socket_args {
+    int domain, type, protocol;
+    int fd;
+};
+
+static int socket_job(void *p)
+{
+    struct socket_args *a = p;
+    a->fd = socket(a->domain, a->type | SOCK_CLOEXEC, a->protocol);
+    return a->fd < 0 ? -errno : 0;
+}
+
+int pso_netns_socket(int nsfd, int domain, int type, int protocol, int *step)
+{
+    int ignored;
+    if (step == NULL)
+        step = &ignored;
+    struct socket_args args = {.domain = domain, .type = type, .protocol = protocol, .fd = -1};
+    int rc = pso_netns_run(nsfd, socket_job, &args, step);
+    if (rc == 0)
+        return args.fd;
+    if (args.fd >= 0)  /* made, but the runner failed after the job (its signal mask) */
+        close(args.fd);
+    else if (*step == 0)
+        *step = PSO_NETNS_STEP_SOCKET;
+    return rc;
 }
 
 /* --- the sock_diag dump */
@@ -106,7 +146,7 @@ int pso_netns_dump(int nsfd, const struct pso_sd_query *q, struct pso_sd_sink *s
         return -EINVAL;
     }
     struct dump_args args = {.q = q, .sink = sink, .step = 0};
-    int rc = run_in_netns(nsfd, dump_work, &args, step);
+    int rc = pso_netns_run(nsfd, dump_work, &args, step);
     if (rc != 0 && *step == 0)
         *step = args.step;
     return rc;
@@ -170,7 +210,7 @@ int pso_netns_read_files(int nsfd, struct pso_netns_file *files, size_t n, int *
     if (files == NULL && n != 0)
         return -EINVAL;
     struct read_args args = {.files = files, .n = n};
-    return run_in_netns(nsfd, read_work, &args, step);
+    return pso_netns_run(nsfd, read_work, &args, step);
 }
 
 int pso_netns_read(int nsfd, const char *path, uint8_t *buf, size_t cap, size_t *len)

@@ -15,6 +15,22 @@ struct pso_sd_sink;
 /* Failure steps (pso_netns_dump's *step), next to sockdiag.h's PSO_SD_STEP_* of the dump. */
 #define PSO_NETNS_STEP_THREAD 16  /* pthread_create / pthread_sigmask */
 #define PSO_NETNS_STEP_SETNS 17   /* setns: EPERM without CAP_SYS_ADMIN, EINVAL not a netns */
+#define PSO_NETNS_STEP_SOCKET 18  /* pso_netns_socket: socket() inside the namespace */
+
+/* The one runner for every job that needs another network namespace. Starts one native thread
+ * with every signal blocked, which calls setns(nsfd, CLONE_NEWNET) and then job(arg) (0 or
+ * -errno), and joins it before returning, on every path. Returns the job's value, or -errno
+ * with *step (when not NULL) PSO_NETNS_STEP_THREAD when the thread could not start or
+ * PSO_NETNS_STEP_SETNS when it could not enter (the job then never ran); *step is 0 when the
+ * job ran, whatever it returned. The job runs on the runner's thread, so it must not keep
+ * per-thread state past its return. */
+int pso_netns_run(int nsfd, int (*job)(void *arg), void *arg, int *step);
+
+/* A socket(domain, type | SOCK_CLOEXEC, protocol) created inside namespace nsfd (through
+ * pso_netns_run); a socket keeps the namespace it was made in, so the caller may use it from
+ * any thread. Returns the descriptor (the caller closes it) or -errno with *step (when not
+ * NULL) PSO_NETNS_STEP_THREAD, PSO_NETNS_STEP_SETNS or PSO_NETNS_STEP_SOCKET. */
+int pso_netns_socket(int nsfd, int domain, int type, int protocol, int *step);
 
 /* One file to read inside the namespace: path (e.g. "/proc/thread-self/net/tcp" or
  * "/proc/sys/net/core/somaxconn") into buf (cap bytes). Out: len, the bytes read, and rc: 0, or

@@ -1,9 +1,6 @@
 /* remote.c: another process's sockets: pidfd_getfd duplicates, SOCK_DESTROY requests. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <pthread.h>
-#include <sched.h>
-#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -19,10 +16,6 @@
 
 #include "netns.h"
 #include "remote.h"
-
-#ifndef CLONE_NEWNET
-#define CLONE_NEWNET 0x40000000
-#endif
 
 /* glibc wraps these only from 2.36, and older <sys/syscall.h> may not know the numbers.
  * The generic numbers are shared by every architecture but alpha; take them only where we
@@ -240,34 +233,18 @@ int pso_sock_destroy(const struct pso_destroy_req *reqs, size_t n, int *results)
 
 /* --- SOCK_DESTROY inside another network namespace */
 
-/* The same discipline as netns.c's jobs: the thread alone calls setns, with every signal
- * blocked, and is joined on every path. (netns.c keeps its runner private.) */
-struct destroy_job {
-    int nsfd;
+struct destroy_args {
     const struct pso_destroy_req *reqs;
     size_t n;
     int *results;
-    int rc;
-    int step;
+    int ran;
 };
 
-static void *destroy_main(void *p)
+static int destroy_job(void *p)
 {
-    struct destroy_job *job = p;
-    if (setns(job->nsfd, CLONE_NEWNET) != 0) {
-        job->rc = -errno;
-        job->step = PSO_NETNS_STEP_SETNS;
-        return NULL;
-    }
-    job->rc = pso_sock_destroy(job->reqs, job->n, job->results);
-    return NULL;
-}
-
-static int fail_all(int *results, size_t n, int rc)
-{
-    for (size_t i = 0; i < n; i++)
-        results[i] = rc;
-    return rc;
+    struct destroy_args *a = p;
+    a->ran = 1;
+    return pso_sock_destroy(a->reqs, a->n, a->results);
 }
 
 int pso_netns_sock_destroy(int nsfd, const struct pso_destroy_req *reqs, size_t n,
@@ -279,41 +256,11 @@ int pso_netns_sock_destroy(int nsfd, const struct pso_destroy_req *reqs, size_t 
     *step = 0;
     if (results == NULL || (reqs == NULL && n > 0))
         return -EINVAL;
-    if (nsfd < 0) {
-        *step = PSO_NETNS_STEP_SETNS;
-        return fail_all(results, n, -EBADF);
+    struct destroy_args args = {.reqs = reqs, .n = n, .results = results, .ran = 0};
+    int rc = pso_netns_run(nsfd, destroy_job, &args, step);
+    if (!args.ran) {  /* the thread could not start or enter: no request was sent */
+        for (size_t i = 0; i < n; i++)
+            results[i] = rc;
     }
-    struct destroy_job job = {.nsfd = nsfd, .reqs = reqs, .n = n, .results = results,
-                              .rc = 0, .step = 0};
-    sigset_t all, old;
-    if (sigfillset(&all) != 0) {
-        *step = PSO_NETNS_STEP_THREAD;
-        return fail_all(results, n, -errno);
-    }
-    int rc = pthread_sigmask(SIG_SETMASK, &all, &old);
-    if (rc != 0) {
-        *step = PSO_NETNS_STEP_THREAD;
-        return fail_all(results, n, -rc);
-    }
-    pthread_t thread;
-    int created = pthread_create(&thread, NULL, destroy_main, &job);
-    int restored = pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (created != 0) {
-        *step = PSO_NETNS_STEP_THREAD;
-        return fail_all(results, n, -created);
-    }
-    int joined = pthread_join(thread, NULL);
-    if (joined != 0) {
-        *step = PSO_NETNS_STEP_THREAD;
-        return fail_all(results, n, -joined);
-    }
-    if (job.step != 0) {
-        *step = job.step;
-        return fail_all(results, n, job.rc);
-    }
-    if (restored != 0) {
-        *step = PSO_NETNS_STEP_THREAD;
-        return -restored; /* the requests ran; only our own mask is off */
-    }
-    return job.rc;
+    return rc;
 }

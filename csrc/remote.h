@@ -48,9 +48,9 @@ struct pso_destroy_req {
  * error. */
 int pso_sock_destroy(const struct pso_destroy_req *reqs, size_t n, int *results);
 
-/* pso_sock_destroy inside network namespace nsfd: one short-lived native thread (every
- * signal blocked) joins it, makes the netlink socket there and sends the requests; the caller's
- * thread never changes namespace. Returns as pso_sock_destroy, or -errno with *step (when not
+/* pso_sock_destroy inside network namespace nsfd, as a job of netns.h's pso_netns_run (one
+ * short-lived native thread joins it, makes the netlink socket there and sends the requests;
+ * the caller's thread never changes namespace). Returns as pso_sock_destroy, or -errno with *step (when not
  * NULL) set to netns.h's PSO_NETNS_STEP_THREAD / PSO_NETNS_STEP_SETNS when the thread could
  * not start or enter; every result then holds that error. */
 int pso_netns_sock_destroy(int nsfd, const struct pso_destroy_req *reqs, size_t n,

@@ -8,6 +8,7 @@ same namespace. Root-only tests are marked and skip with a reason without root (
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import io
 import json
@@ -16,6 +17,7 @@ import pathlib
 import pwd
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -60,6 +62,10 @@ if TYPE_CHECKING:
 else:
     conns_module = importlib.import_module("pysockopt.host.connections")
     nsmod = importlib.import_module("pysockopt.host.namespaces")
+
+
+#: ioctl on a socket that opens the network namespace it lives in (linux/sockios.h).
+SIOCGSKNS = 0x894C
 
 
 def own_inode() -> int:
@@ -290,6 +296,28 @@ def test_native_entry_errors_leave_the_thread_alone() -> None:
         lib.pso_sd_sink_free(sink)
 
 
+
+def test_native_socket_errors_name_their_step() -> None:
+    step = ffi.new("int *")
+    fd = os.open("/etc/hostname", os.O_RDONLY)
+    try:
+        with unchanged_namespace():
+            assert lib.pso_netns_socket(fd, socket.AF_INET, socket.SOCK_STREAM, 0, step) == -22
+            assert step[0] == lib.PSO_NETNS_STEP_SETNS
+            assert lib.pso_netns_socket(-1, socket.AF_INET, socket.SOCK_STREAM, 0, step) == -9
+            assert step[0] == lib.PSO_NETNS_STEP_SETNS
+            assert lib.pso_netns_run(fd, ffi.NULL, ffi.NULL, step) == -22
+    finally:
+        os.close(fd)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        # Entering one's own namespace needs CAP_SYS_ADMIN too, so only root gets to socket().
+        if os.geteuid() == 0:
+            rc = lib.pso_netns_socket(own, socket.AF_INET, socket.SOCK_STREAM, 9999, step)
+            assert rc < 0 and step[0] == lib.PSO_NETNS_STEP_SOCKET
+    finally:
+        os.close(own)
+
 # --- four real namespaces, with real processes holding real sockets
 
 #: Runs inside a namespace: makes its sockets, prints "PID PORT", holds them until stdin closes.
@@ -508,6 +536,22 @@ def test_sysctls_and_proc_files_are_read_inside(world: World) -> None:
         assert lib.pso_netns_read(target.fd, b"/proc/thread-self/net/tcp", buf, 8, n) == -105
         assert n[0] == 8  # ENOBUFS: the first 8 bytes, and the file holds more
 
+
+
+@pytest.mark.root
+def test_native_socket_is_made_inside(world: World) -> None:
+    step = ffi.new("int *")
+    with unchanged_namespace(), nsmod.opened(world.clean) as target:
+        assert target is not None
+        fd = lib.pso_netns_socket(target.fd, socket.AF_INET, socket.SOCK_STREAM, 0, step)
+        assert fd >= 0 and step[0] == 0
+        with socket.socket(fileno=fd) as sock:
+            assert not os.get_inheritable(fd)
+            nsfd = fcntl.ioctl(sock.fileno(), SIOCGSKNS)  # the namespace the socket lives in
+            try:
+                assert os.fstat(nsfd).st_ino == os.fstat(target.fd).st_ino != own_inode()
+            finally:
+                os.close(nsfd)
 
 @pytest.mark.root
 def test_read_files_grows_past_the_first_buffer(world: World) -> None:
