@@ -58,9 +58,9 @@ from .host import (
     state_counts,
 )
 from .host.closed import (
-    CloseStats,
     ClosedConnection,
     ClosedConnections,
+    CloseStats,
     Lifetime,
     Verdict,
     closed_connections,

@@ -1,6 +1,6 @@
-"""The ``pysockopt`` command: keepalive, errno, states, conns, diagnose, watch, exporter, kill,
-closed.
+"""The ``pysockopt`` command and its subcommands.
 
+Subcommands: keepalive, errno, states, conns, diagnose, netns, watch, exporter, kill, closed.
 Human-readable tables by default, ``--json`` for machines. Exit status, for every command:
 0 nothing found, 1 problems found, 2 error (usage errors included), like grep and diff;
 ``errno --search`` that matches nothing is 1, as grep is. A reader that stops early

@@ -14,10 +14,10 @@
 from __future__ import annotations
 
 from .closed import (
-    CloseStats,
-    CloseTotals,
     ClosedConnection,
     ClosedConnections,
+    CloseStats,
+    CloseTotals,
     Lifetime,
     Verdict,
     closed_connections,

@@ -272,6 +272,8 @@ _STEP: Final = {
 }
 
 
+_NETLINK_SOCK_DIAG: Final = 4
+
 #: How many cookies counted lost are remembered, in case their announcement comes later.
 _MAX_DECLARED: Final = 4096
 
@@ -293,17 +295,12 @@ def _open_here(rcvbuf: int) -> int:
 
 def _open_in(ns: NetNamespace, rcvbuf: int) -> int:
     """Open a subscriber inside ``ns`` with the in-namespace runner (it stays bound there)."""
-    socket_in = getattr(lib, "pso_netns_socket", None)
-    if socket_in is None:
-        raise OSError(errno.EOPNOTSUPP, f"{os.strerror(errno.EOPNOTSUPP)}: this build cannot "
-                      f"create a socket inside {ns.label} (no pso_netns_socket): only the "
-                      "caller's own namespace can be followed")
     with opened(ns) as target:
         if target is None:
             return _open_here(rcvbuf)
         step = ffi.new("int *")
-        fd = socket_in(target.fd, socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC,
-                       4, step)  # NETLINK_SOCK_DIAG
+        fd = lib.pso_netns_socket(target.fd, socket.AF_NETLINK, socket.SOCK_DGRAM,
+                                  _NETLINK_SOCK_DIAG, step)
         if fd < 0:
             raise entry_error(fd, step[0], target)
     out = ffi.new("struct pso_ev_setup *")
@@ -522,11 +519,6 @@ class ClosedConnections:
             except NetnsPermissionError as err:
                 skipped.append(NetnsSkipped(ns, "permission", str(err), err.check))
                 continue
-            except OSError as err:
-                if err.errno != errno.EOPNOTSUPP:
-                    raise
-                skipped.append(NetnsSkipped(ns, "unsupported", str(err)))
-                continue
             self._add(ns if key != own else None, fd)
         for key in list(self._followers):
             if key not in present and key != own:
@@ -537,12 +529,7 @@ class ClosedConnections:
     @property
     def notes(self) -> tuple[str, ...]:
         """What the log cannot see, in words (empty when it follows every namespace)."""
-        notes = refusal_notes(s.check for s in self.skipped if s.reason == "permission")
-        unsupported = [s for s in self.skipped if s.reason == "unsupported"]
-        if unsupported:
-            notes.append(f"{len(unsupported)} network namespace(s) cannot be followed by this "
-                         "build (no in-namespace socket runner)")
-        return tuple(notes)
+        return tuple(refusal_notes(s.check for s in self.skipped if s.reason == "permission"))
 
     @property
     def netns(self) -> tuple[NetNamespace | None, ...]:
@@ -558,17 +545,33 @@ class ClosedConnections:
         self._reconciled += f.reconciled
 
     @property
-    def lost(self) -> int:
-        """Closes the log missed: dropped by the kernel (full buffer) + found by reconciling.
+    def dropped(self) -> int:
+        """Announcements the kernel dropped because a receive buffer was full (exact).
 
-        The kernel's count is exact per dropped event (SO_MEMINFO drops of the subscriber);
-        a reconciled loss is a socket a look saw that vanished with no event one look later.
-        An event the kernel could not even allocate (GFP_ATOMIC) is only found by reconciling.
+        SO_MEMINFO's drop count of each subscriber: one per event netlink could not queue.
         """
-        live = 0
-        for f in self._followers.values():
-            live += f.kernel_drops() + f.reconciled
-        return self._drops + self._reconciled + live
+        return self._drops + sum(f.kernel_drops() for f in self._followers.values())
+
+    @property
+    def missing(self) -> int:
+        """Sockets a look saw that were freed with no announcement (found by reconciling).
+
+        Counted one look after a look first missed them, and only when no process holds
+        their inode any more (a reset or destroyed socket leaves the dumps at once but is
+        freed, and announced, when its owner closes it).
+        """
+        return self._reconciled + sum(f.reconciled for f in self._followers.values())
+
+    @property
+    def lost(self) -> int:
+        """Closes the log missed, at least: the larger of ``dropped`` and ``missing``.
+
+        The two overlap: a dropped announcement of a socket a look saw is also found missing;
+        one of a socket born after the last look only dropped; one the kernel could not even
+        allocate (GFP_ATOMIC) only missing. Either count alone is a floor; 0 means nothing
+        was lost that either could see.
+        """
+        return max(self.dropped, self.missing)
 
     @property
     def overflows(self) -> int:
@@ -582,6 +585,16 @@ class ClosedConnections:
         if self._closed:
             raise ValueError("the closed-connection log is closed")
         return self._epoll.fileno()
+
+    @property
+    def looks(self) -> int:
+        """How many looks every followed namespace has had (the fewest of any)."""
+        return min((len(f.starts) for f in self._followers.values()), default=0)
+
+    def look(self) -> None:
+        """Take a look now (a dump with cookies; owners; reconciling), as ``poll`` does."""
+        if not self._closed:
+            self._look()
 
     def _look(self) -> None:
         for key, f in list(self._followers.items()):
