@@ -623,3 +623,30 @@ def test_non_root_sees_its_namespace_and_roots_closes_but_cannot_follow_others(
     assert 12 in acked  # root's own client: 10 bytes, SYN and FIN, full tcp_info
     assert refused == "setns"
     assert notes and all("network namespace(s) could not be" in n for n in notes)
+
+
+@root
+def test_a_timewait_socket_listed_after_its_announcement_is_not_counted_lost(
+        pair: NetnsPair) -> None:
+    # The server closes first; the client's ACK turns it (an orphan) into a timewait socket
+    # in substate FIN_WAIT2, listed under the announced socket's cookie. When the client closes
+    # too, it moves to TIME_WAIT and leaves the tracked states: not a lost close.
+    with closed_connections(netns=pair.a, look_interval=3600, owners=False) as log:
+        def make() -> tuple[socket.socket, socket.socket, socket.socket]:
+            return _pair(7300)
+
+        listener, client, server = pair.in_ns("a", make)
+        sport = server.getsockname()[1]
+        cport = client.getsockname()[1]
+        server.close()
+        _gather(log, lambda g: any(c.remote_port == cport for c in g))
+        wait_for(lambda: [c for c in pysockopt.connections(netns=pair.a, port=cport)
+                          if c.state == pysockopt.TcpState.FIN_WAIT2], what="FIN_WAIT2")
+        log.look()  # lists the timewait socket, FIN_WAIT2, with the announced cookie
+        client.close()
+        _gather(log, lambda g: any(c.local_port == cport for c in g))
+        listener.close()
+        log.look()
+        log.look()
+        assert log.missing == 0 and log.lost == 0
+        del sport

@@ -39,7 +39,7 @@ from .._native import ffi, lib
 from .._sock import os_error
 from ..errors import InvalidConfigError
 from ..tcpinfo import TcpInfo, TcpState
-from .connections import Connection, Process, _records, connections, walk_owners
+from .connections import Connection, Process, Timer, _records, connections, walk_owners
 from .namespaces import (
     Container,
     NetNamespace,
@@ -274,8 +274,9 @@ _STEP: Final = {
 
 _NETLINK_SOCK_DIAG: Final = 4
 
-#: How many cookies counted lost are remembered, in case their announcement comes later.
-_MAX_DECLARED: Final = 4096
+#: How many cookies counted lost (or announced) are remembered, in case an announcement comes
+#: late (or a look still lists the cookie's timewait socket).
+_MAX_DECLARED: Final = 65536
 
 
 class _Seen(NamedTuple):
@@ -331,6 +332,7 @@ class _Follower:
         self.overflows = 0
         self.reconciled = 0
         self.declared_lost: dict[int, None] = {}  # recent cookies counted lost, oldest first
+        self.announced: dict[int, None] = {}      # recent cookies announced, oldest first
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -367,7 +369,12 @@ class _Follower:
         index = len(self.starts)
         self.starts.append(start)
         self.ends.append(end)
-        now: dict[int, Connection] = {c.cookie: c for c in conns if c.cookie}
+        # A timewait socket keeps the full socket's cookie and is listed in its substate
+        # (FIN_WAIT2 for an orphan that timed into it): the full socket was already freed and
+        # announced, and the timewait one is freed silently. Its timer says which it is.
+        now: dict[int, Connection] = {c.cookie: c for c in conns
+                                      if c.cookie and c.timer != Timer.TIME_WAIT
+                                      and c.cookie not in self.announced}
         new_inodes = [c.inode for k, c in now.items() if k not in self.seen and c.inode]
         found = walk_owners(new_inodes).found if owners and new_inodes else {}
         for cookie, c in now.items():
@@ -619,6 +626,9 @@ class ClosedConnections:
                 continue
             seen = f.seen.pop(c.cookie, None)
             f.missing.pop(c.cookie, None)
+            f.announced[c.cookie] = None
+            if len(f.announced) > _MAX_DECLARED:
+                del f.announced[next(iter(f.announced))]
             if c.cookie in f.declared_lost:  # announced after all: not lost
                 del f.declared_lost[c.cookie]
                 f.reconciled -= 1
