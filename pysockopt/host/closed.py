@@ -284,6 +284,8 @@ _STEP: Final = {
 
 
 _NETLINK_SOCK_DIAG: Final = 4
+#: Looks that try to name a socket's owner before giving up on it.
+_OWNER_TRIES: Final = 3
 
 #: How many cookies counted lost (or announced) are remembered, in case an announcement comes
 #: late (or a look still lists the cookie's timewait socket).
@@ -386,15 +388,21 @@ class _Follower:
         now: dict[int, Connection] = {c.cookie: c for c in conns
                                       if c.cookie and c.timer != Timer.TIME_WAIT
                                       and c.cookie not in self.announced}
-        new_inodes = [c.inode for k, c in now.items() if k not in self.seen and c.inode]
-        found = walk_owners(new_inodes).found if owners and new_inodes else {}
+        # Owners of the sockets new to this look, and again of those the last two looks could
+        # not name (an accepted socket has no inode while it waits in the accept queue, and
+        # a socket can be listed a moment before its holder's /proc/PID/fd shows it).
+        retry = index - _OWNER_TRIES
+        wanted = [c.inode for k, c in now.items() if c.inode and (
+            k not in self.seen or (self.seen[k].owner is None and self.seen[k].look > retry))]
+        found = walk_owners(wanted).found if owners and wanted else {}
         for cookie, c in now.items():
             old = self.seen.get(cookie)
+            owner = found.get(c.inode) or None if c.inode else None
             if old is None:
-                owner = found.get(c.inode) if owners and c.inode else None
-                self.seen[cookie] = _Seen(index, c.state, c.inode, owner or None)
-            elif old.state != c.state:
-                self.seen[cookie] = old._replace(state=c.state)
+                self.seen[cookie] = _Seen(index, c.state, c.inode, owner)
+            elif old.state != c.state or (owner and old.owner is None):
+                self.seen[cookie] = old._replace(state=c.state, inode=c.inode,
+                                                 owner=old.owner or owner)
         # A cookie absent from this look was freed before it: its event may still be on its
         # way (the kernel sends it from a workqueue), so it counts as lost only when it is
         # still unannounced one look later.
