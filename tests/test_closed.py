@@ -644,8 +644,10 @@ def test_a_timewait_socket_listed_after_its_announcement_is_not_counted_lost(
                           if c.state == pysockopt.TcpState.FIN_WAIT2], what="FIN_WAIT2")
         log.look()  # lists the timewait socket, FIN_WAIT2, with the announced cookie
         client.close()
-        _gather(log, lambda g: any(c.local_port == cport for c in g))
         listener.close()
+        # both announced before the looks (they count a socket lost one look after missing)
+        _gather(log, lambda g: {(c.local_port, c.remote_port) for c in g}
+                >= {(cport, 7300), (7300, 0)})
         log.look()
         log.look()
         assert log.missing == 0 and log.lost == 0
