@@ -498,6 +498,7 @@ class ClosedConnections:
         self._overflows = 0
         self._drops = 0
         self.skipped: tuple[NetnsSkipped, ...] = ()
+        self._census_notes: tuple[str, ...] = ()
         self.seen = 0
         try:
             if all_netns:
@@ -550,12 +551,14 @@ class ClosedConnections:
             if key not in present and key != own:
                 self._drop(key)
         self.skipped = tuple(skipped)
+        self._census_notes = found.notes
         self._next_census = time.monotonic() + CENSUS_INTERVAL
 
     @property
     def notes(self) -> tuple[str, ...]:
         """What the log cannot see, in words (empty when it follows every namespace)."""
-        return tuple(refusal_notes(s.check for s in self.skipped if s.reason == "permission"))
+        return (*refusal_notes(s.check for s in self.skipped if s.reason == "permission"),
+                *self._census_notes)
 
     @property
     def netns(self) -> tuple[NetNamespace | None, ...]:
