@@ -26,9 +26,11 @@ import enum
 import errno
 import itertools
 import math
+import operator
 import os
 import select
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -39,7 +41,7 @@ from .._format import duration, endpoint
 from .._native import ffi, lib
 from .._sock import os_error
 from ..errors import InvalidConfigError
-from ..tcpinfo import TcpInfo, TcpState
+from ..tcpinfo import TcpInfo, TcpState, tcp_info_fields
 from .connections import Connection, Process, Timer, _records, connections, walk_owners
 from .namespaces import (
     Container,
@@ -126,10 +128,39 @@ class Lifetime(NamedTuple):
                 "upper_bound": self.upper_bound}
 
 
-def _unacked(wqueue: int) -> int:
-    # The event's idiag_wqueue is write_seq - snd_una: bytes written and not acknowledged,
-    # plus 1 for a FIN queued or in flight. Only what is beyond that one is proven data.
-    return max(0, wqueue - 1)
+#: The tcp_info fields a verdict reads, decoded with one unpack per close where the kernel
+#: returned them all (offsets from the tcp_info table: the table decides, not this module).
+_VERDICT_FIELDS: Final = ("probes", "retransmits", "backoff", "segs_out", "data_segs_out",
+                          "total_retrans", "bytes_acked", "delivered", "bytes_sent",
+                          "notsent_bytes", "total_rto", "total_rto_time")
+
+
+def _verdict_struct() -> tuple[struct.Struct, int, operator.itemgetter[tuple[int, ...]]]:
+    by_name = {f.name: f for f in tcp_info_fields()}
+    chosen = sorted((by_name[n] for n in _VERDICT_FIELDS), key=lambda f: f.offset)
+    fmt, pos = "=", 0
+    for f in chosen:
+        if f.bits is not None or f.offset < pos:
+            raise ImportError(f"tcp_info field {f.name} is not a whole unit")
+        fmt += f"{f.offset - pos}x" + {1: "B", 2: "H", 4: "I", 8: "Q"}[f.size]
+        pos = f.end
+    order = [f.name for f in chosen]
+    return struct.Struct(fmt), pos, operator.itemgetter(*[order.index(n)
+                                                          for n in _VERDICT_FIELDS])
+
+
+_VERDICT, _VERDICT_END, _VERDICT_REORDER = _verdict_struct()
+
+
+def _verdict_values(info: TcpInfo) -> tuple[int, ...] | None:
+    """Return the verdict fields in _VERDICT_FIELDS order (None when the kernel lacks one)."""
+    if info.size >= _VERDICT_END:
+        fields: tuple[int, ...] = _VERDICT_REORDER(_VERDICT.unpack_from(info.raw))
+        return fields
+    values = [getattr(info, n) for n in _VERDICT_FIELDS]
+    if values[6] is None or values[7] is None:  # bytes_acked, delivered: 4.18+
+        return None
+    return tuple(v or 0 for v in values)
 
 
 def verdict_of(info: TcpInfo | None, *, wqueue: int = 0, rqueue: int = 0,
@@ -146,15 +177,12 @@ def verdict_of(info: TcpInfo | None, *, wqueue: int = 0, rqueue: int = 0,
     """
     if info is None:
         return Verdict.UNKNOWN, ()
-    # Each field is read once: this runs for every close (tens of thousands a second).
-    acked = info.bytes_acked
-    delivered = info.delivered
-    if acked is None or delivered is None:
+    values = _verdict_values(info)
+    if values is None:
         return Verdict.UNKNOWN, ()
-    probes = info.probes or 0
-    retransmits = info.retransmits or 0
-    segs_out = info.segs_out or 0
-    unacked = _unacked(wqueue)
+    (probes, retransmits, backoff, segs_out, data_segs_out, total_retrans, acked, delivered,
+     bytes_sent, notsent, total_rto, total_rto_time) = values
+    unacked = wqueue - 1 if wqueue > 1 else 0  # a FIN queued or in flight counts 1
     if (remote_port == 0 and segs_out == 0 and acked == 0
             and remote_address not in ("", "0.0.0.0", "::")):
         # tcp_disconnect (SO_LINGER 0 close): counters zeroed, write_seq pushed past the
@@ -162,22 +190,19 @@ def verdict_of(info: TcpInfo | None, *, wqueue: int = 0, rqueue: int = 0,
         return Verdict.RESET, _COUNTERS_RESET
     if probes or retransmits:
         ev = [("probes", probes), ("retransmits", retransmits)]
-        for name in ("backoff", "total_rto", "total_rto_time"):
-            value = getattr(info, name)
+        for name, value in (("backoff", backoff), ("total_rto", total_rto),
+                            ("total_rto_time", total_rto_time)):
             if value:
-                ev.append((name, int(value)))
+                ev.append((name, value))
         if unacked:
             ev.append(("unacked_bytes", unacked))
         return Verdict.GAVE_UP, tuple(ev)
     if unacked:
-        ev = [("unacked_bytes", unacked), ("bytes_sent", int(info.bytes_sent or 0)),
-              ("bytes_acked", int(acked))]
-        notsent = info.notsent_bytes
+        ev = [("unacked_bytes", unacked), ("bytes_sent", bytes_sent), ("bytes_acked", acked)]
         if notsent:
-            ev.append(("notsent_bytes", int(notsent)))
+            ev.append(("notsent_bytes", notsent))
         return Verdict.UNACKED_DATA, tuple(ev)
-    data_segs_out = info.data_segs_out or 0
-    data_out = data_segs_out - (info.total_retrans or 0)
+    data_out = data_segs_out - total_retrans
     if delivered == 0 and data_out <= 0 and segs_out == 0:
         return Verdict.UNKNOWN, ()  # a listener, or a socket that never connected
     if delivered >= data_out + 2 and wqueue == 0:
