@@ -242,6 +242,25 @@ def test_close_stats_counts_per_port_and_verdict_with_bounded_keys() -> None:
         stats.add_lost(-1)
 
 
+def test_close_totals_since_an_earlier_one_is_one_interval() -> None:
+    stats = CloseStats([443])
+    stats.add(_fake(443, "10.1.0.1", Verdict.NORMAL, Lifetime(0.0, 0.5)))
+    earlier = stats.totals()
+    stats.add(_fake(443, "10.1.0.2", Verdict.GAVE_UP, Lifetime(1.0, 2.0)))
+    stats.set_ports([8080])
+    stats.add(_fake(8080, "10.1.0.2", Verdict.GAVE_UP, None))
+    stats.add(_fake(443, "10.1.0.2", Verdict.GAVE_UP, None))
+    stats.add_lost(2)
+    delta = stats.totals().since(earlier)
+    assert delta.closes == 3 and delta.lost == 2
+    assert delta.by_port_verdict == {("443", "gave_up"): 1, ("8080", "gave_up"): 1,
+                                     ("other", "gave_up"): 1}
+    assert delta.gave_up_by_remote == {"10.1.0.2": 3}
+    assert delta.short_lived == {} and delta.lifetime_count == 1
+    assert delta.lifetime_buckets[LIFETIME_BUCKETS.index(10.0)] == 1
+    assert delta.lifetime_buckets[LIFETIME_BUCKETS.index(1.0)] == 1  # at_least 1.0
+
+
 def test_close_stats_sums_the_bytes_of_real_closes() -> None:
     stats = CloseStats()
     with closed_connections(owners=False) as log:

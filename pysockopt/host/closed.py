@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeVar
 
 from .._format import duration, endpoint
 from .._native import ffi, lib
@@ -857,6 +857,33 @@ class CloseTotals:
     retransmits: int = 0
     lost: int = 0
 
+    def since(self, earlier: CloseTotals) -> CloseTotals:
+        """Return what was counted between ``earlier`` and these totals (for one interval).
+
+        Watch's closes per second and the rules' "within the interval" figures: every count
+        and mapping minus ``earlier``'s, keys that did not grow left out.
+        """
+        def minus(now: dict[_K, int], then: dict[_K, int]) -> dict[_K, int]:
+            return {k: v - then.get(k, 0) for k, v in now.items() if v > then.get(k, 0)}
+
+        return CloseTotals(
+            self.closes - earlier.closes,
+            minus(self.by_port_verdict, earlier.by_port_verdict),
+            tuple(a - b for a, b in itertools.zip_longest(
+                self.lifetime_buckets, earlier.lifetime_buckets, fillvalue=0)),
+            self.lifetime_sum - earlier.lifetime_sum,
+            self.lifetime_count - earlier.lifetime_count,
+            minus(self.short_lived, earlier.short_lived),
+            minus(self.gave_up_by_remote, earlier.gave_up_by_remote),
+            minus(self.unacked_by_port_owner, earlier.unacked_by_port_owner),
+            self.bytes_acked - earlier.bytes_acked,
+            self.bytes_received - earlier.bytes_received,
+            self.retransmits - earlier.retransmits,
+            self.lost - earlier.lost)
+
+
+_K = TypeVar("_K")
+
 
 class CloseStats:
     """Fold ClosedConnections into bounded counters (``add``), read them with ``totals()``.
@@ -884,6 +911,14 @@ class CloseStats:
         self._received = 0
         self._retrans = 0
         self._lost = 0
+
+    def set_ports(self, ports: Iterable[int]) -> None:
+        """Change the ports that get their own label (listeners come and go between scrapes).
+
+        Closes counted before keep their labels; the number of port labels stays bounded by
+        how many ports are ever tracked.
+        """
+        self.ports = frozenset(int(p) for p in ports)
 
     def port_label(self, c: ClosedConnection) -> str:
         """Return the port a close counts under: local or remote when tracked, else other."""
