@@ -309,6 +309,9 @@ _STEP: Final = {
 
 
 _NETLINK_SOCK_DIAG: Final = 4
+#: Announcements read per drain at most: under a flood, poll() still returns (and looks run)
+#: between batches; what is left waits in the buffer, and the descriptor stays readable.
+_DRAIN_MAX: Final = 16384
 #: Looks that try to name a socket's owner before giving up on it.
 _OWNER_TRIES: Final = 3
 
@@ -378,7 +381,7 @@ class _Follower:
             self.fd = -1
         lib.pso_sd_sink_free(self.sink)
 
-    def drain(self, limit: int = 0) -> list[Connection]:
+    def drain(self, limit: int = _DRAIN_MAX) -> list[Connection]:
         """Read what waits (non-blocking) and return it as records (listener rows included)."""
         out = ffi.new("struct pso_ev_drained *")
         rc = lib.pso_ev_drain(self.fd, self.sink, self.buf, lib.PSO_EV_BUF, limit, out)
