@@ -671,3 +671,14 @@ def test_a_timewait_socket_listed_after_its_announcement_is_not_counted_lost(
         log.look()
         assert log.missing == 0 and log.lost == 0
         del sport
+
+
+def test_closing_the_log_releases_every_descriptor() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with closed_connections(owners=False) as log:
+            log.poll(0)
+        log.close()  # again: nothing happens
+    assert len(os.listdir("/proc/self/fd")) == before
+    with pytest.raises(ValueError):
+        log.fileno()
