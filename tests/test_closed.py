@@ -194,6 +194,28 @@ def test_a_full_buffer_is_counted_exactly_and_reconciled(pair: NetnsPair) -> Non
         log.close()
 
 
+def test_verdict_of_reads_shorter_kernels_tcp_info_by_its_length() -> None:
+    # The bytes a close carried here, cut to 6.12's 248 and 6.1's 232 (no total_rto fields)
+    # and to 2.6's 104 (no byte counters: nothing proven).
+    with closed_connections(owners=False) as log:
+        listener, client, server = _pair()
+        port = listener.getsockname()[1]
+        client.sendall(b"v" * 100)
+        server.recv(100, socket.MSG_WAITALL)
+        client.close()
+        server.close()
+        listener.close()
+        got = _gather(log, lambda g: len(g) >= 3, port=port)
+    c = next(x for x in got if x.remote_port == port)
+    assert c.info is not None and c.verdict is Verdict.NORMAL
+    for size in (248, 232):
+        short = pysockopt.TcpInfo.from_bytes(c.info.raw[:size])
+        assert verdict_of(short, wqueue=c.wqueue, rqueue=c.rqueue,
+                          remote_address=c.remote_address,
+                          remote_port=c.remote_port) == (c.verdict, c.evidence)
+    assert verdict_of(pysockopt.TcpInfo.from_bytes(c.info.raw[:104])) == (Verdict.UNKNOWN, ())
+
+
 def test_verdict_of_proves_nothing_without_tcp_info() -> None:
     assert verdict_of(None) == (Verdict.UNKNOWN, ())
     assert str(Verdict.GAVE_UP) == "gave_up"
