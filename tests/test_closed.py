@@ -221,6 +221,8 @@ def test_verdict_of_proves_nothing_without_tcp_info() -> None:
     assert str(Verdict.GAVE_UP) == "gave_up"
     assert str(Lifetime(1.0, None)) == "over 1 s"
     assert Lifetime(0.0, 0.5).upper_bound and not Lifetime(0.2, 0.5).upper_bound
+    assert Lifetime(0.0, 0.5).seconds == 0.5 and Lifetime(0.2, 0.5).seconds == 0.2
+    assert Lifetime(3.0, None).seconds == 3.0
 
 
 def test_bad_arguments_are_refused_before_subscribing() -> None:

@@ -114,6 +114,14 @@ class Lifetime(NamedTuple):
         """True when only an upper bound is known (no look saw the connection)."""
         return self.at_least == 0 and self.at_most is not None
 
+    @property
+    def seconds(self) -> float:
+        """One figure: the bound when only that is known (``upper_bound``), else ``at_least``.
+
+        What the lifetime histogram counts; ``upper_bound`` says which it is.
+        """
+        return self.at_most if self.upper_bound and self.at_most is not None else self.at_least
+
     def __str__(self) -> str:
         if self.at_most is None:
             return f"over {duration(round(self.at_least, 3))}"
@@ -944,8 +952,7 @@ class CloseStats:
         self._by_port_verdict[key] = self._by_port_verdict.get(key, 0) + 1  # bounded by ports
         owner = c.owner[0].command if c.owner else "?"
         if c.lifetime is not None:
-            value = c.lifetime.at_most if c.lifetime.upper_bound else c.lifetime.at_least
-            assert value is not None
+            value = c.lifetime.seconds
             self._sum += value
             self._count += 1
             for i, bound in enumerate(LIFETIME_BUCKETS):
