@@ -58,6 +58,7 @@ def test_each_set_of_errnos_is_defined_once() -> None:
 _NO_PRIVATE_IMPORTS = (
     "pysockopt/host/namespaces.py", "pysockopt/host/diagnosis.py", "pysockopt/host/rules.py",
     "pysockopt/cli/netns.py", "pysockopt/cli/sockets.py", "pysockopt/cli/diagnose.py",
+    "pysockopt/host/closed.py", "pysockopt/cli/closed.py",
 )
 
 

@@ -42,7 +42,14 @@ from .._native import ffi, lib
 from .._sock import os_error
 from ..errors import InvalidConfigError
 from ..tcpinfo import TcpInfo, TcpState, tcp_info_fields
-from .connections import Connection, Process, Timer, _records, connections, walk_owners
+from .connections import (
+    Connection,
+    NativeDump,
+    Process,
+    Timer,
+    connections,
+    walk_owners,
+)
 from .namespaces import (
     Container,
     NetNamespace,
@@ -373,6 +380,7 @@ class _Follower:
         self.mark = ffi.new("struct pso_sd_mark *")
         lib.pso_sd_sink_mark(self.sink, self.mark)
         self.buf = ffi.new("uint8_t[]", lib.PSO_EV_BUF)
+        self.dump = NativeDump(self.sink, ns)  # decodes what the sink holds
         self.seen: dict[int, _Seen] = {}
         self.missing: dict[int, int] = {}   # cookie -> looks it has been missing from
         self.starts: list[float] = []       # monotonic start of each look
@@ -397,7 +405,7 @@ class _Follower:
             if rc:
                 raise os_error(rc, f"reading TCP closes{self._where()}")
             self.overflows += int(out.overflows)
-            return _records(self.sink, self.ns)
+            return self.dump.connections()
         finally:
             lib.pso_sd_sink_rollback(self.sink, self.mark)
 
