@@ -13,6 +13,7 @@ import io
 import json
 import os
 import selectors
+import signal
 import socket
 import struct
 import subprocess
@@ -66,7 +67,8 @@ def _pair(port: int = 0) -> tuple[socket.socket, socket.socket, socket.socket]:
 
 
 def test_a_loopback_close_carries_the_cookie_owner_lifetime_and_byte_counts() -> None:
-    with closed_connections(look_interval=0.05) as log:
+    # owner_share=1: an owner walk at every look, however long the walks take on this host.
+    with closed_connections(look_interval=0.05, owner_share=1.0) as log:
         listener, client, server = _pair()
         port = listener.getsockname()[1]
         cport = client.getsockname()[1]
@@ -194,6 +196,30 @@ def test_a_full_buffer_is_counted_exactly_and_reconciled(pair: NetnsPair) -> Non
         log.close()
 
 
+def test_a_signal_storm_during_poll_and_looks_loses_nothing() -> None:
+    # SIGALRM every 5 ms while the log waits, drains and looks (dumps): every call retries.
+    hits: list[int] = []
+    listener, client, server = _pair()
+    port = listener.getsockname()[1]
+
+    def close_all() -> None:
+        for s in (client, server, listener):
+            s.close()
+
+    old = signal.signal(signal.SIGALRM, lambda *_: hits.append(1))
+    signal.setitimer(signal.ITIMER_REAL, 0.005, 0.005)
+    try:
+        with closed_connections(port=port, look_interval=0.02, owners=False) as log:
+            wait_for(lambda: log.poll(0.01) is not None and log.looks >= 3, what="three looks")
+            close_all()
+            got = _gather(log, lambda g: len(g) >= 3)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert len(hits) > 10
+    assert len(got) == 3 and log.lost == 0
+
+
 def test_verdict_of_reads_shorter_kernels_tcp_info_by_its_length() -> None:
     # The bytes a close carried here, cut to 6.12's 248 and 6.1's 232 (no total_rto fields)
     # and to 2.6's 104 (no byte counters: nothing proven).
@@ -232,6 +258,8 @@ def test_bad_arguments_are_refused_before_subscribing() -> None:
         closed_connections(netns="x", all_netns=True)
     with pytest.raises(pysockopt.InvalidConfigError):
         closed_connections(look_interval=0)
+    with pytest.raises(pysockopt.InvalidConfigError):
+        closed_connections(owner_share=0)
 
 
 # --- CloseStats

@@ -327,8 +327,11 @@ _NETLINK_SOCK_DIAG: Final = 4
 #: Announcements read per drain at most: under a flood, poll() still returns (and looks run)
 #: between batches; what is left waits in the buffer, and the descriptor stays readable.
 _DRAIN_MAX: Final = 16384
-#: Looks that try to name a socket's owner before giving up on it.
+#: Owner walks that try to name a socket's owner before giving up on it.
 _OWNER_TRIES: Final = 3
+#: The share of the time owner walks may take by default: after a walk of /proc that took T
+#: seconds, none for T * (1 / share - 1).
+OWNER_SHARE: Final = 0.1
 
 #: How many cookies counted lost (or announced) are remembered, in case an announcement comes
 #: late (or a look still lists the cookie's timewait socket).
@@ -340,6 +343,7 @@ class _Seen(NamedTuple):
     state: TcpState        # at the latest look
     inode: int
     owner: tuple[Process, ...] | None
+    tries: int = 0         # owner walks that looked for it
 
 
 def _open_here(rcvbuf: int) -> int:
@@ -371,8 +375,10 @@ def _open_in(ns: NetNamespace, rcvbuf: int) -> int:
 class _Follower:
     """One namespace's subscriber, its looks and what they saw (cookie -> _Seen)."""
 
-    def __init__(self, ns: NetNamespace | None, fd: int, port: int | None) -> None:
+    def __init__(self, ns: NetNamespace | None, fd: int, port: int | None,
+                 owner_share: float = OWNER_SHARE) -> None:
         self.ns = ns
+        self.owner_share = owner_share
         self.fd = fd
         self.port = port
         self.sink = ffi.new("struct pso_sd_sink *")
@@ -388,6 +394,7 @@ class _Follower:
         self.drops = 0                      # the kernel's drop count at the last read
         self.overflows = 0
         self.reconciled = 0
+        self.next_walk = 0.0                # monotonic time before which no owner walk runs
         self.declared_lost: dict[int, None] = {}  # recent cookies counted lost, oldest first
         self.announced: dict[int, None] = {}      # recent cookies announced, oldest first
 
@@ -432,21 +439,12 @@ class _Follower:
         now: dict[int, Connection] = {c.cookie: c for c in conns
                                       if c.cookie and c.timer != Timer.TIME_WAIT
                                       and c.cookie not in self.announced}
-        # Owners of the sockets new to this look, and again of those the last two looks could
-        # not name (an accepted socket has no inode while it waits in the accept queue, and
-        # a socket can be listed a moment before its holder's /proc/PID/fd shows it).
-        retry = index - _OWNER_TRIES
-        wanted = [c.inode for k, c in now.items() if c.inode and (
-            k not in self.seen or (self.seen[k].owner is None and self.seen[k].look > retry))]
-        found = walk_owners(wanted).found if owners and wanted else {}
-        for cookie, c in now.items():
-            old = self.seen.get(cookie)
-            owner = found.get(c.inode) or None if c.inode else None
-            if old is None:
-                self.seen[cookie] = _Seen(index, c.state, c.inode, owner)
-            elif old.state != c.state or (owner and old.owner is None):
-                self.seen[cookie] = old._replace(state=c.state, inode=c.inode,
-                                                 owner=old.owner or owner)
+        # Owners of the sockets new to this look, and again of those earlier walks could not
+        # name (an accepted socket has no inode while it waits in the accept queue, and a
+        # socket can be listed a moment before its holder's /proc/PID/fd shows it).
+        wanted = {k for k, c in now.items() if c.inode and (
+            k not in self.seen or (self.seen[k].owner is None
+                                   and self.seen[k].tries < _OWNER_TRIES))} if owners else set()
         # A cookie absent from this look was freed before it: its event may still be on its
         # way (the kernel sends it from a workqueue), so it counts as lost only when it is
         # still unannounced one look later.
@@ -459,14 +457,37 @@ class _Follower:
             self.missing[cookie] = times
             if times >= 2:
                 due.append(cookie)
+        # One walk of /proc/*/fd per look at most, and only a share of the time: on a host
+        # whose processes hold many descriptors one walk takes seconds (measured 5-7 s here),
+        # and the announcements wait meanwhile.
+        inodes = {now[k].inode for k in wanted} | {
+            self.seen[c].inode for c in due if self.seen[c].inode}
+        found: dict[int, tuple[Process, ...]] = {}
+        walked = False
+        if inodes and time.monotonic() >= self.next_walk:
+            began = time.monotonic()
+            found = walk_owners(inodes).found
+            took = time.monotonic() - began
+            self.next_walk = time.monotonic() + took * (1 / self.owner_share - 1)
+            walked = True
+        for cookie, c in now.items():
+            old = self.seen.get(cookie)
+            owner = found.get(c.inode) or None if c.inode else None
+            tried = int(walked and cookie in wanted)
+            if old is None:
+                self.seen[cookie] = _Seen(index, c.state, c.inode, owner, tried)
+            elif old.state != c.state or tried:
+                self.seen[cookie] = old._replace(state=c.state, inode=c.inode,
+                                                 owner=old.owner or owner,
+                                                 tries=old.tries + tried)
         # Gone from the dumps is not yet freed: a socket that was reset, destroyed or timed
         # out is unhashed (state CLOSE) while its owner still holds the descriptor, and is
-        # announced only when that is closed. A socket some process still holds is not lost.
-        inodes = [self.seen[c].inode for c in due if self.seen[c].inode]
-        held = walk_owners(inodes).found if inodes else {}
+        # announced only when that is closed. A socket some process still holds is not lost;
+        # one whose holders were not walked this time waits for a walk.
         lost = []
         for cookie in due:
-            if held.get(self.seen[cookie].inode):
+            inode = self.seen[cookie].inode
+            if inode and (not walked or found.get(inode)):
                 self.missing[cookie] = 1
                 continue
             lost.append(cookie)
@@ -512,11 +533,15 @@ class ClosedConnections:
     on an event loop. ``lost`` counts the closes the log missed: events the kernel dropped
     (its buffer was full) plus sockets a look saw that vanished unannounced. ``skipped`` names
     the namespaces ``all_netns`` could not follow (``notes`` says why, in words).
+    ``owner_share``: the share of the time walks of /proc/*/fd for owners may take (on a host
+    whose processes hold many descriptors one walk takes seconds, and announcements wait
+    meanwhile): after a walk of T seconds, none for T * (1 / share - 1); 1 walks at every look.
     """
 
     def __init__(self, *, port: int | None = None, netns: NetnsArg = None,
                  all_netns: bool = False, owners: bool = True,
-                 look_interval: float = LOOK_INTERVAL, rcvbuf: int = 0) -> None:
+                 look_interval: float = LOOK_INTERVAL, rcvbuf: int = 0,
+                 owner_share: float = OWNER_SHARE) -> None:
         if port is not None and (isinstance(port, bool) or not isinstance(port, int)
                                  or not 0 <= port <= 65535):
             raise InvalidConfigError("port", port, "0..65535 or None")
@@ -525,6 +550,8 @@ class ClosedConnections:
                                      "give netns or all_netns, not both")
         if not (isinstance(look_interval, (int, float)) and 0 < look_interval < math.inf):
             raise InvalidConfigError("look_interval", look_interval, "seconds > 0")
+        if not (isinstance(owner_share, (int, float)) and 0 < owner_share <= 1):
+            raise InvalidConfigError("owner_share", owner_share, "a share of the time, 0 < s <= 1")
         if isinstance(rcvbuf, bool) or not isinstance(rcvbuf, int) or not 0 <= rcvbuf < 2**31:
             raise InvalidConfigError("rcvbuf", rcvbuf, "0 (the default) .. 2**31-1 bytes")
         self.port = port
@@ -532,6 +559,7 @@ class ClosedConnections:
         self.all_netns = all_netns
         self.look_interval = float(look_interval)
         self._rcvbuf = rcvbuf
+        self.owner_share = float(owner_share)
         self._followers: dict[int, _Follower] = {}
         self._ready: deque[ClosedConnection] = deque()
         self._epoll = select.epoll()
@@ -560,7 +588,7 @@ class ClosedConnections:
 
     def _add(self, ns: NetNamespace | None, fd: int) -> None:
         key = current_inode() if ns is None else ns.inode
-        f = _Follower(ns, fd, self.port)
+        f = _Follower(ns, fd, self.port, self.owner_share)
         self._followers[key] = f
         self._epoll.register(fd, select.EPOLLIN)
 
@@ -824,7 +852,8 @@ class _suppress_ebadf:
 
 def closed_connections(*, port: int | None = None, netns: NetnsArg = None,
                        all_netns: bool = False, owners: bool = True,
-                       look_interval: float = LOOK_INTERVAL) -> ClosedConnections:
+                       look_interval: float = LOOK_INTERVAL,
+                       owner_share: float = OWNER_SHARE) -> ClosedConnections:
     """Start a closed-connection log: every TCP connection the kernel frees, as it goes.
 
     ``with closed_connections(port=5432) as log: for c in log: print(c.remote, c.verdict)``.
@@ -833,12 +862,13 @@ def closed_connections(*, port: int | None = None, netns: NetnsArg = None,
     ``all_netns``: every namespace, those that appear later included, each close naming its
     namespace and container. ``owners``: look up the processes holding each socket at the
     looks (a walk of /proc per look that found new sockets). ``look_interval``: seconds
-    between looks (lifetimes are as precise as this). Subscribing needs no privilege in
+    between looks (lifetimes are as precise as this); ``owner_share``: see ClosedConnections.
+    Subscribing needs no privilege in
     the caller's own namespace: the kernel announces every close of that namespace to any
     user, root's included.
     """
     return ClosedConnections(port=port, netns=netns, all_netns=all_netns, owners=owners,
-                             look_interval=look_interval)
+                             look_interval=look_interval, owner_share=owner_share)
 
 
 # --- aggregation for watch, the exporter and the rules
