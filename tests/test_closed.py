@@ -734,3 +734,9 @@ def test_closing_the_log_releases_every_descriptor() -> None:
     assert len(os.listdir("/proc/self/fd")) == before
     with pytest.raises(ValueError):
         log.fileno()
+
+
+def test_cli_netns_errors_are_said_in_the_options_words(capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    assert main(["closed", "--netns", "/tmp", "--for", "1"], io.StringIO()) == 2
+    assert "--netns /tmp: not a network namespace (a directory)" in capsys.readouterr().err

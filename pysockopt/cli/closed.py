@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from .._format import printable, processes
 from ._common import EXIT_FOUND, EXIT_OK, checked, command, number, port_arg
-from .netns import add_netns_args, container_text, netns_value
+from .netns import add_netns_args, container_text, resolve_netns
 
 _EXIT = ("Exit status: 0 every close was seen and none gave up or died with unacknowledged "
          "data; 1 closes were lost (the kernel dropped announcements, or a look found sockets "
@@ -87,7 +87,7 @@ def line(c: Any) -> str:
 def _closed(args: argparse.Namespace, out: TextIO) -> int:
     from ..host.closed import ClosedConnections, Verdict
 
-    netns = None if args.netns is None else netns_value(args.netns)
+    netns = None if args.netns is None else resolve_netns(args.netns)
     log = ClosedConnections(port=args.port, netns=netns, all_netns=args.all_netns)
     seen = 0
     problems = 0
