@@ -346,6 +346,22 @@ class _Seen(NamedTuple):
     tries: int = 0         # owner walks that looked for it
 
 
+class _Snapshot(NamedTuple):
+    owners: bool
+    settled: frozenset[int]      # cookies whose owner needs no walk
+    suspects: frozenset[int]     # inodes of cookies a look already missed (the held check)
+    walk: bool                   # whether a walk of /proc may run
+
+
+class _Gathered(NamedTuple):
+    start: float
+    end: float
+    conns: list[Connection]
+    found: dict[int, tuple[Process, ...]]
+    took: float
+    walked: bool
+
+
 def _open_here(rcvbuf: int) -> int:
     out = ffi.new("struct pso_ev_setup *")
     fd = lib.pso_ev_open(rcvbuf, out)
@@ -425,17 +441,43 @@ class _Follower:
     def _where(self) -> str:
         return "" if self.ns is None else f" in {self.ns.label}"
 
-    def look(self, owners: bool) -> list[int]:
-        """Dump the namespace's sockets; return the cookies missing twice (lost closes)."""
+    def snapshot(self, owners: bool) -> _Snapshot:
+        """What a look in another thread needs from this follower's state (reading thread)."""
+        settled = frozenset(k for k, v in self.seen.items()
+                            if not owners or v.owner is not None or v.tries >= _OWNER_TRIES)
+        suspects = frozenset(self.seen[k].inode for k in self.missing
+                             if k in self.seen and self.seen[k].inode)
+        return _Snapshot(owners, settled, suspects, time.monotonic() >= self.next_walk)
+
+    def gather(self, snap: _Snapshot) -> _Gathered:
+        """Dump the namespace and walk /proc for owners: no state touched (any thread)."""
         start = time.monotonic()
         conns = connections(states=_TRACKED, port=self.port, netns=self.ns)
         end = time.monotonic()
+        inodes = set(snap.suspects)
+        if snap.owners:
+            inodes |= {c.inode for c in conns if c.inode and c.cookie not in snap.settled}
+        if not inodes or not snap.walk:
+            return _Gathered(start, end, conns, {}, 0.0, False)
+        found = walk_owners(inodes).found
+        return _Gathered(start, end, conns, found, time.monotonic() - end, True)
+
+    def look(self, owners: bool) -> list[int]:
+        """Look in this thread (snapshot, gather, apply); return the cookies counted lost."""
+        return self.apply(self.gather(self.snapshot(owners)), owners)
+
+    def apply(self, got: _Gathered, owners: bool) -> list[int]:
+        """Fold a look into the state (reading thread); return the cookies counted lost."""
+        start, end, conns, found, took, walked = got
+        if walked:
+            self.next_walk = time.monotonic() + took * (1 / self.owner_share - 1)
         index = len(self.starts)
         self.starts.append(start)
         self.ends.append(end)
         # A timewait socket keeps the full socket's cookie and is listed in its substate
         # (FIN_WAIT2 for an orphan that timed into it): the full socket was already freed and
-        # announced, and the timewait one is freed silently. Its timer says which it is.
+        # announced, and the timewait one is freed silently. Its timer says which it is. An
+        # announcement read while the look ran elsewhere is in ``announced`` too.
         now: dict[int, Connection] = {c.cookie: c for c in conns
                                       if c.cookie and c.timer != Timer.TIME_WAIT
                                       and c.cookie not in self.announced}
@@ -457,19 +499,6 @@ class _Follower:
             self.missing[cookie] = times
             if times >= 2:
                 due.append(cookie)
-        # One walk of /proc/*/fd per look at most, and only a share of the time: on a host
-        # whose processes hold many descriptors one walk takes seconds (measured 5-7 s here),
-        # and the announcements wait meanwhile.
-        inodes = {now[k].inode for k in wanted} | {
-            self.seen[c].inode for c in due if self.seen[c].inode}
-        found: dict[int, tuple[Process, ...]] = {}
-        walked = False
-        if inodes and time.monotonic() >= self.next_walk:
-            began = time.monotonic()
-            found = walk_owners(inodes).found
-            took = time.monotonic() - began
-            self.next_walk = time.monotonic() + took * (1 / self.owner_share - 1)
-            walked = True
         for cookie, c in now.items():
             old = self.seen.get(cookie)
             owner = found.get(c.inode) or None if c.inode else None
