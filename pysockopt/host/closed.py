@@ -442,7 +442,7 @@ class _Follower:
         return "" if self.ns is None else f" in {self.ns.label}"
 
     def snapshot(self, owners: bool) -> _Snapshot:
-        """What a look in another thread needs from this follower's state (reading thread)."""
+        """Take what a look in another thread needs from this state (reading thread)."""
         settled = frozenset(k for k, v in self.seen.items()
                             if not owners or v.owner is not None or v.tries >= _OWNER_TRIES)
         suspects = frozenset(self.seen[k].inode for k in self.missing
