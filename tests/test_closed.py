@@ -69,12 +69,15 @@ def _pair(port: int = 0) -> tuple[socket.socket, socket.socket, socket.socket]:
 def test_a_loopback_close_carries_the_cookie_owner_lifetime_and_byte_counts() -> None:
     # owner_share=1: an owner walk at every look, however long the walks take on this host.
     with closed_connections(look_interval=0.05, owner_share=1.0) as log:
+        log.look()  # a look before the connection: its lifetime then has an upper bound
         listener, client, server = _pair()
         port = listener.getsockname()[1]
         cport = client.getsockname()[1]
         cookies = {c.local_port: c.cookie for c in pysockopt.connections(port=port)
                    if c.state == pysockopt.TcpState.ESTABLISHED}
-        wait_for(lambda: log.poll(0.05) is not None and log.looks >= 3, what="three looks")
+        # A ceiling: each look here walks /proc, seconds on a host of busy processes.
+        wait_for(lambda: log.poll(0.05) is not None and log.looks >= 3, timeout=120,
+                 what="three looks")
         client.sendall(b"x" * 5000)
         assert len(server.recv(5000, socket.MSG_WAITALL)) == 5000
         server.sendall(b"y" * 700)
@@ -105,7 +108,8 @@ def test_a_loopback_close_carries_the_cookie_owner_lifetime_and_byte_counts() ->
 
 def test_a_connection_born_and_gone_between_looks_has_an_upper_bound_only() -> None:
     with closed_connections(look_interval=0.05, owners=False) as log:
-        wait_for(lambda: log.poll(0.05) is not None and log.looks >= 2, what="two looks")
+        wait_for(lambda: log.poll(0.05) is not None and log.looks >= 2, timeout=60,
+                 what="two looks")
         listener, client, server = _pair()
         port = listener.getsockname()[1]
         client.close()
@@ -178,6 +182,7 @@ def test_a_full_buffer_is_counted_exactly_and_reconciled(pair: NetnsPair) -> Non
     pairs = pair.in_ns("a", make)
     log = ClosedConnections(netns=pair.a, owners=False, look_interval=3600, rcvbuf=1)
     try:
+        log.look()  # folded in: every socket tracked
         for listener, client, server in pairs:
             client.close()
             server.close()
@@ -210,7 +215,8 @@ def test_a_signal_storm_during_poll_and_looks_loses_nothing() -> None:
     signal.setitimer(signal.ITIMER_REAL, 0.005, 0.005)
     try:
         with closed_connections(port=port, look_interval=0.02, owners=False) as log:
-            wait_for(lambda: log.poll(0.01) is not None and log.looks >= 3, what="three looks")
+            wait_for(lambda: log.poll(0.01) is not None and log.looks >= 3, timeout=60,
+                     what="three looks")
             close_all()
             got = _gather(log, lambda g: len(g) >= 3)
     finally:

@@ -22,6 +22,7 @@ peer, lost): what watch, the exporter and the rules read.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import enum
 import errno
 import itertools
@@ -548,6 +549,8 @@ class _Follower:
 
 #: How often a look (a dump with cookies; owners of new sockets) runs by default, seconds.
 LOOK_INTERVAL: Final = 1.0
+#: How often a look running on the worker thread is checked for, seconds.
+_REAP_EVERY: Final = 0.02
 #: How often ``all_netns`` looks for namespaces that appeared or vanished, seconds.
 CENSUS_INTERVAL: Final = 2.0
 
@@ -590,6 +593,9 @@ class ClosedConnections:
         self._rcvbuf = rcvbuf
         self.owner_share = float(owner_share)
         self._followers: dict[int, _Follower] = {}
+        self._pending: dict[int, concurrent.futures.Future[_Gathered]] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="pysockopt-closed-look")
         self._ready: deque[ClosedConnection] = deque()
         self._epoll = select.epoll()
         self._closed = False
@@ -608,6 +614,8 @@ class ClosedConnections:
                 where = resolve(netns)
                 fd = _open_here(rcvbuf) if where is None else _open_in(where, rcvbuf)
                 self._add(where, fd)
+            # The first look starts now and is folded in as soon as it is done (its owner
+            # walk covers every socket there is: seconds on a busy host); look() waits.
             self._look()
         except BaseException:
             self.close()
@@ -622,6 +630,7 @@ class ClosedConnections:
         self._epoll.register(fd, select.EPOLLIN)
 
     def _drop(self, key: int) -> None:
+        self._pending.pop(key, None)  # a look still running there is not folded in
         f = self._followers.pop(key)
         self._flush(f)  # what it announced before going still counts
         self._account(f)
@@ -722,20 +731,38 @@ class ClosedConnections:
         return min((len(f.starts) for f in self._followers.values()), default=0)
 
     def look(self) -> None:
-        """Take a look now (a dump with cookies; owners; reconciling), as ``poll`` does."""
+        """Take a look now and wait for it (a dump with cookies; owners; reconciling)."""
         if not self._closed:
+            self._reap(wait=True)
             self._look()
+            self._reap(wait=True)
 
     def _look(self) -> None:
+        # The dump and the owner walk run on a worker thread while this one keeps reading:
+        # a dump walks the host's whole TCP hash (50-360 ms measured) and a walk of /proc
+        # can take seconds, time in which a receive buffer would fill.
         for key, f in list(self._followers.items()):
+            if key in self._pending:
+                continue
             self._flush(f)
+            self._pending[key] = self._pool.submit(f.gather, f.snapshot(self.owners))
+        self._next_look = time.monotonic() + self.look_interval
+
+    def _reap(self, wait: bool = False) -> None:
+        for key, future in list(self._pending.items()):
+            if not wait and not future.done():
+                continue
+            del self._pending[key]
+            f = self._followers.get(key)
+            if f is None:
+                continue
             try:
-                lost = f.look(self.owners)
+                got = future.result()
             except (NetnsGoneError, FileNotFoundError, ProcessLookupError):
                 self._drop(key)  # the namespace was deleted: its stream ends here
                 continue
-            del lost  # counted in f.reconciled
-        self._next_look = time.monotonic() + self.look_interval
+            self._flush(f)  # announcements read before the look is folded in
+            f.apply(got, self.owners)
 
     def _flush(self, f: _Follower) -> None:
         recs = f.drain()
@@ -786,6 +813,7 @@ class ClosedConnections:
         now = time.monotonic()
         if self.all_netns and now >= self._next_census:
             self._census()
+        self._reap()
         if now >= self._next_look:
             self._look()
         for f in list(self._followers.values()):
@@ -808,6 +836,8 @@ class ClosedConnections:
                 return out
             now = time.monotonic()
             wait = self._next_look - now
+            if self._pending:
+                wait = min(wait, _REAP_EVERY)
             if deadline is not None:
                 if now >= deadline:
                     return []
@@ -840,6 +870,8 @@ class ClosedConnections:
             loop.add_reader(fd, _wake, readable)
             try:
                 wait = max(0.0, self._next_look - time.monotonic())
+                if self._pending:
+                    wait = min(wait, _REAP_EVERY)
                 await asyncio.wait([readable], timeout=wait)
             finally:
                 loop.remove_reader(fd)
@@ -849,6 +881,8 @@ class ClosedConnections:
         if self._closed:
             return
         self._closed = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()
         for key in list(self._followers):
             f = self._followers.pop(key)
             self._account(f)
