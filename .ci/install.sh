@@ -21,6 +21,7 @@ have prometheus || need+=(prometheus)                # the exporter, scraped for
 have promtool || need+=(prometheus)
 have prometheus-node-exporter || need+=(prometheus-node-exporter)
 have gcc || need+=(gcc)
+have stdbuf || need+=(coreutils)                     # ss -E line-buffered (test_closed)
 
 if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)

@@ -5,7 +5,8 @@
 # error, and the log is searched for reports as well. About a minute; slow timing tests are
 # deselected here (the main test run has them). The C-facing tests: TCP_INFO, keepalive, the
 # sock_diag dump and /proc parser (connections, netlink, fuzz smoke), bad input, reentrancy,
-# namespaces (csrc/netns.c), the scrape tally (csrc/tally.c) and the typed layer (_core.py).
+# namespaces (csrc/netns.c), the scrape tally (csrc/tally.c), the destroy announcements
+# (csrc/events.c) and the typed layer (_core.py).
 #
 #   .ci/sanitize.sh [extra pytest arguments]
 #
@@ -72,7 +73,7 @@ status=0
 "$python" -m pytest -q -p no:cacheprovider --capture=sys -m "not slow" \
   tests/test_tcpinfo.py tests/test_keepalive.py tests/test_connections.py tests/test_inputs.py \
   tests/test_netlink.py tests/test_reentry.py tests/test_fuzz.py tests/test_namespaces.py \
-  tests/test_prometheus.py tests/test_core.py \
+  tests/test_prometheus.py tests/test_core.py tests/test_closed.py \
   "$@" 2>&1 | tee "$log" \
   || status=$?
 # A report in a child process, or one a test caught, still fails the stage.

@@ -63,6 +63,14 @@ from .host import (
     sample,
     state_counts,
 )
+from .host.closed import (
+    ClosedConnection,
+    ClosedConnections,
+    CloseStats,
+    Lifetime,
+    Verdict,
+    closed_connections,
+)
 from .host.destroy import destroy, destroy_candidates
 from .host.namespaces import (
     CGROUP_PATTERNS,
@@ -179,6 +187,13 @@ __all__ = [
     "destroy",
     "destroy_candidates",
     "process_sockets",
+    # closed connections
+    "CloseStats",
+    "ClosedConnection",
+    "ClosedConnections",
+    "Lifetime",
+    "Verdict",
+    "closed_connections",
     # heartbeat
     "CloseReason",
     "HeartbeatMonitor",

@@ -115,6 +115,19 @@ class _Lib:
     PSO_TIMER_KEEPALIVE: int
     PSO_TIMER_TIME_WAIT: int
     PSO_TIMER_ZERO_WINDOW: int
+    # events.h
+    PSO_EV_GROUP_TCP: int
+    PSO_EV_GROUP_TCP6: int
+    PSO_EV_RCVBUF: int
+    PSO_EV_BUF: int
+    PSO_EV_STEP_SOCKET: int
+    PSO_EV_STEP_BIND: int
+    PSO_EV_STEP_RCVBUF: int
+    def pso_ev_setup(self, fd: int, rcvbuf: int, out: Any, /) -> int: ...
+    def pso_ev_open(self, rcvbuf: int, out: Any, /) -> int: ...
+    def pso_ev_drain(self, fd: int, sink: Any, buf: Any, cap: int, max: int, out: Any,
+                     /) -> int: ...
+    def pso_ev_drops(self, fd: int, drops: Any, /) -> int: ...
 
 
 lib: _Lib

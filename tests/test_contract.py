@@ -32,6 +32,8 @@ CONTRACT = {
     "process_sockets", "apply_keepalive_to_process", "destroy",
     # heartbeats
     "HeartbeatMonitor",
+    # closed connections
+    "closed_connections", "ClosedConnection",
 }
 
 

@@ -1,5 +1,6 @@
-"""The ``pysockopt`` command: keepalive, errno, states, conns, diagnose, watch, exporter, kill.
+"""The ``pysockopt`` command and its subcommands.
 
+Subcommands: keepalive, errno, states, conns, diagnose, netns, watch, exporter, kill, closed.
 Human-readable tables by default, ``--json`` for machines. Exit status, for every command:
 0 nothing found, 1 problems found, 2 error (usage errors included), like grep and diff;
 ``errno --search`` that matches nothing is 1, as grep is. A reader that stops early
@@ -21,6 +22,7 @@ from .. import __version__
 from .._format import printable
 from ..errors import InvalidConfigError
 from . import (  # noqa: F401  # each registers its commands
+    closed,
     diagnose,
     errno,
     exporter,
@@ -36,7 +38,7 @@ __all__ = ["build_parser", "main"]
 
 #: How ``pysockopt --help`` lists the commands; any other comes after these.
 _ORDER = ("keepalive", "errno", "states", "conns", "diagnose", "netns", "watch", "exporter",
-          "kill")
+          "kill", "closed")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,11 +6,22 @@
 - rules.py: the diagnosis rules as data (``RULES``);
 - render.py: a Diagnosis as text for a terminal;
 - diagnosis.py: ``diagnose()`` and ``host_facts()``;
-- sample.py: ``sample()``, ``Sample`` and the ``Rates`` between two samples.
+- sample.py: ``sample()``, ``Sample`` and the ``Rates`` between two samples;
+- closed.py: ``closed_connections()``, ``ClosedConnection`` and ``CloseStats``: the connections
+  already gone (the kernel's destroy announcements joined with looks).
 """
 
 from __future__ import annotations
 
+from .closed import (
+    ClosedConnection,
+    ClosedConnections,
+    CloseStats,
+    CloseTotals,
+    Lifetime,
+    Verdict,
+    closed_connections,
+)
 from .connections import (
     Connection,
     Process,
@@ -89,4 +100,11 @@ __all__ = [
     "Rates",
     "Sample",
     "sample",
+    "CloseStats",
+    "CloseTotals",
+    "ClosedConnection",
+    "ClosedConnections",
+    "Lifetime",
+    "Verdict",
+    "closed_connections",
 ]
