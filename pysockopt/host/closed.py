@@ -38,8 +38,8 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple, TypeVar
 
-from .._format import duration, endpoint
 from .._core import ffi, lib
+from .._format import duration, endpoint
 from .._sock import os_error
 from ..errors import InvalidConfigError
 from ..tcpinfo import TcpInfo, TcpState, tcp_info_fields
