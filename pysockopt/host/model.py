@@ -11,12 +11,12 @@ from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import NamedTuple
 
-from .._format import count
 from ..errors import InvalidConfigError
 from ..keepalive import HostKeepalive
 from ..tcpinfo import TcpState
-from .connections import Connection, Process
+from .connections import Connection
 from .namespaces import NetNamespace
+from .owners import Process, Unseen
 from .sample import Sample
 
 __all__ = ["Diagnosis", "Evidence", "Finding", "HostFacts", "Severity", "Thresholds", "Unseen"]
@@ -161,24 +161,6 @@ class HostFacts:
             "listen_overflows": self.listen_overflows,
             "listen_drops": self.listen_drops,
         }
-
-
-class Unseen(NamedTuple):
-    """What a diagnosis could not look at: ``Unseen("owners", 15, "not visible without root")``.
-
-    ``str()`` says it as a report does: "owners of 15 sockets not visible without root".
-    """
-
-    what: str
-    sockets: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.what} of {count(self.sockets, 'socket')} {self.reason}"
-
-    def as_dict(self) -> dict[str, object]:
-        """Return it for JSON."""
-        return {"what": self.what, "sockets": self.sockets, "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True)

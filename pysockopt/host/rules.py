@@ -7,8 +7,6 @@ docs/diagnose.md is generated from this table (``python docs/generate.py``).
 from __future__ import annotations
 
 import ipaddress
-import os
-import pwd
 import socket
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,58 +15,15 @@ from typing import Final
 
 from .._format import count, duration, endpoint, printable, processes
 from ..tcpinfo import TcpState
-from .connections import Connection, Process, Timer, walk_owners
-from .model import Evidence, Finding, HostFacts, Severity, Thresholds, Unseen
+from .connections import Connection, Timer
+from .model import Evidence, Finding, HostFacts, Severity, Thresholds
+from .owners import OwnerBook, Process, user_label
 from .sample import OwnerGrowth, Rates, Sample
 
 __all__ = ["RULES", "OwnerBook", "Rule", "Snapshot"]
 
 
 # --- the snapshot rules look at
-
-
-class OwnerBook:
-    """The owner lookups of one diagnosis: each socket looked up once, and what was not seen.
-
-    A socket whose owner could not be known is remembered with the reason: other users'
-    processes are not ours to inspect when not root (the kernel still tells everyone each
-    socket's uid), or the walk of /proc failed (EMFILE...).
-    """
-
-    def __init__(self) -> None:
-        self._known: dict[int, tuple[Process, ...]] = {}
-        self._unknown: dict[int, str] = {}
-
-    def lookup(self, conns: Iterable[Connection]) -> dict[int, tuple[Process, ...] | None]:
-        """Map each socket's inode to its processes: () for nobody, None for "not known"."""
-        inodes = [c.inode for c in conns if c.inode]
-        todo = [i for i in dict.fromkeys(inodes) if i not in self._known
-                and i not in self._unknown]
-        if todo:
-            try:
-                walk = walk_owners(todo)
-            except OSError as err:
-                reason = f"unknown ({err.strerror} while reading /proc)"
-                self._unknown.update(dict.fromkeys(todo, reason))
-            else:
-                hidden = _hidden_reason() if walk.hidden else None
-                for inode, procs in walk.found.items():
-                    if procs or hidden is None:
-                        self._known[inode] = procs
-                    else:  # held by nobody we can see, and some processes hid from us
-                        self._unknown[inode] = hidden
-        return {i: self._known.get(i) for i in inodes}
-
-    def unseen(self) -> tuple[Unseen, ...]:
-        """Return what could not be seen, one entry per reason."""
-        reasons = Counter(self._unknown.values())
-        return tuple(Unseen("owners", n, reason) for reason, n in sorted(reasons.items()))
-
-
-def _hidden_reason() -> str:
-    if os.geteuid() != 0:
-        return "not visible without root"
-    return "not visible to this process (/proc/PID/fd unreadable)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,17 +197,9 @@ def _who(procs: Sequence[Process], hidden_uids: Sequence[int] = ()) -> str:
     """
     text = f" in {processes(procs, most=3)}" if procs else ""
     if hidden_uids:
-        uids = ", ".join(_user(u) for u in sorted(set(hidden_uids)))
+        uids = ", ".join(user_label(u) for u in sorted(set(hidden_uids)))
         text += f" {'and' if procs else 'held by'} {uids} (processes not visible)"
     return text
-
-
-def _user(uid: int) -> str:
-    """``uid 0 (root)``, or ``uid 1234`` for a uid with no name here."""
-    try:
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except (KeyError, OSError):
-        return f"uid {uid}"
 
 
 #: States whose Recv-Q counts the peer's FIN (one sequence number) until the application has
