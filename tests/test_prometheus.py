@@ -36,6 +36,7 @@ from sockpiles import Pile
 from waiting import wait_for
 
 import pysockopt.prometheus as prom
+from pysockopt.host import look
 from pysockopt import TcpState, connections, diagnose, state_counts
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -130,13 +131,13 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_describe_takes_no_scan_and_each_collect_takes_exactly_one(
         monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = prom._scan
+    real = look.scan
 
     def counting(*args: Any) -> Any:
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(prom, "_scan", counting)  # the one place a scrape reads the host
+    monkeypatch.setattr(look, "scan", counting)  # the one place a scrape reads the host
     collector = prom.SocketCollector()
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
@@ -269,7 +270,7 @@ def test_a_failed_dump_is_counted_and_its_metrics_left_out(
     registry = _registry(collector)
     first = samples(generate_latest(registry).decode())
     assert first[("pysockopt_scrape_errors_total", ())] == 0
-    monkeypatch.setattr(prom, "_tally", refused)  # the kernel cannot be made to refuse
+    monkeypatch.setattr(look, "tally", refused)  # the kernel cannot be made to refuse
     for expected in (1, 2):
         got = samples(generate_latest(registry).decode())
         assert got[("pysockopt_scrape_errors_total", ())] == expected
@@ -339,8 +340,8 @@ def _tally(messages: list[bytes], **spec: Any) -> dict[str, Any]:
     try:
         assert lib.pso_sd_parse(data, len(data), sink) == lib.PSO_SD_DONE
         s = ffi.new("struct pso_tally_spec *")
-        s.off_last_data_recv, s.off_last_ack_recv = prom._OFFSETS["last_data_recv"], \
-            prom._OFFSETS["last_ack_recv"]
+        s.off_last_data_recv, s.off_last_ack_recv = look.TCP_INFO_OFFSETS["last_data_recv"], \
+            look.TCP_INFO_OFFSETS["last_ack_recv"]
         s.idle_ms, s.retrans_min = 1000, 3
         for key, value in spec.items():
             setattr(s, key, value)
@@ -360,7 +361,7 @@ def _tally(messages: list[bytes], **spec: Any) -> dict[str, Any]:
 def _info(last_data_recv: int, last_ack_recv: int, size: int = 104) -> bytes:
     raw = bytearray(size)
     for name, value in (("last_data_recv", last_data_recv), ("last_ack_recv", last_ack_recv)):
-        off = prom._OFFSETS[name]
+        off = look.TCP_INFO_OFFSETS[name]
         if off + 4 <= size:
             raw[off:off + 4] = struct.pack("=I", value)
     return bytes(raw)

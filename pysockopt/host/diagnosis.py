@@ -6,15 +6,14 @@ import dataclasses
 import math
 import time
 from collections import defaultdict
-from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
 from .. import _host
 from ..errors import InvalidConfigError
-from ..keepalive import HostKeepalive
 from ..tcpinfo import TcpState
 from .connections import Connection, connections
+from .look import FACT_SYSCTLS, facts_from
 from .model import Diagnosis, HostFacts, Thresholds
 from .namespaces import Entered, NetnsArg, opened, read_files, resolve
 from .rules import RULES, Snapshot
@@ -22,12 +21,6 @@ from .sample import Sample, of_connections, read_counters, sample
 
 __all__ = ["FACT_SYSCTLS", "diagnose", "facts_from", "host_facts"]
 
-#: The sysctls the rules weigh; all of them are per network namespace.
-FACT_SYSCTLS: Final = (
-    "net.ipv4.tcp_syncookies", "net.ipv4.tcp_max_syn_backlog", "net.core.somaxconn",
-    "net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_keepalive_time",
-    "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
-)
 _SYSCTLS: Final = FACT_SYSCTLS
 
 
@@ -60,34 +53,6 @@ def host_facts(*, netns: NetnsArg = None) -> HostFacts:
             sysctls, tcp_ext = _facts_in(target)
 
     return facts_from(sysctls, tcp_ext)
-
-
-def facts_from(sysctls: Mapping[str, tuple[int, ...] | None],
-               tcp_ext: Mapping[str, int | None]) -> HostFacts:
-    """Build HostFacts from values already read: ``FACT_SYSCTLS`` and the TcpExt counters.
-
-    For a caller that reads them together with other files (the Prometheus collector reads
-    each file once per scan); a sysctl missing from ``sysctls`` is unknown.
-    """
-
-    def one(name: str) -> int | None:
-        values = sysctls.get(name)
-        return values[0] if values else None
-
-    ka = [one(f"net.ipv4.tcp_keepalive_{k}") for k in ("time", "intvl", "probes")]
-    keepalive = (HostKeepalive(ka[0], ka[1], ka[2])
-                 if ka[0] is not None and ka[1] is not None and ka[2] is not None else None)
-    ports = sysctls.get("net.ipv4.ip_local_port_range")
-    return HostFacts(
-        tcp_syncookies=one("net.ipv4.tcp_syncookies"),
-        tcp_max_syn_backlog=one("net.ipv4.tcp_max_syn_backlog"),
-        somaxconn=one("net.core.somaxconn"),
-        ip_local_port_range=(ports[0], ports[1]) if ports and len(ports) == 2 else None,
-        tcp_tw_reuse=one("net.ipv4.tcp_tw_reuse"),
-        keepalive=keepalive,
-        listen_overflows=tcp_ext.get("ListenOverflows"),
-        listen_drops=tcp_ext.get("ListenDrops"),
-    )
 
 
 def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None,
