@@ -36,8 +36,8 @@ from sockpiles import Pile
 from waiting import wait_for
 
 import pysockopt.prometheus as prom
-from pysockopt.host import look
 from pysockopt import TcpState, connections, diagnose, state_counts
+from pysockopt.host import look
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "docs" / "prometheus"
