@@ -10,8 +10,11 @@ from __future__ import annotations
 import errno
 import os
 import pwd
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from .._format import count
@@ -20,8 +23,8 @@ if TYPE_CHECKING:
     from .connections import Connection
 
 __all__ = [
-    "OwnerBook", "Owners", "Process", "Unseen", "hidden_reason", "processes_of",
-    "user_label", "walk_owners",
+    "INCOMPLETE", "OwnerBook", "OwnerCache", "Owners", "Process", "Unseen", "Walk",
+    "hidden_reason", "processes_of", "shared_owners", "user_label", "walk_fds", "walk_owners",
 ]
 
 
@@ -30,6 +33,7 @@ class Process(NamedTuple):
 
     pid: int
     command: str
+
 
 # --- one walk of /proc/*/fd
 
@@ -52,25 +56,40 @@ class Owners(NamedTuple):
     hidden: int
 
 
-def walk_owners(inodes: Iterable[int]) -> Owners:
-    """Find the processes holding each socket inode, and count the processes we may not see.
+class Walk(NamedTuple):
+    """One walk of /proc/*/fd: the pids holding each socket inode it was asked about.
 
-    ``processes_of`` with what it leaves out: ``hidden`` > 0 means an inode nobody was found
-    for may still be held by a process we could not inspect (another user's, when not root);
-    the diagnosis rules say "owner not visible" instead of "nobody". Processes that exit
-    during the walk are skipped; any other failure (EMFILE, ENFILE, ENOMEM) raises OSError.
+    ``holders``: inode -> pids (every socket inode on the host when the walk was asked for
+    all); ``hidden``: processes that could not be inspected (not ours: EACCES, EPERM);
+    ``complete``: False when the walk stopped at its deadline (owners then unknown).
     """
-    wanted = {f"socket:[{i}]": i for i in inodes if i}
-    found: dict[int, list[Process]] = {i: [] for i in wanted.values()}
+
+    holders: dict[int, list[int]]
+    hidden: int
+    complete: bool
+
+
+def walk_fds(wanted: Collection[int] | None, deadline: float | None = None) -> Walk:
+    """Walk every process's descriptors once; the one place /proc/*/fd is read.
+
+    ``wanted``: the socket inodes to look for, None for every socket on the host (what one
+    look of several namespaces shares: socket inodes are host-wide). ``deadline``: a
+    ``time.monotonic()`` value after which the walk stops (``complete`` False). Processes that
+    exit during the walk are skipped; any other failure (EMFILE, ENFILE, ENOMEM) raises.
+    """
+    want = None if wanted is None else {f"socket:[{i}]": i for i in wanted if i}
+    holders: dict[int, list[int]] = {} if want is None else {i: [] for i in want.values()}
     hidden = 0
-    if not wanted:
-        return Owners({}, 0)
+    if want is not None and not want:
+        return Walk({}, 0, True)
     # listdir, not scandir: the walk then holds no descriptor of its own while it reads each
     # process, so it works with a single free descriptor (scandir kept one open, and every
     # listdir below failed with EMFILE, which used to be skipped as "not ours").
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
+        if deadline is not None and time.monotonic() > deadline:
+            return Walk(holders, hidden, False)
         fd_dir = f"/proc/{name}/fd"
         try:
             fds = os.listdir(fd_dir)
@@ -87,14 +106,39 @@ def walk_owners(inodes: Iterable[int]) -> Owners:
                 if err.errno not in _SKIPPED:
                     raise _owner_error(err, f"{fd_dir}/{fd}") from err
                 continue
-            inode = wanted.get(target)
-            if inode is not None:
-                hits.append(inode)
-        if hits:
-            command = _command(int(name))
-            for inode in dict.fromkeys(hits):
-                found[inode].append(Process(int(name), command))
-    return Owners({inode: tuple(procs) for inode, procs in found.items()}, hidden)
+            if want is not None:
+                inode = want.get(target)
+                if inode is not None:
+                    hits.append(inode)
+            elif target.startswith("socket:["):
+                hits.append(int(target[8:-1]))
+        pid = int(name)
+        for inode in dict.fromkeys(hits):
+            holders.setdefault(inode, []).append(pid)
+    return Walk(holders, hidden, True)
+
+
+def walk_owners(inodes: Iterable[int]) -> Owners:
+    """Find the processes holding each socket inode, and count the processes we may not see.
+
+    ``processes_of`` with what it leaves out: ``hidden`` > 0 means an inode nobody was found
+    for may still be held by a process we could not inspect (another user's, when not root);
+    the diagnosis rules say "owner not visible" instead of "nobody". Processes that exit
+    during the walk are skipped; any other failure (EMFILE, ENFILE, ENOMEM) raises OSError.
+    """
+    walk = walk_fds(set(inodes))
+    commands: dict[int, str] = {}
+    return Owners({inode: _processes(pids, commands) for inode, pids in walk.holders.items()},
+                  walk.hidden)
+
+
+def _processes(pids: Iterable[int], commands: dict[int, str]) -> tuple[Process, ...]:
+    out = []
+    for pid in pids:
+        if pid not in commands:
+            commands[pid] = _command(pid)
+        out.append(Process(pid, commands[pid]))
+    return tuple(out)
 
 
 def _command(pid: int) -> str:
@@ -145,15 +189,106 @@ class Unseen(NamedTuple):
         return {"what": self.what, "sockets": self.sockets, "reason": self.reason}
 
 
+#: What a socket's owner is when the walk stopped at its deadline before finding it.
+INCOMPLETE: Final = "unknown (the owner lookup stopped at its deadline)"
+
+
+class OwnerCache:
+    """Socket owners resolved by at most one walk of /proc/*/fd per look, kept between looks.
+
+    A look (``new_look()``) may cover several namespaces: socket inodes are host-wide, so the
+    first inode not yet known starts one walk that records every socket on the host, and
+    every later question of the same look is answered from it. Between looks the owners of
+    the inodes asked in the previous look are kept, so a long-lived caller (the exporter)
+    walks only when a socket it has not seen before is asked about. ``deadline``: seconds a
+    walk may take (None: no limit); owners it did not reach are unknown, and ``incomplete``
+    counts those sockets in the current look. ``walks`` counts the walks taken.
+    """
+
+    def __init__(self, deadline: float | None = None) -> None:
+        self.deadline = deadline
+        self.walks = 0
+        self.incomplete = 0
+        self._known: dict[int, tuple[Process, ...]] = {}
+        self._asked: set[int] = set()
+        self._walk: Walk | OSError | None = None
+
+    def new_look(self) -> None:
+        """Start a look: forget the last walk and the owners no look asked for lately."""
+        self._known = {i: p for i, p in self._known.items() if i in self._asked}
+        self._asked = set()
+        self._walk = None
+        self.incomplete = 0
+
+    def resolve(self, inodes: Iterable[int]) -> dict[int, tuple[Process, ...] | str]:
+        """Map each inode to its processes (() for nobody) or to why it is not known."""
+        wanted = [i for i in dict.fromkeys(inodes) if i]
+        self._asked.update(wanted)
+        out: dict[int, tuple[Process, ...] | str] = {}
+        todo = [i for i in wanted if i not in self._known]
+        if todo and self._walk is None:
+            deadline = None if self.deadline is None else time.monotonic() + self.deadline
+            self.walks += 1
+            try:
+                self._walk = _walk(None, deadline)
+            except OSError as err:
+                self._walk = err
+        walk = self._walk
+        commands: dict[int, str] = {}
+        for i in wanted:
+            known = self._known.get(i)
+            if known is not None:
+                out[i] = known
+            elif isinstance(walk, OSError):
+                out[i] = f"unknown ({walk.strerror} while reading /proc)"
+            elif walk is not None:
+                pids = walk.holders.get(i)
+                if pids:
+                    out[i] = self._known[i] = _processes(pids, commands)
+                elif not walk.complete:
+                    out[i] = INCOMPLETE
+                    self.incomplete += 1
+                elif walk.hidden:  # held by nobody we can see, and some processes hid
+                    out[i] = hidden_reason()
+                else:
+                    out[i] = self._known[i] = ()
+        return out
+
+
+_SHARED: ContextVar[OwnerCache | None] = ContextVar("pysockopt_owner_cache", default=None)
+
+
+@contextmanager
+def shared_owners(deadline: float | None = None) -> Iterator[OwnerCache]:
+    """Let every diagnosis inside the block share one walk of /proc/*/fd.
+
+    ``pysockopt diagnose --all-netns`` diagnoses each namespace in turn; inside this block
+    they ask one OwnerCache, so the owners of every namespace come from one walk.
+    """
+    cache = OwnerCache(deadline)
+    token = _SHARED.set(cache)
+    try:
+        yield cache
+    finally:
+        _SHARED.reset(token)
+
+
 class OwnerBook:
     """The owner lookups of one diagnosis: each socket looked up once, and what was not seen.
 
     A socket whose owner could not be known is remembered with the reason: other users'
     processes are not ours to inspect when not root (the kernel still tells everyone each
-    socket's uid), or the walk of /proc failed (EMFILE...).
+    socket's uid), the walk of /proc failed (EMFILE...) or stopped at its deadline.
+    ``cache``: the OwnerCache it asks (the one ``shared_owners()`` set, else its own).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cache: OwnerCache | None = None) -> None:
+        if cache is None:
+            cache = _SHARED.get()
+        if cache is None:
+            cache = OwnerCache()
+            cache.new_look()
+        self._cache = cache
         self._known: dict[int, tuple[Process, ...]] = {}
         self._unknown: dict[int, str] = {}
 
@@ -163,24 +298,22 @@ class OwnerBook:
         todo = [i for i in dict.fromkeys(inodes) if i not in self._known
                 and i not in self._unknown]
         if todo:
-            try:
-                walk = walk_owners(todo)
-            except OSError as err:
-                reason = f"unknown ({err.strerror} while reading /proc)"
-                self._unknown.update(dict.fromkeys(todo, reason))
-            else:
-                hidden = hidden_reason() if walk.hidden else None
-                for inode, procs in walk.found.items():
-                    if procs or hidden is None:
-                        self._known[inode] = procs
-                    else:  # held by nobody we can see, and some processes hid from us
-                        self._unknown[inode] = hidden
+            for inode, got in self._cache.resolve(todo).items():
+                if isinstance(got, str):
+                    self._unknown[inode] = got
+                else:
+                    self._known[inode] = got
         return {i: self._known.get(i) for i in inodes}
 
     def unseen(self) -> tuple[Unseen, ...]:
         """Return what could not be seen, one entry per reason."""
         reasons = Counter(self._unknown.values())
         return tuple(Unseen("owners", n, reason) for reason, n in sorted(reasons.items()))
+
+
+def _walk(wanted: Collection[int] | None, deadline: float | None) -> Walk:
+    # The seam tests count walks through (tests/test_look.py): every cached lookup walks here.
+    return walk_fds(wanted, deadline)
 
 
 def hidden_reason() -> str:
