@@ -9,9 +9,6 @@
 
 #define ST_ESTABLISHED 1
 #define ST_TIME_WAIT 6
-#define TIMER_NONE 0
-#define TIMER_RETRANSMIT 1
-#define TIMER_KEEPALIVE 2
 
 void pso_tally_free(struct pso_tally *t)
 {
@@ -33,16 +30,22 @@ static int info_u32(const struct pso_sd_sink *sink, const struct pso_conn *c, ui
     return 1;
 }
 
-static int idle_without_timer(const struct pso_sd_sink *sink, const struct pso_conn *c,
-                              const struct pso_tally_spec *spec)
+/* Whether record c matches pick p (see struct pso_tally_pick). */
+static int matches(const struct pso_sd_sink *sink, const struct pso_conn *c,
+                   const struct pso_tally_pick *p)
 {
-    uint32_t data, ack;
-    if (c->timer != TIMER_NONE)
+    if (c->state >= 32 || !((p->states >> c->state) & 1))
         return 0;
-    if (!info_u32(sink, c, spec->off_last_data_recv, &data) ||
-        !info_u32(sink, c, spec->off_last_ack_recv, &ack))
+    if (p->timer != PSO_TALLY_ANY_TIMER && c->timer != p->timer)
         return 0;
-    return (data < ack ? data : ack) >= spec->idle_ms;
+    if (c->retrans < p->retrans_min)
+        return 0;
+    for (uint32_t k = 0; k < p->ninfo; k++) {
+        uint32_t v;
+        if (!info_u32(sink, c, p->info_off[k], &v) || v < p->info_min)
+            return 0;
+    }
+    return 1;
 }
 
 /* Group key order: family, src, dst, dport. */
@@ -130,11 +133,22 @@ int pso_tally(struct pso_sd_sink *sink, const struct pso_tally_spec *spec,
               struct pso_tally *out)
 {
     if (sink == NULL || spec == NULL || out == NULL || !sink->keep ||
-        spec->nports > PSO_TALLY_MAX_PORTS || spec->eph_low > spec->eph_high ||
-        spec->eph_high > 65535)
+        spec->nports > PSO_TALLY_MAX_PORTS || spec->npicks > PSO_TALLY_MAX_PICKS ||
+        spec->eph_low > spec->eph_high || spec->eph_high > 65535)
         return -EINVAL;
+    for (uint32_t k = 0; k < spec->npicks; k++)
+        if (spec->picks[k].ninfo > PSO_TALLY_MAX_INFO)
+            return -EINVAL;
     memset(out, 0, sizeof *out);
+    /* Groups first: they need every TIME_WAIT record, which the pass below drops. */
+    if (spec->eph_low > 0) {
+        int rc = group_time_wait(sink, spec, out);
+        if (rc)
+            return rc;
+    }
 
+    /* One pass: count, and keep what a rule reads socket by socket (the rest is counted). */
+    size_t kept = 0;
     for (size_t i = 0; i < sink->nconns; i++) {
         const struct pso_conn *c = &sink->conns[i];
         unsigned state = c->state < PSO_SD_NSTATES ? c->state : 0;
@@ -144,28 +158,15 @@ int pso_tally(struct pso_sd_sink *sink, const struct pso_tally_spec *spec,
                 break;
             }
         }
-        if (state == ST_ESTABLISHED) {
+        if (state == ST_ESTABLISHED)
             out->established++;
-            if (c->timer == TIMER_KEEPALIVE)
-                out->keepalive++;
-            else if (idle_without_timer(sink, c, spec))
-                out->idle_no_timer++;
-        }
-    }
-    if (spec->eph_low > 0) {
-        int rc = group_time_wait(sink, spec, out);
-        if (rc)
-            return rc;
-    }
-
-    /* Keep what a rule reads socket by socket; the rest was counted above. */
-    size_t kept = 0;
-    for (size_t i = 0; i < sink->nconns; i++) {
-        const struct pso_conn *c = &sink->conns[i];
         int keep = c->state < 32 && (spec->keep_states >> c->state) & 1;
-        if (!keep && c->state == ST_ESTABLISHED)
-            keep = (c->timer == TIMER_RETRANSMIT && c->retrans >= spec->retrans_min) ||
-                   idle_without_timer(sink, c, spec);
+        for (uint32_t k = 0; k < spec->npicks; k++) {
+            if (matches(sink, c, &spec->picks[k])) {
+                out->picked[k]++;
+                keep |= spec->picks[k].keep != 0;
+            }
+        }
         if (keep) {
             if (kept != i)
                 sink->conns[kept] = *c;

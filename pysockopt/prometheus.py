@@ -42,6 +42,7 @@ from .host.namespaces import (
     for_each_netns,
     resolve,
 )
+from .host.owners import OwnerCache
 from .host.sample import Sample
 from .tcpinfo import TcpState
 
@@ -232,6 +233,13 @@ def _table() -> tuple[Metric, ...]:
                "1 per network namespace scanned: what its processes' cgroups say about the "
                "container (empty where none). The netns label is the ip netns name, else "
                "\"inode N\".", when="Only with --all-netns.", per_netns=False),
+        Metric("pysockopt_owner_lookup_incomplete", "gauge", (),
+               "CLOSE_WAIT and other flagged sockets whose owning process this scrape could "
+               "not name because the walk of /proc/*/fd stopped at its deadline "
+               "(owner_deadline, --owner-deadline); they count as owner=\"unknown\". The "
+               "walk runs at most once per scrape (every namespace's owners come from it) "
+               "and only when a socket it has not seen before needs an owner.",
+               per_netns=False),
         Metric("pysockopt_scrape_duration_seconds", "gauge", (),
                "How long this scrape's scan took (every namespace's, with --all-netns).",
                per_netns=False),
@@ -271,13 +279,18 @@ class SocketCollector:
     failed part of a scrape (unescaped: a namespace name may hold any character).
     ``scrapes`` counts the scans taken. The collector keeps each namespace's last sample:
     the rules that need an interval compare the next scrape with it (none on the first).
+    ``owner_deadline``: seconds the walk of /proc/*/fd for socket owners may take per
+    scrape (None: no limit); owners it did not reach are "unknown" and counted in
+    ``pysockopt_owner_lookup_incomplete``. Owners found are kept between scrapes: the walk
+    runs only for sockets not seen before, once per scrape for every namespace.
     Register it with ``prometheus_client.REGISTRY.register(SocketCollector())``.
     """
 
     def __init__(self, *, ports: Iterable[int] = (), top: int = 5,
                  thresholds: Thresholds | None = None, netns: NetnsArg = None,
                  all_netns: bool = False,
-                 on_error: Callable[[str], object] | None = None) -> None:
+                 on_error: Callable[[str], object] | None = None,
+                 owner_deadline: float | None = 5.0) -> None:
         plist = tuple(ports)
         for p in plist:
             if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535:
@@ -294,7 +307,14 @@ class SocketCollector:
             raise InvalidConfigError("all_netns", all_netns, "True or False")
         if all_netns and netns is not None:
             raise InvalidConfigError("netns", netns, "None with all_netns=True")
-        self._options = ScanOptions(tuple(sorted(set(plist))), top, th)
+        if owner_deadline is not None and (
+                isinstance(owner_deadline, bool) or not isinstance(owner_deadline, (int, float))
+                or not 0 < owner_deadline <= 3600):
+            raise InvalidConfigError("owner_deadline", owner_deadline,
+                                     "seconds, > 0 and <= 3600, or None")
+        self._options = ScanOptions("rules", ports=tuple(sorted(set(plist))), top=top,
+                                    thresholds=th)
+        self._owners = OwnerCache(owner_deadline)
         if netns is not None:
             resolve(netns)  # it must exist now; each scrape opens it again by what was given
         self._netns = netns
@@ -313,18 +333,21 @@ class SocketCollector:
         """Take one scan (of each namespace, with all_netns) and yield every metric family."""
         with self._lock:  # concurrent scrapes each take their own scan, one at a time
             start = time.monotonic()
+            self._owners.new_look()  # one walk of /proc/*/fd at most, for every namespace
             scans: list[tuple[NetNamespace | None, Scan]] = []
             failed: list[str] = []
             if self._all:
                 last = self._last
-                found = for_each_netns(lambda ns: look.scan(self._options, ns, last))
+                found = for_each_netns(
+                    lambda ns: look.scan(self._options, ns, last, self._owners))
                 scans = [(ns, scan) for ns, scan in found.results]
                 # A namespace that vanished meanwhile is gone, not an error; one we may not
                 # enter is (the exporter should run as root to see them all).
                 failed += [s.message for s in found.skipped if s.reason != "vanished"]
             else:
                 try:
-                    scans = [(None, look.scan(self._options, self._netns, self._last))]
+                    scans = [(None, look.scan(self._options, self._netns, self._last,
+                                              self._owners))]
                 except (OSError, InvalidConfigError) as err:
                     # Not there now (deleted, or not yet created again), or not enterable:
                     # this scrape has only its own metrics, and says why.
@@ -339,11 +362,12 @@ class SocketCollector:
             self.scrapes += 1
             self._errors += len(failed)
             errors = self._errors
+            incomplete = self._owners.incomplete
             seconds = time.monotonic() - start
         if self._on_error is not None:
             for message in failed:
                 self._on_error(message)
-        yield from self._families(scans, errors, seconds)
+        yield from self._families(scans, errors, seconds, incomplete)
 
     def count_error(self) -> None:
         """Count one failure outside a scan (a textfile not written) in the errors counter."""
@@ -351,7 +375,8 @@ class SocketCollector:
             self._errors += 1
 
     def _families(self, scans: Sequence[tuple[NetNamespace | None, Scan]] | None,
-                  errors: int = 0, seconds: float = 0.0) -> Iterator[_Family]:
+                  errors: int = 0, seconds: float = 0.0,
+                  incomplete: int = 0) -> Iterator[_Family]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         ports = bool(self._options.ports)
@@ -371,6 +396,7 @@ class SocketCollector:
                     fams["pysockopt_netns_info"].add_metric(
                         [prefix[0], c.runtime if c else "", c.id if c else "",
                          (c.name or "") if c else ""], 1)
+            fams["pysockopt_owner_lookup_incomplete"].add_metric([], incomplete)
             fams["pysockopt_scrape_duration_seconds"].add_metric([], seconds)
             fams["pysockopt_scrape_errors_total"].add_metric([], errors)
         for m in METRICS:

@@ -331,6 +331,7 @@ def _diag(state: int, *, timer: int = 0, sport: int = 1000, dst: str = "10.0.0.9
 
 
 def _tally(messages: list[bytes], **spec: Any) -> dict[str, Any]:
+    from pysockopt import Thresholds
     from pysockopt._native import ffi, lib
 
     data = b"".join(messages) + struct.pack("=IHHII", 20, 3, 2, 0, 0) + struct.pack("=i", 0)
@@ -339,19 +340,18 @@ def _tally(messages: list[bytes], **spec: Any) -> dict[str, Any]:
     out = ffi.new("struct pso_tally *")
     try:
         assert lib.pso_sd_parse(data, len(data), sink) == lib.PSO_SD_DONE
-        s = ffi.new("struct pso_tally_spec *")
-        s.off_last_data_recv, s.off_last_ack_recv = look.TCP_INFO_OFFSETS["last_data_recv"], \
-            look.TCP_INFO_OFFSETS["last_ack_recv"]
-        s.idle_ms, s.retrans_min = 1000, 3
+        # The predicates come from the rule rows (idle 1 s, 3 retransmits), as a scrape's do.
+        s, names = look.tally_spec(Thresholds(idle_seconds=1, retrans=3), 0)
         for key, value in spec.items():
             setattr(s, key, value)
         assert lib.pso_tally(sink, s, out) == 0
+        picked = {name: int(out.picked[i]) for i, name in enumerate(names)}
         kept = [(sink.conns[i].state, sink.conns[i].sport) for i in range(sink.nconns)]
         groups = [(out.groups[i].count, out.groups[i].dport) for i in range(out.ngroups)]
-        per_port = {(i, st): int(out.port_counts[i][st]) for i in range(s.nports)
+        per_port = {(i, st): int(out.port_counts[i][st]) for i in range(int(spec.get("nports", 0)))
                     for st in range(16) if out.port_counts[i][st]}
-        return {"established": int(out.established), "keepalive": int(out.keepalive),
-                "idle": int(out.idle_no_timer), "grouped": int(out.tw_grouped),
+        return {"established": int(out.established), "keepalive": picked["keepalive"],
+                "idle": picked["IDLE_NO_KEEPALIVE"], "grouped": int(out.tw_grouped),
                 "groups": groups, "kept": kept, "per_port": per_port}
     finally:
         lib.pso_tally_free(out)

@@ -13,27 +13,30 @@ import os
 import socket
 import struct
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 from .. import _host
 from .._native import ffi, lib
 from .._sock import os_error
+from ..errors import InvalidConfigError
 from ..keepalive import HostKeepalive
 from ..tcpinfo import TCP_INFO_FIELDS, TcpState
 from .connections import Connection, NativeDump, Timer, native_dump
 from .model import Finding, HostFacts, Thresholds
-from .namespaces import NetNamespace, NetnsArg, opened, read_files
-from .owners import processes_of
-from .rules import RULES, Snapshot
-from .sample import Counters, Rates, Sample
+from .namespaces import Entered, NetNamespace, NetnsArg, opened, read_files, resolve
+from .owners import OwnerBook, OwnerCache
+from .rules import RULES, Pick, Rule, Snapshot
+from .sample import Counters, Rates, Sample, of_connections
 
 __all__ = [
-    "FACT_SYSCTLS", "TCP_INFO_OFFSETS", "Scan", "ScanOptions", "TimeWaitGroup", "facts_from",
-    "owner_counts", "rule_findings", "scan", "tally",
+    "COUNTED", "FACT_SYSCTLS", "LOOK_FILES", "TCP_INFO_OFFSETS", "Look", "Needs", "Scan",
+    "ScanOptions", "Sockets", "Tally", "TimeWaitGroup", "facts_from", "keep_states", "look",
+    "owner_counts", "read_host", "sample", "scan", "scraped_rules", "tally", "tally_picks",
+    "tally_spec",
 ]
 
 
@@ -73,7 +76,35 @@ def facts_from(sysctls: Mapping[str, tuple[int, ...] | None],
     )
 
 
-# --- one scan of a namespace (what a scrape reads)
+# --- what a look reads
+
+
+#: Which sockets a look decodes: ``every`` one (diagnose, a detailed sample), what the ``rules``
+#: pick (the rest counted in C: the exporter), or only the listeners (``counts``).
+Sockets = Literal["every", "rules", "counts"]
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """What one look reads, besides the files (always read, once each, in one trip).
+
+    ``sockets``: see ``Sockets``; ``port``: only sockets with that local or remote port (a
+    filter the kernel runs); ``with_info``: tcp_info attached (``every`` only; ``rules``
+    asks for it where a pick reads it). For ``rules``: ``thresholds`` decide which piles are
+    read one by one, ``ports`` get per-port state counts, ``top`` TIME_WAIT groups are kept
+    by name.
+    """
+
+    sockets: Sockets = "every"
+    port: int | None = None
+    with_info: bool = True
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    ports: tuple[int, ...] = ()
+    top: int = 5
+
+
+#: The exporter's options: a look that decodes what the rules pick.
+ScanOptions = Needs
 
 
 class TimeWaitGroup(NamedTuple):
@@ -87,121 +118,190 @@ class TimeWaitGroup(NamedTuple):
     sockets: int
 
 
-@dataclass(frozen=True, slots=True)
-class ScanOptions:
-    """What a scan counts: per-port series, how many owners and destinations, thresholds."""
+class Tally(NamedTuple):
+    """What the C tally counted of the sockets a ``rules`` look did not decode.
 
-    ports: tuple[int, ...] = ()
-    top: int = 5
-    thresholds: Thresholds = field(default_factory=Thresholds)
-
-
-@dataclass(frozen=True, slots=True)
-class Scan:
-    """What one scrape saw; None (or empty) where that part failed."""
-
-    counts: Mapping[TcpState, int] | None
-    port_counts: Mapping[int, Mapping[TcpState, int]]
-    listeners: Sequence[Connection]
-    close_wait_owners: Mapping[str, int] | None
-    time_wait: Sequence[TimeWaitGroup]
-    time_wait_total: int
-    ephemeral_ports: int | None
-    keepalive: int | None
-    idle_no_keepalive: int | None
-    counters: Counters  # the host counters (None values where the kernel has none)
-    findings: Sequence[Finding] | None
-    errors: tuple[str, ...]  # what failed, one message per failed part
-    inode: int  # the namespace's: which earlier sample the next scrape compares with
-    sample: Sample | None  # None when the dump failed
-
-
-TCP_INFO_OFFSETS: Final = {f.name: f.offset for f in TCP_INFO_FIELDS}
-
-
-def scan(options: ScanOptions, netns: NetnsArg = None,
-          last: Mapping[int, Sample] | None = None) -> Scan:
-    """Take the one look a scrape needs of one namespace (the only place a scrape reads it).
-
-    ``netns``: another network namespace (None: the caller's), as ``connections(netns=)``
-    takes it, opened once for the whole scan: every read sees the same namespace. Failing to
-    open or enter it raises (NetnsGoneError, NetnsPermissionError, FileNotFoundError...);
-    failures inside it are the scan's ``errors``. The look is a ``Sample`` (counts made in
-    C, the listeners, the host ``Counters``, and the CLOSE_WAIT sockets the owners need);
-    ``last``: the previous scrape's sample per namespace inode, which the time rules compare
-    this one with (none on a namespace's first scrape).
+    ``picked``: sockets per counted pick (``COUNTED`` names and the rules' narrowed picks,
+    ``"RETRANSMITTING"``...); ``time_wait``: TIME_WAIT sockets on ephemeral ports, every
+    group together; ``groups``: the largest groups (the ``top``, and every one that can fire).
     """
+
+    port_counts: dict[int, dict[TcpState, int]]
+    groups: list[TimeWaitGroup]
+    time_wait: int
+    picked: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """One look at a network namespace: its files, its sockets, and who holds them.
+
+    ``netns``: the namespace (None: the caller's); ``inode``: its inode either way.
+    ``counters`` and ``facts``: the host counters and the sysctls the rules weigh, read in
+    one trip. ``listeners``: every LISTEN socket; ``sockets``: what was decoded (see
+    ``Needs.sockets``; listeners first); ``counts``: sockets per state (None: the dump
+    failed); ``tally``: the C counts of a ``rules`` look. ``sample``: the look as a Sample
+    (None when the dump failed). ``errors``: what failed (a ``rules`` look goes on without
+    it; the others raise). ``owners``: the owner lookups of this look.
+    """
+
+    netns: NetNamespace | None
+    inode: int
+    needs: Needs
+    counters: Counters
+    facts: HostFacts
+    listeners: tuple[Connection, ...]
+    sockets: tuple[Connection, ...]
+    counts: Mapping[TcpState, int] | None
+    tally: Tally | None
+    sample: Sample | None
+    errors: tuple[str, ...]
+    owners: OwnerBook
+
+    def by_state(self) -> dict[TcpState, list[Connection]]:
+        """Return the decoded sockets per state.
+
+        A ``rules`` look's TIME_WAIT groups that can fire come as that many references to
+        one record each: no object per socket.
+        """
+        out: dict[TcpState, list[Connection]] = defaultdict(list)
+        for c in self.sockets:
+            out[c.state].append(c)
+        size = self.facts.ephemeral_ports
+        if self.tally is not None and size:
+            tw: list[Connection] = []
+            for g in self.tally.groups:
+                if g.sockets / size < self.needs.thresholds.time_wait_ratio:
+                    break  # largest first
+                example = Connection(g.family, TcpState.TIME_WAIT, g.source, g.local_port,
+                                     g.remote_address, g.remote_port, 0, 0, 0, 0,
+                                     Timer.TIME_WAIT, 0, 0)
+                tw += [example] * g.sockets
+            if tw:
+                out[TcpState.TIME_WAIT] = tw
+        return out
+
+    def rates(self, earlier: Sample) -> Rates:
+        """Return what changed since ``earlier`` (SYN_RECV per port only where both have all)."""
+        assert self.sample is not None
+        rates = self.sample.rates(earlier)
+        if not (_syn_recv_known(earlier) and _syn_recv_known(self.sample)):
+            rates = dataclasses.replace(rates, syn_recv=MappingProxyType({}))
+        return rates
+
+    def findings(self, thresholds: Thresholds, rates: Rates | None = None) -> list[Finding]:
+        """Run every rule in RULES over this look (the time rules against ``rates``)."""
+        by_state = self.by_state()
+        conns = [c for v in by_state.values() for c in v]
+        snap = Snapshot(conns, by_state, self.facts, owners=self.owners, sample=self.sample,
+                        rates=rates)
+        return [f for rule in RULES for f in rule.check(rule, snap, thresholds)]
+
+
+#: The files every look reads, in one trip: the sysctls the rules weigh, then every file the
+#: Counters read.
+_FACT_PATHS: Final = tuple(map(_host.sysctl_path, FACT_SYSCTLS))
+LOOK_FILES: Final = tuple(dict.fromkeys((*_FACT_PATHS, *_host.COUNTER_FILES)))
+
+
+def look(netns: NetnsArg = None, needs: Needs | None = None, *,
+         owners: OwnerCache | None = None, describe: bool = True) -> Look:
+    """Take one look at a network namespace: opened once, its files read in one trip, dumped.
+
+    ``netns``: as ``connections(netns=)`` takes it (a name, path or pid is described once,
+    with ``resolve``); every read of the look sees the same namespace. ``needs``: what to
+    decode (default: every socket, with tcp_info). ``owners``: the OwnerCache the look's
+    owner lookups share (a look of several namespaces, a long-lived exporter); by default
+    the one ``shared_owners()`` set, else the look's own. Failing to open or enter the
+    namespace raises; a ``rules`` look keeps other failures in ``errors``, the others raise.
+    ``describe=False``: a name, path or pid is not described (``Look.netns`` None; no census,
+    the namespace opened only once), as the exporter, which labels namespaces itself, asks.
+    """
+    n = Needs() if needs is None else needs
+    strict = n.sockets != "rules"
     errors: list[str] = []
-    t = options.thresholds
-    label = netns if isinstance(netns, NetNamespace) else None
-    dumped: _Dumped | None = None
-    owners: dict[str, int] | None = None
-    findings: list[Finding] | None = None
-    now: Sample | None = None
     start, wall = time.monotonic(), time.time()
     with opened(netns) as target:
         inode = (os.fstat(target.fd) if target is not None
                  else os.stat("/proc/thread-self/ns/net")).st_ino
-        # read_files raises only when entering the namespace fails: that is the caller's.
-        texts = _read_proc(_PROC_FILES, read_files(target, _PROC_FILES), errors)
-        counters = Counters.read(lambda paths: [texts[p] for p in paths])
-        sysctls = {name: _host.parse_ints(text) if (text := texts[path]) is not None else None
-                   for name, path in zip(FACT_SYSCTLS, _FACT_PATHS, strict=True)}
-        facts = facts_from(sysctls, counters.tcp_ext)
+        ns: NetNamespace | None = None
+        if target is not None:
+            ns = (netns if isinstance(netns, NetNamespace)
+                  else resolve(netns) if describe else None)
+        texts, counters, facts = read_host(target, errors, strict=strict)
         low, high = facts.ip_local_port_range or (0, 0)
-        where = label if target is not None else None
+        listeners: list[Connection] = []
+        sockets: list[Connection] = []
+        counts: dict[TcpState, int] | None = None
+        tallied: Tally | None = None
         try:
-            # Listeners in a dump of their own (few, with their drop counts), as
-            # connections() lists them; everything else is tallied in C.
-            with native_dump(states=TcpState.LISTEN, target=target, netns=where) as dump:
-                listeners = dump.connections()
-            with native_dump(states=_NOT_LISTENING, with_info=True, target=target,
-                             netns=where) as dump:
-                dumped = tally(options, dump, listeners, low, high)
+            if n.sockets == "every":
+                with native_dump(port=n.port, with_info=n.with_info, target=target,
+                                 netns=ns) as dump:
+                    sockets = dump.connections()
+                listeners = [c for c in sockets if c.state is TcpState.LISTEN]
+                counts = dict(Counter(c.state for c in sockets))
+            else:
+                # Listeners in a dump of their own (few, with their drop counts), as
+                # connections() lists them; everything else is counted in C.
+                with native_dump(states=TcpState.LISTEN, port=n.port, target=target,
+                                 netns=ns) as dump:
+                    listeners = dump.connections()
+                with native_dump(states=_NOT_LISTENING, port=n.port,
+                                 with_info=n.sockets == "rules", target=target,
+                                 netns=ns) as dump:
+                    if n.sockets == "rules":
+                        counts, tallied, kept = tally(n, dump, listeners, low, high)
+                    else:
+                        counts, kept = dump.counts(), []
+                    counts[TcpState.LISTEN] = len(listeners)
+                sockets = listeners + kept
         except OSError as err:
+            if strict:
+                raise
             errors.append(f"the socket dump: {err}")
     if texts[_host.COUNTER_FILES[0]] is None or texts[_host.COUNTER_FILES[1]] is None:
         errors.append("the TCP counters (/proc/net/netstat, /proc/net/snmp) are missing")
-    if dumped is not None:
-        now = _sample(dumped, counters, start, wall)
-    if dumped is not None and dumped.counts.get(TcpState.CLOSE_WAIT):
-        try:
-            owners = owner_counts([c for c in dumped.kept if c.state == TcpState.CLOSE_WAIT],
-                             options.top)
-        except OSError as err:
-            errors.append(f"the CLOSE_WAIT owners: {err}")
-    if dumped is not None and now is not None:
-        earlier = (last or {}).get(inode)
-        rates = _rates(earlier, now) if earlier is not None else None
-        try:
-            findings = rule_findings(dumped.listeners, dumped.kept, dumped.groups, low, high, t,
-                                 facts, now, rates)
-        except OSError as err:
-            errors.append(f"the diagnosis: {err}")
-    return Scan(
-        dumped.counts if dumped else None, dumped.port_counts if dumped else {},
-        dumped.listeners if dumped else [],
-        owners, dumped.groups if dumped else [], dumped.time_wait if dumped else 0,
-        high - low + 1 if high else None, dumped.keepalive if dumped else None,
-        dumped.idle if dumped else None, counters, findings, tuple(errors), inode, now)
+    now: Sample | None = None
+    if counts is not None:
+        if n.sockets == "every":
+            now = of_connections(sockets, counters, port=n.port, start=start, wall=wall)
+        else:
+            now = _sample(n, counts, listeners, sockets, counters, start, wall)
+    book = OwnerBook(owners)
+    return Look(ns, inode, n, counters, facts, tuple(listeners), tuple(sockets),
+                None if counts is None else MappingProxyType(counts), tallied, now,
+                tuple(errors), book)
 
 
-#: The sysctls the rules weigh (FACT_SYSCTLS), then every file a Sample's Counters read.
-_FACT_PATHS: Final = tuple(map(_host.sysctl_path, FACT_SYSCTLS))
-_PROC_FILES: Final = tuple(dict.fromkeys((*_FACT_PATHS, *_host.COUNTER_FILES)))
+def read_host(target: Entered | None, errors: list[str], *,
+              strict: bool) -> tuple[dict[str, str | None], Counters, HostFacts]:
+    """Read every file of ``LOOK_FILES`` in one trip into ``target`` (None: the caller's).
+
+    Returns each file's text (None: absent or unreadable), the Counters and the HostFacts.
+    A file that exists but could not be read raises when ``strict``, else is said in
+    ``errors``; failing to enter the namespace raises either way.
+    """
+    texts = _read_proc(LOOK_FILES, read_files(target, LOOK_FILES), errors, strict)
+    counters = Counters.read(lambda paths: [texts[p] for p in paths])
+    sysctls = {name: _host.parse_ints(text) if (text := texts[path]) is not None else None
+               for name, path in zip(FACT_SYSCTLS, _FACT_PATHS, strict=True)}
+    return texts, counters, facts_from(sysctls, counters.tcp_ext)
 
 
 def _read_proc(paths: Sequence[str], results: Sequence[bytes | OSError],
-               errors: list[str]) -> dict[str, str | None]:
+               errors: list[str], strict: bool) -> dict[str, str | None]:
     """Return each file's text from what ``read_files`` gave (bytes or OSError); None if absent.
 
-    A file that exists but could not be read (EMFILE, EIO...) is also None, and said in
-    ``errors``.
+    A file that exists but could not be read (EMFILE, EIO...) raises when ``strict``, else
+    is None too, and said in ``errors``.
     """
     texts: dict[str, str | None] = {}
     for path, got in zip(paths, results, strict=True):
         if isinstance(got, OSError):
             if got.errno not in _host.ABSENT:
+                if strict:
+                    raise got
                 errors.append(f"reading {path}: {got.strerror or got}")
             texts[path] = None
         else:
@@ -209,20 +309,25 @@ def _read_proc(paths: Sequence[str], results: Sequence[bytes | OSError],
     return texts
 
 
-def _sample(dumped: _Dumped, counters: Counters, start: float, wall: float) -> Sample:
-    """Return the scan as a Sample, for the rules and the next scrape's rates.
+def _sample(n: Needs, counts: Mapping[TcpState, int], listeners: Sequence[Connection],
+            sockets: Sequence[Connection], counters: Counters, start: float,
+            wall: float) -> Sample:
+    """Return a look that did not decode every socket as a Sample.
 
-    ``close_wait`` is every CLOSE_WAIT socket (always decoded, for the owners);
-    ``syn_recv`` per port only when the SYN_RECV sockets were decoded (a pile at the
-    threshold) or there are none, else empty (see ``_rates``); ``ports`` is empty: the
-    ports in use per destination would need every outgoing socket decoded.
+    ``rules``: ``close_wait`` is every CLOSE_WAIT socket (always picked); ``syn_recv`` per
+    port only when the SYN_RECV sockets were decoded (a pile at the threshold) or there are
+    none, else partial (see ``Look.rates``); ``ports`` None: the ports in use per destination
+    would need every outgoing socket decoded. ``counts``: none of those.
     """
-    counts = {s: n for s, n in sorted(dumped.counts.items()) if n}
-    close_wait = tuple(c for c in dumped.kept if c.state is TcpState.CLOSE_WAIT)
-    syn_recv = Counter(c.local_port for c in dumped.kept if c.state is TcpState.SYN_RECV)
-    return Sample((start + time.monotonic()) / 2, wall, None, MappingProxyType(counts),
-                  tuple(dumped.listeners), counters, close_wait,
-                  MappingProxyType(dict(syn_recv)), MappingProxyType({}))
+    total = {s: c for s, c in sorted(counts.items()) if c}
+    if n.sockets == "counts":
+        return Sample((start + time.monotonic()) / 2, wall, n.port, MappingProxyType(total),
+                      tuple(listeners), counters)
+    close_wait = tuple(c for c in sockets if c.state is TcpState.CLOSE_WAIT)
+    syn_recv = Counter(c.local_port for c in sockets if c.state is TcpState.SYN_RECV)
+    return Sample((start + time.monotonic()) / 2, wall, n.port, MappingProxyType(total),
+                  tuple(listeners), counters, close_wait, MappingProxyType(dict(syn_recv)),
+                  None)
 
 
 def _syn_recv_known(s: Sample) -> bool:
@@ -230,79 +335,139 @@ def _syn_recv_known(s: Sample) -> bool:
     return sum((s.syn_recv or {}).values()) == s.counts.get(TcpState.SYN_RECV, 0)
 
 
-def _rates(earlier: Sample, now: Sample) -> Rates | None:
-    """Return the rates since the last scrape (SYN_RECV per port only where both have it)."""
-    if not now.time > earlier.time:
-        return None
-    rates = now.rates(earlier)
-    if not (_syn_recv_known(earlier) and _syn_recv_known(now)):
-        rates = dataclasses.replace(rates, syn_recv=MappingProxyType({}))
-    return rates
+def sample(*, port: int | None = None, detail: bool = True, netns: NetnsArg = None) -> Sample:
+    """Take one Sample of the host's TCP sockets and counters, now (one look).
+
+    ``port``: only sockets whose local or remote port is ``port`` (the counters are the
+    whole network namespace's regardless). ``detail=False`` skips the per-socket decoding
+    (no close_wait, syn_recv, ports): counts are made in C, listeners dumped on their own,
+    and nothing costs a Python object per socket. Sees the calling thread's namespace, or
+    ``netns`` (as in ``connections``), counters included: they are read from inside it.
+    Compare only samples taken with the same ``port`` and ``netns``.
+    """
+    if not isinstance(detail, bool):
+        raise InvalidConfigError("detail", detail, "True or False")
+    taken = look(netns, Needs("every" if detail else "counts", port, with_info=False))
+    assert taken.sample is not None  # a look that is not the exporter's raises instead
+    return taken.sample
 
 
-class _Dumped(NamedTuple):
-    counts: dict[TcpState, int]
-    port_counts: dict[int, dict[TcpState, int]]
-    groups: list[TimeWaitGroup]
-    time_wait: int  # TIME_WAIT sockets on ephemeral ports, all groups together
-    keepalive: int
-    idle: int
-    listeners: list[Connection]
-    kept: list[Connection]  # what the rules read one by one
+# --- the C tally: counts of what a rules look does not decode
 
+
+#: Sockets counted for a metric without being read (the keepalive coverage gauge).
+COUNTED: Final[Mapping[str, Pick]] = MappingProxyType({
+    "keepalive": Pick(TcpState.ESTABLISHED, timer=Timer.KEEPALIVE),
+})
 
 #: Every state but LISTEN: the sockets the C tally counts.
 _NOT_LISTENING: Final[tuple[TcpState, ...]] = tuple(
     s for s in TcpState if s not in (TcpState.LISTEN, TcpState.NEW_SYN_RECV))
 
+TCP_INFO_OFFSETS: Final = {f.name: f.offset for f in TCP_INFO_FIELDS}
 
-def tally(options: ScanOptions, dump: NativeDump, listeners: list[Connection], low: int,
-           high: int) -> _Dumped:
+#: A pick that takes any pending timer (csrc/tally.h).
+_ANY_TIMER: Final = lib.PSO_TALLY_ANY_TIMER
+
+
+def _narrowed(p: Pick) -> bool:
+    return p.timer is not None or p.retrans is not None or p.idle is not None
+
+
+def scraped_rules() -> tuple[Rule, ...]:
+    """Return the rules a ``rules`` look can feed: all but those needing every socket."""
+    return tuple(r for r in RULES if all(p.state is not None for p in r.picks))
+
+
+def keep_states(counts: Mapping[TcpState, int], t: Thresholds) -> int:
+    """Return the states a ``rules`` look keeps whole (a bit per state), from the picks.
+
+    A pick of a whole state keeps it always, or, with a ``pile``, once the state's count
+    reaches that threshold (a smaller pile cannot fire); listeners have their own dump and
+    grouped states are counted in C.
+    """
+    mask = 0
+    for rule in scraped_rules():
+        for p in rule.picks:
+            if p.state is None or p.state is TcpState.LISTEN or p.grouped or _narrowed(p):
+                continue
+            if p.pile is None or counts.get(p.state, 0) >= getattr(t, p.pile):
+                mask |= 1 << p.state
+    return mask
+
+
+def tally_picks(t: Thresholds) -> list[tuple[str, Pick, bool]]:
+    """Return the C tally's predicates: (name, pick, keep), computed from RULES.
+
+    One for each narrowed pick of a rule (kept: the rule reads them) and each ``COUNTED``
+    one (only counted).
+    """
+    out = [(rule.code, p, True) for rule in scraped_rules() for p in rule.picks
+           if p.state is not None and _narrowed(p)]
+    out += [(name, p, False) for name, p in COUNTED.items()]
+    if len(out) > lib.PSO_TALLY_MAX_PICKS:  # pragma: no cover - a table edit
+        raise ValueError(f"{len(out)} tally picks, csrc/tally.h allows "
+                         f"{lib.PSO_TALLY_MAX_PICKS}")
+    return out
+
+
+def tally_spec(t: Thresholds, keep: int, ports: Sequence[int] = (), low: int = 0,
+               high: int = 0) -> tuple[object, list[str]]:
+    """Return the cffi ``struct pso_tally_spec *`` for ``t`` and the names of its picks."""
+    spec = ffi.new("struct pso_tally_spec *")
+    for i, port in enumerate(ports):
+        spec.ports[i] = port
+    spec.nports = len(ports)
+    spec.keep_states = keep
+    names = []
+    for i, (name, p, kept) in enumerate(tally_picks(t)):
+        c = spec.picks[i]
+        c.states = 1 << p.state if p.state is not None else 0
+        c.timer = _ANY_TIMER if p.timer is None else int(p.timer)
+        c.retrans_min = 0 if p.retrans is None else int(getattr(t, p.retrans))
+        if p.idle is not None:
+            c.info_min = min(int(getattr(t, p.idle) * 1000), 2**32 - 1)
+            if len(p.info) > lib.PSO_TALLY_MAX_INFO:  # pragma: no cover - a table edit
+                raise ValueError(f"{name}: more tcp_info fields than csrc/tally.h allows")
+            for k, fname in enumerate(p.info):
+                c.info_off[k] = TCP_INFO_OFFSETS[fname]
+            c.ninfo = len(p.info)
+        c.keep = 1 if kept else 0
+        names.append(name)
+    spec.npicks = len(names)
+    spec.eph_low, spec.eph_high = low, high
+    return spec, names
+
+
+def tally(n: Needs, dump: NativeDump, listeners: list[Connection], low: int,
+          high: int) -> tuple[dict[TcpState, int], Tally, list[Connection]]:
     """Count one dump of every socket but the listeners in C (csrc/tally.c).
 
-    Only what a rule reads one by one is decoded.
+    Returns the counts per state, the Tally, and the sockets the rules pick, decoded (the
+    only ones).
     """
-    t = options.thresholds
-    # Counts decide which states the rules must read socket by socket; a pile below its
-    # threshold cannot fire, so it is only counted. CLOSE_WAIT is always read (owners).
+    t = n.thresholds
     raw = dump.counts()
-    keep = 1 << TcpState.CLOSE_WAIT
-    for state, limit in ((TcpState.SYN_RECV, t.syn_recv),
-                         (TcpState.FIN_WAIT1, t.fin_wait1),
-                         (TcpState.FIN_WAIT2, t.fin_wait2),
-                         (TcpState.LAST_ACK, t.last_ack)):
-        if raw[state] >= limit:
-            keep |= 1 << state
-    spec = ffi.new("struct pso_tally_spec *")
-    for i, p in enumerate(options.ports):
-        spec.ports[i] = p
-    spec.nports = len(options.ports)
-    spec.keep_states = keep
-    spec.retrans_min = t.retrans
-    spec.idle_ms = min(int(t.idle_seconds * 1000), 2**32 - 1)
-    spec.off_last_data_recv = TCP_INFO_OFFSETS["last_data_recv"]
-    spec.off_last_ack_recv = TCP_INFO_OFFSETS["last_ack_recv"]
-    spec.eph_low, spec.eph_high = low, high
-    tally = ffi.new("struct pso_tally *")
+    spec, names = tally_spec(t, keep_states(raw, t), n.ports, low, high)
+    out = ffi.new("struct pso_tally *")
     try:
-        rc = lib.pso_tally(dump.sink, spec, tally)
+        rc = lib.pso_tally(dump.sink, spec, out)
         if rc:
             raise os_error(rc, "tallying the sock_diag dump")
         counts: dict[TcpState, int] = {s: raw[s] for s in _NOT_LISTENING}
-        counts[TcpState.LISTEN] = len(listeners)
         port_counts: dict[int, dict[TcpState, int]] = {}
-        for i, p in enumerate(options.ports):
-            row = tally.port_counts[i]
+        for i, p in enumerate(n.ports):
+            row = out.port_counts[i]
             per: dict[TcpState, int] = {s: int(row[s]) for s in _NOT_LISTENING}
             per[TcpState.LISTEN] = sum(1 for c in listeners if c.local_port == p)
             port_counts[p] = per
         size = high - low + 1 if high else 0
-        groups = _groups(tally, options.top, t.time_wait_ratio * size if size else float("inf"))
-        return _Dumped(counts, port_counts, groups, int(tally.tw_grouped),
-                       int(tally.keepalive), int(tally.idle_no_timer), listeners,
-                       dump.connections())
+        groups = _groups(out, n.top, t.time_wait_ratio * size if size else float("inf"))
+        picked = {name: int(out.picked[i]) for i, name in enumerate(names)}
+        return (counts, Tally(port_counts, groups, int(out.tw_grouped), picked),
+                dump.connections())
     finally:
-        lib.pso_tally_free(tally)
+        lib.pso_tally_free(out)
 
 
 #: struct pso_tw_group, field for field (csrc/tally.h); checked against the build at import.
@@ -331,13 +496,70 @@ def _groups(tally: object, top: int, threshold: float) -> list[TimeWaitGroup]:
     return out
 
 
-def owner_counts(close_wait: Sequence[Connection], top: int) -> dict[str, int]:
+# --- the exporter's scan: a rules look and what the metrics read of it
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What one scrape saw of one namespace; None (or empty) where that part failed."""
+
+    counts: Mapping[TcpState, int] | None
+    port_counts: Mapping[int, Mapping[TcpState, int]]
+    listeners: Sequence[Connection]
+    close_wait_owners: Mapping[str, int] | None
+    time_wait: Sequence[TimeWaitGroup]
+    time_wait_total: int
+    ephemeral_ports: int | None
+    keepalive: int | None
+    idle_no_keepalive: int | None
+    counters: Counters  # the host counters (None values where the kernel has none)
+    findings: Sequence[Finding] | None
+    errors: tuple[str, ...]  # what failed, one message per failed part
+    inode: int  # the namespace's: which earlier sample the next scrape compares with
+    sample: Sample | None  # None when the dump failed
+
+
+def scan(options: Needs, netns: NetnsArg = None, last: Mapping[int, Sample] | None = None,
+         owners: OwnerCache | None = None) -> Scan:
+    """Take the one look a scrape needs of one namespace (the only place a scrape reads it).
+
+    A ``rules`` look (``options``, whatever its ``sockets``): failing to open or enter the
+    namespace raises; failures inside it are the scan's ``errors``. ``last``: the previous
+    scrape's sample per namespace inode, which the time rules compare this one with (none on
+    a namespace's first scrape); ``owners``: the collector's OwnerCache.
+    """
+    lk = look(netns, dataclasses.replace(options, sockets="rules"), owners=owners,
+              describe=False)
+    errors = list(lk.errors)
+    owner_map: dict[str, int] | None = None
+    found: list[Finding] | None = None
+    now, tallied, counts = lk.sample, lk.tally, lk.counts
+    if counts is not None and counts.get(TcpState.CLOSE_WAIT):
+        owner_map = owner_counts(lk.owners, [c for c in lk.sockets
+                                             if c.state is TcpState.CLOSE_WAIT], options.top)
+    if now is not None:
+        earlier = (last or {}).get(lk.inode)
+        rates = lk.rates(earlier) if earlier is not None and now.time > earlier.time else None
+        try:
+            found = lk.findings(options.thresholds, rates)
+        except OSError as err:
+            errors.append(f"the diagnosis: {err}")
+    size = lk.facts.ephemeral_ports
+    return Scan(
+        counts, tallied.port_counts if tallied else {}, lk.listeners if counts else [],
+        owner_map, tallied.groups if tallied else [], tallied.time_wait if tallied else 0,
+        size, tallied.picked["keepalive"] if tallied else None,
+        tallied.picked["IDLE_NO_KEEPALIVE"] if tallied else None, lk.counters, found,
+        tuple(errors), lk.inode, now)
+
+
+def owner_counts(book: OwnerBook, close_wait: Sequence[Connection], top: int) -> dict[str, int]:
     """CLOSE_WAIT sockets per owning command name: top ``top``, then other and unknown."""
-    found = processes_of(c.inode for c in close_wait if c.inode)
+    found = book.lookup(close_wait)
     by_command: Counter[str] = Counter()
     unknown = 0
     for c in close_wait:
-        procs = found.get(c.inode, ()) if c.inode else ()
+        procs = found.get(c.inode) if c.inode else ()
         if procs:
             # A socket held by several processes (inherited across fork) counts once, for
             # the first command name in sort order: the same owner every scrape.
@@ -354,33 +576,3 @@ def owner_counts(close_wait: Sequence[Connection], top: int) -> dict[str, int]:
     if unknown:
         out["unknown"] = out.get("unknown", 0) + unknown
     return out
-
-
-def rule_findings(listeners: Sequence[Connection], kept: Sequence[Connection],
-              groups: Sequence[TimeWaitGroup], low: int, high: int, t: Thresholds,
-              facts: HostFacts, now: Sample | None = None,
-              rates: Rates | None = None) -> list[Finding]:
-    """Run RULES on what the rules read socket by socket; the rest cannot fire.
-
-    TIME_WAIT_PRESSURE counts sockets per (local address, destination): a group that reaches
-    its threshold is handed over as that many references to one record (a list repeat, no
-    object per socket); smaller groups cannot fire and are left out.
-    """
-    by_state: dict[TcpState, list[Connection]] = {TcpState.LISTEN: list(listeners)}
-    for c in kept:
-        by_state.setdefault(c.state, []).append(c)
-    size = high - low + 1 if high else 0
-    if size:
-        tw: list[Connection] = []
-        for g in groups:
-            if g.sockets / size < t.time_wait_ratio:
-                break  # largest first
-            example = Connection(g.family, TcpState.TIME_WAIT, g.source, g.local_port,
-                                 g.remote_address, g.remote_port, 0, 0, 0, 0,
-                                 Timer.TIME_WAIT, 0, 0)
-            tw += [example] * g.sockets
-        if tw:
-            by_state[TcpState.TIME_WAIT] = tw
-    conns = [c for v in by_state.values() for c in v]
-    snap = Snapshot(conns, by_state, facts, sample=now, rates=rates)
-    return [f for rule in RULES for f in rule.check(rule, snap, t)]

@@ -27,7 +27,7 @@ from .. import _host
 from .._format import endpoint
 from ..errors import InvalidConfigError
 from ..tcpinfo import TcpState
-from .connections import Connection, connections, state_counts
+from .connections import Connection
 from .namespaces import Entered, NetnsArg, opened, read_files
 
 T = TypeVar("T")
@@ -43,7 +43,6 @@ __all__ = [
     "Rates",
     "Sample",
     "read_counters",
-    "sample",
 ]
 
 
@@ -209,30 +208,6 @@ class Sample(_Pickles):
 def _listener_dict(c: Connection) -> dict[str, object]:
     return {"local": c.local, "accept_queue": c.accept_queue, "backlog": c.backlog,
             "drops": c.drops, "inode": c.inode}
-
-
-def sample(*, port: int | None = None, detail: bool = True, netns: NetnsArg = None) -> Sample:
-    """Take one Sample of the host's TCP sockets and counters, now.
-
-    ``port``: only sockets whose local or remote port is ``port`` (the counters are the
-    whole network namespace's regardless). ``detail=False`` skips the per-socket decoding
-    (no close_wait, syn_recv, ports): counts are made in C, listeners dumped on their own,
-    and nothing costs a Python object per socket. Sees the calling thread's namespace, or
-    ``netns`` (as in ``connections``), counters included: they are read from inside it.
-    Compare only samples taken with the same ``port`` and ``netns``.
-    """
-    if not isinstance(detail, bool):
-        raise InvalidConfigError("detail", detail, "True or False")
-    start = time.monotonic()
-    wall = time.time()
-    if detail:
-        conns = connections(port=port, netns=netns)
-        return of_connections(conns, read_counters(netns), port=port, start=start, wall=wall)
-    counts = state_counts(port=port, netns=netns)
-    listeners = tuple(connections(states=TcpState.LISTEN, port=port, netns=netns))
-    counters = read_counters(netns)
-    return Sample((start + time.monotonic()) / 2, wall, port,
-                  MappingProxyType(dict(sorted(counts.items()))), listeners, counters)
 
 
 def read_counters(netns: NetnsArg = None) -> Counters:
@@ -451,13 +426,19 @@ def _rates(earlier: Sample, later: Sample) -> Rates:
     a, b = earlier.counters.conntrack_count, later.counters.conntrack_count
     if a is not None and b is not None:
         gauges["nf_conntrack_count"] = _change(b - a, seconds)
-    detail = earlier.detail and later.detail
+    # Each per-group comparison needs both samples to have that part: a sample that did not
+    # decode every outgoing socket (the exporter's) has no ports, and comparing it with one
+    # that has would count every destination as new.
     return Rates(
         seconds, earlier, later, MappingProxyType(states), MappingProxyType(counters),
         MappingProxyType(gauges), _listener_drops(earlier, later, seconds),
-        _close_wait_growth(earlier, later, seconds) if detail else (),
-        _port_use(earlier, later, seconds) if detail else (),
-        MappingProxyType(_syn_recv(earlier, later, seconds) if detail else {}))
+        _close_wait_growth(earlier, later, seconds)
+        if earlier.close_wait is not None and later.close_wait is not None else (),
+        _port_use(earlier, later, seconds)
+        if earlier.ports is not None and later.ports is not None else (),
+        MappingProxyType(_syn_recv(earlier, later, seconds)
+                         if earlier.syn_recv is not None and later.syn_recv is not None
+                         else {}))
 
 
 #: Entries of the TcpExt and Tcp tables that are gauges, not counters.
