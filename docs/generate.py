@@ -252,7 +252,9 @@ def _sample_counters() -> str:
         rows.append((f"`sockstat.{name}`", "/proc/net/sockstat TCP", "gauge",
                      "host-wide" if name in _host.SOCKSTAT_HOST_WIDE else "per namespace"))
     for name, scope in _host.COUNTER_SYSCTLS.items():
-        rows.append((f"`{name}`", "/proc/sys", "gauge" if name.endswith("_count") else "limit",
+        kind = ("gauge" if name.endswith("_count")
+                else "setting" if name in _host.FACT_SYSCTLS else "limit")
+        rows.append((f"`{name}`", "/proc/sys", kind,
                      scope))
     return _table(["name", "read from", "kind", "scope"], rows)
 

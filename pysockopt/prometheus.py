@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from . import _host
@@ -103,29 +104,13 @@ STATE_LABELS: Final[Mapping[TcpState, str]] = {
 }
 
 #: /proc/net/netstat ``TcpExt:`` counters, exported as ``pysockopt_netstat_tcpext_<snake>_total``
-#: (``ListenOverflows`` -> ``..._listen_overflows_total``: promtool wants snake case).
-TCP_EXT_COUNTERS: Final[Mapping[str, str]] = {
-    "ListenOverflows": "SYNs or final ACKs that found a listener's accept queue full",
-    "ListenDrops": "connection attempts a listener dropped (overflows and other causes)",
-    "TCPAbortOnTimeout": "connections aborted because retransmissions or probes timed out",
-    "TCPAbortOnData": "connections reset because data arrived after close",
-    "TCPAbortOnClose": "connections reset because close() found unread data",
-    "TCPSynRetrans": "SYN and SYN+ACK retransmissions",
-    "TCPTimeouts": "retransmission timer expiries",
-    "SyncookiesSent": "SYN cookies sent (the SYN queue was full)",
-    "SyncookiesFailed": "ACKs with an invalid SYN cookie",
-    "TCPBacklogDrop": "packets dropped because the socket backlog was full",
-}
-#: /proc/net/snmp ``Tcp:`` counters, exported as ``pysockopt_netstat_tcp_<snake>_total``.
-TCP_COUNTERS: Final[Mapping[str, str]] = {
-    "ActiveOpens": "connections this host opened (connect())",
-    "PassiveOpens": "connections this host accepted",
-    "AttemptFails": "connection attempts that failed",
-    "EstabResets": "ESTABLISHED or CLOSE_WAIT connections reset",
-    "RetransSegs": "segments retransmitted",
-    "InErrs": "segments received in error",
-    "OutRsts": "segments sent with RST",
-}
+#: (``ListenOverflows`` -> ``..._listen_overflows_total``: promtool wants snake case): every
+#: one a look reads (_host.TCP_EXT_FIELDS, the one table of them).
+TCP_EXT_COUNTERS: Final[Mapping[str, str]] = _host.TCP_EXT_FIELDS
+#: /proc/net/snmp ``Tcp:`` counters, exported as ``pysockopt_netstat_tcp_<snake>_total``: every
+#: one a look reads but CurrEstab, a gauge (``pysockopt_netstat_tcp_curr_estab``).
+TCP_COUNTERS: Final[Mapping[str, str]] = MappingProxyType(
+    {k: v for k, v in _host.SNMP_TCP_FIELDS.items() if k != "CurrEstab"})
 #: /proc/net/sockstat ``TCP:`` fields exported as gauges (``mem`` in bytes, from pages);
 #: orphan, alloc and mem are host-wide (_host.SOCKSTAT_HOST_WIDE).
 SOCKSTAT_GAUGES: Final[Mapping[str, tuple[str, str]]] = {
@@ -206,7 +191,7 @@ def _table() -> tuple[Metric, ...]:
                         f"/proc/net/snmp Tcp {name}: {meaning}.",
                         when="Absent where the kernel has no such counter."))
     m.append(Metric("pysockopt_netstat_tcp_curr_estab", "gauge", (),
-                    "/proc/net/snmp Tcp CurrEstab: connections in ESTABLISHED or CLOSE_WAIT.",
+                    f"/proc/net/snmp Tcp CurrEstab: {_host.SNMP_TCP_FIELDS['CurrEstab']}.",
                     when="Absent where the kernel has no such counter."))
     for key, (name, meaning) in SOCKSTAT_GAUGES.items():
         wide = key in _host.SOCKSTAT_HOST_WIDE

@@ -23,7 +23,6 @@ from .. import _host
 from .._native import ffi, lib
 from .._sock import os_error
 from ..errors import InvalidConfigError
-from ..keepalive import HostKeepalive
 from ..tcpinfo import TCP_INFO_FIELDS, TcpState
 from .connections import Connection, NativeDump, Timer, native_dump
 from .model import Finding, HostFacts, Thresholds
@@ -40,40 +39,23 @@ __all__ = [
 ]
 
 
-#: The sysctls the rules weigh; all of them are per network namespace.
-FACT_SYSCTLS: Final = (
-    "net.ipv4.tcp_syncookies", "net.ipv4.tcp_max_syn_backlog", "net.core.somaxconn",
-    "net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_keepalive_time",
-    "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
-)
+#: The sysctls the rules weigh (one list with the counters' limits: ``_host.SYSCTLS``).
+FACT_SYSCTLS: Final = _host.FACT_SYSCTLS
 
 
 def facts_from(sysctls: Mapping[str, tuple[int, ...] | None],
                tcp_ext: Mapping[str, int | None]) -> HostFacts:
     """Build HostFacts from values already read: ``FACT_SYSCTLS`` and the TcpExt counters.
 
-    For a caller that reads them together with other files (the Prometheus collector reads
-    each file once per scan); a sysctl missing from ``sysctls`` is unknown.
+    For a caller that read them itself; a sysctl missing from ``sysctls`` is unknown. They go
+    through the one parser (``_host.read_counters``), as the files a look reads do.
     """
-
-    def one(name: str) -> int | None:
-        values = sysctls.get(name)
-        return values[0] if values else None
-
-    ka = [one(f"net.ipv4.tcp_keepalive_{k}") for k in ("time", "intvl", "probes")]
-    keepalive = (HostKeepalive(ka[0], ka[1], ka[2])
-                 if ka[0] is not None and ka[1] is not None and ka[2] is not None else None)
-    ports = sysctls.get("net.ipv4.ip_local_port_range")
-    return HostFacts(
-        tcp_syncookies=one("net.ipv4.tcp_syncookies"),
-        tcp_max_syn_backlog=one("net.ipv4.tcp_max_syn_backlog"),
-        somaxconn=one("net.core.somaxconn"),
-        ip_local_port_range=(ports[0], ports[1]) if ports and len(ports) == 2 else None,
-        tcp_tw_reuse=one("net.ipv4.tcp_tw_reuse"),
-        keepalive=keepalive,
-        listen_overflows=tcp_ext.get("ListenOverflows"),
-        listen_drops=tcp_ext.get("ListenDrops"),
-    )
+    known = [k for k, v in tcp_ext.items() if v is not None]
+    texts = {_host.sysctl_path(name): " ".join(map(str, values))
+             for name, values in sysctls.items() if values}
+    texts["/proc/thread-self/net/netstat"] = (
+        f"TcpExt: {' '.join(known)}\nTcpExt: {' '.join(str(tcp_ext[k]) for k in known)}\n")
+    return HostFacts(_host.read_counters(lambda paths: [texts.get(p) for p in paths]))
 
 
 # --- what a look reads
@@ -198,10 +180,9 @@ class Look:
         return [f for rule in RULES for f in rule.check(rule, snap, thresholds)]
 
 
-#: The files every look reads, in one trip: the sysctls the rules weigh, then every file the
-#: Counters read.
-_FACT_PATHS: Final = tuple(map(_host.sysctl_path, FACT_SYSCTLS))
-LOOK_FILES: Final = tuple(dict.fromkeys((*_FACT_PATHS, *_host.COUNTER_FILES)))
+#: The files every look reads, in one trip: every file the Counters read (their sysctls
+#: include the ones the rules weigh).
+LOOK_FILES: Final = _host.COUNTER_FILES
 
 
 def look(netns: NetnsArg = None, needs: Needs | None = None, *,
@@ -284,9 +265,7 @@ def read_host(target: Entered | None, errors: list[str], *,
     """
     texts = _read_proc(LOOK_FILES, read_files(target, LOOK_FILES), errors, strict)
     counters = Counters.read(lambda paths: [texts[p] for p in paths])
-    sysctls = {name: _host.parse_ints(text) if (text := texts[path]) is not None else None
-               for name, path in zip(FACT_SYSCTLS, _FACT_PATHS, strict=True)}
-    return texts, counters, facts_from(sysctls, counters.tcp_ext)
+    return texts, counters, HostFacts(counters)
 
 
 def _read_proc(paths: Sequence[str], results: Sequence[bytes | OSError],
