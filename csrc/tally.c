@@ -8,7 +8,11 @@
 #include "tally.h"
 
 #define ST_ESTABLISHED 1
+#define ST_SYN_RECV 3
 #define ST_TIME_WAIT 6
+#define ST_CLOSE 7
+#define ST_LISTEN 10
+#define ST_NEW_SYN_RECV 12
 
 void pso_tally_free(struct pso_tally *t)
 {
@@ -71,38 +75,55 @@ static int ptr_cmp(const void *x, const void *y)
 
 static int group_cmp(const void *x, const void *y)
 {
-    const struct pso_tw_group *a = x, *b = y;
-    if (a->count != b->count)
-        return a->count > b->count ? -1 : 1;  /* largest first */
+    const struct pso_dest_group *a = x, *b = y;
+    if (a->time_wait != b->time_wait)
+        return a->time_wait > b->time_wait ? -1 : 1;  /* most TIME_WAIT first */
+    if (a->in_use != b->in_use)
+        return a->in_use > b->in_use ? -1 : 1;
     return 0;
 }
 
-static int group_time_wait(const struct pso_sd_sink *sink, const struct pso_tally_spec *spec,
-                           struct pso_tally *out)
+/* Whether c is on an ephemeral local port (every such TIME_WAIT socket is grouped). */
+static int in_range(const struct pso_conn *c, const struct pso_tally_spec *spec)
+{
+    return c->sport >= spec->eph_low && c->sport <= spec->eph_high;
+}
+
+/* Whether c holds its local port for an outgoing connection: not a listener's port, not a
+ * request socket or a closed one. */
+static int outgoing(const struct pso_conn *c, const struct pso_tally_spec *spec)
+{
+    if (c->state == ST_SYN_RECV || c->state == ST_CLOSE || c->state == ST_LISTEN ||
+        c->state == ST_NEW_SYN_RECV)
+        return 0;
+    return !((spec->listening[c->sport >> 3] >> (c->sport & 7)) & 1);
+}
+
+static int grouped(const struct pso_conn *c, const struct pso_tally_spec *spec)
+{
+    return in_range(c, spec) && (c->state == ST_TIME_WAIT || outgoing(c, spec));
+}
+
+static int group_destinations(const struct pso_sd_sink *sink,
+                              const struct pso_tally_spec *spec, struct pso_tally *out)
 {
     size_t n = 0;
-    for (size_t i = 0; i < sink->nconns; i++) {
-        const struct pso_conn *c = &sink->conns[i];
-        if (c->state == ST_TIME_WAIT && c->sport >= spec->eph_low && c->sport <= spec->eph_high)
-            n++;
-    }
-    out->tw_grouped = n;
+    for (size_t i = 0; i < sink->nconns; i++)
+        n += grouped(&sink->conns[i], spec);
     if (n == 0)
         return 0;
     const struct pso_conn **members = malloc(n * sizeof *members);
     if (members == NULL)
         return -ENOMEM;
     size_t k = 0;
-    for (size_t i = 0; i < sink->nconns; i++) {
-        const struct pso_conn *c = &sink->conns[i];
-        if (c->state == ST_TIME_WAIT && c->sport >= spec->eph_low && c->sport <= spec->eph_high)
-            members[k++] = c;
-    }
+    for (size_t i = 0; i < sink->nconns; i++)
+        if (grouped(&sink->conns[i], spec))
+            members[k++] = &sink->conns[i];
     qsort(members, n, sizeof *members, ptr_cmp);
     size_t ngroups = 1;
     for (size_t i = 1; i < n; i++)
         ngroups += key_cmp(members[i - 1], members[i]) != 0;
-    struct pso_tw_group *groups = calloc(ngroups, sizeof *groups);
+    struct pso_dest_group *groups = calloc(ngroups, sizeof *groups);
     if (groups == NULL) {
         free(members);
         return -ENOMEM;
@@ -110,17 +131,22 @@ static int group_time_wait(const struct pso_sd_sink *sink, const struct pso_tall
     size_t g = 0;
     for (size_t i = 0; i < n; i++) {
         const struct pso_conn *c = members[i];
-        if (i > 0 && key_cmp(members[i - 1], c) == 0) {
-            groups[g - 1].count++;
-            continue;
+        if (i == 0 || key_cmp(members[i - 1], c) != 0) {
+            struct pso_dest_group *first = &groups[g++];
+            memcpy(first->src, c->src, 16);
+            memcpy(first->dst, c->dst, 16);
+            first->dport = c->dport;
+            first->sport = c->sport;
+            first->family = c->family;
         }
-        struct pso_tw_group *grp = &groups[g++];
-        memcpy(grp->src, c->src, 16);
-        memcpy(grp->dst, c->dst, 16);
-        grp->dport = c->dport;
-        grp->sport = c->sport;
-        grp->family = c->family;
-        grp->count = 1;
+        struct pso_dest_group *grp = &groups[g - 1];
+        int mine = outgoing(c, spec);
+        if (c->state == ST_TIME_WAIT) {
+            grp->time_wait++;
+            out->tw_grouped++;
+            grp->time_wait_out += (uint32_t)mine;
+        }
+        grp->in_use += (uint32_t)mine;
     }
     free(members);
     qsort(groups, ngroups, sizeof *groups, group_cmp);
@@ -140,9 +166,9 @@ int pso_tally(struct pso_sd_sink *sink, const struct pso_tally_spec *spec,
         if (spec->picks[k].ninfo > PSO_TALLY_MAX_INFO)
             return -EINVAL;
     memset(out, 0, sizeof *out);
-    /* Groups first: they need every TIME_WAIT record, which the pass below drops. */
+    /* Groups first: they need every record on an ephemeral port, which the pass drops. */
     if (spec->eph_low > 0) {
-        int rc = group_time_wait(sink, spec, out);
+        int rc = group_destinations(sink, spec, out);
         if (rc)
             return rc;
     }

@@ -3,9 +3,9 @@
  *
  * pso_tally() walks the records of a pso_sd_sink filled with keep=1 once: it counts sockets
  * per state on a few chosen local ports, counts the records each pick (a predicate computed
- * from the diagnosis rules in Python) matches, groups TIME_WAIT sockets on ephemeral local
- * ports by (local address, destination), and then keeps in the sink only the records a rule
- * looks at one by one, so Python decodes those and nothing else. */
+ * from the diagnosis rules in Python) matches, groups the sockets on ephemeral local ports by
+ * (local address, destination) (TIME_WAIT and ports in use), and then keeps in the sink only
+ * the records a rule looks at one by one, so Python decodes those and nothing else. */
 
 #define PSO_TALLY_MAX_PORTS 64
 
@@ -31,9 +31,12 @@ struct pso_tally_pick {
 
 /* What to count. ports: local ports counted per state (nports of them). keep_states: states
  * whose every record stays in the sink. picks: predicates counted (and kept, where asked).
- * TIME_WAIT records on local ports eph_low..eph_high are grouped (eph_low 0: no grouping). */
+ * Records on local ports eph_low..eph_high are grouped per destination (eph_low 0: no
+ * grouping); listening: a bit per local port that has a listener (port p: byte p / 8, bit
+ * p % 8), whose sockets are a server's, not outgoing. */
 struct pso_tally_spec {
     uint16_t ports[PSO_TALLY_MAX_PORTS];
+    uint8_t listening[8192];
     uint32_t nports;
     uint32_t keep_states;
     struct pso_tally_pick picks[PSO_TALLY_MAX_PICKS];
@@ -42,12 +45,18 @@ struct pso_tally_spec {
     uint32_t eph_high;
 };
 
-/* One TIME_WAIT group: sockets from one local address to one remote endpoint. Addresses as in
- * pso_conn (network order, IPv4 in the first 4 bytes); sport is one member's local port. */
-struct pso_tw_group {
+/* One destination: the sockets on ephemeral local ports from one local address to one remote
+ * endpoint. Addresses as in pso_conn (network order, IPv4 in the first 4 bytes); sport is one
+ * member's local port. time_wait: its TIME_WAIT sockets; in_use: its sockets holding a port
+ * for an outgoing connection (any state but SYN_RECV and CLOSE, not on a listener's port: each
+ * holds one of the range's ports towards that destination); time_wait_out: those of in_use in
+ * TIME_WAIT. */
+struct pso_dest_group {
     uint8_t src[16];
     uint8_t dst[16];
-    uint32_t count;
+    uint32_t time_wait;
+    uint32_t in_use;
+    uint32_t time_wait_out;
     uint16_t dport;
     uint16_t sport;
     uint8_t family;
@@ -59,7 +68,7 @@ struct pso_tally {
     uint64_t established;
     uint64_t picked[PSO_TALLY_MAX_PICKS];  /* records each pick matched */
     uint64_t tw_grouped;           /* TIME_WAIT sockets that went into groups */
-    struct pso_tw_group *groups;   /* largest first; free with pso_tally_free */
+    struct pso_dest_group *groups; /* most TIME_WAIT first; free with pso_tally_free */
     size_t ngroups;
 };
 

@@ -51,8 +51,9 @@ NOT_STAGED = {
     "TCP_MEMORY_PRESSURE": "net.ipv4.tcp_mem exists only in the initial namespace",
     "CONNTRACK_NEAR_FULL": "nf_conntrack_max is the host's (read-only in a namespace)",
 }
-#: Rules the exporter does not run (computed from the rule rows, not listed by hand): they
-#: need every socket decoded, which a scrape never does.
+#: Rules the exporter does not run (computed from the rule rows, not listed by hand): those
+#: that need every socket decoded, which a scrape never does. None today: the ports in use per
+#: destination are counted in C.
 NOT_SCRAPED = {r.code for r in RULES} - {r.code for r in look.scraped_rules()}
 
 
@@ -206,13 +207,14 @@ def test_every_rule_diagnose_finds_is_a_finding_in_a_scrape(netns: str) -> None:
     found_second = {f.code for f in second.findings}
     staged = {r.code for r in RULES} - set(NOT_STAGED)
     # The scene sets off every stageable rule (else the comparison below proves little)...
+    assert second.sample is not None
     assert staged - found_second == set(), (found_first, found_second)
     assert {r.code for r in RULES if not r.interval} - set(NOT_STAGED) <= found_first
     # ... and whatever diagnose() finds, a scrape finds: without an interval on the first
     # scrape, with the time rules from the second on (not those a scrape cannot run).
     assert found_first == scraped_first
     assert found_second - NOT_SCRAPED == scraped_second
-    assert {"PORT_EXHAUSTION_ETA"} == NOT_SCRAPED
+    assert set() == NOT_SCRAPED
 
 
 # --- (b) one look enters the namespace and reads each file once

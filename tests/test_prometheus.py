@@ -347,7 +347,7 @@ def _tally(messages: list[bytes], **spec: Any) -> dict[str, Any]:
         assert lib.pso_tally(sink, s, out) == 0
         picked = {name: int(out.picked[i]) for i, name in enumerate(names)}
         kept = [(sink.conns[i].state, sink.conns[i].sport) for i in range(sink.nconns)]
-        groups = [(out.groups[i].count, out.groups[i].dport) for i in range(out.ngroups)]
+        groups = [(out.groups[i].time_wait, out.groups[i].dport) for i in range(out.ngroups)]
         per_port = {(i, st): int(out.port_counts[i][st]) for i in range(int(spec.get("nports", 0)))
                     for st in range(16) if out.port_counts[i][st]}
         return {"established": int(out.established), "keepalive": picked["keepalive"],

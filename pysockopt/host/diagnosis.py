@@ -8,7 +8,7 @@ import time
 from types import MappingProxyType
 
 from ..errors import InvalidConfigError
-from .look import FACT_SYSCTLS, Look, Needs, facts_from, look, read_host
+from .look import FACT_SYSCTLS, Look, Needs, facts_from, look, read_host, sockets_needed
 from .model import Diagnosis, HostFacts, Thresholds
 from .namespaces import NetnsArg, opened
 from .sample import Sample
@@ -31,14 +31,15 @@ def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None,
              netns: NetnsArg = None) -> Diagnosis:
     """Look at every TCP socket (those on ``port``, local or remote, if given) and report.
 
-    One ``connections(with_info=True)`` snapshot and the host counters are checked against
-    every rule in ``RULES``; owning processes are looked up only for the sockets a finding
-    names. With ``interval`` (seconds), a first sample is taken, then after ``interval``
-    the snapshot, and the rules that need time (growing CLOSE_WAIT, drops now, ports
-    running out...) compare the two; ``earlier`` gives that first sample instead (taken
-    with the same ``port`` and ``netns``; ``pysockopt watch`` passes its previous one).
-    Findings come worst first. Sees the calling thread's network namespace, or ``netns``
-    (as in ``connections``): the Diagnosis and each Finding then carry that NetNamespace.
+    One look (``host/look.py``) is checked against every rule in ``RULES``: the sockets the
+    rules pick are decoded (with tcp_info), the rest counted in C (ports in use per
+    destination included); owning processes are looked up only for the sockets a finding
+    names. With ``interval`` (seconds), a first sample is taken, then after ``interval`` the
+    snapshot, and the rules that need time (growing CLOSE_WAIT, drops now, ports running
+    out...) compare the two; ``earlier`` gives that first sample instead (taken with the same
+    ``port`` and ``netns``; ``pysockopt watch`` passes its previous one). Findings come
+    worst first. Sees the calling thread's network namespace, or ``netns`` (as in
+    ``connections``): the Diagnosis and each Finding then carry that NetNamespace.
     """
     t = Thresholds() if thresholds is None else thresholds
     if not isinstance(t, Thresholds):
@@ -49,7 +50,8 @@ def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None,
         raise InvalidConfigError("interval", interval, "seconds, > 0 and <= 86400, or None")
     if earlier is not None and not isinstance(earlier, Sample):
         raise TypeError(f"earlier must be a Sample, not {type(earlier).__name__}")
-    needs = Needs(port=port)
+    needs = Needs(sockets_needed(interval is not None or earlier is not None), port,
+                  thresholds=t)
     if interval is not None and earlier is None:
         first = look(netns, dataclasses.replace(needs, with_info=False))
         earlier, netns = first.sample, first.netns
@@ -66,7 +68,7 @@ def diagnosis_of(lk: Look, thresholds: Thresholds, earlier: Sample | None = None
     caller's own.
     """
     assert lk.sample is not None and lk.counts is not None
-    rates = None if earlier is None else lk.sample.rates(earlier)
+    rates = None if earlier is None else lk.rates(earlier)
     findings = lk.findings(thresholds, rates)
     ns = lk.netns
     if ns is not None:

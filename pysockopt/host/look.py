@@ -29,13 +29,13 @@ from .model import Finding, HostFacts, Thresholds
 from .namespaces import Entered, NetNamespace, NetnsArg, opened, read_files, resolve
 from .owners import OwnerBook, OwnerCache
 from .rules import RULES, Pick, Rule, Snapshot
-from .sample import Counters, Rates, Sample, of_connections
+from .sample import Counters, Destination, PortCount, Rates, Sample, of_connections
 
 __all__ = [
     "COUNTED", "FACT_SYSCTLS", "LOOK_FILES", "TCP_INFO_OFFSETS", "Look", "Needs", "Scan",
     "ScanOptions", "Sockets", "Tally", "TimeWaitGroup", "facts_from", "keep_states", "look",
-    "owner_counts", "read_host", "sample", "scan", "scraped_rules", "tally", "tally_picks",
-    "tally_spec",
+    "owner_counts", "read_host", "sample", "scan", "scraped_rules", "sockets_needed", "tally",
+    "tally_picks", "tally_spec",
 ]
 
 
@@ -105,13 +105,16 @@ class Tally(NamedTuple):
 
     ``picked``: sockets per counted pick (``COUNTED`` names and the rules' narrowed picks,
     ``"RETRANSMITTING"``...); ``time_wait``: TIME_WAIT sockets on ephemeral ports, every
-    group together; ``groups``: the largest groups (the ``top``, and every one that can fire).
+    group together; ``groups``: the largest TIME_WAIT groups (the ``top``, and every one that
+    can fire); ``ports``: the ephemeral ports in use per destination (as a detailed Sample's),
+    when a rule reads them.
     """
 
     port_counts: dict[int, dict[TcpState, int]]
     groups: list[TimeWaitGroup]
     time_wait: int
     picked: dict[str, int]
+    ports: dict[Destination, PortCount] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +189,8 @@ LOOK_FILES: Final = _host.COUNTER_FILES
 
 
 def look(netns: NetnsArg = None, needs: Needs | None = None, *,
-         owners: OwnerCache | None = None, describe: bool = True) -> Look:
+         owners: OwnerCache | None = None, describe: bool = True,
+         strict: bool = True) -> Look:
     """Take one look at a network namespace: opened once, its files read in one trip, dumped.
 
     ``netns``: as ``connections(netns=)`` takes it (a name, path or pid is described once,
@@ -194,12 +198,12 @@ def look(netns: NetnsArg = None, needs: Needs | None = None, *,
     decode (default: every socket, with tcp_info). ``owners``: the OwnerCache the look's
     owner lookups share (a look of several namespaces, a long-lived exporter); by default
     the one ``shared_owners()`` set, else the look's own. Failing to open or enter the
-    namespace raises; a ``rules`` look keeps other failures in ``errors``, the others raise.
+    namespace raises; other failures raise too, unless ``strict=False`` (the exporter's scan):
+    they are then said in ``errors`` and the look goes on without that part.
     ``describe=False``: a name, path or pid is not described (``Look.netns`` None; no census,
     the namespace opened only once), as the exporter, which labels namespaces itself, asks.
     """
     n = Needs() if needs is None else needs
-    strict = n.sockets != "rules"
     errors: list[str] = []
     start, wall = time.monotonic(), time.time()
     with opened(netns) as target:
@@ -248,7 +252,7 @@ def look(netns: NetnsArg = None, needs: Needs | None = None, *,
         if n.sockets == "every":
             now = of_connections(sockets, counters, port=n.port, start=start, wall=wall)
         else:
-            now = _sample(n, counts, listeners, sockets, counters, start, wall)
+            now = _sample(n, counts, listeners, sockets, tallied, counters, start, wall)
     book = OwnerBook(owners)
     return Look(ns, inode, n, counters, facts, tuple(listeners), tuple(sockets),
                 None if counts is None else MappingProxyType(counts), tallied, now,
@@ -266,6 +270,18 @@ def read_host(target: Entered | None, errors: list[str], *,
     texts = _read_proc(LOOK_FILES, read_files(target, LOOK_FILES), errors, strict)
     counters = Counters.read(lambda paths: [texts[p] for p in paths])
     return texts, counters, HostFacts(counters)
+
+
+def sockets_needed(timed: bool) -> Sockets:
+    """Return which sockets the rules that apply need decoded, from their picks.
+
+    ``timed``: the time rules apply too (an interval or an earlier sample). ``every`` when
+    one of them picks every socket (the ports in use per destination), else ``rules``: the
+    rest is counted in C, and a look costs what a scrape does.
+    """
+    applying = [r for r in RULES if timed or not r.interval]
+    every = any(p.state is None and not p.grouped for r in applying for p in r.picks)
+    return "every" if every else "rules"
 
 
 def _read_proc(paths: Sequence[str], results: Sequence[bytes | OSError],
@@ -289,14 +305,14 @@ def _read_proc(paths: Sequence[str], results: Sequence[bytes | OSError],
 
 
 def _sample(n: Needs, counts: Mapping[TcpState, int], listeners: Sequence[Connection],
-            sockets: Sequence[Connection], counters: Counters, start: float,
-            wall: float) -> Sample:
+            sockets: Sequence[Connection], tallied: Tally | None, counters: Counters,
+            start: float, wall: float) -> Sample:
     """Return a look that did not decode every socket as a Sample.
 
     ``rules``: ``close_wait`` is every CLOSE_WAIT socket (always picked); ``syn_recv`` per
     port only when the SYN_RECV sockets were decoded (a pile at the threshold) or there are
-    none, else partial (see ``Look.rates``); ``ports`` None: the ports in use per destination
-    would need every outgoing socket decoded. ``counts``: none of those.
+    none, else partial (see ``Look.rates``); ``ports`` per destination as the C tally grouped
+    them. ``counts``: none of those.
     """
     total = {s: c for s, c in sorted(counts.items()) if c}
     if n.sockets == "counts":
@@ -304,9 +320,10 @@ def _sample(n: Needs, counts: Mapping[TcpState, int], listeners: Sequence[Connec
                       tuple(listeners), counters)
     close_wait = tuple(c for c in sockets if c.state is TcpState.CLOSE_WAIT)
     syn_recv = Counter(c.local_port for c in sockets if c.state is TcpState.SYN_RECV)
+    ports = None if tallied is None or tallied.ports is None else MappingProxyType(tallied.ports)
     return Sample((start + time.monotonic()) / 2, wall, n.port, MappingProxyType(total),
                   tuple(listeners), counters, close_wait, MappingProxyType(dict(syn_recv)),
-                  None)
+                  ports)
 
 
 def _syn_recv_known(s: Sample) -> bool:
@@ -355,7 +372,7 @@ def _narrowed(p: Pick) -> bool:
 
 def scraped_rules() -> tuple[Rule, ...]:
     """Return the rules a ``rules`` look can feed: all but those needing every socket."""
-    return tuple(r for r in RULES if all(p.state is not None for p in r.picks))
+    return tuple(r for r in RULES if all(p.state is not None or p.grouped for p in r.picks))
 
 
 def keep_states(counts: Mapping[TcpState, int], t: Thresholds) -> int:
@@ -428,6 +445,8 @@ def tally(n: Needs, dump: NativeDump, listeners: list[Connection], low: int,
     t = n.thresholds
     raw = dump.counts()
     spec, names = tally_spec(t, keep_states(raw, t), n.ports, low, high)
+    for c in listeners:
+        spec.listening[c.local_port >> 3] |= 1 << (c.local_port & 7)  # type: ignore[attr-defined]
     out = ffi.new("struct pso_tally *")
     try:
         rc = lib.pso_tally(dump.sink, spec, out)
@@ -441,38 +460,53 @@ def tally(n: Needs, dump: NativeDump, listeners: list[Connection], low: int,
             per[TcpState.LISTEN] = sum(1 for c in listeners if c.local_port == p)
             port_counts[p] = per
         size = high - low + 1 if high else 0
-        groups = _groups(out, n.top, t.time_wait_ratio * size if size else float("inf"))
+        groups, ports = _groups(out, n.top, t.time_wait_ratio * size if size else float("inf"),
+                                _WANTS_PORTS)
         picked = {name: int(out.picked[i]) for i, name in enumerate(names)}
-        return (counts, Tally(port_counts, groups, int(out.tw_grouped), picked),
+        return (counts, Tally(port_counts, groups, int(out.tw_grouped), picked, ports),
                 dump.connections())
     finally:
         lib.pso_tally_free(out)
 
 
-#: struct pso_tw_group, field for field (csrc/tally.h); checked against the build at import.
-_GROUP: Final = struct.Struct("=16s16sIHHB3x")
-if (_GROUP.size != ffi.sizeof("struct pso_tw_group")
-        or ffi.offsetof("struct pso_tw_group", "family") != 40):  # pragma: no cover
-    raise ImportError("pysockopt._native does not match host/look.py (struct pso_tw_group)")
+#: Whether a rule reads the ports in use per destination (grouped in C: every group decoded).
+_WANTS_PORTS: Final = any(p.state is None and p.grouped for r in RULES for p in r.picks)
+
+#: struct pso_dest_group, field for field (csrc/tally.h); checked against the build at import.
+_GROUP: Final = struct.Struct("=16s16sIIIHHB3x")
+if (_GROUP.size != ffi.sizeof("struct pso_dest_group")
+        or ffi.offsetof("struct pso_dest_group", "family") != 48):  # pragma: no cover
+    raise ImportError("pysockopt._native does not match host/look.py (struct pso_dest_group)")
 
 
-def _groups(tally: object, top: int, threshold: float) -> list[TimeWaitGroup]:
-    """Decode the largest groups: the ``top`` shown, and all of ``threshold`` or more."""
+def _groups(tally: object, top: int, threshold: float,
+            ports: bool) -> tuple[list[TimeWaitGroup], dict[Destination, PortCount] | None]:
+    """Decode the groups: TIME_WAIT ones shown or that can fire, and the ports in use.
+
+    TIME_WAIT groups: the ``top`` and every one of ``threshold`` or more; with ``ports``,
+    every destination's ports in use too.
+    """
     n = tally.ngroups  # type: ignore[attr-defined]
     out: list[TimeWaitGroup] = []
+    used: dict[Destination, PortCount] | None = {} if ports else None
     if not n:
-        return out
+        return out, used
     raw = ffi.buffer(tally.groups, n * _GROUP.size)  # type: ignore[attr-defined]
     ntop = socket.inet_ntop
     for i in range(n):
-        src, dst, count, dport, sport, family = _GROUP.unpack_from(raw, i * _GROUP.size)
-        if i >= top and count < threshold:
-            break  # largest first: nothing further is shown or can fire
+        src, dst, tw, in_use, tw_out, dport, sport, family = _GROUP.unpack_from(
+            raw, i * _GROUP.size)
+        shown = tw and (i < top or tw >= threshold)
+        if not shown and used is None:
+            break  # most TIME_WAIT first: nothing further is shown or can fire
         fam = socket.AF_INET if family == socket.AF_INET else socket.AF_INET6
         width = 4 if fam == socket.AF_INET else 16
-        out.append(TimeWaitGroup(fam, ntop(fam, src[:width]), ntop(fam, dst[:width]), dport,
-                                 sport, count))
-    return out
+        source, remote = ntop(fam, src[:width]), ntop(fam, dst[:width])
+        if shown:
+            out.append(TimeWaitGroup(fam, source, remote, dport, sport, tw))
+        if used is not None and in_use:
+            used[Destination(fam, source, remote, dport)] = PortCount(in_use, tw_out)
+    return out, used
 
 
 # --- the exporter's scan: a rules look and what the metrics read of it
@@ -508,7 +542,7 @@ def scan(options: Needs, netns: NetnsArg = None, last: Mapping[int, Sample] | No
     a namespace's first scrape); ``owners``: the collector's OwnerCache.
     """
     lk = look(netns, dataclasses.replace(options, sockets="rules"), owners=owners,
-              describe=False)
+              describe=False, strict=False)
     errors = list(lk.errors)
     owner_map: dict[str, int] | None = None
     found: list[Finding] | None = None

@@ -7,6 +7,7 @@ docs/diagnose.md is generated from this table (``python docs/generate.py``).
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import socket
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -129,7 +130,12 @@ class Rule:
         return Finding(self.code, self.severity if severity is None else severity, summary,
                        tuple(Evidence(n, v) for n, v in evidence),
                        self.advice if advice is None else advice, port,
-                       tuple(sockets[:_EXAMPLES]), processes)
+                       _examples(sockets), processes)
+
+
+def _examples(sockets: Sequence[Connection]) -> tuple[Connection, ...]:
+    # Distinct ones: a TIME_WAIT group counted in C comes as one record repeated.
+    return tuple(dict.fromkeys(itertools.islice(sockets, 256)))[:_EXAMPLES]
 
 
 def _syn_recv(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
@@ -860,7 +866,8 @@ RULES: Final[tuple[Rule, ...]] = (
          "Reuse connections (pools, HTTP keep-alive); widen net.ipv4.ip_local_port_range; "
          "connect from more local addresses; net.ipv4.tcp_tw_reuse=1 for outgoing "
          "connections with timestamps.",
-         "port_exhaustion_seconds", _port_exhaustion, interval=True, picks=(Pick(None),)),
+         "port_exhaustion_seconds", _port_exhaustion, interval=True,
+         picks=(Pick(None, grouped=True),)),
     Rule("RETRANSMITS_RISING", Severity.WARNING, "Retransmissions rising",
          "Tcp RetransSegs over OutSegs during the interval at least `retrans_ratio` (and at "
          f"least {_MIN_RETRANS} segments); CRITICAL at ten times that. TcpExt TCPTimeouts "
