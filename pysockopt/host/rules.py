@@ -91,6 +91,27 @@ class Pick(NamedTuple):
     info: tuple[str, ...] = ()
     grouped: bool = False
 
+    def describe(self) -> str:
+        """Say what it reads, for the docs: ``SYN_RECV once there are `syn_recv` ``..."""
+        what = "every socket" if self.state is None else self.state.label
+        if self.grouped:
+            return (f"{what} counted per local address and destination"
+                    + (" (ports in use)" if self.state is None else ""))
+        parts = [what]
+        if self.timer is not None:
+            parts.append(f"with the {self.timer.name.lower().replace('_', ' ')} timer"
+                         if self.timer != Timer.NONE
+                         else "with no timer")
+        if self.retrans is not None:
+            parts.append(f"retransmitted at least `{self.retrans}` times")
+        if self.idle is not None:
+            parts.append(f"silent for `{self.idle}`")
+        if self.pile is not None:
+            parts.append(f"once there are `{self.pile}`")
+        if self.info:
+            parts.append("(tcp_info " + ", ".join(self.info) + ")")
+        return " ".join(parts)
+
 
 #: Every listener: dumped on their own, always read.
 _LISTENERS: Final = Pick(TcpState.LISTEN)
