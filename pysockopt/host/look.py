@@ -126,8 +126,8 @@ class Look:
     one trip. ``listeners``: every LISTEN socket; ``sockets``: what was decoded (see
     ``Needs.sockets``; listeners first); ``counts``: sockets per state (None: the dump
     failed); ``tally``: the C counts of a ``rules`` look. ``sample``: the look as a Sample
-    (None when the dump failed). ``errors``: what failed (a ``rules`` look goes on without
-    it; the others raise). ``owners``: the owner lookups of this look.
+    (None when the dump failed). ``errors``: what failed (a look taken with ``strict=False``
+    goes on without it; the others raise). ``owners``: the owner lookups of this look.
     """
 
     netns: NetNamespace | None
