@@ -219,13 +219,15 @@ def look(netns: NetnsArg = None, needs: Needs | None = None, *,
         sockets: list[Connection] = []
         counts: dict[TcpState, int] | None = None
         tallied: Tally | None = None
+        now: Sample | None = None
         try:
             if n.sockets == "every":
                 with native_dump(port=n.port, with_info=n.with_info, target=target,
                                  netns=ns) as dump:
                     sockets = dump.connections()
-                listeners = [c for c in sockets if c.state is TcpState.LISTEN]
-                counts = dict(Counter(c.state for c in sockets))
+                # The Sample counts and sorts them once; the look takes its counts.
+                now = of_connections(sockets, counters, port=n.port, start=start, wall=wall)
+                listeners, counts = list(now.listeners), dict(now.counts)
             else:
                 # Listeners in a dump of their own (few, with their drop counts), as
                 # connections() lists them; everything else is counted in C.
@@ -251,12 +253,8 @@ def look(netns: NetnsArg = None, needs: Needs | None = None, *,
             errors.append(f"the socket dump: {err}")
     if texts[_host.COUNTER_FILES[0]] is None or texts[_host.COUNTER_FILES[1]] is None:
         errors.append("the TCP counters (/proc/net/netstat, /proc/net/snmp) are missing")
-    now: Sample | None = None
-    if counts is not None:
-        if n.sockets == "every":
-            now = of_connections(sockets, counters, port=n.port, start=start, wall=wall)
-        else:
-            now = _sample(n, counts, listeners, sockets, tallied, counters, start, wall)
+    if counts is not None and n.sockets != "every":
+        now = _sample(n, counts, listeners, sockets, tallied, counters, start, wall)
     book = OwnerBook(owners)
     return Look(ns, inode, n, counters, facts, tuple(listeners), tuple(sockets),
                 None if counts is None else MappingProxyType(counts), tallied, now,
