@@ -28,16 +28,22 @@ static int info_u32(const struct pso_sd_sink *sink, const struct pso_conn *c, ui
     return 1;
 }
 
-static int idle_without_timer(const struct pso_sd_sink *sink, const struct pso_conn *c,
-                              const struct pso_tally_spec *spec)
+/* Whether record c matches pick p (see struct pso_tally_pick). */
+static int matches(const struct pso_sd_sink *sink, const struct pso_conn *c,
+                   const struct pso_tally_pick *p)
 {
-    uint32_t data, ack;
-    if (c->timer != PSO_TIMER_NONE)
+    if (c->state >= 32 || !((p->states >> c->state) & 1))
         return 0;
-    if (!info_u32(sink, c, spec->off_last_data_recv, &data) ||
-        !info_u32(sink, c, spec->off_last_ack_recv, &ack))
+    if (p->timer != PSO_TALLY_ANY_TIMER && c->timer != p->timer)
         return 0;
-    return (data < ack ? data : ack) >= spec->idle_ms;
+    if (c->retrans < p->retrans_min)
+        return 0;
+    for (uint32_t k = 0; k < p->ninfo; k++) {
+        uint32_t v;
+        if (!info_u32(sink, c, p->info_off[k], &v) || v < p->info_min)
+            return 0;
+    }
+    return 1;
 }
 
 /* Group key order: family, src, dst, dport. */
@@ -63,40 +69,55 @@ static int ptr_cmp(const void *x, const void *y)
 
 static int group_cmp(const void *x, const void *y)
 {
-    const struct pso_tw_group *a = x, *b = y;
-    if (a->count != b->count)
-        return a->count > b->count ? -1 : 1;  /* largest first */
+    const struct pso_dest_group *a = x, *b = y;
+    if (a->time_wait != b->time_wait)
+        return a->time_wait > b->time_wait ? -1 : 1;  /* most TIME_WAIT first */
+    if (a->in_use != b->in_use)
+        return a->in_use > b->in_use ? -1 : 1;
     return 0;
 }
 
-static int group_time_wait(const struct pso_sd_sink *sink, const struct pso_tally_spec *spec,
-                           struct pso_tally *out)
+/* Whether c is on an ephemeral local port (every such TIME_WAIT socket is grouped). */
+static int in_range(const struct pso_conn *c, const struct pso_tally_spec *spec)
+{
+    return c->sport >= spec->eph_low && c->sport <= spec->eph_high;
+}
+
+/* Whether c holds its local port for an outgoing connection: not a listener's port, not a
+ * request socket or a closed one. */
+static int outgoing(const struct pso_conn *c, const struct pso_tally_spec *spec)
+{
+    if (c->state == PSO_TCP_SYN_RECV || c->state == PSO_TCP_CLOSE || c->state == PSO_TCP_LISTEN ||
+        c->state == PSO_TCP_NEW_SYN_RECV)
+        return 0;
+    return !((spec->listening[c->sport >> 3] >> (c->sport & 7)) & 1);
+}
+
+static int grouped(const struct pso_conn *c, const struct pso_tally_spec *spec)
+{
+    return in_range(c, spec) && (c->state == PSO_TCP_TIME_WAIT || outgoing(c, spec));
+}
+
+static int group_destinations(const struct pso_sd_sink *sink,
+                              const struct pso_tally_spec *spec, struct pso_tally *out)
 {
     size_t n = 0;
-    for (size_t i = 0; i < sink->nconns; i++) {
-        const struct pso_conn *c = &sink->conns[i];
-        if (c->state == PSO_TCP_TIME_WAIT && c->sport >= spec->eph_low &&
-            c->sport <= spec->eph_high)
-            n++;
-    }
-    out->tw_grouped = n;
+    for (size_t i = 0; i < sink->nconns; i++)
+        n += grouped(&sink->conns[i], spec);
     if (n == 0)
         return 0;
     const struct pso_conn **members = malloc(n * sizeof *members);
     if (members == NULL)
         return -ENOMEM;
     size_t k = 0;
-    for (size_t i = 0; i < sink->nconns; i++) {
-        const struct pso_conn *c = &sink->conns[i];
-        if (c->state == PSO_TCP_TIME_WAIT && c->sport >= spec->eph_low &&
-            c->sport <= spec->eph_high)
-            members[k++] = c;
-    }
+    for (size_t i = 0; i < sink->nconns; i++)
+        if (grouped(&sink->conns[i], spec))
+            members[k++] = &sink->conns[i];
     qsort(members, n, sizeof *members, ptr_cmp);
     size_t ngroups = 1;
     for (size_t i = 1; i < n; i++)
         ngroups += key_cmp(members[i - 1], members[i]) != 0;
-    struct pso_tw_group *groups = calloc(ngroups, sizeof *groups);
+    struct pso_dest_group *groups = calloc(ngroups, sizeof *groups);
     if (groups == NULL) {
         free(members);
         return -ENOMEM;
@@ -104,17 +125,22 @@ static int group_time_wait(const struct pso_sd_sink *sink, const struct pso_tall
     size_t g = 0;
     for (size_t i = 0; i < n; i++) {
         const struct pso_conn *c = members[i];
-        if (i > 0 && key_cmp(members[i - 1], c) == 0) {
-            groups[g - 1].count++;
-            continue;
+        if (i == 0 || key_cmp(members[i - 1], c) != 0) {
+            struct pso_dest_group *first = &groups[g++];
+            memcpy(first->src, c->src, 16);
+            memcpy(first->dst, c->dst, 16);
+            first->dport = c->dport;
+            first->sport = c->sport;
+            first->family = c->family;
         }
-        struct pso_tw_group *grp = &groups[g++];
-        memcpy(grp->src, c->src, 16);
-        memcpy(grp->dst, c->dst, 16);
-        grp->dport = c->dport;
-        grp->sport = c->sport;
-        grp->family = c->family;
-        grp->count = 1;
+        struct pso_dest_group *grp = &groups[g - 1];
+        int mine = outgoing(c, spec);
+        if (c->state == PSO_TCP_TIME_WAIT) {
+            grp->time_wait++;
+            out->tw_grouped++;
+            grp->time_wait_out += (uint32_t)mine;
+        }
+        grp->in_use += (uint32_t)mine;
     }
     free(members);
     qsort(groups, ngroups, sizeof *groups, group_cmp);
@@ -127,11 +153,22 @@ int pso_tally(struct pso_sd_sink *sink, const struct pso_tally_spec *spec,
               struct pso_tally *out)
 {
     if (sink == NULL || spec == NULL || out == NULL || !sink->keep ||
-        spec->nports > PSO_TALLY_MAX_PORTS || spec->eph_low > spec->eph_high ||
-        spec->eph_high > 65535)
+        spec->nports > PSO_TALLY_MAX_PORTS || spec->npicks > PSO_TALLY_MAX_PICKS ||
+        spec->eph_low > spec->eph_high || spec->eph_high > 65535)
         return -EINVAL;
+    for (uint32_t k = 0; k < spec->npicks; k++)
+        if (spec->picks[k].ninfo > PSO_TALLY_MAX_INFO)
+            return -EINVAL;
     memset(out, 0, sizeof *out);
+    /* Groups first: they need every record on an ephemeral port, which the pass drops. */
+    if (spec->eph_low > 0) {
+        int rc = group_destinations(sink, spec, out);
+        if (rc)
+            return rc;
+    }
 
+    /* One pass: count, and keep what a rule reads socket by socket (the rest is counted). */
+    size_t kept = 0;
     for (size_t i = 0; i < sink->nconns; i++) {
         const struct pso_conn *c = &sink->conns[i];
         unsigned state = c->state < PSO_SD_NSTATES ? c->state : 0;
@@ -141,28 +178,15 @@ int pso_tally(struct pso_sd_sink *sink, const struct pso_tally_spec *spec,
                 break;
             }
         }
-        if (state == PSO_TCP_ESTABLISHED) {
+        if (state == PSO_TCP_ESTABLISHED)
             out->established++;
-            if (c->timer == PSO_TIMER_KEEPALIVE)
-                out->keepalive++;
-            else if (idle_without_timer(sink, c, spec))
-                out->idle_no_timer++;
-        }
-    }
-    if (spec->eph_low > 0) {
-        int rc = group_time_wait(sink, spec, out);
-        if (rc)
-            return rc;
-    }
-
-    /* Keep what a rule reads socket by socket; the rest was counted above. */
-    size_t kept = 0;
-    for (size_t i = 0; i < sink->nconns; i++) {
-        const struct pso_conn *c = &sink->conns[i];
         int keep = c->state < 32 && (spec->keep_states >> c->state) & 1;
-        if (!keep && c->state == PSO_TCP_ESTABLISHED)
-            keep = (c->timer == PSO_TIMER_RETRANSMIT && c->retrans >= spec->retrans_min) ||
-                   idle_without_timer(sink, c, spec);
+        for (uint32_t k = 0; k < spec->npicks; k++) {
+            if (matches(sink, c, &spec->picks[k])) {
+                out->picked[k]++;
+                keep |= spec->picks[k].keep != 0;
+            }
+        }
         if (keep) {
             if (kept != i)
                 sink->conns[kept] = *c;

@@ -196,14 +196,16 @@ def _diagnose_rules() -> str:
     """Return the rule table, one section per rule, and the thresholds."""
     defaults = Thresholds()
     out = [
-        "| code | severity | looks for | threshold (default) | needs |",
-        "|---|---|---|---|---|",
+        "| code | severity | looks for | threshold (default) | needs | reads one by one |",
+        "|---|---|---|---|---|---|",
     ]
     for r in RULES:
         limit = ("-" if r.threshold is None
                  else f"`{r.threshold}` = {getattr(defaults, r.threshold)}")
         needs = "an interval" if r.interval else "a snapshot"
-        out.append(f"| `{r.code}` | {r.severity.label} | {r.title} | {limit} | {needs} |")
+        reads = "; ".join(p.describe() for p in r.picks) or "counters and sysctls only"
+        out.append(f"| `{r.code}` | {r.severity.label} | {r.title} | {limit} | {needs} "
+                   f"| {reads} |")
     for r in RULES:
         out += ["", f"## {r.code}: {r.title}", "",
                 f"**Looks for.** {r.looks_for}", "",
@@ -252,7 +254,9 @@ def _sample_counters() -> str:
         rows.append((f"`sockstat.{name}`", "/proc/net/sockstat TCP", "gauge",
                      "host-wide" if name in _host.SOCKSTAT_HOST_WIDE else "per namespace"))
     for name, scope in _host.COUNTER_SYSCTLS.items():
-        rows.append((f"`{name}`", "/proc/sys", "gauge" if name.endswith("_count") else "limit",
+        kind = ("gauge" if name.endswith("_count")
+                else "setting" if name in _host.FACT_SYSCTLS else "limit")
+        rows.append((f"`{name}`", "/proc/sys", kind,
                      scope))
     return _table(["name", "read from", "kind", "scope"], rows)
 

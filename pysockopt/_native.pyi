@@ -62,6 +62,9 @@ class _Lib:
     def pso_proc_parse(self, text: Any, len: int, family: int, q: Any, sink: Any, /) -> int: ...
     # tally.h
     PSO_TALLY_MAX_PORTS: int
+    PSO_TALLY_MAX_PICKS: int
+    PSO_TALLY_MAX_INFO: int
+    PSO_TALLY_ANY_TIMER: int
     def pso_tally(self, sink: Any, spec: Any, out: Any, /) -> int: ...
     def pso_tally_free(self, t: Any, /) -> None: ...
 

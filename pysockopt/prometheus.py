@@ -19,42 +19,35 @@ endpoint the ``pysockopt exporter`` command starts.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import re
 import socket
-import struct
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from . import _host
-from ._core import ffi, lib, new_tally
+from ._core import lib
 from ._format import label
-from ._sock import os_error
 from .errors import InvalidConfigError
-from .host.connections import Connection, NativeDump, Timer, native_dump, processes_of
-from .host.diagnosis import FACT_SYSCTLS, facts_from
-from .host.model import Finding, HostFacts, Thresholds
+from .host import look
+from .host.look import Scan, ScanOptions
+from .host.model import Thresholds
 from .host.monotonic import Carried
 from .host.namespaces import (
     NetNamespace,
     NetnsArg,
     current_namespace,
     for_each_netns,
-    opened,
-    read_files,
     resolve,
 )
-from .host.rules import RULES, Snapshot
-from .host.sample import Counters, Rates, Sample
-from .tcpinfo import TCP_INFO_FIELDS, TcpState
+from .host.owners import OwnerCache
+from .host.sample import Sample
+from .tcpinfo import TcpState
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric as _Family
@@ -113,29 +106,13 @@ STATE_LABELS: Final[Mapping[TcpState, str]] = {
 }
 
 #: /proc/net/netstat ``TcpExt:`` counters, exported as ``pysockopt_netstat_tcpext_<snake>_total``
-#: (``ListenOverflows`` -> ``..._listen_overflows_total``: promtool wants snake case).
-TCP_EXT_COUNTERS: Final[Mapping[str, str]] = {
-    "ListenOverflows": "SYNs or final ACKs that found a listener's accept queue full",
-    "ListenDrops": "connection attempts a listener dropped (overflows and other causes)",
-    "TCPAbortOnTimeout": "connections aborted because retransmissions or probes timed out",
-    "TCPAbortOnData": "connections reset because data arrived after close",
-    "TCPAbortOnClose": "connections reset because close() found unread data",
-    "TCPSynRetrans": "SYN and SYN+ACK retransmissions",
-    "TCPTimeouts": "retransmission timer expiries",
-    "SyncookiesSent": "SYN cookies sent (the SYN queue was full)",
-    "SyncookiesFailed": "ACKs with an invalid SYN cookie",
-    "TCPBacklogDrop": "packets dropped because the socket backlog was full",
-}
-#: /proc/net/snmp ``Tcp:`` counters, exported as ``pysockopt_netstat_tcp_<snake>_total``.
-TCP_COUNTERS: Final[Mapping[str, str]] = {
-    "ActiveOpens": "connections this host opened (connect())",
-    "PassiveOpens": "connections this host accepted",
-    "AttemptFails": "connection attempts that failed",
-    "EstabResets": "ESTABLISHED or CLOSE_WAIT connections reset",
-    "RetransSegs": "segments retransmitted",
-    "InErrs": "segments received in error",
-    "OutRsts": "segments sent with RST",
-}
+#: (``ListenOverflows`` -> ``..._listen_overflows_total``: promtool wants snake case): every
+#: one a look reads (_host.TCP_EXT_FIELDS, the one table of them).
+TCP_EXT_COUNTERS: Final[Mapping[str, str]] = _host.TCP_EXT_FIELDS
+#: /proc/net/snmp ``Tcp:`` counters, exported as ``pysockopt_netstat_tcp_<snake>_total``: every
+#: one a look reads but CurrEstab, a gauge (``pysockopt_netstat_tcp_curr_estab``).
+TCP_COUNTERS: Final[Mapping[str, str]] = MappingProxyType(
+    {k: v for k, v in _host.SNMP_TCP_FIELDS.items() if k != "CurrEstab"})
 #: /proc/net/sockstat ``TCP:`` fields exported as gauges (``mem`` in bytes, from pages);
 #: orphan, alloc and mem are host-wide (_host.SOCKSTAT_HOST_WIDE).
 SOCKSTAT_GAUGES: Final[Mapping[str, tuple[str, str]]] = {
@@ -218,7 +195,7 @@ def _table() -> tuple[Metric, ...]:
                         f"/proc/net/snmp Tcp {name}: {meaning}.",
                         when="Absent where the kernel has no such counter."))
     m.append(Metric("pysockopt_netstat_tcp_curr_estab", "gauge", (),
-                    "/proc/net/snmp Tcp CurrEstab: connections in ESTABLISHED or CLOSE_WAIT.",
+                    f"/proc/net/snmp Tcp CurrEstab: {_host.SNMP_TCP_FIELDS['CurrEstab']}.",
                     when="Absent where the kernel has no such counter."))
     for key, (name, meaning) in SOCKSTAT_GAUGES.items():
         wide = key in _host.SOCKSTAT_HOST_WIDE
@@ -245,6 +222,13 @@ def _table() -> tuple[Metric, ...]:
                "1 per network namespace scanned: what its processes' cgroups say about the "
                "container (empty where none). The netns label is the ip netns name, else "
                "\"inode N\".", when="Only with --all-netns.", per_netns=False),
+        Metric("pysockopt_owner_lookup_incomplete", "gauge", (),
+               "CLOSE_WAIT and other flagged sockets whose owning process this scrape could "
+               "not name because the walk of /proc/*/fd stopped at its deadline "
+               "(owner_deadline, --owner-deadline); they count as owner=\"unknown\". The "
+               "walk runs at most once per scrape (every namespace's owners come from it) "
+               "and only when a socket it has not seen before needs an owner.",
+               per_netns=False),
         Metric("pysockopt_scrape_duration_seconds", "gauge", (),
                "How long this scrape's scan took (every namespace's, with --all-netns).",
                per_netns=False),
@@ -261,321 +245,6 @@ def _table() -> tuple[Metric, ...]:
 #: Every metric the collector exports, in exposition order.
 METRICS: Final[tuple[Metric, ...]] = _table()
 _BY_NAME: Final = {m.name: m for m in METRICS}
-
-
-# --- one scan of the host
-
-
-class TimeWaitGroup(NamedTuple):
-    """TIME_WAIT sockets from one local address to one remote endpoint."""
-
-    family: socket.AddressFamily
-    source: str
-    remote_address: str
-    remote_port: int
-    local_port: int
-    sockets: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Options:
-    ports: tuple[int, ...] = ()
-    top: int = 5
-    thresholds: Thresholds = field(default_factory=Thresholds)
-
-
-@dataclass(frozen=True, slots=True)
-class _Scan:
-    """What one scrape saw; None (or empty) where that part failed."""
-
-    counts: Mapping[TcpState, int] | None
-    port_counts: Mapping[int, Mapping[TcpState, int]]
-    listeners: Sequence[Connection]
-    close_wait_owners: Mapping[str, int] | None
-    time_wait: Sequence[TimeWaitGroup]
-    time_wait_total: int
-    ephemeral_ports: int | None
-    keepalive: int | None
-    idle_no_keepalive: int | None
-    counters: Counters  # the host counters (None values where the kernel has none)
-    findings: Sequence[Finding] | None
-    errors: tuple[str, ...]  # what failed, one message per failed part
-    inode: int  # the namespace's: which earlier sample the next scrape compares with
-    sample: Sample | None  # None when the dump failed
-    #: (address, port) -> listen drops carried over restarted listeners (see _Carry)
-    listen_drops: Mapping[tuple[str, int], int] | None = None
-    #: metric name -> a kernel counter carried over a namespace made again (see _Carry)
-    counter_totals: Mapping[str, int] | None = None
-
-
-_OFFSETS: Final = {f.name: f.offset for f in TCP_INFO_FIELDS}
-
-
-def _scan(options: _Options, netns: NetnsArg = None,
-          last: Mapping[int, Sample] | None = None) -> _Scan:
-    """Take the one look a scrape needs of one namespace (the only place a scrape reads it).
-
-    ``netns``: another network namespace (None: the caller's), as ``connections(netns=)``
-    takes it, opened once for the whole scan: every read sees the same namespace. Failing to
-    open or enter it raises (NetnsGoneError, NetnsPermissionError, FileNotFoundError...);
-    failures inside it are the scan's ``errors``. The look is a ``Sample`` (counts made in
-    C, the listeners, the host ``Counters``, and the CLOSE_WAIT sockets the owners need);
-    ``last``: the previous scrape's sample per namespace inode, which the time rules compare
-    this one with (none on a namespace's first scrape).
-    """
-    errors: list[str] = []
-    t = options.thresholds
-    label = netns if isinstance(netns, NetNamespace) else None
-    dumped: _Dumped | None = None
-    owners: dict[str, int] | None = None
-    findings: list[Finding] | None = None
-    now: Sample | None = None
-    start, wall = time.monotonic(), time.time()
-    with opened(netns) as target:
-        inode = (os.fstat(target.fd) if target is not None
-                 else os.stat("/proc/thread-self/ns/net")).st_ino
-        # read_files raises only when entering the namespace fails: that is the caller's.
-        texts = _read_proc(_PROC_FILES, read_files(target, _PROC_FILES), errors)
-        counters = Counters.read(lambda paths: [texts[p] for p in paths])
-        sysctls = {name: _host.parse_ints(text) if (text := texts[path]) is not None else None
-                   for name, path in zip(FACT_SYSCTLS, _FACT_PATHS, strict=True)}
-        facts = facts_from(sysctls, counters.tcp_ext)
-        low, high = facts.ip_local_port_range or (0, 0)
-        where = label if target is not None else None
-        try:
-            # Listeners in a dump of their own (few, with their drop counts), as
-            # connections() lists them; everything else is tallied in C.
-            with native_dump(states=TcpState.LISTEN, target=target, netns=where) as dump:
-                listeners = dump.connections()
-            with native_dump(states=_NOT_LISTENING, with_info=True, target=target,
-                             netns=where) as dump:
-                dumped = _tally(options, dump, listeners, low, high)
-        except OSError as err:
-            errors.append(f"the socket dump: {err}")
-    if texts[_host.COUNTER_FILES[0]] is None or texts[_host.COUNTER_FILES[1]] is None:
-        errors.append("the TCP counters (/proc/net/netstat, /proc/net/snmp) are missing")
-    if dumped is not None:
-        now = _sample(dumped, counters, start, wall)
-    if dumped is not None and dumped.counts.get(TcpState.CLOSE_WAIT):
-        try:
-            owners = _owners([c for c in dumped.kept if c.state == TcpState.CLOSE_WAIT],
-                             options.top)
-        except OSError as err:
-            errors.append(f"the CLOSE_WAIT owners: {err}")
-    if dumped is not None and now is not None:
-        earlier = (last or {}).get(inode)
-        rates = _rates(earlier, now) if earlier is not None else None
-        try:
-            findings = _findings(dumped.listeners, dumped.kept, dumped.groups, low, high, t,
-                                 facts, now, rates)
-        except OSError as err:
-            errors.append(f"the diagnosis: {err}")
-    return _Scan(
-        dumped.counts if dumped else None, dumped.port_counts if dumped else {},
-        dumped.listeners if dumped else [],
-        owners, dumped.groups if dumped else [], dumped.time_wait if dumped else 0,
-        high - low + 1 if high else None, dumped.keepalive if dumped else None,
-        dumped.idle if dumped else None, counters, findings, tuple(errors), inode, now)
-
-
-#: The sysctls the rules weigh (FACT_SYSCTLS), then every file a Sample's Counters read.
-_FACT_PATHS: Final = tuple(map(_host.sysctl_path, FACT_SYSCTLS))
-_PROC_FILES: Final = tuple(dict.fromkeys((*_FACT_PATHS, *_host.COUNTER_FILES)))
-
-
-def _read_proc(paths: Sequence[str], results: Sequence[bytes | OSError],
-               errors: list[str]) -> dict[str, str | None]:
-    """Return each file's text from what ``read_files`` gave (bytes or OSError); None if absent.
-
-    A file that exists but could not be read (EMFILE, EIO...) is also None, and said in
-    ``errors``.
-    """
-    texts: dict[str, str | None] = {}
-    for path, got in zip(paths, results, strict=True):
-        if isinstance(got, OSError):
-            if got.errno not in _host.ABSENT:
-                errors.append(f"reading {path}: {got.strerror or got}")
-            texts[path] = None
-        else:
-            texts[path] = got.decode("ascii", "replace")
-    return texts
-
-
-def _sample(dumped: _Dumped, counters: Counters, start: float, wall: float) -> Sample:
-    """Return the scan as a Sample, for the rules and the next scrape's rates.
-
-    ``close_wait`` is every CLOSE_WAIT socket (always decoded, for the owners);
-    ``syn_recv`` per port only when the SYN_RECV sockets were decoded (a pile at the
-    threshold) or there are none, else empty (see ``_rates``); ``ports`` is empty: the
-    ports in use per destination would need every outgoing socket decoded.
-    """
-    counts = {s: n for s, n in sorted(dumped.counts.items()) if n}
-    close_wait = tuple(c for c in dumped.kept if c.state is TcpState.CLOSE_WAIT)
-    syn_recv = Counter(c.local_port for c in dumped.kept if c.state is TcpState.SYN_RECV)
-    return Sample((start + time.monotonic()) / 2, wall, None, MappingProxyType(counts),
-                  tuple(dumped.listeners), counters, close_wait,
-                  MappingProxyType(dict(syn_recv)), MappingProxyType({}))
-
-
-def _syn_recv_known(s: Sample) -> bool:
-    """Whether ``s.syn_recv`` has every SYN_RECV socket (not only a count below threshold)."""
-    return sum((s.syn_recv or {}).values()) == s.counts.get(TcpState.SYN_RECV, 0)
-
-
-def _rates(earlier: Sample, now: Sample) -> Rates | None:
-    """Return the rates since the last scrape (SYN_RECV per port only where both have it)."""
-    if not now.time > earlier.time:
-        return None
-    rates = now.rates(earlier)
-    if not (_syn_recv_known(earlier) and _syn_recv_known(now)):
-        rates = dataclasses.replace(rates, syn_recv=MappingProxyType({}))
-    return rates
-
-
-class _Dumped(NamedTuple):
-    counts: dict[TcpState, int]
-    port_counts: dict[int, dict[TcpState, int]]
-    groups: list[TimeWaitGroup]
-    time_wait: int  # TIME_WAIT sockets on ephemeral ports, all groups together
-    keepalive: int
-    idle: int
-    listeners: list[Connection]
-    kept: list[Connection]  # what the rules read one by one
-
-
-#: Every state but LISTEN: the sockets the C tally counts.
-_NOT_LISTENING: Final[tuple[TcpState, ...]] = tuple(s for s in STATE_LABELS if s != TcpState.LISTEN)
-
-
-def _tally(options: _Options, dump: NativeDump, listeners: list[Connection], low: int,
-           high: int) -> _Dumped:
-    """Count one dump of every socket but the listeners in C (csrc/tally.c).
-
-    Only what a rule reads one by one is decoded.
-    """
-    t = options.thresholds
-    # Counts decide which states the rules must read socket by socket; a pile below its
-    # threshold cannot fire, so it is only counted. CLOSE_WAIT is always read (owners).
-    raw = dump.counts()
-    keep = 1 << TcpState.CLOSE_WAIT
-    for state, limit in ((TcpState.SYN_RECV, t.syn_recv),
-                         (TcpState.FIN_WAIT1, t.fin_wait1),
-                         (TcpState.FIN_WAIT2, t.fin_wait2),
-                         (TcpState.LAST_ACK, t.last_ack)):
-        if raw[state] >= limit:
-            keep |= 1 << state
-    spec = ffi.new("struct pso_tally_spec *")
-    for i, p in enumerate(options.ports):
-        spec.ports[i] = p
-    spec.nports = len(options.ports)
-    spec.keep_states = keep
-    spec.retrans_min = t.retrans
-    spec.idle_ms = min(int(t.idle_seconds * 1000), 2**32 - 1)
-    spec.off_last_data_recv = _OFFSETS["last_data_recv"]
-    spec.off_last_ack_recv = _OFFSETS["last_ack_recv"]
-    spec.eph_low, spec.eph_high = low, high
-    tally = new_tally()
-    rc = lib.pso_tally(dump.sink, spec, tally)
-    if rc:
-        raise os_error(rc, "tallying the sock_diag dump")
-    counts: dict[TcpState, int] = {s: raw[s] for s in _NOT_LISTENING}
-    counts[TcpState.LISTEN] = len(listeners)
-    port_counts: dict[int, dict[TcpState, int]] = {}
-    for i, p in enumerate(options.ports):
-        row = tally.port_counts[i]
-        per: dict[TcpState, int] = {s: int(row[s]) for s in _NOT_LISTENING}
-        per[TcpState.LISTEN] = sum(1 for c in listeners if c.local_port == p)
-        port_counts[p] = per
-    size = high - low + 1 if high else 0
-    groups = _groups(tally, options.top, t.time_wait_ratio * size if size else float("inf"))
-    return _Dumped(counts, port_counts, groups, int(tally.tw_grouped),
-                   int(tally.keepalive), int(tally.idle_no_timer), listeners,
-                   dump.connections())
-
-
-#: struct pso_tw_group, field for field (csrc/tally.h); checked against the build at import.
-_GROUP: Final = struct.Struct("=16s16sIHHB3x")
-if (_GROUP.size != ffi.sizeof("struct pso_tw_group")
-        or ffi.offsetof("struct pso_tw_group", "family") != 40):  # pragma: no cover
-    raise ImportError("pysockopt._native does not match prometheus.py (struct pso_tw_group)")
-
-
-def _groups(tally: object, top: int, threshold: float) -> list[TimeWaitGroup]:
-    """Decode the largest groups: the ``top`` shown, and all of ``threshold`` or more."""
-    n = tally.ngroups  # type: ignore[attr-defined]
-    out: list[TimeWaitGroup] = []
-    if not n:
-        return out
-    raw = ffi.buffer(tally.groups, n * _GROUP.size)  # type: ignore[attr-defined]
-    ntop = socket.inet_ntop
-    for i in range(n):
-        src, dst, count, dport, sport, family = _GROUP.unpack_from(raw, i * _GROUP.size)
-        if i >= top and count < threshold:
-            break  # largest first: nothing further is shown or can fire
-        fam = socket.AF_INET if family == socket.AF_INET else socket.AF_INET6
-        width = 4 if fam == socket.AF_INET else 16
-        out.append(TimeWaitGroup(fam, ntop(fam, src[:width]), ntop(fam, dst[:width]), dport,
-                                 sport, count))
-    return out
-
-
-#: The owner labels that are not a command name: a process may call itself either.
-_BUCKETS: Final = frozenset({"other", "unknown"})
-
-
-def _owners(close_wait: Sequence[Connection], top: int) -> dict[str, int]:
-    """CLOSE_WAIT sockets per owning command name: top ``top``, then other and unknown."""
-    found = processes_of(c.inode for c in close_wait if c.inode)
-    by_command: Counter[str] = Counter()
-    unknown = 0
-    for c in close_wait:
-        procs = found.get(c.inode, ()) if c.inode else ()
-        if procs:
-            # A socket held by several processes (inherited across fork) counts once, for
-            # the first command name in sort order: the same owner every scrape.
-            by_command[label(min(p.command for p in procs), _BUCKETS.__contains__)] += 1
-        else:
-            unknown += 1
-    out: dict[str, int] = {}
-    ranked = by_command.most_common()
-    for command, n in ranked[:top]:
-        out[command] = n
-    other = sum(n for _, n in ranked[top:])
-    if other:
-        out["other"] = out.get("other", 0) + other
-    if unknown:
-        out["unknown"] = out.get("unknown", 0) + unknown
-    return out
-
-
-def _findings(listeners: Sequence[Connection], kept: Sequence[Connection],
-              groups: Sequence[TimeWaitGroup], low: int, high: int, t: Thresholds,
-              facts: HostFacts, now: Sample | None = None,
-              rates: Rates | None = None) -> list[Finding]:
-    """Run RULES on what the rules read socket by socket; the rest cannot fire.
-
-    TIME_WAIT_PRESSURE counts sockets per (local address, destination): a group that reaches
-    its threshold is handed over as that many references to one record (a list repeat, no
-    object per socket); smaller groups cannot fire and are left out.
-    """
-    by_state: dict[TcpState, list[Connection]] = {TcpState.LISTEN: list(listeners)}
-    for c in kept:
-        by_state.setdefault(c.state, []).append(c)
-    size = high - low + 1 if high else 0
-    if size:
-        tw: list[Connection] = []
-        for g in groups:
-            if g.sockets / size < t.time_wait_ratio:
-                break  # largest first
-            example = Connection(g.family, TcpState.TIME_WAIT, g.source, g.local_port,
-                                 g.remote_address, g.remote_port, 0, 0, 0, 0,
-                                 Timer.TIME_WAIT, 0, 0)
-            tw += [example] * g.sockets
-        if tw:
-            by_state[TcpState.TIME_WAIT] = tw
-    conns = [c for v in by_state.values() for c in v]
-    snap = Snapshot(conns, by_state, facts, sample=now, rates=rates)
-    return [f for rule in RULES for f in rule.check(rule, snap, t)]
 
 
 # --- the collector
@@ -599,13 +268,18 @@ class SocketCollector:
     failed part of a scrape (unescaped: a namespace name may hold any character).
     ``scrapes`` counts the scans taken. The collector keeps each namespace's last sample:
     the rules that need an interval compare the next scrape with it (none on the first).
+    ``owner_deadline``: seconds the walk of /proc/*/fd for socket owners may take per
+    scrape (None: no limit); owners it did not reach are "unknown" and counted in
+    ``pysockopt_owner_lookup_incomplete``. Owners found are kept between scrapes: the walk
+    runs only for sockets not seen before, once per scrape for every namespace.
     Register it with ``prometheus_client.REGISTRY.register(SocketCollector())``.
     """
 
     def __init__(self, *, ports: Iterable[int] = (), top: int = 5,
                  thresholds: Thresholds | None = None, netns: NetnsArg = None,
                  all_netns: bool = False,
-                 on_error: Callable[[str], object] | None = None) -> None:
+                 on_error: Callable[[str], object] | None = None,
+                 owner_deadline: float | None = 5.0) -> None:
         plist = tuple(ports)
         for p in plist:
             if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= 65535:
@@ -622,7 +296,14 @@ class SocketCollector:
             raise InvalidConfigError("all_netns", all_netns, "True or False")
         if all_netns and netns is not None:
             raise InvalidConfigError("netns", netns, "None with all_netns=True")
-        self._options = _Options(tuple(sorted(set(plist))), top, th)
+        if owner_deadline is not None and (
+                isinstance(owner_deadline, bool) or not isinstance(owner_deadline, (int, float))
+                or not 0 < owner_deadline <= 3600):
+            raise InvalidConfigError("owner_deadline", owner_deadline,
+                                     "seconds, > 0 and <= 3600, or None")
+        self._options = ScanOptions("rules", ports=tuple(sorted(set(plist))), top=top,
+                                    thresholds=th)
+        self._owners = OwnerCache(owner_deadline)
         if netns is not None:
             resolve(netns)  # it must exist now; each scrape opens it again by what was given
         self._netns = netns
@@ -642,18 +323,21 @@ class SocketCollector:
         """Take one scan (of each namespace, with all_netns) and yield every metric family."""
         with self._lock:  # concurrent scrapes each take their own scan, one at a time
             start = time.monotonic()
-            scans: list[tuple[NetNamespace | None, _Scan]] = []
+            self._owners.new_look()  # one walk of /proc/*/fd at most, for every namespace
+            scans: list[tuple[NetNamespace | None, Scan]] = []
             failed: list[str] = []
             if self._all:
                 last = self._last
-                found = for_each_netns(lambda ns: _scan(self._options, ns, last))
+                found = for_each_netns(
+                    lambda ns: look.scan(self._options, ns, last, self._owners))
                 scans = [(ns, scan) for ns, scan in found.results]
                 # A namespace that vanished meanwhile is gone, not an error; one we may not
                 # enter is (the exporter should run as root to see them all).
                 failed += [s.message for s in found.skipped if s.reason != "vanished"]
             else:
                 try:
-                    scans = [(None, _scan(self._options, self._netns, self._last))]
+                    scans = [(None, look.scan(self._options, self._netns, self._last,
+                                              self._owners))]
                 except (OSError, InvalidConfigError) as err:
                     # Not there now (deleted, or not yet created again), or not enterable:
                     # this scrape has only its own metrics, and says why.
@@ -669,14 +353,15 @@ class SocketCollector:
             self.scrapes += 1
             self._errors += len(failed)
             errors = self._errors
+            incomplete = self._owners.incomplete
             seconds = time.monotonic() - start
         if self._on_error is not None:
             for message in failed:
                 self._on_error(message)
-        yield from self._families(scans, errors, seconds)
+        yield from self._families(scans, errors, seconds, incomplete)
 
-    def _carry(self, scans: list[tuple[NetNamespace | None, _Scan]],
-               ) -> list[tuple[NetNamespace | None, _Scan]]:
+    def _carry(self, scans: list[tuple[NetNamespace | None, Scan]],
+               ) -> list[tuple[NetNamespace | None, Scan]]:
         return self._carried(scans, _netns_label if self._all else lambda _: "")
 
     def count_error(self) -> None:
@@ -684,8 +369,9 @@ class SocketCollector:
         with self._lock:
             self._errors += 1
 
-    def _families(self, scans: Sequence[tuple[NetNamespace | None, _Scan]] | None,
-                  errors: int = 0, seconds: float = 0.0) -> Iterator[_Family]:
+    def _families(self, scans: Sequence[tuple[NetNamespace | None, Scan]] | None,
+                  errors: int = 0, seconds: float = 0.0,
+                  incomplete: int = 0) -> Iterator[_Family]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         ports = bool(self._options.ports)
@@ -705,6 +391,7 @@ class SocketCollector:
                     fams["pysockopt_netns_info"].add_metric(
                         [prefix[0], label(c.runtime) if c else "", label(c.id) if c else "",
                          label(c.name or "") if c else ""], 1)
+            fams["pysockopt_owner_lookup_incomplete"].add_metric([], incomplete)
             fams["pysockopt_scrape_duration_seconds"].add_metric([], seconds)
             fams["pysockopt_scrape_errors_total"].add_metric([], errors)
         for m in METRICS:
@@ -728,9 +415,9 @@ class _Carry:
         self._drops: Carried[tuple[int, str, int]] = Carried()
         self._counters: Carried[tuple[str, str]] = Carried()
 
-    def __call__(self, scans: list[tuple[NetNamespace | None, _Scan]],
+    def __call__(self, scans: list[tuple[NetNamespace | None, Scan]],
                  label_of: Callable[[NetNamespace | None], str],
-                 ) -> list[tuple[NetNamespace | None, _Scan]]:
+                 ) -> list[tuple[NetNamespace | None, Scan]]:
         out = []
         labels = set()
         for ns, scan in scans:
@@ -781,7 +468,7 @@ def _netns_label(ns: NetNamespace | None) -> str:
     return label(ns.name, lambda text: _UNNAMED.fullmatch(text) is not None)
 
 
-def _fill(fams: Mapping[str, object], scan: _Scan, options: _Options,
+def _fill(fams: Mapping[str, object], scan: Scan, options: ScanOptions,
           prefix: Sequence[str], once: set[str]) -> None:
     def add(name: str, labels: Sequence[str], value: float) -> None:
         if _BY_NAME[name].host_wide:

@@ -38,6 +38,7 @@ from waiting import wait_for
 
 import pysockopt.prometheus as prom
 from pysockopt import TcpState, connections, diagnose, state_counts
+from pysockopt.host import look
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "docs" / "prometheus"
@@ -119,13 +120,13 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_describe_takes_no_scan_and_each_collect_takes_exactly_one(
         monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = prom._scan
+    real = look.scan
 
     def counting(*args: Any) -> Any:
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(prom, "_scan", counting)  # the one place a scrape reads the host
+    monkeypatch.setattr(look, "scan", counting)  # the one place a scrape reads the host
     collector = prom.SocketCollector()
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
@@ -258,7 +259,7 @@ def test_a_failed_dump_is_counted_and_its_metrics_left_out(
     registry = _registry(collector)
     first = samples(generate_latest(registry).decode())
     assert first[("pysockopt_scrape_errors_total", ())] == 0
-    monkeypatch.setattr(prom, "_tally", refused)  # the kernel cannot be made to refuse
+    monkeypatch.setattr(look, "tally", refused)  # the kernel cannot be made to refuse
     for expected in (1, 2):
         got = samples(generate_latest(registry).decode())
         assert got[("pysockopt_scrape_errors_total", ())] == expected
@@ -319,6 +320,7 @@ def _diag(state: int, *, timer: int = 0, sport: int = 1000, dst: str = "10.0.0.9
 
 
 def _tally(messages: list[bytes], **spec: Any) -> dict[str, Any]:
+    from pysockopt import Thresholds
     from pysockopt._core import ffi, lib
 
     data = b"".join(messages) + nlmsg(3, struct.pack("=i", 0), seq=0)
@@ -327,19 +329,18 @@ def _tally(messages: list[bytes], **spec: Any) -> dict[str, Any]:
     out = ffi.new("struct pso_tally *")
     try:
         assert lib.pso_sd_parse(data, len(data), sink) == lib.PSO_SD_DONE
-        s = ffi.new("struct pso_tally_spec *")
-        s.off_last_data_recv, s.off_last_ack_recv = prom._OFFSETS["last_data_recv"], \
-            prom._OFFSETS["last_ack_recv"]
-        s.idle_ms, s.retrans_min = 1000, 3
+        # The predicates come from the rule rows (idle 1 s, 3 retransmits), as a scrape's do.
+        s, names = look.tally_spec(Thresholds(idle_seconds=1, retrans=3), 0)
         for key, value in spec.items():
             setattr(s, key, value)
         assert lib.pso_tally(sink, s, out) == 0
+        picked = {name: int(out.picked[i]) for i, name in enumerate(names)}
         kept = [(sink.conns[i].state, sink.conns[i].sport) for i in range(sink.nconns)]
-        groups = [(out.groups[i].count, out.groups[i].dport) for i in range(out.ngroups)]
-        per_port = {(i, st): int(out.port_counts[i][st]) for i in range(s.nports)
+        groups = [(out.groups[i].time_wait, out.groups[i].dport) for i in range(out.ngroups)]
+        per_port = {(i, st): int(out.port_counts[i][st]) for i in range(int(spec.get("nports", 0)))
                     for st in range(16) if out.port_counts[i][st]}
-        return {"established": int(out.established), "keepalive": int(out.keepalive),
-                "idle": int(out.idle_no_timer), "grouped": int(out.tw_grouped),
+        return {"established": int(out.established), "keepalive": picked["keepalive"],
+                "idle": picked["IDLE_NO_KEEPALIVE"], "grouped": int(out.tw_grouped),
                 "groups": groups, "kept": kept, "per_port": per_port}
     finally:
         lib.pso_tally_free(out)
@@ -349,7 +350,7 @@ def _tally(messages: list[bytes], **spec: Any) -> dict[str, Any]:
 def _info(last_data_recv: int, last_ack_recv: int, size: int = 104) -> bytes:
     raw = bytearray(size)
     for name, value in (("last_data_recv", last_data_recv), ("last_ack_recv", last_ack_recv)):
-        off = prom._OFFSETS[name]
+        off = look.TCP_INFO_OFFSETS[name]
         if off + 4 <= size:
             raw[off:off + 4] = struct.pack("=I", value)
     return bytes(raw)
@@ -769,7 +770,7 @@ def test_series_stay_bounded_with_10000_remote_endpoints(netns: str) -> None:
     assert port > 0
     # Fixed families (states, counters, sockstat, scrape) + 3 per listener + top+1 + findings.
     print(f"series with {counted} TIME_WAIT to distinct endpoints: {len(got)}")
-    assert len(got) < 60, len(got)  # 49 here: none of it grows with the endpoints
+    assert len(got) < 60, len(got)  # 59 here: none of it grows with the endpoints
 
 
 # --- review fixes: a recreated namespace, CLI edges, host-wide series, one read per scan

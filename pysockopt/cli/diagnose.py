@@ -67,8 +67,12 @@ def _sampled(args: argparse.Namespace) -> Grouped[Diagnosis] | None:
          "were not entered, on its first line and its last (\"No problems found in what "
          "could be seen\"); the JSON has \"complete\": false and \"ok\": null.")
 def _diagnose(args: argparse.Namespace, out: TextIO) -> int:
+    from ..host.owners import shared_owners
+
     run = _runner(args)
-    grouped = per_netns(args, run) if args.interval is None else _sampled(args)
+    # Socket inodes are host-wide: one walk of /proc/*/fd names the owners in every namespace.
+    with shared_owners():
+        grouped = per_netns(args, run) if args.interval is None else _sampled(args)
     if grouped is not None:
         problems = sum(1 for _, d in grouped.results if not d.ok)
         # ok: False when a problem was found; True only when every namespace was looked at

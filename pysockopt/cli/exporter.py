@@ -62,6 +62,13 @@ def _interval(text: str) -> float:
     return value
 
 
+def _owner_deadline(text: str) -> float:
+    value: float = number(text, float)
+    if not math.isfinite(value) or not 0 < value <= 3600:
+        raise ValueError("must be seconds, > 0 and <= 3600")
+    return value
+
+
 def _textfile(text: str) -> str:
     if not text.endswith(".prom"):
         raise ValueError("must end in .prom (node_exporter's textfile collector reads only "
@@ -84,6 +91,11 @@ def _exporter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ports", metavar="P,P,...", default=[], action=checked(_ports),
                    help=f"local ports that also get per-port state series (at most "
                         f"{MAX_PORTS})")
+    p.add_argument("--owner-deadline", action=checked(_owner_deadline), default=5.0,
+                   metavar="S",
+                   help="seconds the walk of /proc/*/fd for CLOSE_WAIT owners may take per "
+                        "scrape; owners past it are 'unknown' and counted in "
+                        "pysockopt_owner_lookup_incomplete (default 5)")
     p.add_argument("--top", action=checked(_top), default=5, metavar="N",
                    help="CLOSE_WAIT owners and TIME_WAIT destinations shown by name; "
                         "the rest is summed as 'other' (1..100, default 5)")
@@ -116,7 +128,8 @@ def _collector(args: argparse.Namespace, on_error: _Changes) -> SocketCollector:
     netns = None if args.netns is None else netns_value(args.netns)
     try:
         return SocketCollector(ports=args.ports, top=args.top, netns=netns,
-                               all_netns=args.all_netns, on_error=on_error)
+                               all_netns=args.all_netns, on_error=on_error,
+                               owner_deadline=args.owner_deadline)
     except InvalidConfigError as err:
         if err.field != "netns":
             raise

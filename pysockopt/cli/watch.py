@@ -140,6 +140,7 @@ def _diagnose_in(port: int | None, previous: dict[int, Sample], ns: NetNamespace
 def _watch_all(args: argparse.Namespace, out: TextIO) -> int:
     """--all-netns: every sample, one NDJSON line per namespace (with its ``netns``)."""
     from ..host.namespaces import for_each_netns
+    from ..host.owners import shared_owners
 
     previous: dict[int, Sample] = {}
     views: dict[int, View] = {}
@@ -149,7 +150,8 @@ def _watch_all(args: argparse.Namespace, out: TextIO) -> int:
         while args.count is None or taken < args.count:
             if taken:
                 time.sleep(args.interval - (time.monotonic() - start) % args.interval)
-            found = for_each_netns(functools.partial(_diagnose_in, args.port, previous))
+            with shared_owners():  # one walk of /proc/*/fd per sample, for every namespace
+                found = for_each_netns(functools.partial(_diagnose_in, args.port, previous))
             taken += 1
             seen = {}
             for ns, d in found.results:

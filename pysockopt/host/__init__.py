@@ -6,7 +6,11 @@
 - rules.py: the diagnosis rules as data (``RULES``);
 - render.py: a Diagnosis as text for a terminal;
 - diagnosis.py: ``diagnose()`` and ``host_facts()``;
-- sample.py: ``sample()``, ``Sample`` and the ``Rates`` between two samples;
+- sample.py: ``Sample``, ``Counters`` and the ``Rates`` between two samples;
+- owners.py: who holds a socket (``processes_of``, the owner cache and book);
+- look.py: ``look.look()``, the one look at a namespace that diagnose, watch, ``sample()``
+  and the exporter share (not re-exported here, so the module keeps its name), and the
+  exporter's scan;
 - closed.py: ``closed_connections()``, ``ClosedConnection`` and ``CloseStats``: the connections
   already gone (the kernel's destroy announcements joined with looks).
 """
@@ -32,6 +36,7 @@ from .connections import (
     state_counts,
 )
 from .diagnosis import diagnose, host_facts
+from .look import sample
 from .model import Diagnosis, Evidence, Finding, HostFacts, Severity, Thresholds, Unseen
 from .namespaces import (
     CGROUP_PATTERNS,
@@ -57,7 +62,6 @@ from .sample import (
     PortUse,
     Rates,
     Sample,
-    sample,
 )
 
 __all__ = [

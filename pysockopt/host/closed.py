@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple, TypeVar
 
-from .._core import ffi, lib
+from .._core import ffi, lib, new_sink
 from .._format import duration, endpoint
 from .._sock import os_error
 from ..errors import InvalidConfigError
@@ -398,8 +398,7 @@ class _Follower:
         self.owner_share = owner_share
         self.fd = fd
         self.port = port
-        self.sink = ffi.new("struct pso_sd_sink *")
-        lib.pso_sd_sink_init(self.sink, 1)
+        self.sink = new_sink(True)  # owned by ffi.gc
         self.mark = ffi.new("struct pso_sd_mark *")
         lib.pso_sd_sink_mark(self.sink, self.mark)
         self.buf = ffi.new("uint8_t[]", lib.PSO_EV_BUF)
@@ -419,7 +418,6 @@ class _Follower:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        lib.pso_sd_sink_free(self.sink)
 
     def drain(self, limit: int = _DRAIN_MAX) -> list[Connection]:
         """Read what waits (non-blocking) and return it as records (listener rows included)."""

@@ -38,6 +38,7 @@ from .namespaces import (
     resolve,
 )
 from .namespaces import read_files as _read_in
+from .owners import Owners, Process, processes_of, walk_owners
 
 __all__ = [
     "Connection",
@@ -80,13 +81,6 @@ _TIMER_LABELS: Final = {
     Timer.TIME_WAIT: "timewait",
     Timer.ZERO_WINDOW_PROBE: "persist",
 }
-
-
-class Process(NamedTuple):
-    """A process holding a socket: its pid and command name (/proc/PID/comm)."""
-
-    pid: int
-    command: str
 
 
 class Connection(NamedTuple):
@@ -622,97 +616,3 @@ def parse_proc(text: bytes, family: int, *, port: int | None = None) -> list[Con
         raise os_error(rc, f"parsing /proc/net/tcp text, line {line}")
     return _records(sink)
 
-
-# --- owning processes
-
-
-#: Why a process's descriptors may be unreadable without that being our failure: it exited
-#: during the walk (ENOENT, ESRCH) or is not ours to inspect (EACCES, EPERM: another user's,
-#: when not root). Anything else (EMFILE, ENFILE, ENOMEM) would silently lose owners: raised.
-_SKIPPED: Final = frozenset({errno.ENOENT, errno.ESRCH, errno.EACCES, errno.EPERM})
-_NOT_OURS: Final = frozenset({errno.EACCES, errno.EPERM})
-
-
-class Owners(NamedTuple):
-    """One walk of /proc/*/fd (``walk_owners``): the processes per socket inode, and more.
-
-    ``found``: inode -> the processes holding it; ``hidden``: how many processes could not be
-    inspected (not ours: EACCES, EPERM).
-    """
-
-    found: dict[int, tuple[Process, ...]]
-    hidden: int
-
-
-def walk_owners(inodes: Iterable[int]) -> Owners:
-    """Find the processes holding each socket inode, and count the processes we may not see.
-
-    ``processes_of`` with what it leaves out: ``hidden`` > 0 means an inode nobody was found
-    for may still be held by a process we could not inspect (another user's, when not root);
-    the diagnosis rules say "owner not visible" instead of "nobody". Processes that exit
-    during the walk are skipped; any other failure (EMFILE, ENFILE, ENOMEM) raises OSError.
-    """
-    wanted = {f"socket:[{i}]": i for i in inodes if i}
-    found: dict[int, list[Process]] = {i: [] for i in wanted.values()}
-    hidden = 0
-    if not wanted:
-        return Owners({}, 0)
-    # listdir, not scandir: the walk then holds no descriptor of its own while it reads each
-    # process, so it works with a single free descriptor (scandir kept one open, and every
-    # listdir below failed with EMFILE, which used to be skipped as "not ours").
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        fd_dir = f"/proc/{name}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError as err:
-            if err.errno not in _SKIPPED:
-                raise _owner_error(err, fd_dir) from err
-            hidden += err.errno in _NOT_OURS
-            continue
-        hits = []
-        for fd in fds:
-            try:
-                target = os.readlink(f"{fd_dir}/{fd}")
-            except OSError as err:
-                if err.errno not in _SKIPPED:
-                    raise _owner_error(err, f"{fd_dir}/{fd}") from err
-                continue
-            inode = wanted.get(target)
-            if inode is not None:
-                hits.append(inode)
-        if hits:
-            command = _command(int(name))
-            for inode in dict.fromkeys(hits):
-                found[inode].append(Process(int(name), command))
-    return Owners({inode: tuple(procs) for inode, procs in found.items()}, hidden)
-
-
-def _command(pid: int) -> str:
-    path = f"/proc/{pid}/comm"
-    try:
-        # The name's bytes as they are (undecodable ones kept as surrogates, as os.fsdecode
-        # does): output escapes them one way (pysockopt._format.escape).
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            return f.read().rstrip("\n")
-    except OSError as err:
-        if err.errno not in _SKIPPED:
-            raise _owner_error(err, path) from err
-        return "?"
-
-
-def _owner_error(err: OSError, path: str) -> OSError:
-    return OSError(err.errno, f"{err.strerror} (reading {path} to find socket owners)")
-
-
-def processes_of(inodes: Iterable[int]) -> dict[int, tuple[Process, ...]]:
-    """Map socket inodes to the processes holding them, in one walk of /proc/*/fd.
-
-    This is what makes ``ss -p`` slow, so it is done only for the few sockets a diagnosis
-    names. Processes that exit during the walk, and those we may not inspect (other users',
-    when not root), are skipped; an inode nobody visible holds maps to an empty tuple.
-    Raises OSError for any other failure (EMFILE, ENFILE, ENOMEM), rather than return
-    owners that are silently missing.
-    """
-    return walk_owners(inodes).found

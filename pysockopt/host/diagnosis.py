@@ -5,89 +5,25 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections import defaultdict
-from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final
 
-from .. import _host
 from ..errors import InvalidConfigError
-from ..keepalive import HostKeepalive
-from ..tcpinfo import TcpState
-from .connections import Connection, connections
+from .look import FACT_SYSCTLS, Look, Needs, facts_from, look, read_host, sockets_needed
 from .model import Diagnosis, HostFacts, Thresholds
-from .namespaces import Entered, NetnsArg, opened, read_files, resolve
-from .rules import RULES, Snapshot
-from .sample import Sample, of_connections, read_counters, sample
+from .namespaces import NetnsArg, opened
+from .sample import Sample
 
-__all__ = ["FACT_SYSCTLS", "diagnose", "facts_from", "host_facts"]
-
-#: The sysctls the rules weigh; all of them are per network namespace.
-FACT_SYSCTLS: Final = (
-    "net.ipv4.tcp_syncookies", "net.ipv4.tcp_max_syn_backlog", "net.core.somaxconn",
-    "net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_keepalive_time",
-    "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
-)
-_SYSCTLS: Final = FACT_SYSCTLS
-
-
-def _facts_in(target: Entered) -> tuple[dict[str, tuple[int, ...] | None],
-                                        dict[str, int | None]]:
-    """Return the sysctls and TcpExt counters of another namespace (one native thread there)."""
-    texts = read_files(target, [*map(_host.sysctl_path, _SYSCTLS),
-                                "/proc/thread-self/net/netstat"])
-    for text in texts:
-        if isinstance(text, OSError) and text.errno not in _host.ABSENT:
-            raise text
-    sysctls = {name: _host.parse_ints(text) if isinstance(text, bytes) else None
-               for name, text in zip(_SYSCTLS, texts, strict=False)}
-    netstat = texts[-1]
-    tcp_ext = (_host.counter_table(netstat.decode("ascii", "replace"), "TcpExt")
-               if isinstance(netstat, bytes) else {})
-    return sysctls, tcp_ext
+__all__ = ["FACT_SYSCTLS", "diagnose", "diagnosis_of", "facts_from", "host_facts"]
 
 
 def host_facts(*, netns: NetnsArg = None) -> HostFacts:
     """Read the sysctls and counters the rules use (for the calling thread's namespace).
 
-    ``netns``: another network namespace's, read from inside it (see ``connections``).
+    ``netns``: another network namespace's, read from inside it (see ``connections``): the
+    files a look reads, in one trip.
     """
     with opened(netns) as target:
-        if target is None:
-            sysctls = {name: _host.sysctl(name) for name in _SYSCTLS}
-            tcp_ext = _host.netstat_counters("netstat", "TcpExt") or {}
-        else:
-            sysctls, tcp_ext = _facts_in(target)
-
-    return facts_from(sysctls, tcp_ext)
-
-
-def facts_from(sysctls: Mapping[str, tuple[int, ...] | None],
-               tcp_ext: Mapping[str, int | None]) -> HostFacts:
-    """Build HostFacts from values already read: ``FACT_SYSCTLS`` and the TcpExt counters.
-
-    For a caller that reads them together with other files (the Prometheus collector reads
-    each file once per scan); a sysctl missing from ``sysctls`` is unknown.
-    """
-
-    def one(name: str) -> int | None:
-        values = sysctls.get(name)
-        return values[0] if values else None
-
-    ka = [one(f"net.ipv4.tcp_keepalive_{k}") for k in ("time", "intvl", "probes")]
-    keepalive = (HostKeepalive(ka[0], ka[1], ka[2])
-                 if ka[0] is not None and ka[1] is not None and ka[2] is not None else None)
-    ports = sysctls.get("net.ipv4.ip_local_port_range")
-    return HostFacts(
-        tcp_syncookies=one("net.ipv4.tcp_syncookies"),
-        tcp_max_syn_backlog=one("net.ipv4.tcp_max_syn_backlog"),
-        somaxconn=one("net.core.somaxconn"),
-        ip_local_port_range=(ports[0], ports[1]) if ports and len(ports) == 2 else None,
-        tcp_tw_reuse=one("net.ipv4.tcp_tw_reuse"),
-        keepalive=keepalive,
-        listen_overflows=tcp_ext.get("ListenOverflows"),
-        listen_drops=tcp_ext.get("ListenDrops"),
-    )
+        return read_host(target, [], strict=True)[2]
 
 
 def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None,
@@ -95,14 +31,15 @@ def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None,
              netns: NetnsArg = None) -> Diagnosis:
     """Look at every TCP socket (those on ``port``, local or remote, if given) and report.
 
-    One ``connections(with_info=True)`` snapshot and the host counters are checked against
-    every rule in ``RULES``; owning processes are looked up only for the sockets a finding
-    names. With ``interval`` (seconds), a first sample is taken, then after ``interval``
-    the snapshot, and the rules that need time (growing CLOSE_WAIT, drops now, ports
-    running out...) compare the two; ``earlier`` gives that first sample instead (taken
-    with the same ``port`` and ``netns``; ``pysockopt watch`` passes its previous one).
-    Findings come worst first. Sees the calling thread's network namespace, or ``netns``
-    (as in ``connections``): the Diagnosis and each Finding then carry that NetNamespace.
+    One look (``host/look.py``) is checked against every rule in ``RULES``: the sockets the
+    rules pick are decoded (with tcp_info), the rest counted in C (ports in use per
+    destination included); owning processes are looked up only for the sockets a finding
+    names. With ``interval`` (seconds), a first sample is taken, then after ``interval`` the
+    snapshot, and the rules that need time (growing CLOSE_WAIT, drops now, ports running
+    out...) compare the two; ``earlier`` gives that first sample instead (taken with the same
+    ``port`` and ``netns``; ``pysockopt watch`` passes its previous one). Findings come
+    worst first. Sees the calling thread's network namespace, or ``netns`` (as in
+    ``connections``): the Diagnosis and each Finding then carry that NetNamespace.
     """
     t = Thresholds() if thresholds is None else thresholds
     if not isinstance(t, Thresholds):
@@ -113,23 +50,31 @@ def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None,
         raise InvalidConfigError("interval", interval, "seconds, > 0 and <= 86400, or None")
     if earlier is not None and not isinstance(earlier, Sample):
         raise TypeError(f"earlier must be a Sample, not {type(earlier).__name__}")
-    ns = resolve(netns)
+    needs = Needs(sockets_needed(interval is not None or earlier is not None), port,
+                  thresholds=t)
     if interval is not None and earlier is None:
-        earlier = sample(port=port, netns=ns)
+        first = look(netns, dataclasses.replace(needs, with_info=False))
+        earlier, netns = first.sample, first.netns
+        # The wrapper waits; the rules only compare the two looks.
+        assert earlier is not None  # a look that is not the exporter's raises instead
         time.sleep(max(0.0, earlier.time + interval - time.monotonic()))
-    start, wall = time.monotonic(), time.time()
-    conns = connections(port=port, with_info=True, netns=ns)
-    by_state: dict[TcpState, list[Connection]] = defaultdict(list)
-    for c in conns:
-        by_state[c.state].append(c)
-    now = of_connections(conns, read_counters(ns), port=port, start=start, wall=wall)
-    rates = None if earlier is None else now.rates(earlier)
-    snap = Snapshot(conns, by_state, host_facts(netns=ns), sample=now, rates=rates)
-    findings = [f for rule in RULES for f in rule.check(rule, snap, t)]
+    return diagnosis_of(look(netns, needs), t, earlier)
+
+
+def diagnosis_of(lk: Look, thresholds: Thresholds, earlier: Sample | None = None) -> Diagnosis:
+    """Check one look against every rule in RULES (the time rules against ``earlier``).
+
+    Findings come worst first, each carrying the look's namespace when it is not the
+    caller's own.
+    """
+    assert lk.sample is not None and lk.counts is not None
+    rates = None if earlier is None else lk.rates(earlier)
+    findings = lk.findings(thresholds, rates)
+    ns = lk.netns
     if ns is not None:
         findings = [dataclasses.replace(f, netns=ns) for f in findings]
     findings.sort(key=lambda f: -f.severity)  # stable: rule order within a severity
-    counts = MappingProxyType({s: len(v) for s, v in sorted(by_state.items())})
-    return Diagnosis(tuple(findings), counts, snap.host, port, t, netns=ns,
-                     unseen=snap.owners.unseen(),
-                     interval=None if rates is None else rates.seconds, sample=now)
+    counts = MappingProxyType({s: n for s, n in sorted(lk.counts.items()) if n})
+    return Diagnosis(tuple(findings), counts, lk.facts, lk.needs.port, thresholds, netns=ns,
+                     unseen=lk.owners.unseen(),
+                     interval=None if rates is None else rates.seconds, sample=lk.sample)

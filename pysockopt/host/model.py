@@ -11,12 +11,13 @@ from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import NamedTuple
 
-from .._format import count
+from .._host import Counters
 from ..errors import InvalidConfigError
 from ..keepalive import HostKeepalive
 from ..tcpinfo import TcpState
-from .connections import Connection, Process
+from .connections import Connection
 from .namespaces import NetNamespace
+from .owners import Process, Unseen
 from .sample import Sample
 
 __all__ = ["Diagnosis", "Evidence", "Finding", "HostFacts", "Severity", "Thresholds", "Unseen"]
@@ -131,22 +132,59 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class HostFacts:
-    """The host settings the rules weigh findings against (this network namespace's)."""
+    """The host settings the rules weigh findings against (this network namespace's).
 
-    tcp_syncookies: int | None
-    tcp_max_syn_backlog: int | None
-    somaxconn: int | None
-    ip_local_port_range: tuple[int, int] | None
-    tcp_tw_reuse: int | None
-    keepalive: HostKeepalive | None
-    listen_overflows: int | None
-    listen_drops: int | None
+    A view of the look's ``Counters`` (the one type the host's counters and sysctls are read
+    into): each fact is a property of it, never a second copy.
+    """
+
+    counters: Counters
+
+    @property
+    def tcp_syncookies(self) -> int | None:
+        """net.ipv4.tcp_syncookies."""
+        return self.counters.tcp_syncookies
+
+    @property
+    def tcp_max_syn_backlog(self) -> int | None:
+        """net.ipv4.tcp_max_syn_backlog."""
+        return self.counters.tcp_max_syn_backlog
+
+    @property
+    def somaxconn(self) -> int | None:
+        """net.core.somaxconn."""
+        return self.counters.somaxconn
+
+    @property
+    def ip_local_port_range(self) -> tuple[int, int] | None:
+        """net.ipv4.ip_local_port_range (low, high)."""
+        return self.counters.ip_local_port_range
+
+    @property
+    def tcp_tw_reuse(self) -> int | None:
+        """net.ipv4.tcp_tw_reuse."""
+        return self.counters.tcp_tw_reuse
+
+    @property
+    def keepalive(self) -> HostKeepalive | None:
+        """net.ipv4.tcp_keepalive_time/_intvl/_probes, or None if any is unknown."""
+        ka = self.counters.keepalive
+        return None if ka is None else HostKeepalive(*ka)
+
+    @property
+    def listen_overflows(self) -> int | None:
+        """TcpExt ListenOverflows."""
+        return self.counters.tcp_ext.get("ListenOverflows")
+
+    @property
+    def listen_drops(self) -> int | None:
+        """TcpExt ListenDrops."""
+        return self.counters.tcp_ext.get("ListenDrops")
 
     @property
     def ephemeral_ports(self) -> int | None:
         """How many local ports outgoing connections can use (size of ip_local_port_range)."""
-        r = self.ip_local_port_range
-        return None if r is None else r[1] - r[0] + 1
+        return self.counters.ephemeral_ports
 
     def as_dict(self) -> dict[str, object]:
         """Return the facts for JSON."""
@@ -161,24 +199,6 @@ class HostFacts:
             "listen_overflows": self.listen_overflows,
             "listen_drops": self.listen_drops,
         }
-
-
-class Unseen(NamedTuple):
-    """What a diagnosis could not look at: ``Unseen("owners", 15, "not visible without root")``.
-
-    ``str()`` says it as a report does: "owners of 15 sockets not visible without root".
-    """
-
-    what: str
-    sockets: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.what} of {count(self.sockets, 'socket')} {self.reason}"
-
-    def as_dict(self) -> dict[str, object]:
-        """Return it for JSON."""
-        return {"what": self.what, "sockets": self.sockets, "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True)

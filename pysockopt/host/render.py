@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .._format import count, printable, processes
-from .model import Diagnosis
+
+if TYPE_CHECKING:  # the type only: model.py imports this module, never the other way round
+    from .model import Diagnosis
 
 __all__ = ["render_diagnosis"]
 

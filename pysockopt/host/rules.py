@@ -7,68 +7,24 @@ docs/diagnose.md is generated from this table (``python docs/generate.py``).
 from __future__ import annotations
 
 import ipaddress
-import os
-import pwd
+import itertools
 import socket
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from .._format import count, duration, endpoint, printable, processes
 from ..tcpinfo import TcpState
-from .connections import Connection, Process, Timer, walk_owners
-from .model import Evidence, Finding, HostFacts, Severity, Thresholds, Unseen
+from .connections import Connection, Timer
+from .model import Evidence, Finding, HostFacts, Severity, Thresholds
+from .owners import OwnerBook, Process, user_label
 from .sample import OwnerGrowth, Rates, Sample
 
-__all__ = ["RULES", "OwnerBook", "Rule", "Snapshot"]
+__all__ = ["RULES", "OwnerBook", "Pick", "Rule", "Snapshot"]
 
 
 # --- the snapshot rules look at
-
-
-class OwnerBook:
-    """The owner lookups of one diagnosis: each socket looked up once, and what was not seen.
-
-    A socket whose owner could not be known is remembered with the reason: other users'
-    processes are not ours to inspect when not root (the kernel still tells everyone each
-    socket's uid), or the walk of /proc failed (EMFILE...).
-    """
-
-    def __init__(self) -> None:
-        self._known: dict[int, tuple[Process, ...]] = {}
-        self._unknown: dict[int, str] = {}
-
-    def lookup(self, conns: Iterable[Connection]) -> dict[int, tuple[Process, ...] | None]:
-        """Map each socket's inode to its processes: () for nobody, None for "not known"."""
-        inodes = [c.inode for c in conns if c.inode]
-        todo = [i for i in dict.fromkeys(inodes) if i not in self._known
-                and i not in self._unknown]
-        if todo:
-            try:
-                walk = walk_owners(todo)
-            except OSError as err:
-                reason = f"unknown ({err.strerror} while reading /proc)"
-                self._unknown.update(dict.fromkeys(todo, reason))
-            else:
-                hidden = _hidden_reason() if walk.hidden else None
-                for inode, procs in walk.found.items():
-                    if procs or hidden is None:
-                        self._known[inode] = procs
-                    else:  # held by nobody we can see, and some processes hid from us
-                        self._unknown[inode] = hidden
-        return {i: self._known.get(i) for i in inodes}
-
-    def unseen(self) -> tuple[Unseen, ...]:
-        """Return what could not be seen, one entry per reason."""
-        reasons = Counter(self._unknown.values())
-        return tuple(Unseen("owners", n, reason) for reason, n in sorted(reasons.items()))
-
-
-def _hidden_reason() -> str:
-    if os.geteuid() != 0:
-        return "not visible without root"
-    return "not visible to this process (/proc/PID/fd unreadable)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +70,53 @@ def _listeners(snap: Snapshot) -> dict[int, list[Connection]]:
     return _by_local_port(snap.of(TcpState.LISTEN))
 
 
+class Pick(NamedTuple):
+    """Sockets a rule reads one by one; what it does not pick, it needs only counted.
+
+    ``state``: the sockets' state (None: every socket, as the per-destination port counts
+    need). ``pile``: a Thresholds field; the state's sockets are read only once there are at
+    least that many (a smaller pile cannot fire). ``timer``, ``retrans`` (a Thresholds field:
+    at least that many retransmits) and ``idle`` (a Thresholds field in seconds: each tcp_info
+    field of ``info`` at least that many milliseconds) narrow the pick to the sockets that
+    match; ``info``: the tcp_info fields the rule reads. ``grouped``: counted in C per local
+    address and destination, the groups read instead of the sockets. The exporter's
+    selection and the C tally's predicates are computed from these (host/look.py).
+    """
+
+    state: TcpState | None
+    pile: str | None = None
+    timer: Timer | None = None
+    retrans: str | None = None
+    idle: str | None = None
+    info: tuple[str, ...] = ()
+    grouped: bool = False
+
+    def describe(self) -> str:
+        """Say what it reads, for the docs: ``SYN_RECV once there are `syn_recv` ``..."""
+        what = "every socket" if self.state is None else self.state.label
+        if self.grouped:
+            return (f"{what} counted per local address and destination"
+                    + (" (ports in use)" if self.state is None else ""))
+        parts = [what]
+        if self.timer is not None:
+            parts.append(f"with the {self.timer.name.lower().replace('_', ' ')} timer"
+                         if self.timer != Timer.NONE
+                         else "with no timer")
+        if self.retrans is not None:
+            parts.append(f"retransmitted at least `{self.retrans}` times")
+        if self.idle is not None:
+            parts.append(f"silent for `{self.idle}`")
+        if self.pile is not None:
+            parts.append(f"once there are `{self.pile}`")
+        if self.info:
+            parts.append("(tcp_info " + ", ".join(self.info) + ")")
+        return " ".join(parts)
+
+
+#: Every listener: dumped on their own, always read.
+_LISTENERS: Final = Pick(TcpState.LISTEN)
+
+
 # --- the rules
 
 
@@ -124,7 +127,9 @@ class Rule:
     What it looks for (``looks_for``), what that usually means, the ``Thresholds`` field that
     sets it off, and what to do; ``check`` produces its findings from a snapshot.
     ``interval``: the rule compares two samples (``diagnose(interval=...)``, ``pysockopt
-    watch``) and finds nothing in a single snapshot.
+    watch``) and finds nothing in a single snapshot. ``picks``: the sockets it reads one by
+    one (none: it reads only counts, counters and sysctls); the one place its data needs are
+    written.
     """
 
     code: str
@@ -136,6 +141,7 @@ class Rule:
     threshold: str | None
     check: Callable[[Rule, Snapshot, Thresholds], Iterable[Finding]]
     interval: bool = False
+    picks: tuple[Pick, ...] = ()
 
     def finding(self, summary: str, evidence: Iterable[tuple[str, int | float | str]], *,
                 severity: Severity | None = None, port: int | None = None,
@@ -145,7 +151,12 @@ class Rule:
         return Finding(self.code, self.severity if severity is None else severity, summary,
                        tuple(Evidence(n, v) for n, v in evidence),
                        self.advice if advice is None else advice, port,
-                       tuple(sockets[:_EXAMPLES]), processes)
+                       _examples(sockets), processes)
+
+
+def _examples(sockets: Sequence[Connection]) -> tuple[Connection, ...]:
+    # Distinct ones: a TIME_WAIT group counted in C comes as one record repeated.
+    return tuple(dict.fromkeys(itertools.islice(sockets, 256)))[:_EXAMPLES]
 
 
 def _syn_recv(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
@@ -242,17 +253,9 @@ def _who(procs: Sequence[Process], hidden_uids: Sequence[int] = ()) -> str:
     """
     text = f" in {processes(procs, most=3)}" if procs else ""
     if hidden_uids:
-        uids = ", ".join(_user(u) for u in sorted(set(hidden_uids)))
+        uids = ", ".join(user_label(u) for u in sorted(set(hidden_uids)))
         text += f" {'and' if procs else 'held by'} {uids} (processes not visible)"
     return text
-
-
-def _user(uid: int) -> str:
-    """``uid 0 (root)``, or ``uid 1234`` for a uid with no name here."""
-    try:
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except (KeyError, OSError):
-        return f"uid {uid}"
 
 
 #: States whose Recv-Q counts the peer's FIN (one sequence number) until the application has
@@ -760,7 +763,7 @@ RULES: Final[tuple[Rule, ...]] = (
          "Keep net.ipv4.tcp_syncookies=1 (then a full SYN queue costs nothing); for a flood, "
          "filter upstream; for slow clients, a larger listen backlog and "
          "net.ipv4.tcp_max_syn_backlog.",
-         "syn_recv", _syn_recv),
+         "syn_recv", _syn_recv, picks=(_LISTENERS, Pick(TcpState.SYN_RECV, "syn_recv"))),
     Rule("ACCEPT_QUEUE_FULL", Severity.CRITICAL, "Listener accept queue at its backlog",
          "A LISTEN socket with connections waiting whose accept queue (Recv-Q) is at least "
          "`accept_queue_ratio` times its backlog (Send-Q); WARNING below 1.0, CRITICAL at "
@@ -770,7 +773,7 @@ RULES: Final[tuple[Rule, ...]] = (
          "hang in SYN_SENT while their SYNs are dropped.",
          "Find why the process does not call accept() (blocked event loop, exhausted worker "
          "pool, deadlock); raise listen(backlog) and net.core.somaxconn only for bursts.",
-         "accept_queue_ratio", _accept_queue),
+         "accept_queue_ratio", _accept_queue, picks=(_LISTENERS,)),
     Rule("LISTEN_DROPS", Severity.WARNING, "Listener dropped connection attempts",
          "A LISTEN socket whose drop count (sock_diag SKMEMINFO, what `ss -tm` shows as d) "
          "grew by at least `listen_drops` during the interval (with two samples). The count "
@@ -781,7 +784,7 @@ RULES: Final[tuple[Rule, ...]] = (
          "SYNs or final ACKs arrived while the accept queue was full and were thrown away; "
          "clients retried after a second or more, or gave up.",
          "Same causes as a full accept queue: accept faster, or size the backlog for bursts.",
-         "listen_drops", _listen_drops),
+         "listen_drops", _listen_drops, picks=(_LISTENERS,)),
     Rule("CLOSE_WAIT_PILE", Severity.WARNING, "CLOSE_WAIT pile",
          "At least `close_wait` CLOSE_WAIT sockets in one group; CRITICAL at ten times "
          "that. " + _PILE_GROUPS + " Names the processes holding them.",
@@ -789,7 +792,8 @@ RULES: Final[tuple[Rule, ...]] = (
          "always a socket leak, e.g. not closing after recv() returned 0 or on an error path.",
          "Fix the application to close sockets on EOF and on every error path; the pile "
          "grows until the process runs out of descriptors (EMFILE).",
-         "close_wait", _pile(TcpState.CLOSE_WAIT, "close_wait")),
+         "close_wait", _pile(TcpState.CLOSE_WAIT, "close_wait"),
+         picks=(_LISTENERS, Pick(TcpState.CLOSE_WAIT, "close_wait"))),
     Rule("TIME_WAIT_PRESSURE", Severity.WARNING, "TIME_WAIT pressure on ephemeral ports",
          "TIME_WAIT sockets on ephemeral local ports from one local address to one remote "
          "endpoint (each local address has the whole range to itself), at least "
@@ -802,26 +806,29 @@ RULES: Final[tuple[Rule, ...]] = (
          "EADDRNOTAVAIL (Cannot assign requested address).",
          "Reuse connections (keep-alive, pools); widen net.ipv4.ip_local_port_range; "
          "net.ipv4.tcp_tw_reuse=1 lets new outgoing connections reuse TIME_WAIT ports.",
-         "time_wait_ratio", _time_wait),
+         "time_wait_ratio", _time_wait, picks=(Pick(TcpState.TIME_WAIT, grouped=True),)),
     Rule("FIN_WAIT1_PILE", Severity.WARNING, "FIN_WAIT1 pile",
          "At least `fin_wait1` FIN_WAIT1 sockets in one group. " + _PILE_GROUPS,
          "We closed with data or a FIN still unacknowledged: peers are gone or not reading "
          "(common right after shutting down a server with many clients).",
          "Check the peers' reachability; net.ipv4.tcp_orphan_retries bounds how long "
          "orphaned sockets retry.",
-         "fin_wait1", _pile(TcpState.FIN_WAIT1, "fin_wait1")),
+         "fin_wait1", _pile(TcpState.FIN_WAIT1, "fin_wait1"),
+         picks=(_LISTENERS, Pick(TcpState.FIN_WAIT1, "fin_wait1"))),
     Rule("FIN_WAIT2_PILE", Severity.WARNING, "FIN_WAIT2 pile",
          "At least `fin_wait2` FIN_WAIT2 sockets in one group. " + _PILE_GROUPS,
          "Our FIN was acknowledged but the peer never closes its side: the peer application "
          "leaks sockets (the CLOSE_WAIT pile is on its host).",
          "Look at the peer application; net.ipv4.tcp_fin_timeout bounds orphaned FIN_WAIT2.",
-         "fin_wait2", _pile(TcpState.FIN_WAIT2, "fin_wait2")),
+         "fin_wait2", _pile(TcpState.FIN_WAIT2, "fin_wait2"),
+         picks=(_LISTENERS, Pick(TcpState.FIN_WAIT2, "fin_wait2"))),
     Rule("LAST_ACK_PILE", Severity.WARNING, "LAST_ACK pile",
          "At least `last_ack` LAST_ACK sockets in one group. " + _PILE_GROUPS,
          "We closed after the peer did and our FIN is not acknowledged: peers vanished "
          "(often a load-test client killed abruptly).",
          "Usually transient; if it persists, check the path to those peers.",
-         "last_ack", _pile(TcpState.LAST_ACK, "last_ack")),
+         "last_ack", _pile(TcpState.LAST_ACK, "last_ack"),
+         picks=(_LISTENERS, Pick(TcpState.LAST_ACK, "last_ack"))),
     Rule("RETRANSMITTING", Severity.WARNING, "ESTABLISHED connections retransmitting",
          "ESTABLISHED connections with the retransmit timer pending and at least `retrans` "
          "consecutive retransmissions, grouped per remote address.",
@@ -830,7 +837,9 @@ RULES: Final[tuple[Rule, ...]] = (
          "(net.ipv4.tcp_retries2) before ETIMEDOUT.",
          "Set TCP_USER_TIMEOUT (pysockopt.KeepaliveConfig.for_detection) so sends to a "
          "vanished peer fail in seconds; check the path to that address.",
-         "retrans", _retransmitting),
+         "retrans", _retransmitting,
+         picks=(Pick(TcpState.ESTABLISHED, timer=Timer.RETRANSMIT, retrans="retrans",
+                     info=("last_ack_recv",)),)),
     Rule("IDLE_NO_KEEPALIVE", Severity.WARNING, "Long-idle connections without keepalive",
          "ESTABLISHED connections with no timer pending (so no keepalive) and nothing "
          "received, not even an ACK, for at least `idle_seconds` (tcp_info last_data_recv "
@@ -839,7 +848,9 @@ RULES: Final[tuple[Rule, ...]] = (
          "tell this side, and the connection stays ESTABLISHED forever.",
          "Enable keepalive with short values (pysockopt.apply_keepalive with "
          "KeepaliveConfig.for_detection(30)) or application heartbeats.",
-         "idle_seconds", _idle_no_keepalive),
+         "idle_seconds", _idle_no_keepalive,
+         picks=(Pick(TcpState.ESTABLISHED, timer=Timer.NONE, idle="idle_seconds",
+                     info=("last_data_recv", "last_ack_recv")),)),
     Rule("KEEPALIVE_DEFAULTS", Severity.INFO, "Host keepalive at Linux defaults",
          "net.ipv4.tcp_keepalive_time/_intvl/_probes at 7200/75/9.",
          "A socket that enables SO_KEEPALIVE without its own values notices a dead peer "
@@ -861,7 +872,8 @@ RULES: Final[tuple[Rule, ...]] = (
          "Fix the application to close sockets on EOF and on every error path; until then "
          "restarting it releases them. A slower leak needs a longer interval "
          "(`pysockopt diagnose --interval 60`).",
-         "close_wait_growth", _close_wait_growing, interval=True),
+         "close_wait_growth", _close_wait_growing, interval=True,
+         picks=(_LISTENERS, Pick(TcpState.CLOSE_WAIT))),
     Rule("PORT_EXHAUSTION_ETA", Severity.WARNING,
          "Ephemeral ports running out",
          "Per local address and destination: the ephemeral local ports held by client "
@@ -875,7 +887,8 @@ RULES: Final[tuple[Rule, ...]] = (
          "Reuse connections (pools, HTTP keep-alive); widen net.ipv4.ip_local_port_range; "
          "connect from more local addresses; net.ipv4.tcp_tw_reuse=1 for outgoing "
          "connections with timestamps.",
-         "port_exhaustion_seconds", _port_exhaustion, interval=True),
+         "port_exhaustion_seconds", _port_exhaustion, interval=True,
+         picks=(Pick(None, grouped=True),)),
     Rule("RETRANSMITS_RISING", Severity.WARNING, "Retransmissions rising",
          "Tcp RetransSegs over OutSegs during the interval at least `retrans_ratio` (and at "
          f"least {_MIN_RETRANS} segments); CRITICAL at ten times that. TcpExt TCPTimeouts "
@@ -895,7 +908,8 @@ RULES: Final[tuple[Rule, ...]] = (
          "never answer the SYN+ACK), or a wave of clients on a lossy path.",
          "Keep net.ipv4.tcp_syncookies=1; filter the sources upstream; a larger listen "
          "backlog and net.ipv4.tcp_max_syn_backlog for real bursts.",
-         "syn_recv_growth", _syn_flood_now, interval=True),
+         "syn_recv_growth", _syn_flood_now, interval=True,
+         picks=(Pick(TcpState.SYN_RECV, "syn_recv_growth"),)),
     Rule("ABORTS", Severity.WARNING, "Connections aborted",
          "TcpExt TCPAbortOnTimeout plus TCPAbortOnData during the interval, at least "
          "`aborts`; a WARNING when timeouts are at least half of them, else INFO. "

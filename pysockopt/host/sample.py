@@ -19,15 +19,16 @@ import socket
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 from .. import _host
 from .._format import endpoint
+from .._host import Counters
 from ..errors import InvalidConfigError
 from ..tcpinfo import TcpState
-from .connections import Connection, connections, state_counts
+from .connections import Connection
 from .namespaces import Entered, NetnsArg, opened, read_files
 
 T = TypeVar("T")
@@ -43,26 +44,7 @@ __all__ = [
     "Rates",
     "Sample",
     "read_counters",
-    "sample",
 ]
-
-
-class _Pickles:
-    """Pickling for frozen value types whose mappings are read-only views.
-
-    MappingProxyType does not pickle: the views travel as dicts and come back as views.
-    """
-
-    __slots__ = ()
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        values = tuple(dict(v) if isinstance(v, MappingProxyType) else v
-                       for v in (getattr(self, f.name) for f in fields(self)))  # type: ignore[arg-type]
-        return (_rebuild, (type(self), values))
-
-
-def _rebuild(cls: type[T], values: tuple[Any, ...]) -> T:
-    return cls(*(MappingProxyType(v) if isinstance(v, dict) else v for v in values))
 
 
 # --- one moment
@@ -94,64 +76,7 @@ class PortCount(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class Counters(_Pickles):
-    """The host counters of one sample, by their kernel names (None: the kernel has none).
-
-    ``tcp_ext``: /proc/net/netstat TcpExt (``_host.TCP_EXT_FIELDS``: ListenOverflows,
-    ListenDrops, TCPAbortOnTimeout, ...), cumulative since boot; ``tcp``: /proc/net/snmp Tcp
-    (``_host.SNMP_TCP_FIELDS``: ActiveOpens, RetransSegs, OutSegs, ...; CurrEstab is a gauge);
-    ``sockstat``: /proc/net/sockstat TCP gauges (inuse, orphan, tw, alloc, mem in pages;
-    inuse and tw are the namespace's, orphan, alloc and mem the whole host's).
-    The limits they are weighed against: ``tcp_mem`` (pages: low, pressure, high),
-    ``tcp_max_orphans``, ``tcp_max_tw_buckets`` (tcp_mem and tcp_max_orphans exist only in
-    the initial network namespace), ``ip_local_port_range``, ``tcp_tw_reuse``, and
-    ``conntrack_count`` / ``conntrack_max`` where conntrack is loaded (the count is per
-    namespace, the maximum host-wide).
-    """
-
-    tcp_ext: Mapping[str, int | None]
-    tcp: Mapping[str, int | None]
-    sockstat: Mapping[str, int | None]
-    tcp_mem: tuple[int, int, int] | None
-    tcp_max_orphans: int | None
-    tcp_max_tw_buckets: int | None
-    ip_local_port_range: tuple[int, int] | None
-    tcp_tw_reuse: int | None
-    conntrack_count: int | None
-    conntrack_max: int | None
-
-    @classmethod
-    def read(cls, read: _host.Reader = _host.read_texts) -> Counters:
-        """Read them now (through ``read``, the seam for another namespace's files)."""
-        raw = _host.read_counters(read)
-        return cls(MappingProxyType(raw.tcp_ext), MappingProxyType(raw.tcp),
-                   MappingProxyType(raw.sockstat), raw.tcp_mem, raw.tcp_max_orphans,
-                   raw.tcp_max_tw_buckets, raw.ip_local_port_range, raw.tcp_tw_reuse,
-                   raw.conntrack_count, raw.conntrack_max)
-
-    @property
-    def ephemeral_ports(self) -> int | None:
-        """The size of net.ipv4.ip_local_port_range, or None when unknown."""
-        r = self.ip_local_port_range
-        return None if r is None else r[1] - r[0] + 1
-
-    def as_dict(self) -> dict[str, object]:
-        """Return the counters for JSON."""
-        return {
-            "TcpExt": dict(self.tcp_ext), "Tcp": dict(self.tcp),
-            "sockstat": dict(self.sockstat),
-            "tcp_mem": list(self.tcp_mem) if self.tcp_mem else None,
-            "tcp_max_orphans": self.tcp_max_orphans,
-            "tcp_max_tw_buckets": self.tcp_max_tw_buckets,
-            "ip_local_port_range": list(self.ip_local_port_range or ()) or None,
-            "tcp_tw_reuse": self.tcp_tw_reuse,
-            "nf_conntrack_count": self.conntrack_count,
-            "nf_conntrack_max": self.conntrack_max,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Sample(_Pickles):
+class Sample(_host.Pickles):
     """One look at the host's TCP sockets and counters; compare two with ``rates()``.
 
     ``time`` is ``time.monotonic()`` at the middle of the look (rates divide by differences
@@ -209,30 +134,6 @@ class Sample(_Pickles):
 def _listener_dict(c: Connection) -> dict[str, object]:
     return {"local": c.local, "accept_queue": c.accept_queue, "backlog": c.backlog,
             "drops": c.drops, "inode": c.inode}
-
-
-def sample(*, port: int | None = None, detail: bool = True, netns: NetnsArg = None) -> Sample:
-    """Take one Sample of the host's TCP sockets and counters, now.
-
-    ``port``: only sockets whose local or remote port is ``port`` (the counters are the
-    whole network namespace's regardless). ``detail=False`` skips the per-socket decoding
-    (no close_wait, syn_recv, ports): counts are made in C, listeners dumped on their own,
-    and nothing costs a Python object per socket. Sees the calling thread's namespace, or
-    ``netns`` (as in ``connections``), counters included: they are read from inside it.
-    Compare only samples taken with the same ``port`` and ``netns``.
-    """
-    if not isinstance(detail, bool):
-        raise InvalidConfigError("detail", detail, "True or False")
-    start = time.monotonic()
-    wall = time.time()
-    if detail:
-        conns = connections(port=port, netns=netns)
-        return of_connections(conns, read_counters(netns), port=port, start=start, wall=wall)
-    counts = state_counts(port=port, netns=netns)
-    listeners = tuple(connections(states=TcpState.LISTEN, port=port, netns=netns))
-    counters = read_counters(netns)
-    return Sample((start + time.monotonic()) / 2, wall, port,
-                  MappingProxyType(dict(sorted(counts.items()))), listeners, counters)
 
 
 def read_counters(netns: NetnsArg = None) -> Counters:
@@ -298,7 +199,7 @@ class Change(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class ListenerDrops(_Pickles):
+class ListenerDrops(_host.Pickles):
     """A listener of the later sample and the connection attempts it dropped in between.
 
     ``restarted``: the socket is new since the earlier sample (another inode on that
@@ -312,7 +213,7 @@ class ListenerDrops(_Pickles):
 
 
 @dataclass(frozen=True, slots=True)
-class OwnerGrowth(_Pickles):
+class OwnerGrowth(_host.Pickles):
     """How one owner's CLOSE_WAIT sockets grew between two samples.
 
     The owner is ``uid`` with ``port`` (a listening local port: the server side) or with
@@ -342,7 +243,7 @@ class OwnerGrowth(_Pickles):
 
 
 @dataclass(frozen=True, slots=True)
-class PortUse(_Pickles):
+class PortUse(_host.Pickles):
     """Ephemeral ports held towards one destination, before and now, and how fast that grew."""
 
     destination: Destination
@@ -358,7 +259,7 @@ class PortUse(_Pickles):
 
 
 @dataclass(frozen=True, slots=True)
-class Rates(_Pickles):
+class Rates(_host.Pickles):
     """What changed between two samples, ``seconds`` apart.
 
     ``counters`` (``"TcpExt.ListenDrops"``, ``"Tcp.RetransSegs"``, ...): cumulative
@@ -451,13 +352,19 @@ def _rates(earlier: Sample, later: Sample) -> Rates:
     a, b = earlier.counters.conntrack_count, later.counters.conntrack_count
     if a is not None and b is not None:
         gauges["nf_conntrack_count"] = _change(b - a, seconds)
-    detail = earlier.detail and later.detail
+    # Each per-group comparison needs both samples to have that part: a sample that did not
+    # decode every outgoing socket (the exporter's) has no ports, and comparing it with one
+    # that has would count every destination as new.
     return Rates(
         seconds, earlier, later, MappingProxyType(states), MappingProxyType(counters),
         MappingProxyType(gauges), _listener_drops(earlier, later, seconds),
-        _close_wait_growth(earlier, later, seconds) if detail else (),
-        _port_use(earlier, later, seconds) if detail else (),
-        MappingProxyType(_syn_recv(earlier, later, seconds) if detail else {}))
+        _close_wait_growth(earlier, later, seconds)
+        if earlier.close_wait is not None and later.close_wait is not None else (),
+        _port_use(earlier, later, seconds)
+        if earlier.ports is not None and later.ports is not None else (),
+        MappingProxyType(_syn_recv(earlier, later, seconds)
+                         if earlier.syn_recv is not None and later.syn_recv is not None
+                         else {}))
 
 
 #: Entries of the TcpExt and Tcp tables that are gauges, not counters.

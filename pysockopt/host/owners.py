@@ -1,0 +1,333 @@
+"""Who holds a socket: the processes behind socket inodes, found through /proc/*/fd.
+
+The one module that walks /proc for owners (``walk_owners``, ``processes_of``) and looks up
+user names: the diagnosis rules stay free of I/O and ask an ``OwnerBook``, which remembers each
+inode it resolved and what could not be seen (``Unseen``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+import time
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Final, NamedTuple
+
+from .._format import count
+
+if TYPE_CHECKING:
+    from .connections import Connection
+
+__all__ = [
+    "INCOMPLETE", "OwnerBook", "OwnerCache", "Owners", "Process", "Unseen", "Walk",
+    "hidden_reason", "processes_of", "shared_owners", "user_label", "walk_fds", "walk_owners",
+]
+
+
+class Process(NamedTuple):
+    """A process holding a socket: its pid and command name (/proc/PID/comm)."""
+
+    pid: int
+    command: str
+
+
+# --- one walk of /proc/*/fd
+
+
+#: Why a process's descriptors may be unreadable without that being our failure: it exited
+#: during the walk (ENOENT, ESRCH) or is not ours to inspect (EACCES, EPERM: another user's,
+#: when not root). Anything else (EMFILE, ENFILE, ENOMEM) would silently lose owners: raised.
+_SKIPPED: Final = frozenset({errno.ENOENT, errno.ESRCH, errno.EACCES, errno.EPERM})
+_NOT_OURS: Final = frozenset({errno.EACCES, errno.EPERM})
+
+
+class Owners(NamedTuple):
+    """One walk of /proc/*/fd (``walk_owners``): the processes per socket inode, and more.
+
+    ``found``: inode -> the processes holding it; ``hidden``: how many processes could not be
+    inspected (not ours: EACCES, EPERM).
+    """
+
+    found: dict[int, tuple[Process, ...]]
+    hidden: int
+
+
+class Walk(NamedTuple):
+    """One walk of /proc/*/fd: the pids holding each socket inode it was asked about.
+
+    ``holders``: inode -> pids (every socket inode on the host when the walk was asked for
+    all); ``hidden``: processes that could not be inspected (not ours: EACCES, EPERM);
+    ``complete``: False when the walk stopped at its deadline (owners then unknown).
+    """
+
+    holders: dict[int, list[int]]
+    hidden: int
+    complete: bool
+
+
+def walk_fds(wanted: Collection[int] | None, deadline: float | None = None) -> Walk:
+    """Walk every process's descriptors once; the one place /proc/*/fd is read.
+
+    ``wanted``: the socket inodes to look for, None for every socket on the host (what one
+    look of several namespaces shares: socket inodes are host-wide). ``deadline``: a
+    ``time.monotonic()`` value after which the walk stops (``complete`` False). Processes that
+    exit during the walk are skipped; any other failure (EMFILE, ENFILE, ENOMEM) raises.
+    """
+    want = None if wanted is None else {f"socket:[{i}]": i for i in wanted if i}
+    holders: dict[int, list[int]] = {} if want is None else {i: [] for i in want.values()}
+    hidden = 0
+    if want is not None and not want:
+        return Walk({}, 0, True)
+    # listdir, not scandir: the walk then holds no descriptor of its own while it reads each
+    # process, so it works with a single free descriptor (scandir kept one open, and every
+    # listdir below failed with EMFILE, which used to be skipped as "not ours").
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        if deadline is not None and time.monotonic() > deadline:
+            return Walk(holders, hidden, False)
+        fd_dir = f"/proc/{name}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError as err:
+            if err.errno not in _SKIPPED:
+                raise _owner_error(err, fd_dir) from err
+            hidden += err.errno in _NOT_OURS
+            continue
+        hits = []
+        for fd in fds:
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+            except OSError as err:
+                if err.errno not in _SKIPPED:
+                    raise _owner_error(err, f"{fd_dir}/{fd}") from err
+                continue
+            if want is not None:
+                inode = want.get(target)
+                if inode is not None:
+                    hits.append(inode)
+            elif target.startswith("socket:["):
+                hits.append(int(target[8:-1]))
+        pid = int(name)
+        for inode in dict.fromkeys(hits):
+            holders.setdefault(inode, []).append(pid)
+    return Walk(holders, hidden, True)
+
+
+def walk_owners(inodes: Iterable[int]) -> Owners:
+    """Find the processes holding each socket inode, and count the processes we may not see.
+
+    ``processes_of`` with what it leaves out: ``hidden`` > 0 means an inode nobody was found
+    for may still be held by a process we could not inspect (another user's, when not root);
+    the diagnosis rules say "owner not visible" instead of "nobody". Processes that exit
+    during the walk are skipped; any other failure (EMFILE, ENFILE, ENOMEM) raises OSError.
+    """
+    walk = walk_fds(set(inodes))
+    commands: dict[int, str] = {}
+    return Owners({inode: _processes(pids, commands) for inode, pids in walk.holders.items()},
+                  walk.hidden)
+
+
+def _processes(pids: Iterable[int], commands: dict[int, str]) -> tuple[Process, ...]:
+    out = []
+    for pid in pids:
+        if pid not in commands:
+            commands[pid] = _command(pid)
+        out.append(Process(pid, commands[pid]))
+    return tuple(out)
+
+
+def _command(pid: int) -> str:
+    path = f"/proc/{pid}/comm"
+    try:
+        # The name's bytes as they are (undecodable ones kept as surrogates, as os.fsdecode
+        # does): output escapes them one way (pysockopt._format.escape).
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read().rstrip("\n")
+    except OSError as err:
+        if err.errno not in _SKIPPED:
+            raise _owner_error(err, path) from err
+        return "?"
+
+
+def _owner_error(err: OSError, path: str) -> OSError:
+    return OSError(err.errno, f"{err.strerror} (reading {path} to find socket owners)")
+
+
+def processes_of(inodes: Iterable[int]) -> dict[int, tuple[Process, ...]]:
+    """Map socket inodes to the processes holding them, in one walk of /proc/*/fd.
+
+    This is what makes ``ss -p`` slow, so it is done only for the few sockets a diagnosis
+    names. Processes that exit during the walk, and those we may not inspect (other users',
+    when not root), are skipped; an inode nobody visible holds maps to an empty tuple.
+    Raises OSError for any other failure (EMFILE, ENFILE, ENOMEM), rather than return
+    owners that are silently missing.
+    """
+    return walk_owners(inodes).found
+
+
+# --- what a diagnosis could not see, and the book of its lookups
+
+
+class Unseen(NamedTuple):
+    """What a diagnosis could not look at: ``Unseen("owners", 15, "not visible without root")``.
+
+    ``str()`` says it as a report does: "owners of 15 sockets not visible without root".
+    """
+
+    what: str
+    sockets: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.what} of {count(self.sockets, 'socket')} {self.reason}"
+
+    def as_dict(self) -> dict[str, object]:
+        """Return it for JSON."""
+        return {"what": self.what, "sockets": self.sockets, "reason": self.reason}
+
+
+#: What a socket's owner is when the walk stopped at its deadline before finding it.
+INCOMPLETE: Final = "unknown (the owner lookup stopped at its deadline)"
+
+
+class OwnerCache:
+    """Socket owners resolved by at most one walk of /proc/*/fd per look, kept between looks.
+
+    A look (``new_look()``) may cover several namespaces: socket inodes are host-wide, so the
+    first inode not yet known starts one walk that records every socket on the host, and
+    every later question of the same look is answered from it. Between looks the owners of
+    the inodes asked in the previous look are kept, so a long-lived caller (the exporter)
+    walks only when a socket it has not seen before is asked about. ``deadline``: seconds a
+    walk may take (None: no limit); owners it did not reach are unknown, and ``incomplete``
+    counts those sockets in the current look. ``walks`` counts the walks taken.
+    """
+
+    def __init__(self, deadline: float | None = None) -> None:
+        self.deadline = deadline
+        self.walks = 0
+        self.incomplete = 0
+        self._known: dict[int, tuple[Process, ...]] = {}
+        self._asked: set[int] = set()
+        self._walk: Walk | OSError | None = None
+
+    def new_look(self) -> None:
+        """Start a look: forget the last walk and the owners no look asked for lately."""
+        self._known = {i: p for i, p in self._known.items() if i in self._asked}
+        self._asked = set()
+        self._walk = None
+        self.incomplete = 0
+
+    def resolve(self, inodes: Iterable[int]) -> dict[int, tuple[Process, ...] | str]:
+        """Map each inode to its processes (() for nobody) or to why it is not known."""
+        wanted = [i for i in dict.fromkeys(inodes) if i]
+        self._asked.update(wanted)
+        out: dict[int, tuple[Process, ...] | str] = {}
+        todo = [i for i in wanted if i not in self._known]
+        if todo and self._walk is None:
+            deadline = None if self.deadline is None else time.monotonic() + self.deadline
+            self.walks += 1
+            try:
+                self._walk = _walk(None, deadline)
+            except OSError as err:
+                self._walk = err
+        walk = self._walk
+        commands: dict[int, str] = {}
+        for i in wanted:
+            known = self._known.get(i)
+            if known is not None:
+                out[i] = known
+            elif isinstance(walk, OSError):
+                out[i] = f"unknown ({walk.strerror} while reading /proc)"
+            elif walk is not None:
+                pids = walk.holders.get(i)
+                if pids:
+                    out[i] = self._known[i] = _processes(pids, commands)
+                elif not walk.complete:
+                    out[i] = INCOMPLETE
+                    self.incomplete += 1
+                elif walk.hidden:  # held by nobody we can see, and some processes hid
+                    out[i] = hidden_reason()
+                else:
+                    out[i] = self._known[i] = ()
+        return out
+
+
+_SHARED: ContextVar[OwnerCache | None] = ContextVar("pysockopt_owner_cache", default=None)
+
+
+@contextmanager
+def shared_owners(deadline: float | None = None) -> Iterator[OwnerCache]:
+    """Let every diagnosis inside the block share one walk of /proc/*/fd.
+
+    ``pysockopt diagnose --all-netns`` diagnoses each namespace in turn; inside this block
+    they ask one OwnerCache, so the owners of every namespace come from one walk.
+    """
+    cache = OwnerCache(deadline)
+    token = _SHARED.set(cache)
+    try:
+        yield cache
+    finally:
+        _SHARED.reset(token)
+
+
+class OwnerBook:
+    """The owner lookups of one diagnosis: each socket looked up once, and what was not seen.
+
+    A socket whose owner could not be known is remembered with the reason: other users'
+    processes are not ours to inspect when not root (the kernel still tells everyone each
+    socket's uid), the walk of /proc failed (EMFILE...) or stopped at its deadline.
+    ``cache``: the OwnerCache it asks (the one ``shared_owners()`` set, else its own).
+    """
+
+    def __init__(self, cache: OwnerCache | None = None) -> None:
+        if cache is None:
+            cache = _SHARED.get()
+        if cache is None:
+            cache = OwnerCache()
+            cache.new_look()
+        self._cache = cache
+        self._known: dict[int, tuple[Process, ...]] = {}
+        self._unknown: dict[int, str] = {}
+
+    def lookup(self, conns: Iterable[Connection]) -> dict[int, tuple[Process, ...] | None]:
+        """Map each socket's inode to its processes: () for nobody, None for "not known"."""
+        inodes = [c.inode for c in conns if c.inode]
+        todo = [i for i in dict.fromkeys(inodes) if i not in self._known
+                and i not in self._unknown]
+        if todo:
+            for inode, got in self._cache.resolve(todo).items():
+                if isinstance(got, str):
+                    self._unknown[inode] = got
+                else:
+                    self._known[inode] = got
+        return {i: self._known.get(i) for i in inodes}
+
+    def unseen(self) -> tuple[Unseen, ...]:
+        """Return what could not be seen, one entry per reason."""
+        reasons = Counter(self._unknown.values())
+        return tuple(Unseen("owners", n, reason) for reason, n in sorted(reasons.items()))
+
+
+def _walk(wanted: Collection[int] | None, deadline: float | None) -> Walk:
+    # The seam tests count walks through (tests/test_look.py): every cached lookup walks here.
+    return walk_fds(wanted, deadline)
+
+
+def hidden_reason() -> str:
+    """Why an owner nobody was found for may still exist: what this process may not see."""
+    if os.geteuid() != 0:
+        return "not visible without root"
+    return "not visible to this process (/proc/PID/fd unreadable)"
+
+
+def user_label(uid: int) -> str:
+    """``uid 0 (root)``, or ``uid 1234`` for a uid with no name here."""
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except (KeyError, OSError):
+        return f"uid {uid}"
