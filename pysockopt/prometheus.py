@@ -19,6 +19,7 @@ endpoint the ``pysockopt exporter`` command starts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import re

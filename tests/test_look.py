@@ -25,7 +25,7 @@ import pytest
 
 pytest.importorskip("prometheus_client")  # the test extra installs it
 
-from netns import _ip, have_netns, run_in_netns
+from netns import have_netns, ip, run_in_netns
 from prometheus_client.parser import text_string_to_metric_families
 from sockpiles import Pile
 from waiting import wait_for
@@ -63,9 +63,9 @@ def netns() -> Iterator[str]:
     if reason:
         pytest.skip(reason)
     name = f"pso-look-{uuid.uuid4().hex[:8]}"
-    _ip("netns", "add", name)
+    ip("netns", "add", name)
     try:
-        _ip("-n", name, "link", "set", "lo", "up")
+        ip("-n", name, "link", "set", "lo", "up")
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
@@ -273,9 +273,9 @@ def walks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 @pytest.fixture
 def netns2() -> Iterator[str]:
     name = f"pso-look-{uuid.uuid4().hex[:8]}"
-    _ip("netns", "add", name)
+    ip("netns", "add", name)
     try:
-        _ip("-n", name, "link", "set", "lo", "up")
+        ip("-n", name, "link", "set", "lo", "up")
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
