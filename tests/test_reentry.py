@@ -147,7 +147,7 @@ def test_nested_parse_failure_keeps_the_outer_bad_line() -> None:
 
 def test_nested_poll_keeps_the_outer_batch(two: tuple[socket.socket, ...]) -> None:
     listener, _, b = two
-    with at_native("c_return", "pso_tcp_info_batch", lambda: poll_tcp_info([b] * 3)):
+    with at_native("c_return", "pso_tcp_info_poll", lambda: poll_tcp_info([b] * 3)):
         results = poll_tcp_info([listener] * 3)
     assert all(not isinstance(r, OSError) and r.state == TcpState.LISTEN for r in results)
 
@@ -197,7 +197,7 @@ def test_poll_entry_whose_socket_was_replaced_is_ebadf(two: tuple[socket.socket,
     other = socket.create_server(("127.0.0.1", 0))
     keep: list[socket.socket] = []
     try:
-        with at_native("c_call", "pso_tcp_info_batch", _swap(other, listener, keep)):
+        with at_native("c_call", "pso_tcp_info_poll", _swap(other, listener, keep)):
             results = poll_tcp_info([listener, other, a])
         assert not isinstance(results[0], OSError) and results[0].state == TcpState.LISTEN
         assert isinstance(results[1], OSError) and results[1].errno == errno.EBADF
@@ -212,7 +212,7 @@ def test_poll_entry_of_fileno_object_replaced_is_ebadf(two: tuple[socket.socket,
     other = socket.create_server(("127.0.0.1", 0))
     keep: list[socket.socket] = []
     try:
-        with at_native("c_call", "pso_tcp_info_batch", _swap(other, listener, keep)):
+        with at_native("c_call", "pso_tcp_info_poll", _swap(other, listener, keep)):
             results = poll_tcp_info([Fileno(listener), Fileno(other)])
         assert not isinstance(results[0], OSError)
         assert isinstance(results[1], OSError) and results[1].errno == errno.EBADF
