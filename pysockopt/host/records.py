@@ -1,0 +1,297 @@
+"""The records of a socket dump, decoded: ``Connection`` and ``Timer``, and the record decoder.
+
+``connections.py`` runs the dump (netlink or /proc) into a native sink; this module turns the
+sink's records into Connections. The decoder is the cost of a listing at a million sockets, so
+it reads the native records where they are (no copy into bytes first), keeps the tcp_info
+payloads in the one native blob the dump filled (each TcpInfo is a view at its offset, with no
+Python frame per socket to build it), shares repeated address strings, and pauses the garbage
+collector while it builds its objects (docs/connections.md, Performance).
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import socket
+import struct
+from collections.abc import Iterable
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
+
+from .._format import endpoint
+from .._native import ffi, lib
+from ..tcpinfo import RUNNING_KERNEL, TcpInfo, TcpState, shared_view_class
+from .namespaces import NetNamespace
+
+if TYPE_CHECKING:
+    from .connections import Process
+
+__all__ = ["Connection", "Timer", "decode"]
+
+
+class Timer(IntEnum):
+    """The kernel timer pending on a socket, as ``ss -o`` and /proc/net/tcp report it."""
+
+    NONE = 0
+    RETRANSMIT = 1
+    KEEPALIVE = 2
+    TIME_WAIT = 3
+    ZERO_WINDOW_PROBE = 4
+
+    def __str__(self) -> str:
+        return self.name  # print(conn.timer) shows KEEPALIVE, not the IntEnum's 2
+
+    @property
+    def label(self) -> str:
+        """The spelling ``ss -o`` uses: ``on``, ``keepalive``, ``timewait``, ``persist``."""
+        return _TIMER_LABELS[self]
+
+
+_TIMER_LABELS: Final = {
+    Timer.NONE: "off",
+    Timer.RETRANSMIT: "on",
+    Timer.KEEPALIVE: "keepalive",
+    Timer.TIME_WAIT: "timewait",
+    Timer.ZERO_WINDOW_PROBE: "persist",
+}
+
+
+class Connection(NamedTuple):
+    """One TCP socket as the kernel reports it (one line of ``ss -tan``).
+
+    Addresses are strings as ``inet_ntop`` writes them; ports are ints (0 for a listener's
+    remote side). ``rqueue``/``wqueue`` are bytes not yet read / not yet acknowledged, except
+    on a LISTEN socket, where they are the accept-queue length and the backlog (see
+    ``accept_queue`` and ``backlog``). ``uid`` and ``inode`` are 0 for TIME_WAIT and
+    SYN_RECV entries, which belong to no process. ``timer`` is the pending timer and
+    ``expires_ms`` when it fires; ``retrans`` counts what that timer counts (retransmits,
+    or unanswered keepalive / zero-window probes). ``drops`` is a listener's count of
+    connections dropped because its queue was full (None for other sockets and from /proc).
+    ``info`` is the socket's TcpInfo when ``with_info`` asked for it and the kernel has one
+    (never for TIME_WAIT and SYN_RECV). ``netns`` is the NetNamespace the socket lives in when
+    that is not the caller's own (``connections(netns=...)``), else None. ``cookie`` is the
+    kernel's 64-bit socket cookie (inet_diag's idiag_cookie, the value SO_COOKIE gives the
+    socket's owner): it names this one socket, where addresses and inode can be reused; 0 from
+    /proc, which does not show it (unknown). It comes last so that code unpacking the older
+    fields by position still works.
+    """
+
+    # A NamedTuple, not a dataclass: one listing builds up to 100k of these, and tuple
+    # construction costs about a third of a frozen dataclass's (measured at 100k sockets).
+    family: socket.AddressFamily
+    state: TcpState
+    local_address: str
+    local_port: int
+    remote_address: str
+    remote_port: int
+    rqueue: int
+    wqueue: int | None
+    uid: int
+    inode: int
+    timer: Timer
+    expires_ms: int
+    retrans: int
+    drops: int | None = None
+    info: TcpInfo | None = None
+    netns: NetNamespace | None = None
+    cookie: int = 0
+
+    @property
+    def accept_queue(self) -> int | None:
+        """On a LISTEN socket: connections waiting for accept(); otherwise None."""
+        return self.rqueue if self.state == TcpState.LISTEN else None
+
+    @property
+    def backlog(self) -> int | None:
+        """On a LISTEN socket: the accept-queue limit (None where /proc does not say)."""
+        return self.wqueue if self.state == TcpState.LISTEN else None
+
+    @property
+    def local(self) -> str:
+        """``address:port`` as ``ss`` prints it (IPv6 in brackets)."""
+        return endpoint(self.family, self.local_address, self.local_port)
+
+    @property
+    def remote(self) -> str:
+        """``address:port`` of the peer (``*`` port for a listener)."""
+        return endpoint(self.family, self.remote_address, self.remote_port)
+
+    def processes(self) -> tuple[Process, ...]:
+        """Return the processes holding this socket, found through /proc/*/fd (slow: on demand)."""
+        if not self.inode:
+            return ()
+        # Imported here: owner lookup lives with the dump side, which imports this module.
+        from .connections import processes_of
+
+        return processes_of([self.inode]).get(self.inode, ())
+
+    def as_dict(self) -> dict[str, object]:
+        """Every field for JSON: enums as their labels, info as its own dict (or None)."""
+        return {
+            "family": "inet" if self.family == socket.AF_INET else "inet6",
+            "state": self.state.label,
+            "local_address": self.local_address,
+            "local_port": self.local_port,
+            "remote_address": self.remote_address,
+            "remote_port": self.remote_port,
+            "rqueue": self.rqueue,
+            "wqueue": self.wqueue,
+            "uid": self.uid,
+            "inode": self.inode,
+            "timer": self.timer.label,
+            "expires_ms": self.expires_ms,
+            "retrans": self.retrans,
+            "drops": self.drops,
+            "info": None if self.info is None else self.info.as_dict(),
+            "netns": None if self.netns is None else self.netns.inode,
+            "cookie": self.cookie,
+        }
+
+
+
+
+# --- records to Connections
+
+#: struct pso_conn (csrc/sockdiag.h), field for field: (name, struct format), in order.
+_FIELDS: Final = (
+    ("src", "16s"), ("dst", "16s"), ("cookie", "Q"), ("expires_ms", "I"), ("rqueue", "I"),
+    ("wqueue", "I"), ("uid", "I"), ("inode", "I"), ("info_off", "I"), ("drops", "i"),
+    ("sport", "H"), ("dport", "H"), ("info_len", "H"), ("family", "B"), ("state", "B"),
+    ("timer", "B"), ("retrans", "B"), ("flags", "B"), ("pad", "x"),
+)
+
+
+def check_record(fields: Iterable[tuple[str, str]], ctype: str = "struct pso_conn") -> None:
+    """Raise ImportError unless ``fields`` is exactly ``ctype``'s native layout.
+
+    Every name at its offset with its size, none missing, nothing after: so two swapped
+    fields fail at import, not as silently wrong records.
+    """
+    offset = 0
+    names = []
+    for name, fmt in fields:
+        size = struct.calcsize("=" + fmt)
+        try:
+            native = ffi.offsetof(ctype, name)
+            native_size = ffi.sizeof(dict(ffi.typeof(ctype).fields)[name].type)
+        except (KeyError, AttributeError) as err:
+            raise ImportError(f"pysockopt._native has no {ctype}.{name}: rebuild it") from err
+        if native != offset or native_size != size:
+            raise ImportError(f"{ctype}.{name} is {native_size} bytes at offset {native} in "
+                              f"pysockopt._native, {size} at {offset} here: rebuild it")
+        names.append(name)
+        offset += size
+    missing = [n for n, _ in ffi.typeof(ctype).fields if n not in names]
+    if missing or offset != ffi.sizeof(ctype):
+        raise ImportError(f"{ctype} fields missing here: {', '.join(missing) or '-'}; "
+                          f"{ffi.sizeof(ctype)} bytes there, {offset} here: rebuild it")
+
+
+check_record(_FIELDS)
+_RECORD: Final = struct.Struct("=" + "".join(fmt for _, fmt in _FIELDS))
+
+_STATES: Final = tuple(TcpState(i) if i in TcpState._value2member_map_ else None
+                       for i in range(lib.PSO_SD_NSTATES))
+_TIMERS: Final = tuple(Timer)
+
+
+def state_of(number: int) -> TcpState:
+    """Return the TcpState of a dumped state number; OSError(EBADMSG) for one unknown here."""
+    state = _STATES[number]
+    if state is None:
+        raise OSError(errno.EBADMSG, f"the kernel reported TCP state {number}, unknown here")
+    return state
+
+
+def _info_blob(sink: Any) -> Any:
+    """Take the sink's tcp_info blob (no copy): a memoryview that frees it when unreferenced."""
+    length = ffi.new("size_t *")
+    info = lib.pso_sd_take_info(sink, length)
+    if info == ffi.NULL:
+        return b""
+    # The TcpInfo views keep the memoryview, which keeps the buffer, which keeps this owner.
+    owner = ffi.gc(info, lib.pso_sd_info_free, size=length[0])
+    return memoryview(ffi.buffer(owner, length[0]))
+
+
+def decode(sink: Any, netns: NetNamespace | None = None) -> list[Connection]:
+    """Decode the records a native sink holds into Connections (in dump order).
+
+    The sink's tcp_info blob moves into the result (the sink no longer holds it); the records
+    themselves are read in place and stay the sink's, freed with it.
+    """
+    n = sink.nconns
+    if n == 0:
+        return []
+    # Read where the C core wrote them: a copy into bytes first was the listing's peak memory
+    # (held + 2x the records).
+    records = ffi.buffer(sink.conns, n * _RECORD.size)
+    blob = _info_blob(sink) if sink.info_len else b""
+    # The garbage collector is paused while the records become objects: a listing makes
+    # millions of tracked objects (tuples, views) and none of them forms a cycle, yet each
+    # generation-0 threshold crossed started a collection, and collections of the older
+    # generations walked everything built so far (29% of a listing's time at 119k sockets).
+    # The objects stay tracked; the next collection after the listing sees them as usual.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _decode(records, blob, netns)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _decode(records: Any, blob: Any, netns: NetNamespace | None) -> list[Connection]:
+    names4: dict[bytes, str] = {}
+    names6: dict[bytes, str] = {}
+    ntop = socket.inet_ntop
+    af4 = socket.AF_INET
+    af6 = socket.AF_INET6
+    states = _STATES
+    timers = _TIMERS
+    new_tuple = tuple.__new__
+    new_view = object.__new__
+    cls = Connection
+    out: list[Connection] = []
+    append = out.append
+    unknown = lib.PSO_CONN_WQUEUE_UNKNOWN
+    view_cls = shared_view_class
+    last_len = -1
+    info_cls: type[TcpInfo] = TcpInfo
+    # This loop is the cost of a listing: local lookups only, no call into Python code per
+    # socket (the TcpInfo is a view built inline, not from_bytes' frame).
+    for (src, dst, cookie, expires, rq, wq, uid, inode, info_off, drops, sport, dport, ilen,
+         fam, st, timer, retrans, flags) in _RECORD.iter_unpack(records):
+        # Addresses are keyed by all 16 bytes (the C core zeroes an IPv4 record's last 12):
+        # no slice per socket, one string per distinct address.
+        if fam == af4:
+            local = names4.get(src)
+            if local is None:
+                local = names4[src] = ntop(af4, src[:4])
+            remote = names4.get(dst)
+            if remote is None:
+                remote = names4[dst] = ntop(af4, dst[:4])
+            family = af4
+        else:
+            local = names6.get(src)
+            if local is None:
+                local = names6[src] = ntop(af6, src)
+            remote = names6.get(dst)
+            if remote is None:
+                remote = names6[dst] = ntop(af6, dst)
+            family = af6
+        if ilen:
+            if ilen != last_len:
+                info_cls = view_cls(ilen, RUNNING_KERNEL)
+                last_len = ilen
+            info = new_view(info_cls)
+            info._buf = blob
+            info._off = info_off
+        else:
+            info = None
+        append(new_tuple(cls, (
+            family, states[st] or state_of(st), local, sport, remote, dport, rq,
+            None if flags & unknown else wq, uid, inode, timers[timer], expires, retrans,
+            None if drops < 0 else drops, info, netns, cookie,
+        )))
+    return out
