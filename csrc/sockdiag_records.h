@@ -1,6 +1,7 @@
-/* sockdiag_records.h: handing a dump's records to Python without a copy. Included as C and read
- * as the cffi cdef (after sockdiag.h, whose struct pso_sd_sink it uses), so: declarations only,
- * no include guards, no other preprocessor. */
+/* sockdiag_records.h: a dump's records handed to Python's decoder (host/records.py).
+ * Included as C and read as the cffi cdef (after sockdiag.h, whose struct pso_sd_sink it
+ * uses), so: declarations and integer #defines only, no include guards, no other
+ * preprocessor. */
 
 /* Takes the sink's INET_DIAG_INFO blob away from it: returns the blob (its spare capacity
  * given back to the allocator) and its length in *len, and leaves the sink without one, so
@@ -12,3 +13,23 @@ uint8_t *pso_sd_take_info(struct pso_sd_sink *sink, size_t *len);
 
 /* Frees a blob from pso_sd_take_info (NULL is fine). */
 void pso_sd_info_free(uint8_t *info);
+
+/* The distinct addresses of a sink's records: n entries of PSO_SD_ADDR_SIZE bytes each (the
+ * family byte, then the 16 address bytes as the record holds them). Owned by C; free with
+ * pso_sd_addr_table_free. */
+#define PSO_SD_ADDR_SIZE 17
+struct pso_sd_addr_table {
+    uint8_t *entries;
+    size_t n;
+};
+
+/* Numbers the distinct (family, address) pairs of the sink's records, in order of first
+ * appearance: idx[2 * i] is record i's local address and idx[2 * i + 1] its remote one, as
+ * indexes into out->entries (idx must hold 2 * sink->nconns). So Python converts each
+ * distinct address to a string once, and a listing shares one string per address. Returns 0
+ * or -ENOMEM / -EINVAL / -EFAULT (out->entries then NULL). */
+int pso_sd_intern_addresses(const struct pso_sd_sink *sink, uint32_t *idx,
+                            struct pso_sd_addr_table *out);
+
+/* Frees what pso_sd_intern_addresses allocated (the struct itself is the caller's). */
+void pso_sd_addr_table_free(struct pso_sd_addr_table *table);

@@ -337,11 +337,12 @@ class NativeDump:
     Prometheus collector's tally, csrc/tally.h, counts it and keeps only some records).
     """
 
-    __slots__ = ("_netns", "sink")
+    __slots__ = ("_blob", "_netns", "sink")
 
     def __init__(self, sink: object, netns: NetNamespace | None) -> None:
         self.sink = sink
         self._netns = netns
+        self._blob: bytes | memoryview | None = None
 
     def counts(self) -> dict[TcpState, int]:
         """Sockets per state, as dumped (every state, 0 included)."""
@@ -350,7 +351,9 @@ class NativeDump:
 
     def connections(self) -> list[Connection]:
         """Decode the records the sink holds now (all of them, or what a tally kept)."""
-        return _records(self.sink, self._netns)
+        if self._blob is None:  # the first decode takes the tcp_info blob; later ones share it
+            self._blob = _decoding.take_info(self.sink)
+        return _records(self.sink, self._netns, self._blob)
 
 
 @contextlib.contextmanager

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import errno
 import gc
+import os
 import socket
 import struct
+from collections import deque
 from collections.abc import Iterable
 from enum import IntEnum
+from functools import partial
+from itertools import compress, repeat
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .._format import endpoint
@@ -203,8 +207,12 @@ def state_of(number: int) -> TcpState:
     return state
 
 
-def _info_blob(sink: Any) -> Any:
-    """Take the sink's tcp_info blob (no copy): a memoryview that frees it when unreferenced."""
+def take_info(sink: Any) -> bytes | memoryview:
+    """Take the sink's tcp_info blob (no copy): a memoryview that frees it when unreferenced.
+
+    The sink no longer holds it (C readers of the sink see no tcp_info from then on); a
+    caller that decodes the same sink twice keeps the blob and passes it to ``decode``.
+    """
     length = ffi.new("size_t *")
     info = lib.pso_sd_take_info(sink, length)
     if info == ffi.NULL:
@@ -214,19 +222,30 @@ def _info_blob(sink: Any) -> Any:
     return memoryview(ffi.buffer(owner, length[0]))
 
 
-def decode(sink: Any, netns: NetNamespace | None = None) -> list[Connection]:
+def decode(sink: Any, netns: NetNamespace | None = None,
+           blob: bytes | memoryview | None = None) -> list[Connection]:
     """Decode the records a native sink holds into Connections (in dump order).
 
-    The sink's tcp_info blob moves into the result (the sink no longer holds it); the records
-    themselves are read in place and stay the sink's, freed with it.
+    ``blob``: the sink's tcp_info blob if already taken (``take_info``); else it is taken
+    here and moves into the result. The records are read in place and stay the sink's.
     """
     n = sink.nconns
     if n == 0:
         return []
+    if blob is None:
+        blob = take_info(sink) if sink.info_len else b""
     # Read where the C core wrote them: a copy into bytes first was the listing's peak memory
     # (held + 2x the records).
-    records = ffi.buffer(sink.conns, n * _RECORD.size)
-    blob = _info_blob(sink) if sink.info_len else b""
+    records = memoryview(ffi.buffer(sink.conns, n * _RECORD.size))
+    idx = _new_uncleared("uint32_t[]", 2 * n)
+    table = ffi.new("struct pso_sd_addr_table *")
+    rc = lib.pso_sd_intern_addresses(sink, idx, table)
+    if rc:
+        raise OSError(-rc, f"{os.strerror(-rc)} (numbering a listing's addresses)")
+    try:
+        names = _names(ffi.buffer(table.entries, table.n * lib.PSO_SD_ADDR_SIZE)[:])
+    finally:
+        lib.pso_sd_addr_table_free(table)
     # The garbage collector is paused while the records become objects: a listing makes
     # millions of tracked objects (tuples, views) and none of them forms a cycle, yet each
     # generation-0 threshold crossed started a collection, and collections of the older
@@ -235,63 +254,124 @@ def decode(sink: Any, netns: NetNamespace | None = None) -> list[Connection]:
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _decode(records, blob, netns)
+        return _decode(records, memoryview(ffi.buffer(idx)).cast("I"), names, blob, netns)
     finally:
         if paused:
             gc.enable()
 
 
-def _decode(records: Any, blob: Any, netns: NetNamespace | None) -> list[Connection]:
-    names4: dict[bytes, str] = {}
-    names6: dict[bytes, str] = {}
+def _names(entries: bytes) -> list[str]:
+    """Each distinct address of a listing as inet_ntop writes it, by its number."""
     ntop = socket.inet_ntop
-    af4 = socket.AF_INET
-    af6 = socket.AF_INET6
-    states = _STATES
-    timers = _TIMERS
-    new_tuple = tuple.__new__
-    new_view = object.__new__
-    cls = Connection
-    out: list[Connection] = []
-    append = out.append
-    unknown = lib.PSO_CONN_WQUEUE_UNKNOWN
-    view_cls = shared_view_class
-    last_len = -1
-    info_cls: type[TcpInfo] = TcpInfo
-    # This loop is the cost of a listing: local lookups only, no call into Python code per
-    # socket (the TcpInfo is a view built inline, not from_bytes' frame).
-    for (src, dst, cookie, expires, rq, wq, uid, inode, info_off, drops, sport, dport, ilen,
-         fam, st, timer, retrans, flags) in _RECORD.iter_unpack(records):
-        # Addresses are keyed by all 16 bytes (the C core zeroes an IPv4 record's last 12):
-        # no slice per socket, one string per distinct address.
-        if fam == af4:
-            local = names4.get(src)
-            if local is None:
-                local = names4[src] = ntop(af4, src[:4])
-            remote = names4.get(dst)
-            if remote is None:
-                remote = names4[dst] = ntop(af4, dst[:4])
-            family = af4
+    size = lib.PSO_SD_ADDR_SIZE
+    out = []
+    for at in range(0, len(entries), size):
+        if entries[at] == socket.AF_INET:
+            out.append(ntop(socket.AF_INET, entries[at + 1:at + 5]))
         else:
-            local = names6.get(src)
-            if local is None:
-                local = names6[src] = ntop(af6, src)
-            remote = names6.get(dst)
-            if remote is None:
-                remote = names6[dst] = ntop(af6, dst)
-            family = af6
-        if ilen:
-            if ilen != last_len:
-                info_cls = view_cls(ilen, RUNNING_KERNEL)
-                last_len = ilen
-            info = new_view(info_cls)
-            info._buf = blob
-            info._off = info_off
-        else:
-            info = None
-        append(new_tuple(cls, (
-            family, states[st] or state_of(st), local, sport, remote, dport, rq,
-            None if flags & unknown else wq, uid, inode, timers[timer], expires, retrans,
-            None if drops < 0 else drops, info, netns, cookie,
-        )))
+            out.append(ntop(socket.AF_INET6, entries[at + 1:at + size]))
     return out
+
+
+def _layout() -> dict[str, tuple[str, int, int]]:
+    """Each numeric field of struct pso_conn as a column: (format, first index, step)."""
+    out = {}
+    offset = 0
+    for name, fmt in _FIELDS:
+        size = struct.calcsize("=" + fmt)
+        if fmt in ("B", "H", "I", "Q", "i"):
+            if offset % size or _RECORD.size % size:
+                raise ImportError(f"struct pso_conn.{name} is not aligned for column reads")
+            out[name] = (fmt, offset // size, _RECORD.size // size)
+        offset += size
+    return out
+
+
+_COLUMNS: Final = _layout()
+_FAMILIES: Final = tuple(socket.AF_INET if i == socket.AF_INET else socket.AF_INET6
+                         for i in range(256))
+#: A record's drops is -1 when the kernel reported none (C: sockdiag.h): None in a Connection.
+_NO_DROPS: Final[dict[int, None]] = {-1: None}
+_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+_set_off = TcpInfo.__dict__["_off"].__set__  # the slot's member descriptor, called by map()
+
+
+def _decode(records: memoryview, idx: memoryview, names: list[str], blob: bytes | memoryview,
+            netns: NetNamespace | None) -> list[Connection]:
+    # A listing's cost is its per-socket work, so there is no Python code per socket here:
+    # each field is a strided view of the records (one column), mapped through C-level
+    # lookups, and the Connections are built by map(tuple.__new__, zip(columns)).
+    views = {fmt: records.cast(fmt) for fmt in ("B", "H", "I", "Q", "i")}
+
+    def column(name: str) -> memoryview:
+        fmt, first, step = _COLUMNS[name]
+        return views[fmt][first::step]
+
+    states = column("state")
+    for number in set(states):
+        state_of(number)  # an unknown state number raises OSError(EBADMSG)
+    timers = column("timer")
+    if max(timers) >= len(_TIMERS):
+        raise OSError(errno.EBADMSG, f"the kernel reported timer {max(timers)}, unknown here")
+    wqueue: Iterable[int | None] = column("wqueue")
+    flags = column("flags")
+    unknown = lib.PSO_CONN_WQUEUE_UNKNOWN
+    if max(flags) & unknown:  # /proc's listeners: no backlog (rare, and small)
+        wqueue = [None if f & unknown else w for w, f in zip(wqueue, flags, strict=True)]
+    drops = column("drops")
+    columns = (
+        map(_FAMILIES.__getitem__, column("family")),
+        map(_STATES.__getitem__, states),
+        map(names.__getitem__, idx[0::2]),
+        column("sport"),
+        map(names.__getitem__, idx[1::2]),
+        column("dport"),
+        column("rqueue"),
+        wqueue,
+        column("uid"),
+        column("inode"),
+        map(_TIMERS.__getitem__, timers),
+        column("expires_ms"),
+        column("retrans"),
+        map(_NO_DROPS.get, drops, drops),
+        _infos(column("info_len"), column("info_off"), blob),
+        repeat(netns),
+        column("cookie"),
+    )
+    # Not strict: the repeat() columns are endless; the record columns are all n long.
+    return list(map(partial(tuple.__new__, Connection), zip(*columns, strict=False)))
+
+
+def _infos(lengths: memoryview, offsets: memoryview,
+           blob: bytes | memoryview) -> Iterable[TcpInfo | None]:
+    """Each record's TcpInfo view into ``blob`` (None where the record has no tcp_info)."""
+    sizes = set(lengths)
+    some_none = 0 in sizes
+    sizes.discard(0)
+    if not sizes:
+        return repeat(None)
+    if len(sizes) > 1:  # never from one kernel (one struct size); decoded one by one
+        out: list[TcpInfo | None] = []
+        for length, off in zip(lengths, offsets, strict=True):
+            if length:
+                view = object.__new__(shared_view_class(length, RUNNING_KERNEL))
+                view._buf = blob
+                view._off = off
+                out.append(view)
+            else:
+                out.append(None)
+        return out
+    # One class per listing, whose views read the listing's blob as a class attribute: each
+    # view is then made with a single slot to fill.
+    base = shared_view_class(sizes.pop(), RUNNING_KERNEL)
+    cls = type("TcpInfo", (base,), {"__slots__": (), "_buf": blob, "__module__": base.__module__,
+                                    "__qualname__": "TcpInfo", "__doc__": base.__doc__})
+    wanted = compress(offsets, lengths) if some_none else offsets
+    count = sum(map(bool, lengths)) if some_none else len(offsets)
+    made: list[TcpInfo] = list(map(object.__new__, repeat(cls, count)))
+    deque(map(_set_off, made, wanted), maxlen=0)
+    if not some_none:
+        return made
+    # None for records without tcp_info (TIME_WAIT, SYN_RECV), the next view for the others.
+    choices = (repeat(None), iter(made))
+    return map(next, map(choices.__getitem__, map(bool, lengths)))
