@@ -852,7 +852,8 @@ class TcpInfoReader(Protocol):
     """A callable made by ``tcp_info_reader``: ``reader(sock)`` -> a tuple of its fields.
 
     ``fields`` are the names it returns, in order; ``size`` the bytes it asks the kernel for
-    (just enough for those fields).
+    (just enough for those fields). ``reader.from_bytes(data)`` decodes the same fields from
+    bytes already read (e.g. ``Connection.info.raw``).
     """
 
     fields: tuple[str, ...]
@@ -860,6 +861,10 @@ class TcpInfoReader(Protocol):
 
     def __call__(self, sock: SocketLike, /) -> tuple[Any, ...]:
         """Return the fields of ``sock``'s TCP_INFO (None where the kernel did not return one)."""
+        ...
+
+    def from_bytes(self, data: bytes | bytearray | memoryview, /) -> tuple[Any, ...]:
+        """Return the fields decoded from raw struct tcp_info bytes (None beyond their end)."""
         ...
 
 
@@ -940,10 +945,14 @@ def tcp_info_reader(*fields: str) -> TcpInfoReader:
         "_STATES": _STATES, "_short": short,
         "_unpack": struct.Struct(fmt).unpack_from if units else None,
     }
+    # from_bytes decodes bytes already read (an INET_DIAG_INFO payload, a capture) with the
+    # very body that read() runs after its getsockopt.
+    source += "def from_bytes(data):\n" + body
     exec(source, namespace)  # source built from the constant field table
     read = namespace["read"]
     read.fields = tuple(fields)
     read.size = size
+    read.from_bytes = namespace["from_bytes"]
     read.__doc__ = f"Return ({', '.join(fields)}) of a socket's TCP_INFO (tcp_info_reader)."
     read.__qualname__ = read.__name__ = "tcp_info_reader"
     return cast(TcpInfoReader, read)
