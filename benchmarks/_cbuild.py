@@ -7,6 +7,7 @@ start; the socket holders (holder.c) are programs.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import pathlib
@@ -21,7 +22,9 @@ HERE = pathlib.Path(__file__).resolve().parent / "c"
 
 @functools.cache
 def _workdir() -> pathlib.Path:
-    return pathlib.Path(tempfile.mkdtemp(prefix="pso-bench-c-"))
+    path = pathlib.Path(tempfile.mkdtemp(prefix="pso-bench-c-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def _cc(*args: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import gc
-import os
 import socket
 import struct
 from collections import deque
@@ -24,13 +23,14 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .._format import endpoint
 from .._native import ffi, lib
+from .._sock import os_error
 from ..tcpinfo import RUNNING_KERNEL, TcpInfo, TcpState, shared_view_class
 from .namespaces import NetNamespace
 
 if TYPE_CHECKING:
     from .connections import Process
 
-__all__ = ["Connection", "Timer", "decode"]
+__all__ = ["Connection", "Timer", "check_record", "decode", "state_of", "take_info"]
 
 
 class Timer(IntEnum):
@@ -241,7 +241,7 @@ def decode(sink: Any, netns: NetNamespace | None = None,
     table = ffi.new("struct pso_sd_addr_table *")
     rc = lib.pso_sd_intern_addresses(sink, idx, table)
     if rc:
-        raise OSError(-rc, f"{os.strerror(-rc)} (numbering a listing's addresses)")
+        raise os_error(rc, "numbering a listing's addresses")
     try:
         names = _names(ffi.buffer(table.entries, table.n * lib.PSO_SD_ADDR_SIZE)[:])
     finally:
