@@ -103,8 +103,9 @@ static long intern_one(struct intern *t, const uint8_t *key)
 }
 
 int pso_sd_intern_addresses(const struct pso_sd_sink *sink, uint32_t *idx,
-                            struct pso_sd_addr_table *out)
+                            struct pso_sd_addr_table *out, struct pso_sd_summary *sum)
 {
+    struct pso_sd_summary seen = {0};
     if (out == NULL)
         return -EFAULT;
     out->entries = NULL;
@@ -130,8 +131,23 @@ int pso_sd_intern_addresses(const struct pso_sd_sink *sink, uint32_t *idx,
         }
         idx[2 * i] = (uint32_t)local;
         idx[2 * i + 1] = (uint32_t)remote;
+        if (c->state < 32)
+            seen.states |= (uint32_t)1 << c->state;
+        else
+            seen.states |= (uint32_t)1 << 31; /* no TcpState: Python refuses the listing */
+        if (c->timer > seen.max_timer)
+            seen.max_timer = c->timer;
+        seen.flags |= c->flags;
+        if (c->info_len != 0) {
+            if (seen.info_len != 0 && seen.info_len != c->info_len)
+                seen.info_lens_differ = 1;
+            seen.info_len = c->info_len;
+            seen.with_info++;
+        }
     }
     free(t.slots);
+    if (sum != NULL)
+        *sum = seen;
     out->entries = t.entries;
     out->n = t.n;
     return 0;

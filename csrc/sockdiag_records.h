@@ -23,13 +23,28 @@ struct pso_sd_addr_table {
     size_t n;
 };
 
+/* What the decoder checks about every record, gathered in the same pass (so Python reads no
+ * column just to check it): states, bit s set when some record has state s; max_timer, the
+ * largest timer; flags, every record's flags OR-ed; info_len, the nonzero info_len of the
+ * records (0: none has tcp_info); info_lens_differ, 1 when nonzero info_len values differ;
+ * with_info, how many records have tcp_info. */
+struct pso_sd_summary {
+    uint32_t states;
+    uint8_t max_timer;
+    uint8_t flags;
+    uint16_t info_len;
+    int info_lens_differ;
+    size_t with_info;
+};
+
 /* Numbers the distinct (family, address) pairs of the sink's records, in order of first
  * appearance: idx[2 * i] is record i's local address and idx[2 * i + 1] its remote one, as
  * indexes into out->entries (idx must hold 2 * sink->nconns). So Python converts each
- * distinct address to a string once, and a listing shares one string per address. Returns 0
- * or -ENOMEM / -EINVAL / -EFAULT (out->entries then NULL). */
+ * distinct address to a string once, and a listing shares one string per address. Fills sum
+ * (may be NULL) in the same pass. Returns 0 or -ENOMEM / -EINVAL / -EFAULT (out->entries then
+ * NULL). */
 int pso_sd_intern_addresses(const struct pso_sd_sink *sink, uint32_t *idx,
-                            struct pso_sd_addr_table *out);
+                            struct pso_sd_addr_table *out, struct pso_sd_summary *sum);
 
 /* Frees what pso_sd_intern_addresses allocated (the struct itself is the caller's). */
 void pso_sd_addr_table_free(struct pso_sd_addr_table *table);

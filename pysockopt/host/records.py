@@ -239,7 +239,8 @@ def decode(sink: Any, netns: NetNamespace | None = None,
     records = memoryview(ffi.buffer(sink.conns, n * _RECORD.size))
     idx = _new_uncleared("uint32_t[]", 2 * n)
     table = ffi.new("struct pso_sd_addr_table *")
-    rc = lib.pso_sd_intern_addresses(sink, idx, table)
+    summary = ffi.new("struct pso_sd_summary *")
+    rc = lib.pso_sd_intern_addresses(sink, idx, table, summary)
     if rc:
         raise os_error(rc, "numbering a listing's addresses")
     try:
@@ -254,7 +255,8 @@ def decode(sink: Any, netns: NetNamespace | None = None,
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _decode(records, memoryview(ffi.buffer(idx)).cast("I"), names, blob, netns)
+        return _decode(records, memoryview(ffi.buffer(idx)).cast("I"), names, blob, netns,
+                       summary)
     finally:
         if paused:
             gc.enable()
@@ -297,7 +299,7 @@ _set_off = TcpInfo.__dict__["_off"].__set__  # the slot's member descriptor, cal
 
 
 def _decode(records: memoryview, idx: memoryview, names: list[str], blob: bytes | memoryview,
-            netns: NetNamespace | None) -> list[Connection]:
+            netns: NetNamespace | None, summary: Any) -> list[Connection]:
     # A listing's cost is its per-socket work, so there is no Python code per socket here:
     # each field is a strided view of the records (one column), mapped through C-level
     # lookups, and the Connections are built by map(tuple.__new__, zip(columns)).
@@ -307,21 +309,25 @@ def _decode(records: memoryview, idx: memoryview, names: list[str], blob: bytes 
         fmt, first, step = _COLUMNS[name]
         return views[fmt][first::step]
 
-    states = column("state")
-    for number in set(states):
-        state_of(number)  # an unknown state number raises OSError(EBADMSG)
-    timers = column("timer")
-    if max(timers) >= len(_TIMERS):
-        raise OSError(errno.EBADMSG, f"the kernel reported timer {max(timers)}, unknown here")
+    # The checks come from the C pass that numbered the addresses (sockdiag_records.h): no
+    # column is read just to check it (at 1M sockets each such pass streamed 80 MB again).
+    seen = summary.states
+    for number in range(32):
+        if seen >> number & 1 and (number >= len(_STATES) or _STATES[number] is None):
+            raise OSError(errno.EBADMSG, f"the kernel reported TCP state {number}"
+                                         f"{' or above' if number == 31 else ''}, unknown here")
+    if summary.max_timer >= len(_TIMERS):
+        raise OSError(errno.EBADMSG,
+                      f"the kernel reported timer {summary.max_timer}, unknown here")
     wqueue: Iterable[int | None] = column("wqueue")
-    flags = column("flags")
     unknown = lib.PSO_CONN_WQUEUE_UNKNOWN
-    if max(flags) & unknown:  # /proc's listeners: no backlog (rare, and small)
-        wqueue = [None if f & unknown else w for w, f in zip(wqueue, flags, strict=True)]
+    if summary.flags & unknown:  # /proc's listeners: no backlog (rare, and small)
+        wqueue = [None if f & unknown else w
+                  for w, f in zip(wqueue, column("flags"), strict=True)]
     drops = column("drops")
     columns = (
         map(_FAMILIES.__getitem__, column("family")),
-        map(_STATES.__getitem__, states),
+        map(_STATES.__getitem__, column("state")),
         map(names.__getitem__, idx[0::2]),
         column("sport"),
         map(names.__getitem__, idx[1::2]),
@@ -330,11 +336,11 @@ def _decode(records: memoryview, idx: memoryview, names: list[str], blob: bytes 
         wqueue,
         column("uid"),
         column("inode"),
-        map(_TIMERS.__getitem__, timers),
+        map(_TIMERS.__getitem__, column("timer")),
         column("expires_ms"),
         column("retrans"),
         map(_NO_DROPS.get, drops, drops),
-        _infos(column("info_len"), column("info_off"), blob),
+        _infos(column("info_len"), column("info_off"), blob, summary),
         repeat(netns),
         column("cookie"),
     )
@@ -342,15 +348,13 @@ def _decode(records: memoryview, idx: memoryview, names: list[str], blob: bytes 
     return list(map(partial(tuple.__new__, Connection), zip(*columns, strict=False)))
 
 
-def _infos(lengths: memoryview, offsets: memoryview,
-           blob: bytes | memoryview) -> Iterable[TcpInfo | None]:
+def _infos(lengths: memoryview, offsets: memoryview, blob: bytes | memoryview,
+           summary: Any) -> Iterable[TcpInfo | None]:
     """Each record's TcpInfo view into ``blob`` (None where the record has no tcp_info)."""
-    sizes = set(lengths)
-    some_none = 0 in sizes
-    sizes.discard(0)
-    if not sizes:
+    if not summary.info_len:
         return repeat(None)
-    if len(sizes) > 1:  # never from one kernel (one struct size); decoded one by one
+    some_none = summary.with_info < len(lengths)
+    if summary.info_lens_differ:  # never from one kernel (one struct size): one by one
         out: list[TcpInfo | None] = []
         for length, off in zip(lengths, offsets, strict=True):
             if length:
@@ -363,11 +367,11 @@ def _infos(lengths: memoryview, offsets: memoryview,
         return out
     # One class per listing, whose views read the listing's blob as a class attribute: each
     # view is then made with a single slot to fill.
-    base = shared_view_class(sizes.pop(), RUNNING_KERNEL)
+    base = shared_view_class(summary.info_len, RUNNING_KERNEL)
     cls = type("TcpInfo", (base,), {"__slots__": (), "_buf": blob, "__module__": base.__module__,
                                     "__qualname__": "TcpInfo", "__doc__": base.__doc__})
     wanted = compress(offsets, lengths) if some_none else offsets
-    count = sum(map(bool, lengths)) if some_none else len(offsets)
+    count = summary.with_info
     made: list[TcpInfo] = list(map(object.__new__, repeat(cls, count)))
     deque(map(_set_off, made, wanted), maxlen=0)
     if not some_none:
