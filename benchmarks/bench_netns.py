@@ -29,7 +29,9 @@ from collections.abc import Iterator
 
 from pysockopt import diagnose, for_each_netns, namespaces, state_counts
 
+from . import _cbuild
 from ._harness import compare, report
+from .bench_sockdiag import _setns
 
 NAMESPACES = 20
 PAIRS = 500  # 2 sockets each, plus the listener: ~1,000 sockets per namespace
@@ -143,6 +145,32 @@ def _measure(child_hash: int) -> None:
         compare(f"state_counts in 20 namespaces, NetNamespace known{label}",
                 lambda: _shell_loop(names), lambda: [state_counts(netns=ns) for ns in mine],
                 baseline_label="ip netns exec NS ss -tanH loop", rounds=7)
+
+        # The floor: each namespace's dump walks the host-wide hash table (the kernel filters
+        # by namespace while it walks), so N namespaces cost N walks whoever asks.
+        floor = _cbuild.floor_dump()
+        fds = [os.open(f"/run/netns/{n}", os.O_RDONLY) for n in names]
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+
+        def floor_walks() -> int:
+            total = 0
+            try:
+                for fd in fds:
+                    _setns(fd)
+                    total += floor(0)
+            finally:
+                _setns(home)
+            return total
+
+        try:
+            report("sockets: N floor walks", str(floor_walks()))
+            compare(f"state_counts in 20 namespaces, NetNamespace known{label}", floor_walks,
+                    lambda: [state_counts(netns=ns) for ns in mine],
+                    baseline_label="20 floor dumps (setns + sock_diag dump)", target=1.2,
+                    rounds=7)
+        finally:
+            for fd in [*fds, home]:
+                os.close(fd)
 
         times = []
         for _ in range(3):

@@ -117,3 +117,21 @@ int pso_keepalive_set_verify(int fd, const struct pso_keepalive_req *req,
     int rc = pso_keepalive_set(fd, req, out);
     return rc != 0 ? rc : pso_keepalive_read(fd, out);
 }
+
+int pso_keepalive_set_many(const int *fds, int n, const struct pso_keepalive_req *req,
+                           int *rcs, int *failed)
+{
+    int nfailed = 0;
+    if (n < 0 || (n > 0 && (fds == NULL || rcs == NULL || failed == NULL)))
+        return -EINVAL;
+    if (req == NULL)
+        return -EFAULT;
+    for (int i = 0; i < n; i++) {
+        struct pso_keepalive out;
+        int rc = pso_keepalive_set(fds[i], req, &out);
+        rcs[i] = rc;
+        failed[i] = rc != 0 ? out.failed_option : -1;
+        nfailed += rc != 0;
+    }
+    return nfailed;
+}

@@ -54,3 +54,10 @@ int pso_keepalive_set_verify(int fd, const struct pso_keepalive_req *req,
 
 /* Reads the five keepalive settings of fd into out. Returns 0 or -errno. */
 int pso_keepalive_read(int fd, struct pso_keepalive *out);
+
+/* pso_keepalive_set on each of n descriptors in one crossing (apply_keepalive_many): rcs[i] is
+ * 0 or -errno for fds[i], and failed[i] the PSO_KA_* index whose setsockopt failed (-1 when
+ * none did). One bad descriptor never stops the others. Returns how many failed (>= 0), or
+ * -EINVAL / -EFAULT for bad arguments. */
+int pso_keepalive_set_many(const int *fds, int n, const struct pso_keepalive_req *req,
+                           int *rcs, int *failed);

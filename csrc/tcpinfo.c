@@ -52,6 +52,23 @@ long pso_tcp_info_batch(const int *fds, int n, unsigned char *buf, int *lens)
     return used;
 }
 
+long pso_tcp_info_poll(const int *fds, int n, unsigned char *buf, int *lens, int *same)
+{
+    if (same == NULL)
+        return -EINVAL;
+    *same = -1;
+    long used = pso_tcp_info_batch(fds, n, buf, lens);
+    if (used <= 0 || n <= 0)
+        return used;
+    int first = lens[0];
+    for (int i = 1; i < n; i++)
+        if (lens[i] != first)
+            return used;
+    if (first > 0)
+        *same = first;
+    return used;
+}
+
 int pso_bench_getsockopt_loop(const int *fds, int n, unsigned char *buf)
 {
     int ok = 0;

@@ -23,6 +23,12 @@ int pso_tcp_info(int fd, unsigned char *buf);
  * never fails the batch. */
 long pso_tcp_info_batch(const int *fds, int n, unsigned char *buf, int *lens);
 
+/* pso_tcp_info_batch that also says whether every entry succeeded with one length: *same is
+ * that length (> 0), or -1 when some entry failed or lengths differ (then read lens). The
+ * common case (the kernel's one size for every TCP socket) needs no look at lens from Python.
+ * Returns the total bytes used (>= 0) or -EINVAL for bad arguments. */
+long pso_tcp_info_poll(const int *fds, int n, unsigned char *buf, int *lens, int *same);
+
 /* Benchmark baseline only (benchmarks/bench_tcpinfo.py): the plainest C loop of getsockopt
  * (TCP_INFO, PSO_TCPI_CAP bytes) over n descriptors into one reused buffer. Returns how many
  * calls succeeded. Not part of the library's API. */

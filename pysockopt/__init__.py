@@ -100,6 +100,7 @@ from .keepalive import (
     KeepaliveReport,
     KeepaliveSettings,
     apply_keepalive,
+    apply_keepalive_many,
     read_keepalive,
     system_keepalive,
 )
@@ -107,9 +108,12 @@ from .tcpinfo import (
     TCP_INFO_FIELDS,
     TcpInfo,
     TcpInfoField,
+    TcpInfoPoller,
+    TcpInfoReader,
     TcpState,
     poll_tcp_info,
     tcp_info,
+    tcp_info_reader,
 )
 
 __version__ = "0.1.0"
@@ -127,15 +131,19 @@ __all__ = [
     "KeepaliveReport",
     "KeepaliveSettings",
     "apply_keepalive",
+    "apply_keepalive_many",
     "read_keepalive",
     "system_keepalive",
     # tcpinfo
     "TCP_INFO_FIELDS",
     "TcpInfo",
     "TcpInfoField",
+    "TcpInfoPoller",
+    "TcpInfoReader",
     "TcpState",
     "poll_tcp_info",
     "tcp_info",
+    "tcp_info_reader",
     # errno
     "Action",
     "ErrnoInfo",

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import math
 import socket
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
@@ -33,6 +35,7 @@ __all__ = [
     "KeepaliveReport",
     "KeepaliveSettings",
     "apply_keepalive",
+    "apply_keepalive_many",
     "read_keepalive",
     "system_keepalive",
 ]
@@ -402,15 +405,20 @@ def _out_buffer() -> object:
 def _failure(rc: int, fd: int, config: KeepaliveConfig | None, out: object) -> OSError:
     # Which step failed is in this call's own result buffer, next to the -errno returned.
     option = out.failed_option  # type: ignore[attr-defined]
-    name = _OPTION_NAMES[option] if 0 <= option < len(_OPTION_NAMES) else "?"
     if out.failed_while_setting:  # type: ignore[attr-defined]
-        applied = [n for i, n in enumerate(_OPTION_NAMES[:option])
-                   if not (i == lib.PSO_KA_USER_TIMEOUT and config is not None
-                           and config.user_timeout_ms is None)]
-        done = ", ".join(applied) if applied else "nothing"
-        what = f"setting {name} on fd {fd}; already applied: {done}"
-    else:
-        what = f"reading {name} from fd {fd}"
+        return _set_failure(rc, fd, config, option)
+    name = _OPTION_NAMES[option] if 0 <= option < len(_OPTION_NAMES) else "?"
+    return os_error(rc, f"reading {name} from fd {fd}")
+
+
+def _set_failure(rc: int, fd: int, config: KeepaliveConfig | None, option: int) -> OSError:
+    """Build the OSError of a failed setsockopt: the option that failed and those applied."""
+    name = _OPTION_NAMES[option] if 0 <= option < len(_OPTION_NAMES) else "?"
+    applied = [n for i, n in enumerate(_OPTION_NAMES[:option])
+               if not (i == lib.PSO_KA_USER_TIMEOUT and config is not None
+                       and config.user_timeout_ms is None)]
+    done = ", ".join(applied) if applied else "nothing"
+    what = f"setting {name} on fd {fd}; already applied: {done}"
     return os_error(rc, what)
 
 
@@ -518,6 +526,82 @@ def _set_again(sock: SocketLike, fd: int, config: KeepaliveConfig) -> None:
         raise _closed(fd, True)
     if rc:
         raise _failure(rc, fd, config, out)
+
+
+def apply_keepalive_many(
+    socks: Iterable[SocketLike], config: KeepaliveConfig
+) -> list[KeepaliveReport | OSError]:
+    """Enable keepalive with ``config`` on every socket of ``socks`` in ONE native call.
+
+    ``apply_keepalive(sock, config, verify=False)`` for many sockets: each entry of the list,
+    in order, is the config's unverified KeepaliveReport (``settings`` None) or the OSError
+    for that socket (naming the option that failed and those already applied; a closed
+    descriptor EBADF, a UDP or Unix socket ENOPROTOOPT/EOPNOTSUPP before anything changed, a
+    pipe ENOTSOCK). One bad socket never fails the others. An entry that is not socket-like
+    at all is a programming error: TypeError naming its index, before any syscall. The call
+    runs without the GIL: an object that another thread closed meanwhile gets OSError(EBADF)
+    (the options may then have reached the socket that took its number); an int descriptor is
+    the caller's to keep open.
+    """
+    try:
+        req = config._req
+    except AttributeError:
+        raise TypeError(
+            f"config must be a KeepaliveConfig, not {type(config).__name__}"
+        ) from None
+    if type(socks) is not tuple:  # a snapshot: the caller's list may change during the call
+        socks = tuple(socks)
+    try:
+        fds = list(map(_socket_fileno, socks))  # C-level for socket.socket entries
+        bad: dict[int, OSError] = {}
+        every_socket = True
+    except TypeError:
+        fds, bad = _filenos(socks)
+        every_socket = False
+    n = len(fds)
+    report = config._unverified
+    if n == 0:
+        return []
+    rcs = _new_ints("int[]", n)
+    failed = _new_ints("int[]", n)
+    nfailed = _set_many(_new_ints("int[]", fds), n, req, rcs, failed)
+    if nfailed < 0:
+        raise os_error(nfailed, "applying keepalive to a batch")
+    out: list[KeepaliveReport | OSError] = [report] * n
+    if nfailed:
+        for i, rc in enumerate(ffi.unpack(rcs, n)):
+            if rc:
+                out[i] = bad[i] if i in bad else _set_failure(rc, fds[i], config, failed[i])
+    # Which objects still hold the descriptor their entry was set on: one C-level pass.
+    if every_socket:
+        if list(map(_socket_fileno, socks)) != fds:
+            for i, s in enumerate(socks):
+                if _socket_fileno(s) != fds[i]:
+                    out[i] = _closed(fds[i], True)
+    else:
+        for i, s in enumerate(socks):
+            if i not in bad and replaced(s, fds[i]):
+                out[i] = _closed(fds[i], True)
+    return out
+
+
+def _filenos(socks: tuple[SocketLike, ...]) -> tuple[list[int], dict[int, OSError]]:
+    fds: list[int] = []
+    bad: dict[int, OSError] = {}
+    for i, sock in enumerate(socks):
+        try:
+            fds.append(fileno_of(sock))
+        except TypeError as err:
+            raise TypeError(f"apply_keepalive_many: socks[{i}]: {err}") from None
+        except OSError as err:  # fileno_of makes a closed file object's ValueError EBADF
+            bad[i] = err
+            fds.append(-1)
+    return fds, bad
+
+
+_set_many = lib.pso_keepalive_set_many
+_new_ints = ffi.new_allocator(should_clear_after_alloc=False)
+_socket_fileno = socket.socket.fileno
 
 
 def read_keepalive(sock: SocketLike) -> KeepaliveSettings:

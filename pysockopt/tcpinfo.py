@@ -18,25 +18,28 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from . import _platform
 from ._core import ffi, lib
 from ._sock import SocketLike, closed_during_call, fileno_of, os_error, replaced
-from .errors import UnsupportedPlatformError
+from .errors import InvalidConfigError, UnsupportedPlatformError
 
 __all__ = [
     "TCP_INFO_FIELDS",
     "TCP_INFO_KNOWN_SIZE",
     "TcpInfo",
     "TcpInfoField",
+    "TcpInfoPoller",
+    "TcpInfoReader",
     "TcpState",
     "poll_tcp_info",
     "tcp_info",
     "tcp_info_fields",
+    "tcp_info_reader",
 ]
 
 
@@ -350,11 +353,12 @@ class TcpInfo:
     and limit. Build one from bytes (e.g. an INET_DIAG_INFO attribute) with ``from_bytes``.
     """
 
-    # The bytes live in _buf from offset _off: a batch's views share one buffer, which costs
-    # one allocation per socket instead of two (measured: copying each entry out doubled the
-    # per-socket cost of poll_tcp_info).
+    # The bytes live in _buf (bytes, or a memoryview of a listing's native tcp_info blob) from
+    # offset _off: a batch's views share one buffer, which costs one allocation per socket
+    # instead of two (measured: copying each entry out doubled the per-socket cost of
+    # poll_tcp_info).
     __slots__ = ("_buf", "_off")
-    _buf: bytes
+    _buf: bytes | memoryview
     _off: int
     #: Set per generated subclass: the length it decodes (for views that own their bytes, the
     #: length of those bytes) and the kernel layout it follows.
@@ -466,13 +470,14 @@ class TcpInfo:
     @property
     def raw(self) -> bytes:
         """The bytes as the kernel returned them."""
-        return self._buf[self._off:self._off + self._size]
+        # bytes() of a bytes slice is that slice; a listing's views read a native blob.
+        return bytes(self._buf[self._off:self._off + self._size])
 
     @property
     def extra(self) -> bytes:
         """Bytes beyond the layout this version knows (empty unless the kernel is newer)."""
         known = min(self._size, TCP_INFO_KNOWN_SIZE)
-        return self._buf[self._off + known:self._off + self._size]
+        return bytes(self._buf[self._off + known:self._off + self._size])
 
     @property
     def kernel(self) -> tuple[int, int] | None:
@@ -562,6 +567,17 @@ def _class_for(size: int, kernel: tuple[int, int] | None, shared: bool) -> type[
     return cls
 
 
+def shared_view_class(size: int, kernel: tuple[int, int] | None) -> type[TcpInfo]:
+    """Return the TcpInfo class of views reading ``size`` bytes in a buffer shared by many.
+
+    Each view reads at its ``_off`` in a batch's bytes or a listing's tcp_info blob, laid out
+    by ``kernel``.
+
+    For the host-wide listing's decoder (host/records.py), which builds its views inline.
+    """
+    return _class_for(size, kernel, True)
+
+
 def _new_class(present: tuple[TcpInfoField, ...], kernel: tuple[int, int] | None, size: int,
                shared: bool) -> type[TcpInfo]:
     body: dict[str, Any] = dict.fromkeys(FIELD_NAMES)
@@ -643,7 +659,10 @@ _ONE: list[tuple[Any, Any]] = []
 _take_one = _ONE.pop
 _give_one = _ONE.append
 _native_one = lib.pso_tcp_info
-_native_batch = lib.pso_tcp_info_batch
+_native_poll = lib.pso_tcp_info_poll
+#: socket.socket.fileno, C-level over many sockets; TypeError for any other object, which
+#: sends that batch down the per-entry path (_filenos).
+_any_fileno: Callable[[SocketLike], int] = socket.socket.fileno  # type: ignore[assignment]
 _ffi_new = ffi.new
 _ffi_unpack = ffi.unpack
 _socket_fileno = socket.socket.fileno
@@ -675,22 +694,29 @@ def tcp_info(sock: SocketLike) -> TcpInfo:
         if n != ask:
             _learn_size(n)
     else:
-        fd = fileno_of(sock)
-        try:
-            buf, buf_view = _take_one()
-        except IndexError:
-            buf, buf_view = _new_one()
-        n = _native_one(fd, buf)
-        data = buf_view[:n] if n > 0 else b""
-        _give_one((buf, buf_view))
-        # Checked first: what the call reached (or failed on) may be another socket.
-        if replaced(sock, fd):
-            raise closed_during_call(fd, "tcp_info")
-        if n < 0:
-            raise _failure(n, fd)
+        data = _raw(sock)
+        n = len(data)
     view = _NEW(_FULL if n == _FULL_SIZE else _class_for(n, RUNNING_KERNEL, False))
     view._buf = data
     return view
+
+
+def _raw(sock: SocketLike) -> bytes:
+    """Return the TCP_INFO bytes of any socket-like, read through the C core."""
+    fd = fileno_of(sock)
+    try:
+        buf, buf_view = _take_one()
+    except IndexError:
+        buf, buf_view = _new_one()
+    n = _native_one(fd, buf)
+    data: bytes = buf_view[:n] if n > 0 else b""
+    _give_one((buf, buf_view))
+    # Checked first: what the call reached (or failed on) may be another socket.
+    if replaced(sock, fd):
+        raise closed_during_call(fd, "tcp_info")
+    if n < 0:
+        raise _failure(n, fd)
+    return data
 
 
 # What tcp_info asks the kernel for. The kernel always returns min(asked, its struct size), the
@@ -736,10 +762,13 @@ def poll_tcp_info(socks: Iterable[SocketLike]) -> list[TcpInfo | OSError]:
     owned = _BUFFERS.take(n)
     try:
         _, batch, batch_view, lens_out = owned
-        used = _native_batch(_ffi_new("int[]", fds), n, batch, lens_out)
+        same = _ffi_new("int *")
+        used = _native_poll(_ffi_new("int[]", fds), n, batch, lens_out, same)
         if used < 0:
             raise os_error(int(used), "reading TCP_INFO for a batch")
-        lens = _ffi_unpack(lens_out, n)
+        # One length for every entry (the common case): no look at the lengths at all.
+        size = same[0]
+        lens = None if size > 0 else _ffi_unpack(lens_out, n)
         data = batch_view[0:used]
     finally:
         _BUFFERS.give_back(owned)
@@ -749,36 +778,22 @@ def poll_tcp_info(socks: Iterable[SocketLike]) -> list[TcpInfo | OSError]:
                  if list(map(_socket_fileno, socks)) != fds else [])
     else:
         moved = [i for i, s in enumerate(socks) if i not in bad and replaced(s, fds[i])]
-    if moved:
-        return _mark_closed(_views(data, lens, used, fds, bad), moved, fds)
-    return _views(data, lens, used, fds, bad)
+    out = _same_views(data, size, used) if lens is None else _views(data, lens, used, fds, bad)
+    return _mark_closed(out, moved, fds) if moved else out
 
 
-def _mark_closed(out: list[TcpInfo | OSError], moved: list[int],
-                 fds: list[int]) -> list[TcpInfo | OSError]:
+def _mark_closed(out: list[TcpInfo | OSError], moved: list[int], fds: list[int],
+                 what: str = "poll_tcp_info") -> list[TcpInfo | OSError]:
     for i in moved:
-        out[i] = closed_during_call(fds[i], "poll_tcp_info")
+        out[i] = closed_during_call(fds[i], what)
     return out
 
 
 def _views(data: bytes, lens: list[int], used: int, fds: list[int],
            bad: dict[int, OSError]) -> list[TcpInfo | OSError]:
-    n = len(lens)
     new = _NEW
     out: list[TcpInfo | OSError] = []
     append = out.append
-    size = lens[0] if n else 0
-    if size > 0 and lens.count(size) == n:
-        # Every entry succeeded with the kernel's one size, the common case: one class, no
-        # per-entry checks.
-        cls = _FULL_SHARED if size == TCP_INFO_KNOWN_SIZE else _class_for(size, RUNNING_KERNEL,
-                                                                           True)
-        for start in range(0, used, size):
-            view = new(cls)
-            view._buf = data
-            view._off = start
-            append(view)
-        return out
     start = 0
     for i, length in enumerate(lens):
         if length < 0:
@@ -822,3 +837,223 @@ _FULL_SHARED: Final = _class_for(TCP_INFO_KNOWN_SIZE, RUNNING_KERNEL, True)
 # tcp_info's fast path: CPython's socket.socket, where TCP_INFO is Linux's (elsewhere every
 # call goes through the C core, which reports the platform as unsupported).
 _FAST_TYPE: Final = socket.socket if PSO_HAS_TCP_INFO else None
+
+
+# --- compiled readers: a chosen few fields, one getsockopt, one unpack
+
+
+class TcpInfoReader(Protocol):
+    """A callable made by ``tcp_info_reader``: ``reader(sock)`` -> a tuple of its fields.
+
+    ``fields`` are the names it returns, in order; ``size`` the bytes it asks the kernel for
+    (just enough for those fields). ``reader.from_bytes(data)`` decodes the same fields from
+    bytes already read (e.g. ``Connection.info.raw``).
+    """
+
+    fields: tuple[str, ...]
+    size: int
+
+    def __call__(self, sock: SocketLike, /) -> tuple[Any, ...]:
+        """Return the fields of ``sock``'s TCP_INFO (None where the kernel did not return one)."""
+        ...
+
+    def from_bytes(self, data: bytes | bytearray | memoryview, /) -> tuple[Any, ...]:
+        """Return the fields decoded from raw struct tcp_info bytes (None beyond their end)."""
+        ...
+
+
+def _field_expr(f: TcpInfoField, var: str) -> str:
+    if f.name == "state":
+        return f"_STATES[{var}]"
+    if f.bits is None:
+        return var
+    first, width = f.bits
+    if not _LITTLE:
+        first = 8 * f.size - first - width
+    mask = (1 << width) - 1
+    return f"({var} >> {first} & {mask})" if first else f"({var} & {mask})"
+
+
+def tcp_info_reader(*fields: str) -> TcpInfoReader:
+    """Compile a reader of the named TCP_INFO fields: ``reader(sock)`` returns their tuple.
+
+    ``tcp_info_reader("state", "rtt", "retransmits")(sock)`` is ``(TcpState.ESTABLISHED,
+    52, 0)``: one getsockopt asking for just the bytes those fields need and one unpack of
+    just those fields, with offsets, sizes and bit masks resolved here, once. A field the
+    kernel did not return (an older kernel's shorter struct) is None, as in ``TcpInfo``.
+    Names are ``TCP_INFO_FIELDS``' names; an unknown one raises InvalidConfigError. Errors as
+    in ``tcp_info``: OSError for a closed descriptor, a UDP or Unix socket or a pipe,
+    TypeError for something that is not socket-like.
+    """
+    if not fields:
+        raise InvalidConfigError("fields", fields, "one or more TCP_INFO field names")
+    layout = {f.name: f for f in tcp_info_fields(RUNNING_KERNEL)}
+    chosen: list[TcpInfoField | None] = []
+    for name in fields:
+        if not isinstance(name, str):
+            raise TypeError(f"tcp_info_reader: field names are str, not {type(name).__name__}")
+        if name not in FIELD_NAMES:
+            raise InvalidConfigError("field", name, ", ".join(FIELD_NAMES))
+        # Known, but laid out otherwise on this kernel (bytes 276-279): never returned here.
+        chosen.append(layout.get(name))
+    units = sorted({(f.offset, f.size) for f in chosen if f is not None})
+    size = max((off + sz for off, sz in units), default=0)
+    fmt = "="
+    at = 0
+    for off, sz in units:
+        fmt += (f"{off - at}x" if off > at else "") + _FORMATS[sz]
+        at = off + sz
+    var = {unit: f"v{i}" for i, unit in enumerate(units)}
+    exprs = ", ".join("None" if f is None else _field_expr(f, var[f.offset, f.size])
+                      for f in chosen)
+    unpacked = ", ".join(var.values())
+    # The fast path mirrors tcp_info's: CPython's getsockopt for a socket (asking for exactly
+    # `size` bytes, so the kernel copies and CPython allocates no more), the C core for
+    # anything else (the unbound method refuses it with TypeError). No length check: a shorter
+    # struct (an older kernel) fails the unpack, and only then is each field checked. Built
+    # from the constant table above, so exec sees no caller text.
+    body = ("    try:\n"
+            f"        {unpacked}, = _unpack(data)\n"
+            "    except _StructError:\n"
+            "        return _short(data)\n"
+            f"    return ({exprs},)\n") if units else f"    return ({exprs},)\n"
+    source = (
+        "def read(sock):\n"
+        "    try:\n"
+        f"        data = _getsockopt(sock, {_SOL_TCP}, {_TCP_INFO}, {max(size, 1)})\n"
+        "    except TypeError:\n"
+        "        data = _raw(sock)\n"
+        "    except OSError as err:\n"
+        "        raise _failure(-(err.errno or _EIO), sock.fileno()) from None\n"
+        + body
+    )
+    known = tuple(f for f in chosen)
+
+    def short(data: bytes) -> tuple[Any, ...]:
+        # An older kernel's shorter struct: each field that fits, None for the rest.
+        return tuple(None if f is None or f.end > len(data) else _decode(f, data) for f in known)
+
+    namespace: dict[str, Any] = {
+        "_getsockopt": _getsockopt if PSO_HAS_TCP_INFO else _no_getsockopt,
+        "_StructError": struct.error, "_failure": _failure, "_EIO": errno.EIO, "_raw": _raw,
+        "_STATES": _STATES, "_short": short,
+        "_unpack": struct.Struct(fmt).unpack_from if units else None,
+    }
+    # from_bytes decodes bytes already read (an INET_DIAG_INFO payload, a capture) with the
+    # very body that read() runs after its getsockopt.
+    source += "def from_bytes(data):\n" + body
+    exec(source, namespace)  # source built from the constant field table
+    read = namespace["read"]
+    read.fields = tuple(fields)
+    read.size = size
+    read.from_bytes = namespace["from_bytes"]
+    read.__doc__ = f"Return ({', '.join(fields)}) of a socket's TCP_INFO (tcp_info_reader)."
+    read.__qualname__ = read.__name__ = "tcp_info_reader"
+    return cast(TcpInfoReader, read)
+
+
+def _no_getsockopt(sock: object, *args: object) -> bytes:
+    # Where TCP_INFO is not Linux's, every read goes through the C core, which says so.
+    raise TypeError
+
+
+_getsockopt = socket.socket.getsockopt
+
+
+def _decode(f: TcpInfoField, data: bytes) -> Any:
+    (value,) = struct.unpack_from("=" + _FORMATS[f.size], data, f.offset)
+    if f.name == "state":
+        return _STATES[value]
+    if f.bits is None:
+        return value
+    first, width = f.bits
+    if not _LITTLE:
+        first = 8 * f.size - first - width
+    return value >> first & ((1 << width) - 1)
+
+
+# --- a persistent poller: a fixed set of sockets read again and again
+
+
+class TcpInfoPoller:
+    """Read TCP_INFO for a fixed set of sockets, again and again, each time in ONE native call.
+
+    ``poll_tcp_info(socks)`` for a set that does not change: the descriptors are looked up
+    once, here, and kept in a native array; each ``poll()`` returns what ``poll_tcp_info``
+    would (a TcpInfo or the OSError per socket, in order). After every native call one C-level
+    pass checks that each object still holds the descriptor it was read from: an object closed
+    since this poller was made, or during the call (its number possibly taken by another
+    socket), gets OSError(EBADF), never the other socket's data. An int descriptor is the
+    caller's own number: keep it open while the poller is used. Made with a socket that is
+    already closed (or not socket-like), the poller raises as poll_tcp_info would.
+    """
+
+    __slots__ = ("_bad", "_every_socket", "_fd_array", "_fds", "_socks")
+
+    def __init__(self, socks: Iterable[SocketLike]) -> None:
+        self._socks = tuple(socks)
+        try:
+            self._fds = list(map(_any_fileno, self._socks))
+            self._bad: dict[int, OSError] = {}
+            self._every_socket = True
+        except TypeError:
+            self._fds, self._bad = _filenos(self._socks)
+            self._every_socket = False
+        self._fd_array = _ffi_new("int[]", self._fds)
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    @property
+    def sockets(self) -> tuple[SocketLike, ...]:
+        """The sockets this poller reads, in the order of its results."""
+        return self._socks
+
+    def poll(self) -> list[TcpInfo | OSError]:
+        """Return TCP_INFO for every socket, in order: a TcpInfo or that socket's OSError."""
+        if not PSO_HAS_TCP_INFO:
+            raise _unsupported()
+        fds = self._fds
+        n = len(fds)
+        owned = _BUFFERS.take(n)
+        try:
+            _, batch, batch_view, lens_out = owned
+            same = _ffi_new("int *")
+            used = _native_poll(self._fd_array, n, batch, lens_out, same)
+            if used < 0:
+                raise os_error(int(used), "reading TCP_INFO for a batch")
+            size = same[0]
+            lens = None if size > 0 else _ffi_unpack(lens_out, n)
+            data = batch_view[0:used]
+        finally:
+            _BUFFERS.give_back(owned)
+        socks = self._socks
+        if self._every_socket:
+            moved = ([i for i, s in enumerate(socks) if _any_fileno(s) != fds[i]]
+                     if list(map(_any_fileno, socks)) != fds else [])
+        else:
+            moved = [i for i, s in enumerate(socks)
+                     if i not in self._bad and replaced(s, fds[i])]
+        if lens is None:
+            out = _same_views(data, size, used)
+        else:
+            out = _views(data, lens, used, fds, self._bad)
+        return _mark_closed(out, moved, fds, _POLLER_CALL) if moved else out
+
+
+_POLLER_CALL: Final = "TcpInfoPoller.poll or since the poller was made"
+
+
+def _same_views(data: bytes, size: int, used: int) -> list[TcpInfo | OSError]:
+    """Return the views of a batch whose entries all have the kernel's one size."""
+    cls = _FULL_SHARED if size == TCP_INFO_KNOWN_SIZE else _class_for(size, RUNNING_KERNEL, True)
+    new = _NEW
+    out: list[TcpInfo | OSError] = []
+    append = out.append
+    for start in range(0, used, size):
+        view = new(cls)
+        view._buf = data
+        view._off = start
+        append(view)
+    return out
+

@@ -687,3 +687,72 @@ def test_an_error_that_is_not_a_refusal_is_not_hidden_by_the_fallback(
     with pytest.raises(OSError) as info:
         conns_module.connections()
     assert info.value.errno == errno.EBADMSG
+
+
+# --- the listing's decoding (host/records.py): shared, zero-copy, GC paused
+
+
+def test_listing_info_equals_tcp_info_and_outlives_the_dump(world: Pile) -> None:
+    import gc
+
+    conns = connections(port=world.port, with_info=True, states=[TcpState.ESTABLISHED])
+    mine = {(s.getsockname()[1], s.getpeername()[1]): s for s in world.held
+            if s.type == socket.SOCK_STREAM and _connected(s)}
+    gc.collect()  # the native dump is long freed: the views read the blob they keep alive
+    checked = 0
+    for c in conns:
+        sock = mine.get((c.local_port, c.remote_port))
+        if sock is None or c.info is None:
+            continue
+        direct = pysockopt.tcp_info(sock)
+        assert type(c.info.raw) is bytes and c.info.size == direct.size
+        for name in ("state", "snd_mss", "rcv_mss", "advmss", "pmtu", "snd_wscale",
+                     "rcv_wscale", "options"):
+            assert getattr(c.info, name) == getattr(direct, name), name
+        assert TcpInfo.from_bytes(c.info.raw) == c.info
+        checked += 1
+    assert checked >= 3
+
+
+def _connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+def test_listing_shares_one_string_per_address_and_keeps_gc_as_it_was(world: Pile) -> None:
+    import gc
+
+    conns = connections(port=world.port, with_info=True)
+    locals_ = [c.local_address for c in conns if c.local_address == "127.0.0.1"]
+    assert len(locals_) >= 2 and all(a is locals_[0] for a in locals_)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        connections(port=world.port, with_info=True)
+        assert not gc.isenabled()  # paused around the loop, then left as the caller had it
+    finally:
+        gc.enable()
+
+
+def test_native_dump_decodes_twice_the_same(world: Pile) -> None:
+    from pysockopt.host.connections import native_dump
+
+    with native_dump(with_info=True) as dump:
+        first = dump.connections()
+        second = dump.connections()
+    assert first == second
+    assert any(c.info is not None for c in first)
+    assert [c.info.raw for c in first if c.info] == [c.info.raw for c in second if c.info]
+
+
+def test_listing_from_a_dump_with_a_record_without_info_keeps_order(world: Pile) -> None:
+    conns = connections(port=world.port, with_info=True)
+    kinds = [(c.state, c.info is None) for c in conns]
+    assert (TcpState.TIME_WAIT, True) in kinds and (TcpState.ESTABLISHED, False) in kinds
+    for c in conns:
+        assert (c.info is None) == (c.state in (TcpState.TIME_WAIT, TcpState.SYN_RECV))
+        if c.info is not None:
+            assert c.info.state == c.state

@@ -561,6 +561,99 @@ def test_error_names_options_already_applied(tcp_pair: tuple[socket.socket, ...]
         apply_keepalive(fd, KeepaliveConfig(10, 5, 3))
 
 
+# --- apply_keepalive_many: many sockets in one native crossing
+
+
+class _Fileno:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+def test_many_sets_every_socket_and_returns_the_unverified_report() -> None:
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    socks = []
+    try:
+        for _ in range(20):
+            socks.append(socket.create_connection(listener.getsockname()))
+            socks.append(listener.accept()[0])
+        config = KeepaliveConfig(77, 7, 4, user_timeout_ms=9000)
+        targets: list[socket.socket | int | _Fileno] = [
+            *socks[:-2], socks[-2].fileno(), _Fileno(socks[-1].fileno())]
+        results = pysockopt.apply_keepalive_many(targets, config)
+        assert len(results) == len(socks)
+        for report in results:
+            assert not isinstance(report, OSError)
+            assert report.requested == config and report.effective is None
+        for sock in socks:  # read back by the stdlib, not by us
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(TCP, socket.TCP_KEEPIDLE) == 77
+            assert sock.getsockopt(TCP, socket.TCP_KEEPINTVL) == 7
+            assert sock.getsockopt(TCP, socket.TCP_KEEPCNT) == 4
+            assert sock.getsockopt(TCP, socket.TCP_USER_TIMEOUT) == 9000
+        assert pysockopt.apply_keepalive_many([], config) == []
+    finally:
+        for s in [*socks, listener]:
+            s.close()
+
+
+def test_many_puts_each_error_in_its_place_and_changes_nothing_else(
+    tcp_pair: tuple[socket.socket, ...],
+) -> None:
+    client, server = tcp_pair
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    unix_a, unix_b = socket.socketpair()
+    read_end, write_end = os.pipe()
+    closed = socket.socket()
+    closed.close()
+    try:
+        batch: list[socket.socket | int] = [
+            client, udp, unix_a, closed, read_end, -1, server]
+        results = pysockopt.apply_keepalive_many(batch, KeepaliveConfig(31, 3, 2))
+        assert not isinstance(results[0], OSError) and not isinstance(results[-1], OSError)
+        errs = results[1:-1]
+        assert all(isinstance(e, OSError) for e in errs)
+        codes = [e.errno for e in errs if isinstance(e, OSError)]
+        assert codes[0] in (errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+        assert codes[1] in (errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+        assert codes[2:] == [errno.EBADF, errno.ENOTSOCK, errno.EBADF]
+        assert all("already applied: nothing" in str(e) for e in errs[:2])
+        # The UDP socket failed on the first option: SO_KEEPALIVE was never set on it.
+        assert udp.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+        assert client.getsockopt(TCP, socket.TCP_KEEPIDLE) == 31
+        assert server.getsockopt(TCP, socket.TCP_KEEPIDLE) == 31
+    finally:
+        for s in (udp, unix_a, unix_b):
+            s.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_many_refuses_wrong_types_before_any_syscall(tcp_pair: tuple[socket.socket, ...]) -> None:
+    client, _ = tcp_pair
+    with pytest.raises(TypeError) as info:
+        pysockopt.apply_keepalive_many([client, "x"],  # type: ignore[list-item]
+                                       KeepaliveConfig(55, 5, 5))
+    assert "socks[1]" in str(info.value)
+    assert client.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0  # untouched
+    with pytest.raises(TypeError):
+        pysockopt.apply_keepalive_many([client], (55, 5, 5))  # type: ignore[arg-type]
+
+
+def test_many_on_a_listener_is_inherited_by_what_it_accepts() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        (report,) = pysockopt.apply_keepalive_many([listener], KeepaliveConfig(66, 6, 6))
+        assert not isinstance(report, OSError)
+        with socket.create_connection(listener.getsockname()) as client:
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(TCP, socket.TCP_KEEPIDLE) == 66
+                assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            del client
+
+
 # --- dead peers on a real network: two namespaces joined by veth, the peer's link taken down
 
 

@@ -147,7 +147,7 @@ def test_nested_parse_failure_keeps_the_outer_bad_line() -> None:
 
 def test_nested_poll_keeps_the_outer_batch(two: tuple[socket.socket, ...]) -> None:
     listener, _, b = two
-    with at_native("c_return", "pso_tcp_info_batch", lambda: poll_tcp_info([b] * 3)):
+    with at_native("c_return", "pso_tcp_info_poll", lambda: poll_tcp_info([b] * 3)):
         results = poll_tcp_info([listener] * 3)
     assert all(not isinstance(r, OSError) and r.state == TcpState.LISTEN for r in results)
 
@@ -197,7 +197,7 @@ def test_poll_entry_whose_socket_was_replaced_is_ebadf(two: tuple[socket.socket,
     other = socket.create_server(("127.0.0.1", 0))
     keep: list[socket.socket] = []
     try:
-        with at_native("c_call", "pso_tcp_info_batch", _swap(other, listener, keep)):
+        with at_native("c_call", "pso_tcp_info_poll", _swap(other, listener, keep)):
             results = poll_tcp_info([listener, other, a])
         assert not isinstance(results[0], OSError) and results[0].state == TcpState.LISTEN
         assert isinstance(results[1], OSError) and results[1].errno == errno.EBADF
@@ -212,7 +212,7 @@ def test_poll_entry_of_fileno_object_replaced_is_ebadf(two: tuple[socket.socket,
     other = socket.create_server(("127.0.0.1", 0))
     keep: list[socket.socket] = []
     try:
-        with at_native("c_call", "pso_tcp_info_batch", _swap(other, listener, keep)):
+        with at_native("c_call", "pso_tcp_info_poll", _swap(other, listener, keep)):
             results = poll_tcp_info([Fileno(listener), Fileno(other)])
         assert not isinstance(results[0], OSError)
         assert isinstance(results[1], OSError) and results[1].errno == errno.EBADF
@@ -285,4 +285,74 @@ def test_replaced_by_a_socket_the_call_fails_on_is_still_ebadf(
         assert info.value.errno == errno.EBADF and "closed" in str(info.value)
     finally:
         for s in [*keep, victim]:
+            s.close()
+
+
+# --- the batch and compiled APIs keep the same guarantees
+
+
+def test_nested_poller_keeps_the_outer_batch(two: tuple[socket.socket, ...]) -> None:
+    from pysockopt import TcpInfoPoller
+
+    listener, _, b = two
+    inner = TcpInfoPoller([b] * 3)
+    outer = TcpInfoPoller([listener] * 3)
+    with at_native("c_return", "pso_tcp_info_poll", inner.poll):
+        results = outer.poll()
+    assert all(not isinstance(r, OSError) and r.state == TcpState.LISTEN for r in results)
+
+
+def test_poller_entry_whose_socket_was_replaced_during_the_call_is_ebadf(
+    two: tuple[socket.socket, ...],
+) -> None:
+    from pysockopt import TcpInfoPoller
+
+    listener, a, _ = two
+    other = socket.create_server(("127.0.0.1", 0))
+    keep: list[socket.socket] = []
+    try:
+        poller = TcpInfoPoller([listener, other, Fileno(a)])
+        with at_native("c_call", "pso_tcp_info_poll", _swap(other, listener, keep)):
+            results = poller.poll()
+        assert not isinstance(results[0], OSError) and results[0].state == TcpState.LISTEN
+        assert isinstance(results[1], OSError) and results[1].errno == errno.EBADF
+        assert not isinstance(results[2], OSError) and results[2].state == TcpState.ESTABLISHED
+    finally:
+        for s in [*keep, other]:
+            s.close()
+
+
+def test_keepalive_many_entry_replaced_during_the_call_is_ebadf(
+    two: tuple[socket.socket, ...],
+) -> None:
+    from pysockopt import apply_keepalive_many
+
+    listener, a, _ = two
+    victim = socket.create_connection(listener.getsockname())
+    keep: list[socket.socket] = []
+    try:
+        with at_native("c_call", "pso_keepalive_set_many", _swap(victim, listener, keep)):
+            results = apply_keepalive_many([a, victim, Fileno(a)], B)
+        assert not isinstance(results[0], OSError) and not isinstance(results[2], OSError)
+        assert isinstance(results[1], OSError) and results[1].errno == errno.EBADF
+        assert "closed" in str(results[1])
+    finally:
+        for s in [*keep, victim]:
+            s.close()
+
+
+def test_reader_on_fileno_object_replaced_is_ebadf(two: tuple[socket.socket, ...]) -> None:
+    from pysockopt import tcp_info_reader
+
+    listener, _, _ = two
+    other = socket.create_server(("127.0.0.1", 0))
+    keep: list[socket.socket] = []
+    reader = tcp_info_reader("state")
+    try:
+        with (at_native("c_call", "pso_tcp_info", _swap(other, listener, keep)),
+              pytest.raises(OSError) as info):
+            reader(Fileno(other))
+        assert info.value.errno == errno.EBADF
+    finally:
+        for s in [*keep, other]:
             s.close()

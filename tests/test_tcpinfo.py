@@ -672,3 +672,171 @@ def test_docs_reference_lists_every_field() -> None:
     doc = (ROOT / "docs" / "tcpinfo.md").read_text()
     for f in TCP_INFO_FIELDS:
         assert f"`{f.name}`" in doc
+
+
+# --- tcp_info_reader: a compiled reader of chosen fields
+
+
+def test_reader_decodes_every_field_as_tcp_info_does(
+    pair_with_traffic: tuple[socket.socket, socket.socket, int, int],
+) -> None:
+    client, server, _, _ = pair_with_traffic
+    names = list(mod.FIELD_NAMES)
+    reader = pysockopt.tcp_info_reader(*reversed(names))  # any order, bitfields included
+    assert reader.fields == tuple(reversed(names))
+    for sock in (client, server):
+        raw = stdlib_raw(sock)
+        expected = TcpInfo.from_bytes(raw)
+        decoded = reader.from_bytes(raw)
+        assert decoded == tuple(getattr(expected, n) for n in reversed(names))
+        read = dict(zip(reader.fields, reader(sock), strict=True))
+        assert isinstance(read["state"], TcpState)
+        for name in STABLE:
+            assert read[name] == getattr(expected, name), name
+
+
+def test_reader_of_a_few_fields_asks_only_for_their_bytes(
+    tcp_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    client, _ = tcp_pair
+    assert pysockopt.tcp_info_reader("state").size == 1
+    three = pysockopt.tcp_info_reader("state", "rtt", "retransmits")
+    assert three.size == 72  # rtt is the u32 at 68
+    state, rtt, retransmits = three(client)
+    info = tcp_info(client)
+    assert (state, retransmits) == (TcpState.ESTABLISHED, info.retransmits)
+    assert isinstance(rtt, int) and rtt > 0
+    assert pysockopt.tcp_info_reader("rtt", "rtt")(client)[0] == pysockopt.tcp_info_reader(
+        "rtt", "rtt")(client)[1]
+
+
+@pytest.mark.parametrize("size", [0, 1, 104, 160, 232, 248])
+def test_reader_gives_none_beyond_the_returned_length(
+    tcp_pair: tuple[socket.socket, socket.socket], size: int,
+) -> None:
+    names = ("state", "snd_wscale", "rtt", "pacing_rate", "bytes_acked", "min_rtt",
+             "delivered", "rcv_wnd", "total_rto", "received_ce")
+    reader = pysockopt.tcp_info_reader(*names)
+    raw = tcp_info(tcp_pair[0]).raw
+    short = TcpInfo.from_bytes(raw[:size])
+    assert reader.from_bytes(raw[:size]) == tuple(getattr(short, n) for n in names)
+    fields = {f.name: f for f in layout(mod.RUNNING_KERNEL)}
+    for name, value in zip(names, reader.from_bytes(raw[:size]), strict=True):
+        assert (value is None) == (fields[name].end > size), name
+
+
+def test_reader_of_every_socket_like_and_every_bad_one() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    reader = pysockopt.tcp_info_reader("state", "unacked")
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    unix_a, unix_b = socket.socketpair()
+    read_end, write_end = os.pipe()
+    closed = socket.socket()
+    closed.close()
+    spare = socket.socket()
+    closed_fd = spare.detach()
+    os.close(closed_fd)
+    try:
+        with SubSocket(fileno=os.dup(listener.fileno())) as sub:
+            for sock in (listener, listener.fileno(), FilenoObject(listener.fileno()), sub):
+                assert reader(sock)[0] == TcpState.LISTEN
+        for sock in (udp, unix_a, udp.fileno()):
+            with pytest.raises(OSError) as info:
+                reader(sock)
+            assert info.value.errno in NOT_TCP and "not a TCP socket" in str(info.value)
+        with pytest.raises(OSError) as info:
+            reader(read_end)
+        assert info.value.errno == errno.ENOTSOCK
+        for bad in (closed, closed_fd, -1):
+            with pytest.raises(OSError) as info:
+                reader(bad)
+            assert info.value.errno == errno.EBADF
+        for wrong in ("3", 1.5, None, True, b"x", [3]):
+            with pytest.raises(TypeError):
+                reader(wrong)  # type: ignore[arg-type]
+    finally:
+        for s in (listener, udp, unix_a, unix_b):
+            s.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_reader_refuses_unknown_or_missing_names() -> None:
+    with pytest.raises(pysockopt.InvalidConfigError):
+        pysockopt.tcp_info_reader()
+    with pytest.raises(pysockopt.InvalidConfigError) as info:
+        pysockopt.tcp_info_reader("state", "tcpi_rtt")
+    assert "tcpi_rtt" in str(info.value)
+    with pytest.raises(TypeError):
+        pysockopt.tcp_info_reader(3)  # type: ignore[arg-type]
+
+
+# --- TcpInfoPoller: a fixed set polled again and again
+
+
+def test_poller_equals_poll_tcp_info_with_errors_in_place(
+    pair_with_traffic: tuple[socket.socket, socket.socket, int, int],
+) -> None:
+    client, server, _, _ = pair_with_traffic
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    read_end, write_end = os.pipe()
+    closed = socket.socket()
+    closed.close()
+    try:
+        batches: list[list[socket.socket | int | FilenoObject]] = [
+            [client, server], [client, udp, closed, server],
+            [client, read_end, FilenoObject(server.fileno()), server.fileno()]]
+        for socks in batches:
+            poller = pysockopt.TcpInfoPoller(socks)
+            assert len(poller) == len(socks) and list(poller.sockets) == socks
+            for _ in range(2):  # the same answer every poll
+                ours = poller.poll()
+                plain = poll_tcp_info(socks)
+                assert len(ours) == len(plain) == len(socks)
+                for a, b in zip(ours, plain, strict=True):
+                    assert type(a) is type(b)
+                    if isinstance(a, OSError):
+                        assert isinstance(b, OSError) and a.errno == b.errno
+                    else:
+                        assert not isinstance(b, OSError)
+                        for name in STABLE:
+                            assert getattr(a, name) == getattr(b, name), name
+        errors = pysockopt.TcpInfoPoller([udp, read_end, closed]).poll()
+        assert [e.errno for e in errors if isinstance(e, OSError)][1:] == [errno.ENOTSOCK,
+                                                                            errno.EBADF]
+    finally:
+        udp.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_poller_never_reads_a_socket_that_took_a_closed_ones_number() -> None:
+    listener = socket.create_server(("127.0.0.1", 0), backlog=8)
+    first = socket.create_connection(listener.getsockname())
+    second = socket.create_connection(listener.getsockname())
+    keep: list[socket.socket] = []
+    try:
+        poller = pysockopt.TcpInfoPoller([first, second, FilenoObject(listener.fileno())])
+        assert all(not isinstance(r, OSError) for r in poller.poll())
+        fd = first.fileno()
+        first.close()  # between polls; a listener now takes its number
+        other = socket.create_server(("127.0.0.1", 0))
+        keep.append(other)
+        if other.fileno() != fd:
+            os.dup2(other.fileno(), fd)
+            keep.append(socket.socket(fileno=fd))
+        results = poller.poll()
+        assert isinstance(results[0], OSError) and results[0].errno == errno.EBADF
+        assert "closed" in str(results[0])
+        assert not isinstance(results[1], OSError) and results[1].state == TcpState.ESTABLISHED
+        assert not isinstance(results[2], OSError) and results[2].state == TcpState.LISTEN
+    finally:
+        for s in (*keep, listener, second):
+            s.close()
+
+
+def test_poller_refuses_what_is_not_socket_like() -> None:
+    with pytest.raises(TypeError) as info:
+        pysockopt.TcpInfoPoller([0, "x"])  # type: ignore[list-item]
+    assert "socks[1]" in str(info.value)
+    assert pysockopt.TcpInfoPoller([]).poll() == []

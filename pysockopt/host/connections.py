@@ -18,16 +18,15 @@ import contextlib
 import errno
 import os
 import socket
-import struct
 from collections.abc import Iterable, Iterator
-from enum import IntEnum
 from typing import Final, Literal, NamedTuple
 
 from .._core import ffi, lib, new_sink
 from .._format import endpoint
 from .._sock import os_error
 from ..errors import InvalidConfigError
-from ..tcpinfo import TcpInfo, TcpState
+from ..tcpinfo import TcpState
+from . import records as _decoding
 from .namespaces import (
     Entered,
     NetNamespace,
@@ -39,6 +38,9 @@ from .namespaces import (
 )
 from .namespaces import read_files as _read_in
 from .owners import Owners, Process, processes_of, walk_owners
+from .records import _FIELDS as _FIELDS
+from .records import _STATES as _STATES
+from .records import Connection, Timer
 
 __all__ = [
     "Connection",
@@ -56,120 +58,10 @@ __all__ = [
 Source = Literal["auto", "netlink", "proc"]
 
 
-class Timer(IntEnum):
-    """The kernel timer pending on a socket, as ``ss -o`` and /proc/net/tcp report it."""
-
-    NONE = 0
-    RETRANSMIT = 1
-    KEEPALIVE = 2
-    TIME_WAIT = 3
-    ZERO_WINDOW_PROBE = 4
-
-    def __str__(self) -> str:
-        return self.name  # print(conn.timer) shows KEEPALIVE, not the IntEnum's 2
-
-    @property
-    def label(self) -> str:
-        """The spelling ``ss -o`` uses: ``on``, ``keepalive``, ``timewait``, ``persist``."""
-        return _TIMER_LABELS[self]
-
-
-_TIMER_LABELS: Final = {
-    Timer.NONE: "off",
-    Timer.RETRANSMIT: "on",
-    Timer.KEEPALIVE: "keepalive",
-    Timer.TIME_WAIT: "timewait",
-    Timer.ZERO_WINDOW_PROBE: "persist",
-}
-
-
-class Connection(NamedTuple):
-    """One TCP socket as the kernel reports it (one line of ``ss -tan``).
-
-    Addresses are strings as ``inet_ntop`` writes them; ports are ints (0 for a listener's
-    remote side). ``rqueue``/``wqueue`` are bytes not yet read / not yet acknowledged, except
-    on a LISTEN socket, where they are the accept-queue length and the backlog (see
-    ``accept_queue`` and ``backlog``). ``uid`` and ``inode`` are 0 for TIME_WAIT and
-    SYN_RECV entries, which belong to no process. ``timer`` is the pending timer and
-    ``expires_ms`` when it fires; ``retrans`` counts what that timer counts (retransmits,
-    or unanswered keepalive / zero-window probes). ``drops`` is a listener's count of
-    connections dropped because its queue was full (None for other sockets and from /proc).
-    ``info`` is the socket's TcpInfo when ``with_info`` asked for it and the kernel has one
-    (never for TIME_WAIT and SYN_RECV). ``netns`` is the NetNamespace the socket lives in when
-    that is not the caller's own (``connections(netns=...)``), else None. ``cookie`` is the
-    kernel's 64-bit socket cookie (inet_diag's idiag_cookie, the value SO_COOKIE gives the
-    socket's owner): it names this one socket, where addresses and inode can be reused; 0 from
-    /proc, which does not show it (unknown). It comes last so that code unpacking the older
-    fields by position still works.
-    """
-
-    # A NamedTuple, not a dataclass: one listing builds up to 100k of these, and tuple
-    # construction costs about a third of a frozen dataclass's (measured at 100k sockets).
-    family: socket.AddressFamily
-    state: TcpState
-    local_address: str
-    local_port: int
-    remote_address: str
-    remote_port: int
-    rqueue: int
-    wqueue: int | None
-    uid: int
-    inode: int
-    timer: Timer
-    expires_ms: int
-    retrans: int
-    drops: int | None = None
-    info: TcpInfo | None = None
-    netns: NetNamespace | None = None
-    cookie: int = 0
-
-    @property
-    def accept_queue(self) -> int | None:
-        """On a LISTEN socket: connections waiting for accept(); otherwise None."""
-        return self.rqueue if self.state == TcpState.LISTEN else None
-
-    @property
-    def backlog(self) -> int | None:
-        """On a LISTEN socket: the accept-queue limit (None where /proc does not say)."""
-        return self.wqueue if self.state == TcpState.LISTEN else None
-
-    @property
-    def local(self) -> str:
-        """``address:port`` as ``ss`` prints it (IPv6 in brackets)."""
-        return endpoint(self.family, self.local_address, self.local_port)
-
-    @property
-    def remote(self) -> str:
-        """``address:port`` of the peer (``*`` port for a listener)."""
-        return endpoint(self.family, self.remote_address, self.remote_port)
-
-    def processes(self) -> tuple[Process, ...]:
-        """Return the processes holding this socket, found through /proc/*/fd (slow: on demand)."""
-        if not self.inode:
-            return ()
-        return processes_of([self.inode]).get(self.inode, ())
-
-    def as_dict(self) -> dict[str, object]:
-        """Every field for JSON: enums as their labels, info as its own dict (or None)."""
-        return {
-            "family": "inet" if self.family == socket.AF_INET else "inet6",
-            "state": self.state.label,
-            "local_address": self.local_address,
-            "local_port": self.local_port,
-            "remote_address": self.remote_address,
-            "remote_port": self.remote_port,
-            "rqueue": self.rqueue,
-            "wqueue": self.wqueue,
-            "uid": self.uid,
-            "inode": self.inode,
-            "timer": self.timer.label,
-            "expires_ms": self.expires_ms,
-            "retrans": self.retrans,
-            "drops": self.drops,
-            "info": None if self.info is None else self.info.as_dict(),
-            "netns": None if self.netns is None else self.netns.inode,
-            "cookie": self.cookie,
-        }
+# The record decoding lives in records.py (issue 18); these names stay importable from here.
+_check_record = _decoding.check_record
+_records = _decoding.decode
+_state = _decoding.state_of
 
 
 # --- query validation
@@ -432,11 +324,12 @@ class NativeDump:
     Prometheus collector's tally, csrc/tally.h, counts it and keeps only some records).
     """
 
-    __slots__ = ("_netns", "sink")
+    __slots__ = ("_blob", "_netns", "sink")
 
     def __init__(self, sink: object, netns: NetNamespace | None) -> None:
         self.sink = sink
         self._netns = netns
+        self._blob: bytes | memoryview | None = None
 
     def counts(self) -> dict[TcpState, int]:
         """Sockets per state, as dumped (every state, 0 included)."""
@@ -445,7 +338,9 @@ class NativeDump:
 
     def connections(self) -> list[Connection]:
         """Decode the records the sink holds now (all of them, or what a tally kept)."""
-        return _records(self.sink, self._netns)
+        if self._blob is None:  # the first decode takes the tcp_info blob; later ones share it
+            self._blob = _decoding.take_info(self.sink)
+        return _records(self.sink, self._netns, self._blob)
 
 
 @contextlib.contextmanager
@@ -482,106 +377,6 @@ def native_dump(
     if others:
         queries.append(_query(others, port, family, ext))
     yield NativeDump(_gather(queries, True, source, target), netns)
-
-
-# --- records to Connections
-
-#: struct pso_conn (csrc/sockdiag.h), field for field: (name, struct format), in order.
-_FIELDS: Final = (
-    ("src", "16s"), ("dst", "16s"), ("cookie", "Q"), ("expires_ms", "I"), ("rqueue", "I"),
-    ("wqueue", "I"), ("uid", "I"), ("inode", "I"), ("info_off", "I"), ("drops", "i"),
-    ("sport", "H"), ("dport", "H"), ("info_len", "H"), ("family", "B"), ("state", "B"),
-    ("timer", "B"), ("retrans", "B"), ("flags", "B"), ("pad", "x"),
-)
-
-
-def _check_record(fields: Iterable[tuple[str, str]], ctype: str = "struct pso_conn") -> None:
-    """Raise ImportError unless ``fields`` is exactly ``ctype``'s native layout.
-
-    Every name at its offset with its size, none missing, nothing after: so two swapped
-    fields fail at import, not as silently wrong records.
-    """
-    offset = 0
-    names = []
-    for name, fmt in fields:
-        size = struct.calcsize("=" + fmt)
-        try:
-            native = ffi.offsetof(ctype, name)
-            native_size = ffi.sizeof(dict(ffi.typeof(ctype).fields)[name].type)
-        except (KeyError, AttributeError) as err:
-            raise ImportError(f"pysockopt._native has no {ctype}.{name}: rebuild it") from err
-        if native != offset or native_size != size:
-            raise ImportError(f"{ctype}.{name} is {native_size} bytes at offset {native} in "
-                              f"pysockopt._native, {size} at {offset} here: rebuild it")
-        names.append(name)
-        offset += size
-    missing = [n for n, _ in ffi.typeof(ctype).fields if n not in names]
-    if missing or offset != ffi.sizeof(ctype):
-        raise ImportError(f"{ctype} fields missing here: {', '.join(missing) or '-'}; "
-                          f"{ffi.sizeof(ctype)} bytes there, {offset} here: rebuild it")
-
-
-_check_record(_FIELDS)
-_RECORD: Final = struct.Struct("=" + "".join(fmt for _, fmt in _FIELDS))
-
-_STATES: Final = tuple(TcpState(i) if i in TcpState._value2member_map_ else None
-                       for i in range(lib.PSO_SD_NSTATES))
-_TIMERS: Final = tuple(Timer)
-
-
-def _state(number: int) -> TcpState:
-    state = _STATES[number]
-    if state is None:
-        raise OSError(errno.EBADMSG, f"the kernel reported TCP state {number}, unknown here")
-    return state
-_AF: Final = {socket.AF_INET: socket.AF_INET, socket.AF_INET6: socket.AF_INET6}
-
-
-def _records(sink: object, netns: NetNamespace | None = None) -> list[Connection]:
-    n = sink.nconns  # type: ignore[attr-defined]
-    if n == 0:
-        return []
-    raw = ffi.buffer(sink.conns, n * _RECORD.size)[:]  # type: ignore[attr-defined]
-    info_len = sink.info_len  # type: ignore[attr-defined]
-    blob = ffi.buffer(sink.info, info_len)[:] if info_len else b""  # type: ignore[attr-defined]
-    names4: dict[bytes, str] = {}
-    names6: dict[bytes, str] = {}
-    ntop = socket.inet_ntop
-    af4 = socket.AF_INET
-    af6 = socket.AF_INET6
-    states = _STATES
-    timers = _TIMERS
-    from_bytes = TcpInfo.from_bytes
-    new = tuple.__new__
-    cls = Connection
-    out: list[Connection] = []
-    append = out.append
-    unknown = lib.PSO_CONN_WQUEUE_UNKNOWN
-    # This loop is the cost of a listing (~1 us per socket): keep it to local lookups.
-    for (src, dst, cookie, expires, rq, wq, uid, inode, info_off, drops, sport, dport, ilen,
-         fam, st, timer, retrans, flags) in _RECORD.iter_unpack(raw):
-        if fam == af4:
-            names = names4
-            key_s = src[:4]
-            key_d = dst[:4]
-        else:
-            names = names6
-            key_s = src
-            key_d = dst
-        local = names.get(key_s)
-        if local is None:
-            local = names[key_s] = ntop(fam, key_s)
-        remote = names.get(key_d)
-        if remote is None:
-            remote = names[key_d] = ntop(fam, key_d)
-        state = states[st] or _state(st)
-        append(new(cls, (
-            af4 if fam == af4 else af6, state, local, sport, remote, dport, rq,
-            None if flags & unknown else wq, uid, inode, timers[timer], expires, retrans,
-            None if drops < 0 else drops,
-            from_bytes(blob[info_off:info_off + ilen]) if ilen else None, netns, cookie,
-        )))
-    return out
 
 
 def _parse_dump(datagrams: Iterable[bytes], *, with_info: bool = True) -> list[Connection]:
