@@ -57,7 +57,6 @@ for _ in range(pairs):
 print(len(held) + 1, flush=True)
 sys.stdin.read()
 """
-CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import math
 import socket
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple

@@ -19,10 +19,9 @@ import errno
 import os
 import socket
 from collections.abc import Iterable, Iterator
-from typing import Final, Literal, NamedTuple
+from typing import Final, Literal
 
 from .._core import ffi, lib, new_sink
-from .._format import endpoint
 from .._sock import os_error
 from ..errors import InvalidConfigError
 from ..tcpinfo import TcpState

@@ -21,8 +21,8 @@ from functools import partial
 from itertools import compress, repeat
 from typing import Any, Final, NamedTuple
 
-from .._format import endpoint
 from .._core import ffi, lib
+from .._format import endpoint
 from .._sock import os_error
 from ..tcpinfo import RUNNING_KERNEL, TcpInfo, TcpState, shared_view_class
 from .namespaces import NetNamespace
