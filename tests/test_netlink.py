@@ -28,6 +28,7 @@ from netns import NetnsPair
 
 from pysockopt import TcpState, connections, state_counts
 from pysockopt._core import ffi, lib
+from pysockopt.host import records
 from pysockopt.host.connections import Connection, _parse_dump, parse_proc
 
 # The module, not the function pysockopt.host re-exports under the same name (which an import
@@ -87,12 +88,12 @@ def _key(c: Connection) -> tuple[object, ...]:
 
 
 def test_every_record_field_is_checked_against_the_native_layout() -> None:
-    fields = list(conn_module._FIELDS)
-    conn_module._check_record(fields)  # the real layout passes
+    fields = list(records.RECORD_FIELDS)
+    records.check_record(fields)  # the real layout passes
     i = [name for name, _ in fields].index("sport")
     swapped = [*fields[:i], fields[i + 1], fields[i], *fields[i + 2:]]  # sport <-> dport
     with pytest.raises(ImportError, match="dport"):
-        conn_module._check_record(swapped)
+        records.check_record(swapped)
     with pytest.raises(ImportError, match="missing"):
         conn_module._check_record(fields[:-1])  # pad dropped
 

@@ -37,9 +37,7 @@ from .namespaces import (
 )
 from .namespaces import read_files as _read_in
 from .owners import Owners, Process, processes_of, walk_owners
-from .records import _FIELDS as _FIELDS
-from .records import _STATES as _STATES
-from .records import Connection, Timer
+from .records import STATES_BY_NUMBER, Connection, Timer
 
 __all__ = [
     "Connection",
@@ -282,7 +280,7 @@ def state_counts(
         sink = _gather([query], False, source, target)
     counts = sink.counts  # type: ignore[attr-defined]
     result: dict[TcpState, int] = {}
-    for number in range(len(_STATES)):
+    for number in range(len(STATES_BY_NUMBER)):
         if counts[number]:
             result[_state(number)] = int(counts[number])
     return result

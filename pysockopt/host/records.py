@@ -152,7 +152,7 @@ class Connection(NamedTuple):
 # --- records to Connections
 
 #: struct pso_conn (csrc/sockdiag.h), field for field: (name, struct format), in order.
-_FIELDS: Final = (
+RECORD_FIELDS: Final = (
     ("src", "16s"), ("dst", "16s"), ("cookie", "Q"), ("expires_ms", "I"), ("rqueue", "I"),
     ("wqueue", "I"), ("uid", "I"), ("inode", "I"), ("info_off", "I"), ("drops", "i"),
     ("sport", "H"), ("dport", "H"), ("info_len", "H"), ("family", "B"), ("state", "B"),
@@ -186,17 +186,18 @@ def check_record(fields: Iterable[tuple[str, str]], ctype: str = "struct pso_con
                           f"{ffi.sizeof(ctype)} bytes there, {offset} here: rebuild it")
 
 
-check_record(_FIELDS)
-_RECORD: Final = struct.Struct("=" + "".join(fmt for _, fmt in _FIELDS))
+check_record(RECORD_FIELDS)
+_RECORD: Final = struct.Struct("=" + "".join(fmt for _, fmt in RECORD_FIELDS))
 
-_STATES: Final = tuple(TcpState(i) if i in TcpState._value2member_map_ else None
-                       for i in range(lib.PSO_SD_NSTATES))
+#: The TcpState of each state number the kernel reports (None where pysockopt knows none).
+STATES_BY_NUMBER: Final = tuple(TcpState(i) if i in TcpState._value2member_map_ else None
+                                for i in range(lib.PSO_SD_NSTATES))
 _TIMERS: Final = tuple(Timer)
 
 
 def state_of(number: int) -> TcpState:
     """Return the TcpState of a dumped state number; OSError(EBADMSG) for one unknown here."""
-    state = _STATES[number]
+    state = STATES_BY_NUMBER[number]
     if state is None:
         raise OSError(errno.EBADMSG, f"the kernel reported TCP state {number}, unknown here")
     return state
@@ -274,7 +275,7 @@ def _layout() -> dict[str, tuple[str, int, int]]:
     """Each numeric field of struct pso_conn as a column: (format, first index, step)."""
     out = {}
     offset = 0
-    for name, fmt in _FIELDS:
+    for name, fmt in RECORD_FIELDS:
         size = struct.calcsize("=" + fmt)
         if fmt in ("B", "H", "I", "Q", "i"):
             if offset % size or _RECORD.size % size:
@@ -308,7 +309,8 @@ def _decode(records: memoryview, idx: memoryview, names: list[str], blob: bytes 
     # column is read just to check it (at 1M sockets each such pass streamed 80 MB again).
     seen = summary.states
     for number in range(32):
-        if seen >> number & 1 and (number >= len(_STATES) or _STATES[number] is None):
+        known = number < len(STATES_BY_NUMBER) and STATES_BY_NUMBER[number] is not None
+        if seen >> number & 1 and not known:
             raise OSError(errno.EBADMSG, f"the kernel reported TCP state {number}"
                                          f"{' or above' if number == 31 else ''}, unknown here")
     if summary.max_timer >= len(_TIMERS):
@@ -322,7 +324,7 @@ def _decode(records: memoryview, idx: memoryview, names: list[str], blob: bytes 
     drops = column("drops")
     columns = (
         map(_FAMILIES.__getitem__, column("family")),
-        map(_STATES.__getitem__, column("state")),
+        map(STATES_BY_NUMBER.__getitem__, column("state")),
         map(names.__getitem__, idx[0::2]),
         column("sport"),
         map(names.__getitem__, idx[1::2]),
