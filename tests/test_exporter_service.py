@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from waiting import wait_for
 
 from pysockopt import TcpState, connections
-from tests.waiting import wait_for
 
 pytest.importorskip("prometheus_client")
 

@@ -116,6 +116,38 @@ def _exporter_args(p: argparse.ArgumentParser) -> None:
     add_netns_args(p)  # --all-netns: per-namespace series get a netns label
 
 
+#: What a non-root exporter needs to see what root sees, and what it misses without each
+#: (the bit numbers of linux/capability.h; docs/deploy.md says why each is needed).
+CAPABILITIES = {
+    "CAP_SYS_ADMIN": (21, "other network namespaces cannot be entered (setns): they count "
+                          "in pysockopt_scrape_errors_total"),
+    "CAP_SYS_PTRACE": (19, "the owners of other users' sockets count as owner=\"unknown\" "
+                           "and namespaces only their processes hold are not found "
+                           "(/proc/PID/fd and /proc/PID/ns links)"),
+    "CAP_DAC_READ_SEARCH": (2, "the owners of other users' sockets count as owner="
+                               "\"unknown\" (their /proc/PID/fd directories are not "
+                               "readable)"),
+}
+
+
+def missing_capabilities() -> list[str]:
+    """Name the CAPABILITIES this process lacks (in its effective set), in their order."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            line = next((x for x in f if x.startswith("CapEff:")), "CapEff: 0")
+        effective = int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        effective = 0
+    return [name for name, (bit, _) in CAPABILITIES.items() if not effective >> bit & 1]
+
+
+def _say_what_cannot_be_seen(all_netns: bool, netns: bool) -> None:
+    for name in missing_capabilities():
+        if name == "CAP_SYS_ADMIN" and not (all_netns or netns):
+            continue  # the exporter's own namespace needs no setns
+        _say(f"without {name}, {CAPABILITIES[name][1]}")
+
+
 def _say(message: str) -> None:
     """One line on stderr, escaped (namespace names and paths may hold any character)."""
     if sys.stderr is not None:
@@ -169,6 +201,7 @@ def _exporter(args: argparse.Namespace, out: TextIO) -> int:
     if args.interval is not None and args.textfile is None:
         raise UsageError("--interval needs --textfile (a server is scraped when asked)")
     collector = _collector(args, _Changes())
+    _say_what_cannot_be_seen(args.all_netns, args.netns is not None)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,0 +1,220 @@
+"""The exporter as a fleet runs it (docs/deploy.md): least privilege, and the Grafana dashboard.
+
+Least privilege: the exporter runs as uid 65534 (nobody) with exactly the ambient
+capabilities docs/deploy.md names, set by setpriv (util-linux), and its scrape of a staged scene
+(a named namespace and an unnamed one, each held by a root process with a listener, an
+ESTABLISHED pair and a CLOSE_WAIT socket) is compared with root's. With fewer capabilities it
+must say what it cannot see, on stderr and in pysockopt_scrape_errors_total, or show it as
+owner="unknown": never a series dropped without a word.
+
+The interpreter under /root/.pyenv cannot be executed by another user, and a test must not
+change /root: the unprivileged exporter runs the package and prometheus_client copied into a
+world-readable temp dir with an interpreter of the same version that user may execute (this
+one when it can, else the system's /usr/bin/python3.X); see also tests/unpriv.py, which forks
+instead (no exec, so no setpriv).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+pytest.importorskip("prometheus_client")
+
+from prometheus_client.parser import text_string_to_metric_families
+
+import pysockopt
+from pysockopt.cli.exporter import CAPABILITIES
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+NOBODY = 65534
+#: The set docs/deploy.md, the systemd unit, the Dockerfile and the DaemonSet give.
+CAPS = ("CAP_SYS_ADMIN", "CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH")
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+HOLDER = r"""
+import socket, sys
+l = socket.create_server(("127.0.0.1", 7000))
+c = socket.create_connection(("127.0.0.1", 7000)); a, _ = l.accept(); c.close()  # a: CLOSE_WAIT
+e = socket.create_connection(("127.0.0.1", 7000)); b, _ = l.accept()             # ESTABLISHED
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def samples(text: str) -> Samples:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _root_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to stage namespaces and change users (CI runs as root)"
+    if shutil.which("setpriv") is None:
+        return "setpriv (util-linux) is not installed"
+    return None
+
+
+@pytest.fixture(scope="module")
+def readable() -> Iterator[tuple[str, str]]:
+    """(interpreter, PYTHONPATH) that uid 65534 can run the exporter with."""
+    reason = _root_reason()
+    if reason:
+        pytest.skip(reason)
+    import prometheus_client
+
+    with tempfile.TemporaryDirectory(prefix="pso-deploy-") as tmp:
+        site = pathlib.Path(tmp, "site")
+        skip = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(pathlib.Path(pysockopt.__file__).parent, site / "pysockopt", ignore=skip)
+        shutil.copytree(pathlib.Path(prometheus_client.__file__).parent,
+                        site / "prometheus_client", ignore=skip)
+        for d, _, files in os.walk(tmp):
+            os.chmod(d, 0o755)
+            for f in files:
+                os.chmod(os.path.join(d, f), 0o644 if not f.endswith(".so") else 0o755)
+        minor = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+        tried = []
+        for py in (os.path.realpath(sys.executable), f"/usr/bin/{minor}"):
+            r = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                                "--clear-groups", py, "-c",
+                                "import pysockopt._native, prometheus_client"],
+                               env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+                               capture_output=True, text=True)
+            if r.returncode == 0:
+                yield py, str(site)
+                return
+            tried.append(f"{py}: {r.stderr.strip().splitlines()[-1:] or r.returncode}")
+        pytest.skip(f"no {minor} that uid {NOBODY} may run the package with "
+                    f"(.ci/deploy.sh installs python3 and python3-cffi-backend): {tried}")
+
+
+@contextlib.contextmanager
+def _holder(cmd: list[str]) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([*cmd, sys.executable, "-c", HOLDER], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def scene() -> Iterator[tuple[str, str]]:
+    """Two namespaces held by root: ``ip netns`` NAME and an unnamed one; their netns labels."""
+    reason = _root_reason()
+    if reason:
+        pytest.skip(reason)
+    name = f"pso-deploy-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        unnamed = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+        with _holder(["ip", "netns", "exec", name]), _holder(unnamed) as anon:
+            inode = os.stat(f"/proc/{anon.pid}/ns/net").st_ino
+            yield name, f"inode {inode}"
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def _scrape(readable: tuple[str, str], caps: tuple[str, ...] | None) -> tuple[Samples, str]:
+    """One scrape of `pysockopt exporter --all-netns` run as root (caps None) or nobody."""
+    py, site = readable
+    cmd = [py, "-m", "pysockopt", "exporter", "--all-netns", "--listen", "127.0.0.1:0"]
+    if caps is not None:
+        names = ",".join("+" + c.removeprefix("CAP_").lower() for c in caps) or "-all"
+        cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+               f"--inh-caps={names}", f"--ambient-caps={names}", *cmd]
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, env={"PYTHONPATH": site, "PATH": "/usr/bin:/bin"},
+                                stdout=subprocess.PIPE, stderr=err, text=True, cwd="/")
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert "serving http://127.0.0.1:" in line, line
+            port = int(line.rsplit(":", 1)[1].split("/")[0])
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                            timeout=120) as r:
+                    text = r.read().decode()
+            except urllib.error.HTTPError as e:
+                text = f"HTTP {e.code}"
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        err.seek(0)
+        said = err.read()
+        assert not text.startswith("HTTP "), f"{text}: {said}"
+        return samples(text), said
+
+
+def _of(got: Samples, label: str) -> Samples:
+    return {k: v for k, v in got.items() if ("netns", label) in k[1]}
+
+
+def _owners(got: Samples, label: str) -> dict[str, float]:
+    return {dict(k[1])["owner"]: v for k, v in _of(got, label).items()
+            if k[0] == "pysockopt_tcp_close_wait_owner_sockets"}
+
+
+@pytest.mark.root
+def test_nobody_with_the_capability_set_sees_what_root_sees(
+        readable: tuple[str, str], scene: tuple[str, str]) -> None:
+    assert set(CAPS) == set(CAPABILITIES)  # the one list the exporter checks at start
+    root, _ = _scrape(readable, None)
+    least, err = _scrape(readable, CAPS)
+    for label in scene:
+        theirs, ours = _of(root, label), _of(least, label)
+        assert theirs[("pysockopt_tcp_sockets", (("netns", label), ("state", "close_wait")))] \
+            == 1
+        owners = _owners(root, label)
+        assert list(owners.values()) == [1] and "unknown" not in owners, owners
+        assert ours == theirs, (label, set(ours) ^ set(theirs))
+    assert "without CAP_" not in err, err
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("drop", CAPS)
+def test_without_one_capability_the_exporter_says_what_it_cannot_see(
+        readable: tuple[str, str], scene: tuple[str, str], drop: str) -> None:
+    named, unnamed = scene
+    got, err = _scrape(readable, tuple(c for c in CAPS if c != drop))
+    assert f"without {drop}" in err, err
+    errors = got[("pysockopt_scrape_errors_total", ())]
+    if drop == "CAP_SYS_ADMIN":  # neither namespace entered: said and counted
+        assert not _of(got, named) and not _of(got, unnamed)
+        assert errors >= 1 and f"entering network namespace {named}" in err, err
+        assert "needs CAP_SYS_ADMIN" in err
+    else:  # entered, but the owner is not seen: shown as unknown, not dropped
+        assert _owners(got, named) == {"unknown": 1}
+        if drop == "CAP_SYS_PTRACE":  # and the unnamed namespace is not even found
+            assert not _of(got, unnamed)
+            assert errors >= 1 and "could not be read" in err, err
+        else:
+            assert _owners(got, unnamed) == {"unknown": 1}
+
+
+@pytest.mark.root
+def test_nobody_without_capabilities_still_serves_and_says_so(
+        readable: tuple[str, str], scene: tuple[str, str]) -> None:
+    got, err = _scrape(readable, ())
+    for cap in CAPS:
+        assert f"without {cap}" in err, err
+    assert got[("pysockopt_scrape_errors_total", ())] >= 1
+    assert any(k[0] == "pysockopt_tcp_sockets" for k in got)  # its own namespace still there
