@@ -17,16 +17,21 @@ instead (no exec, so no setpriv).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pathlib
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -218,3 +223,144 @@ def test_nobody_without_capabilities_still_serves_and_says_so(
         assert f"without {cap}" in err, err
     assert got[("pysockopt_scrape_errors_total", ())] >= 1
     assert any(k[0] == "pysockopt_tcp_sockets" for k in got)  # its own namespace still there
+
+
+# --- the Grafana dashboard, every panel's query against a real Prometheus
+
+DASHBOARD = ROOT / "docs" / "deploy" / "grafana-dashboard.json"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _query(prom: int, expr: str) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{prom}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=30) as r:
+        body = json.load(r)
+    assert body["status"] == "success", (expr, body)
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def _targets(dash: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """(panel title, expr, legend) of every query the dashboard runs."""
+    for panel in dash["panels"]:
+        for t in panel.get("targets") or ():
+            yield panel["title"], t["expr"], t.get("legendFormat", "")
+
+
+def test_dashboard_is_valid_and_every_panel_links_its_source() -> None:
+    dash = json.loads(DASHBOARD.read_text())
+    assert dash["uid"] and dash["title"]
+    names = [v["name"] for v in dash["templating"]["list"]]
+    assert {"datasource", "instance", "netns", "container"} <= set(names)
+    assert any("alerts.yml" in (link.get("tooltip", "") + link["title"])
+               for link in dash["links"])
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for title, expr, legend in _targets(dash):
+        assert expr and legend, title
+
+
+@pytest.mark.root
+def test_every_dashboard_query_returns_data_with_the_labels_its_legend_uses() -> None:
+    reason = _root_reason()
+    if reason:
+        pytest.skip(reason)
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        pytest.skip("prometheus is not installed (.ci/install.sh installs it)")
+    from netns import run_in_netns
+    from sockpiles import Pile
+
+    dash = json.loads(DASHBOARD.read_text())
+    name = f"pso-dash-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    pile: Pile | None = None
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+
+        def stage() -> Pile:
+            p = Pile(port=5000)
+            p.close_wait(12)  # over the CLOSE_WAIT pile threshold (10): a finding
+            p.time_wait(20)
+            for client, _ in p.established(3):
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            return p
+
+        pile = run_in_netns(name, stage)
+        exp_cmd = [sys.executable, "-m", "pysockopt", "exporter", "--all-netns", "--ports",
+                   "5000", "--listen", "127.0.0.1:0"]
+        with tempfile.TemporaryDirectory() as tmp, \
+                subprocess.Popen(exp_cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}) as exp:
+            try:
+                assert exp.stdout is not None
+                line = exp.stdout.readline()
+                assert "serving http://127.0.0.1:" in line, line
+                exp_port = int(line.rsplit(":", 1)[1].split("/")[0])
+                prom_port = _free_port()
+                pathlib.Path(tmp, "prometheus.yml").write_text(
+                    "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
+                    "scrape_configs:\n"
+                    "  - job_name: pysockopt\n"
+                    f"    static_configs: [{{targets: ['127.0.0.1:{exp_port}']}}]\n")
+                with subprocess.Popen([prometheus, f"--config.file={tmp}/prometheus.yml",
+                                       f"--storage.tsdb.path={tmp}/data",
+                                       f"--web.listen-address=127.0.0.1:{prom_port}"],
+                                      stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL) as prom:
+                    try:
+                        _check_dashboard(dash, prom_port, name)
+                    finally:
+                        prom.terminate()
+                        prom.wait(30)
+            finally:
+                exp.terminate()
+                exp.wait(30)
+    finally:
+        if pile is not None:
+            pile.close()
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def _check_dashboard(dash: dict[str, Any], prom: int, netns: str) -> None:
+    from waiting import wait_for
+
+    def enough() -> bool:
+        try:  # a few scrapes stored: rate() over the panels' interval has two points
+            got = _query(prom, 'count_over_time(pysockopt_scrape_duration_seconds[1m])')
+        except OSError:
+            return False
+        return bool(got) and float(got[0]["value"][1]) >= 5
+
+    wait_for(enough, 120, "Prometheus to store five scrapes of the exporter")
+    values = {"$instance": ".*", "$job": ".*", "$container": ".*", "$netns": netns,
+              "$__rate_interval": "30s"}
+
+    def expand(expr: str) -> str:
+        for var, value in values.items():
+            expr = expr.replace(var, value)
+        assert "$" not in expr, expr
+        return expr
+
+    for v in dash["templating"]["list"]:
+        if v["type"] != "query":
+            continue
+        m = re.fullmatch(r"label_values\((.*), *(\w+)\)", v["definition"])
+        assert m, v["definition"]
+        found = {s["metric"].get(m[2]) for s in _query(prom, expand(m[1]))} - {None}
+        if v["name"] == "netns":
+            assert netns in found, found
+        elif v["name"] in ("instance", "job"):
+            assert found, v["name"]
+    for title, expr, legend in _targets(dash):
+        result = _query(prom, expand(expr))
+        assert result, f"{title}: no data for {expand(expr)}"
+        for label in re.findall(r"\{\{ *(\w+) *\}\}", legend):
+            for series in result:
+                assert series["metric"].get(label), (title, label, series["metric"])
