@@ -56,8 +56,10 @@ fi
 stage "venv: pip install -e '.[prometheus,deploy-test]' pytest"
 python3 -m venv "$work/venv"
 py=$work/venv/bin/python
-"$py" -m pip install -q --upgrade pip >/dev/null
-"$py" -m pip install -q -e "$root[prometheus,deploy-test]" pytest hypothesis >/dev/null
+"$py" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+"$py" -m pip install -q -e "$root[prometheus,deploy-test]" pytest hypothesis 2>&1 \
+  | grep -v -e '^WARNING: Location' -e 'BuildBackendWarning' || true
+"$py" -c 'import pysockopt._native, prometheus_client, kubernetes_validate'
 
 stage "systemd-analyze verify docs/deploy/*.service *.timer"
 units=$work/units
@@ -94,8 +96,16 @@ echo "base image: $base"
 ctx=$work/context
 mkdir -p "$ctx"
 git ls-files -z | xargs -0 tar -c | tar -x -C "$ctx"
+# pip in the build trusts what the host's pip trusts (a TLS-intercepting proxy's CA, if any)
+cert=$(python3 -m pip config get global.cert 2>/dev/null || true)
+cert=${PIP_CERT:-${cert:-/etc/ssl/certs/ca-certificates.crt}}
+pip_args=()
+if [ -s "$cert" ]; then
+  cp "$cert" "$ctx/ci-ca-certificates.crt"
+  pip_args=(--build-arg PIP_CERT=/src/ci-ca-certificates.crt)
+fi
 stage "docker build -f docs/deploy/Dockerfile --build-arg BASE=$base"
-DOCKER_BUILDKIT=0 $docker build -q --network host --build-arg "BASE=$base" \
+DOCKER_BUILDKIT=0 $docker build -q --network host --build-arg "BASE=$base" "${pip_args[@]}" \
   -f "$ctx/docs/deploy/Dockerfile" -t pysockopt-exporter:ci "$ctx"
 
 # A staged namespace (held by a root process) the container must see into, owners included.
