@@ -56,9 +56,9 @@ fi
 stage "venv: pip install -e '.[prometheus,deploy-test]' pytest"
 python3 -m venv "$work/venv"
 py=$work/venv/bin/python
-"$py" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-"$py" -m pip install -q -e "$root[prometheus,deploy-test]" pytest hypothesis 2>&1 \
-  | grep -v -e '^WARNING: Location' -e 'BuildBackendWarning' || true
+{ "$py" -m pip install -q --upgrade pip \
+  && "$py" -m pip install -q -e "$root[prometheus,deploy-test]" pytest hypothesis; } \
+  > "$work/pip.log" 2>&1 || { cat "$work/pip.log"; exit 1; }
 "$py" -c 'import pysockopt._native, prometheus_client, kubernetes_validate'
 
 stage "systemd-analyze verify docs/deploy/*.service *.timer"

@@ -369,3 +369,34 @@ def _check_dashboard(dash: dict[str, Any], prom: int, netns: str) -> None:
         for label in re.findall(r"\{\{ *(\w+) *\}\}", legend):
             for series in result:
                 assert series["metric"].get(label), (title, label, series["metric"])
+
+
+# --- the packaging carries exactly the set the tests above prove
+
+DEPLOY = ROOT / "docs" / "deploy"
+
+
+def test_units_dockerfile_and_daemonset_give_exactly_the_capability_set() -> None:
+    for unit in ("pysockopt-exporter.service", "pysockopt-textfile.service"):
+        text = (DEPLOY / unit).read_text()
+        for key in ("CapabilityBoundingSet", "AmbientCapabilities"):
+            lines = re.findall(rf"^{key}=(.*)$", text, re.M)
+            assert [set(line.split()) for line in lines] == [set(CAPS)], (unit, key)
+        assert re.search(r"^NoNewPrivileges=yes$", text, re.M)
+        assert re.search(r"^ProtectSystem=strict$", text, re.M)
+        assert not re.search(r"^(ProtectProc=invisible|ProcSubset=pid|PrivateNetwork=yes)",
+                             text, re.M), unit  # each would hide what the exporter reports
+    assert re.search(r"^DynamicUser=yes$", (DEPLOY / "pysockopt-exporter.service").read_text(),
+                     re.M)
+    docker = (DEPLOY / "Dockerfile").read_text()
+    bits = {"CAP_SYS_ADMIN": 21, "CAP_SYS_PTRACE": 19, "CAP_DAC_READ_SEARCH": 2}
+    assert {bits[c] for c in CAPS} == {int(b) for b in re.findall(r"1 << (\d+)", docker)}
+    assert {bits[c] for c in CAPS} == {CAPABILITIES[c][0] for c in CAPS}
+    assert re.search(r"^USER 65534:65534$", docker, re.M)
+    manifest = (DEPLOY / "daemonset.yaml").read_text()
+    added = re.search(r"add:\n((?: +- \w+\n)+)", manifest)
+    assert added is not None
+    assert {"CAP_" + c.strip(" -") for c in added[1].splitlines()} == set(CAPS)
+    for needle in ("hostNetwork: true", "hostPID: true", "readOnlyRootFilesystem: true",
+                   "runAsNonRoot: true", "- ALL"):
+        assert needle in manifest, needle
