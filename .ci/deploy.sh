@@ -173,10 +173,17 @@ logs = subprocess.run([docker, "logs", cid], capture_output=True, text=True)
 said = logs.stdout + logs.stderr
 print("container said:", said.strip().replace("\n", " | "))
 assert "without CAP_" not in said, said
-top = subprocess.run([docker, "top", cid, "-o", "uid,cmd"], capture_output=True,
-                     text=True).stdout
-print("container process:", " ".join(top.split()))
-assert "\n65534 " in top or "\nnobody " in top, top
+pid = subprocess.run([docker, "inspect", "-f", "{{.State.Pid}}", cid], capture_output=True,
+                     text=True, check=True).stdout.strip()
+with open(f"/proc/{pid}/status") as f:
+    status = dict(line.split(":", 1) for line in f if ":" in line)
+uids, caps = status["Uid"].split(), int(status["CapEff"], 16)
+named = {bit: name for name, bit in (("CAP_SYS_ADMIN", 21), ("CAP_SYS_PTRACE", 19),
+                                     ("CAP_DAC_READ_SEARCH", 2))}
+held = [named.get(b, f"bit {b}") for b in range(64) if caps >> b & 1]
+print(f"container process {pid}: uid {uids[0]}, effective capabilities {held}")
+assert set(uids) == {"65534"}, uids
+assert sorted(held) == sorted(named.values()), held
 EOF
 stage "stop and clean up"
 $docker rm -f "$cid" >/dev/null; cid=
