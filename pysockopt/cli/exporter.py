@@ -75,19 +75,19 @@ def _interval(text: str) -> float:
     return value
 
 
+def _textfile(text: str) -> str:
+    if not text.endswith(".prom"):
+        raise ValueError("must end in .prom (node_exporter's textfile collector reads only "
+                         "*.prom files)")
+    return text
+
+
 def _cache_seconds(text: str) -> float:
     value: float = number(text, float)
     if not math.isfinite(value) or not 0 <= value <= 3600:
         raise ValueError("must be 0..3600 seconds (0: every request after a scan takes a "
                          "new one)")
     return value
-
-
-def _textfile(text: str) -> str:
-    if not text.endswith(".prom"):
-        raise ValueError("must end in .prom (node_exporter's textfile collector reads only "
-                         "*.prom files)")
-    return text
 
 
 def _exporter_args(p: argparse.ArgumentParser) -> None:
@@ -102,17 +102,17 @@ def _exporter_args(p: argparse.ArgumentParser) -> None:
                    help="with --textfile: rewrite it every S seconds until stopped "
                         "(default: once); a failed write is said and counted, and the next "
                         "one tried")
-    p.add_argument("--cache-seconds", action=checked(_cache_seconds), metavar="S",
-                   default=DEFAULT_CACHE_SECONDS,
-                   help="with --listen: a scan answers every request that comes within S "
-                        f"seconds of its end (default {DEFAULT_CACHE_SECONDS:g}; 0..3600); "
-                        "requests during a scan always share it")
     p.add_argument("--ports", metavar="P,P,...", default=[], action=checked(_ports),
                    help=f"local ports that also get per-port state series (at most "
                         f"{MAX_PORTS})")
     p.add_argument("--top", action=checked(_top), default=5, metavar="N",
                    help="CLOSE_WAIT owners and TIME_WAIT destinations shown by name; "
                         "the rest is summed as 'other' (1..100, default 5)")
+    p.add_argument("--cache-seconds", action=checked(_cache_seconds), metavar="S",
+                   default=DEFAULT_CACHE_SECONDS,
+                   help="with --listen: a scan answers every request that comes within S "
+                        f"seconds of its end (default {DEFAULT_CACHE_SECONDS:g}; 0..3600); "
+                        "requests during a scan always share it")
     add_netns_args(p)  # --all-netns: per-namespace series get a netns label
 
 
