@@ -10,7 +10,8 @@ empty namespace (3.7 s of CPU: one full scan per departed client, serially).
 Cost: ESTABLISHED loopback pairs held by processes in the namespace (10k and 100k sockets);
 per scrape the wall time (HTTP GET, median of 7), the exporter's CPU (its /proc stat delta
 over those scrapes) and its peak RSS, beside node_exporter's tcpstat scrape of the same
-sockets. Needs root, prometheus_client, prometheus-node-exporter.
+sockets. PYSOCKOPT_BENCH_1M=1 adds 1M sockets (63 holder processes, ~2 GiB of kernel memory).
+Needs root, prometheus_client, prometheus-node-exporter.
 """
 
 from __future__ import annotations
@@ -135,5 +136,8 @@ def run() -> None:
             _wait(node_url)
             report("exporter idle", f"peak RSS {_peak_kib(pid) / 1024:.0f} MiB, scrape "
                                     f"{_median_get(url) * 1000:.1f} ms")
-            for sockets in (10_000, 100_000):
+            sizes = [10_000, 100_000]
+            if os.environ.get("PYSOCKOPT_BENCH_1M"):  # ~2 GiB of kernel memory, minutes
+                sizes.append(1_000_000)
+            for sockets in sizes:
                 _cost(url, pid, node_url, sockets)
