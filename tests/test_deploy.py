@@ -30,7 +30,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -320,7 +320,9 @@ def test_every_dashboard_query_returns_data_with_the_labels_its_legend_uses() ->
                                       stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL) as prom:
                     try:
-                        _check_dashboard(dash, prom_port, name)
+                        # TIME_WAIT lasts 60 s: made again once Prometheus is scraping
+                        _check_dashboard(dash, prom_port, name,
+                                         lambda: run_in_netns(name, lambda: pile.time_wait(20)))
                     finally:
                         prom.terminate()
                         prom.wait(30)
@@ -333,7 +335,8 @@ def test_every_dashboard_query_returns_data_with_the_labels_its_legend_uses() ->
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-def _check_dashboard(dash: dict[str, Any], prom: int, netns: str) -> None:
+def _check_dashboard(dash: dict[str, Any], prom: int, netns: str,
+                     time_wait: Callable[[], object]) -> None:
     from waiting import wait_for
 
     def enough() -> bool:
@@ -344,6 +347,10 @@ def _check_dashboard(dash: dict[str, Any], prom: int, netns: str) -> None:
         return bool(got) and float(got[0]["value"][1]) >= 5
 
     wait_for(enough, 120, "Prometheus to store five scrapes of the exporter")
+    time_wait()
+    wait_for(lambda: _query(prom, f'pysockopt_tcp_time_wait_destination_sockets'
+                                  f'{{netns="{netns}"}}'), 60,
+             "Prometheus to store the fresh TIME_WAIT sockets")
     values = {"$instance": ".*", "$job": ".*", "$container": ".*", "$netns": netns,
               "$__rate_interval": "30s"}
 
