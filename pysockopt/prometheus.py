@@ -335,6 +335,10 @@ class SocketCollector:
                 # A namespace that vanished meanwhile is gone, not an error; one we may not
                 # enter is (the exporter should run as root to see them all).
                 failed += [s.message for s in found.skipped if s.reason != "vanished"]
+                if found.unseen:  # namespaces that only other users' processes hold: missed
+                    from .host.namespaces import NamespaceList
+
+                    failed += NamespaceList(unseen=found.unseen).notes
             else:
                 try:
                     scans = [(None, look.scan(self._options, self._netns, self._last,
