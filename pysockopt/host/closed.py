@@ -402,7 +402,6 @@ class _Follower:
         self.mark = ffi.new("struct pso_sd_mark *")
         lib.pso_sd_sink_mark(self.sink, self.mark)
         self.buf = ffi.new("uint8_t[]", lib.PSO_EV_BUF)
-        self.dump = NativeDump(self.sink, ns)  # decodes what the sink holds
         self.seen: dict[int, _Seen] = {}
         self.missing: dict[int, int] = {}   # cookie -> looks it has been missing from
         self.starts: list[float] = []       # monotonic start of each look
@@ -427,7 +426,9 @@ class _Follower:
             if rc:
                 raise os_error(rc, f"reading TCP closes{self._where()}")
             self.overflows += int(out.overflows)
-            return self.dump.connections()
+            # A new view per drain: decoding takes the sink's tcp_info blob (no copy) into
+            # the records it returns, and the next drain's blob is a new one.
+            return NativeDump(self.sink, self.ns).connections()
         finally:
             lib.pso_sd_sink_rollback(self.sink, self.mark)
 
