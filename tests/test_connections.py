@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from netns import NetnsPair
-from sockpiles import Pile, flood_target, send_syns, ss_counts, ss_lines
+from sockpiles import Pile, flood_target, ss_counts, ss_lines, syn_flood
 from waiting import wait_for
 
 import pysockopt
@@ -250,13 +250,13 @@ def test_new_syn_recv_means_syn_recv_from_both_sources(netns_pair: NetnsPair) ->
     # The SYN+ACKs go unanswered: namespace b holds request sockets until they time out.
     listener, sources = flood_target(netns_pair, 6001, 64)
     try:
-        netns_pair.in_ns("a", lambda: send_syns(sources[:1], netns_pair.addr_b, 6001, 5))
+        syn_flood(netns_pair, sources[:1], 6001, 5)  # all 5 there, counted by ss
 
         def look(states: list[TcpState], source: str) -> list[Connection]:
             return netns_pair.in_ns("b", lambda: connections(
                 states=states, port=6001, source=source))  # type: ignore[arg-type]
 
-        wait_for(lambda: len(look([TcpState.SYN_RECV], "netlink")) == 5, 5, "5 SYN_RECV")
+        wait_for(lambda: len(look([TcpState.SYN_RECV], "netlink")) == 5, 30, "5 SYN_RECV")
         answers = {(tuple(states), source): look(states, source)
                    for states in ([TcpState.SYN_RECV], [TcpState.NEW_SYN_RECV])
                    for source in SOURCES}
