@@ -14,8 +14,8 @@
 #
 # The subset (KERNEL_VM_TESTS): what differs between kernels, i.e. the tests that talk to the
 # kernel: tcp_info layouts, sock_diag dumps, /proc parsing, namespaces, diagnosis, keepalive
-# limits, errno, the sampler, reentrancy of the C core. `-m "not slow"`. The CLI and live view
-# are Python over the same calls and run on the host only (they took 40 % of the VM time).
+# limits, errno, the sampler, reentrancy of the C core; `-m "not slow"`. The CLI, live view and
+# watch are Python over these same calls: they run on the host (tests and stress stages).
 # Each kernel's pytest summary (failures, skips with reasons) is printed; any failure, or a VM
 # that never reports, fails the stage.
 set -euo pipefail
@@ -58,7 +58,7 @@ for meta in "$@"; do
   t0=$SECONDS
   for attempt in 1 2; do
     rc=0
-    nice -n 5 bash .ci/vm/run-on-kernel.sh "$deb" . > "$CACHE/vm-last.log" 2>&1 || rc=$?
+    bash .ci/vm/run-on-kernel.sh "$deb" . > "$CACHE/vm-last.log" 2>&1 || rc=$?
     run=$(ls -dt "$KERNEL_VM_DIR"/runs/*/ | head -1)
     # 3 without a line of the job's: the VM never came up (a boot that failed); once more
     if [ "$rc" -ne 3 ] || [ -s "$run/out/console.log" ] || [ "$attempt" -eq 2 ]; then break; fi
