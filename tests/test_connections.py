@@ -36,9 +36,13 @@ from pysockopt.host.connections import _parse_dump, _parse_proc, parse_state
 SOURCES = ["netlink", "proc"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def world() -> Iterator[Pile]:
-    """One port with sockets in LISTEN, ESTABLISHED, CLOSE_WAIT, FIN_WAIT2 and TIME_WAIT."""
+    """One port with sockets in LISTEN, ESTABLISHED, CLOSE_WAIT, FIN_WAIT2 and TIME_WAIT.
+
+    Made for each test: TIME_WAIT and orphaned FIN_WAIT2 last 60 s, which a module's tests
+    outlast on a slow CPU (an emulated one: TIME_WAIT was gone by the CLI tests).
+    """
     with Pile(backlog=32) as pile:
         pile.established(3)
         pile.close_wait(2)
