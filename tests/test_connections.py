@@ -327,7 +327,7 @@ def _last_len(data: bytes) -> int:
         off += step
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def sample(world: Pile) -> list[bytes]:
     return _raw_dump(socket.AF_INET, ext=lib.PSO_SD_EXT_INFO | lib.PSO_SD_EXT_SKMEMINFO,
                      port=world.port)
@@ -508,7 +508,7 @@ def test_a_well_formed_synthetic_reply_parses() -> None:
 # --- the /proc parser
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def proc_text(world: Pile) -> bytes:
     with open("/proc/thread-self/net/tcp", "rb") as f:
         return f.read()
