@@ -22,6 +22,11 @@ have promtool || need+=(prometheus)
 have prometheus-node-exporter || need+=(prometheus-node-exporter)
 have gcc || need+=(gcc)
 have stdbuf || need+=(coreutils)                     # ss -E line-buffered (test_closed)
+have git || need+=(git)                              # pythons.sh copies the tracked files
+# a venv of Debian's python3 (.ci/run, each stage) and the headers the C core builds against
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+python3 -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' \
+  >/dev/null 2>&1 || need+=(python3-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)

@@ -22,14 +22,22 @@ for py in python3.10 /usr/bin/python3.11 python3.13 \
   tree="$work/tree-$version"
   mkdir -p "$tree"
   git ls-files -z | xargs -0 tar -c | tar -x -C "$tree"
-  "$work/$version/bin/python" -m pip install -q cffi pytest hypothesis 'setuptools>=77' >/dev/null 2>&1
-  (cd "$tree" && "$work/$version/bin/python" setup.py -q build_ext --inplace >/dev/null 2>&1)
+  # pip's and the build's output only when they fail (a failure is this stage's failure)
+  if ! out=$("$work/$version/bin/python" -m pip install -q --disable-pip-version-check \
+               cffi pytest hypothesis 'setuptools>=77' 2>&1); then
+    echo "$out"; echo "python $version: pip install failed"; status=1; continue
+  fi
+  if ! out=$(cd "$tree" && "$work/$version/bin/python" setup.py -q build_ext --inplace 2>&1); then
+    echo "$out"; echo "python $version: building the C core failed"; status=1; continue
+  fi
   # Tests that drop privileges import the package as another user: mktemp made this 0700.
   chmod -R a+rX "$work"
   echo "+ python $version: pytest -m 'not slow' (no client-library or exporter tests)"
-  if ! (cd "$tree" && PYTHONPATH=$tree "$work/$version/bin/python" -m pytest -q -p no:cacheprovider \
-          -m "not slow" --ignore=tests/test_integrations.py --ignore=tests/test_prometheus.py \
-          --ignore=tests/test_wheel.py 2>&1 | tail -3); then
+  # -rfEs: each failure, error and skip reason in the log
+  if ! (cd "$tree" && PYTHONPATH=$tree "$work/$version/bin/python" -m pytest -q -rfEs \
+          -p no:cacheprovider -m "not slow" --ignore=tests/test_integrations.py \
+          --ignore=tests/test_prometheus.py --ignore=tests/test_wheel.py); then
+    echo "python $version: tests failed"
     status=1
   fi
 done

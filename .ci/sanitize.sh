@@ -10,11 +10,12 @@
 #
 #   .ci/sanitize.sh [extra pytest arguments]
 #
-# Needs gcc (its libasan / libubsan) and the test extras (pytest, hypothesis) installed for
-# the same python3, as .ci/run's README test command installs them.
+# Needs gcc (its libasan / libubsan). Makes its own venv of $PYTHON (default python3) with what
+# the build and these tests need (setuptools >= 77 for pyproject's license field, cffi, pytest,
+# hypothesis, prometheus_client), so it passes on a bare machine whatever the interpreter has.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-python="${PYTHON:-python3}"
+base_python="${PYTHON:-python3}"
 
 libasan="$(gcc -print-file-name=libasan.so)"
 if [ ! -e "$libasan" ]; then
@@ -23,9 +24,17 @@ if [ ! -e "$libasan" ]; then
 fi
 
 build="$(mktemp -d "${TMPDIR:-/tmp}/pysockopt-sanitize.XXXXXX")"
+venv="$(mktemp -d "${TMPDIR:-/tmp}/pysockopt-sanitize-venv.XXXXXX")"
 log="$build/sanitize.log"
 # SANITIZE_KEEP=1 keeps the build directory (and any reports) for a look afterwards.
-if [ -z "${SANITIZE_KEEP:-}" ]; then trap 'rm -rf "$build"' EXIT; fi
+if [ -z "${SANITIZE_KEEP:-}" ]; then trap 'rm -rf "$build" "$venv"' EXIT; else trap 'rm -rf "$venv"' EXIT; fi
+
+echo "+ venv of $base_python with setuptools>=77 cffi pytest hypothesis prometheus_client"
+"$base_python" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check \
+  'setuptools>=77' 'cffi>=1.15' 'pytest>=7' 'hypothesis>=6' 'prometheus_client>=0.17'
+chmod -R a+rX "$venv"   # tests that drop privileges run this interpreter as another user
+python="$venv/bin/python"
 
 # A copy of the sources without any built extension, so nothing unsanitized can be imported.
 tar -C "$root" --exclude='*.so' --exclude=__pycache__ --exclude=build \
@@ -70,7 +79,7 @@ esac
 
 echo "+ C-facing tests under ASan + UBSan"
 status=0
-"$python" -m pytest -q -p no:cacheprovider --capture=sys -m "not slow" \
+"$python" -m pytest -q -rfEs -p no:cacheprovider --capture=sys -m "not slow" \
   tests/test_tcpinfo.py tests/test_keepalive.py tests/test_connections.py tests/test_inputs.py \
   tests/test_netlink.py tests/test_reentry.py tests/test_fuzz.py tests/test_namespaces.py \
   tests/test_prometheus.py tests/test_core.py tests/test_closed.py \

@@ -11,6 +11,7 @@ from hypothesis import settings
 sys.path.insert(0, __file__.rsplit("/", 1)[0])  # tests/ helpers (netns.py) importable
 
 from netns import NetnsPair, have_netns
+from unpriv import remove_test_user
 
 # Hypothesis tests here open real sockets and run real syscalls: on a loaded machine one
 # example can take longer than hypothesis's default 200 ms deadline without anything wrong.
@@ -26,6 +27,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if ROOT_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.root)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leave the host as found: the system user the tests made is removed."""
+    remove_test_user()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -9,7 +9,6 @@ import contextlib
 import http.client
 import http.server
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from helpers import free_port
+from unpriv import TEST_USER, pysockopt_test_user
 
 
 def _pg_bin() -> str:
@@ -36,7 +36,7 @@ def _pg_bin() -> str:
 
 
 PG_BIN = _pg_bin()
-PG_USER = "pysockopt-test"  # a system user: initdb and postgres refuse to run as root
+PG_USER = TEST_USER  # a system user: initdb and postgres refuse to run as root
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30,
@@ -102,11 +102,7 @@ def _pg_user() -> tuple[int, int] | None:
     """(uid, gid) to run PostgreSQL as when we are root (the user is made if missing)."""
     if os.geteuid() != 0:
         return None
-    try:
-        entry = pwd.getpwnam(PG_USER)
-    except KeyError:
-        subprocess.run(["useradd", "-r", "-M", "-s", "/usr/sbin/nologin", PG_USER], check=True)
-        entry = pwd.getpwnam(PG_USER)
+    entry = pysockopt_test_user()  # made if missing; removed at the end of the session that made it
     return entry.pw_uid, entry.pw_gid
 
 

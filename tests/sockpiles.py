@@ -10,6 +10,7 @@ import contextlib
 import socket
 import struct
 import subprocess
+import time
 from collections import Counter
 
 from netns import NetnsPair, ip
@@ -184,6 +185,33 @@ def send_syns(sources: list[str], dst: str, dport: int, count: int) -> None:
     finally:
         raw.close()
 
+
+
+def syn_flood(pair: NetnsPair, sources: list[str], port: int, count: int,
+              timeout: float = 60.0) -> None:
+    """``count`` request sockets (SYN_RECV) on ``pair.addr_b:port`` from ``sources``, for sure.
+
+    SYNs are sent from namespace a in one burst; on a busy host the kernel may drop some on the
+    way (the per-CPU backlog a veth hands packets to is shared by the whole host). So this waits
+    for ``ss`` in namespace b to count them and sends the whole burst again until it does: a
+    SYN whose request socket exists is a retransmission (same 4-tuple, no new socket), so the
+    count never overshoots. ``timeout`` bounds the whole, well within the request sockets' life
+    (about 60 s of SYN+ACK retransmissions).
+    """
+    deadline = time.monotonic() + timeout
+
+    def syn_recv() -> int:
+        return ss_counts(port, pair.b)[TcpState.SYN_RECV]
+
+    while True:
+        pair.in_ns("a", lambda: send_syns(sources, pair.addr_b, port, count))
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: syn_recv() == count, min(3.0, timeout), f"{count} SYN_RECV")
+            return
+        seen = syn_recv()
+        assert seen <= count, f"{seen} SYN_RECV on port {port}, more than the {count} sent"
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{seen} of {count} SYN_RECV on port {port} after {timeout} s")
 
 
 def flood_target(pair: NetnsPair, port: int, backlog: int) -> tuple[socket.socket, list[str]]:

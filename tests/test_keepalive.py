@@ -477,9 +477,11 @@ def test_docs_server_snippet_runs_and_its_connections_inherit(index: int,
         return None
 
     try:
-        wait_for(listener_configured, 20, "the snippet to set keepalive on its listener")
-        client = socket.create_connection(("127.0.0.1", port), timeout=5)
-        owner = wait_for(accepted, 10, "the snippet to accept the connection")
+        # ceilings for a server's start (uvicorn, gunicorn: seconds natively, over 20 s on an
+        # emulated CPU under load), never a measurement
+        wait_for(listener_configured, 120, "the snippet to set keepalive on its listener")
+        client = socket.create_connection(("127.0.0.1", port), timeout=60)
+        owner = wait_for(accepted, 60, "the snippet to accept the connection")
         config = KeepaliveConfig.for_detection(30)
         assert config.user_timeout_ms is not None  # for_detection always sets one
         assert _read_from_outside(*owner) == pysockopt.KeepaliveSettings(

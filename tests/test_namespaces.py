@@ -32,6 +32,7 @@ import pytest
 from helpers import run_cli
 from netns import have_netns
 from sockpiles import SS_STATES
+from unpriv import pysockopt_test_user
 from waiting import wait_for
 
 import pysockopt
@@ -723,7 +724,6 @@ def test_pid_reused_or_remounted_name_is_not_the_namespace(world: World) -> None
 
 # --- as an unprivileged user
 
-_UNPRIVILEGED = "pysockopt-test"
 
 #: Imports everything first (the interpreter may live where the user cannot read), then drops
 #: root for good and reports what each call did, and the thread's namespace around each.
@@ -775,12 +775,7 @@ CHILD = textwrap.dedent("""
 
 
 def _unprivileged_user() -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(_UNPRIVILEGED)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                        "/usr/sbin/nologin", _UNPRIVILEGED], check=True, capture_output=True)
-        return pwd.getpwnam(_UNPRIVILEGED)
+    return pysockopt_test_user()  # removed at the end of the session that made it
 
 
 @pytest.mark.root
@@ -838,11 +833,18 @@ CLI_CHILD = textwrap.dedent("""
 @pytest.mark.root
 def test_unprivileged_all_netns_never_reads_as_no_problems(world: World) -> None:
     user = _unprivileged_user()
-    out = subprocess.run(
-        ["ip", "netns", "exec", world.clean, sys.executable, "-c", CLI_CHILD,
-         str(user.pw_uid), str(user.pw_gid)],
-        capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    # Three namespaces it cannot enter, made here (not whatever else the host holds): the pile,
+    # the full queue and an empty one. Its own (the clean one) it looks at.
+    other = f"pso-other-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", other], check=True, capture_output=True)
+    try:
+        out = subprocess.run(
+            ["ip", "netns", "exec", world.clean, sys.executable, "-c", CLI_CHILD,
+             str(user.pw_uid), str(user.pw_gid)],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    finally:
+        subprocess.run(["ip", "netns", "del", other], capture_output=True)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     first = re.compile(r"Not looked at: (\d+) network namespace\(s\) could not be entered")
@@ -958,14 +960,49 @@ def test_refusals_say_which_check_failed_even_as_root(world: World) -> None:
 # --- containers from real cgroups
 
 
+def cgroup2_mounts(mountinfo: bytes | None = None) -> list[str]:
+    """Every cgroup2 mount point in ``mountinfo`` (default: /proc/self/mountinfo's bytes).
+
+    A mount point may hold any byte but NUL: the kernel escapes space, tab, newline and
+    backslash as octal, and the rest need not be UTF-8 (decoded as os.fsdecode does).
+    """
+    if mountinfo is None:
+        with open("/proc/self/mountinfo", "rb") as f:
+            mountinfo = f.read()
+    found = []
+    for line in mountinfo.splitlines():
+        fields = line.split(b" ")
+        sep = fields.index(b"-")
+        if fields[sep + 1] == b"cgroup2":
+            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), fields[4])
+            found.append(os.fsdecode(point))
+    return found
+
+
 def cgroup2_mount() -> str | None:
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            if fields[sep + 1] == "cgroup2":
-                return fields[4]
-    return None
+    """The first cgroup2 mount point of this process, or None."""
+    mounts = cgroup2_mounts()
+    return mounts[0] if mounts else None
+
+
+@pytest.mark.root
+def test_cgroup2_mount_reads_any_byte_in_a_mount_point(tmp_path: pathlib.Path) -> None:
+    # A real mount in a mount namespace of its own, at a path with a space (escaped as \040 by
+    # the kernel) and a byte that is not UTF-8.
+    reason = have_netns()
+    if reason:
+        pytest.skip(reason)
+    odd = os.path.join(os.fsencode(tmp_path), b"cg v2 \xff\\x")
+    os.mkdir(odd)
+    out = subprocess.run(
+        [b"unshare", b"-m", b"sh", b"-c",
+         b'mount --make-rprivate / && mount -t cgroup2 none "$0" && cat /proc/self/mountinfo', odd],
+        capture_output=True, timeout=60)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount cgroup2 here: {out.stderr.decode(errors='replace')}")
+    assert b"\\040" in out.stdout and b"\xff" in out.stdout  # the kernel's escaping, raw bytes
+    assert os.fsdecode(odd) in cgroup2_mounts(out.stdout)
+    assert os.path.isdir(cgroup2_mounts(out.stdout)[-1])
 
 
 @contextlib.contextmanager
@@ -1020,8 +1057,11 @@ def test_container_attribution_from_real_cgroups(cgroup2: str, kind: str) -> Non
                 "kubepods": Container("containerd", cid, pod)}[kind]
     holder = start_holder(["unshare", "-n"], "established", 1)
     try:
-        before = next(n for n in namespaces() if holder.pid in n.pids)
-        assert before.container is None
+        # Not where the runner's cgroup says (a systemd service's names a container), but a
+        # plain cgroup made here: no container.
+        with in_cgroup(cgroup2, f"pso-test-{tag}/plain", holder.pid):
+            before = next(n for n in namespaces() if holder.pid in n.pids)
+            assert before.container is None
         with in_cgroup(cgroup2, relative, holder.pid):
             with open(f"/proc/{holder.pid}/cgroup", encoding="utf-8") as f:
                 assert f"0::/{relative}\n" in f.read()

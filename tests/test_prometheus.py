@@ -829,7 +829,16 @@ def test_exporter_textfile_loop_survives_a_recreated_namespace_and_a_lost_direct
             target.read_text()).get(("pysockopt_tcp_sockets", (("state", "listen"),)))
             == 0 and value("pysockopt_scrape_errors_total") == last, 20,
             "scrapes of the recreated namespace")
-        shutil.rmtree(directory)
+        # Gone in one step (a rename), then removed: an rmtree in place races the loop's
+        # next temporary file on a busy host (rmdir: directory not empty).
+        lost = tmp_path / "lost"
+        directory.rename(lost)
+
+        def removed() -> bool:
+            shutil.rmtree(lost, ignore_errors=True)
+            return not lost.exists()
+
+        wait_for(removed, 20, "the lost directory removed")
         wait_for(lambda: str(target) in errlog.read_text(), 20, "a failed write said")
         directory.mkdir()
         wait_for(lambda: (value("pysockopt_scrape_errors_total") or 0) > (last or 0), 20,

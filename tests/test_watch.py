@@ -86,11 +86,17 @@ def test_ndjson_sees_a_leak_and_exits_1() -> None:
     assert counts == sorted(counts) and counts[-1] > counts[0]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ndjson_is_flushed_per_sample_and_ctrl_c_exits_cleanly() -> None:
     with Pile() as pile:
+        # SIGINT as a terminal gives it: default, even where this process ignores it (as a
+        # command started with & from a script does, and its children inherit)
         proc = subprocess.Popen(_watch("--interval", "0.3", "--port", str(pile.port)),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=_env())
+                                env=_env(), preexec_fn=_default_sigint)
         assert proc.stdout is not None and proc.stderr is not None
         try:
             first = proc.stdout.readline()  # arrives while the command still runs: flushed

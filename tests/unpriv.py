@@ -20,8 +20,10 @@ import contextlib
 import errno
 import os
 import pickle
+import pwd
 import resource
 import struct
+import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -159,3 +161,30 @@ def free_descriptors(n: int) -> Iterator[None]:
         for fd in filler:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+#: A named system user for what needs an /etc/passwd entry (initdb, postgres) or a user of its
+#: own (the namespace tests' unprivileged CLI runs): made when first needed, removed at the end
+#: of the session that made it (conftest's pytest_sessionfinish), so the suite leaves none.
+TEST_USER = "pysockopt-test"
+_made_test_user = False
+
+
+def pysockopt_test_user() -> pwd.struct_passwd:
+    """Return the passwd entry of ``TEST_USER``, making it (a system user, no home) if missing."""
+    global _made_test_user
+    try:
+        return pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", TEST_USER], check=True, capture_output=True)
+        _made_test_user = True
+        return pwd.getpwnam(TEST_USER)
+
+
+def remove_test_user() -> None:
+    """Remove ``TEST_USER`` if this session made it (with its group); a user found is kept."""
+    global _made_test_user
+    if _made_test_user:
+        subprocess.run(["userdel", TEST_USER], capture_output=True)
+        _made_test_user = False
