@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -48,6 +49,25 @@ def fileno_of(sock: SocketLike) -> int:
     if not _FD_MIN <= fd <= _FD_MAX:
         raise OSError(errno.EBADF, f"{os.strerror(errno.EBADF)} (fd {fd} is out of range)")
     return fd
+
+
+def filenos_of(socks: Sequence[SocketLike], what: str) -> tuple[list[int], dict[int, OSError]]:
+    """Return each socket's descriptor (-1 for a bad one) and, by index, the bad ones' errors.
+
+    A closed file object gives its OSError (EBADF) in place, so one bad entry never fails a
+    batch; a value that is no socket-like object raises TypeError naming ``what`` and its index.
+    """
+    fds: list[int] = []
+    bad: dict[int, OSError] = {}
+    for i, sock in enumerate(socks):
+        try:
+            fds.append(fileno_of(sock))
+        except TypeError as err:
+            raise TypeError(f"{what}: socks[{i}]: {err}") from None
+        except OSError as err:  # fileno_of makes a closed file object's ValueError EBADF
+            bad[i] = err
+            fds.append(-1)
+    return fds, bad
 
 
 def replaced(sock: SocketLike, fd: int) -> bool:

@@ -22,7 +22,7 @@ from typing import Final, NamedTuple
 from . import _host
 from ._core import ffi, lib
 from ._platform import KEEPALIVE_INHERITED_BY_ACCEPT
-from ._sock import SocketLike, closed_during_call, fileno_of, os_error, replaced
+from ._sock import SocketLike, closed_during_call, fileno_of, filenos_of, os_error, replaced
 from ._validate import check_int, check_seconds
 from .errors import InvalidConfigError, UnsupportedPlatformError
 
@@ -555,7 +555,7 @@ def apply_keepalive_many(
         bad: dict[int, OSError] = {}
         every_socket = True
     except TypeError:
-        fds, bad = _filenos(socks)
+        fds, bad = filenos_of(socks, "apply_keepalive_many")
         every_socket = False
     n = len(fds)
     report = config._unverified
@@ -582,20 +582,6 @@ def apply_keepalive_many(
             if i not in bad and replaced(s, fds[i]):
                 out[i] = _closed(fds[i], True)
     return out
-
-
-def _filenos(socks: tuple[SocketLike, ...]) -> tuple[list[int], dict[int, OSError]]:
-    fds: list[int] = []
-    bad: dict[int, OSError] = {}
-    for i, sock in enumerate(socks):
-        try:
-            fds.append(fileno_of(sock))
-        except TypeError as err:
-            raise TypeError(f"apply_keepalive_many: socks[{i}]: {err}") from None
-        except OSError as err:  # fileno_of makes a closed file object's ValueError EBADF
-            bad[i] = err
-            fds.append(-1)
-    return fds, bad
 
 
 _set_many = lib.pso_keepalive_set_many

@@ -18,14 +18,14 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from . import _platform
 from ._core import ffi, lib
-from ._sock import SocketLike, closed_during_call, fileno_of, os_error, replaced
+from ._sock import SocketLike, closed_during_call, fileno_of, filenos_of, os_error, replaced
 from .errors import InvalidConfigError, UnsupportedPlatformError
 
 __all__ = [
@@ -661,7 +661,7 @@ _give_one = _ONE.append
 _native_one = lib.pso_tcp_info
 _native_poll = lib.pso_tcp_info_poll
 #: socket.socket.fileno, C-level over many sockets; TypeError for any other object, which
-#: sends that batch down the per-entry path (_filenos).
+#: sends that batch down the per-entry path (filenos_of).
 _any_fileno: Callable[[SocketLike], int] = socket.socket.fileno  # type: ignore[assignment]
 _ffi_new = ffi.new
 _ffi_unpack = ffi.unpack
@@ -756,7 +756,7 @@ def poll_tcp_info(socks: Iterable[SocketLike]) -> list[TcpInfo | OSError]:
         bad: dict[int, OSError] = {}
         every_socket = True
     except TypeError:
-        fds, bad = _filenos(socks)
+        fds, bad = filenos_of(socks, "poll_tcp_info")
         every_socket = False
     n = len(fds)
     owned = _BUFFERS.take(n)
@@ -806,20 +806,6 @@ def _views(data: bytes, lens: list[int], used: int, fds: list[int],
         start += length
         append(view)
     return out
-
-
-def _filenos(socks: Sequence[SocketLike]) -> tuple[list[int], dict[int, OSError]]:
-    fds: list[int] = []
-    bad: dict[int, OSError] = {}
-    for i, sock in enumerate(socks):
-        try:
-            fds.append(fileno_of(sock))
-        except TypeError as err:
-            raise TypeError(f"poll_tcp_info: socks[{i}]: {err}") from None
-        except OSError as err:  # fileno_of makes a closed file object's ValueError EBADF
-            bad[i] = err
-            fds.append(-1)
-    return fds, bad
 
 
 def _failure(rc: int, fd: int) -> OSError:
@@ -997,7 +983,7 @@ class TcpInfoPoller:
             self._bad: dict[int, OSError] = {}
             self._every_socket = True
         except TypeError:
-            self._fds, self._bad = _filenos(self._socks)
+            self._fds, self._bad = filenos_of(self._socks, "poll_tcp_info")
             self._every_socket = False
         self._fd_array = _ffi_new("int[]", self._fds)
 
