@@ -1031,6 +1031,9 @@ def test_a_process_whose_main_thread_exited_is_audited_through_another(pair: Net
         assert os.listdir(f"/proc/{proc.pid}/fd") == []
         audit = audit_process(proc.pid)
         assert len(audit.listeners) == 1 and len(audit.connections) == 2, audit.summary()
+        # kill --pid's candidates, through the same living thread (no /proc/PID/ns/net now).
+        candidates = destroy_mod.destroy_candidates(pid=proc.pid)
+        assert {c.inode for c in candidates} == {s.connection.inode for s in audit.connections}
     finally:
         proc.kill()
         proc.wait()

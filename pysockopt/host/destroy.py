@@ -153,7 +153,9 @@ def destroy_candidates(
             foreign: list[Connection] = []
             if netns is None:
                 if not same_netns(pid, where):
-                    netns = pid  # a containerised process: its sockets are in its own namespace
+                    # A containerised process: its sockets are in its own namespace, read
+                    # through a living thread when the main one has exited.
+                    netns = pid if where == f"/proc/{pid}" else f"{where}/ns/net"
                 # Sockets it holds from other namespaces, each listed (and destroyed) there.
                 listed = {c.inode for c in connections(netns=netns)}
                 foreign = foreign_records(
