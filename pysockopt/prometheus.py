@@ -411,13 +411,14 @@ class _Carry:
     """Keep every ``_total`` the collector emits from going down while it runs.
 
     ``pysockopt_tcp_listen_drops_total`` sums the SO_REUSEPORT listeners of an address and
-    port: a listener that restarts has its count carried forward (per socket cookie). The
+    port: a listener that restarts has its count carried forward (per socket cookie, under
+    the series' own labels: a namespace made again under the same name carries on). The
     kernel's counters of a namespace made again under the same name (``--netns NAME``
     follows it) start from 0: the old namespace's last values are carried (per inode).
     """
 
     def __init__(self) -> None:
-        self._drops: Carried[tuple[int, str, int]] = Carried()
+        self._drops: Carried[tuple[str, str, int]] = Carried()
         self._counters: Carried[tuple[str, str]] = Carried()
 
     def __call__(self, scans: list[tuple[NetNamespace | None, Scan]],
@@ -433,7 +434,7 @@ class _Carry:
                 if c.drops is not None:
                     members.setdefault((c.local_address, c.local_port), {})[
                         c.cookie or -c.inode] = c.drops
-            drops = {key: self._drops.total((scan.inode, *key), counts)
+            drops = {key: self._drops.total((where, *key), counts)
                      for key, counts in members.items()}
             totals = {}
             hc = scan.counters
@@ -448,8 +449,7 @@ class _Carry:
             out.append((ns, dataclasses.replace(scan, listen_drops=drops,
                                                 counter_totals=totals)))
         if scans:  # a namespace gone is forgotten; a failed scrape forgets nothing
-            inodes = {scan.inode for _, scan in scans}
-            self._drops.forget(lambda key: key[0] in inodes)
+            self._drops.forget(lambda key: key[0] in labels)
             self._counters.forget(lambda key: key[0] in labels)
         return out
 

@@ -201,3 +201,49 @@ def test_kernel_counters_never_go_down_when_the_named_namespace_is_made_again() 
     assert first is not None and first >= 5
     assert again is not None and again >= first, (first, again)
     assert more is not None and more >= again + 5, (again, more)
+
+
+@pytest.mark.root
+def test_listen_drops_total_never_goes_down_when_the_named_namespace_is_made_again() -> None:
+    # The carried drops followed the namespace's inode, which the series does not have:
+    # `ip netns del NAME; ip netns add NAME` and a listener again on the same port started the
+    # series from 0 (a counter reset for Prometheus). They follow the label, as the counters do.
+    reason = have_netns()
+    if reason:
+        pytest.skip(reason)
+    from netns import run_in_netns
+
+    name = f"t3s-ctr-{uuid.uuid4().hex[:8]}"
+    port = 9000
+
+    def dropping() -> socket.socket:
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        s = _reuseport_listener(port)
+        clients = []
+        for _ in range(20):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", port))
+            clients.append(c)
+        for _ in range(400):  # until the listener's queue overflowed (SYN retries add drops)
+            per = [c.drops or 0 for c in pysockopt.connections(states=["LISTEN"], port=port)]
+            if per and min(per) > 0:
+                break
+            time.sleep(0.05)
+        for c in clients:
+            c.close()
+        return s
+
+    with _ip_netns(name.encode()):
+        first_listener = run_in_netns(name, dropping)
+        collector = prom.SocketCollector(netns=name)
+        first = _drops(collector, port)
+        first_listener.close()
+    with _ip_netns(name.encode()):
+        again_listener = run_in_netns(name, lambda: (
+            subprocess.run(["ip", "link", "set", "lo", "up"], check=True),
+            _reuseport_listener(port))[1])
+        again = _drops(collector, port)
+        again_listener.close()
+    assert first is not None and first > 0, (first, again)
+    assert again is not None and again >= first, (first, again)
