@@ -28,6 +28,35 @@ def free_port() -> int:
         return port
 
 
+def quiet_listener(family: int, host: str, backlog: int = 128, *,
+                   dual_stack: bool = False) -> socket.socket:
+    """Return a listener on a port the kernel picks that no other socket uses yet.
+
+    Without SO_REUSEADDR the kernel never picks a port a TIME_WAIT socket holds as its own
+    local port, but a stranger may still carry the number as its *remote* port (the client
+    side of an earlier listener's connections, 60 s in TIME_WAIT; on a busy host, anyone's):
+    a test counting sockets by port would count those too. Such a port is kept bound until a
+    quiet one is found, so the kernel does not hand it out again meanwhile.
+    """
+    from pysockopt import TcpState, state_counts
+
+    rejected: list[socket.socket] = []
+    try:
+        for _ in range(100):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            if dual_stack:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((host, 0))
+            sock.listen(backlog)
+            if state_counts(port=sock.getsockname()[1]) == {TcpState.LISTEN: 1}:
+                return sock
+            rejected.append(sock)
+        raise AssertionError("no quiet port in 100 tries")
+    finally:
+        for sock in rejected:
+            sock.close()
+
+
 def nlmsg(kind: int, payload: bytes, flags: int = NLM_F_MULTI, seq: int = 7, *,
           pad: bool = False) -> bytes:
     """One netlink message: the 16-byte header (nlmsg_len counts the unpadded message), then

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections import Counter
 
+from helpers import quiet_listener
 from netns import NetnsPair, ip
 from waiting import wait_for
 
@@ -55,13 +56,13 @@ class Pile:
                  backlog: int = 128, port: int = 0) -> None:
         self.host = host
         self.family = family
-        self.listener = socket.socket(family, socket.SOCK_STREAM)
         if port:
+            self.listener = socket.socket(family, socket.SOCK_STREAM)
             self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # For port 0 no SO_REUSEADDR: the kernel then never picks a port that an earlier
-        # test's TIME_WAIT socket still holds, which would add strangers to exact counts.
-        self.listener.bind((host, port))
-        self.listener.listen(backlog)
+            self.listener.bind((host, port))
+            self.listener.listen(backlog)
+        else:  # a port no stranger's socket carries, so exact counts by port hold
+            self.listener = quiet_listener(family, host, backlog)
         self.port: int = self.listener.getsockname()[1]
         self.held: list[socket.socket] = [self.listener]
 

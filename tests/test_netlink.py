@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from helpers import nlmsg
+from helpers import nlmsg, quiet_listener
 from netns import NetnsPair
 
 from pysockopt import TcpState, connections, state_counts
@@ -57,12 +57,7 @@ def _listener(family: int, host: str) -> socket.socket:
     """A listener on a port the kernel picks, without SO_REUSEADDR (socket.create_server
     sets it): the kernel then never picks a port an earlier test's TIME_WAIT socket holds,
     which would add a stranger to the sockets a test counts."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual-stack
-    sock.bind((host, 0))
-    sock.listen(128)
-    return sock
+    return quiet_listener(family, host, dual_stack=family == socket.AF_INET6)
 
 
 @pytest.fixture
