@@ -724,12 +724,13 @@ def test_reader_gives_none_beyond_the_returned_length(
     names = ("state", "snd_wscale", "rtt", "pacing_rate", "bytes_acked", "min_rtt",
              "delivered", "rcv_wnd", "total_rto", "received_ce")
     reader = pysockopt.tcp_info_reader(*names)
-    raw = tcp_info(tcp_pair[0]).raw
-    short = TcpInfo.from_bytes(raw[:size])
-    assert reader.from_bytes(raw[:size]) == tuple(getattr(short, n) for n in names)
+    # Cut to size, or what the running kernel returns when that is shorter (232 on 6.1).
+    cut = tcp_info(tcp_pair[0]).raw[:size]
+    short = TcpInfo.from_bytes(cut)
+    assert reader.from_bytes(cut) == tuple(getattr(short, n) for n in names)
     fields = {f.name: f for f in layout(mod.RUNNING_KERNEL)}
-    for name, value in zip(names, reader.from_bytes(raw[:size]), strict=True):
-        assert (value is None) == (fields[name].end > size), name
+    for name, value in zip(names, reader.from_bytes(cut), strict=True):
+        assert (value is None) == (fields[name].end > len(cut)), name
 
 
 def test_reader_of_every_socket_like_and_every_bad_one() -> None:
