@@ -568,6 +568,10 @@ def _states(text: str, name: str) -> dict[str, float]:
 #: States that HTTP scrapes themselves move: each scrape is an ESTABLISHED pair while it runs,
 #: and leaves a TIME_WAIT (and for a moment a CLOSE_WAIT/FIN_WAIT2 pair) when it closes.
 MOVING = ("established", "time_wait")
+#: States a scrape's own connection passes through for an instant as it opens or closes (the
+#: exporter now closes each served connection at once): one may be caught by one scrape and not
+#: the other, so they are not compared.
+PASSING = ("syn_sent", "syn_recv", "fin_wait1", "last_ack", "closing")
 
 
 def _scrape_scene(netns: str, prom_port: int, server: subprocess.Popen[str], exp_port: int,
@@ -648,7 +652,7 @@ def test_prometheus_scrapes_the_scene_and_node_exporter_agrees(netns: str) -> No
     assert {"rx_queued_bytes", "tx_queued_bytes"} <= set(theirs)
     assert set(ours) == set(prom.STATE_LABELS.values())
     for state in prom.STATE_LABELS.values():
-        if state not in MOVING:
+        if state not in MOVING and state not in PASSING:
             assert ours[state] == theirs.get(state, 0.0), (state, ours, theirs)
     assert ours["close_wait"] >= 7 and ours["fin_wait2"] >= 7
     assert ours["listen"] == theirs["listen"] >= 5  # 2 piles, exporter, node_exporter, prom
