@@ -131,3 +131,20 @@ int pso_ev_drops(int fd, uint64_t *drops)
     *drops = mem[MEMINFO_DROPS];
     return 0;
 }
+
+int64_t pso_ev_cookies(const struct pso_sd_sink *sink, uint32_t states, uint64_t *out,
+                       size_t cap)
+{
+    if (sink == NULL || (out == NULL && cap > 0))
+        return -EINVAL;
+    size_t k = 0;
+    for (size_t i = 0; i < sink->nconns && k < cap; i++) {
+        const struct pso_conn *c = &sink->conns[i];
+        if (c->state >= 32 || !(states & (1u << c->state)) || c->timer == 3 || !c->cookie)
+            continue;
+        out[2 * k] = c->cookie;
+        out[2 * k + 1] = c->inode;
+        k++;
+    }
+    return (int64_t)k;
+}

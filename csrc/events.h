@@ -64,3 +64,12 @@ int pso_ev_drain(int fd, struct pso_sd_sink *sink, uint8_t *buf, size_t cap, uin
  * buffer was full (SO_MEMINFO's SK_MEMINFO_DROPS, counted per dropped event by
  * netlink_overrun). Returns 0 with *drops set, or -errno (-ENOPROTOOPT before 4.6). */
 int pso_ev_drops(int fd, uint64_t *drops);
+
+/* The sockets of a dump the closed-connection log follows: for each record of sink whose
+ * state is in states (bit 1 << state) and whose timer is not TIME_WAIT (3: a timewait socket
+ * keeps its full socket's cookie, and that one was already announced), writes its cookie and
+ * inode to out[2 * k] and out[2 * k + 1], at most cap records. Returns how many were written
+ * (the records held past cap are not), or -EINVAL (NULL sink or out with cap > 0). Reads only
+ * the sink's records: call it before a tally compacts them. */
+int64_t pso_ev_cookies(const struct pso_sd_sink *sink, uint32_t states, uint64_t *out,
+                       size_t cap);

@@ -203,7 +203,8 @@ def _diagnose_rules() -> str:
         limit = ("-" if r.threshold is None
                  else f"`{r.threshold}` = {getattr(defaults, r.threshold)}")
         needs = "an interval" if r.interval else "a snapshot"
-        reads = "; ".join(p.describe() for p in r.picks) or "counters and sysctls only"
+        reads = ("the closes of the interval (the closed-connection log)" if r.closes
+                 else "; ".join(p.describe() for p in r.picks) or "counters and sysctls only")
         out.append(f"| `{r.code}` | {r.severity.label} | {r.title} | {limit} | {needs} "
                    f"| {reads} |")
     for r in RULES:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import enum
 import errno
 import itertools
@@ -32,7 +33,9 @@ import os
 import select
 import socket
 import struct
+import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -53,6 +56,7 @@ from .connections import (
 )
 from .namespaces import (
     Container,
+    Entered,
     NetNamespace,
     NetnsArg,
     NetnsGoneError,
@@ -65,9 +69,11 @@ from .namespaces import (
     refusal_notes,
     resolve,
 )
+from .owners import OwnerCache
 
 __all__ = [
     "LIFETIME_BUCKETS",
+    "CloseFeed",
     "CloseStats",
     "CloseTotals",
     "ClosedConnection",
@@ -1001,15 +1007,21 @@ class CloseStats:
 
     ``ports``: the ports that get their own label (listeners and the exporter's ``--ports``);
     any other close counts under "other". ``max_keys`` bounds every per-destination or per-owner
-    mapping: past it, new keys count under "other" (the cardinality is asserted in tests).
+    mapping: past it, new keys count under "other"; ``max_ports`` bounds the port labels ever
+    used (a host with thousands of listeners still has at most ``max_ports`` + 1 of them):
+    the cardinality is asserted in tests. An owner no look named counts as "unknown".
     Counters only grow (Prometheus ``_total``), so a scrape reads ``totals()`` each time.
     """
 
-    def __init__(self, ports: Iterable[int] = (), *, max_keys: int = 64) -> None:
+    def __init__(self, ports: Iterable[int] = (), *, max_keys: int = 64,
+                 max_ports: int = 64) -> None:
         self.ports = frozenset(int(p) for p in ports)
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
-            raise InvalidConfigError("max_keys", max_keys, "an int >= 1")
+        for name, value in (("max_keys", max_keys), ("max_ports", max_ports)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidConfigError(name, value, "an int >= 1")
         self.max_keys = max_keys
+        self.max_ports = max_ports
+        self._labels: set[str] = set()
         self._closes = 0
         self._by_port_verdict: dict[tuple[str, str], int] = {}
         self._buckets = [0] * len(LIFETIME_BUCKETS)
@@ -1032,11 +1044,19 @@ class CloseStats:
         self.ports = frozenset(int(p) for p in ports)
 
     def port_label(self, c: ClosedConnection) -> str:
-        """Return the port a close counts under: local or remote when tracked, else other."""
-        if c.local_port in self.ports:
-            return str(c.local_port)
-        if c.remote_port in self.ports:
-            return str(c.remote_port)
+        """Return the port a close counts under: local or remote when tracked, else other.
+
+        Past ``max_ports`` port labels, a port not labelled yet counts as "other" too.
+        """
+        for port in (c.local_port, c.remote_port):
+            if port in self.ports:
+                text = str(port)
+                if text in self._labels:
+                    return text
+                if len(self._labels) < self.max_ports:
+                    self._labels.add(text)
+                    return text
+                return "other"
         return "other"
 
     def _bump(self, table: dict[object, int], key: object, other: object) -> None:
@@ -1050,7 +1070,7 @@ class CloseStats:
         port = self.port_label(c)
         key = (port, c.verdict.value)
         self._by_port_verdict[key] = self._by_port_verdict.get(key, 0) + 1  # bounded by ports
-        owner = c.owner[0].command if c.owner else "?"
+        owner = min(p.command for p in c.owner) if c.owner else "unknown"
         if c.lifetime is not None:
             value = c.lifetime.seconds
             self._sum += value
@@ -1082,3 +1102,355 @@ class CloseStats:
             self._closes, dict(self._by_port_verdict), tuple(self._buckets), self._sum,
             self._count, dict(self._short), dict(self._gave_up), dict(self._unacked),
             self._acked, self._received, self._retrans, self._lost)
+
+
+# --- driven by looks: diagnose --interval, watch and the exporter
+
+
+#: The states (a bit per state) of the sockets a look's dump lists that the log follows.
+_TRACKED_MASK: Final = sum(1 << s for s in _TRACKED)
+#: A look's cookie and inode packed into one int per followed socket: index << 32 | inode.
+_INODE_BITS: Final = 32
+_INODE_MASK: Final = (1 << _INODE_BITS) - 1
+
+
+class _Fed:
+    """One namespace of a CloseFeed: its subscriber, and the cookies its looks listed."""
+
+    def __init__(self, ns: NetNamespace | None, fd: int, port: int | None) -> None:
+        # The subscriber and its bookkeeping (drain, drops, announced, declared lost).
+        self.sub = _Follower(ns, fd, port)
+        self.first: dict[int, int] = {}     # cookie -> first look's index << 32 | inode
+        self.missing: dict[int, int] = {}   # cookie -> looks it has been missing from
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.start = 0.0                    # the look in progress: when it entered
+        self.end = 0.0                      # and when its dump ended
+        self.listed: dict[int, int] | None = None  # its sockets: cookie -> inode
+        self.since: list[ClosedConnection] = []     # closes read since the last observe
+        self.lost = 0                       # lost at the last observe
+
+    def read(self, owners: OwnerCache | None) -> None:
+        """Read the closes that wait (non-blocking) into ``since``."""
+        f = self.sub
+        recs = f.drain()
+        if not recs:
+            return
+        now_wall, now = time.time(), time.monotonic()
+        n = len(self.starts)
+        # No look listed it: it was not there at the last look (whose dump ended before the
+        # closes read at its fold were read), so it was born after that look began.
+        unseen = Lifetime(0.0, max(0.0, now - self.starts[n - 1])) if n else None
+        port = f.port
+        first_pop, missing_pop = self.first.pop, self.missing.pop
+        announced, declared = f.announced, f.declared_lost
+        starts, ends = self.starts, self.ends
+        known = None if owners is None else owners.known
+        new, cls, ns = tuple.__new__, ClosedConnection, f.ns
+        append = self.since.append
+        for c in recs:
+            (family, state, local_address, local_port, remote_address, remote_port, rqueue,
+             wqueue, _, _, _, _, _, _, info, _, cookie) = c
+            if port is not None and local_port != port and remote_port != port:
+                continue
+            packed = first_pop(cookie, None)
+            missing_pop(cookie, None)
+            announced[cookie] = None
+            if cookie in declared:  # announced after all: not lost
+                del declared[cookie]
+                f.reconciled -= 1
+            owner: tuple[Process, ...] | None = None
+            if packed is None:
+                lifetime = unseen
+            else:
+                k, inode = packed >> _INODE_BITS, packed & _INODE_MASK
+                at_least = max(0.0, now - ends[k])
+                lifetime = Lifetime(at_least, None if k == 0
+                                    else max(at_least, now - starts[k - 1]))
+                if known is not None and inode:
+                    owner = known(inode)
+            wqueue = wqueue or 0
+            verdict, evidence = verdict_of(info, wqueue=wqueue, rqueue=rqueue,
+                                           remote_address=remote_address,
+                                           remote_port=remote_port)
+            append(new(cls, (
+                family, state, local_address, local_port, remote_address, remote_port, cookie,
+                rqueue, wqueue, info, ns, now_wall, lifetime, owner, verdict, evidence, None)))
+        excess = len(announced) - _MAX_DECLARED
+        if excess > 0:
+            for key in list(itertools.islice(announced, excess)):
+                del announced[key]
+
+    def fold(self, listeners: Iterable[Connection]) -> None:
+        """Fold the look in progress (its listing and ``listeners``) into what was seen.
+
+        A cookie a look listed is followed; one that two looks in a row no longer list and
+        was never announced is a close the log missed (counted in ``reconciled``).
+        """
+        listed = self.listed or {}
+        for c in listeners:
+            if c.cookie:
+                listed[c.cookie] = c.inode
+        self.listed = None
+        index = len(self.starts)
+        self.starts.append(self.start)
+        self.ends.append(self.end)
+        first, missing = self.first, self.missing
+        announced = self.sub.announced
+        base = index << _INODE_BITS
+        for cookie in listed.keys() - first.keys():
+            if cookie not in announced:
+                first[cookie] = base | (listed[cookie] & _INODE_MASK)
+        gone = first.keys() - listed.keys()
+        for cookie in [k for k in missing if k not in gone]:
+            del missing[cookie]
+        declared = self.sub.declared_lost
+        lost = 0
+        for cookie in gone:
+            times = missing.get(cookie, 0) + 1
+            if times < 2:  # its announcement may still be on its way (a workqueue sends it)
+                missing[cookie] = times
+                continue
+            del first[cookie], missing[cookie]
+            declared[cookie] = None
+            lost += 1
+        while len(declared) > _MAX_DECLARED:
+            del declared[next(iter(declared))]
+        self.sub.reconciled += lost
+
+    def lost_now(self) -> int:
+        """Return the closes missed here: the larger of the kernel's drops and the reconciled."""
+        return max(self.sub.kernel_drops(), self.sub.reconciled)
+
+
+class CloseFeed:
+    """A closed-connection log driven by the looks diagnose, watch and the exporter take.
+
+    It takes no look of its own: ``look(..., feed=this)`` calls ``entered`` once it is in
+    the namespace (the first time, the subscriber is made there: its only entry of its own),
+    ``listed`` with each dump (the cookies and inodes of the sockets followed, read in C) and
+    ``observe`` at its end, which reads the closes that came, folds the look in and returns
+    the closes since the namespace's previous look as CloseTotals (None at its first look:
+    the rules on closes need an interval, as the other time rules). ``wait(seconds)`` reads
+    closes while the caller waits between looks; ``start_reader()`` reads them on a thread
+    of its own (the exporter, whose scrapes may be a minute apart).
+
+    Owners are never walked for: a close is named by what ``owners`` (the looks' OwnerCache)
+    already found for its inode while it lived, else its owner is None ("unknown").
+    ``port``: only closes on that local or remote port (the looks' own ``port``). ``stats``
+    counts every close read (the exporter's metrics); ``ports``: the ports counted under
+    their own label besides the looks' listeners. ``errors``: why a namespace has no
+    subscriber (it is tried again at its next look).
+    """
+
+    def __init__(self, *, port: int | None = None, ports: Iterable[int] = (),
+                 owners: OwnerCache | None = None, rcvbuf: int = 0,
+                 max_ports: int = 64) -> None:
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                                 or not 0 <= port <= 65535):
+            raise InvalidConfigError("port", port, "0..65535 or None")
+        self.port = port
+        self.ports = frozenset(int(p) for p in ports)
+        self.owners = owners
+        self.stats = CloseStats(self.ports, max_ports=max_ports)
+        self.errors: dict[int, str] = {}
+        self._rcvbuf = rcvbuf
+        self._fed: dict[int, _Fed] = {}
+        self._gone_lost = 0
+        self._epoll = select.epoll()
+        self._lock = threading.RLock()
+        self._reader: threading.Thread | None = None
+        self._closed = False
+
+    # --- the hooks a look calls
+
+    def entered(self, target: Entered | None, inode: int, ns: NetNamespace | None) -> None:
+        """Note a look entering namespace ``inode`` (``target``: its descriptor, None: ours)."""
+        with self._lock:
+            if self._closed:
+                return
+            fed = self._fed.get(inode)
+            if fed is None:
+                try:
+                    fd = _open_here(self._rcvbuf) if target is None else _subscribe(
+                        target, self._rcvbuf)
+                except OSError as err:
+                    self.errors[inode] = f"no closed-connection log: {err}"
+                    return
+                self.errors.pop(inode, None)
+                fed = self._fed[inode] = _Fed(ns, fd, self.port)
+                self._epoll.register(fd, select.EPOLLIN)
+            fed.start = time.monotonic()
+            fed.listed = None
+
+    def listed(self, inode: int, dump: NativeDump) -> None:
+        """List the sockets a look dumped in namespace ``inode`` (before a tally compacts them)."""
+        fed = self._fed.get(inode)
+        if fed is None:
+            return
+        sink = dump.sink
+        cap = int(sink.nconns)  # type: ignore[attr-defined]
+        out = ffi.new("uint64_t[]", 2 * cap) if cap else ffi.NULL
+        n = lib.pso_ev_cookies(sink, _TRACKED_MASK, out, cap)
+        if n < 0:
+            raise os_error(int(n), "listing the cookies of a dump")
+        flat = ffi.unpack(out, 2 * n) if n else []
+        it = iter(flat)
+        with self._lock:
+            if fed.listed is None:
+                fed.listed = dict(zip(it, it, strict=True))
+            else:
+                fed.listed.update(zip(it, it, strict=True))
+            fed.end = time.monotonic()
+
+    def observe(self, inode: int, complete: bool,
+                listeners: Iterable[Connection]) -> CloseTotals | None:
+        """End a look of namespace ``inode``: read its closes, fold the look in.
+
+        The look is folded in when it listed every socket followed (``complete``). Returns
+        the closes since the namespace's previous look (None at its first, or without a
+        subscriber).
+        """
+        with self._lock:
+            fed = self._fed.get(inode)
+            if fed is None:
+                return None
+            listeners = list(listeners)
+            first = not fed.starts
+            try:
+                fed.read(self.owners)
+            except OSError as err:
+                self.errors[inode] = f"reading the closed-connection log: {err}"
+            if complete:
+                fed.fold(listeners)
+            else:
+                fed.listed = None
+            got, fed.since = fed.since, []
+            ports = self.ports | {c.local_port for c in listeners}
+            self.stats.set_ports(ports)
+            interval = CloseStats(ports, max_keys=self.stats.max_keys,
+                                  max_ports=self.stats.max_ports)
+            for c in got:
+                self.stats.add(c)
+                interval.add(c)
+            lost = fed.lost_now()
+            if lost > fed.lost:
+                self.stats.add_lost(lost - fed.lost)
+                interval.add_lost(lost - fed.lost)
+                fed.lost = lost
+            return None if first else interval.totals()
+
+    # --- between looks
+
+    def wait(self, seconds: float) -> None:
+        """Read closes as they come for ``seconds`` (what a caller between looks does)."""
+        deadline = time.monotonic() + max(0.0, seconds)
+        while not self._closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                ready = self._epoll.poll(left)
+            except (OSError, ValueError):
+                return  # closed meanwhile
+            if ready:
+                self._read_ready({fd for fd, _ in ready})
+
+    def _read_ready(self, fds: set[int]) -> None:
+        with self._lock:
+            for key, fed in list(self._fed.items()):
+                if fed.sub.fd in fds:
+                    try:
+                        fed.read(self.owners)
+                    except OSError as err:
+                        self.errors[key] = f"reading the closed-connection log: {err}"
+
+    def start_reader(self) -> None:
+        """Read closes on a daemon thread until ``close()``.
+
+        A buffer not read between two scrapes a minute apart would overflow: about 8k
+        closes fit in the default one.
+        """
+        with self._lock:
+            if self._reader is None and not self._closed:
+                # A weak reference: a feed nobody else holds is closed by its collection.
+                self._reader = threading.Thread(target=_read_forever,
+                                                args=(weakref.ref(self),), daemon=True,
+                                                name="pysockopt-closes")
+                self._reader.start()
+
+    def keep(self, inodes: Iterable[int]) -> None:
+        """Stop following every namespace but ``inodes`` (those a look of all found)."""
+        wanted = set(inodes)
+        with self._lock:
+            for key in [k for k in self._fed if k not in wanted]:
+                self._drop(key)
+
+    def _drop(self, key: int) -> None:
+        fed = self._fed.pop(key)
+        with contextlib.suppress(OSError):
+            fed.read(self.owners)  # what it announced before going still counts
+        for c in fed.since:
+            self.stats.add(c)
+        lost = fed.lost_now()
+        if lost > fed.lost:
+            self.stats.add_lost(lost - fed.lost)
+        with _suppress_ebadf():
+            self._epoll.unregister(fed.sub.fd)
+        fed.sub.close()
+
+    @property
+    def netns(self) -> tuple[int, ...]:
+        """The inodes of the namespaces followed."""
+        return tuple(self._fed)
+
+    @property
+    def lost(self) -> int:
+        """Closes missed, as counted into ``stats`` (see ClosedConnections.lost)."""
+        return self.stats.totals().lost
+
+    def close(self) -> None:
+        """Unsubscribe from every namespace (any number of times)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for key in list(self._fed):
+                self._drop(key)
+            self._epoll.close()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(5)
+
+    def __enter__(self) -> CloseFeed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+
+def _read_forever(ref: weakref.ref[CloseFeed]) -> None:
+    while True:
+        feed = ref()
+        if feed is None or feed._closed:
+            return
+        feed.wait(0.5)
+        del feed
+
+
+def _subscribe(target: Entered, rcvbuf: int) -> int:
+    """Make a subscriber inside ``target``'s namespace (one entry: the runner's)."""
+    step = ffi.new("int *")
+    fd = lib.pso_netns_socket(target.fd, socket.AF_NETLINK, socket.SOCK_DGRAM,
+                              _NETLINK_SOCK_DIAG, step)
+    if fd < 0:
+        raise entry_error(fd, step[0], target)
+    out = ffi.new("struct pso_ev_setup *")
+    rc = lib.pso_ev_setup(fd, rcvbuf, out)
+    if rc:
+        os.close(fd)
+        raise os_error(rc, _STEP.get(out.step, "subscribing to TCP closes"))
+    return int(fd)

@@ -8,6 +8,7 @@ import time
 from types import MappingProxyType
 
 from ..errors import InvalidConfigError
+from .closed import CloseFeed
 from .look import FACT_SYSCTLS, Look, Needs, facts_from, look, read_host, sockets_needed
 from .model import Diagnosis, HostFacts, Thresholds
 from .namespaces import NetnsArg, opened
@@ -40,6 +41,9 @@ def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None,
     ``port`` and ``netns``; ``pysockopt watch`` passes its previous one). Findings come
     worst first. Sees the calling thread's network namespace, or ``netns`` (as in
     ``connections``): the Diagnosis and each Finding then carry that NetNamespace.
+    With ``interval``, a closed-connection log follows the namespace over it, driven by the
+    two looks (subscribed on the first's way in; no look of its own): the rules on closes
+    (short-lived churn, peers dying, unacknowledged data) read what it counted.
     """
     t = Thresholds() if thresholds is None else thresholds
     if not isinstance(t, Thresholds):
@@ -53,11 +57,13 @@ def diagnose(*, port: int | None = None, thresholds: Thresholds | None = None,
     needs = Needs(sockets_needed(interval is not None or earlier is not None), port,
                   thresholds=t)
     if interval is not None and earlier is None:
-        first = look(netns, dataclasses.replace(needs, with_info=False))
-        earlier, netns = first.sample, first.netns
-        # The wrapper waits; the rules only compare the two looks.
-        assert earlier is not None  # a look that is not the exporter's raises instead
-        time.sleep(max(0.0, earlier.time + interval - time.monotonic()))
+        with CloseFeed(port=port) as feed:
+            first = look(netns, dataclasses.replace(needs, with_info=False), feed=feed)
+            earlier, netns = first.sample, first.netns
+            # The wrapper waits (reading closes meanwhile); the rules compare the two looks.
+            assert earlier is not None  # a look that is not the exporter's raises instead
+            feed.wait(earlier.time + interval - time.monotonic())
+            return diagnosis_of(look(netns, needs, feed=feed), t, earlier)
     return diagnosis_of(look(netns, needs), t, earlier)
 
 

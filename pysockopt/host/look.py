@@ -25,6 +25,7 @@ from .._format import label
 from .._sock import os_error
 from ..errors import InvalidConfigError
 from ..tcpinfo import TCP_INFO_FIELDS, TcpState
+from .closed import CloseFeed, CloseTotals
 from .connections import Connection, NativeDump, Timer, native_dump, state_counts
 from .model import Finding, HostFacts, Thresholds
 from .namespaces import Entered, NetNamespace, NetnsArg, opened, read_files, resolve
@@ -129,6 +130,8 @@ class Look:
     failed); ``tally``: the C counts of a ``rules`` look. ``sample``: the look as a Sample
     (None when the dump failed). ``errors``: what failed (a look taken with ``strict=False``
     goes on without it; the others raise). ``owners``: the owner lookups of this look.
+    ``closes``: what a closed-connection log (``look(feed=)``) read since the namespace's
+    previous look (None without one, or at its first look): the rules on closes read it.
     """
 
     netns: NetNamespace | None
@@ -143,6 +146,7 @@ class Look:
     sample: Sample | None
     errors: tuple[str, ...]
     owners: OwnerBook
+    closes: CloseTotals | None = None
 
     def by_state(self) -> dict[TcpState, list[Connection]]:
         """Return the decoded sockets per state.
@@ -180,7 +184,7 @@ class Look:
         by_state = self.by_state()
         conns = [c for v in by_state.values() for c in v]
         snap = Snapshot(conns, by_state, self.facts, owners=self.owners, sample=self.sample,
-                        rates=rates)
+                        rates=rates, closes=self.closes if rates is not None else None)
         return [f for rule in RULES for f in rule.check(rule, snap, thresholds)]
 
 
@@ -191,7 +195,7 @@ LOOK_FILES: Final = _host.COUNTER_FILES
 
 def look(netns: NetnsArg = None, needs: Needs | None = None, *,
          owners: OwnerCache | None = None, describe: bool = True,
-         strict: bool = True) -> Look:
+         strict: bool = True, feed: CloseFeed | None = None) -> Look:
     """Take one look at a network namespace: opened once, its files read in one trip, dumped.
 
     ``netns``: as ``connections(netns=)`` takes it (a name, path or pid is described once,
@@ -203,6 +207,8 @@ def look(netns: NetnsArg = None, needs: Needs | None = None, *,
     they are then said in ``errors`` and the look goes on without that part.
     ``describe=False``: a name, path or pid is not described (``Look.netns`` None; no census,
     the namespace opened only once), as the exporter, which labels namespaces itself, asks.
+    ``feed``: a closed-connection log this look drives (its subscriber made on the way in,
+    the first time; the dumps' cookies listed; its closes read into ``Look.closes``).
     """
     n = Needs() if needs is None else needs
     errors: list[str] = []
@@ -214,6 +220,8 @@ def look(netns: NetnsArg = None, needs: Needs | None = None, *,
         if target is not None:
             ns = (netns if isinstance(netns, NetNamespace)
                   else resolve(netns) if describe else None)
+        if feed is not None:
+            feed.entered(target, inode, ns)
         texts, counters, facts = read_host(target, errors, strict=strict)
         low, high = facts.ip_local_port_range or (0, 0)
         listeners: list[Connection] = []
@@ -225,6 +233,8 @@ def look(netns: NetnsArg = None, needs: Needs | None = None, *,
             if n.sockets == "every":
                 with native_dump(port=n.port, with_info=n.with_info, target=target,
                                  netns=ns) as dump:
+                    if feed is not None:
+                        feed.listed(inode, dump)
                     sockets = dump.connections()
                 # The Sample counts and sorts them once; the look takes its counts.
                 now = of_connections(sockets, counters, port=n.port, start=start, wall=wall)
@@ -238,6 +248,8 @@ def look(netns: NetnsArg = None, needs: Needs | None = None, *,
                 if n.sockets == "rules":
                     with native_dump(states=_NOT_LISTENING, port=n.port, with_info=True,
                                      target=target, netns=ns) as dump:
+                        if feed is not None:
+                            feed.listed(inode, dump)
                         counts, tallied, kept = tally(n, dump, listeners, low, high)
                     sockets = listeners + kept
                 else:
@@ -257,9 +269,11 @@ def look(netns: NetnsArg = None, needs: Needs | None = None, *,
     if counts is not None and n.sockets != "every":
         now = _sample(n, counts, listeners, sockets, tallied, counters, start, wall)
     book = OwnerBook(owners)
+    closes = None if feed is None else feed.observe(
+        inode, counts is not None and n.sockets != "counts", listeners)
     return Look(ns, inode, n, counters, facts, tuple(listeners), tuple(sockets),
                 None if counts is None else MappingProxyType(counts), tallied, now,
-                tuple(errors), book)
+                tuple(errors), book, closes)
 
 
 def read_host(target: Entered | None, errors: list[str], *,
@@ -537,16 +551,17 @@ class Scan:
 
 
 def scan(options: Needs, netns: NetnsArg = None, last: Mapping[int, Sample] | None = None,
-         owners: OwnerCache | None = None) -> Scan:
+         owners: OwnerCache | None = None, feed: CloseFeed | None = None) -> Scan:
     """Take the one look a scrape needs of one namespace (the only place a scrape reads it).
 
     A ``rules`` look (``options``, whatever its ``sockets``): failing to open or enter the
     namespace raises; failures inside it are the scan's ``errors``. ``last``: the previous
     scrape's sample per namespace inode, which the time rules compare this one with (none on
-    a namespace's first scrape); ``owners``: the collector's OwnerCache.
+    a namespace's first scrape); ``owners``: the collector's OwnerCache; ``feed``: its
+    closed-connection log (``look(feed=)``).
     """
     lk = look(netns, dataclasses.replace(options, sockets="rules"), owners=owners,
-              describe=False, strict=False)
+              describe=False, strict=False, feed=feed)
     errors = list(lk.errors)
     owner_map: dict[str, int] | None = None
     found: list[Finding] | None = None

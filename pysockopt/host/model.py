@@ -54,7 +54,12 @@ class Thresholds:
     the net growth of one owner's CLOSE_WAIT sockets during it; ``port_exhaustion_seconds``
     the time left before one destination's ephemeral ports run out; ``retrans_ratio``
     retransmitted over sent segments; ``syn_recv_growth`` the growth of one port's
-    SYN_RECV entries; ``aborts`` connections aborted on timeout or on data. From the host
+    SYN_RECV entries; ``aborts`` connections aborted on timeout or on data. From the
+    closed-connection log over the interval: ``short_lived`` connections to one destination
+    by one owner that no look saw (opened and closed between two looks); ``peers_dying``
+    connections to one remote address given up on (keepalive, user timeout,
+    retransmissions); ``unacked_closes`` closes with unacknowledged data per port and owner.
+    From the host
     counters: ``orphan_ratio`` (orphans over net.ipv4.tcp_max_orphans), ``tcp_mem_ratio``
     (TCP memory over tcp_mem's pressure value), ``conntrack_ratio`` (nf_conntrack_count
     over nf_conntrack_max), ``time_wait_buckets_ratio`` (TIME_WAIT over
@@ -80,6 +85,9 @@ class Thresholds:
     tcp_mem_ratio: float = 1.0
     conntrack_ratio: float = 0.8
     time_wait_buckets_ratio: float = 0.8
+    short_lived: int = 100
+    peers_dying: int = 3
+    unacked_closes: int = 5
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -222,6 +222,14 @@ class OwnerCache:
         self._walk = None
         self.incomplete = 0
 
+    def known(self, inode: int) -> tuple[Process, ...] | None:
+        """Return the owners an earlier lookup found for ``inode``, without walking /proc.
+
+        None when no lookup of this or the previous look found any (the closed-connection
+        log names a closed socket's owner only from what was looked up while it lived).
+        """
+        return self._known.get(inode) or None
+
     def resolve(self, inodes: Iterable[int]) -> dict[int, tuple[Process, ...] | str]:
         """Map each inode to its processes (() for nobody) or to why it is not known."""
         wanted = [i for i in dict.fromkeys(inodes) if i]

@@ -16,6 +16,7 @@ from typing import Final, NamedTuple
 
 from .._format import count, duration, endpoint, printable, processes
 from ..tcpinfo import TcpState
+from .closed import CloseTotals
 from .connections import Connection, Timer
 from .model import Evidence, Finding, HostFacts, Severity, Thresholds
 from .owners import OwnerBook, Process, user_label
@@ -34,7 +35,8 @@ class Snapshot:
     ``owners`` looks up the processes holding sockets and keeps what it could not see.
     ``sample``: this moment's Sample (the host counters the counter rules read); ``rates``:
     what changed since an earlier sample, for the rules that need an interval (None when
-    diagnose was given none: those rules then find nothing).
+    diagnose was given none: those rules then find nothing). ``closes``: what the
+    closed-connection log counted during that interval (None without a log).
     """
 
     conns: Sequence[Connection]
@@ -43,6 +45,7 @@ class Snapshot:
     owners: OwnerBook = field(default_factory=OwnerBook)
     sample: Sample | None = None
     rates: Rates | None = None
+    closes: CloseTotals | None = None
 
     def of(self, state: TcpState) -> Sequence[Connection]:
         """Return the sockets in ``state``."""
@@ -129,7 +132,8 @@ class Rule:
     ``interval``: the rule compares two samples (``diagnose(interval=...)``, ``pysockopt
     watch``) and finds nothing in a single snapshot. ``picks``: the sockets it reads one by
     one (none: it reads only counts, counters and sysctls); the one place its data needs are
-    written.
+    written. ``closes``: it reads the closes a closed-connection log counted over the interval
+    (``Look.closes``: diagnose --interval, watch, the exporter from its second scrape).
     """
 
     code: str
@@ -142,6 +146,7 @@ class Rule:
     check: Callable[[Rule, Snapshot, Thresholds], Iterable[Finding]]
     interval: bool = False
     picks: tuple[Pick, ...] = ()
+    closes: bool = False
 
     def finding(self, summary: str, evidence: Iterable[tuple[str, int | float | str]], *,
                 severity: Severity | None = None, port: int | None = None,
@@ -665,6 +670,81 @@ def _aborts(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
         severity=None if timeouts else Severity.INFO)
 
 
+# --- rules on the closes of the interval (the closed-connection log)
+
+
+def _over(snap: Snapshot) -> str:
+    return "" if snap.rates is None else f" in the last {_secs(snap.rates.seconds)}"
+
+
+def _interval(snap: Snapshot) -> list[tuple[str, int | float | str]]:
+    return [] if snap.rates is None else [("interval_s", round(snap.rates.seconds, 1))]
+
+
+def _live_owner(snap: Snapshot, *, remote: str | None = None, port: int | None = None) -> str:
+    """Return the command holding the look's sockets to ``remote`` (on ``port``), or unknown.
+
+    A closed socket's holder cannot be looked up after the fact: where a rule on closes
+    fires without one, the look's sockets of the same destination or port name it (one
+    lookup through the look's OwnerBook, only then).
+    """
+    live = [c for c in snap.conns if c.inode and (
+        c.remote_address == remote if port is None else port in (c.local_port, c.remote_port))]
+    found = snap.owners.lookup(live[:64])
+    commands = sorted({p.command for procs in found.values() if procs for p in procs})
+    return commands[0] if commands else "unknown"
+
+
+def _short_lived(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
+    c = snap.closes
+    if c is None:
+        return
+    for (remote, owner), n in sorted(c.short_lived.items(), key=lambda kv: -kv[1]):
+        if n < t.short_lived:
+            break
+        if remote == "other":
+            continue  # the overflow of many destinations: no one destination to name
+        if owner == "unknown":
+            owner = _live_owner(snap, remote=remote)
+        who = "an unknown process" if owner == "unknown" else owner
+        yield rule.finding(
+            printable(f"{n:,} connections to {remote} by {who} opened and closed between "
+                      f"two looks{_over(snap)}: pool them"),
+            [("short_lived", n), ("remote_address", remote), ("owner", owner),
+             *_interval(snap)])
+
+
+def _peers_dying(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
+    c = snap.closes
+    if c is None:
+        return
+    for remote, n in sorted(c.gave_up_by_remote.items(), key=lambda kv: -kv[1]):
+        if n < t.peers_dying or remote == "other":
+            continue
+        yield rule.finding(
+            printable(f"{n:,} connections to {remote} given up on{_over(snap)} (keepalive, "
+                      f"user timeout or retransmissions ran out): the peer is dying"),
+            [("gave_up", n), ("remote_address", remote), *_interval(snap)])
+
+
+def _unacked_closes(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]:
+    c = snap.closes
+    if c is None:
+        return
+    for (port, owner), n in sorted(c.unacked_by_port_owner.items(), key=lambda kv: -kv[1]):
+        if n < t.unacked_closes:
+            continue
+        where = "other ports" if port == "other" else f"port {port}"
+        if owner == "unknown" and port.isdigit():
+            owner = _live_owner(snap, port=int(port))
+        who = "" if owner in ("unknown", "other") else f" held by {owner}"
+        yield rule.finding(
+            printable(f"{n:,} connections on {where}{who} closed with data never "
+                      f"acknowledged{_over(snap)}"),
+            [("unacked_closes", n), ("port", port), ("owner", owner), *_interval(snap)],
+            port=int(port) if port.isdigit() else None)
+
+
 # --- snapshot rules from the host counters
 
 
@@ -922,6 +1002,37 @@ RULES: Final[tuple[Rule, ...]] = (
          "data, the application closes connections the peer still sends on (shutdown(), "
          "then read to EOF before close()).",
          "aborts", _aborts, interval=True),
+    Rule("SHORT_LIVED_CHURN", Severity.WARNING,
+         "Many short-lived connections to one destination",
+         "At least `short_lived` connections to one remote address that opened and closed "
+         "between two looks during the interval (the closed-connection log: lifetime only "
+         "an upper bound). The owner is the command the look finds holding that address's "
+         "live connections (looked up only when the rule fires), else unknown.",
+         "A client opens a connection per request instead of reusing one: each costs a "
+         "handshake and leaves TIME_WAIT on one side; at a high rate the ephemeral ports "
+         "run out (EADDRNOTAVAIL).",
+         "Pool the connections (HTTP keep-alive, a database pool) in the owner named.",
+         "short_lived", _short_lived, interval=True, closes=True),
+    Rule("PEERS_DYING", Severity.WARNING, "Peers dying",
+         "At least `peers_dying` connections to one remote address that the kernel gave "
+         "up on during the interval: keepalive probes, TCP_USER_TIMEOUT or "
+         "retransmissions ran out (the closed-connection log's gave_up verdict, from the "
+         "final tcp_info).",
+         "The peer stopped answering: a host down, a network path broken, a firewall "
+         "dropping the traffic. Each of those connections failed with ETIMEDOUT.",
+         "Check that peer and the path to it; its other connections will die the same way.",
+         "peers_dying", _peers_dying, interval=True, closes=True),
+    Rule("CLOSED_WITH_UNACKED_DATA", Severity.WARNING,
+         "Connections closing with unacknowledged data",
+         "At least `unacked_closes` connections per port and owner closed, during the "
+         "interval, with data the peer never acknowledged (the closed-connection log's "
+         "evidence: the send queue at close).",
+         "Data written was lost: the connection was reset or given up while bytes were in "
+         "flight, so the peer never got them (a killed peer, SO_LINGER 0, a close on "
+         "unread data).",
+         "Find why those connections end early (the peer's logs, resets on the path); "
+         "shut down cleanly (shutdown(), read to EOF, then close()).",
+         "unacked_closes", _unacked_closes, interval=True, closes=True),
     Rule("ORPHAN_PRESSURE", Severity.WARNING, "Orphaned sockets near tcp_max_orphans",
          "/proc/net/sockstat orphans (sockets no process holds any more, still closing) at "
          "least `orphan_ratio` of net.ipv4.tcp_max_orphans; CRITICAL at 0.9. Both are "
