@@ -36,6 +36,7 @@ from ._core import lib
 from ._format import label
 from .errors import InvalidConfigError
 from .host import look
+from .host.closed import LIFETIME_BUCKETS, CloseFeed, CloseTotals, Verdict
 from .host.look import Scan, ScanOptions
 from .host.model import Thresholds
 from .host.monotonic import Carried
@@ -51,6 +52,7 @@ from .host.sample import Sample
 from .tcpinfo import TcpState
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import HistogramMetricFamily
     from prometheus_client.metrics_core import Metric as _Family
     from prometheus_client.registry import CollectorRegistry
 
@@ -74,12 +76,13 @@ MISSING_CLIENT: Final = ("prometheus_client is not installed: "
 class Metric(NamedTuple):
     """One metric the collector exports: its full name, type, labels and meaning.
 
-    ``name`` is the exposed name (counters end in ``_total``); ``type`` is ``gauge`` or
-    ``counter``; ``labels`` are always present, ``optional`` only with an exporter option
-    (``port`` with ``--ports``); ``when`` says when the metric is absent. ``per_netns``: with
-    ``--all-netns`` the metric gets a ``netns`` label first (every metric but the scrape's own
-    and the host-wide ones). ``host_wide``: the kernel counts it for the whole host, so every
-    namespace reads the same value: with ``--all-netns`` it is exported once, unlabelled.
+    ``name`` is the exposed name (counters end in ``_total``); ``type`` is ``gauge``,
+    ``counter`` or ``histogram``; ``labels`` are always present, ``optional`` only with an
+    exporter option (``port`` with ``--ports``); ``when`` says when the metric is absent.
+    ``per_netns``: with ``--all-netns`` the metric gets a ``netns`` label first (every metric
+    but the scrape's own, the host-wide ones and the closed-connection log's). ``host_wide``:
+    the kernel counts it for the whole host, so every namespace reads the same value: with
+    ``--all-netns`` it is exported once, unlabelled.
     """
 
     name: str
@@ -142,6 +145,16 @@ def counter_metric(table: str, kernel_name: str) -> str:
     """Return the metric name of a TcpExt or Tcp counter (``"TcpExt", "ListenDrops"``)."""
     return f"pysockopt_netstat_{table.lower()}_{snake(kernel_name)}_total"
 _DUMPED: Final = "Absent when the socket dump failed (see pysockopt_scrape_errors_total)."
+_LOGGED: Final = ("Absent while the closed-connection log cannot be opened (the scrape counts "
+                  "an error in pysockopt_scrape_errors_total and says why).")
+_CLOSED_SCOPE: Final = ("Counted since the collector's first scrape, from the kernel's "
+                        "destroy announcements (see docs/closed.md), read between scrapes and "
+                        "joined with the scrapes' own looks (no look of its own); with "
+                        "--all-netns summed over every namespace followed.")
+#: The port labels pysockopt_tcp_closed_connections_total may ever use (then "other").
+CLOSE_PORTS: Final = 64
+#: The verdict label's values (pysockopt.host.closed.Verdict).
+VERDICTS: Final = tuple(v.value for v in Verdict)
 
 
 def _table() -> tuple[Metric, ...]:
@@ -212,6 +225,31 @@ def _table() -> tuple[Metric, ...]:
                "Connection-tracking table size (net.netfilter.nf_conntrack_max; another "
                f"namespace sees the host's, read-only). {_HOST_WIDE}",
                when="Absent where conntrack is not loaded.", per_netns=False, host_wide=True),
+        Metric("pysockopt_tcp_closed_connections_total", "counter", ("port", "verdict"),
+               "TCP connections closed, by port and verdict (why it ended as its final "
+               "tcp_info proves it: " + ", ".join(VERDICTS) + "). The port is a local or "
+               "remote port that is a listener's or in --ports, else \"other\"; at most "
+               f"{CLOSE_PORTS} port labels ever (later ports count as \"other\"): at most "
+               f"{CLOSE_PORTS + 1} x {len(VERDICTS)} series. {_CLOSED_SCOPE}",
+               when=_LOGGED, per_netns=False),
+        Metric("pysockopt_tcp_connection_lifetime_seconds", "histogram", (),
+               "Lifetime of the TCP connections closed: from the first look that saw it to "
+               "its close; a connection born and gone between two looks counts at the upper "
+               "bound (the time since the previous look). Closes of unknown lifetime are "
+               f"left out. {_CLOSED_SCOPE}", when=_LOGGED, per_netns=False),
+        Metric("pysockopt_tcp_closed_bytes_acked_total", "counter", (),
+               "Bytes the peers acknowledged on the connections closed (final tcp_info "
+               f"bytes_acked). {_CLOSED_SCOPE}", when=_LOGGED, per_netns=False),
+        Metric("pysockopt_tcp_closed_bytes_received_total", "counter", (),
+               "Bytes received on the connections closed (final tcp_info bytes_received). "
+               f"{_CLOSED_SCOPE}", when=_LOGGED, per_netns=False),
+        Metric("pysockopt_tcp_closed_retransmits_total", "counter", (),
+               "Segments retransmitted on the connections closed (final tcp_info "
+               f"total_retrans). {_CLOSED_SCOPE}", when=_LOGGED, per_netns=False),
+        Metric("pysockopt_tcp_close_events_lost_total", "counter", (),
+               "Closes the log missed: announcements the kernel dropped (its buffer was "
+               "full) or sockets a look saw that vanished unannounced, whichever is larger. "
+               f"{_CLOSED_SCOPE}", when=_LOGGED, per_netns=False),
         Metric("pysockopt_finding", "gauge", ("code", "severity"),
                "1 for each diagnosis finding active now (codes as in docs/diagnose.md, "
                "severity info, warning or critical); a code that is absent is not firing. "
@@ -313,6 +351,9 @@ class SocketCollector:
         self._errors = 0
         self._last: dict[int, Sample] = {}  # the previous scrape's sample per namespace inode
         self._carried = _Carry()  # the _total series, never going down
+        # The closed-connection log: driven by the scans' looks (no look of its own), its
+        # subscriber made in each namespace at the first scan there and kept between scrapes.
+        self._feed: CloseFeed | None = None
         self._lock = threading.Lock()
         self.scrapes = 0
 
@@ -327,10 +368,11 @@ class SocketCollector:
             self._owners.new_look()  # one walk of /proc/*/fd at most, for every namespace
             scans: list[tuple[NetNamespace | None, Scan]] = []
             failed: list[str] = []
+            feed = self._closes()
             if self._all:
                 last = self._last
                 found = for_each_netns(
-                    lambda ns: look.scan(self._options, ns, last, self._owners))
+                    lambda ns: look.scan(self._options, ns, last, self._owners, feed))
                 scans = [(ns, scan) for ns, scan in found.results]
                 # A namespace that vanished meanwhile is gone, not an error; one we may not
                 # enter is (the exporter should run as root to see them all).
@@ -342,7 +384,7 @@ class SocketCollector:
             else:
                 try:
                     scans = [(None, look.scan(self._options, self._netns, self._last,
-                                              self._owners))]
+                                              self._owners, feed))]
                 except (OSError, InvalidConfigError) as err:
                     # Not there now (deleted, or not yet created again), or not enterable:
                     # this scrape has only its own metrics, and says why.
@@ -351,6 +393,12 @@ class SocketCollector:
                 where = f" (netns {ns.label})" if self._all and ns is not None else ""
                 failed += [f"{message}{where}" for message in scan.errors]
             scans = self._carry(scans)
+            # A namespace not scanned now (gone, or made again: a new inode) is no longer
+            # followed; one that appears is subscribed to by its first scan.
+            feed.keep(scan.inode for _, scan in scans)
+            failed += [feed.errors[scan.inode] for _, scan in scans
+                       if scan.inode in feed.errors]
+            closes = feed.stats.totals() if feed.netns else None
             # The next scrape's time rules compare with these (a namespace not scanned now
             # is forgotten: when it comes back, its first scrape has no interval).
             self._last = {scan.inode: scan.sample for _, scan in scans
@@ -363,7 +411,24 @@ class SocketCollector:
         if self._on_error is not None:
             for message in failed:
                 self._on_error(message)
-        yield from self._families(scans, errors, seconds, incomplete)
+        yield from self._families(scans, errors, seconds, incomplete, closes)
+
+    def _closes(self) -> CloseFeed:
+        """Return the closed-connection log the scans drive (made at the first scrape, kept)."""
+        if self._feed is None:
+            self._feed = CloseFeed(ports=self._options.ports, owners=self._owners,
+                                   max_ports=CLOSE_PORTS)
+            # Between scrapes (a minute apart, say) its subscribers are read on a thread
+            # of its own: a buffer read only at scrapes would overflow.
+            self._feed.start_reader()
+        return self._feed
+
+    def close(self) -> None:
+        """Close the closed-connection log the scrapes keep (a later scrape opens it again)."""
+        with self._lock:
+            if self._feed is not None:
+                self._feed.close()
+                self._feed = None
 
     def _carry(self, scans: list[tuple[NetNamespace | None, Scan]],
                ) -> list[tuple[NetNamespace | None, Scan]]:
@@ -376,14 +441,23 @@ class SocketCollector:
 
     def _families(self, scans: Sequence[tuple[NetNamespace | None, Scan]] | None,
                   errors: int = 0, seconds: float = 0.0,
-                  incomplete: int = 0) -> Iterator[_Family]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+                  incomplete: int = 0,
+                  closes: CloseTotals | None = None) -> Iterator[_Family]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
 
         ports = bool(self._options.ports)
         fams: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        histograms: dict[str, HistogramMetricFamily] = {}
         for m in METRICS:
             labels = (["netns"] if self._all and m.per_netns else []) + list(m.labels) + (
                 list(m.optional) if ports else [])
+            if m.type == "histogram":
+                histograms[m.name] = HistogramMetricFamily(m.family, m.help, labels=labels)
+                continue
             cls = CounterMetricFamily if m.type == "counter" else GaugeMetricFamily
             fams[m.name] = cls(m.family, m.help, labels=labels)
         if scans is not None:
@@ -396,13 +470,15 @@ class SocketCollector:
                     fams["pysockopt_netns_info"].add_metric(
                         [prefix[0], label(c.runtime) if c else "", label(c.id) if c else "",
                          label(c.name or "") if c else ""], 1)
+            if closes is not None:
+                _fill_closes(fams, histograms, closes)
             fams["pysockopt_owner_lookup_incomplete"].add_metric([], incomplete)
             fams["pysockopt_scrape_duration_seconds"].add_metric([], seconds)
             fams["pysockopt_scrape_errors_total"].add_metric([], errors)
         for m in METRICS:
             if m.name == "pysockopt_netns_info" and not self._all:
                 continue
-            fam = fams[m.name]
+            fam = histograms[m.name] if m.name in histograms else fams[m.name]
             if scans is None or fam.samples:
                 yield fam
 
@@ -549,6 +625,24 @@ def _fill(fams: Mapping[str, object], scan: Scan, options: ScanOptions,
         add("pysockopt_finding", [code, severity], 1)
 
 
+def _fill_closes(fams: Mapping[str, object], histograms: Mapping[str, HistogramMetricFamily],
+                 t: CloseTotals) -> None:
+    def add(name: str, labels: Sequence[str], value: float) -> None:
+        fams[name].add_metric(labels, value)  # type: ignore[attr-defined]
+
+    for (port, verdict), n in sorted(t.by_port_verdict.items()):
+        add("pysockopt_tcp_closed_connections_total", [port, verdict], n)
+    buckets = [("+Inf" if bound == float("inf") else repr(bound), n)
+               for bound, n in zip(LIFETIME_BUCKETS, t.lifetime_buckets or
+                                   (0,) * len(LIFETIME_BUCKETS), strict=True)]
+    histograms["pysockopt_tcp_connection_lifetime_seconds"].add_metric(
+        [], buckets, t.lifetime_sum)
+    add("pysockopt_tcp_closed_bytes_acked_total", [], t.bytes_acked)
+    add("pysockopt_tcp_closed_bytes_received_total", [], t.bytes_received)
+    add("pysockopt_tcp_closed_retransmits_total", [], t.retransmits)
+    add("pysockopt_tcp_close_events_lost_total", [], t.lost)
+
+
 # --- exposition, textfile, HTTP
 
 
@@ -561,10 +655,19 @@ def _registry(collector: SocketCollector) -> CollectorRegistry:
 
 
 def exposition(collector: SocketCollector | None = None) -> bytes:
-    """Return one scrape of ``collector`` (a new one if None) in the Prometheus text format."""
+    """Return one scrape of ``collector`` (a new one if None) in the Prometheus text format.
+
+    A collector made here is closed after its scrape (its closed-connection log with it).
+    """
     from prometheus_client import generate_latest
 
-    return generate_latest(_registry(collector or SocketCollector()))
+    if collector is not None:
+        return generate_latest(_registry(collector))
+    own = SocketCollector()
+    try:
+        return generate_latest(_registry(own))
+    finally:
+        own.close()
 
 
 def write_textfile(path: str | os.PathLike[str],

@@ -39,6 +39,7 @@ from waiting import wait_for
 import pysockopt.prometheus as prom
 from pysockopt import TcpState, connections, diagnose, state_counts
 from pysockopt.host import look
+from pysockopt.host.closed import LIFETIME_BUCKETS
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "docs" / "prometheus"
@@ -779,9 +780,11 @@ def test_series_stay_bounded_with_10000_remote_endpoints(netns: str) -> None:
     assert tw["other"] >= counted - top - 100
     assert all(d.startswith("127.1.") for d in tw if d != "other")  # the clients
     assert port > 0
-    # Fixed families (states, counters, sockstat, scrape) + 3 per listener + top+1 + findings.
+    # Fixed families (states, counters, sockstat, scrape) + 3 per listener + top+1 + findings,
+    # + 15 of the closed-connection log (4 totals, the lifetime histogram's 9 buckets, count
+    # and sum; the closes per port and verdict: none in this collector's life).
     print(f"series with {counted} TIME_WAIT to distinct endpoints: {len(got)}")
-    assert len(got) < 60, len(got)  # 59 here: none of it grows with the endpoints
+    assert len(got) < 75, len(got)  # 74 here: none of it grows with the endpoints
 
 
 # --- review fixes: a recreated namespace, CLI edges, host-wide series, one read per scan
@@ -984,3 +987,193 @@ def test_a_namespace_named_with_terminal_escapes_is_said_escaped(
     text = errlog.read_text()
     assert "\x1b" not in text and "pso-esc\\x1b[31m-" in text, text
     assert len(text.splitlines()) == 1 and "Traceback" not in text, text
+
+
+# --- the closed-connection log in the exporter
+
+
+def _closes_in(netns: str, listener: socket.socket, n: int, size: int = 100) -> None:
+    """Open and plainly close ``n`` connections to ``listener``, ``size`` bytes each way."""
+    def run() -> None:
+        for _ in range(n):
+            client = socket.create_connection(listener.getsockname())
+            server, _ = listener.accept()
+            client.sendall(b"q" * size)
+            assert server.recv(size, socket.MSG_WAITALL) == b"q" * size
+            server.sendall(b"a" * size)
+            assert client.recv(size, socket.MSG_WAITALL) == b"a" * size
+            client.close()
+            assert server.recv(1) == b""
+            server.close()
+    in_ns(netns, run)
+
+
+def _closed(got: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+            ) -> dict[tuple[str, str], float]:
+    return {(dict(labels)["port"], dict(labels)["verdict"]): v for (name, labels), v in got.items()
+            if name == "pysockopt_tcp_closed_connections_total"}
+
+
+@pytest.mark.root
+def test_a_scrape_after_real_closes_counts_them_by_port_and_verdict(netns: str) -> None:
+    listener = in_ns(netns, lambda: socket.create_server(("127.0.0.1", 0)))
+    try:
+        port = str(listener.getsockname()[1])
+        registry = _registry(prom.SocketCollector(netns=netns))
+        first = samples(generate_latest(registry).decode())  # opens the log: nothing yet
+        assert _closed(first) == {}
+        assert first[("pysockopt_tcp_close_events_lost_total", ())] == 0
+        _closes_in(netns, listener, 3)
+        got = wait_for(lambda: (lambda g: g if sum(_closed(g).values()) >= 6 else None)(
+            samples(generate_latest(registry).decode())), timeout=60, what="6 closes")
+        # Both ends of each connection, under the listener's port; nothing else closed there.
+        assert _closed(got) == {(port, "normal"): 6}
+        assert got[("pysockopt_tcp_closed_bytes_received_total", ())] >= 600
+        assert got[("pysockopt_tcp_closed_bytes_acked_total", ())] >= 600
+        assert got[("pysockopt_tcp_closed_retransmits_total", ())] == 0
+        assert got[("pysockopt_tcp_close_events_lost_total", ())] == 0
+        # The histogram: once a look has run, each close has a lifetime (a bound at least).
+        def counted() -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+            _closes_in(netns, listener, 1)
+            g = samples(generate_latest(registry).decode())
+            return g if g[("pysockopt_tcp_connection_lifetime_seconds_count", ())] else None
+        got = wait_for(counted, timeout=120, what="closes with a lifetime")
+        count = got[("pysockopt_tcp_connection_lifetime_seconds_count", ())]
+        assert got[("pysockopt_tcp_connection_lifetime_seconds_bucket", (("le", "+Inf"),))] \
+            == count
+        assert count <= sum(_closed(got).values())
+        assert got[("pysockopt_tcp_connection_lifetime_seconds_sum", ())] >= 0
+        buckets = [v for (name, _), v in got.items()
+                   if name == "pysockopt_tcp_connection_lifetime_seconds_bucket"]
+        assert len(buckets) == len(LIFETIME_BUCKETS)
+    finally:
+        listener.close()
+
+
+@pytest.mark.root
+def test_closed_connection_series_are_bounded_by_ports_and_verdicts(netns: str) -> None:
+    kept = in_ns(netns, lambda: socket.create_server(("127.0.0.1", 0)))
+    try:
+        listed = 40000 + os.getpid() % 20000  # a --ports entry nothing uses
+        registry = _registry(prom.SocketCollector(netns=netns, ports=[listed]))
+        generate_latest(registry)
+        # A listener no scrape sees: its closes count as "other".
+        gone = in_ns(netns, lambda: socket.create_server(("127.0.0.1", 0)))
+        _closes_in(netns, kept, 2)
+        _closes_in(netns, gone, 2)
+        gone.close()
+        got = wait_for(lambda: (lambda g: g if sum(_closed(g).values()) >= 8 else None)(
+            samples(generate_latest(registry).decode())), timeout=60, what="8 closes")
+        series = _closed(got)
+        ports = {str(kept.getsockname()[1]), str(listed)}
+        assert {p for p, _ in series} == {str(kept.getsockname()[1]), "other"}
+        assert {v for _, v in series} <= set(prom.VERDICTS)
+        assert len(series) <= (len(ports) + 1) * len(prom.VERDICTS)
+        assert series[(str(kept.getsockname()[1]), "normal")] == 4
+        assert series[("other", "normal")] == 4
+    finally:
+        kept.close()
+
+
+@pytest.mark.root
+def test_closes_on_more_ports_than_labels_count_as_other(netns: str) -> None:
+    # More listeners than the port labels allowed: each listener's closes count under its
+    # own port until CLOSE_PORTS labels are used, then under "other"; the series stay bounded.
+    n = prom.CLOSE_PORTS + 6
+    listeners = in_ns(netns, lambda: [socket.create_server(("127.0.0.1", 0))
+                                      for _ in range(n)])
+    try:
+        registry = _registry(prom.SocketCollector(netns=netns))
+        generate_latest(registry)  # the log subscribes on this scrape's way in
+        for listener in listeners:
+            _closes_in(netns, listener, 1)
+        got = wait_for(lambda: (lambda g: g if sum(_closed(g).values()) >= 2 * n else None)(
+            samples(generate_latest(registry).decode())), timeout=60, what=f"{2 * n} closes")
+    finally:
+        for listener in listeners:
+            listener.close()
+    series = _closed(got)
+    ports = {p for p, _ in series}
+    assert sum(series.values()) == 2 * n
+    assert len(ports - {"other"}) == prom.CLOSE_PORTS, sorted(ports)
+    assert series[("other", "normal")] == 2 * (n - prom.CLOSE_PORTS)
+    assert len(series) <= (prom.CLOSE_PORTS + 1) * len(prom.VERDICTS)
+
+
+@pytest.mark.root
+def test_reset_and_normal_closes_are_counted_by_their_verdicts(netns: str) -> None:
+    listener = in_ns(netns, lambda: socket.create_server(("127.0.0.1", 0)))
+    try:
+        port = str(listener.getsockname()[1])
+        registry = _registry(prom.SocketCollector(netns=netns))
+        generate_latest(registry)
+
+        def reset() -> None:
+            client = socket.create_connection(listener.getsockname())
+            server, _ = listener.accept()
+            client.sendall(b"q" * 100)
+            server.recv(100, socket.MSG_WAITALL)
+            # SO_LINGER 0: the client resets (tcp_disconnect), the server receives the RST.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+            wait_for(lambda: pysockopt_state(server) == TcpState.CLOSE, 10, "the RST")
+            server.close()
+
+        for _ in range(2):
+            in_ns(netns, reset)
+        _closes_in(netns, listener, 3)
+        got = wait_for(lambda: (lambda g: g if sum(_closed(g).values()) >= 10 else None)(
+            samples(generate_latest(registry).decode())), timeout=60, what="10 closes")
+    finally:
+        listener.close()
+    # The resetting clients count under "other": tcp_disconnect zeroed their remote port
+    # (what the kernel announces), and their local one is ephemeral.
+    assert _closed(got) == {(port, "reset"): 2, ("other", "reset"): 2,
+                            (port, "normal"): 6}, _closed(got)
+    assert got[("pysockopt_tcp_close_events_lost_total", ())] == 0
+
+
+def pysockopt_state(sock: socket.socket) -> TcpState:
+    from pysockopt import tcp_info
+
+    return tcp_info(sock).state
+
+
+@pytest.mark.root
+def test_all_netns_follows_a_namespace_that_appears_and_drops_it_when_deleted() -> None:
+    if have_netns():
+        pytest.skip(str(have_netns()))
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    collector = prom.SocketCollector(all_netns=True)
+    registry = _registry(collector)
+    try:
+        generate_latest(registry)
+        before = fds()
+        name = f"pso-cl-{uuid.uuid4().hex[:8]}"
+        ip("netns", "add", name)
+        try:
+            ip("-n", name, "link", "set", "lo", "up")
+            generate_latest(registry)  # its first scan: subscribed
+            assert fds() == before + 1
+            listener = in_ns(name, lambda: socket.create_server(("127.0.0.1", 0)))
+            try:
+                port = str(listener.getsockname()[1])
+                generate_latest(registry)
+                _closes_in(name, listener, 2)
+                got = wait_for(lambda: (lambda g: g if _closed(g).get((port, "normal"), 0)
+                                        >= 4 else None)(samples(generate_latest(registry)
+                                                                .decode())),
+                               timeout=60, what="the new namespace's closes")
+            finally:
+                listener.close()
+        finally:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        assert _closed(got)[(port, "normal")] >= 4
+        # Deleted: its next scrape no longer scans it, and its subscriber is closed.
+        wait_for(lambda: (generate_latest(registry), fds() <= before)[1], timeout=30,
+                 what="the deleted namespace's subscriber closed")
+    finally:
+        collector.close()
