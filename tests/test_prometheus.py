@@ -1133,7 +1133,7 @@ def test_reset_and_normal_closes_are_counted_by_their_verdicts(netns: str) -> No
     assert got[("pysockopt_tcp_close_events_lost_total", ())] == 0
 
 
-def pysockopt_state(sock: socket.socket) -> TcpState:
+def pysockopt_state(sock: socket.socket) -> TcpState | None:
     from pysockopt import tcp_info
 
     return tcp_info(sock).state
