@@ -9,9 +9,11 @@ import pathlib
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
-from netns import NetnsPair, sysctl
+from closescene import closes_scene
+from netns import NetnsPair, have_netns, private_netns, sysctl
 from sockpiles import Pile, flood_target, syn_flood
 from unpriv import free_descriptors
 from waiting import wait_for
@@ -570,3 +572,63 @@ def test_keepalive_defaults_follow_the_namespace_sysctls(netns_pair: NetnsPair) 
     sysctl("net.ipv4.tcp_keepalive_time", 600, netns=ns)
     assert not _codes(netns_pair.in_ns("a", diagnose), "KEEPALIVE_DEFAULTS")
     assert netns_pair.in_ns("a", pysockopt.system_keepalive).idle == 600
+
+
+# --- the rules on closes (a closed-connection log over the interval)
+
+
+_CLOSE_T = Thresholds(short_lived=5, peers_dying=3, unacked_closes=3)
+_CLOSE_RULES = {"SHORT_LIVED_CHURN", "PEERS_DYING", "CLOSED_WITH_UNACKED_DATA"}
+
+
+@pytest.mark.root
+def test_the_rules_on_closes_fire_in_diagnose_interval_and_a_second_scrape() -> None:
+    import pysockopt.prometheus as prom
+
+    reason = have_netns()
+    if reason:
+        pytest.skip(reason)
+    with private_netns("pso-closes") as ns:
+        for cmd in (["add", "table", "inet", "pso_closes"],
+                    ["add", "chain", "inet", "pso_closes", "in",
+                     "{ type filter hook input priority 0 ; }"]):
+            subprocess.run(["ip", "netns", "exec", ns, "nft", *cmd], check=True,
+                           capture_output=True)
+        collector = prom.SocketCollector(netns=ns, thresholds=_CLOSE_T)
+        first = prom.exposition(collector).decode()  # opens the log: no interval yet
+        assert not _CLOSE_RULES & _scraped_codes(first)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        scene = threading.Thread(target=closes_scene, args=(ns, stop, errors))
+        scene.start()
+        try:
+            d = diagnose(netns=ns, thresholds=_CLOSE_T, interval=6)
+            second = prom.exposition(collector).decode()
+            # The command: --netns takes the CLI's own sampled path (default thresholds).
+            out = io.StringIO()
+            main(["diagnose", "--netns", ns, "--interval", "8", "--json"], out=out)
+        finally:
+            stop.set()
+            scene.join(60)
+        assert not errors, errors
+    found = {f.code: f for f in d.findings}
+    assert set(found) >= _CLOSE_RULES, [f.summary for f in d.findings]
+    assert _scraped_codes(second) >= _CLOSE_RULES
+    dying = dict((e.name, e.value) for e in found["PEERS_DYING"].evidence)
+    assert dying["remote_address"] == "127.0.0.1" and int(dying["gave_up"]) >= 3
+    churn = dict((e.name, e.value) for e in found["SHORT_LIVED_CHURN"].evidence)
+    assert int(churn["short_lived"]) >= 5 and "owner" in churn
+    unacked = dict((e.name, e.value) for e in found["CLOSED_WITH_UNACKED_DATA"].evidence)
+    assert int(unacked["unacked_closes"]) >= 3
+    cli = {f["code"] for f in json.loads(out.getvalue())["namespaces"][0]["diagnosis"]
+           ["findings"]}
+    assert "PEERS_DYING" in cli, out.getvalue()
+    # Without an interval, no log: none of them.
+    assert not _CLOSE_RULES & {f.code for f in diagnose(thresholds=_CLOSE_T).findings}
+
+
+def _scraped_codes(text: str) -> set[str]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {s.labels["code"] for fam in text_string_to_metric_families(text)
+            for s in fam.samples if s.name == "pysockopt_finding"}

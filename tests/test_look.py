@@ -25,6 +25,7 @@ import pytest
 
 pytest.importorskip("prometheus_client")  # the test extra installs it
 
+from closescene import closes_once
 from netns import have_netns, ip, run_in_netns
 from prometheus_client.parser import text_string_to_metric_families
 from sockpiles import Pile
@@ -33,7 +34,10 @@ from waiting import wait_for
 import pysockopt.prometheus as prom
 from pysockopt import TcpState, Thresholds, connections, diagnose
 from pysockopt.cli import main
+from pysockopt.cli.diagnose import sampled
 from pysockopt.host import look, owners
+from pysockopt.host.closed import CloseFeed
+from pysockopt.host.namespaces import namespaces
 from pysockopt.host.rules import RULES
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -90,7 +94,7 @@ def _codes(text: str) -> set[str]:
 #: Low thresholds so that a scene of a few dozen sockets sets every stageable rule off.
 _T = Thresholds(close_wait=3, fin_wait1=2, fin_wait2=3, last_ack=2, retrans=2, idle_seconds=1,
                 close_wait_growth=3, retrans_ratio=0.01, aborts=2,
-                time_wait_buckets_ratio=0.8)
+                time_wait_buckets_ratio=0.8, short_lived=5, peers_dying=3, unacked_closes=3)
 
 
 def _stuck_behind_data(pile: Pile, closer: str) -> socket.socket:
@@ -183,22 +187,31 @@ def _abort_on_data(netns: str, n: int) -> None:
 @pytest.mark.root
 def test_every_rule_diagnose_finds_is_a_finding_in_a_scrape(netns: str) -> None:
     piles, leak, _ = _stage(netns)
+    feed = CloseFeed()
     try:
         dead_port = piles[-1].port
         wait_for(lambda: _settled(netns, dead_port), 20, "retransmits and idle pairs")
         collector = prom.SocketCollector(netns=netns, thresholds=_T)
-        first = diagnose(netns=netns, thresholds=_T)
+        # diagnose's look as watch takes it: driving a closed-connection log (the rules on
+        # closes read it from the second look on, as a scrape's from the second scrape).
+        ns = next(n for n in namespaces() if n.name == netns)
+        plain = {f.code for f in diagnose(netns=netns, thresholds=_T).findings}
+        first = sampled(None, None, ns, feed, thresholds=_T)[0]
+        assert {f.code for f in first.findings} == plain
         scraped_first = _codes(prom.exposition(collector).decode())
-        # Between the two looks: CLOSE_WAIT grows, connections are aborted, and the dead
-        # peer's connections retransmit again.
+        # Between the two looks: CLOSE_WAIT grows, connections are aborted, the dead
+        # peer's connections retransmit again, connections churn and others are given up
+        # with data unacknowledged.
         for _ in range(4):
             in_ns(netns, lambda: leak.close_wait(1))
         _abort_on_data(netns, 3)
+        closes_once(netns, "pso_look")
         time.sleep(2.5)
         assert first.sample is not None
-        second = diagnose(netns=netns, thresholds=_T, earlier=first.sample)
+        second = sampled(None, first.sample, ns, feed, thresholds=_T)[0]
         scraped_second = _codes(prom.exposition(collector).decode())
     finally:
+        feed.close()
         for p in piles:
             p.close()
         subprocess.run(["ip", "netns", "exec", netns, "nft", "delete", "table", "inet",
@@ -247,11 +260,49 @@ def test_diagnose_enters_the_namespace_once_per_trip_and_reads_each_file_once(
             f"diagnose(netns=ns, interval={interval!r})\n")
     trace = _trace(netns, code, tmp_path)
     looks = 1 if interval is None else 2
+    # With an interval, a closed-connection log rides on the two looks: its subscriber is
+    # made on the first look's way in (one entry of its own, the namespace not opened again)
+    # and it takes no look of its own.
+    subscriber = 0 if interval is None else 1
     setns = len(re.findall(r"\bsetns\(\d+, CLONE_NEWNET\)\s*=\s*0\b", trace))
-    assert setns == _TRIPS * looks, trace[-2000:]
+    assert setns == _TRIPS * looks + subscriber, trace[-2000:]
     for path in look.LOOK_FILES:
         assert _opens(trace, path) == looks, path
     assert _opens(trace, f"/run/netns/{netns}") == looks
+
+
+@pytest.mark.root
+def test_a_scrape_with_the_closed_connection_log_enters_as_often_as_one_without(
+        netns: str, tmp_path: pathlib.Path) -> None:
+    # Three scrapes of a collector (whose closed-connection log the scans drive) against
+    # three of a look without a log: the log's subscriber is made once, on the first
+    # scrape's way in; after that a scrape enters the namespace as often as before.
+    code = ("import os\n"
+            "from pysockopt import prometheus as prom\n"
+            "from pysockopt.host import look\n"
+            "from pysockopt.host.owners import OwnerCache\n"
+            f"c = prom.SocketCollector(netns={netns!r})\n"
+            "opts = look.ScanOptions('rules')\n"
+            "def mark(what):  # a stat the trace shows between two scrapes\n"
+            "    os.path.exists('/pso-mark-' + what)\n"
+            "for i in range(3):\n"
+            "    mark('plain'); look.scan(opts, " + repr(netns) + ", None, OwnerCache())\n"
+            "for i in range(3):\n"
+            "    mark('scrape'); prom.exposition(c)\n"
+            "c.close()\n")
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed (.ci/install.sh installs it)")
+    out = tmp_path / "trace"
+    subprocess.run(["strace", "-f", "-qq", "-e", "trace=setns,newfstatat,stat", "-o", str(out),
+                    sys.executable, "-c", code], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    trace = out.read_text()
+    per: list[int] = []
+    for part in re.split(r"pso-mark-\w+", trace)[1:]:
+        per.append(len(re.findall(r"\bsetns\(\d+, CLONE_NEWNET\)\s*=\s*0\b", part)))
+    plain, scrapes = per[:3], per[3:]
+    assert plain == [_TRIPS] * 3, per
+    assert scrapes == [_TRIPS + 1, _TRIPS, _TRIPS], per
 
 
 # --- (c) one walk of /proc/*/fd for every namespace of a look

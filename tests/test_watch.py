@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -313,3 +314,91 @@ def test_ndjson_of_another_namespace_and_of_all(netns_pair: NetnsPair) -> None:
         assert ours[0]["counts"] == {"ESTABLISHED": 6, "LISTEN": 1}
     finally:
         pile.close()
+
+
+# --- closes between samples
+
+
+def test_ndjson_counts_the_closes_between_samples() -> None:
+    with Pile() as pile:
+        proc = subprocess.Popen(_watch("--json", "--count", "8", "--interval", "0.3",
+                                       "--port", str(pile.port)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=_env())
+        assert proc.stdout is not None
+        try:
+            first = json.loads(proc.stdout.readline())  # subscribed by the first sample
+            for client, server in pile.established(3):
+                client.close()
+                assert server.recv(1) == b""
+                server.close()
+            rest, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode in (0, 1) and err == "", err
+    records = [first, *(json.loads(line) for line in rest.splitlines())]
+    assert len(records) == 8
+    closed = [rec["closed"] for rec in records]
+    # The first sample has no interval (its closes are not said); every later one has.
+    assert closed[0] is None and all(c is not None for c in closed[1:])
+    # Both ends of the three connections, each counted once, under the listener's port.
+    assert sum(c["closes"] for c in closed[1:]) == 6
+    by = [(row["port"], row["verdict"], row["closes"]) for c in closed[1:]
+          for row in c["by_port_verdict"]]
+    assert {(p, v) for p, v, _ in by} == {(str(pile.port), "normal")}
+    assert sum(n for *_, n in by) == 6
+    assert all(c["lost"] == 0 and c["unacked"] == [] for c in closed[1:])
+    assert any(c["closes"] and c["per_second"] for c in closed[1:])
+
+
+def test_the_live_view_shows_the_closes() -> None:
+    from pysockopt.host.closed import CloseTotals
+
+    with Pile() as pile:
+        view = _view_of(pile.port, samples=2)
+    view.closed = CloseTotals(5, {(str(pile.port), "normal"): 4, ("other", "reset"): 1},
+                              short_lived={("127.0.0.1", "python3"): 3},
+                              unacked_by_port_owner={(str(pile.port), "python3"): 1})
+    lines = frame(view, 100, 60)
+    assert any(line.startswith("closed: 5 (") and "short-lived 3" in line
+               and "unacked 1" in line for line in lines), lines
+    assert any(f"port {pile.port}" in line and "normal" in line for line in lines)
+    assert "  short-lived -> 127.0.0.1 by python3: 3" in lines
+
+
+@pytest.mark.root
+def test_ndjson_fires_the_rules_on_closes() -> None:
+    from closescene import closes_scene
+    from netns import have_netns, private_netns
+
+    if have_netns():
+        pytest.skip(str(have_netns()))
+    with private_netns("pso-wclose") as ns:
+        for cmd in (["add", "table", "inet", "pso_closes"],
+                    ["add", "chain", "inet", "pso_closes", "in",
+                     "{ type filter hook input priority 0 ; }"]):
+            subprocess.run(["ip", "netns", "exec", ns, "nft", *cmd], check=True,
+                           capture_output=True)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        scene = threading.Thread(target=closes_scene, args=(ns, stop, errors, 40))
+        scene.start()
+        try:
+            # Default thresholds: 3 connections to one peer given up within a sample, 5
+            # with data unacknowledged, 100 short-lived to one address (~160 a sample).
+            r = subprocess.run(_watch("--json", "--netns", ns, "--count", "5", "--interval",
+                                      "3"), capture_output=True, text=True, env=_env(),
+                               timeout=180)
+        finally:
+            stop.set()
+            scene.join(60)
+    assert not errors, errors
+    assert r.returncode == 1, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    codes = {f["code"] for rec in records for f in rec["findings"]}
+    assert {"PEERS_DYING", "CLOSED_WITH_UNACKED_DATA", "SHORT_LIVED_CHURN"} <= codes, codes
+    assert sum(rec["closed"]["closes"] for rec in records if rec["closed"]) > 0
+    assert any(row["verdict"] == "gave_up" for rec in records if rec["closed"]
+               for row in rec["closed"]["by_port_verdict"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -11,7 +10,11 @@ from ._common import EXIT_FOUND, EXIT_OK, EXIT_RULE, command, emit_json, port_ar
 from .netns import Grouped, add_netns_args, header, per_netns, write_notes
 
 if TYPE_CHECKING:
-    from ..host.model import Diagnosis
+    from ..host.closed import CloseFeed, CloseTotals
+    from ..host.model import Diagnosis, Thresholds
+    from ..host.namespaces import NetNamespace
+    from ..host.owners import OwnerCache
+    from ..host.sample import Sample
 
 
 def _diagnose_args(p: argparse.ArgumentParser) -> None:
@@ -41,22 +44,52 @@ def _runner(args: argparse.Namespace) -> Callable[[Any], Diagnosis]:
 
 
 def _sampled(args: argparse.Namespace) -> Grouped[Diagnosis] | None:
-    """--interval with --netns/--all-netns: one wait for every namespace, not one each."""
-    from ..host import diagnose, sample
+    """--interval with --netns/--all-netns: one wait for every namespace, not one each.
 
-    firsts = per_netns(args, lambda ns: sample(port=args.port, netns=ns))
-    if firsts is None:
-        return None
-    earlier = {ns.inode: s for ns, s in firsts.results}
-    time.sleep(args.interval)
+    A closed-connection log rides on the two looks of each namespace (subscribed on the
+    first one's way in) and is read during the wait: the rules on closes read it.
+    """
+    from ..host import diagnose
+    from ..host.closed import CloseFeed
+    from ..host.look import Needs, look
 
-    def run(ns: Any) -> Diagnosis:
-        before = earlier.get(ns.inode)
-        if before is None:  # appeared in between: its own two samples
-            return diagnose(port=args.port, interval=args.interval, netns=ns)
-        return diagnose(port=args.port, earlier=before, netns=ns)
+    with CloseFeed(port=args.port) as feed:
+        def first(ns: Any) -> Sample:
+            got = look(ns, Needs("every", args.port, with_info=False), feed=feed).sample
+            assert got is not None  # a look that is not the exporter's raises instead
+            return got
 
-    return per_netns(args, run)
+        firsts = per_netns(args, first)
+        if firsts is None:
+            return None
+        earlier = {ns.inode: s for ns, s in firsts.results}
+        feed.wait(args.interval)
+
+        def run(ns: Any) -> Diagnosis:
+            before = earlier.get(ns.inode)
+            if before is None:  # appeared in between: its own two samples
+                return diagnose(port=args.port, interval=args.interval, netns=ns)
+            return sampled(args.port, before, ns, feed)[0]
+
+        return per_netns(args, run)
+
+
+def sampled(port: int | None, previous: Sample | None, netns: NetNamespace | None,
+            feed: CloseFeed | None, owners: OwnerCache | None = None,
+            thresholds: Thresholds | None = None) -> tuple[Diagnosis, CloseTotals | None]:
+    """Take one sample: ``diagnose(earlier=previous)``'s look, driving ``feed`` on its way.
+
+    Returns the Diagnosis (the rules on closes read the closes since ``previous``) and
+    those closes (None at the first sample, or without a log).
+    """
+    from ..host.diagnosis import diagnosis_of
+    from ..host.look import Needs, look, sockets_needed
+    from ..host.model import Thresholds
+
+    t = Thresholds() if thresholds is None else thresholds
+    lk = look(netns, Needs(sockets_needed(previous is not None), port, thresholds=t),
+              owners=owners, feed=feed)
+    return diagnosis_of(lk, t, previous), lk.closes
 
 
 @command("diagnose", "find CLOSE_WAIT leaks, SYN floods, full accept queues, TIME_WAIT "

@@ -4,8 +4,10 @@ Every ``--interval`` seconds one ``diagnose(earlier=previous sample)``: the coun
 listeners, the host counters, and every rule, the ones that need two samples included. On a
 terminal the screen is redrawn in place (no scrolling, no flicker: one write per frame, each
 line overwritten and cleared to its end); elsewhere, or with ``--json``, one JSON object per
-sample per line, flushed as it is written. Ctrl-C ends it; the exit status is 1 when any
-finding worse than INFO was seen, else 0.
+sample per line, flushed as it is written. A closed-connection log runs alongside: the closes
+between two samples (per second, short-lived ones, those with unacknowledged data, per port
+and owner) are in the view and under ``closed`` in the NDJSON. Ctrl-C ends it; the exit status
+is 1 when any finding worse than INFO was seen, else 0.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ from dataclasses import dataclass, field
 from typing import Final, TextIO
 
 from .._format import for_json, printable
+from ..host.closed import CloseFeed, CloseTotals
 from ..host.model import Diagnosis, Finding, Severity
 from ..host.namespaces import NetNamespace
+from ..host.owners import OwnerCache
 from ..host.sample import Rates, Sample
 from ..tcpinfo import TcpState
 from ._common import EXIT_ERROR, EXIT_FOUND, EXIT_OK, command, port_arg
-from .diagnose import seconds
+from .diagnose import sampled, seconds
 from .netns import add_netns_args, netns_value
 
 __all__ = ["Screen", "View", "frame", "sparkline"]
@@ -64,7 +68,6 @@ def _positive(text: str) -> int:
 @command("watch", "the host's TCP sockets live, like top: counts, rates, listeners, "
          "CLOSE_WAIT owners, findings as they appear", _watch_args)
 def _watch(args: argparse.Namespace, out: TextIO) -> int:
-    from ..host import diagnose
     from ..host.namespaces import resolve
 
     live = not args.json and out.isatty()
@@ -83,6 +86,11 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
     start = time.monotonic()
     last: list[str] = []
     old_term = signal.getsignal(signal.SIGTERM)
+    # The closed-connection log rides on the samples' looks (subscribed on the first one's
+    # way in); the owners the looks found stay known one look more, to name closed sockets.
+    owners = OwnerCache()
+    feed = CloseFeed(port=args.port, owners=owners)
+    said: set[str] = set()
     try:
         if screen is not None:
             # `kill PID` ends it as Ctrl-C does: the terminal is given back as it was.
@@ -93,12 +101,14 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
                 # On a fixed beat; a slow sample skips beats rather than drifting.
                 beat = args.interval
                 delay = beat - (time.monotonic() - start) % beat
-                time.sleep(delay)
-            d = diagnose(port=args.port, earlier=previous, netns=netns)
+                feed.wait(delay)  # reading the closes meanwhile
+            owners.new_look()
+            d, view.closed = sampled(args.port, previous, netns, feed, owners)
             taken += 1
             assert d.sample is not None
             rates = None if previous is None else d.sample.rates(previous)
             view.update(d, rates)
+            _say_once(feed, said)
             if screen is not None:
                 width, height = screen.size()
                 last = frame(view, width, height)
@@ -112,6 +122,7 @@ def _watch(args: argparse.Namespace, out: TextIO) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        feed.close()
         if screen is not None:
             screen.close()
             signal.signal(signal.SIGTERM, old_term)
@@ -131,10 +142,17 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _diagnose_in(port: int | None, previous: dict[int, Sample], ns: NetNamespace) -> Diagnosis:
-    from ..host import diagnose
+def _say_once(feed: CloseFeed, said: set[str]) -> None:
+    """Say on stderr, once each, why a namespace has no closed-connection log."""
+    for message in feed.errors.values():
+        if message not in said:
+            said.add(message)
+            sys.stderr.write(f"pysockopt watch: {message}\n")
 
-    return diagnose(port=port, netns=ns, earlier=previous.get(ns.inode))
+
+def _diagnose_in(port: int | None, previous: dict[int, Sample], feed: CloseFeed,
+                 ns: NetNamespace) -> tuple[Diagnosis, CloseTotals | None]:
+    return sampled(port, previous.get(ns.inode), ns, feed)
 
 
 def _watch_all(args: argparse.Namespace, out: TextIO) -> int:
@@ -146,21 +164,27 @@ def _watch_all(args: argparse.Namespace, out: TextIO) -> int:
     views: dict[int, View] = {}
     taken = 0
     start = time.monotonic()
+    feed = CloseFeed(port=args.port)  # a subscriber per namespace, made by its first look
+    said: set[str] = set()
     try:
         while args.count is None or taken < args.count:
             if taken:
-                time.sleep(args.interval - (time.monotonic() - start) % args.interval)
+                feed.wait(args.interval - (time.monotonic() - start) % args.interval)
             with shared_owners():  # one walk of /proc/*/fd per sample, for every namespace
-                found = for_each_netns(functools.partial(_diagnose_in, args.port, previous))
+                found = for_each_netns(functools.partial(_diagnose_in, args.port, previous,
+                                                         feed))
+            feed.keep(ns.inode for ns, _ in found.results)  # vanished ones are dropped
+            _say_once(feed, said)
             taken += 1
             seen = {}
-            for ns, d in found.results:
+            for ns, (d, closed) in found.results:
                 assert d.sample is not None
                 before = previous.get(ns.inode)
                 rates = None if before is None else d.sample.rates(before)
                 view = views.setdefault(ns.inode, View(args.interval, args.port,
                                                       f"netns {ns.label}"))
                 view.update(d, rates)
+                view.closed = closed
                 out.write(json.dumps(for_json({"netns": ns.as_dict(), **record(d, rates, view)}))
                           + "\n")
                 seen[ns.inode] = d.sample
@@ -173,7 +197,31 @@ def _watch_all(args: argparse.Namespace, out: TextIO) -> int:
             previous = seen  # a namespace that went away is forgotten
     except KeyboardInterrupt:
         pass
+    finally:
+        feed.close()
     return EXIT_FOUND if any(v.seen_problems for v in views.values()) else EXIT_OK
+
+
+# --- the closes between two samples
+
+
+def closed_record(t: CloseTotals, seconds: float | None) -> dict[str, object]:
+    """Return the closes of one interval as the NDJSON's ``closed`` object."""
+    return {
+        "closes": t.closes,
+        "per_second": None if not seconds else round(t.closes / seconds, 2),
+        "by_port_verdict": [{"port": p, "verdict": v, "closes": n}
+                            for (p, v), n in sorted(t.by_port_verdict.items())],
+        "short_lived": [{"remote_address": r, "owner": o, "closes": n}
+                        for (r, o), n in sorted(t.short_lived.items(), key=lambda kv: -kv[1])],
+        "unacked": [{"port": p, "owner": o, "closes": n}
+                    for (p, o), n in sorted(t.unacked_by_port_owner.items(),
+                                            key=lambda kv: -kv[1])],
+        "gave_up": [{"remote_address": r, "closes": n}
+                    for r, n in sorted(t.gave_up_by_remote.items(), key=lambda kv: -kv[1])],
+        "bytes_acked": t.bytes_acked, "bytes_received": t.bytes_received,
+        "retransmits": t.retransmits, "lost": t.lost,
+    }
 
 
 # --- what the view remembers between samples
@@ -208,6 +256,7 @@ class View:
     history: dict[TcpState, collections.deque[int]] = field(default_factory=dict)
     findings: dict[tuple[str, int | None, str], Seen] = field(default_factory=dict)
     problems: dict[tuple[str, int | None, str], Seen] = field(default_factory=dict)
+    closed: CloseTotals | None = None
 
     @property
     def seen_problems(self) -> bool:
@@ -264,6 +313,8 @@ def record(d: Diagnosis, rates: Rates | None, view: View) -> dict[str, object]:
     data["findings"] = [dict(f.as_dict(), first_seen=view.findings[finding_key(f)].first)
                         for f in d.findings]
     data["ok"] = d.ok
+    data["closed"] = None if view.closed is None else closed_record(
+        view.closed, None if rates is None else rates.seconds)
     return data
 
 
@@ -342,6 +393,7 @@ def frame(view: View, width: int, height: int) -> list[str]:
     counters = _counter_line(s, r)
     listeners = _listener_rows(s, r)
     owners = _owner_rows(s, r)
+    closed = _closed_rows(view.closed, None if r is None else r.seconds)
     findings = sorted(view.findings.values(), key=lambda x: (-x.finding.severity, -x.first))
     finding_rows = [printable(f"{_clock(x.first)} {x.finding.severity.label.upper():8} "
                               f"{x.finding.code}: {x.finding.summary}") for x in findings]
@@ -355,6 +407,7 @@ def frame(view: View, width: int, height: int) -> list[str]:
         ("", [counters]),
         (f"{'LISTENER':<28}{'QUEUE':>12}{'DROPS':>10}{'DROPS/S':>10}", listeners),
         (f"{'CLOSE_WAIT OWNER':<40}{'COUNT':>8}{'GROWTH':>12}", owners),
+        ("", closed),
     ]
     lines = [title]
     budget = height - 1 - min(len(finding_rows) + 1, max(2, height // 4))
@@ -432,6 +485,24 @@ def _owner_rows(s: Sample, r: Rates | None, most: int = 3) -> list[str]:
         g = growth.get((uid, port, remote))
         grew = "" if g is None else f"{_signed(g.per_second, 1)}/s"
         out.append(f"{printable(who):<40}{n:>8,}{grew:>12}")
+    return out
+
+
+def _closed_rows(t: CloseTotals | None, seconds: float | None, most: int = 3) -> list[str]:
+    if t is None:
+        return []
+    rate = f" ({t.closes / seconds:,.1f}/s)" if seconds else ""
+    short = sum(t.short_lived.values())
+    unacked = sum(t.unacked_by_port_owner.values())
+    out = [f"closed: {t.closes:,}{rate}  short-lived {short:,}  unacked {unacked:,}"
+           f"  lost {t.lost:,}"]
+    for (port, verdict), n in sorted(t.by_port_verdict.items(), key=lambda kv: -kv[1])[:most]:
+        out.append(f"  port {port:<8}{verdict:<14}{n:>8,}")
+    for (remote, owner), n in sorted(t.short_lived.items(), key=lambda kv: -kv[1])[:most]:
+        out.append(printable(f"  short-lived -> {remote} by {owner}: {n:,}"))
+    for (port, owner), n in sorted(t.unacked_by_port_owner.items(),
+                                   key=lambda kv: -kv[1])[:most]:
+        out.append(printable(f"  unacked data on port {port} by {owner}: {n:,}"))
     return out
 
 
