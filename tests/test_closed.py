@@ -33,13 +33,16 @@ from pysockopt.host.closed import (
     LIFETIME_BUCKETS,
     ClosedConnection,
     ClosedConnections,
+    CloseFeed,
     CloseStats,
     Lifetime,
     Verdict,
     closed_connections,
     verdict_of,
 )
-from pysockopt.host.namespaces import NetnsPermissionError
+from pysockopt.host.look import Look, Needs, look
+from pysockopt.host.namespaces import NetnsPermissionError, namespaces
+from pysockopt.host.owners import OwnerCache
 
 root = pytest.mark.root
 
@@ -748,3 +751,107 @@ def test_cli_netns_errors_are_said_in_the_options_words(capsys: pytest.CaptureFi
                                                          ) -> None:
     assert main(["closed", "--netns", "/tmp", "--for", "1"], io.StringIO()) == 2
     assert "--netns /tmp: not a network namespace (a directory)" in capsys.readouterr().err
+
+
+# --- driven by the looks of diagnose, watch and the exporter (CloseFeed)
+
+
+def _fed_look(feed: CloseFeed, port: int, owners: OwnerCache | None = None) -> Look:
+    return look(None, Needs("rules", port), owners=owners, feed=feed)
+
+
+def _looks_until(feed: CloseFeed, port: int, n: int,
+                 owners: OwnerCache | None = None) -> list[ClosedConnection]:
+    """Take looks (reading between them) until ``n`` closes were folded in (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while len(feed.closes) < n:
+        assert time.monotonic() < deadline, feed.closes
+        feed.wait(0.05)
+        _fed_look(feed, port, owners)
+    return list(feed.closes)
+
+
+def test_a_feed_joins_closes_with_the_looks_that_listed_them() -> None:
+    # No look of its own: what a close says of its lifetime comes from the caller's looks.
+    listener, old_client, old_server = _pair()
+    port = listener.getsockname()[1]
+    with CloseFeed(port=port, keep=True) as feed:
+        first = _fed_look(feed, port)
+        assert first.closes is None  # a namespace's first look: no interval yet
+        seen_client = socket.create_connection(listener.getsockname())
+        seen_server, _ = listener.accept()
+        time.sleep(0.05)
+        second = _fed_look(feed, port)
+        assert second.closes is not None and second.closes.closes == 0
+        brief = socket.create_connection(listener.getsockname())
+        brief_server, _ = listener.accept()
+        for s in (brief, brief_server, seen_client, seen_server, old_client, old_server):
+            s.close()
+        closes = _looks_until(feed, port, 6)
+    listener.close()
+    assert len(closes) == 6, closes
+    lifetimes = [c.lifetime for c in closes]
+    assert all(t is not None for t in lifetimes), closes
+    # Born before the first look: no upper bound; listed by the second look only: an interval;
+    # born and gone between two looks: only an upper bound.
+    assert sum(1 for t in lifetimes if t and t.at_most is None) == 2, lifetimes
+    assert sum(1 for t in lifetimes if t and t.upper_bound) == 2, lifetimes
+    proper = [t for t in lifetimes if t and t.at_most is not None and not t.upper_bound]
+    assert len(proper) == 2 and all(0 < t.at_least <= (t.at_most or 0) for t in proper), \
+        lifetimes
+    assert all(c.owner is None for c in closes)  # no lookup named them: "unknown"
+    assert feed.lost == 0
+
+
+def test_a_feed_names_the_owner_a_lookup_found_while_the_socket_lived() -> None:
+    # The owner comes from what the looks' OwnerCache already found (here, as a CLOSE_WAIT
+    # rule would look it up), never from a walk of its own.
+    listener, client, server = _pair()
+    port = listener.getsockname()[1]
+    owners = OwnerCache()
+    with CloseFeed(port=port, owners=owners, keep=True) as feed:
+        owners.new_look()
+        lk = _fed_look(feed, port, owners)
+        ours = [c for c in lk.listeners + lk.sockets if c.local_port == port and c.inode]
+        lk.owners.lookup(ours)  # the listener's owner, found while it lives
+        walks = owners.walks
+        owners.new_look()
+        listener.close()
+        client.close()
+        server.close()
+        closes = _looks_until(feed, port, 3, owners)
+        assert owners.walks == walks  # the log walked nothing
+    named = {c.local_port: c.owner for c in closes if c.remote_port == 0}
+    assert named and all(o and o[0].pid == os.getpid() for o in named.values()), closes
+    assert all(c.owner is None for c in closes if c.remote_port != 0)
+
+
+@root
+def test_a_feed_counts_the_closes_a_full_buffer_dropped(pair: NetnsPair) -> None:
+    # The smallest receive buffer: what is not read is dropped by the kernel and counted
+    # into the interval's lost closes; read + lost is every close of the namespace.
+    n = 40
+
+    def scene() -> list[socket.socket]:
+        listener = socket.create_server((pair.addr_a, 0))
+        held = [listener]
+        for _ in range(n):
+            c = socket.create_connection(listener.getsockname())
+            s, _ = listener.accept()
+            held += [c, s]
+        return held
+
+    ns = next(x for x in namespaces() if x.name == pair.a)
+    with CloseFeed(rcvbuf=1) as feed:
+        look(ns, Needs("rules"), feed=feed)
+        held = pair.in_ns("a", scene)
+        look(ns, Needs("rules"), feed=feed)
+        for s in held:
+            s.close()
+        time.sleep(0.5)
+        totals = [t for t in (look(ns, Needs("rules"), feed=feed).closes for _ in range(3))
+                  if t is not None]
+    closes = sum(t.closes for t in totals)
+    lost = sum(t.lost for t in totals)
+    assert lost > 0, totals
+    assert closes + lost == 2 * n + 1, (closes, lost)

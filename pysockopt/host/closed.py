@@ -1240,12 +1240,13 @@ class CloseFeed:
     ``port``: only closes on that local or remote port (the looks' own ``port``). ``stats``
     counts every close read (the exporter's metrics); ``ports``: the ports counted under
     their own label besides the looks' listeners. ``errors``: why a namespace has no
-    subscriber (it is tried again at its next look).
+    subscriber (it is tried again at its next look). ``keep``: keep every close in ``closes``
+    too (for a caller that wants the records; watch and the exporter count them only).
     """
 
     def __init__(self, *, port: int | None = None, ports: Iterable[int] = (),
                  owners: OwnerCache | None = None, rcvbuf: int = 0,
-                 max_ports: int = 64) -> None:
+                 max_ports: int = 64, keep: bool = False) -> None:
         if port is not None and (isinstance(port, bool) or not isinstance(port, int)
                                  or not 0 <= port <= 65535):
             raise InvalidConfigError("port", port, "0..65535 or None")
@@ -1254,6 +1255,8 @@ class CloseFeed:
         self.owners = owners
         self.stats = CloseStats(self.ports, max_ports=max_ports)
         self.errors: dict[int, str] = {}
+        self.closes: list[ClosedConnection] = []
+        self._keep = keep
         self._rcvbuf = rcvbuf
         self._fed: dict[int, _Fed] = {}
         self._gone_lost = 0
@@ -1326,6 +1329,8 @@ class CloseFeed:
             else:
                 fed.listed = None
             got, fed.since = fed.since, []
+            if self._keep:
+                self.closes += got
             ports = self.ports | {c.local_port for c in listeners}
             self.stats.set_ports(ports)
             interval = CloseStats(ports, max_keys=self.stats.max_keys,
