@@ -24,7 +24,7 @@ CACHE=${PYSOCKOPT_CI_CACHE:-/var/cache/pysockopt-ci}
 export KERNEL_VM_DIR=$CACHE/kernel-vm
 DEBS=$CACHE/kernel-debs
 mkdir -p "$DEBS" "$KERNEL_VM_DIR"
-export PYTEST_ARGS=${PYTEST_ARGS:-"-q -rfEs -m 'not slow' ${KERNEL_VM_TESTS:-tests/test_tcpinfo.py tests/test_netlink.py tests/test_connections.py tests/test_namespaces.py tests/test_diagnose.py tests/test_sample.py tests/test_keepalive.py tests/test_errno.py tests/test_reentry.py}"}
+export PYTEST_ARGS=${PYTEST_ARGS:-"-q -rfEs -m 'not slow' ${KERNEL_VM_TESTS:-tests/test_tcpinfo.py tests/test_netlink.py tests/test_connections.py tests/test_namespaces.py tests/test_diagnose.py tests/test_sample.py tests/test_keepalive.py tests/test_errno.py tests/test_reentry.py tests/test_closed.py}"}
 export VM_TIMEOUT=${VM_TIMEOUT:-1500} PYTEST_TIMEOUT=${PYTEST_TIMEOUT:-1200}
 # 6G: the parser's 4 GiB-mapping test needs the guest to allow such a mapping (4G: ENOMEM);
 # qemu allocates the guest's memory as it is touched.
