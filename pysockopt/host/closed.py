@@ -1256,6 +1256,7 @@ class CloseFeed:
         self.stats = CloseStats(self.ports, max_ports=max_ports)
         self.errors: dict[int, str] = {}
         self.closes: list[ClosedConnection] = []
+        self._cookies: ffi.CData = ffi.new("uint64_t[]", 0)
         self._keep = keep
         self._rcvbuf = rcvbuf
         self._fed: dict[int, _Fed] = {}
@@ -1293,13 +1294,14 @@ class CloseFeed:
             return
         sink = dump.sink
         cap = int(sink.nconns)  # type: ignore[attr-defined]
-        out = ffi.new("uint64_t[]", 2 * cap) if cap else ffi.NULL
-        n = lib.pso_ev_cookies(sink, _TRACKED_MASK, out, cap)
-        if n < 0:
-            raise os_error(int(n), "listing the cookies of a dump")
-        flat = ffi.unpack(out, 2 * n) if n else []
-        it = iter(flat)
         with self._lock:
+            if 2 * cap > len(self._cookies):  # grown once, kept: not cleared for every look
+                self._cookies = _new_uninitialised("uint64_t[]", 2 * cap + 1024)
+            out = self._cookies
+            n = lib.pso_ev_cookies(sink, _TRACKED_MASK, out, cap)
+            if n < 0:
+                raise os_error(int(n), "listing the cookies of a dump")
+            it = iter(ffi.unpack(out, 2 * n) if n else [])
             if fed.listed is None:
                 fed.listed = dict(zip(it, it, strict=True))
             else:
@@ -1444,6 +1446,10 @@ def _read_forever(ref: weakref.ref[CloseFeed]) -> None:
             return
         feed.wait(0.5)
         del feed
+
+
+#: Allocates C arrays without clearing them (pso_ev_cookies writes what it returns).
+_new_uninitialised: Final = ffi.new_allocator(should_clear_after_alloc=False)
 
 
 def _subscribe(target: Entered, rcvbuf: int) -> int:
