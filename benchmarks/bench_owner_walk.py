@@ -109,7 +109,7 @@ def _holders(total: int, kind: str) -> Iterator[int]:
 
 @contextlib.contextmanager
 def _exporter(*extra: str) -> Iterator[tuple[str, int]]:
-    """A fresh exporter (owner cache cold); yields its URL once it serves, before any scrape."""
+    """Start a fresh exporter (owner cache cold); yield its URL once it serves, before a scrape."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": root}
     with process([sys.executable, "-m", "pysockopt", "exporter", "--listen", "127.0.0.1:0",

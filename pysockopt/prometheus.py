@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 from . import _host
 from ._core import lib
 from ._format import label
+from ._serving import DEFAULT_CACHE_SECONDS
 from .errors import InvalidConfigError
 from .host import look
 from .host.look import Scan, ScanOptions
@@ -611,14 +612,23 @@ def _write_error(err: OSError, target: str) -> OSError:
     return OSError(code, f"{os.strerror(code)} (writing {target})", target)
 
 
-def serve(host: str, port: int, collector: SocketCollector | None = None) -> tuple[str, int]:
+def serve(host: str, port: int, collector: SocketCollector | None = None, *,
+          cache_seconds: float = DEFAULT_CACHE_SECONDS) -> tuple[str, int]:
     """Serve ``/metrics`` on ``host``:``port`` in a daemon thread; return the bound address.
 
-    Uses prometheus_client's HTTP server; ``port`` 0 takes a free port.
+    Bounded as ``pysockopt exporter --listen`` is (the same code): requests that come while a
+    scan runs wait for it and share it; a scan answers every request within
+    ``cache_seconds`` of its end (0: each request after a scan takes a new one); a request
+    whose client has gone (a scraper that timed out and closed) takes no scan and leaves no
+    CLOSE_WAIT socket behind. ``port`` 0 takes a free port. ``collector``: a new
+    SocketCollector if None.
     """
-    from prometheus_client import start_http_server
+    if (isinstance(cache_seconds, bool) or not isinstance(cache_seconds, (int, float))
+            or not 0 <= cache_seconds <= 3600):
+        raise InvalidConfigError("cache_seconds", cache_seconds, "0..3600 seconds")
+    from ._serving import Shared
+    from ._serving import serve as serve_http
 
-    server, _ = start_http_server(port, addr=host, registry=_registry(collector
-                                                                      or SocketCollector()))
+    server = serve_http(host, port, Shared(collector or SocketCollector(), cache_seconds))
     bound = server.server_address
     return str(bound[0]), int(bound[1])
