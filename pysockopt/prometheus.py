@@ -328,6 +328,9 @@ class SocketCollector:
             self._owners.new_look()  # one walk of /proc/*/fd at most, for every namespace
             scans: list[tuple[NetNamespace | None, Scan]] = []
             failed: list[str] = []
+            # Namespaces not looked at this time that may still be there (refused, or not
+            # even listed): their carried totals are kept for the scrape that sees them again.
+            missed: set[str] | None = set()
             if self._all:
                 last = self._last
                 found = for_each_netns(
@@ -336,7 +339,10 @@ class SocketCollector:
                 # A namespace that vanished meanwhile is gone, not an error; one we may not
                 # enter is (the exporter should run as root to see them all).
                 failed += [s.message for s in found.skipped if s.reason != "vanished"]
+                missed = {_netns_label(s.netns) for s in found.skipped
+                          if s.reason != "vanished"}
                 if found.unseen:  # namespaces that only other users' processes hold: missed
+                    missed = None  # which ones is not known: forget none
                     from .host.namespaces import NamespaceList
 
                     failed += NamespaceList(unseen=found.unseen).notes
@@ -351,7 +357,7 @@ class SocketCollector:
             for ns, scan in scans:
                 where = f" (netns {ns.label})" if self._all and ns is not None else ""
                 failed += [f"{message}{where}" for message in scan.errors]
-            scans = self._carry(scans)
+            scans = self._carry(scans, missed)
             # The next scrape's time rules compare with these (a namespace not scanned now
             # is forgotten: when it comes back, its first scrape has no interval).
             self._last = {scan.inode: scan.sample for _, scan in scans
@@ -367,8 +373,9 @@ class SocketCollector:
         yield from self._families(scans, errors, seconds, incomplete)
 
     def _carry(self, scans: list[tuple[NetNamespace | None, Scan]],
+               missed: Iterable[str] | None = (),
                ) -> list[tuple[NetNamespace | None, Scan]]:
-        return self._carried(scans, _netns_label if self._all else lambda _: "")
+        return self._carried(scans, _netns_label if self._all else lambda _: "", missed)
 
     def count_error(self) -> None:
         """Count one failure outside a scan (a textfile not written) in the errors counter."""
@@ -416,6 +423,8 @@ class _Carry:
     the series' own labels: a namespace made again under the same name carries on). The
     kernel's counters of a namespace made again under the same name (``--netns NAME``
     follows it) start from 0: the old namespace's last values are carried (per inode).
+    A namespace gone is forgotten; one not looked at this time (``missed``: refused, or
+    None when which ones were missed is not known) keeps what it carried.
     """
 
     def __init__(self) -> None:
@@ -424,6 +433,7 @@ class _Carry:
 
     def __call__(self, scans: list[tuple[NetNamespace | None, Scan]],
                  label_of: Callable[[NetNamespace | None], str],
+                 missed: Iterable[str] | None = (),
                  ) -> list[tuple[NetNamespace | None, Scan]]:
         out = []
         labels = set()
@@ -449,7 +459,8 @@ class _Carry:
                                                               {scan.inode: value})
             out.append((ns, dataclasses.replace(scan, listen_drops=drops,
                                                 counter_totals=totals)))
-        if scans:  # a namespace gone is forgotten; a failed scrape forgets nothing
+        if scans and missed is not None:  # a failed scrape forgets nothing
+            labels.update(missed)
             self._drops.forget(lambda key: key[0] in labels)
             self._counters.forget(lambda key: key[0] in labels)
         return out
