@@ -352,3 +352,31 @@ def test_an_owner_walk_past_its_deadline_says_owners_unknown(walks: list[int]) -
         cache.resolve(inodes)  # kept from the last look: no walk
     assert len(walks) == 2
 
+
+
+def test_an_owner_walk_stopped_at_its_deadline_goes_on_at_the_next_look(
+        walks: list[int]) -> None:
+    # Issue 22: on a host whose walk of /proc/*/fd takes longer than the deadline (1M
+    # descriptors: ~6 s here against 5), every scrape started the walk again from the first
+    # process and stopped at the deadline: the owners were never named and every scrape paid
+    # the whole deadline. A stopped walk goes on where it stopped: each look reads at least
+    # one more process, and the owners are named within one look per process.
+    with Pile() as pile:
+        servers = pile.close_wait(2)
+        inodes = [os.fstat(s.fileno()).st_ino for s in servers]
+        cache = owners.OwnerCache(deadline=1e-9)  # one process per look
+        looks = 0
+        got: dict[int, Any] = {}
+        limit = 2 * len(os.listdir("/proc")) + 100  # processes come and go meanwhile
+        while looks < limit:
+            cache.new_look()
+            looks += 1
+            got = cache.resolve(inodes)
+            if owners.INCOMPLETE not in got.values():
+                break
+        assert all(isinstance(v, tuple) and v and v[0].pid == os.getpid()
+                   for v in got.values()), (looks, got)
+        assert looks > 1 and cache.incomplete == 0
+        cache.new_look()
+        cache.resolve(inodes)  # named: no walk
+    assert len(walks) == cache.walks == 1  # one walk, gone on with across the looks

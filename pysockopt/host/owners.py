@@ -61,57 +61,71 @@ class Walk(NamedTuple):
 
     ``holders``: inode -> pids (every socket inode on the host when the walk was asked for
     all); ``hidden``: processes that could not be inspected (not ours: EACCES, EPERM);
-    ``complete``: False when the walk stopped at its deadline (owners then unknown).
+    ``complete``: False when the walk stopped at its deadline (owners then unknown);
+    ``rest``: the /proc entries it had not reached then (``walk_fds(after=)`` goes on there).
     """
 
     holders: dict[int, list[int]]
     hidden: int
     complete: bool
+    rest: tuple[str, ...] = ()
 
 
-def walk_fds(wanted: Collection[int] | None, deadline: float | None = None) -> Walk:
+def walk_fds(wanted: Collection[int] | None, deadline: float | None = None, *,
+             after: Walk | None = None) -> Walk:
     """Walk every process's descriptors once; the one place /proc/*/fd is read.
 
     ``wanted``: the socket inodes to look for, None for every socket on the host (what one
     look of several namespaces shares: socket inodes are host-wide). ``deadline``: a
-    ``time.monotonic()`` value after which the walk stops (``complete`` False). Processes that
-    exit during the walk are skipped; any other failure (EMFILE, ENFILE, ENOMEM) raises.
+    ``time.monotonic()`` value after which the walk stops (``complete`` False, ``rest`` the
+    processes not reached), having read at least one process. ``after``: a walk that stopped at its deadline, to go on with
+    (its holders are added to; ``wanted`` as it was given). Processes that exit during the
+    walk are skipped; any other failure (EMFILE, ENFILE, ENOMEM) raises.
     """
     want = None if wanted is None else {f"socket:[{i}]": i for i in wanted if i}
-    holders: dict[int, list[int]] = {} if want is None else {i: [] for i in want.values()}
-    hidden = 0
-    if want is not None and not want:
-        return Walk({}, 0, True)
-    # listdir, not scandir: the walk then holds no descriptor of its own while it reads each
-    # process, so it works with a single free descriptor (scandir kept one open, and every
-    # listdir below failed with EMFILE, which used to be skipped as "not ours").
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        if deadline is not None and time.monotonic() > deadline:
-            return Walk(holders, hidden, False)
+    if after is not None:
+        holders, hidden, names = after.holders, after.hidden, list(after.rest)
+    else:
+        holders = {} if want is None else {i: [] for i in want.values()}
+        hidden = 0
+        if want is not None and not want:
+            return Walk({}, 0, True)
+        # listdir, not scandir: the walk then holds no descriptor of its own between
+        # processes, so it works with a single free descriptor (scandir kept one open, and
+        # every listdir below failed with EMFILE, which used to be skipped as "not ours").
+        names = [name for name in os.listdir("/proc") if name.isdigit()]
+    for k, name in enumerate(names):
+        # At least one process per call: a walk that goes on after its deadline progresses.
+        if k and deadline is not None and time.monotonic() > deadline:
+            return Walk(holders, hidden, False, tuple(names[k:]))
         fd_dir = f"/proc/{name}/fd"
         try:
             fds = os.listdir(fd_dir)
+            # Each link read relative to the directory (readlinkat): the kernel resolves
+            # /proc/PID/fd once per process, not once per descriptor. One descriptor held.
+            dir_fd = os.open(fd_dir, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as err:
             if err.errno not in _SKIPPED:
                 raise _owner_error(err, fd_dir) from err
             hidden += err.errno in _NOT_OURS
             continue
         hits = []
-        for fd in fds:
-            try:
-                target = os.readlink(f"{fd_dir}/{fd}")
-            except OSError as err:
-                if err.errno not in _SKIPPED:
-                    raise _owner_error(err, f"{fd_dir}/{fd}") from err
-                continue
-            if want is not None:
-                inode = want.get(target)
-                if inode is not None:
-                    hits.append(inode)
-            elif target.startswith("socket:["):
-                hits.append(int(target[8:-1]))
+        try:
+            for fd in fds:
+                try:
+                    target = os.readlink(fd, dir_fd=dir_fd)
+                except OSError as err:
+                    if err.errno not in _SKIPPED:
+                        raise _owner_error(err, f"{fd_dir}/{fd}") from err
+                    continue
+                if want is not None:
+                    inode = want.get(target)
+                    if inode is not None:
+                        hits.append(inode)
+                elif target.startswith("socket:["):
+                    hits.append(int(target[8:-1]))
+        finally:
+            os.close(dir_fd)
         pid = int(name)
         for inode in dict.fromkeys(hits):
             holders.setdefault(inode, []).append(pid)
@@ -203,8 +217,14 @@ class OwnerCache:
     every later question of the same look is answered from it. Between looks the owners of
     the inodes asked in the previous look are kept, so a long-lived caller (the exporter)
     walks only when a socket it has not seen before is asked about. ``deadline``: seconds a
-    walk may take (None: no limit); owners it did not reach are unknown, and ``incomplete``
-    counts those sockets in the current look. ``walks`` counts the walks taken.
+    walk may take in one look (None: no limit); owners it did not reach are unknown, and
+    ``incomplete`` counts those sockets in the current look. A walk that stopped at its
+    deadline goes on where it stopped at the next look that needs an owner (what it found
+    is kept), so a host whose walk takes longer than the deadline still has every owner
+    named after a few looks, each bounded by the deadline. A socket first asked about after
+    such a walk began may sit in a process it had already passed: a walk that finished
+    without finding it is not taken as "held by nobody", and the next look walks afresh.
+    ``walks`` counts the walks started.
     """
 
     def __init__(self, deadline: float | None = None) -> None:
@@ -214,13 +234,20 @@ class OwnerCache:
         self._known: dict[int, tuple[Process, ...]] = {}
         self._asked: set[int] = set()
         self._walk: Walk | OSError | None = None
+        self._looks = 0
+        self._first: dict[int, int] = {}  # an inode not known yet -> the look that first asked
+        self._stopped: Walk | None = None  # a walk that stopped at its deadline
+        self._since = 0  # the look the current walk began in
 
     def new_look(self) -> None:
         """Start a look: forget the last walk and the owners no look asked for lately."""
         self._known = {i: p for i, p in self._known.items() if i in self._asked}
+        self._first = {i: n for i, n in self._first.items()
+                       if i in self._asked and i not in self._known}
         self._asked = set()
         self._walk = None
         self.incomplete = 0
+        self._looks += 1
 
     def resolve(self, inodes: Iterable[int]) -> dict[int, tuple[Process, ...] | str]:
         """Map each inode to its processes (() for nobody) or to why it is not known."""
@@ -228,13 +255,21 @@ class OwnerCache:
         self._asked.update(wanted)
         out: dict[int, tuple[Process, ...] | str] = {}
         todo = [i for i in wanted if i not in self._known]
+        for i in todo:
+            self._first.setdefault(i, self._looks)
         if todo and self._walk is None:
             deadline = None if self.deadline is None else time.monotonic() + self.deadline
-            self.walks += 1
             try:
-                self._walk = _walk(None, deadline)
+                if self._stopped is not None:  # go on where the last look's walk stopped
+                    self._walk = walk_fds(None, deadline, after=self._stopped)
+                else:
+                    self.walks += 1
+                    self._since = self._looks
+                    self._walk = _walk(None, deadline)
+                self._stopped = None if self._walk.complete else self._walk
             except OSError as err:
                 self._walk = err
+                self._stopped = None
         walk = self._walk
         commands: dict[int, str] = {}
         for i in wanted:
@@ -247,7 +282,9 @@ class OwnerCache:
                 pids = walk.holders.get(i)
                 if pids:
                     out[i] = self._known[i] = _processes(pids, commands)
-                elif not walk.complete:
+                elif not walk.complete or self._first.get(i, 0) > self._since:
+                    # Not reached yet, or asked only after this walk began (its holder may
+                    # be a process the walk had passed): a fresh walk will say.
                     out[i] = INCOMPLETE
                     self.incomplete += 1
                 elif walk.hidden:  # held by nobody we can see, and some processes hid
