@@ -262,9 +262,9 @@ def walks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = owners._walk
 
-    def counting(wanted: Any, deadline: Any) -> owners.Walk:
+    def counting(wanted: Any, deadline: Any, until: Any = None) -> owners.Walk:
         calls.append(1)
-        return real(wanted, deadline)
+        return real(wanted, deadline, until)
 
     monkeypatch.setattr(owners, "_walk", counting)
     return calls
@@ -380,3 +380,30 @@ def test_an_owner_walk_stopped_at_its_deadline_goes_on_at_the_next_look(
         cache.new_look()
         cache.resolve(inodes)  # named: no walk
     assert len(walks) == cache.walks == 1  # one walk, gone on with across the looks
+
+
+def test_a_walk_for_new_owners_reads_small_processes_first_and_stops_when_done() -> None:
+    # Issue 22: one new CLOSE_WAIT socket (a scraper that gave up leaves one in the exporter
+    # itself) made the walk read every descriptor on the host, a million of them in big
+    # holder processes. A walk asked for given sockets reads the processes with the fewest
+    # descriptors first and stops once each socket has a holder.
+    if os.stat("/proc/self/fd").st_size == 0:
+        pytest.skip("/proc/PID/fd does not count descriptors before Linux 6.2")
+    big = subprocess.Popen([sys.executable, "-c",
+                            "import os, sys\nfd = os.open('/dev/null', os.O_RDONLY)\n"
+                            "held = [os.dup(fd) for _ in range(5000)]\n"
+                            "print(1, flush=True)\nsys.stdin.read()"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert big.stdout is not None and big.stdout.readline()
+        assert os.stat(f"/proc/{big.pid}/fd").st_size > os.stat("/proc/self/fd").st_size
+        with Pile() as pile:
+            servers = pile.close_wait(2)
+            inodes = [os.fstat(s.fileno()).st_ino for s in servers]
+            walk = owners.walk_fds(None, until=inodes)
+        assert all(walk.holders[i] == [os.getpid()] for i in inodes)
+        assert not walk.complete and str(big.pid) in walk.rest  # the big one never read
+        assert owners.walk_fds(None).complete  # without until: every process
+    finally:
+        big.kill()
+        big.wait()

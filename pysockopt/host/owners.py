@@ -72,15 +72,20 @@ class Walk(NamedTuple):
 
 
 def walk_fds(wanted: Collection[int] | None, deadline: float | None = None, *,
-             after: Walk | None = None) -> Walk:
+             after: Walk | None = None, until: Collection[int] | None = None) -> Walk:
     """Walk every process's descriptors once; the one place /proc/*/fd is read.
 
     ``wanted``: the socket inodes to look for, None for every socket on the host (what one
     look of several namespaces shares: socket inodes are host-wide). ``deadline``: a
     ``time.monotonic()`` value after which the walk stops (``complete`` False, ``rest`` the
-    processes not reached), having read at least one process. ``after``: a walk that stopped at its deadline, to go on with
-    (its holders are added to; ``wanted`` as it was given). Processes that exit during the
-    walk are skipped; any other failure (EMFILE, ENFILE, ENOMEM) raises.
+    processes not reached), having read at least one process. ``after``: a walk that
+    stopped, to go on with (its holders are added to; ``wanted`` as it was given).
+    ``until``: socket inodes whose holders are all the walk is after now: it stops as soon
+    as each has one (``complete`` False, ``rest`` as at a deadline). A fresh walk reads the
+    processes with the fewest descriptors first (/proc/PID/fd's size, which counts them
+    since Linux 6.2; in /proc's order before): the owner of a new socket is found before
+    the host's big holders are read, when it is not one of them. Processes that exit during
+    the walk are skipped; any other failure (EMFILE, ENFILE, ENOMEM) raises.
     """
     want = None if wanted is None else {f"socket:[{i}]": i for i in wanted if i}
     if after is not None:
@@ -93,7 +98,9 @@ def walk_fds(wanted: Collection[int] | None, deadline: float | None = None, *,
         # listdir, not scandir: the walk then holds no descriptor of its own between
         # processes, so it works with a single free descriptor (scandir kept one open, and
         # every listdir below failed with EMFILE, which used to be skipped as "not ours").
-        names = [name for name in os.listdir("/proc") if name.isdigit()]
+        names = sorted((name for name in os.listdir("/proc") if name.isdigit()),
+                       key=_descriptors)
+    left = None if until is None else {i for i in until if not holders.get(i)}
     for k, name in enumerate(names):
         # At least one process per call: a walk that goes on after its deadline progresses.
         if k and deadline is not None and time.monotonic() > deadline:
@@ -129,7 +136,19 @@ def walk_fds(wanted: Collection[int] | None, deadline: float | None = None, *,
         pid = int(name)
         for inode in dict.fromkeys(hits):
             holders.setdefault(inode, []).append(pid)
+        if left is not None and hits:
+            left.difference_update(hits)
+            if not left:  # every socket asked about has a holder now
+                return Walk(holders, hidden, False, tuple(names[k + 1:]))
     return Walk(holders, hidden, True)
+
+
+def _descriptors(name: str) -> int:
+    """How many descriptors process ``name`` holds (0 where the kernel does not say)."""
+    try:
+        return os.stat(f"/proc/{name}/fd").st_size
+    except OSError:
+        return 0
 
 
 def walk_owners(inodes: Iterable[int]) -> Owners:
@@ -238,6 +257,8 @@ class OwnerCache:
         self._first: dict[int, int] = {}  # an inode not known yet -> the look that first asked
         self._stopped: Walk | None = None  # a walk that stopped at its deadline
         self._since = 0  # the look the current walk began in
+        self._until: float | None = None  # this look's deadline, from its first walk
+        self._spent = False  # this look's walk stopped at the deadline
 
     def new_look(self) -> None:
         """Start a look: forget the last walk and the owners no look asked for lately."""
@@ -245,7 +266,14 @@ class OwnerCache:
         self._first = {i: n for i, n in self._first.items()
                        if i in self._asked and i not in self._known}
         self._asked = set()
+        # A walk stopped at the deadline goes on at the next look; one that stopped because
+        # it had found what was asked is not gone on with: a new socket's holder may be a
+        # process it had passed, and a fresh walk reads the small processes first again.
+        walk = self._walk
+        self._stopped = walk if isinstance(walk, Walk) and self._spent else None
         self._walk = None
+        self._until = None
+        self._spent = False
         self.incomplete = 0
         self._looks += 1
 
@@ -257,19 +285,8 @@ class OwnerCache:
         todo = [i for i in wanted if i not in self._known]
         for i in todo:
             self._first.setdefault(i, self._looks)
-        if todo and self._walk is None:
-            deadline = None if self.deadline is None else time.monotonic() + self.deadline
-            try:
-                if self._stopped is not None:  # go on where the last look's walk stopped
-                    self._walk = walk_fds(None, deadline, after=self._stopped)
-                else:
-                    self.walks += 1
-                    self._since = self._looks
-                    self._walk = _walk(None, deadline)
-                self._stopped = None if self._walk.complete else self._walk
-            except OSError as err:
-                self._walk = err
-                self._stopped = None
+        if todo:
+            self._walk_for(todo)
         walk = self._walk
         commands: dict[int, str] = {}
         for i in wanted:
@@ -292,6 +309,37 @@ class OwnerCache:
                 else:
                     out[i] = self._known[i] = ()
         return out
+
+
+    def _walk_for(self, todo: list[int]) -> None:
+        """Walk (on) until every inode of ``todo`` has a holder, or the look's deadline."""
+        for _ in range(2):  # on with the walk there is, then at most one begun now
+            walk = self._walk
+            if isinstance(walk, OSError) or self._spent:
+                return
+            found = {} if walk is None else walk.holders
+            need = [i for i in todo if not found.get(i)]
+            if not need:
+                return
+            base = walk if walk is not None else self._stopped
+            if base is not None and base.complete:
+                if all(self._first[i] <= self._since for i in need):
+                    return  # that walk saw every process since these sockets were asked
+                base = None  # sockets newer than that walk: a walk begun now says
+            if self._until is None and self.deadline is not None:
+                self._until = time.monotonic() + self.deadline
+            try:
+                if base is None:
+                    self.walks += 1
+                    self._since = self._looks
+                    self._walk = _walk(None, self._until, need)
+                else:
+                    self._walk = walk_fds(None, self._until, after=base, until=need)
+            except OSError as err:
+                self._walk = err
+                return
+            self._spent = (not self._walk.complete and self._until is not None
+                           and time.monotonic() > self._until)
 
 
 _SHARED: ContextVar[OwnerCache | None] = ContextVar("pysockopt_owner_cache", default=None)
@@ -350,9 +398,11 @@ class OwnerBook:
         return tuple(Unseen("owners", n, reason) for reason, n in sorted(reasons.items()))
 
 
-def _walk(wanted: Collection[int] | None, deadline: float | None) -> Walk:
-    # The seam tests count walks through (tests/test_look.py): every cached lookup walks here.
-    return walk_fds(wanted, deadline)
+def _walk(wanted: Collection[int] | None, deadline: float | None,
+          until: Collection[int] | None = None) -> Walk:
+    # The seam tests count walks through (tests/test_look.py): every cached lookup starts
+    # its walks here (going on with one that stopped is not a new walk).
+    return walk_fds(wanted, deadline, until=until)
 
 
 def hidden_reason() -> str:
