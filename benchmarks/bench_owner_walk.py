@@ -18,8 +18,17 @@ afresh for each case, and is timed over HTTP:
 - departed clients: 100 requests sent to the blank line's edge, then closed; the time until
   the next real scrape is answered, against a quiet scrape.
 
-Hold the shared lock around the whole run: `flock /tmp/pso-bench.lock python -m benchmarks
-owner_walk`. Needs root, prometheus_client and prometheus-node-exporter.
+- the worst case for the walk: the CLOSE_WAIT held by the process with the most descriptors
+  (this one, holding a few more than any holder), which a walk reads last.
+
+Hold the shared lock around the whole run. On a host where other work makes CLOSE_WAIT
+sockets all the time, run it in a PID and mount namespace of its own, so that the walk and
+--all-netns see only this run's processes and namespaces:
+
+    flock /tmp/pso-bench.lock unshare --pid --fork --mount --mount-proc sh -c \
+        'mkdir -p /run/netns && mount -t tmpfs none /run/netns && python -m benchmarks owner_walk'
+
+Needs root, prometheus_client and prometheus-node-exporter.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import contextlib
 import ctypes
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -45,7 +55,7 @@ from .bench_prometheus import NODE_PORT, _get, namespace, process
 SCRAPES = 5
 DEPARTED = 100
 NAMESPACES = 4
-PER_HOLDER = 19_990  # a process here may hold at most 20,000 descriptors
+PER_HOLDER = 19_900  # a process here may hold at most 20,000 descriptors (this one: 19,950)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -275,3 +285,18 @@ def run() -> None:
                 pairs.close()
             for n in names:
                 subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        # The worst case for the walk: the CLOSE_WAIT's holder is the process with the most
+        # descriptors (read last). This process takes more than any holder has.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (20_000, 20_000))
+        null = os.open("/dev/null", os.O_RDONLY)
+        extra = [os.dup(null) for _ in range(PER_HOLDER + 50 - len(os.listdir("/proc/self/fd")))]
+        here = _Pairs([None])
+        try:
+            base = _case("one namespace, no CLOSE_WAIT (owner-to-be the biggest process)")
+            here.close_wait()
+            ours = _case("one namespace, one CLOSE_WAIT held by the biggest process")
+            _ratio("one namespace, biggest holder: one CLOSE_WAIT against none", ours, base)
+        finally:
+            here.close()
+            for fd in [null, *extra]:
+                os.close(fd)
