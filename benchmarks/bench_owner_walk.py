@@ -149,8 +149,9 @@ def _seen(body: bytes) -> str:
 def _case(label: str, *extra: str) -> tuple[float, float]:
     """First scrape and the median of the next SCRAPES of a fresh exporter."""
     with _exporter(*extra) as (url, pid):
+        cpu0 = _cpu(pid)
         first, body = _timed(url)
-        seen_first = _seen(body)
+        seen_first = f"{_seen(body)}, CPU {_cpu(pid) - cpu0:.3f} s"
         cpu0 = _cpu(pid)
         times = []
         for _ in range(SCRAPES):

@@ -104,7 +104,8 @@ def _exporter_args(p: argparse.ArgumentParser) -> None:
                    metavar="S",
                    help="seconds the walk of /proc/*/fd for CLOSE_WAIT owners may take per "
                         "scrape; owners past it are 'unknown' and counted in "
-                        "pysockopt_owner_lookup_incomplete (default 5)")
+                        "pysockopt_owner_lookup_incomplete, and the walk goes on from there "
+                        "at the next scrape (default 5)")
     p.add_argument("--top", action=checked(_top), default=5, metavar="N",
                    help="CLOSE_WAIT owners and TIME_WAIT destinations shown by name; "
                         "the rest is summed as 'other' (1..100, default 5)")
