@@ -262,9 +262,9 @@ def walks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = owners._walk
 
-    def counting(wanted: Any, deadline: Any, until: Any = None) -> owners.Walk:
+    def counting(wanted: Any, deadline: Any, *rest: Any) -> owners.Walk:
         calls.append(1)
-        return real(wanted, deadline, until)
+        return real(wanted, deadline, *rest)
 
     monkeypatch.setattr(owners, "_walk", counting)
     return calls
@@ -401,8 +401,13 @@ def test_a_walk_for_new_owners_reads_small_processes_first_and_stops_when_done()
             servers = pile.close_wait(2)
             inodes = [os.fstat(s.fileno()).st_ino for s in servers]
             walk = owners.walk_fds(None, until=inodes)
-        assert all(walk.holders[i] == [os.getpid()] for i in inodes)
-        assert not walk.complete and str(big.pid) in walk.rest  # the big one never read
+            assert all(walk.holders[i] == [os.getpid()] for i in inodes)
+            assert not walk.complete and str(big.pid) in walk.rest  # the big one never read
+            # A process named first is read first, whatever it holds: the owner of the
+            # last look's sockets (a leaking server's next CLOSE_WAIT).
+            again = owners.walk_fds(None, until=inodes, first=[big.pid])
+            assert all(again.holders[i] == [os.getpid()] for i in inodes)
+            assert str(big.pid) not in again.rest and not again.complete
         assert owners.walk_fds(None).complete  # without until: every process
     finally:
         big.kill()

@@ -72,7 +72,8 @@ class Walk(NamedTuple):
 
 
 def walk_fds(wanted: Collection[int] | None, deadline: float | None = None, *,
-             after: Walk | None = None, until: Collection[int] | None = None) -> Walk:
+             after: Walk | None = None, until: Collection[int] | None = None,
+             first: Collection[int] = ()) -> Walk:
     """Walk every process's descriptors once; the one place /proc/*/fd is read.
 
     ``wanted``: the socket inodes to look for, None for every socket on the host (what one
@@ -82,10 +83,12 @@ def walk_fds(wanted: Collection[int] | None, deadline: float | None = None, *,
     stopped, to go on with (its holders are added to; ``wanted`` as it was given).
     ``until``: socket inodes whose holders are all the walk is after now: it stops as soon
     as each has one (``complete`` False, ``rest`` as at a deadline). A fresh walk reads the
-    processes with the fewest descriptors first (/proc/PID/fd's size, which counts them
-    since Linux 6.2; in /proc's order before): the owner of a new socket is found before
-    the host's big holders are read, when it is not one of them. Processes that exit during
-    the walk are skipped; any other failure (EMFILE, ENFILE, ENOMEM) raises.
+    pids of ``first`` first (processes that held sockets asked about before: a leaking
+    server's next CLOSE_WAIT is found in the first process read), then the
+    processes with the fewest descriptors (/proc/PID/fd's size, which counts them since
+    Linux 6.2; in /proc's order before): the owner of a new socket is found before the
+    host's big holders are read, when it is not one of them. Processes that exit during the
+    walk are skipped; any other failure (EMFILE, ENFILE, ENOMEM) raises.
     """
     want = None if wanted is None else {f"socket:[{i}]": i for i in wanted if i}
     if after is not None:
@@ -98,8 +101,9 @@ def walk_fds(wanted: Collection[int] | None, deadline: float | None = None, *,
         # listdir, not scandir: the walk then holds no descriptor of its own between
         # processes, so it works with a single free descriptor (scandir kept one open, and
         # every listdir below failed with EMFILE, which used to be skipped as "not ours").
+        early = {str(pid) for pid in first}
         names = sorted((name for name in os.listdir("/proc") if name.isdigit()),
-                       key=_descriptors)
+                       key=lambda name: -1 if name in early else _descriptors(name))
     left = None if until is None else {i for i in until if not holders.get(i)}
     for k, name in enumerate(names):
         # At least one process per call: a walk that goes on after its deadline progresses.
@@ -332,7 +336,9 @@ class OwnerCache:
                 if base is None:
                     self.walks += 1
                     self._since = self._looks
-                    self._walk = _walk(None, self._until, need)
+                    # The owners named before first: a leak goes on where it was.
+                    first = {p.pid for procs in self._known.values() for p in procs}
+                    self._walk = _walk(None, self._until, need, first)
                 else:
                     self._walk = walk_fds(None, self._until, after=base, until=need)
             except OSError as err:
@@ -399,10 +405,10 @@ class OwnerBook:
 
 
 def _walk(wanted: Collection[int] | None, deadline: float | None,
-          until: Collection[int] | None = None) -> Walk:
+          until: Collection[int] | None = None, first: Collection[int] = ()) -> Walk:
     # The seam tests count walks through (tests/test_look.py): every cached lookup starts
     # its walks here (going on with one that stopped is not a new walk).
-    return walk_fds(wanted, deadline, until=until)
+    return walk_fds(wanted, deadline, until=until, first=first)
 
 
 def hidden_reason() -> str:
