@@ -9,8 +9,9 @@ own instead). `pysockopt exporter --cache-seconds 0` runs in a private namespace
 afresh for each case, and is timed over HTTP:
 
 - one namespace: the first scrape (owner cache cold) and the steady state (median of SCRAPES
-  scrapes once every owner is named, owner cache warm; the scrapes until then are printed), with one CLOSE_WAIT socket in the namespace, against the same
-  with none (the baseline, measured in the same run);
+  scrapes once every owner is named, owner cache warm; the scrapes until then are printed),
+  with one CLOSE_WAIT socket in the namespace, against the same with none (the baseline,
+  measured in the same run);
 - --all-netns with 4 namespaces of its own, each holding one CLOSE_WAIT, against the same 4
   holding ESTABLISHED pairs only (every other namespace on the host is scanned too: the CLOSE_WAIT
   sockets each scrape saw are printed);
