@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 from . import _host
 from ._core import lib
 from ._format import label
+from ._serving import DEFAULT_CACHE_SECONDS
 from .errors import InvalidConfigError
 from .host import look
 from .host.closed import LIFETIME_BUCKETS, CloseFeed, CloseTotals, Verdict
@@ -369,6 +370,11 @@ class SocketCollector:
             scans: list[tuple[NetNamespace | None, Scan]] = []
             failed: list[str] = []
             feed = self._closes()
+            # Namespaces not looked at this time that may still be there (refused, or not
+            # even listed): their carried totals are kept for the scrape that sees them again,
+            # and so are their closed-connection subscribers (None: which ones is not known).
+            missed: set[str] | None = set()
+            missed_inodes: set[int] | None = set()
             if self._all:
                 last = self._last
                 found = for_each_netns(
@@ -377,7 +383,12 @@ class SocketCollector:
                 # A namespace that vanished meanwhile is gone, not an error; one we may not
                 # enter is (the exporter should run as root to see them all).
                 failed += [s.message for s in found.skipped if s.reason != "vanished"]
+                missed = {_netns_label(s.netns) for s in found.skipped
+                          if s.reason != "vanished"}
+                missed_inodes = {s.netns.inode for s in found.skipped
+                                 if s.reason != "vanished"}
                 if found.unseen:  # namespaces that only other users' processes hold: missed
+                    missed = missed_inodes = None  # which ones is not known: forget none
                     from .host.namespaces import NamespaceList
 
                     failed += NamespaceList(unseen=found.unseen).notes
@@ -392,10 +403,12 @@ class SocketCollector:
             for ns, scan in scans:
                 where = f" (netns {ns.label})" if self._all and ns is not None else ""
                 failed += [f"{message}{where}" for message in scan.errors]
-            scans = self._carry(scans)
+            scans = self._carry(scans, missed)
             # A namespace not scanned now (gone, or made again: a new inode) is no longer
-            # followed; one that appears is subscribed to by its first scan.
-            feed.keep(scan.inode for _, scan in scans)
+            # followed, unless it was only refused this time; one that appears is subscribed
+            # to by its first scan.
+            if missed_inodes is not None:
+                feed.keep([scan.inode for _, scan in scans] + sorted(missed_inodes))
             failed += [feed.errors[scan.inode] for _, scan in scans
                        if scan.inode in feed.errors]
             closes = feed.stats.totals() if feed.netns else None
@@ -431,8 +444,9 @@ class SocketCollector:
                 self._feed = None
 
     def _carry(self, scans: list[tuple[NetNamespace | None, Scan]],
+               missed: Iterable[str] | None = (),
                ) -> list[tuple[NetNamespace | None, Scan]]:
-        return self._carried(scans, _netns_label if self._all else lambda _: "")
+        return self._carried(scans, _netns_label if self._all else lambda _: "", missed)
 
     def count_error(self) -> None:
         """Count one failure outside a scan (a textfile not written) in the errors counter."""
@@ -491,6 +505,8 @@ class _Carry:
     the series' own labels: a namespace made again under the same name carries on). The
     kernel's counters of a namespace made again under the same name (``--netns NAME``
     follows it) start from 0: the old namespace's last values are carried (per inode).
+    A namespace gone is forgotten; one not looked at this time (``missed``: refused, or
+    None when which ones were missed is not known) keeps what it carried.
     """
 
     def __init__(self) -> None:
@@ -499,6 +515,7 @@ class _Carry:
 
     def __call__(self, scans: list[tuple[NetNamespace | None, Scan]],
                  label_of: Callable[[NetNamespace | None], str],
+                 missed: Iterable[str] | None = (),
                  ) -> list[tuple[NetNamespace | None, Scan]]:
         out = []
         labels = set()
@@ -524,7 +541,8 @@ class _Carry:
                                                               {scan.inode: value})
             out.append((ns, dataclasses.replace(scan, listen_drops=drops,
                                                 counter_totals=totals)))
-        if scans:  # a namespace gone is forgotten; a failed scrape forgets nothing
+        if scans and missed is not None:  # a failed scrape forgets nothing
+            labels.update(missed)
             self._drops.forget(lambda key: key[0] in labels)
             self._counters.forget(lambda key: key[0] in labels)
         return out
@@ -714,14 +732,23 @@ def _write_error(err: OSError, target: str) -> OSError:
     return OSError(code, f"{os.strerror(code)} (writing {target})", target)
 
 
-def serve(host: str, port: int, collector: SocketCollector | None = None) -> tuple[str, int]:
+def serve(host: str, port: int, collector: SocketCollector | None = None, *,
+          cache_seconds: float = DEFAULT_CACHE_SECONDS) -> tuple[str, int]:
     """Serve ``/metrics`` on ``host``:``port`` in a daemon thread; return the bound address.
 
-    Uses prometheus_client's HTTP server; ``port`` 0 takes a free port.
+    Bounded as ``pysockopt exporter --listen`` is (the same code): requests that come while a
+    scan runs wait for it and share it; a scan answers every request within
+    ``cache_seconds`` of its end (0: each request after a scan takes a new one); a request
+    whose client has gone (a scraper that timed out and closed) takes no scan and leaves no
+    CLOSE_WAIT socket behind. ``port`` 0 takes a free port. ``collector``: a new
+    SocketCollector if None.
     """
-    from prometheus_client import start_http_server
+    if (isinstance(cache_seconds, bool) or not isinstance(cache_seconds, (int, float))
+            or not 0 <= cache_seconds <= 3600):
+        raise InvalidConfigError("cache_seconds", cache_seconds, "0..3600 seconds")
+    from ._serving import Shared
+    from ._serving import serve as serve_http
 
-    server, _ = start_http_server(port, addr=host, registry=_registry(collector
-                                                                      or SocketCollector()))
+    server = serve_http(host, port, Shared(collector or SocketCollector(), cache_seconds))
     bound = server.server_address
     return str(bound[0]), int(bound[1])

@@ -247,3 +247,81 @@ def test_listen_drops_total_never_goes_down_when_the_named_namespace_is_made_aga
         again_listener.close()
     assert first is not None and first > 0, (first, again)
     assert again is not None and again >= first, (first, again)
+
+
+# --- a namespace refused for one scrape keeps its carried totals (--all-netns)
+
+CAP_SYS_ADMIN = 21
+_CAP_V3 = 0x20080522
+
+
+@contextlib.contextmanager
+def _without_effective(cap: int) -> Iterator[None]:
+    """Drop ``cap`` from this thread's effective set (kept in the permitted set), then raise it.
+
+    capget/capset act on the calling thread: setns() made from this thread is refused (EPERM)
+    for as long as the block runs, as it is for an exporter without CAP_SYS_ADMIN.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = (ctypes.c_uint32 * 2)(_CAP_V3, 0)
+    data = (ctypes.c_uint32 * 6)()  # two of {effective, permitted, inheritable}
+    if libc.syscall(125, header, data) != 0:  # SYS_capget (x86_64)
+        raise OSError(ctypes.get_errno(), "capget")
+    saved = list(data)
+    data[0] &= ~(1 << cap)
+    if libc.syscall(126, header, data) != 0:  # SYS_capset
+        raise OSError(ctypes.get_errno(), "capset")
+    try:
+        yield
+    finally:
+        restored = (ctypes.c_uint32 * 6)(*saved)
+        if libc.syscall(126, header, restored) != 0:
+            raise OSError(ctypes.get_errno(), "capset (restoring)")
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="capget/capset numbers of x86_64")
+def test_carried_counters_survive_a_scrape_that_could_not_enter_the_namespace() -> None:
+    # Review leftover (issue 22): with --all-netns, a namespace refused for one scrape had its
+    # carried totals forgotten: the totals carried over `ip netns del NAME; ip netns add NAME`
+    # were lost, and the next scrape that entered it went back to the new namespace's own
+    # count (a counter reset for Prometheus).
+    reason = have_netns()
+    if reason:
+        pytest.skip(reason)
+    from netns import run_in_netns
+
+    name = f"t3s-ctr-{uuid.uuid4().hex[:8]}"
+    metric = "pysockopt_netstat_tcp_active_opens_total"
+
+    def connect_some() -> None:
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        srv = socket.create_server(("127.0.0.1", 0))
+        for _ in range(5):
+            socket.create_connection(srv.getsockname()).close()
+        srv.close()
+
+    def ours(collector: prom.SocketCollector) -> float | None:
+        for fam in text_string_to_metric_families(_exposition(collector)):
+            for s in fam.samples:
+                if s.name == metric and s.labels.get("netns") == name:
+                    return float(s.value)
+        return None
+
+    errors: list[str] = []
+    collector = prom.SocketCollector(all_netns=True, on_error=errors.append)
+    with _ip_netns(name.encode()):
+        run_in_netns(name, connect_some)
+        first = ours(collector)
+    with _ip_netns(name.encode()):  # made again: its own counters start from 0
+        carried = ours(collector)
+        with _without_effective(CAP_SYS_ADMIN):
+            refused = ours(collector)
+        assert any(name in e for e in errors), errors  # said, not silently dropped
+        back = ours(collector)
+    assert first is not None and first >= 5
+    assert carried is not None and carried >= first, (first, carried)
+    assert refused is None, refused  # not entered this time: no series for it
+    assert back is not None and back >= carried, (carried, back)

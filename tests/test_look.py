@@ -313,9 +313,9 @@ def walks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = owners._walk
 
-    def counting(wanted: Any, deadline: Any) -> owners.Walk:
+    def counting(wanted: Any, deadline: Any, *rest: Any) -> owners.Walk:
         calls.append(1)
-        return real(wanted, deadline)
+        return real(wanted, deadline, *rest)
 
     monkeypatch.setattr(owners, "_walk", counting)
     return calls
@@ -403,3 +403,63 @@ def test_an_owner_walk_past_its_deadline_says_owners_unknown(walks: list[int]) -
         cache.resolve(inodes)  # kept from the last look: no walk
     assert len(walks) == 2
 
+
+
+def test_an_owner_walk_stopped_at_its_deadline_goes_on_at_the_next_look(
+        walks: list[int]) -> None:
+    # Issue 22: on a host whose walk of /proc/*/fd takes longer than the deadline (1M
+    # descriptors: ~6 s here against 5), every scrape started the walk again from the first
+    # process and stopped at the deadline: the owners were never named and every scrape paid
+    # the whole deadline. A stopped walk goes on where it stopped: each look reads at least
+    # one more process, and the owners are named within one look per process.
+    with Pile() as pile:
+        servers = pile.close_wait(2)
+        inodes = [os.fstat(s.fileno()).st_ino for s in servers]
+        cache = owners.OwnerCache(deadline=1e-9)  # one process per look
+        looks = 0
+        got: dict[int, Any] = {}
+        limit = 2 * len(os.listdir("/proc")) + 100  # processes come and go meanwhile
+        while looks < limit:
+            cache.new_look()
+            looks += 1
+            got = cache.resolve(inodes)
+            if owners.INCOMPLETE not in got.values():
+                break
+        assert all(isinstance(v, tuple) and v and v[0].pid == os.getpid()
+                   for v in got.values()), (looks, got)
+        assert looks > 1 and cache.incomplete == 0
+        cache.new_look()
+        cache.resolve(inodes)  # named: no walk
+    assert len(walks) == cache.walks == 1  # one walk, gone on with across the looks
+
+
+def test_a_walk_for_new_owners_reads_small_processes_first_and_stops_when_done() -> None:
+    # Issue 22: one new CLOSE_WAIT socket (a scraper that gave up leaves one in the exporter
+    # itself) made the walk read every descriptor on the host, a million of them in big
+    # holder processes. A walk asked for given sockets reads the processes with the fewest
+    # descriptors first and stops once each socket has a holder.
+    if os.stat("/proc/self/fd").st_size == 0:
+        pytest.skip("/proc/PID/fd does not count descriptors before Linux 6.2")
+    big = subprocess.Popen([sys.executable, "-c",
+                            "import os, sys\nfd = os.open('/dev/null', os.O_RDONLY)\n"
+                            "held = [os.dup(fd) for _ in range(5000)]\n"
+                            "print(1, flush=True)\nsys.stdin.read()"],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert big.stdout is not None and big.stdout.readline()
+        assert os.stat(f"/proc/{big.pid}/fd").st_size > os.stat("/proc/self/fd").st_size
+        with Pile() as pile:
+            servers = pile.close_wait(2)
+            inodes = [os.fstat(s.fileno()).st_ino for s in servers]
+            walk = owners.walk_fds(None, until=inodes)
+            assert all(walk.holders[i] == [os.getpid()] for i in inodes)
+            assert not walk.complete and str(big.pid) in walk.rest  # the big one never read
+            # A process named first is read first, whatever it holds: the owner of the
+            # last look's sockets (a leaking server's next CLOSE_WAIT).
+            again = owners.walk_fds(None, until=inodes, first=[big.pid])
+            assert all(again.holders[i] == [os.getpid()] for i in inodes)
+            assert str(big.pid) not in again.rest and not again.complete
+        assert owners.walk_fds(None).complete  # without until: every process
+    finally:
+        big.kill()
+        big.wait()

@@ -1,5 +1,8 @@
 /* holder.c: hold PAIRS connected loopback TCP pairs until stdin closes (bench_sockdiag.py).
  *
+ * Usage: holder --files N holds N descriptors of /dev/null instead (bench_owner_walk.py): what
+ * a walk of /proc/PID/fd must read, without sockets a dump would count.
+ *
  * Usage: holder ADDRESS PAIRS. Listens on ADDRESS (a loopback address of its own, so that the
  * holders' clients do not compete for one destination's ephemeral ports), connects and accepts
  * PAIRS times, prints how many sockets it holds, then blocks reading stdin: when the benchmark
@@ -8,6 +11,7 @@
  * process may have here. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +29,7 @@ static int die(const char *what)
 int main(int argc, char **argv)
 {
     if (argc != 3)
-        return fprintf(stderr, "usage: holder ADDRESS PAIRS\n"), 2;
+        return fprintf(stderr, "usage: holder ADDRESS PAIRS | holder --files N\n"), 2;
     long pairs = strtol(argv[2], NULL, 10);
     struct rlimit lim;
     if (getrlimit(RLIMIT_NOFILE, &lim) != 0)
@@ -33,6 +37,21 @@ int main(int argc, char **argv)
     lim.rlim_cur = lim.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &lim) != 0)
         return die("setrlimit");
+    if (strcmp(argv[1], "--files") == 0) {
+        int fd = open("/dev/null", O_RDONLY);
+        if (fd < 0)
+            return die("open /dev/null");
+        long held = 1;
+        for (; held < pairs; held++)
+            if (dup(fd) < 0)
+                return die("dup");
+        printf("%ld\n", held);
+        fflush(stdout);
+        char sink[256];
+        while (read(0, sink, sizeof sink) > 0)
+            ;
+        return 0;
+    }
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(5000)};
     if (inet_pton(AF_INET, argv[1], &addr.sin_addr) != 1)
         return fprintf(stderr, "holder: bad address %s\n", argv[1]), 2;

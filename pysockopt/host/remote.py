@@ -48,6 +48,7 @@ from .connections import (
     state_mask,
 )
 from .namespaces import NetnsPermissionError
+from .owners import Unseen
 
 __all__ = [
     "KeepaliveChange",
@@ -313,7 +314,8 @@ def namespace_inode(where: str) -> int | None:
 
 
 def foreign_records(target: Target, fds: dict[int, list[int]], skip: int | None,
-                     port: int | None, **query: object) -> list[Connection]:
+                    port: int | None, *, unseen: list[Unseen] | None = None,
+                    **query: object) -> list[Connection]:
     """Return the records of the process's TCP sockets that live in other network namespaces.
 
     A process may hold sockets of several namespaces (systemd socket activation into a
@@ -321,8 +323,12 @@ def foreign_records(target: Target, fds: dict[int, list[int]], skip: int | None,
     duplicated, and SIOCGSKNS on the duplicate opens its namespace: each namespace found
     (other than ``skip``, the one already listed) is dumped once, from inside it. ``query``
     goes to ``connections`` (states, with_info). Sockets of other kinds are left alone.
+    ``unseen``: a namespace that cannot be entered (setns refused: no CAP_SYS_ADMIN) is
+    appended there, with how many of the process's sockets it holds, and the others are
+    still dumped; without it (None) the refusal raises NetnsPermissionError.
     """
     found: dict[int, int] = {}  # namespace inode -> an open descriptor of it
+    members: dict[int, int] = {}  # namespace inode -> the process's TCP sockets in it
     try:
         for inode, held in fds.items():
             try:
@@ -334,17 +340,26 @@ def foreign_records(target: Target, fds: dict[int, list[int]], skip: int | None,
             except OSError:  # closed meanwhile, or not ours to duplicate: nothing to add
                 continue
             ino = os.fstat(nsfd).st_ino
+            members[ino] = members.get(ino, 0) + 1
             if ino == skip or ino in found:
                 os.close(nsfd)
             else:
                 found[ino] = nsfd
         records: list[Connection] = []
-        for nsfd in found.values():
+        for ino, nsfd in found.items():
             # The path names the namespace while we hold it; connections() looks it up in
             # namespaces() for a path that outlives this call (a name, a mount, a pid).
-            records += [c for c in connections(port=port, netns=f"/proc/self/fd/{nsfd}",
-                                               **query)  # type: ignore[arg-type]
-                        if c.inode in fds]
+            try:
+                listed = connections(port=port, netns=f"/proc/self/fd/{nsfd}",
+                                     **query)  # type: ignore[arg-type]
+            except NetnsPermissionError as err:
+                if unseen is None:
+                    raise
+                unseen.append(Unseen("keepalive", members[ino],
+                                     f"in network namespace inode {ino} "
+                                     f"({err.strerror or err})"))
+                continue
+            records += [c for c in listed if c.inode in fds]
         return records
     finally:
         for nsfd in found.values():
@@ -436,7 +451,8 @@ class ProcessSocket:
         }
 
 
-def _audit(target: Target, port: int | None, mask: int) -> list[ProcessSocket]:
+def _audit(target: Target, port: int | None, mask: int,
+           unseen: list[Unseen] | None = None) -> list[ProcessSocket]:
     fds = target.socket_fds()
     where = target.proc_dir() or f"/proc/{target.pid}"
     records, source = _records(target.pid, port, where)
@@ -445,7 +461,7 @@ def _audit(target: Target, port: int | None, mask: int) -> list[ProcessSocket]:
     tagged = [(c, source) for c in records]
     if rest:
         tagged += [(c, "sock_diag") for c in foreign_records(
-            target, rest, namespace_inode(where), port)]
+            target, rest, namespace_inode(where), port, unseen=unseen)]
     out: list[ProcessSocket] = []
     for conn, source in tagged:
         held = fds.get(conn.inode) if conn.inode else None
@@ -489,12 +505,20 @@ class ProcessAudit:
 
     ``worst_detection`` is the longest any connection takes to notice a dead idle peer, in
     seconds; None when some connection never would (keepalive off) or cannot be known.
+    ``unseen``: the process's sockets that could not be looked at (in a network namespace
+    that could not be entered), one entry per namespace; ``complete`` is False then.
     """
 
     pid: int
     command: str
     port: int | None
     sockets: tuple[ProcessSocket, ...]
+    unseen: tuple[Unseen, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """True when every TCP socket of the process could be looked at."""
+        return not self.unseen
 
     @property
     def connections(self) -> tuple[ProcessSocket, ...]:
@@ -525,7 +549,7 @@ class ProcessAudit:
     def worst_detection(self) -> int | None:
         """Seconds the slowest connection takes to notice a dead idle peer (None: never/unknown)."""
         times = [s.detection_time for s in self.connections]
-        if any(t is None for t in times):
+        if self.unseen or any(t is None for t in times):
             return None
         return max((t for t in times if t is not None), default=0)
 
@@ -544,13 +568,17 @@ class ProcessAudit:
         lines = [f"{p}: {n} connection{'s' if n != 1 else ''}, "
                  f"{len(self.listeners)} listener{'s' if len(self.listeners) != 1 else ''}; "
                  f"{len(self.without_keepalive)} without keepalive"
-                 + (f", {len(self.unknown)} unknown" if self.unknown else "") + "."]
+                 + (f", {len(self.unknown)} unknown" if self.unknown else "")
+                 + (f"; {sum(u.sockets for u in self.unseen)} more socket(s) not looked at"
+                    if self.unseen else "") + "."]
         worst = self.worst_detection
         if self.without_keepalive:
             lines.append("Worst case: a dead peer on an idle connection is never noticed "
                          "(data in flight: only after the retransmission timeout, ~15 min).")
         elif worst is None:
-            lines.append("Worst case: unknown (some options could not be read).")
+            lines.append("Worst case: unknown (some sockets could not be looked at)."
+                         if self.unseen else
+                         "Worst case: unknown (some options could not be read).")
         elif n:
             writes = [s.keepalive.worst_case_detection for s in self.connections
                       if s.keepalive is not None]
@@ -566,6 +594,7 @@ class ProcessAudit:
         if self.refused:
             lines.append(f"{len(self.refused)} socket(s) read from the kernel's timer only: "
                          f"{self.refused[0].error}")
+        lines += [f"Not looked at: {u}." for u in self.unseen]
         return "\n".join(printable(line) for line in lines)
 
     def as_dict(self) -> dict[str, object]:
@@ -581,6 +610,8 @@ class ProcessAudit:
             "unknown": len(self.unknown),
             "worst_detection": self.worst_detection,
             "fix": self.fix_command() if self.without_keepalive else None,
+            "complete": self.complete,
+            "unseen": [u.as_dict() for u in self.unseen],
         }
 
 
@@ -592,9 +623,10 @@ def audit_process(pid: int, *, port: int | None = None,
     ``started_before_caller``: also when the process holding ``pid`` started after the
     calling process did (a command given a pid: a younger process got it by reuse).
     """
+    unseen: list[Unseen] = []
     with Target(pid, started_before_caller) as target:
-        sockets = _audit(target, port, state_mask(None))
-        return ProcessAudit(pid, target.command(), port, tuple(sockets))
+        sockets = _audit(target, port, state_mask(None), unseen)
+        return ProcessAudit(pid, target.command(), port, tuple(sockets), tuple(unseen))
 
 
 # --- apply
