@@ -372,9 +372,9 @@ class SocketCollector:
             feed = self._closes()
             # Namespaces not looked at this time that may still be there (refused, or not
             # even listed): their carried totals are kept for the scrape that sees them again,
-            # and so are their closed-connection subscribers (None: which ones is not known).
+            # and so are the closed-connection subscribers of those refused.
             missed: set[str] | None = set()
-            missed_inodes: set[int] | None = set()
+            refused: set[int] = set()
             if self._all:
                 last = self._last
                 found = for_each_netns(
@@ -385,10 +385,9 @@ class SocketCollector:
                 failed += [s.message for s in found.skipped if s.reason != "vanished"]
                 missed = {_netns_label(s.netns) for s in found.skipped
                           if s.reason != "vanished"}
-                missed_inodes = {s.netns.inode for s in found.skipped
-                                 if s.reason != "vanished"}
+                refused = {s.netns.inode for s in found.skipped if s.reason != "vanished"}
                 if found.unseen:  # namespaces that only other users' processes hold: missed
-                    missed = missed_inodes = None  # which ones is not known: forget none
+                    missed = None  # which ones is not known: forget none
                     from .host.namespaces import NamespaceList
 
                     failed += NamespaceList(unseen=found.unseen).notes
@@ -407,8 +406,7 @@ class SocketCollector:
             # A namespace not scanned now (gone, or made again: a new inode) is no longer
             # followed, unless it was only refused this time; one that appears is subscribed
             # to by its first scan.
-            if missed_inodes is not None:
-                feed.keep([scan.inode for _, scan in scans] + sorted(missed_inodes))
+            feed.keep([scan.inode for _, scan in scans] + sorted(refused))
             failed += [feed.errors[scan.inode] for _, scan in scans
                        if scan.inode in feed.errors]
             closes = feed.stats.totals() if feed.netns else None
