@@ -8,6 +8,7 @@ same namespace. Root-only tests are marked and skip with a reason without root (
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import importlib
 import io
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 import pytest
 from helpers import run_cli
 from netns import have_netns
-from sockpiles import SS_STATES
+from sockpiles import SS_STATES, Pile
 from unpriv import pysockopt_test_user
 from waiting import wait_for
 
@@ -52,7 +53,7 @@ from pysockopt import (
     namespaces,
     state_counts,
 )
-from pysockopt._core import ffi, lib
+from pysockopt._core import ffi, lib, new_sink
 from pysockopt.host.diagnosis import host_facts
 
 # The modules, not the functions pysockopt.host re-exports under the same names (an import
@@ -296,6 +297,44 @@ def test_native_entry_errors_leave_the_thread_alone() -> None:
         os.close(fd)
         lib.pso_sd_sink_free(sink)
 
+
+def test_native_look_reads_and_dumps_in_one_trip_and_stops_at_a_failed_dump() -> None:
+    step = ffi.new("int *")
+    fd = os.open("/etc/hostname", os.O_RDONLY)
+    try:
+        with unchanged_namespace():
+            assert lib.pso_netns_look(fd, ffi.NULL, 0, ffi.NULL, 0, step) == -22  # not a netns
+            assert step[0] == lib.PSO_NETNS_STEP_SETNS
+            assert lib.pso_netns_look(-1, ffi.NULL, 0, ffi.NULL, 0, step) == -9  # EBADF
+            assert lib.pso_netns_look(fd, ffi.NULL, 1, ffi.NULL, 0, step) == -22  # no files
+            assert lib.pso_netns_look(fd, ffi.NULL, 0, ffi.NULL, 1, step) == -22  # no dumps
+    finally:
+        os.close(fd)
+    if os.geteuid() != 0:
+        return  # entering even one's own namespace needs CAP_SYS_ADMIN
+    with Pile() as pile:
+        pile.established(3)
+        q = ffi.new("struct pso_sd_query *", (0, 1 << TcpState.ESTABLISHED, pile.port, 0))
+        sink = new_sink(False)
+        reqs = ffi.new("struct pso_netns_dump_req[]", 3)
+        reqs[0].q, reqs[0].sink, reqs[0].tries = q, sink, 4
+        reqs[1].q, reqs[1].sink = ffi.NULL, sink  # fails: the one after it never runs
+        reqs[2].q, reqs[2].sink = q, sink
+        path = ffi.new("char[]", b"/proc/thread-self/net/tcp")
+        buf = ffi.new("uint8_t[]", 1 << 20)
+        files = ffi.new("struct pso_netns_file[]", 1)
+        files[0].path, files[0].buf, files[0].cap = path, buf, 1 << 20
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            with unchanged_namespace():
+                assert lib.pso_netns_look(own, files, 1, reqs, 3, step) == 0
+        finally:
+            os.close(own)
+        assert step[0] == 0 and files[0].rc == 0 and files[0].len > 0
+        assert b"local_address" in ffi.buffer(buf, files[0].len)[:]
+        assert (reqs[0].rc, reqs[1].rc, reqs[2].rc) == (0, -22, -errno.ECANCELED)
+        assert reqs[1].step == lib.PSO_SD_STEP_SEND
+        assert sink.counts[TcpState.ESTABLISHED] == 6  # both ends of 3 pairs, dumped once
 
 
 def test_native_socket_errors_name_their_step() -> None:
