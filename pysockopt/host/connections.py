@@ -18,8 +18,8 @@ import contextlib
 import errno
 import os
 import socket
-from collections.abc import Iterable, Iterator
-from typing import Final, Literal
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Final, Literal, NamedTuple
 
 from .._core import ffi, lib, new_sink
 from .._sock import os_error
@@ -28,11 +28,13 @@ from ..tcpinfo import TcpState
 from . import records as _decoding
 from .namespaces import (
     Entered,
+    FileReads,
     NetNamespace,
     NetnsArg,
     NetnsPermissionError,
     entry_error,
     opened,
+    read_files,
     resolve,
 )
 from .namespaces import read_files as _read_in
@@ -41,7 +43,9 @@ from .records import STATES_BY_NUMBER, Connection, Timer
 
 __all__ = [
     "Connection",
+    "DumpSpec",
     "NativeDump",
+    "Trip",
     "Owners",
     "Process",
     "Timer",
@@ -49,6 +53,7 @@ __all__ = [
     "native_dump",
     "processes_of",
     "state_counts",
+    "trip",
     "walk_owners",
 ]
 
@@ -362,6 +367,13 @@ def native_dump(
     every read of a scan), None for the caller's own; ``netns``: what the records carry as
     ``Connection.netns``.
     """
+    queries = _queries(states, port, family, with_info)
+    yield NativeDump(_gather(queries, True, source, target), netns)
+
+
+def _queries(states: Iterable[TcpState | int | str] | TcpState | int | str | None,
+             port: int | None, family: int | None, with_info: bool) -> list[object]:
+    """Return the sock_diag queries of one listing (listeners in one of their own)."""
     mask = state_mask(states)
     listen = mask & (1 << TcpState.LISTEN)
     others = mask & ~(1 << TcpState.LISTEN)
@@ -373,7 +385,90 @@ def native_dump(
         queries.append(_query(listen, port, family, ext | lib.PSO_SD_EXT_SKMEMINFO))
     if others:
         queries.append(_query(others, port, family, ext))
-    yield NativeDump(_gather(queries, True, source, target), netns)
+    return queries
+
+
+# --- one trip: a look's files and dumps, the namespace entered once
+
+
+class DumpSpec(NamedTuple):
+    """One dump of a ``trip``: what ``native_dump`` takes; ``keep`` False only counts."""
+
+    states: Iterable[TcpState | int | str] | TcpState | int | str | None = None
+    port: int | None = None
+    with_info: bool = False
+    keep: bool = True
+
+
+class Trip(NamedTuple):
+    """What one ``trip`` read: each file's bytes or OSError, and one NativeDump per DumpSpec.
+
+    ``error``: the first dump that failed (the dumps are then not to be read), else None.
+    """
+
+    files: list[bytes | OSError]
+    dumps: list[NativeDump]
+    error: OSError | None
+
+
+def trip(target: Entered | None, paths: Sequence[str], specs: Sequence[DumpSpec], *,
+         netns: NetNamespace | None = None) -> Trip:
+    """Read ``paths`` and run every dump of ``specs``, entering ``target`` ONCE.
+
+    For another namespace, one native thread (csrc/netns.h ``pso_netns_look``) enters it,
+    reads the files and runs the dumps into their sinks, retrying an interrupted dump there;
+    decoding and counting happen afterwards, in the caller's thread, from the filled sinks.
+    Only what is rare takes another trip: a file larger than the first buffer (read again,
+    grown), and a host that refuses sock_diag (the /proc fallback, as ``connections()``).
+    ``target`` None: the caller's own namespace, no thread. Failing to enter raises; a failed
+    dump is the Trip's ``error``. ``netns``: what the records carry as ``Connection.netns``.
+    """
+    plans = [(_queries(d.states, d.port, None, d.with_info), d.keep) for d in specs]
+    if target is None:
+        files = read_files(None, paths)
+        sinks: list[object] = []
+        try:
+            for queries, keep in plans:
+                sinks.append(_gather(queries, keep, "auto"))
+        except OSError as err:
+            return Trip(files, [], err)
+        return Trip(files, [NativeDump(s, netns) for s in sinks], None)
+    reads = FileReads(paths)
+    sinks = [_new_sink(keep) for _, keep in plans]
+    order = [(queries[k], i) for i, (queries, _) in enumerate(plans) for k in range(len(queries))]
+    reqs = ffi.new("struct pso_netns_dump_req[]", max(1, len(order)))
+    for k, (query, i) in enumerate(order):
+        reqs[k].q = query
+        reqs[k].sink = sinks[i]
+        reqs[k].tries = _DUMP_TRIES
+    step = ffi.new("int *")
+    rc = lib.pso_netns_look(target.fd, reads.files, len(paths), reqs, len(order), step)
+    if rc:
+        raise entry_error(rc, step[0], target)
+    files = reads.results(target)
+    failed = next((k for k in range(len(order)) if reqs[k].rc), None)
+    if failed is None:
+        return Trip(files, [NativeDump(s, netns) for s in sinks], None)
+    failure = _trip_failure(reqs[failed].rc, reqs[failed].step, sinks[order[failed][1]],
+                            target)
+    if failure.errno not in _REFUSED:
+        return Trip(files, [], failure)
+    try:  # sock_diag refused: every dump again from /proc, in new sinks (no mixed answer)
+        sinks = [_gather(queries, keep, "proc", target) for queries, keep in plans]
+    except OSError as proc_err:
+        return Trip(files, [], proc_err)
+    return Trip(files, [NativeDump(s, netns) for s in sinks], None)
+
+
+def _trip_failure(rc: int, step: int, sink: object, target: Entered) -> OSError:
+    """Return the OSError for a dump of a trip that failed in ``target``."""
+    if step == 0 and rc == -errno.EAGAIN:
+        return OSError(errno.EAGAIN, f"{os.strerror(errno.EAGAIN)} (sock_diag dump "
+                                     f"interrupted {_DUMP_TRIES} times in a row in "
+                                     f"{target.what}: {_INCONSISTENT})")
+    if rc == -errno.ETIMEDOUT and step == lib.PSO_SD_STEP_RECV:
+        return os_error(rc, f"{_timeout_text(sink)} in {target.what}")
+    return os_error(rc, f"{_STEP.get(step, 'sock_diag dump')} in {target.what}")
 
 
 def _parse_dump(datagrams: Iterable[bytes], *, with_info: bool = True) -> list[Connection]:

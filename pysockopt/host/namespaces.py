@@ -40,6 +40,7 @@ __all__ = [
     "CgroupPattern",
     "Container",
     "Entered",
+    "FileReads",
     "NamespaceList",
     "NetNamespace",
     "NetnsArg",
@@ -52,6 +53,7 @@ __all__ = [
     "container_of_pid",
     "current_inode",
     "current_namespace",
+    "describe",
     "entry_error",
     "for_each_netns",
     "namespaces",
@@ -683,6 +685,18 @@ def resolve(netns: NetnsArg) -> NetNamespace | None:
         if isinstance(netns, NetNamespace):
             return netns
         inode = os.fstat(target.fd).st_ino
+    assert netns is not None  # None is the caller's own: target None above
+    return describe(netns, inode)
+
+
+def describe(netns: NetNamespace | str | os.PathLike[str] | int, inode: int) -> NetNamespace:
+    """Return the NetNamespace ``netns`` names, already opened by the caller: ``inode`` is its.
+
+    As ``resolve``, without opening it again: a NetNamespace comes back as it is; a name, path
+    or pid is looked up in ``namespaces()`` (the census: it stats, it opens no namespace).
+    """
+    if isinstance(netns, NetNamespace):
+        return netns
     for ns in namespaces():
         if ns.inode == inode:
             return ns
@@ -720,6 +734,63 @@ _FIRST_CAP: Final = 1 << 16
 _MAX_CAP: Final = 1 << 30
 
 
+class FileReads:
+    """The files one native trip reads: the ``struct pso_netns_file`` array and its buffers.
+
+    Hand ``files`` and ``len(paths)`` to a native job (``pso_netns_read_files``, or a look's
+    ``pso_netns_look``), then ``results(target)`` decodes what it read; a file that filled its
+    buffer is read again, grown, in a trip of its own (``read_files``).
+    """
+
+    __slots__ = ("_bufs", "_cap", "_encoded", "files", "paths")
+
+    def __init__(self, paths: Sequence[str], cap: int = _FIRST_CAP) -> None:
+        self.paths = list(paths)
+        self._cap = cap
+        self._encoded = [ffi.new("char[]", os.fsencode(p)) for p in self.paths]
+        self._bufs = [ffi.new("uint8_t[]", cap) for _ in self.paths]
+        self.files = ffi.new("struct pso_netns_file[]", max(1, len(self.paths)))
+        for k in range(len(self.paths)):
+            self.files[k].path = self._encoded[k]
+            self.files[k].buf = self._bufs[k]
+            self.files[k].cap = cap
+
+    def _take(self, target: Entered) -> tuple[list[bytes | OSError | None], list[int]]:
+        """Each file's bytes or OSError (None: filled its buffer), and those to read again."""
+        out: list[bytes | OSError | None] = []
+        again: list[int] = []
+        for k, path in enumerate(self.paths):
+            f = self.files[k]
+            if f.rc == -errno.ENOBUFS and self._cap < _MAX_CAP:
+                again.append(k)
+                out.append(None)
+            elif f.rc:
+                code = -f.rc
+                out.append(OSError(code, f"{os.strerror(code)} (reading {path} in "
+                                         f"{target.what})", path))
+            else:
+                out.append(ffi.buffer(self._bufs[k], f.len)[:])
+        return out, again
+
+    def results(self, target: Entered) -> list[bytes | OSError]:
+        """Return each file's bytes or the OSError reading it raised, after the job ran."""
+        out, again = self._take(target)
+        if again:
+            grown = _read_in(target, [self.paths[k] for k in again], self._cap * 4)
+            for k, got in zip(again, grown, strict=True):
+                out[k] = got
+        return [r if r is not None else OSError(errno.EIO, "unread") for r in out]
+
+
+def _read_in(target: Entered, paths: Sequence[str], cap: int) -> list[bytes | OSError]:
+    reads = FileReads(paths, cap)
+    step = ffi.new("int *")
+    rc = lib.pso_netns_read_files(target.fd, reads.files, len(paths), step)
+    if rc:
+        raise entry_error(rc, step[0], target)
+    return reads.results(target)
+
+
 def read_files(target: Entered | None, paths: Sequence[str]) -> list[bytes | OSError]:
     """Read each of ``paths`` as the namespace ``target`` sees it (None: the caller's own).
 
@@ -736,35 +807,7 @@ def read_files(target: Entered | None, paths: Sequence[str]) -> list[bytes | OSE
             except OSError as err:
                 out.append(err)
         return out
-    results: list[bytes | OSError | None] = [None] * len(paths)
-    todo = list(range(len(paths)))
-    cap = _FIRST_CAP
-    while todo:
-        encoded = [ffi.new("char[]", os.fsencode(paths[i])) for i in todo]
-        bufs = [ffi.new("uint8_t[]", cap) for _ in todo]
-        files = ffi.new("struct pso_netns_file[]", len(todo))
-        for k in range(len(todo)):
-            files[k].path = encoded[k]
-            files[k].buf = bufs[k]
-            files[k].cap = cap
-        step = ffi.new("int *")
-        rc = lib.pso_netns_read_files(target.fd, files, len(todo), step)
-        if rc:
-            raise entry_error(rc, step[0], target)
-        again = []
-        for k, i in enumerate(todo):
-            f = files[k]
-            if f.rc == -errno.ENOBUFS and cap < _MAX_CAP:
-                again.append(i)
-            elif f.rc:
-                code = -f.rc
-                results[i] = OSError(code, f"{os.strerror(code)} (reading {paths[i]} in "
-                                           f"{target.what})", paths[i])
-            else:
-                results[i] = ffi.buffer(bufs[k], f.len)[:]
-        todo = again
-        cap *= 4
-    return [r if r is not None else OSError(errno.EIO, "unread") for r in results]
+    return _read_in(target, paths, _FIRST_CAP)
 
 
 # --- one call per namespace
