@@ -37,6 +37,8 @@ from unpriv import pysockopt_test_user
 from waiting import wait_for
 
 import pysockopt
+import pysockopt.host.containers as cmod  # container naming (namespaces.py re-exports it)
+import pysockopt.host.entering as entmod  # entering and reading (likewise)
 from pysockopt import (
     CGROUP_PATTERNS,
     Container,
@@ -146,13 +148,13 @@ def test_cgroup_paths_of_no_container(path: str) -> None:
 def test_every_pattern_row_has_a_case_and_its_example_matches_it() -> None:
     rows_hit = set()
     for path, *_ in CASES:
-        found = nsmod._match(path)
+        found = cmod._match(path)
         assert found is not None, path
         rows_hit.add(found[0])
     missing = [CGROUP_PATTERNS[i].regex for i in range(len(CGROUP_PATTERNS)) if i not in rows_hit]
     assert not missing, f"rows without a test case: {missing}"
     for index, row in enumerate(CGROUP_PATTERNS):
-        found = nsmod._match(row.example)
+        found = cmod._match(row.example)
         assert found is not None and found[0] == index, row
         container = container_from_cgroup(row.example)
         assert container is not None and container.runtime == row.runtime, row
@@ -166,8 +168,8 @@ def test_short_id() -> None:
 def test_proc_cgroup_text_v2_first_then_v1() -> None:
     text = (f"12:memory:/docker/{HEX2}\n9:name=systemd:/system.slice/docker-{HEX2}.scope\n"
             f"0::/system.slice/docker-{HEX}.scope\n")
-    assert nsmod._cgroup_paths(text)[0] == f"/system.slice/docker-{HEX}.scope"
-    assert nsmod._cgroup_paths("garbage\n\n0::/\n") == ["/"]
+    assert cmod._cgroup_paths(text)[0] == f"/system.slice/docker-{HEX}.scope"
+    assert cmod._cgroup_paths("garbage\n\n0::/\n") == ["/"]
 
 
 def test_names_read_from_disk_where_runtimes_keep_them(tmp_path: pathlib.Path,
@@ -177,13 +179,13 @@ def test_names_read_from_disk_where_runtimes_keep_them(tmp_path: pathlib.Path,
     (tmp_path / "pods" / f"shop_cart-7d9f_{POD}").mkdir(parents=True)
     podman = tmp_path / "containers.json"
     podman.write_text(json.dumps([{"id": HEX2, "names": ["db"]}]))
-    monkeypatch.setattr(nsmod, "_DOCKER_CONTAINERS", str(tmp_path / "docker"))
-    monkeypatch.setattr(nsmod, "_POD_LOGS", str(tmp_path / "pods"))
-    monkeypatch.setattr(nsmod, "_PODMAN_CONTAINERS", str(podman))
-    assert nsmod._named(Container("docker", HEX)).name == "web"
-    assert nsmod._named(Container("podman", HEX2)).name == "db"
-    assert nsmod._named(Container("containerd", HEX, POD)).name == "shop/cart-7d9f"
-    assert nsmod._named(Container("docker", HEX2)).name is None  # no config: no name
+    monkeypatch.setattr(cmod, "_DOCKER_CONTAINERS", str(tmp_path / "docker"))
+    monkeypatch.setattr(cmod, "_POD_LOGS", str(tmp_path / "pods"))
+    monkeypatch.setattr(cmod, "_PODMAN_CONTAINERS", str(podman))
+    assert cmod._named(Container("docker", HEX)).name == "web"
+    assert cmod._named(Container("podman", HEX2)).name == "db"
+    assert cmod._named(Container("containerd", HEX, POD)).name == "shop/cart-7d9f"
+    assert cmod._named(Container("docker", HEX2)).name is None  # no config: no name
 
 
 # --- bad input (no root needed)
@@ -596,7 +598,7 @@ def test_native_socket_is_made_inside(world: World) -> None:
 @pytest.mark.root
 def test_read_files_grows_past_the_first_buffer(world: World) -> None:
     big = pathlib.Path(pysockopt._native.__file__)
-    assert big.stat().st_size > 2 * nsmod._FIRST_CAP
+    assert big.stat().st_size > 2 * entmod._FIRST_CAP
     with unchanged_namespace(), nsmod.opened(world.clean) as target:
         (data,) = nsmod.read_files(target, [str(big)])
     assert data == big.read_bytes()

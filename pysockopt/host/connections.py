@@ -9,7 +9,7 @@ netlink is refused, /proc/net/tcp and /proc/net/tcp6 give the same answers (with
 listener backlogs and drops). Counting happens in C and creates no Python object per socket.
 
 Everything here sees the network namespace of the calling thread, unless ``netns=`` names
-another one: the dump then runs in a native thread that entered it (see namespaces.py).
+another one: the dump then runs in a native thread that entered it (see entering.py).
 """
 
 from __future__ import annotations
