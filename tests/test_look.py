@@ -258,12 +258,14 @@ def test_diagnose_enters_the_namespace_once_per_look_and_reads_each_file_once(
 @pytest.mark.root
 @pytest.mark.parametrize("call", ["diagnose(netns={ns!r})",
                                   "sample(netns={ns!r}, detail=False)",
-                                  "sample(netns={ns!r})"])
+                                  "sample(netns={ns!r})",
+                                  "connections(netns={ns!r}, with_info=True)"])
 def test_a_look_by_name_opens_and_enters_the_namespace_once(
         netns: str, tmp_path: pathlib.Path, call: str) -> None:
     # A name is described from the descriptor the look opened (no second open for the
     # census), and a sample without detail counts in the same trip (no state_counts trip).
-    code = ("from pysockopt.host import diagnose, sample\n" + call.format(ns=netns) + "\n")
+    code = ("from pysockopt.host import connections, diagnose, sample\n"
+            + call.format(ns=netns) + "\n")
     trace = _trace(netns, code, tmp_path)
     assert _setns(trace) == 1, trace[-2000:]
     assert _opens(trace, f"/run/netns/{netns}") == 1, trace[-2000:]

@@ -524,11 +524,11 @@ def test_refused_netlink_inside_falls_back_to_proc_inside(
 
     calls = []
 
-    def refused(*args: object) -> None:
+    def refused(*args: object) -> OSError:
         calls.append(args)
-        raise OSError(13, "sock_diag refused in there (seam)")
+        return OSError(13, "sock_diag refused in there (seam)")  # a dump's failure in the trip
 
-    monkeypatch.setattr(conns_module, "_dump_in", refused)
+    monkeypatch.setattr(conns_module, "_run_in", refused)
     with unchanged_namespace():
         assert state_counts(netns=world.pile) == from_proc  # /proc, read inside
     assert calls, "the seam was not on the path"
@@ -537,7 +537,7 @@ def test_refused_netlink_inside_falls_back_to_proc_inside(
     def not_root(*args: object) -> None:
         raise NetnsPermissionError(1, "entering needs CAP_SYS_ADMIN (seam)")
 
-    monkeypatch.setattr(conns_module, "_dump_in", not_root)
+    monkeypatch.setattr(conns_module, "_run_in", not_root)
     with unchanged_namespace(), pytest.raises(NetnsPermissionError):
         state_counts(netns=world.pile)  # no /proc fallback can help: it must enter too
 

@@ -32,10 +32,10 @@ from .namespaces import (
     NetNamespace,
     NetnsArg,
     NetnsPermissionError,
+    describe,
     entry_error,
     opened,
     read_files,
-    resolve,
 )
 from .namespaces import read_files as _read_in
 from .owners import Owners, Process, processes_of, walk_owners
@@ -140,16 +140,28 @@ _REFUSED: Final = frozenset({errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EN
                              errno.EPERM, errno.EACCES, errno.EOPNOTSUPP})
 
 
-def _dump_in(query: object, sink: object, target: Entered) -> None:
-    """Run the dump in a native thread that entered ``target`` (csrc/netns.h)."""
+def _run_in(target: Entered, reads: FileReads | None,
+            dumps: Sequence[tuple[object, object]]) -> OSError | None:
+    """Read ``reads`` and run each (query, sink) dump inside ``target``, entering it ONCE.
+
+    One native thread (csrc/netns.h ``pso_netns_look``) reads the files, then dumps in
+    order, retrying an interrupted dump in place and stopping at the first that fails.
+    Returns that failure as an OSError (None when every dump ran); failing to enter raises.
+    """
+    reqs = ffi.new("struct pso_netns_dump_req[]", max(1, len(dumps)))
+    for k, (query, sink) in enumerate(dumps):
+        reqs[k].q = query
+        reqs[k].sink = sink
+        reqs[k].tries = _DUMP_TRIES
     step = ffi.new("int *")
-    rc = lib.pso_netns_dump(target.fd, query, sink, step)
+    files, nfiles = (ffi.NULL, 0) if reads is None else (reads.files, len(reads.paths))
+    rc = lib.pso_netns_look(target.fd, files, nfiles, reqs, len(dumps), step)
     if rc:
-        if step[0] not in _STEP:
-            raise entry_error(rc, step[0], target)
-        if rc == -errno.ETIMEDOUT and step[0] == lib.PSO_SD_STEP_RECV:
-            raise os_error(rc, f"{_timeout_text(sink)} in {target.what}")
-        raise os_error(rc, f"{_STEP[step[0]]} in {target.what}")
+        raise entry_error(rc, step[0], target)
+    for k, (_, sink) in enumerate(dumps):
+        if reqs[k].rc:
+            return _trip_failure(reqs[k].rc, reqs[k].step, sink, target)
+    return None
 
 
 #: How many times a dump the kernel marks interrupted (NLM_F_DUMP_INTR: its tables changed
@@ -184,16 +196,14 @@ def _dump_failure(rc: int, sink: object) -> OSError:
     return os_error(rc, _STEP.get(step, "sock_diag dump"))
 
 
-def _dump(query: object, sink: object, target: Entered | None = None) -> None:
+def _dump(query: object, sink: object) -> None:
+    """Run one dump in the caller's namespace, again while the kernel marks it interrupted."""
     mark = ffi.new("struct pso_sd_mark *")
     for _ in range(_DUMP_TRIES):
         lib.pso_sd_sink_mark(sink, mark)
-        if target is not None:
-            _dump_in(query, sink, target)
-        else:
-            rc = _native_dump(query, sink)
-            if rc:
-                raise _dump_failure(rc, sink)
+        rc = _native_dump(query, sink)
+        if rc:
+            raise _dump_failure(rc, sink)
         if not sink.interrupted:  # type: ignore[attr-defined]
             return
         lib.pso_sd_sink_rollback(sink, mark)  # and dump again from a clean slate
@@ -241,8 +251,13 @@ def _gather(queries: list[object], keep: bool, source: Source,
     sink = _new_sink(keep)
     if source != "proc":
         try:
-            for query in queries:
-                _dump(query, sink, target)
+            if target is None:
+                for query in queries:
+                    _dump(query, sink)
+            else:  # every query in one trip: one setns
+                failure = _run_in(target, None, [(query, sink) for query in queries])
+                if failure is not None:
+                    raise failure
             return sink
         except OSError as err:
             if (source == "netlink" or err.errno not in _REFUSED
@@ -312,11 +327,14 @@ def connections(
     ``netns`` as in state_counts: each Connection from another namespace carries its
     NetNamespace (a name, path or pid is looked up in ``namespaces()`` for it).
     """
-    where = resolve(netns) if netns is not None and not isinstance(netns, NetNamespace) else netns
-    with opened(where) as target, native_dump(
-            states=states, port=port, family=family, with_info=with_info, source=source,
-            target=target, netns=where if target is not None else None) as dump:
-        return dump.connections()
+    with opened(netns) as target:
+        where: NetNamespace | None = None
+        if target is not None and netns is not None:
+            # Described from the descriptor just opened: the census stats, it opens nothing.
+            where = describe(netns, os.fstat(target.fd).st_ino)
+        with native_dump(states=states, port=port, family=family, with_info=with_info,
+                         source=source, target=target, netns=where) as dump:
+            return dump.connections()
 
 
 class NativeDump:
@@ -435,22 +453,11 @@ def trip(target: Entered | None, paths: Sequence[str], specs: Sequence[DumpSpec]
         return Trip(files, [NativeDump(s, netns) for s in sinks], None)
     reads = FileReads(paths)
     sinks = [_new_sink(keep) for _, keep in plans]
-    order = [(queries[k], i) for i, (queries, _) in enumerate(plans) for k in range(len(queries))]
-    reqs = ffi.new("struct pso_netns_dump_req[]", max(1, len(order)))
-    for k, (query, i) in enumerate(order):
-        reqs[k].q = query
-        reqs[k].sink = sinks[i]
-        reqs[k].tries = _DUMP_TRIES
-    step = ffi.new("int *")
-    rc = lib.pso_netns_look(target.fd, reads.files, len(paths), reqs, len(order), step)
-    if rc:
-        raise entry_error(rc, step[0], target)
+    failure = _run_in(target, reads, [(query, sinks[i]) for i, (queries, _) in enumerate(plans)
+                                      for query in queries])
     files = reads.results(target)
-    failed = next((k for k in range(len(order)) if reqs[k].rc), None)
-    if failed is None:
+    if failure is None:
         return Trip(files, [NativeDump(s, netns) for s in sinks], None)
-    failure = _trip_failure(reqs[failed].rc, reqs[failed].step, sinks[order[failed][1]],
-                            target)
     if failure.errno not in _REFUSED:
         return Trip(files, [], failure)
     try:  # sock_diag refused: every dump again from /proc, in new sinks (no mixed answer)
