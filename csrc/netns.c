@@ -193,11 +193,16 @@ static int read_one(struct pso_netns_file *f)
     return rc;
 }
 
+static void read_all(struct pso_netns_file *files, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        files[i].rc = read_one(&files[i]);
+}
+
 static int read_work(void *p)
 {
     struct read_args *a = p;
-    for (size_t i = 0; i < a->n; i++)
-        a->files[i].rc = read_one(&a->files[i]);
+    read_all(a->files, a->n);
     return 0;
 }
 
@@ -221,4 +226,69 @@ int pso_netns_read(int nsfd, const char *path, uint8_t *buf, size_t cap, size_t 
     if (len != NULL)
         *len = f.len;
     return rc != 0 ? rc : f.rc;
+}
+
+/* --- one look: the files and every dump, in one trip */
+
+struct look_args {
+    struct pso_netns_file *files;
+    size_t nfiles;
+    struct pso_netns_dump_req *dumps;
+    size_t ndumps;
+};
+
+/* Runs one dump, again from a clean slate while the kernel marks it interrupted. */
+static int dump_retrying(struct pso_netns_dump_req *d)
+{
+    d->step = 0;
+    if (d->q == NULL || d->sink == NULL) {
+        d->step = PSO_SD_STEP_SEND;
+        return -EINVAL;
+    }
+    int tries = d->tries > 0 ? d->tries : 1;
+    struct pso_sd_mark mark;
+    for (int i = 0; i < tries; i++) {
+        pso_sd_sink_mark(d->sink, &mark);
+        int rc = pso_sd_dump(d->q, d->sink);
+        if (rc != 0) {
+            d->step = d->sink->failed_step;
+            return rc;
+        }
+        if (!d->sink->interrupted)
+            return 0;
+        pso_sd_sink_rollback(d->sink, &mark);
+    }
+    return -EAGAIN;
+}
+
+static int look_work(void *p)
+{
+    struct look_args *a = p;
+    read_all(a->files, a->nfiles);
+    int failed = 0;
+    for (size_t i = 0; i < a->ndumps; i++) {
+        struct pso_netns_dump_req *d = &a->dumps[i];
+        if (failed) {
+            d->rc = -ECANCELED;
+            d->step = 0;
+            continue;
+        }
+        d->rc = dump_retrying(d);
+        failed = d->rc != 0;
+    }
+    return 0;
+}
+
+int pso_netns_look(int nsfd, struct pso_netns_file *files, size_t nfiles,
+                   struct pso_netns_dump_req *dumps, size_t ndumps, int *step)
+{
+    int ignored;
+    if (step == NULL)
+        step = &ignored;
+    *step = 0;
+    if ((files == NULL && nfiles != 0) || (dumps == NULL && ndumps != 0))
+        return -EINVAL;
+    struct look_args args = {.files = files, .nfiles = nfiles, .dumps = dumps,
+                             .ndumps = ndumps};
+    return pso_netns_run(nsfd, look_work, &args, step);
 }

@@ -60,3 +60,24 @@ int pso_netns_read_files(int nsfd, struct pso_netns_file *files, size_t n, int *
 /* One file: pso_netns_read_files for {path, buf, cap}. Returns 0 with *len set, or -errno
  * (-ENOBUFS: the file filled all cap bytes). */
 int pso_netns_read(int nsfd, const char *path, uint8_t *buf, size_t cap, size_t *len);
+
+/* One sock_diag dump of a look (pso_netns_look): query q into sink. A dump the kernel marks
+ * interrupted (NLM_F_DUMP_INTR: its tables changed while it was read) is taken back out of the
+ * sink and run again, at most tries times in all (0: once). Out: rc, 0 or -errno (-EAGAIN when
+ * the last try was still interrupted; -ECANCELED when an earlier dump of the look failed and
+ * this one never ran), and step, the dump's PSO_SD_STEP_* when rc is not 0. Several dumps may
+ * share one sink (each is taken back alone). */
+struct pso_netns_dump_req {
+    const struct pso_sd_query *q;
+    struct pso_sd_sink *sink;
+    int tries;
+    int rc;
+    int step;
+};
+
+/* One look into namespace nsfd in ONE trip (one thread, one setns): reads the nfiles files as
+ * pso_netns_read_files does, then runs the ndumps dumps in order, stopping at the first that
+ * fails (those after it: rc -ECANCELED). Returns 0 once the thread entered the namespace (each
+ * file and dump then carries its own rc), or -errno with *step PSO_NETNS_STEP_* (nothing ran). */
+int pso_netns_look(int nsfd, struct pso_netns_file *files, size_t nfiles,
+                   struct pso_netns_dump_req *dumps, size_t ndumps, int *step);

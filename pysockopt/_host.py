@@ -72,7 +72,7 @@ def sysctl_path(name: str) -> str:
 def parse_ints(text: bytes | str) -> tuple[int, ...] | None:
     """Return the whitespace-separated integers of a small file's text, or None if not numbers.
 
-    For text read elsewhere (inside another network namespace: see host/namespaces.py).
+    For text read elsewhere (inside another network namespace: see host/entering.py).
     """
     try:
         return tuple(int(x) for x in text.split())

@@ -8,6 +8,7 @@ same namespace. Root-only tests are marked and skip with a reason without root (
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import importlib
 import io
@@ -31,11 +32,13 @@ from typing import TYPE_CHECKING, Literal
 import pytest
 from helpers import run_cli
 from netns import have_netns
-from sockpiles import SS_STATES
+from sockpiles import SS_STATES, Pile
 from unpriv import pysockopt_test_user
 from waiting import wait_for
 
 import pysockopt
+import pysockopt.host.containers as cmod  # container naming (namespaces.py re-exports it)
+import pysockopt.host.entering as entmod  # entering and reading (likewise)
 from pysockopt import (
     CGROUP_PATTERNS,
     Container,
@@ -52,7 +55,7 @@ from pysockopt import (
     namespaces,
     state_counts,
 )
-from pysockopt._core import ffi, lib
+from pysockopt._core import ffi, lib, new_sink
 from pysockopt.host.diagnosis import host_facts
 
 # The modules, not the functions pysockopt.host re-exports under the same names (an import
@@ -145,13 +148,13 @@ def test_cgroup_paths_of_no_container(path: str) -> None:
 def test_every_pattern_row_has_a_case_and_its_example_matches_it() -> None:
     rows_hit = set()
     for path, *_ in CASES:
-        found = nsmod._match(path)
+        found = cmod._match(path)
         assert found is not None, path
         rows_hit.add(found[0])
     missing = [CGROUP_PATTERNS[i].regex for i in range(len(CGROUP_PATTERNS)) if i not in rows_hit]
     assert not missing, f"rows without a test case: {missing}"
     for index, row in enumerate(CGROUP_PATTERNS):
-        found = nsmod._match(row.example)
+        found = cmod._match(row.example)
         assert found is not None and found[0] == index, row
         container = container_from_cgroup(row.example)
         assert container is not None and container.runtime == row.runtime, row
@@ -165,8 +168,8 @@ def test_short_id() -> None:
 def test_proc_cgroup_text_v2_first_then_v1() -> None:
     text = (f"12:memory:/docker/{HEX2}\n9:name=systemd:/system.slice/docker-{HEX2}.scope\n"
             f"0::/system.slice/docker-{HEX}.scope\n")
-    assert nsmod._cgroup_paths(text)[0] == f"/system.slice/docker-{HEX}.scope"
-    assert nsmod._cgroup_paths("garbage\n\n0::/\n") == ["/"]
+    assert cmod._cgroup_paths(text)[0] == f"/system.slice/docker-{HEX}.scope"
+    assert cmod._cgroup_paths("garbage\n\n0::/\n") == ["/"]
 
 
 def test_names_read_from_disk_where_runtimes_keep_them(tmp_path: pathlib.Path,
@@ -176,13 +179,13 @@ def test_names_read_from_disk_where_runtimes_keep_them(tmp_path: pathlib.Path,
     (tmp_path / "pods" / f"shop_cart-7d9f_{POD}").mkdir(parents=True)
     podman = tmp_path / "containers.json"
     podman.write_text(json.dumps([{"id": HEX2, "names": ["db"]}]))
-    monkeypatch.setattr(nsmod, "_DOCKER_CONTAINERS", str(tmp_path / "docker"))
-    monkeypatch.setattr(nsmod, "_POD_LOGS", str(tmp_path / "pods"))
-    monkeypatch.setattr(nsmod, "_PODMAN_CONTAINERS", str(podman))
-    assert nsmod._named(Container("docker", HEX)).name == "web"
-    assert nsmod._named(Container("podman", HEX2)).name == "db"
-    assert nsmod._named(Container("containerd", HEX, POD)).name == "shop/cart-7d9f"
-    assert nsmod._named(Container("docker", HEX2)).name is None  # no config: no name
+    monkeypatch.setattr(cmod, "_DOCKER_CONTAINERS", str(tmp_path / "docker"))
+    monkeypatch.setattr(cmod, "_POD_LOGS", str(tmp_path / "pods"))
+    monkeypatch.setattr(cmod, "_PODMAN_CONTAINERS", str(podman))
+    assert cmod._named(Container("docker", HEX)).name == "web"
+    assert cmod._named(Container("podman", HEX2)).name == "db"
+    assert cmod._named(Container("containerd", HEX, POD)).name == "shop/cart-7d9f"
+    assert cmod._named(Container("docker", HEX2)).name is None  # no config: no name
 
 
 # --- bad input (no root needed)
@@ -296,6 +299,44 @@ def test_native_entry_errors_leave_the_thread_alone() -> None:
         os.close(fd)
         lib.pso_sd_sink_free(sink)
 
+
+def test_native_look_reads_and_dumps_in_one_trip_and_stops_at_a_failed_dump() -> None:
+    step = ffi.new("int *")
+    fd = os.open("/etc/hostname", os.O_RDONLY)
+    try:
+        with unchanged_namespace():
+            assert lib.pso_netns_look(fd, ffi.NULL, 0, ffi.NULL, 0, step) == -22  # not a netns
+            assert step[0] == lib.PSO_NETNS_STEP_SETNS
+            assert lib.pso_netns_look(-1, ffi.NULL, 0, ffi.NULL, 0, step) == -9  # EBADF
+            assert lib.pso_netns_look(fd, ffi.NULL, 1, ffi.NULL, 0, step) == -22  # no files
+            assert lib.pso_netns_look(fd, ffi.NULL, 0, ffi.NULL, 1, step) == -22  # no dumps
+    finally:
+        os.close(fd)
+    if os.geteuid() != 0:
+        return  # entering even one's own namespace needs CAP_SYS_ADMIN
+    with Pile() as pile:
+        pile.established(3)
+        q = ffi.new("struct pso_sd_query *", (0, 1 << TcpState.ESTABLISHED, pile.port, 0))
+        sink = new_sink(False)
+        reqs = ffi.new("struct pso_netns_dump_req[]", 3)
+        reqs[0].q, reqs[0].sink, reqs[0].tries = q, sink, 4
+        reqs[1].q, reqs[1].sink = ffi.NULL, sink  # fails: the one after it never runs
+        reqs[2].q, reqs[2].sink = q, sink
+        path = ffi.new("char[]", b"/proc/thread-self/net/tcp")
+        buf = ffi.new("uint8_t[]", 1 << 20)
+        files = ffi.new("struct pso_netns_file[]", 1)
+        files[0].path, files[0].buf, files[0].cap = path, buf, 1 << 20
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            with unchanged_namespace():
+                assert lib.pso_netns_look(own, files, 1, reqs, 3, step) == 0
+        finally:
+            os.close(own)
+        assert step[0] == 0 and files[0].rc == 0 and files[0].len > 0
+        assert b"local_address" in ffi.buffer(buf, files[0].len)[:]
+        assert (reqs[0].rc, reqs[1].rc, reqs[2].rc) == (0, -22, -errno.ECANCELED)
+        assert reqs[1].step == lib.PSO_SD_STEP_SEND
+        assert sink.counts[TcpState.ESTABLISHED] == 6  # both ends of 3 pairs, dumped once
 
 
 def test_native_socket_errors_name_their_step() -> None:
@@ -483,11 +524,11 @@ def test_refused_netlink_inside_falls_back_to_proc_inside(
 
     calls = []
 
-    def refused(*args: object) -> None:
+    def refused(*args: object) -> OSError:
         calls.append(args)
-        raise OSError(13, "sock_diag refused in there (seam)")
+        return OSError(13, "sock_diag refused in there (seam)")  # a dump's failure in the trip
 
-    monkeypatch.setattr(conns_module, "_dump_in", refused)
+    monkeypatch.setattr(conns_module, "_run_in", refused)
     with unchanged_namespace():
         assert state_counts(netns=world.pile) == from_proc  # /proc, read inside
     assert calls, "the seam was not on the path"
@@ -496,7 +537,7 @@ def test_refused_netlink_inside_falls_back_to_proc_inside(
     def not_root(*args: object) -> None:
         raise NetnsPermissionError(1, "entering needs CAP_SYS_ADMIN (seam)")
 
-    monkeypatch.setattr(conns_module, "_dump_in", not_root)
+    monkeypatch.setattr(conns_module, "_run_in", not_root)
     with unchanged_namespace(), pytest.raises(NetnsPermissionError):
         state_counts(netns=world.pile)  # no /proc fallback can help: it must enter too
 
@@ -557,7 +598,7 @@ def test_native_socket_is_made_inside(world: World) -> None:
 @pytest.mark.root
 def test_read_files_grows_past_the_first_buffer(world: World) -> None:
     big = pathlib.Path(pysockopt._native.__file__)
-    assert big.stat().st_size > 2 * nsmod._FIRST_CAP
+    assert big.stat().st_size > 2 * entmod._FIRST_CAP
     with unchanged_namespace(), nsmod.opened(world.clean) as target:
         (data,) = nsmod.read_files(target, [str(big)])
     assert data == big.read_bytes()

@@ -668,13 +668,14 @@ def test_one_dump_in_another_namespace(netns_pair: NetnsPair,
     p6, p4 = netns_pair.in_ns("a", lambda: stack.enter_context(_mixed()))
     with stack:
         paths: list[tuple[int, int]] = []
-        real = conn_module._dump_in
+        real = conn_module._run_in
 
-        def recording(query: Any, sink: Any, target: Any) -> None:  # cffi cdata
-            real(query, sink, target)
-            paths.append((sink.dumps, sink.unspec_refused))
+        def recording(target: Any, reads: Any, dumps: Any) -> OSError | None:  # cffi cdata
+            failure = real(target, reads, dumps)  # every query of a listing in one trip
+            paths.extend((sink.dumps, sink.unspec_refused) for _, sink in dumps)
+            return failure
 
-        monkeypatch.setattr(conn_module, "_dump_in", recording)
+        monkeypatch.setattr(conn_module, "_run_in", recording)
         answers = {}
         for split, unspec_type in ((0, 0), (1, 0), (0, REFUSED_TYPE)):
             monkeypatch.setattr(conn_module, "_SPLIT", split)

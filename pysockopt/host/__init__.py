@@ -1,7 +1,8 @@
 """The host's sockets: every TCP socket through sock_diag (or /proc), and their diagnosis.
 
 - connections.py: ``connections()``, ``state_counts()``, ``Connection``, ``processes_of()``;
-- namespaces.py: ``namespaces()``, ``NetNamespace``, ``Container``, ``for_each_netns()``;
+- namespaces.py: ``namespaces()``, ``NetNamespace``, ``Container``, ``for_each_netns()``
+  (the import path; the code is in containers.py, census.py and entering.py, one job each);
 - model.py: what a diagnosis says (``Finding``, ``Diagnosis``, ``Thresholds``, ...);
 - rules.py: the diagnosis rules as data (``RULES``);
 - render.py: a Diagnosis as text for a terminal;

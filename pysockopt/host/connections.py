@@ -9,7 +9,7 @@ netlink is refused, /proc/net/tcp and /proc/net/tcp6 give the same answers (with
 listener backlogs and drops). Counting happens in C and creates no Python object per socket.
 
 Everything here sees the network namespace of the calling thread, unless ``netns=`` names
-another one: the dump then runs in a native thread that entered it (see namespaces.py).
+another one: the dump then runs in a native thread that entered it (see entering.py).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import contextlib
 import errno
 import os
 import socket
-from collections.abc import Iterable, Iterator
-from typing import Final, Literal
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Final, Literal, NamedTuple
 
 from .._core import ffi, lib, new_sink
 from .._sock import os_error
@@ -28,12 +28,14 @@ from ..tcpinfo import TcpState
 from . import records as _decoding
 from .namespaces import (
     Entered,
+    FileReads,
     NetNamespace,
     NetnsArg,
     NetnsPermissionError,
+    describe,
     entry_error,
     opened,
-    resolve,
+    read_files,
 )
 from .namespaces import read_files as _read_in
 from .owners import Owners, Process, processes_of, walk_owners
@@ -41,7 +43,9 @@ from .records import STATES_BY_NUMBER, Connection, Timer
 
 __all__ = [
     "Connection",
+    "DumpSpec",
     "NativeDump",
+    "Trip",
     "Owners",
     "Process",
     "Timer",
@@ -49,6 +53,7 @@ __all__ = [
     "native_dump",
     "processes_of",
     "state_counts",
+    "trip",
     "walk_owners",
 ]
 
@@ -135,16 +140,28 @@ _REFUSED: Final = frozenset({errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EN
                              errno.EPERM, errno.EACCES, errno.EOPNOTSUPP})
 
 
-def _dump_in(query: object, sink: object, target: Entered) -> None:
-    """Run the dump in a native thread that entered ``target`` (csrc/netns.h)."""
+def _run_in(target: Entered, reads: FileReads | None,
+            dumps: Sequence[tuple[object, object]]) -> OSError | None:
+    """Read ``reads`` and run each (query, sink) dump inside ``target``, entering it ONCE.
+
+    One native thread (csrc/netns.h ``pso_netns_look``) reads the files, then dumps in
+    order, retrying an interrupted dump in place and stopping at the first that fails.
+    Returns that failure as an OSError (None when every dump ran); failing to enter raises.
+    """
+    reqs = ffi.new("struct pso_netns_dump_req[]", max(1, len(dumps)))
+    for k, (query, sink) in enumerate(dumps):
+        reqs[k].q = query
+        reqs[k].sink = sink
+        reqs[k].tries = _DUMP_TRIES
     step = ffi.new("int *")
-    rc = lib.pso_netns_dump(target.fd, query, sink, step)
+    files, nfiles = (ffi.NULL, 0) if reads is None else (reads.files, len(reads.paths))
+    rc = lib.pso_netns_look(target.fd, files, nfiles, reqs, len(dumps), step)
     if rc:
-        if step[0] not in _STEP:
-            raise entry_error(rc, step[0], target)
-        if rc == -errno.ETIMEDOUT and step[0] == lib.PSO_SD_STEP_RECV:
-            raise os_error(rc, f"{_timeout_text(sink)} in {target.what}")
-        raise os_error(rc, f"{_STEP[step[0]]} in {target.what}")
+        raise entry_error(rc, step[0], target)
+    for k, (_, sink) in enumerate(dumps):
+        if reqs[k].rc:
+            return _trip_failure(reqs[k].rc, reqs[k].step, sink, target)
+    return None
 
 
 #: How many times a dump the kernel marks interrupted (NLM_F_DUMP_INTR: its tables changed
@@ -179,16 +196,14 @@ def _dump_failure(rc: int, sink: object) -> OSError:
     return os_error(rc, _STEP.get(step, "sock_diag dump"))
 
 
-def _dump(query: object, sink: object, target: Entered | None = None) -> None:
+def _dump(query: object, sink: object) -> None:
+    """Run one dump in the caller's namespace, again while the kernel marks it interrupted."""
     mark = ffi.new("struct pso_sd_mark *")
     for _ in range(_DUMP_TRIES):
         lib.pso_sd_sink_mark(sink, mark)
-        if target is not None:
-            _dump_in(query, sink, target)
-        else:
-            rc = _native_dump(query, sink)
-            if rc:
-                raise _dump_failure(rc, sink)
+        rc = _native_dump(query, sink)
+        if rc:
+            raise _dump_failure(rc, sink)
         if not sink.interrupted:  # type: ignore[attr-defined]
             return
         lib.pso_sd_sink_rollback(sink, mark)  # and dump again from a clean slate
@@ -236,8 +251,13 @@ def _gather(queries: list[object], keep: bool, source: Source,
     sink = _new_sink(keep)
     if source != "proc":
         try:
-            for query in queries:
-                _dump(query, sink, target)
+            if target is None:
+                for query in queries:
+                    _dump(query, sink)
+            else:  # every query in one trip: one setns
+                failure = _run_in(target, None, [(query, sink) for query in queries])
+                if failure is not None:
+                    raise failure
             return sink
         except OSError as err:
             if (source == "netlink" or err.errno not in _REFUSED
@@ -307,11 +327,14 @@ def connections(
     ``netns`` as in state_counts: each Connection from another namespace carries its
     NetNamespace (a name, path or pid is looked up in ``namespaces()`` for it).
     """
-    where = resolve(netns) if netns is not None and not isinstance(netns, NetNamespace) else netns
-    with opened(where) as target, native_dump(
-            states=states, port=port, family=family, with_info=with_info, source=source,
-            target=target, netns=where if target is not None else None) as dump:
-        return dump.connections()
+    with opened(netns) as target:
+        where: NetNamespace | None = None
+        if target is not None and netns is not None:
+            # Described from the descriptor just opened: the census stats, it opens nothing.
+            where = describe(netns, os.fstat(target.fd).st_ino)
+        with native_dump(states=states, port=port, family=family, with_info=with_info,
+                         source=source, target=target, netns=where) as dump:
+            return dump.connections()
 
 
 class NativeDump:
@@ -362,6 +385,13 @@ def native_dump(
     every read of a scan), None for the caller's own; ``netns``: what the records carry as
     ``Connection.netns``.
     """
+    queries = _queries(states, port, family, with_info)
+    yield NativeDump(_gather(queries, True, source, target), netns)
+
+
+def _queries(states: Iterable[TcpState | int | str] | TcpState | int | str | None,
+             port: int | None, family: int | None, with_info: bool) -> list[object]:
+    """Return the sock_diag queries of one listing (listeners in one of their own)."""
     mask = state_mask(states)
     listen = mask & (1 << TcpState.LISTEN)
     others = mask & ~(1 << TcpState.LISTEN)
@@ -373,7 +403,79 @@ def native_dump(
         queries.append(_query(listen, port, family, ext | lib.PSO_SD_EXT_SKMEMINFO))
     if others:
         queries.append(_query(others, port, family, ext))
-    yield NativeDump(_gather(queries, True, source, target), netns)
+    return queries
+
+
+# --- one trip: a look's files and dumps, the namespace entered once
+
+
+class DumpSpec(NamedTuple):
+    """One dump of a ``trip``: what ``native_dump`` takes; ``keep`` False only counts."""
+
+    states: Iterable[TcpState | int | str] | TcpState | int | str | None = None
+    port: int | None = None
+    with_info: bool = False
+    keep: bool = True
+
+
+class Trip(NamedTuple):
+    """What one ``trip`` read: each file's bytes or OSError, and one NativeDump per DumpSpec.
+
+    ``error``: the first dump that failed (the dumps are then not to be read), else None.
+    """
+
+    files: list[bytes | OSError]
+    dumps: list[NativeDump]
+    error: OSError | None
+
+
+def trip(target: Entered | None, paths: Sequence[str], specs: Sequence[DumpSpec], *,
+         netns: NetNamespace | None = None) -> Trip:
+    """Read ``paths`` and run every dump of ``specs``, entering ``target`` ONCE.
+
+    For another namespace, one native thread (csrc/netns.h ``pso_netns_look``) enters it,
+    reads the files and runs the dumps into their sinks, retrying an interrupted dump there;
+    decoding and counting happen afterwards, in the caller's thread, from the filled sinks.
+    Only what is rare takes another trip: a file larger than the first buffer (read again,
+    grown), and a host that refuses sock_diag (the /proc fallback, as ``connections()``).
+    ``target`` None: the caller's own namespace, no thread. Failing to enter raises; a failed
+    dump is the Trip's ``error``. ``netns``: what the records carry as ``Connection.netns``.
+    """
+    plans = [(_queries(d.states, d.port, None, d.with_info), d.keep) for d in specs]
+    if target is None:
+        files = read_files(None, paths)
+        sinks: list[object] = []
+        try:
+            for queries, keep in plans:
+                sinks.append(_gather(queries, keep, "auto"))
+        except OSError as err:
+            return Trip(files, [], err)
+        return Trip(files, [NativeDump(s, netns) for s in sinks], None)
+    reads = FileReads(paths)
+    sinks = [_new_sink(keep) for _, keep in plans]
+    failure = _run_in(target, reads, [(query, sinks[i]) for i, (queries, _) in enumerate(plans)
+                                      for query in queries])
+    files = reads.results(target)
+    if failure is None:
+        return Trip(files, [NativeDump(s, netns) for s in sinks], None)
+    if failure.errno not in _REFUSED:
+        return Trip(files, [], failure)
+    try:  # sock_diag refused: every dump again from /proc, in new sinks (no mixed answer)
+        sinks = [_gather(queries, keep, "proc", target) for queries, keep in plans]
+    except OSError as proc_err:
+        return Trip(files, [], proc_err)
+    return Trip(files, [NativeDump(s, netns) for s in sinks], None)
+
+
+def _trip_failure(rc: int, step: int, sink: object, target: Entered) -> OSError:
+    """Return the OSError for a dump of a trip that failed in ``target``."""
+    if step == 0 and rc == -errno.EAGAIN:
+        return OSError(errno.EAGAIN, f"{os.strerror(errno.EAGAIN)} (sock_diag dump "
+                                     f"interrupted {_DUMP_TRIES} times in a row in "
+                                     f"{target.what}: {_INCONSISTENT})")
+    if rc == -errno.ETIMEDOUT and step == lib.PSO_SD_STEP_RECV:
+        return os_error(rc, f"{_timeout_text(sink)} in {target.what}")
+    return os_error(rc, f"{_STEP.get(step, 'sock_diag dump')} in {target.what}")
 
 
 def _parse_dump(datagrams: Iterable[bytes], *, with_info: bool = True) -> list[Connection]:

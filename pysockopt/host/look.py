@@ -25,10 +25,11 @@ from .._format import label
 from .._sock import os_error
 from ..errors import InvalidConfigError
 from ..tcpinfo import TCP_INFO_FIELDS, TcpState
+from . import namespaces
 from .closed import CloseFeed, CloseTotals
-from .connections import Connection, NativeDump, Timer, native_dump, state_counts
+from .connections import Connection, DumpSpec, NativeDump, Timer, trip
 from .model import Finding, HostFacts, Thresholds
-from .namespaces import Entered, NetNamespace, NetnsArg, opened, read_files, resolve
+from .namespaces import Entered, NetNamespace, NetnsArg, opened, read_files
 from .owners import OwnerBook, OwnerCache
 from .rules import RULES, Pick, Rule, Snapshot
 from .sample import Counters, Destination, PortCount, Rates, Sample, of_connections
@@ -198,8 +199,9 @@ def look(netns: NetnsArg = None, needs: Needs | None = None, *,
          strict: bool = True, feed: CloseFeed | None = None) -> Look:
     """Take one look at a network namespace: opened once, its files read in one trip, dumped.
 
-    ``netns``: as ``connections(netns=)`` takes it (a name, path or pid is described once,
-    with ``resolve``); every read of the look sees the same namespace. ``needs``: what to
+    ``netns``: as ``connections(netns=)`` takes it (a name, path or pid is described from
+    the descriptor the look opened, with ``namespaces.describe``); the namespace is entered
+    once, by one native trip that reads the files and runs every dump. ``needs``: what to
     decode (default: every socket, with tcp_info). ``owners``: the OwnerCache the look's
     owner lookups share (a look of several namespaces, a long-lived exporter); by default
     the one ``shared_owners()`` set, else the look's own. Failing to open or enter the
@@ -217,53 +219,54 @@ def look(netns: NetnsArg = None, needs: Needs | None = None, *,
         inode = (os.fstat(target.fd) if target is not None
                  else os.stat("/proc/thread-self/ns/net")).st_ino
         ns: NetNamespace | None = None
-        if target is not None:
+        if target is not None and netns is not None:
+            # Described from the descriptor already open: the census stats, it opens nothing.
             ns = (netns if isinstance(netns, NetNamespace)
-                  else resolve(netns) if describe else None)
+                  else namespaces.describe(netns, inode) if describe else None)
         if feed is not None:
-            feed.entered(target, inode, ns)
-        texts, counters, facts = read_host(target, errors, strict=strict)
-        low, high = facts.ip_local_port_range or (0, 0)
-        listeners: list[Connection] = []
-        sockets: list[Connection] = []
-        counts: dict[TcpState, int] | None = None
-        tallied: Tally | None = None
-        now: Sample | None = None
-        try:
-            if n.sockets == "every":
-                with native_dump(port=n.port, with_info=n.with_info, target=target,
-                                 netns=ns) as dump:
-                    if feed is not None:
-                        feed.listed(inode, dump)
-                    sockets = dump.connections()
-                # The Sample counts and sorts them once; the look takes its counts.
-                now = of_connections(sockets, counters, port=n.port, start=start, wall=wall)
-                listeners, counts = list(now.listeners), dict(now.counts)
+            feed.entered(target, inode, ns)  # its subscriber, made on the first look's way in
+        # ONE trip into the namespace: the files, then every dump into its sink; what the
+        # sinks hold is decoded and counted below, in this thread.
+        got = trip(target, LOOK_FILES, _dumps(n), netns=ns)
+    texts, counters, facts = _host_of(got.files, errors, strict)
+    low, high = facts.ip_local_port_range or (0, 0)
+    listeners: list[Connection] = []
+    sockets: list[Connection] = []
+    counts: dict[TcpState, int] | None = None
+    tallied: Tally | None = None
+    now: Sample | None = None
+    try:
+        if got.error is not None:
+            raise got.error
+        if n.sockets == "every":
+            (dump,) = got.dumps
+            if feed is not None:
+                feed.listed(inode, dump)
+            sockets = dump.connections()
+            # The Sample counts and sorts them once; the look takes its counts.
+            now = of_connections(sockets, counters, port=n.port, start=start, wall=wall)
+            listeners, counts = list(now.listeners), dict(now.counts)
+        else:
+            # Listeners in a dump of their own (few, with their drop counts), as
+            # connections() lists them; everything else is counted in C.
+            listening, rest = got.dumps
+            listeners = listening.connections()
+            if n.sockets == "rules":
+                if feed is not None:
+                    feed.listed(inode, rest)  # before the tally compacts the records
+                counts, tallied, kept = tally(n, rest, listeners, low, high)
+                sockets = listeners + kept
             else:
-                # Listeners in a dump of their own (few, with their drop counts), as
-                # connections() lists them; everything else is counted in C.
-                with native_dump(states=TcpState.LISTEN, port=n.port, target=target,
-                                 netns=ns) as dump:
-                    listeners = dump.connections()
-                if n.sockets == "rules":
-                    with native_dump(states=_NOT_LISTENING, port=n.port, with_info=True,
-                                     target=target, netns=ns) as dump:
-                        if feed is not None:
-                            feed.listed(inode, dump)
-                        counts, tallied, kept = tally(n, dump, listeners, low, high)
-                    sockets = listeners + kept
-                else:
-                    # Counted while the dump is read, no record kept (a third of the time
-                    # of a kept dump at 100k sockets). connections.py has no such dump into
-                    # an open namespace yet: the namespace is opened a second time here.
-                    counts = state_counts(port=n.port, netns=netns if ns is None else ns)
-                    counts.pop(TcpState.LISTEN, None)
-                    sockets = list(listeners)
-                counts[TcpState.LISTEN] = len(listeners)
-        except OSError as err:
-            if strict:
-                raise
-            errors.append(f"the socket dump: {err}")
+                # Counted while the dump was read, no record kept (a third of the time of a
+                # kept dump at 100k sockets).
+                counts = {s: c for s, c in rest.counts().items() if c}
+                counts.pop(TcpState.LISTEN, None)
+                sockets = list(listeners)
+            counts[TcpState.LISTEN] = len(listeners)
+    except OSError as err:
+        if strict:
+            raise
+        errors.append(f"the socket dump: {err}")
     if texts[_host.COUNTER_FILES[0]] is None or texts[_host.COUNTER_FILES[1]] is None:
         errors.append("the TCP counters (/proc/net/netstat, /proc/net/snmp) are missing")
     if counts is not None and n.sockets != "every":
@@ -276,6 +279,24 @@ def look(netns: NetnsArg = None, needs: Needs | None = None, *,
                 tuple(errors), book, closes)
 
 
+def _dumps(n: Needs) -> list[DumpSpec]:
+    """Return the dumps of one look, in the order its trip runs them (see ``Needs.sockets``)."""
+    if n.sockets == "every":
+        return [DumpSpec(None, n.port, n.with_info)]
+    listening = DumpSpec(TcpState.LISTEN, n.port)
+    if n.sockets == "rules":
+        return [listening, DumpSpec(_NOT_LISTENING, n.port, with_info=True)]
+    return [listening, DumpSpec(_NOT_LISTENING, n.port, keep=False)]
+
+
+def _host_of(files: Sequence[bytes | OSError], errors: list[str],
+             strict: bool) -> tuple[dict[str, str | None], Counters, HostFacts]:
+    """Return ``LOOK_FILES``' texts (None: absent), the Counters and HostFacts, from a read."""
+    texts = _read_proc(LOOK_FILES, files, errors, strict)
+    counters = Counters.read(lambda paths: [texts[p] for p in paths])
+    return texts, counters, HostFacts(counters)
+
+
 def read_host(target: Entered | None, errors: list[str], *,
               strict: bool) -> tuple[dict[str, str | None], Counters, HostFacts]:
     """Read every file of ``LOOK_FILES`` in one trip into ``target`` (None: the caller's).
@@ -284,9 +305,7 @@ def read_host(target: Entered | None, errors: list[str], *,
     A file that exists but could not be read raises when ``strict``, else is said in
     ``errors``; failing to enter the namespace raises either way.
     """
-    texts = _read_proc(LOOK_FILES, read_files(target, LOOK_FILES), errors, strict)
-    counters = Counters.read(lambda paths: [texts[p] for p in paths])
-    return texts, counters, HostFacts(counters)
+    return _host_of(read_files(target, LOOK_FILES), errors, strict)
 
 
 def sockets_needed(timed: bool) -> Sockets:
@@ -373,9 +392,13 @@ COUNTED: Final[Mapping[str, Pick]] = MappingProxyType({
     "keepalive": Pick(TcpState.ESTABLISHED, timer=Timer.KEEPALIVE),
 })
 
-#: Every state but LISTEN: the sockets the C tally counts.
+#: Every state ``ss -a`` asks for but LISTEN: the sockets the C tally counts. Never
+#: BOUND_INACTIVE: asking for it makes each dump walk the host's whole bind hash table (bound
+#: sockets of every namespace; 7 ms instead of 0.05 with 120k of them) to report bound-only
+#: sockets, as CLOSE, which connections() does not list.
 _NOT_LISTENING: Final[tuple[TcpState, ...]] = tuple(
-    s for s in TcpState if s not in (TcpState.LISTEN, TcpState.NEW_SYN_RECV))
+    s for s in TcpState
+    if s not in (TcpState.LISTEN, TcpState.NEW_SYN_RECV, TcpState.BOUND_INACTIVE))
 
 TCP_INFO_OFFSETS: Final = {f.name: f.offset for f in TCP_INFO_FIELDS}
 
