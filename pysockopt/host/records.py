@@ -24,7 +24,7 @@ from typing import Any, Final, NamedTuple
 from .._core import ffi, lib
 from .._format import endpoint
 from .._sock import os_error
-from ..tcpinfo import RUNNING_KERNEL, TcpInfo, TcpState, shared_view_class
+from ..tcpinfo import RUNNING_KERNEL, TcpInfo, TcpState, set_view_offset, shared_view_class
 from .namespaces import NetNamespace
 from .owners import Process, processes_of
 
@@ -289,7 +289,7 @@ _FAMILIES: Final = tuple(socket.AF_INET if i == socket.AF_INET else socket.AF_IN
 #: A record's drops is -1 when the kernel reported none (C: sockdiag.h): None in a Connection.
 _NO_DROPS: Final[dict[int, None]] = {-1: None}
 _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
-_set_off = TcpInfo.__dict__["_off"].__set__  # the slot's member descriptor, called by map()
+_set_off = set_view_offset  # the slot's member descriptor, called by map()
 _new_connection = tuple.__new__
 #: Records decoded per round: the columns of one round (~50 bytes a record) are all the
 #: decoder holds besides the result, whatever the listing's size.
