@@ -293,7 +293,7 @@ _set_off = set_view_offset  # the slot's member descriptor, called by map()
 _new_connection = tuple.__new__
 #: Records decoded per round: the columns of one round (~50 bytes a record) are all the
 #: decoder holds besides the result, whatever the listing's size.
-CHUNK: Final = 1 << 16
+CHUNK: Final = 1 << 14
 
 
 def _decode(sink: Any, idx: Any, names: list[str], blob: bytes | memoryview,
