@@ -1,10 +1,8 @@
 /* sockdiag.c: NETLINK_SOCK_DIAG dumps of TCP sockets and the /proc/net/tcp* fallback. */
-#define _GNU_SOURCE /* mremap */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <netinet/in.h>
@@ -25,70 +23,6 @@
 #define REQ_BYTECODE 1  /* INET_DIAG_REQ_BYTECODE */
 #define SKMEM_DROPS 8   /* SK_MEMINFO_DROPS index */
 
-/* --- the sink's large arrays */
-
-/* The records and the tcp_info blob of a dump grow to hundreds of MiB at a million sockets.
- * From malloc, a freed one raised glibc's mmap threshold, so the next dump's arrays grew on
- * the heap, which kept both: a process taking looks one after another (watch, the exporter,
- * --all-netns) held twice the memory of one. They live in mappings of their own instead,
- * given back whole when freed, grown by mremap without a copy, and (from 2 MiB) asking for
- * transparent huge pages: a page fault per 2 MiB instead of per 4 KiB. A header before the
- * payload holds the mapping's size. Under AddressSanitizer they come from malloc, so that
- * its bounds checks cover them. */
-#define BIG_HDR 64
-
-#if defined(__SANITIZE_ADDRESS__)
-void *pso_sd_big_grow(void *p, size_t want)
-{
-    if (want > SIZE_MAX - BIG_HDR)
-        return NULL;
-    uint8_t *base = realloc(p == NULL ? NULL : (uint8_t *)p - BIG_HDR, want + BIG_HDR);
-    return base == NULL ? NULL : base + BIG_HDR;
-}
-
-void pso_sd_big_free(void *p)
-{
-    if (p != NULL)
-        free((uint8_t *)p - BIG_HDR);
-}
-#else
-void *pso_sd_big_grow(void *p, size_t want)
-{
-    if (want > SIZE_MAX - BIG_HDR - 4095)
-        return NULL;
-    size_t size = (want + BIG_HDR + 4095) & ~(size_t)4095;
-    uint8_t *base;
-    if (p == NULL) {
-        base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    } else {
-        uint8_t *old = (uint8_t *)p - BIG_HDR;
-        size_t old_size;
-        memcpy(&old_size, old, sizeof old_size);
-        if (old_size == size)
-            return p;
-        base = mremap(old, old_size, size, MREMAP_MAYMOVE);
-    }
-    if (base == MAP_FAILED)
-        return NULL; /* the old mapping, if any, is untouched */
-    memcpy(base, &size, sizeof size);
-    /* Only a hint: refused (THP off, an old kernel), the pages are small ones. */
-    if (size >= ((size_t)2 << 20))
-        (void)madvise(base, size, MADV_HUGEPAGE);
-    return base + BIG_HDR;
-}
-
-void pso_sd_big_free(void *p)
-{
-    if (p == NULL)
-        return;
-    uint8_t *base = (uint8_t *)p - BIG_HDR;
-    size_t size;
-    memcpy(&size, base, sizeof size);
-    /* Fails only for a range that is not a mapping, which this one is. */
-    (void)munmap(base, size);
-}
-#endif
-
 /* --- sink */
 
 void pso_sd_sink_init(struct pso_sd_sink *sink, int keep)
@@ -101,8 +35,8 @@ void pso_sd_sink_free(struct pso_sd_sink *sink)
 {
     if (sink == NULL)
         return;
-    pso_sd_big_free(sink->conns);
-    pso_sd_big_free(sink->info);
+    free(sink->conns);
+    free(sink->info);
     sink->conns = NULL;
     sink->info = NULL;
     sink->nconns = sink->conns_cap = 0;
@@ -143,7 +77,7 @@ static struct pso_conn *new_conn(struct pso_sd_sink *sink)
         struct pso_conn *grown;
         if (cap > SIZE_MAX / sizeof *grown)
             return NULL;
-        grown = pso_sd_big_grow(sink->conns, cap * sizeof *grown);
+        grown = realloc(sink->conns, cap * sizeof *grown);
         if (grown == NULL)
             return NULL;
         sink->conns = grown;
@@ -178,7 +112,7 @@ static int keep_info(struct pso_sd_sink *sink, struct pso_conn *c, const uint8_t
         size_t cap = sink->info_cap ? sink->info_cap : 65536;
         while (cap < sink->info_len + len)
             cap *= 2;
-        uint8_t *grown = pso_sd_big_grow(sink->info, cap);
+        uint8_t *grown = realloc(sink->info, cap);
         if (grown == NULL)
             return -ENOMEM;
         sink->info = grown;

@@ -114,11 +114,6 @@ struct pso_sd_mark {
 };
 
 void pso_sd_sink_init(struct pso_sd_sink *sink, int keep);
-/* The allocator of a sink's records and tcp_info blob (mappings of their own, see
- * sockdiag.c): grows (or shrinks) p, from pso_sd_big_grow or NULL, to hold want bytes; NULL
- * when out of memory (p then unchanged). Free with pso_sd_big_free (NULL is fine). */
-void *pso_sd_big_grow(void *p, size_t want);
-void pso_sd_big_free(void *p);
 void pso_sd_sink_free(struct pso_sd_sink *sink);
 /* Forgets the end-of-dump mark so the sink can take the next dump's replies. */
 void pso_sd_sink_rearm(struct pso_sd_sink *sink, uint32_t seq);

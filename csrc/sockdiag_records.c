@@ -20,7 +20,7 @@ uint8_t *pso_sd_take_info(struct pso_sd_sink *sink, size_t *len)
     size_t used = sink->info_len;
     /* The blob grew by doubling: give the unused tail back (a failed shrink keeps it all). */
     if (used < sink->info_cap) {
-        uint8_t *shrunk = pso_sd_big_grow(info, used);
+        uint8_t *shrunk = realloc(info, used);
         if (shrunk != NULL)
             info = shrunk;
     }
@@ -32,7 +32,7 @@ uint8_t *pso_sd_take_info(struct pso_sd_sink *sink, size_t *len)
 
 void pso_sd_info_free(uint8_t *info)
 {
-    pso_sd_big_free(info);
+    free(info);
 }
 
 /* A multiplicative mix of one key (family byte, 16 address bytes): two 8-byte loads, not a
