@@ -173,12 +173,12 @@ static void compact_info(struct pso_sd_sink *sink)
     }
     sink->info_len = w;
     if (w == 0) {
-        pso_sd_big_free(sink->info);
+        free(sink->info);
         sink->info = NULL;
         sink->info_cap = 0;
         return;
     }
-    uint8_t *shrunk = pso_sd_big_grow(sink->info, w);
+    uint8_t *shrunk = realloc(sink->info, w);
     if (shrunk != NULL) { /* else it keeps its size: still valid */
         sink->info = shrunk;
         sink->info_cap = w;

@@ -100,7 +100,7 @@ def test_column_copies_refuse_a_field_or_range_past_the_records(
 
     port = pair[0].getsockname()[1]
     with native_dump(port=port) as dump:
-        sink = dump.sink
+        sink: Any = dump.sink
         n = sink.nconns
         assert n >= 3
         out = ffi.new("uint8_t[]", 8 * (n + 1))
