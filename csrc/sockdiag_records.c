@@ -161,3 +161,55 @@ void pso_sd_addr_table_free(struct pso_sd_addr_table *table)
     table->entries = NULL;
     table->n = 0;
 }
+
+int pso_sd_column(const struct pso_sd_sink *sink, size_t first, size_t count, size_t offset,
+                  size_t width, void *out)
+{
+    if (sink == NULL || (count > 0 && (out == NULL || sink->conns == NULL)) ||
+        first > sink->nconns || count > sink->nconns - first ||
+        (width != 1 && width != 2 && width != 4 && width != 8) ||
+        offset > sizeof(struct pso_conn) || width > sizeof(struct pso_conn) - offset)
+        return -EINVAL;
+    const uint8_t *at = (const uint8_t *)(sink->conns + first) + offset;
+    const size_t step = sizeof(struct pso_conn);
+    /* One loop per width, so each copy is one load and one store. */
+    switch (width) {
+    case 1: {
+        uint8_t *o = out;
+        for (size_t i = 0; i < count; i++, at += step)
+            o[i] = *at;
+        break;
+    }
+    case 2: {
+        uint16_t *o = out;
+        for (size_t i = 0; i < count; i++, at += step)
+            memcpy(&o[i], at, 2);
+        break;
+    }
+    case 4: {
+        uint32_t *o = out;
+        for (size_t i = 0; i < count; i++, at += step)
+            memcpy(&o[i], at, 4);
+        break;
+    }
+    default: {
+        uint64_t *o = out;
+        for (size_t i = 0; i < count; i++, at += step)
+            memcpy(&o[i], at, 8);
+        break;
+    }
+    }
+    return 0;
+}
+
+int pso_sd_idx_column(const uint32_t *idx, size_t n, size_t first, size_t count, int which,
+                      uint32_t *out)
+{
+    if ((which != 0 && which != 1) || first > n || count > n - first ||
+        (count > 0 && (idx == NULL || out == NULL)))
+        return -EINVAL;
+    const uint32_t *at = idx + 2 * first + which;
+    for (size_t i = 0; i < count; i++)
+        out[i] = at[2 * i];
+    return 0;
+}

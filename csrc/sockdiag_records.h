@@ -48,3 +48,17 @@ int pso_sd_intern_addresses(const struct pso_sd_sink *sink, uint32_t *idx,
 
 /* Frees what pso_sd_intern_addresses allocated (the struct itself is the caller's). */
 void pso_sd_addr_table_free(struct pso_sd_addr_table *table);
+
+/* Copies one field of records [first, first + count) of the sink into out, one after another
+ * (a column: what Python iterates as an array, where a strided view of the records costs
+ * three times as much per element). offset and width name the field in struct pso_conn
+ * (width 1, 2, 4 or 8; the field must lie inside the record); out holds count * width bytes.
+ * Returns 0, or -EINVAL for a bad field or a range past the sink's records. */
+int pso_sd_column(const struct pso_sd_sink *sink, size_t first, size_t count, size_t offset,
+                  size_t width, void *out);
+
+/* pso_sd_column for the address numbers of pso_sd_intern_addresses: idx holds 2 * n entries
+ * (local, remote per record); copies entries [first, first + count) of the locals (which 0)
+ * or the remotes (which 1) into out (count uint32). Returns 0 or -EINVAL. */
+int pso_sd_idx_column(const uint32_t *idx, size_t n, size_t first, size_t count, int which,
+                      uint32_t *out);

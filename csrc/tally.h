@@ -73,7 +73,8 @@ struct pso_tally {
 };
 
 /* Tallies sink (kept records) by spec into out (zero it first, or it is overwritten), then
- * compacts sink->conns to the records spec keeps (info payloads stay valid). Returns 0 or
+ * compacts sink->conns to the records spec keeps, and the tcp_info blob to their payloads
+ * (info_off updated; the rest of the blob given back). Returns 0 or
  * -errno (-EINVAL for a bad spec or a sink without records, -ENOMEM). */
 int pso_tally(struct pso_sd_sink *sink, const struct pso_tally_spec *spec,
               struct pso_tally *out);

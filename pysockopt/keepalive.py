@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import socket
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
@@ -563,7 +564,10 @@ def apply_keepalive_many(
         return []
     rcs = _new_ints("int[]", n)
     failed = _new_ints("int[]", n)
-    nfailed = _set_many(_new_ints("int[]", fds), n, req, rcs, failed)
+    # struct.pack converts the list to C ints in one C loop (cffi's list conversion cost
+    # ~4x as much per entry); the native call reads them in place.
+    with ffi.from_buffer("int[]", _pack(f"{n}i", *fds)) as at:
+        nfailed = _set_many(at, n, req, rcs, failed)
     if nfailed < 0:
         raise os_error(nfailed, "applying keepalive to a batch")
     out: list[KeepaliveReport | OSError] = [report] * n
@@ -585,6 +589,7 @@ def apply_keepalive_many(
 
 
 _set_many = lib.pso_keepalive_set_many
+_pack = struct.pack
 _new_ints = ffi.new_allocator(should_clear_after_alloc=False)
 _socket_fileno = socket.socket.fileno
 

@@ -13,6 +13,7 @@ so reading three fields costs three small decodes, not sixty.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import socket
 import struct
@@ -357,7 +358,9 @@ class TcpInfo:
     # offset _off: a batch's views share one buffer, which costs one allocation per socket
     # instead of two (measured: copying each entry out doubled the per-socket cost of
     # poll_tcp_info).
-    __slots__ = ("_buf", "_off")
+    # The slots are _BufferView's: the full view of a getsockopt (_FULL) is its bytes itself
+    # (a ctypes.Structure), which no slot of a base may lay out differently.
+    __slots__ = ()
     _buf: bytes | memoryview
     _off: int
     #: Set per generated subclass: the length it decodes (for views that own their bytes, the
@@ -453,12 +456,10 @@ class TcpInfo:
         """
         # Called once per socket by host-wide dumps (INET_DIAG_INFO): keep the common case to
         # a length check and one object.
+        if kernel == RUNNING_KERNEL and len(data) == _FULL_SIZE and not isinstance(data, str):
+            return _FULL_FROM(data)  # a ctypes copy of any buffer's bytes
         raw = data if type(data) is bytes else bytes(data)
-        n = len(raw)
-        if n == _FULL_SIZE and kernel == RUNNING_KERNEL:
-            view = _NEW(_FULL)
-        else:
-            view = _NEW(_class_for(n, kernel, False))
+        view = _NEW(_class_for(len(raw), kernel, False))
         view._buf = raw
         return view
 
@@ -538,12 +539,12 @@ def _restore(raw: bytes, kernel: tuple[int, int] | None) -> TcpInfo:
     return TcpInfo.from_bytes(raw, kernel=kernel)
 
 
-_CLASSES: dict[tuple[int, tuple[int, int] | None, int], type[TcpInfo]] = {}
-_BY_LENGTH: dict[tuple[int, tuple[int, int] | None, bool], type[TcpInfo]] = {}
+_CLASSES: dict[tuple[int, tuple[int, int] | None, int], type[_BufferView]] = {}
+_BY_LENGTH: dict[tuple[int, tuple[int, int] | None, bool], type[_BufferView]] = {}
 _CLASSES_LOCK = threading.Lock()
 
 
-def _class_for(size: int, kernel: tuple[int, int] | None, shared: bool) -> type[TcpInfo]:
+def _class_for(size: int, kernel: tuple[int, int] | None, shared: bool) -> type[_BufferView]:
     """Return the TcpInfo subclass that decodes ``size`` bytes laid out by ``kernel``.
 
     Fields the kernel did not return are plain ``None`` class attributes, so no attribute read
@@ -567,7 +568,7 @@ def _class_for(size: int, kernel: tuple[int, int] | None, shared: bool) -> type[
     return cls
 
 
-def shared_view_class(size: int, kernel: tuple[int, int] | None) -> type[TcpInfo]:
+def shared_view_class(size: int, kernel: tuple[int, int] | None) -> type[_BufferView]:
     """Return the TcpInfo class of views reading ``size`` bytes in a buffer shared by many.
 
     Each view reads at its ``_off`` in a batch's bytes or a listing's tcp_info blob, laid out
@@ -579,7 +580,7 @@ def shared_view_class(size: int, kernel: tuple[int, int] | None) -> type[TcpInfo
 
 
 def _new_class(present: tuple[TcpInfoField, ...], kernel: tuple[int, int] | None, size: int,
-               shared: bool) -> type[TcpInfo]:
+               shared: bool) -> type[_BufferView]:
     body: dict[str, Any] = dict.fromkeys(FIELD_NAMES)
     body.update(_getters(present, shared))
     body["__slots__"] = ()
@@ -592,7 +593,97 @@ def _new_class(present: tuple[TcpInfoField, ...], kernel: tuple[int, int] | None
     else:
         body["_off"] = 0  # shadows the base's slot: these views start at 0
         body["_size"] = property(_own_size)
-    return type("TcpInfo", (TcpInfo,), body)
+    return type("TcpInfo", (_BufferView,), body)
+
+
+class _BufferView(TcpInfo):
+    """A TcpInfo reading its bytes in ``_buf`` from ``_off``: its own, or a batch's or listing's."""
+
+    __slots__ = ("_buf", "_off")
+
+
+#: Sets a shared view's offset (the slot's member descriptor): host/records.py calls it through
+#: map() for a listing's views, with no Python frame per socket.
+set_view_offset: Final[Callable[[TcpInfo, int], None]] = _BufferView.__dict__["_off"].__set__
+
+
+_C_TYPES: Final = {1: ctypes.c_uint8, 2: ctypes.c_uint16, 4: ctypes.c_uint32,
+                   8: ctypes.c_uint64}
+
+
+def _read_only(view: TcpInfo, name: str, value: object) -> None:
+    raise AttributeError(f"TcpInfo is read-only: cannot set {name!r}")
+
+
+def _struct_extra(view: TcpInfo) -> bytes:
+    return bytes(cast(Any, view))[TCP_INFO_KNOWN_SIZE:]
+
+
+def _struct_class(kernel: tuple[int, int] | None) -> type[TcpInfo]:
+    """Return the view of a whole ``TCP_INFO_KNOWN_SIZE`` struct that is its bytes.
+
+    A ``ctypes.Structure`` laid out from the field table (never a C header's struct tcp_info):
+    each plain field is read by ctypes at C level, with no Python frame per attribute, where a
+    ``_BufferView``'s getter is a Python function (about 900 instructions a read). ``state``
+    (a TcpState) and the bit fields are Python getters over their byte. tcp_info() and
+    from_bytes() make it with one ``from_buffer_copy`` of the returned bytes.
+    """
+    size = TCP_INFO_KNOWN_SIZE
+    present = tuple(f for f in tcp_info_fields(kernel) if f.end <= size)
+    units: dict[tuple[int, int], list[TcpInfoField]] = {}
+    for f in present:
+        units.setdefault((f.offset, f.size), []).append(f)
+    fields: list[tuple[str, Any]] = []
+    getters: list[str] = []
+    at = 0
+    for (offset, width), members in sorted(units.items()):
+        if offset < at:  # pragma: no cover - a table edit
+            raise ImportError(f"tcp_info fields overlap at byte {offset}")
+        if offset > at:
+            fields.append((f"_gap{at}", ctypes.c_uint8 * (offset - at)))
+        (only, *more) = members
+        if not more and only.bits is None and only.name != "state":
+            fields.append((only.name, _C_TYPES[width]))
+        else:
+            unit = f"_u{offset}"
+            fields.append((unit, _C_TYPES[width]))
+            for f in members:
+                getters.append(f"def {f.name}(self):\n    return "
+                               + _unit_source(f, f"self.{unit}") + "\n")
+        at = offset + width
+    if size > at:
+        fields.append(("_tail", ctypes.c_uint8 * (size - at)))
+    namespace: dict[str, Any] = {"_STATES": _STATES}
+    exec("".join(getters), namespace)  # source built from the constant table above
+    names = {f.name for f in present}
+    body: dict[str, Any] = {n: None for n in FIELD_NAMES if n not in names}
+    body.update({f.name: property(namespace[f.name]) for f in present if f.name in namespace})
+    body.update(_pack_=1, _fields_=fields, __slots__=(), __module__=__name__,
+                __qualname__="TcpInfo", __doc__=TcpInfo.__doc__, _kernel=kernel, _size=size,
+                raw=property(bytes), extra=property(_struct_extra), __setattr__=_read_only)
+    cls = type("TcpInfo", (TcpInfo, ctypes.Structure), body)
+    # Checked here, once: every plain field where the table puts it, the whole struct's size.
+    for f in present:
+        member = cls.__dict__.get(f.name)
+        where = (getattr(member, "offset", f.offset), getattr(member, "size", f.size))
+        if where != (f.offset, f.size):  # pragma: no cover - a table edit
+            raise ImportError(f"tcp_info field {f.name} laid out at {where}")
+    if ctypes.sizeof(cls) != size:  # pragma: no cover - a table edit
+        raise ImportError(f"the tcp_info struct view is {ctypes.sizeof(cls)} bytes, not {size}")
+    return cls
+
+
+def _unit_source(f: TcpInfoField, value: str) -> str:
+    """Return the expression of field ``f`` (state, a bit field) read from its unit ``value``."""
+    if f.name == "state":
+        return f"_STATES[{value}]"
+    if f.bits is None:
+        return value
+    first, width = f.bits
+    if not _LITTLE:  # big-endian compilers allocate bitfields from the most significant bit
+        first = 8 * f.size - first - width
+    mask = (1 << width) - 1
+    return f"({value} >> {first}) & {mask}" if first else f"{value} & {mask}"
 
 
 def _own_size(view: TcpInfo) -> int:
@@ -696,7 +787,9 @@ def tcp_info(sock: SocketLike) -> TcpInfo:
     else:
         data = _raw(sock)
         n = len(data)
-    view = _NEW(_FULL if n == _FULL_SIZE else _class_for(n, RUNNING_KERNEL, False))
+    if n == _FULL_SIZE:
+        return _FULL_FROM(data)
+    view = _NEW(_class_for(n, RUNNING_KERNEL, False))
     view._buf = data
     return view
 
@@ -818,7 +911,8 @@ def _failure(rc: int, fd: int) -> OSError:
 
 PSO_HAS_TCP_INFO: Final = _platform.HAS_TCP_INFO
 _FULL_SIZE: Final = TCP_INFO_KNOWN_SIZE
-_FULL: Final = _class_for(TCP_INFO_KNOWN_SIZE, RUNNING_KERNEL, False)
+_FULL: Final = _struct_class(RUNNING_KERNEL)
+_FULL_FROM: Final[Callable[[Any], TcpInfo]] = _FULL.from_buffer_copy  # type: ignore[attr-defined]
 _FULL_SHARED: Final = _class_for(TCP_INFO_KNOWN_SIZE, RUNNING_KERNEL, True)
 # tcp_info's fast path: CPython's socket.socket, where TCP_INFO is Linux's (elsewhere every
 # call goes through the C core, which reports the platform as unsupported).

@@ -761,6 +761,25 @@ def test_native_dump_decodes_twice_the_same(world: Pile) -> None:
     assert [c.info.raw for c in first if c.info] == [c.info.raw for c in second if c.info]
 
 
+def test_listing_decoded_in_rounds_is_the_listing_decoded_at_once(
+    world: Pile, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The decoder copies columns out of the records a round (records.CHUNK) at a time: rounds
+    # of a few records, with a last round shorter, give the very listing one round gives.
+    from pysockopt.host import records
+    from pysockopt.host.connections import native_dump
+
+    with native_dump(with_info=True) as dump:
+        whole = dump.connections()
+        assert len(whole) > 7
+        size = next(k for k in (3, 4, 5, 7) if len(whole) % k)  # a short last round
+        monkeypatch.setattr(records, "CHUNK", size)
+        rounds = dump.connections()
+    assert rounds == whole
+    assert [c.info.raw if c.info else None for c in rounds] == \
+        [c.info.raw if c.info else None for c in whole]
+
+
 def test_listing_from_a_dump_with_a_record_without_info_keeps_order(world: Pile) -> None:
     conns = connections(port=world.port, with_info=True)
     kinds = [(c.state, c.info is None) for c in conns]

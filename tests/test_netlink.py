@@ -93,6 +93,37 @@ def test_every_record_field_is_checked_against_the_native_layout() -> None:
         conn_module._check_record(fields[:-1])  # pad dropped
 
 
+def test_column_copies_refuse_a_field_or_range_past_the_records(
+    pair: tuple[socket.socket, ...],
+) -> None:
+    from pysockopt.host.connections import native_dump
+
+    port = pair[0].getsockname()[1]
+    with native_dump(port=port) as dump:
+        sink: Any = dump.sink
+        n = sink.nconns
+        assert n >= 3
+        out = ffi.new("uint8_t[]", 8 * (n + 1))
+        sport = ffi.offsetof("struct pso_conn", "sport")
+        size = ffi.sizeof("struct pso_conn")
+        assert lib.pso_sd_column(sink, 0, n, sport, 2, out) == 0
+        ports = list(ffi.cast("uint16_t *", out)[0:n])
+        assert ports == [c.local_port for c in dump.connections()]
+        assert lib.pso_sd_column(sink, 1, n, sport, 2, out) == -errno.EINVAL  # past the end
+        assert lib.pso_sd_column(sink, n + 1, 0, sport, 2, out) == -errno.EINVAL
+        assert lib.pso_sd_column(sink, 0, n, sport, 3, out) == -errno.EINVAL  # no such width
+        assert lib.pso_sd_column(sink, 0, n, size - 4, 8, out) == -errno.EINVAL  # past a record
+        assert lib.pso_sd_column(sink, 0, n, size - 8, 8, out) == 0
+        assert lib.pso_sd_column(sink, 0, 1, sport, 2, ffi.NULL) == -errno.EINVAL
+        assert lib.pso_sd_column(sink, n, 0, sport, 2, ffi.NULL) == 0  # nothing to copy
+        idx = ffi.new("uint32_t[]", [1, 2, 3, 4, 5, 6])
+        got = ffi.new("uint32_t[]", 3)
+        assert lib.pso_sd_idx_column(idx, 3, 0, 3, 1, got) == 0 and list(got) == [2, 4, 6]
+        assert lib.pso_sd_idx_column(idx, 3, 1, 2, 0, got) == 0 and list(got)[:2] == [3, 5]
+        assert lib.pso_sd_idx_column(idx, 3, 1, 3, 0, got) == -errno.EINVAL
+        assert lib.pso_sd_idx_column(idx, 3, 0, 1, 2, got) == -errno.EINVAL
+
+
 # --- socket cookies
 
 

@@ -337,12 +337,15 @@ def _tally(messages: list[bytes], **spec: Any) -> dict[str, Any]:
         assert lib.pso_tally(sink, s, out) == 0
         picked = {name: int(out.picked[i]) for i, name in enumerate(names)}
         kept = [(sink.conns[i].state, sink.conns[i].sport) for i in range(sink.nconns)]
+        payloads = [bytes(ffi.buffer(sink.info + c.info_off, c.info_len)) if c.info_len
+                    else None for c in (sink.conns[i] for i in range(sink.nconns))]
         groups = [(out.groups[i].time_wait, out.groups[i].dport) for i in range(out.ngroups)]
         per_port = {(i, st): int(out.port_counts[i][st]) for i in range(int(spec.get("nports", 0)))
                     for st in range(16) if out.port_counts[i][st]}
         return {"established": int(out.established), "keepalive": picked["keepalive"],
                 "idle": picked["IDLE_NO_KEEPALIVE"], "grouped": int(out.tw_grouped),
-                "groups": groups, "kept": kept, "per_port": per_port}
+                "groups": groups, "kept": kept, "per_port": per_port, "payloads": payloads,
+                "info_len": int(sink.info_len)}
     finally:
         lib.pso_tally_free(out)
         lib.pso_sd_sink_free(sink)
@@ -372,6 +375,22 @@ def test_tally_counts_idle_keepalive_and_groups_time_wait() -> None:
     assert (got["established"], got["keepalive"], got["idle"]) == (5, 1, 1)
     assert got["grouped"] == 3 and got["groups"] == [(2, 5432), (1, 6379)]
     assert got["kept"] == [(est, 1)]  # only what a rule reads one by one
+
+
+def test_tally_keeps_only_the_kept_records_tcp_info() -> None:
+    # The blob of tcp_info payloads shrinks to what the kept records point at: the few sockets
+    # a rule reads must not hold every socket's tcp_info (280 MB at a million).
+    idle, waiting = _info(5000, 5000, size=120), _info(7, 7, size=120)
+    got = _tally([
+        _diag(1, info=_info(1, 1, size=120), sport=2),  # busy: counted, not kept
+        _diag(1, info=idle, sport=1),                   # idle, no timer: kept
+        _diag(6, sport=40001),                          # TIME_WAIT: no tcp_info
+        _diag(1, info=_info(2, 2, size=120), sport=3),  # busy
+        _diag(8, info=waiting, sport=9),                # CLOSE_WAIT: kept (keep_states)
+    ], keep_states=1 << 8)
+    assert got["kept"] == [(1, 1), (8, 9)]
+    assert got["payloads"] == [idle, waiting]
+    assert got["info_len"] == 2 * 120
 
 
 def test_tally_counts_listed_ports_and_keeps_the_asked_states() -> None:

@@ -218,6 +218,28 @@ def test_from_bytes_decodes_exactly_what_was_returned(data: bytes,
     assert TcpInfo.from_bytes(memoryview(data), kernel=kernel) == info
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=KNOWN, max_size=KNOWN))
+def test_the_whole_struct_view_decodes_as_the_table_says(data: bytes) -> None:
+    # The view of a whole struct (what tcp_info() returns on this kernel) is a ctypes struct
+    # laid out from the table: every field reads what the table's offsets say, as the
+    # bytes-backed views (any other length) do.
+    info = TcpInfo.from_bytes(data)
+    assert type(info) is mod._FULL
+    longer = TcpInfo.from_bytes(data + b"\x00")  # one byte more: a bytes-backed view
+    assert type(longer) is not mod._FULL
+    fields = {f.name: f for f in layout(mod.RUNNING_KERNEL)}
+    for name in mod.FIELD_NAMES:
+        value = getattr(info, name)
+        assert value == getattr(longer, name), name
+        if name not in fields:
+            assert value is None, name
+        elif name != "state" or data[0] in TcpState._value2member_map_:
+            assert value == reference(data, fields[name]), name
+    assert info.size == KNOWN and info.raw == data and info.extra == b""
+    assert info == TcpInfo.from_bytes(bytearray(data)) == TcpInfo.from_bytes(memoryview(data))
+
+
 def test_arbitrary_lengths_make_a_bounded_number_of_classes() -> None:
     for n in range(700):
         assert TcpInfo.from_bytes(bytes(n)).size == n

@@ -14,17 +14,17 @@ import errno
 import gc
 import socket
 import struct
+from array import array
 from collections import deque
 from collections.abc import Iterable
 from enum import IntEnum
-from functools import partial
 from itertools import compress, repeat
 from typing import Any, Final, NamedTuple
 
 from .._core import ffi, lib
 from .._format import endpoint
 from .._sock import os_error
-from ..tcpinfo import RUNNING_KERNEL, TcpInfo, TcpState, shared_view_class
+from ..tcpinfo import RUNNING_KERNEL, TcpInfo, TcpState, set_view_offset, shared_view_class
 from .namespaces import NetNamespace
 from .owners import Process, processes_of
 
@@ -230,9 +230,8 @@ def decode(sink: Any, netns: NetNamespace | None = None,
         return []
     if blob is None:
         blob = take_info(sink) if sink.info_len else b""
-    # Read where the C core wrote them: a copy into bytes first was the listing's peak memory
-    # (held + 2x the records).
-    records = memoryview(ffi.buffer(sink.conns, n * _RECORD.size))
+    # Read where the C core wrote them, a round of columns at a time: a copy of the records
+    # into bytes first was the listing's peak memory (held + 2x the records).
     idx = _new_uncleared("uint32_t[]", 2 * n)
     table = ffi.new("struct pso_sd_addr_table *")
     summary = ffi.new("struct pso_sd_summary *")
@@ -251,8 +250,7 @@ def decode(sink: Any, netns: NetNamespace | None = None,
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _decode(records, memoryview(ffi.buffer(idx)).cast("I"), names, blob, netns,
-                       summary)
+        return _decode(sink, idx, names, blob, netns, summary)
     finally:
         if paused:
             gc.enable()
@@ -272,15 +270,15 @@ def _names(entries: bytes) -> list[str]:
 
 
 def _layout() -> dict[str, tuple[str, int, int]]:
-    """Each numeric field of struct pso_conn as a column: (format, first index, step)."""
+    """Each numeric field of struct pso_conn as a column: (array typecode, offset, size)."""
     out = {}
     offset = 0
     for name, fmt in RECORD_FIELDS:
         size = struct.calcsize("=" + fmt)
         if fmt in ("B", "H", "I", "Q", "i"):
-            if offset % size or _RECORD.size % size:
-                raise ImportError(f"struct pso_conn.{name} is not aligned for column reads")
-            out[name] = (fmt, offset // size, _RECORD.size // size)
+            if array(fmt).itemsize != size:  # pragma: no cover - a platform's C ints
+                raise ImportError(f"array typecode {fmt!r} is not {size} bytes here")
+            out[name] = (fmt, offset, size)
         offset += size
     return out
 
@@ -291,20 +289,20 @@ _FAMILIES: Final = tuple(socket.AF_INET if i == socket.AF_INET else socket.AF_IN
 #: A record's drops is -1 when the kernel reported none (C: sockdiag.h): None in a Connection.
 _NO_DROPS: Final[dict[int, None]] = {-1: None}
 _new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
-_set_off = TcpInfo.__dict__["_off"].__set__  # the slot's member descriptor, called by map()
+_set_off = set_view_offset  # the slot's member descriptor, called by map()
+_new_connection = tuple.__new__
+#: Records decoded per round: the columns of one round (~50 bytes a record) are all the
+#: decoder holds besides the result, whatever the listing's size.
+CHUNK: Final = 1 << 14
 
 
-def _decode(records: memoryview, idx: memoryview, names: list[str], blob: bytes | memoryview,
+def _decode(sink: Any, idx: Any, names: list[str], blob: bytes | memoryview,
             netns: NetNamespace | None, summary: Any) -> list[Connection]:
     # A listing's cost is its per-socket work, so there is no Python code per socket here:
-    # each field is a strided view of the records (one column), mapped through C-level
-    # lookups, and the Connections are built by map(tuple.__new__, zip(columns)).
-    views = {fmt: records.cast(fmt) for fmt in ("B", "H", "I", "Q", "i")}
-
-    def column(name: str) -> memoryview:
-        fmt, first, step = _COLUMNS[name]
-        return views[fmt][first::step]
-
+    # each field is copied by C into a contiguous array (one column; iterating an array costs
+    # a third of a strided view of the records), mapped through C-level lookups, and the
+    # Connections are built by map(tuple.__new__, repeat(Connection), zip(columns)), a round
+    # of CHUNK records at a time.
     # The checks come from the C pass that numbered the addresses (sockdiag_records.h): no
     # column is read just to check it (at 1M sockets each such pass streamed 80 MB again).
     seen = summary.states
@@ -316,63 +314,97 @@ def _decode(records: memoryview, idx: memoryview, names: list[str], blob: bytes 
     if summary.max_timer >= len(_TIMERS):
         raise OSError(errno.EBADMSG,
                       f"the kernel reported timer {summary.max_timer}, unknown here")
-    wqueue: Iterable[int | None] = column("wqueue")
+    n = sink.nconns
     unknown = lib.PSO_CONN_WQUEUE_UNKNOWN
-    if summary.flags & unknown:  # /proc's listeners: no backlog (rare, and small)
-        wqueue = [None if f & unknown else w
-                  for w, f in zip(wqueue, column("flags"), strict=True)]
-    drops = column("drops")
-    columns = (
-        map(_FAMILIES.__getitem__, column("family")),
-        map(STATES_BY_NUMBER.__getitem__, column("state")),
-        map(names.__getitem__, idx[0::2]),
-        column("sport"),
-        map(names.__getitem__, idx[1::2]),
-        column("dport"),
-        column("rqueue"),
-        wqueue,
-        column("uid"),
-        column("inode"),
-        map(_TIMERS.__getitem__, column("timer")),
-        column("expires_ms"),
-        column("retrans"),
-        map(_NO_DROPS.get, drops, drops),
-        _infos(column("info_len"), column("info_off"), blob, summary),
-        repeat(netns),
-        column("cookie"),
-    )
-    # Not strict: the repeat() columns are endless; the record columns are all n long.
-    return list(map(partial(tuple.__new__, Connection), zip(*columns, strict=False)))
+    wqueue_unknown = bool(summary.flags & unknown)  # /proc's listeners: no backlog (rare)
+    infos = _Infos(blob, summary)
+    out: list[Connection] = []
+    for first in range(0, n, CHUNK):
+        count = min(CHUNK, n - first)
+
+        def column(name: str, first: int = first, count: int = count) -> array[int]:
+            code, offset, size = _COLUMNS[name]
+            got = array(code, bytes(count * size))
+            with ffi.from_buffer(got) as at:
+                rc = lib.pso_sd_column(sink, first, count, offset, size, at)
+            if rc:
+                raise os_error(rc, "reading a listing's records")
+            return got
+
+        def addresses(which: int, first: int = first, count: int = count) -> array[int]:
+            got = array("I", bytes(4 * count))
+            with ffi.from_buffer("uint32_t[]", got) as at:
+                rc = lib.pso_sd_idx_column(idx, n, first, count, which, at)
+            if rc:
+                raise os_error(rc, "reading a listing's addresses")
+            return got
+
+        wqueue: Iterable[int | None] = column("wqueue")
+        if wqueue_unknown:
+            wqueue = [None if f & unknown else w
+                      for w, f in zip(wqueue, column("flags"), strict=True)]
+        drops = column("drops")
+        columns = (
+            map(_FAMILIES.__getitem__, column("family")),
+            map(STATES_BY_NUMBER.__getitem__, column("state")),
+            map(names.__getitem__, addresses(0)),
+            column("sport"),
+            map(names.__getitem__, addresses(1)),
+            column("dport"),
+            column("rqueue"),
+            wqueue,
+            column("uid"),
+            column("inode"),
+            map(_TIMERS.__getitem__, column("timer")),
+            column("expires_ms"),
+            column("retrans"),
+            map(_NO_DROPS.get, drops, drops),
+            infos(column("info_len"), column("info_off")) if infos.some else repeat(None),
+            repeat(netns),
+            column("cookie"),
+        )
+        # Not strict: the repeat() columns are endless; the record columns are all count long.
+        out += map(_new_connection, repeat(Connection), zip(*columns, strict=False))
+    return out
 
 
-def _infos(lengths: memoryview, offsets: memoryview, blob: bytes | memoryview,
-           summary: Any) -> Iterable[TcpInfo | None]:
-    """Each record's TcpInfo view into ``blob`` (None where the record has no tcp_info)."""
-    if not summary.info_len:
-        return repeat(None)
-    some_none = summary.with_info < len(lengths)
-    if summary.info_lens_differ:  # never from one kernel (one struct size): one by one
-        out: list[TcpInfo | None] = []
-        for length, off in zip(lengths, offsets, strict=True):
-            if length:
-                view = object.__new__(shared_view_class(length, RUNNING_KERNEL))
-                view._buf = blob
-                view._off = off
-                out.append(view)
-            else:
-                out.append(None)
-        return out
-    # One class per listing, whose views read the listing's blob as a class attribute: each
-    # view is then made with a single slot to fill.
-    base = shared_view_class(summary.info_len, RUNNING_KERNEL)
-    cls = type("TcpInfo", (base,), {"__slots__": (), "_buf": blob, "__module__": base.__module__,
-                                    "__qualname__": "TcpInfo", "__doc__": base.__doc__})
-    wanted = compress(offsets, lengths) if some_none else offsets
-    count = summary.with_info
-    made: list[TcpInfo] = list(map(object.__new__, repeat(cls, count)))
-    deque(map(_set_off, made, wanted), maxlen=0)
-    if not some_none:
-        return made
-    # None for records without tcp_info (TIME_WAIT, SYN_RECV), the next view for the others.
-    choices = (repeat(None), iter(made))
-    return map(next, map(choices.__getitem__, map(bool, lengths)))
+class _Infos:
+    """Each record's TcpInfo view into a listing's tcp_info blob, a round at a time."""
+
+    def __init__(self, blob: bytes | memoryview, summary: Any) -> None:
+        self.blob = blob
+        self.some = bool(summary.info_len)
+        self.differ = bool(summary.info_lens_differ)
+        self.cls: type[TcpInfo] | None = None
+        if self.some and not self.differ:
+            # One class per listing, whose views read the listing's blob as a class
+            # attribute: each view is then made with a single slot to fill.
+            base = shared_view_class(summary.info_len, RUNNING_KERNEL)
+            self.cls = type("TcpInfo", (base,), {
+                "__slots__": (), "_buf": blob, "__module__": base.__module__,
+                "__qualname__": "TcpInfo", "__doc__": base.__doc__})
+
+    def __call__(self, lengths: array[int], offsets: array[int]) -> Iterable[TcpInfo | None]:
+        """Return the views of one round's records (None where a record has no tcp_info)."""
+        if self.cls is None:  # lengths differ: never from one kernel (one struct size)
+            out: list[TcpInfo | None] = []
+            for length, off in zip(lengths, offsets, strict=True):
+                if length:
+                    view = object.__new__(shared_view_class(length, RUNNING_KERNEL))
+                    view._buf = self.blob
+                    view._off = off
+                    out.append(view)
+                else:
+                    out.append(None)
+            return out
+        count = len(lengths) - lengths.count(0)
+        some_none = count < len(lengths)
+        wanted = compress(offsets, lengths) if some_none else offsets
+        made: list[TcpInfo] = list(map(object.__new__, repeat(self.cls, count)))
+        deque(map(_set_off, made, wanted), maxlen=0)
+        if not some_none:
+            return made
+        # None for records without tcp_info (TIME_WAIT, SYN_RECV), the next view for the
+        # others.
+        choices = (repeat(None), iter(made))
+        return map(next, map(choices.__getitem__, map(bool, lengths)))
