@@ -27,6 +27,7 @@ import pytest
 pytest.importorskip("prometheus_client")  # the test extra installs it
 
 from closescene import closes_once
+from helpers import run_cli
 from netns import have_netns, ip, run_in_netns
 from prometheus_client.parser import text_string_to_metric_families
 from sockpiles import Pile
@@ -527,3 +528,25 @@ def test_a_walk_for_new_owners_reads_small_processes_first_and_stops_when_done()
     finally:
         big.kill()
         big.wait()
+
+
+@pytest.mark.root
+def test_cli_interval_in_a_namespace_takes_the_looks_diagnose_takes(
+        netns: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `diagnose --interval --netns X` and `diagnose(interval=, netns=X)` take the same two
+    # looks: what the rules pick (not every socket decoded) and tcp_info only in the second.
+    asked: list[tuple[str, bool]] = []
+    real = look.look
+
+    def recording(*args: Any, **kw: Any) -> look.Look:
+        n = args[1] if len(args) > 1 else kw["needs"]
+        asked.append((n.sockets, n.with_info))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(look, "look", recording)
+    monkeypatch.setattr("pysockopt.host.diagnosis.look", recording)
+    diagnose(netns=netns, interval=0.2)
+    from_api, asked[:] = list(asked), []
+    status, _ = run_cli("diagnose", "--netns", netns, "--interval", "0.2")
+    assert status in (0, 1)
+    assert asked == from_api and len(asked) == 2, (asked, from_api)

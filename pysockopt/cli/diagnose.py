@@ -51,11 +51,13 @@ def _sampled(args: argparse.Namespace) -> Grouped[Diagnosis] | None:
     """
     from ..host import diagnose
     from ..host.closed import CloseFeed
-    from ..host.look import Needs, look
+    from ..host.look import Needs, look, sockets_needed
 
     with CloseFeed(port=args.port) as feed:
         def first(ns: Any) -> Sample:
-            got = look(ns, Needs("every", args.port, with_info=False), feed=feed).sample
+            # The first look diagnose(interval=) takes: what the rules pick, no tcp_info.
+            needs = Needs(sockets_needed(True), args.port, with_info=False)
+            got = look(ns, needs, feed=feed).sample
             assert got is not None  # a look that is not the exporter's raises instead
             return got
 
