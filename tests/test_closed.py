@@ -855,3 +855,61 @@ def test_a_feed_counts_the_closes_a_full_buffer_dropped(pair: NetnsPair) -> None
     lost = sum(t.lost for t in totals)
     assert lost > 0, totals
     assert closes + lost == 2 * n + 1, (closes, lost)
+
+
+def _ns_look(feed: CloseFeed, ns: object, owners: OwnerCache | None = None) -> Look:
+    if owners is not None:
+        owners.new_look()
+    return look(ns, Needs("rules"), owners=owners, feed=feed)  # type: ignore[arg-type]
+
+
+@root
+@pytest.mark.parametrize(("named", "looks"), [(True, 12), (False, 3), (False, 12)])
+def test_a_reset_socket_its_process_still_holds_is_not_lost_nor_short_lived(
+        pair: NetnsPair, named: bool, looks: int) -> None:
+    # A socket reset while its process holds the descriptor leaves the dumps at once, but
+    # the kernel announces its close only when that descriptor closes: not a close the log
+    # missed, and when it comes its lifetime is the looks' interval, not "under" a look.
+    ns = next(x for x in namespaces() if x.name == pair.a)
+
+    def make() -> tuple[socket.socket, socket.socket, socket.socket]:
+        listener = socket.create_server((pair.addr_a, 0))
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+        return listener, client, server
+
+    owners = OwnerCache() if named else None
+    with CloseFeed(owners=owners, keep=True) as feed:
+        _ns_look(feed, ns, owners)
+        listener, client, server = pair.in_ns("a", make)
+        cport = client.getsockname()[1]
+        lk = _ns_look(feed, ns, owners)
+        if named:  # as a rule on it would: its owner found while it lives
+            mine = [c for c in pysockopt.connections(netns=pair.a, port=cport)
+                    if c.local_port == cport]
+            assert mine and lk.owners.lookup(mine)[mine[0].inode]
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        server.close()  # the client gets the RST, and still holds its descriptor
+        wait_for(lambda: not [c for c in pysockopt.connections(netns=pair.a, port=cport)
+                              if c.local_port == cport], what="the reset client unhashed")
+        # 12: more looks than the held check waits for when no look named the holder: then
+        # it is counted lost for a while, and its announcement takes that back.
+        for _ in range(looks):
+            feed.wait(0.05)
+            _ns_look(feed, ns, owners)
+        assert feed.lost == int(not named and looks == 12)
+        client.close()
+        deadline = time.monotonic() + 10
+        while not any(c.local_port == cport for c in feed.closes):
+            assert time.monotonic() < deadline, feed.closes
+            feed.wait(0.05)
+            last = _ns_look(feed, ns, owners)
+        listener.close()
+        fed, = feed._fed.values()
+        assert fed.lost_now() == 0
+        assert feed.lost == int(not named and looks == 12)  # a counter: it only grows
+    ended = [c for c in feed.closes if c.local_port == cport]
+    assert len(ended) == 1, feed.closes
+    lifetime = ended[0].lifetime
+    assert lifetime is not None and not lifetime.upper_bound and lifetime.at_least > 0, lifetime
+    assert last.closes is not None and last.closes.short_lived == {}, last.closes

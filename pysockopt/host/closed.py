@@ -1114,6 +1114,44 @@ _INODE_BITS: Final = 32
 _INODE_MASK: Final = (1 << _INODE_BITS) - 1
 
 
+#: Looks a followed socket with an inode may be missing from, its holder not known, before
+#: it counts as lost (a socket reset while held is announced only when its holder closes it;
+#: one announced later still is taken back).
+_HELD_LOOKS: Final = 8
+
+
+class _Held(set[int]):
+    """The inodes a process still holds; ``unheld``: those its known holders no longer do."""
+
+    unheld: frozenset[int] = frozenset()
+
+
+def _held(holders: Iterable[tuple[int, tuple[Process, ...]]]) -> _Held:
+    """Return which inodes of ``holders`` (inode, its holders as a lookup named them) are held.
+
+    No walk of /proc: only the descriptors of the processes the looks' lookups named are
+    read, each once. An inode with no named holder is in neither set (its verdict waits).
+    """
+    out = _Held()
+    by_pid: dict[int, set[int]] = {}
+    for inode, procs in holders:
+        for p in procs:
+            by_pid.setdefault(p.pid, set()).add(inode)
+    if not by_pid:
+        return out
+    asked = set().union(*by_pid.values())
+    for pid, want in by_pid.items():
+        names = {f"socket:[{i}]": i for i in want}
+        with contextlib.suppress(OSError), os.scandir(f"/proc/{pid}/fd") as it:
+            for entry in it:
+                with contextlib.suppress(OSError):
+                    found = names.get(os.readlink(entry.path))
+                    if found is not None:
+                        out.add(found)
+    out.unheld = frozenset(asked - out)
+    return out
+
+
 class _Fed:
     """One namespace of a CloseFeed: its subscriber, and the cookies its looks listed."""
 
@@ -1129,6 +1167,10 @@ class _Fed:
         self.listed: dict[int, int] | None = None  # its sockets: cookie -> inode
         self.since: list[ClosedConnection] = []     # closes read since the last observe
         self.lost = 0                       # lost at the last observe
+        # Cookies counted lost, with what ``first`` had (an announcement takes them back).
+        self.declared: dict[int, int] = {}
+        # Missing cookies' holders, as named when they went missing (the held check).
+        self.holders: dict[int, tuple[Process, ...]] = {}
 
     def read(self, owners: OwnerCache | None) -> None:
         """Read the closes that wait (non-blocking) into ``since``."""
@@ -1143,7 +1185,8 @@ class _Fed:
         unseen = Lifetime(0.0, max(0.0, now - self.starts[n - 1])) if n else None
         port = f.port
         first_pop, missing_pop = self.first.pop, self.missing.pop
-        announced, declared = f.announced, f.declared_lost
+        announced, declared_pop = f.announced, self.declared.pop
+        holders_pop = self.holders.pop
         starts, ends = self.starts, self.ends
         known = None if owners is None else owners.known
         new, cls, ns = tuple.__new__, ClosedConnection, f.ns
@@ -1154,11 +1197,13 @@ class _Fed:
             if port is not None and local_port != port and remote_port != port:
                 continue
             packed = first_pop(cookie, None)
-            missing_pop(cookie, None)
+            if missing_pop(cookie, None) is not None:
+                holders_pop(cookie, None)
             announced[cookie] = None
-            if cookie in declared:  # announced after all: not lost
-                del declared[cookie]
-                f.reconciled -= 1
+            if packed is None:
+                packed = declared_pop(cookie, None)
+                if packed is not None:  # announced after all: not lost, and a look saw it
+                    f.reconciled -= 1
             owner: tuple[Process, ...] | None = None
             if packed is None:
                 lifetime = unseen
@@ -1181,11 +1226,12 @@ class _Fed:
             for key in list(itertools.islice(announced, excess)):
                 del announced[key]
 
-    def fold(self, listeners: Iterable[Connection]) -> None:
+    def fold(self, listeners: Iterable[Connection], owners: OwnerCache | None = None) -> None:
         """Fold the look in progress (its listing and ``listeners``) into what was seen.
 
         A cookie a look listed is followed; one that two looks in a row no longer list and
-        was never announced is a close the log missed (counted in ``reconciled``).
+        was never announced is a close the log missed (counted in ``reconciled``) unless a
+        process may still hold it (``_held``). One announced later is taken back.
         """
         listed = self.listed or {}
         for c in listeners:
@@ -1202,17 +1248,41 @@ class _Fed:
             if cookie not in announced:
                 first[cookie] = base | (listed[cookie] & _INODE_MASK)
         gone = first.keys() - listed.keys()
+        holders = self.holders
         for cookie in [k for k in missing if k not in gone]:
             del missing[cookie]
-        declared = self.sub.declared_lost
-        lost = 0
+            holders.pop(cookie, None)
+        declared = self.declared
+        known = None if owners is None else owners.known
+        due = []
         for cookie in gone:
             times = missing.get(cookie, 0) + 1
-            if times < 2:  # its announcement may still be on its way (a workqueue sends it)
-                missing[cookie] = times
+            missing[cookie] = times
+            if times == 1 and known is not None:
+                # Its holders as the looks' lookups named them (kept: the cache forgets an
+                # inode no look asks about).
+                procs = known(first[cookie] & _INODE_MASK)
+                if procs:
+                    holders[cookie] = procs
+            if times >= 2:  # its announcement may still be on its way (a workqueue sends it)
+                due.append(cookie)
+        # Gone from the dumps is not yet freed: a socket reset or timed out while a process
+        # holds its descriptor is unhashed at once and announced only when that closes.
+        # Its named holders' descriptors are read at the 2nd, 4th, 8th... look it is missing
+        # from (a process may hold a million); one nobody named waits _HELD_LOOKS looks.
+        held = _held((first[k] & _INODE_MASK, holders[k]) for k in due
+                     if k in holders and not missing[k] & (missing[k] - 1)) if due else _Held()
+        lost = 0
+        for cookie in due:
+            inode = first[cookie] & _INODE_MASK
+            if cookie in holders:
+                if inode not in held.unheld:
+                    continue  # still held, or not read this time
+            elif inode and missing[cookie] < _HELD_LOOKS:
                 continue
-            del first[cookie], missing[cookie]
-            declared[cookie] = None
+            declared[cookie] = first.pop(cookie)
+            del missing[cookie]
+            holders.pop(cookie, None)
             lost += 1
         while len(declared) > _MAX_DECLARED:
             del declared[next(iter(declared))]
@@ -1327,7 +1397,7 @@ class CloseFeed:
             except OSError as err:
                 self.errors[inode] = f"reading the closed-connection log: {err}"
             if complete:
-                fed.fold(listeners)
+                fed.fold(listeners, self.owners)
             else:
                 fed.listed = None
             got, fed.since = fed.since, []
