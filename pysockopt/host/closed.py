@@ -1309,9 +1309,11 @@ class CloseFeed:
     already found for its inode while it lived, else its owner is None ("unknown").
     ``port``: only closes on that local or remote port (the looks' own ``port``). ``stats``
     counts every close read (the exporter's metrics); ``ports``: the ports counted under
-    their own label besides the looks' listeners. ``errors``: why a namespace has no
-    subscriber (it is tried again at its next look). ``keep``: keep every close in ``closes``
-    too (for a caller that wants the records; watch and the exporter count them only).
+    their own label besides the listeners the looks saw (this one's or an earlier one's: a
+    restarted service's closes keep its port; the ``max_ports`` latest). ``errors``: why a
+    namespace has no subscriber or its last read failed (tried again at its next look).
+    ``keep``: keep every close in ``closes`` too (for a caller that wants the records; watch
+    and the exporter count them only).
     """
 
     def __init__(self, *, port: int | None = None, ports: Iterable[int] = (),
@@ -1330,6 +1332,7 @@ class CloseFeed:
         self._keep = keep
         self._rcvbuf = rcvbuf
         self._fed: dict[int, _Fed] = {}
+        self._seen_ports: dict[int, None] = {}  # listening ports the looks saw, oldest first
         self._gone_lost = 0
         self._epoll = select.epoll()
         self._lock = threading.RLock()
@@ -1403,7 +1406,7 @@ class CloseFeed:
             got, fed.since = fed.since, []
             if self._keep:
                 self.closes += got
-            ports = self.ports | {c.local_port for c in listeners}
+            ports = self.ports | self._listened(listeners)
             self.stats.set_ports(ports)
             interval = CloseStats(ports, max_keys=self.stats.max_keys,
                                   max_ports=self.stats.max_ports)
@@ -1416,6 +1419,21 @@ class CloseFeed:
                 interval.add_lost(lost - fed.lost)
                 fed.lost = lost
             return None if first else interval.totals()
+
+    def _listened(self, listeners: list[Connection]) -> frozenset[int]:
+        """Note the ports ``listeners`` listen on; return every listening port ever seen.
+
+        A service that restarts between two looks (its listener and connections closed)
+        still has its closes counted under its port. Bounded: the ``max_ports`` most recently
+        seen are kept.
+        """
+        seen = self._seen_ports
+        for c in listeners:
+            seen.pop(c.local_port, None)
+            seen[c.local_port] = None
+        while len(seen) > self.stats.max_ports:
+            del seen[next(iter(seen))]
+        return frozenset(seen)
 
     # --- between looks
 
