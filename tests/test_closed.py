@@ -913,3 +913,40 @@ def test_a_reset_socket_its_process_still_holds_is_not_lost_nor_short_lived(
     lifetime = ended[0].lifetime
     assert lifetime is not None and not lifetime.upper_bound and lifetime.at_least > 0, lifetime
     assert last.closes is not None and last.closes.short_lived == {}, last.closes
+
+
+@root
+def test_short_lived_churn_counts_each_connection_once_by_its_outbound_end(
+        pair: NetnsPair) -> None:
+    # Loopback churn: each connection has two ends closing; the accepted one is not a
+    # connection "to" its client's address. No look saw them: their owner is unknown (the
+    # close names none, and another process's sockets to the same address do not say).
+    ns = next(x for x in namespaces() if x.name == pair.a)
+    n = 30
+
+    def churn() -> int:
+        listener = socket.create_server((pair.addr_a, 0))
+        for _ in range(n):
+            c = socket.create_connection(listener.getsockname())
+            s, _ = listener.accept()
+            c.close()
+            s.close()
+        port: int = listener.getsockname()[1]
+        listener.close()
+        return port
+
+    with CloseFeed(keep=True) as feed:
+        look(ns, Needs("rules"), feed=feed)
+        held = pair.in_ns("a", lambda: socket.create_server((pair.addr_a, 0)))
+        look(ns, Needs("rules"), feed=feed)  # a listener a look saw: its accepted ends
+        port = pair.in_ns("a", churn)
+        deadline = time.monotonic() + 10
+        while sum(1 for c in feed.closes if port in (c.local_port, c.remote_port)) < 2 * n:
+            assert time.monotonic() < deadline, len(feed.closes)
+            feed.wait(0.05)
+            last = look(ns, Needs("rules"), feed=feed)
+        held.close()
+    totals = feed.stats.totals()
+    assert totals.short_lived == {(pair.addr_a, "unknown"): n}, totals.short_lived
+    assert last.closes is not None
+

@@ -1006,16 +1006,20 @@ class CloseStats:
     """Fold ClosedConnections into bounded counters (``add``), read them with ``totals()``.
 
     ``ports``: the ports that get their own label (listeners and the exporter's ``--ports``);
-    any other close counts under "other". ``max_keys`` bounds every per-destination or per-owner
-    mapping: past it, new keys count under "other"; ``max_ports`` bounds the port labels ever
-    used (a host with thousands of listeners still has at most ``max_ports`` + 1 of them):
-    the cardinality is asserted in tests. An owner no look named counts as "unknown".
-    Counters only grow (Prometheus ``_total``), so a scrape reads ``totals()`` each time.
+    any other close counts under "other". ``listening``: the local ports of listeners: a
+    close on one is an accepted (inbound) end, not counted as a short-lived connection to its
+    client (a loopback connection would count twice). ``max_keys`` bounds every
+    per-destination or per-owner mapping: past it, new keys count under "other";
+    ``max_ports`` bounds the port labels ever used (a host with thousands of listeners still
+    has at most ``max_ports`` + 1 of them): the cardinality is asserted in tests. An owner
+    no look named counts as "unknown". Counters only grow (Prometheus ``_total``), so a
+    scrape reads ``totals()`` each time.
     """
 
     def __init__(self, ports: Iterable[int] = (), *, max_keys: int = 64,
-                 max_ports: int = 64) -> None:
+                 max_ports: int = 64, listening: Iterable[int] = ()) -> None:
         self.ports = frozenset(int(p) for p in ports)
+        self.listening = frozenset(int(p) for p in listening)
         for name, value in (("max_keys", max_keys), ("max_ports", max_ports)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidConfigError(name, value, "an int >= 1")
@@ -1035,13 +1039,15 @@ class CloseStats:
         self._retrans = 0
         self._lost = 0
 
-    def set_ports(self, ports: Iterable[int]) -> None:
+    def set_ports(self, ports: Iterable[int], listening: Iterable[int] | None = None) -> None:
         """Change the ports that get their own label (listeners come and go between scrapes).
 
         Closes counted before keep their labels; the number of port labels stays bounded by
-        how many ports are ever tracked.
+        how many ports are ever tracked. ``listening``: the listening ports, when given.
         """
         self.ports = frozenset(int(p) for p in ports)
+        if listening is not None:
+            self.listening = frozenset(int(p) for p in listening)
 
     def port_label(self, c: ClosedConnection) -> str:
         """Return the port a close counts under: local or remote when tracked, else other.
@@ -1078,7 +1084,8 @@ class CloseStats:
             for i, bound in enumerate(LIFETIME_BUCKETS):
                 if value <= bound:
                     self._buckets[i] += 1
-            if c.lifetime.upper_bound:
+            if c.lifetime.upper_bound and c.local_port not in self.listening:
+                # Its outbound end only: an accepted connection is not one "to" its client.
                 self._bump(self._short, (c.remote_address, owner),  # type: ignore[arg-type]
                            ("other", "other"))
         if c.verdict is Verdict.GAVE_UP:
@@ -1406,10 +1413,11 @@ class CloseFeed:
             got, fed.since = fed.since, []
             if self._keep:
                 self.closes += got
-            ports = self.ports | self._listened(listeners)
-            self.stats.set_ports(ports)
+            listening = self._listened(listeners, got)
+            ports = self.ports | listening
+            self.stats.set_ports(ports, listening)
             interval = CloseStats(ports, max_keys=self.stats.max_keys,
-                                  max_ports=self.stats.max_ports)
+                                  max_ports=self.stats.max_ports, listening=listening)
             for c in got:
                 self.stats.add(c)
                 interval.add(c)
@@ -1420,17 +1428,21 @@ class CloseFeed:
                 fed.lost = lost
             return None if first else interval.totals()
 
-    def _listened(self, listeners: list[Connection]) -> frozenset[int]:
+    def _listened(self, listeners: list[Connection],
+                  closes: list[ClosedConnection]) -> frozenset[int]:
         """Note the ports ``listeners`` listen on; return every listening port ever seen.
 
         A service that restarts between two looks (its listener and connections closed)
-        still has its closes counted under its port. Bounded: the ``max_ports`` most recently
-        seen are kept.
+        still has its closes counted under its port; a listener no look saw is known by its
+        own close (no peer). Bounded: the ``max_ports`` most recently seen are kept.
         """
         seen = self._seen_ports
-        for c in listeners:
-            seen.pop(c.local_port, None)
-            seen[c.local_port] = None
+        ports = [c.local_port for c in listeners]
+        ports += [c.local_port for c in closes
+                  if c.remote_port == 0 and c.remote_address in ("0.0.0.0", "::")]
+        for port in ports:
+            seen.pop(port, None)
+            seen[port] = None
         while len(seen) > self.stats.max_ports:
             del seen[next(iter(seen))]
         return frozenset(seen)
