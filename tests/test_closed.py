@@ -950,3 +950,42 @@ def test_short_lived_churn_counts_each_connection_once_by_its_outbound_end(
     assert totals.short_lived == {(pair.addr_a, "unknown"): n}, totals.short_lived
     assert last.closes is not None
 
+
+
+@root
+def test_a_feeds_state_per_namespace_stays_bounded_over_many_looks(pair: NetnsPair) -> None:
+    # Each look folds, each close is read: what a namespace keeps is what is still referenced
+    # (the followed sockets, the closes of the interval), not one entry per look or close ever.
+    ns = next(x for x in namespaces() if x.name == pair.a)
+    per_look, looks = 5, 80
+
+    def make() -> tuple[socket.socket, socket.socket, socket.socket]:
+        listener = socket.create_server((pair.addr_a, 0))
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+        return listener, client, server
+
+    def churn(listener: socket.socket) -> None:
+        for _ in range(per_look):
+            c = socket.create_connection(listener.getsockname())
+            s, _ = listener.accept()
+            c.close()
+            s.close()
+
+    with CloseFeed() as feed:
+        look(ns, Needs("rules"), feed=feed)
+        listener, client, server = pair.in_ns("a", make)  # followed all along
+        for _ in range(looks):
+            pair.in_ns("a", lambda: churn(listener))
+            feed.wait(0.01)
+            look(ns, Needs("rules"), feed=feed)
+        fed, = feed._fed.values()
+        sizes = {f"{owner}.{name}": len(value)
+                 for owner, obj in (("fed", fed), ("sub", fed.sub))
+                 for name, value in vars(obj).items()
+                 if isinstance(value, (list, dict, set))}
+        assert feed.stats.totals().closes >= looks * per_look * 2
+        for s in (listener, client, server):
+            s.close()
+    # 3 sockets followed; at most one interval's closes (2 per connection) remembered.
+    assert all(n <= 2 * per_look + 3 for n in sizes.values()), sizes

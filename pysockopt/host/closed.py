@@ -1167,8 +1167,12 @@ class _Fed:
         self.sub = _Follower(ns, fd, port)
         self.first: dict[int, int] = {}     # cookie -> first look's index << 32 | inode
         self.missing: dict[int, int] = {}   # cookie -> looks it has been missing from
-        self.starts: list[float] = []
-        self.ends: list[float] = []
+        # The looks a followed (or declared) cookie refers to: index -> (the previous look's
+        # start, its dump's end), with how many cookies refer to each; dropped at 0.
+        self.looks: dict[int, tuple[float | None, float]] = {}
+        self.refs: dict[int, int] = {}
+        self.folded = 0                     # looks folded in
+        self.last_start: float | None = None  # the start of the last look folded in
         self.start = 0.0                    # the look in progress: when it entered
         self.end = 0.0                      # and when its dump ended
         self.listed: dict[int, int] | None = None  # its sockets: cookie -> inode
@@ -1186,15 +1190,15 @@ class _Fed:
         if not recs:
             return
         now_wall, now = time.time(), time.monotonic()
-        n = len(self.starts)
+        last = self.last_start
         # No look listed it: it was not there at the last look (whose dump ended before the
         # closes read at its fold were read), so it was born after that look began.
-        unseen = Lifetime(0.0, max(0.0, now - self.starts[n - 1])) if n else None
+        unseen = None if last is None else Lifetime(0.0, max(0.0, now - last))
         port = f.port
         first_pop, missing_pop = self.first.pop, self.missing.pop
         announced, declared_pop = f.announced, self.declared.pop
         holders_pop = self.holders.pop
-        starts, ends = self.starts, self.ends
+        looks, refs = self.looks, self.refs
         known = None if owners is None else owners.known
         new, cls, ns = tuple.__new__, ClosedConnection, f.ns
         append = self.since.append
@@ -1216,9 +1220,14 @@ class _Fed:
                 lifetime = unseen
             else:
                 k, inode = packed >> _INODE_BITS, packed & _INODE_MASK
-                at_least = max(0.0, now - ends[k])
-                lifetime = Lifetime(at_least, None if k == 0
-                                    else max(at_least, now - starts[k - 1]))
+                before, end = looks[k]
+                if refs[k] > 1:
+                    refs[k] -= 1
+                else:
+                    del refs[k], looks[k]
+                at_least = max(0.0, now - end)
+                lifetime = Lifetime(at_least, None if before is None
+                                    else max(at_least, now - before))
                 if known is not None and inode:
                     owner = known(inode)
             wqueue = wqueue or 0
@@ -1245,15 +1254,20 @@ class _Fed:
             if c.cookie:
                 listed[c.cookie] = c.inode
         self.listed = None
-        index = len(self.starts)
-        self.starts.append(self.start)
-        self.ends.append(self.end)
+        index = self.folded
+        self.folded += 1
+        before, self.last_start = self.last_start, self.start
         first, missing = self.first, self.missing
         announced = self.sub.announced
         base = index << _INODE_BITS
+        new = 0
         for cookie in listed.keys() - first.keys():
             if cookie not in announced:
                 first[cookie] = base | (listed[cookie] & _INODE_MASK)
+                new += 1
+        if new:
+            self.looks[index] = (before, self.end)
+            self.refs[index] = new
         gone = first.keys() - listed.keys()
         holders = self.holders
         for cookie in [k for k in missing if k not in gone]:
@@ -1292,8 +1306,14 @@ class _Fed:
             holders.pop(cookie, None)
             lost += 1
         while len(declared) > _MAX_DECLARED:
-            del declared[next(iter(declared))]
+            self._unref(declared.pop(next(iter(declared))) >> _INODE_BITS)
         self.sub.reconciled += lost
+
+    def _unref(self, k: int) -> None:
+        if self.refs[k] > 1:
+            self.refs[k] -= 1
+        else:
+            del self.refs[k], self.looks[k]
 
     def lost_now(self) -> int:
         """Return the closes missed here: the larger of the kernel's drops and the reconciled."""
@@ -1366,6 +1386,9 @@ class CloseFeed:
                 self._epoll.register(fd, select.EPOLLIN)
             fed.start = time.monotonic()
             fed.listed = None
+            # What fold needs of the announcements: those read since this look began (one
+            # read earlier was freed before this look's dump, which cannot list it).
+            fed.sub.announced.clear()
 
     def listed(self, inode: int, dump: NativeDump) -> None:
         """List the sockets a look dumped in namespace ``inode`` (before a tally compacts them)."""
@@ -1401,7 +1424,7 @@ class CloseFeed:
             if fed is None:
                 return None
             listeners = list(listeners)
-            first = not fed.starts
+            first = not fed.folded
             try:
                 fed.read(self.owners)
             except OSError as err:
