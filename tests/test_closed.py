@@ -989,3 +989,31 @@ def test_a_feeds_state_per_namespace_stays_bounded_over_many_looks(pair: NetnsPa
             s.close()
     # 3 sockets followed; at most one interval's closes (2 per connection) remembered.
     assert all(n <= 2 * per_look + 3 for n in sizes.values()), sizes
+
+
+def test_a_feeds_read_error_is_said_once_and_dropped_with_its_namespace() -> None:
+    # A read that fails (here: the subscriber's descriptor made a pipe for one look, a real
+    # ENOTSOCK) is said by the next look's errors, not by every look after; and a namespace
+    # no longer followed takes its error with it.
+    def failing_look(feed: CloseFeed, fd: int) -> None:
+        saved = os.dup(fd)
+        r, w = os.pipe()
+        try:
+            os.dup2(r, fd)
+            look(None, Needs("rules"), feed=feed)
+            os.dup2(saved, fd)
+        finally:
+            for x in (saved, r, w):
+                os.close(x)
+
+    with CloseFeed() as feed:
+        first = look(None, Needs("rules"), feed=feed)
+        fd = feed._fed[first.inode].sub.fd
+        failing_look(feed, fd)
+        assert "Socket operation on non-socket" in feed.errors[first.inode], feed.errors
+        look(None, Needs("rules"), feed=feed)
+        assert first.inode not in feed.errors, feed.errors
+        failing_look(feed, fd)
+        assert first.inode in feed.errors
+        feed.keep([])
+        assert feed.errors == {}

@@ -1178,6 +1178,7 @@ class _Fed:
         self.listed: dict[int, int] | None = None  # its sockets: cookie -> inode
         self.since: list[ClosedConnection] = []     # closes read since the last observe
         self.lost = 0                       # lost at the last observe
+        self.failed = False                 # a read failed since the last observe
         # Cookies counted lost, with what ``first`` had (an announcement takes them back).
         self.declared: dict[int, int] = {}
         # Missing cookies' holders, as named when they went missing (the held check).
@@ -1429,6 +1430,12 @@ class CloseFeed:
                 fed.read(self.owners)
             except OSError as err:
                 self.errors[inode] = f"reading the closed-connection log: {err}"
+                fed.failed = True
+            # A read error is said by the look after it (this one), then no more unless a
+            # read fails again (not on every scrape after one transient failure).
+            if not fed.failed:
+                self.errors.pop(inode, None)
+            fed.failed = False
             if complete:
                 fed.fold(listeners, self.owners)
             else:
@@ -1494,6 +1501,7 @@ class CloseFeed:
                         fed.read(self.owners)
                     except OSError as err:
                         self.errors[key] = f"reading the closed-connection log: {err}"
+                        fed.failed = True
 
     def start_reader(self) -> None:
         """Read closes on a daemon thread until ``close()``.
@@ -1518,6 +1526,7 @@ class CloseFeed:
 
     def _drop(self, key: int) -> None:
         fed = self._fed.pop(key)
+        self.errors.pop(key, None)
         with contextlib.suppress(OSError):
             fed.read(self.owners)  # what it announced before going still counts
         for c in fed.since:
