@@ -1443,8 +1443,12 @@ class CloseFeed:
             got, fed.since = fed.since, []
             if self._keep:
                 self.closes += got
-            listening = self._listened(listeners, got)
-            ports = self.ports | listening
+            seen = self._listened(listeners)
+            ports = self.ports | seen
+            # Which closes are accepted ends: on a listener a look saw, or one no look saw
+            # whose own close (no peer) came with them. Only the former label a port.
+            listening = seen | {c.local_port for c in got if c.remote_port == 0
+                                and c.remote_address in ("0.0.0.0", "::")}
             self.stats.set_ports(ports, listening)
             interval = CloseStats(ports, max_keys=self.stats.max_keys,
                                   max_ports=self.stats.max_ports, listening=listening)
@@ -1458,19 +1462,15 @@ class CloseFeed:
                 fed.lost = lost
             return None if first else interval.totals()
 
-    def _listened(self, listeners: list[Connection],
-                  closes: list[ClosedConnection]) -> frozenset[int]:
-        """Note the ports ``listeners`` listen on; return every listening port ever seen.
+    def _listened(self, listeners: list[Connection]) -> frozenset[int]:
+        """Note the ports ``listeners`` listen on; return every listening port a look saw.
 
         A service that restarts between two looks (its listener and connections closed)
-        still has its closes counted under its port; a listener no look saw is known by its
-        own close (no peer). Bounded: the ``max_ports`` most recently seen are kept.
+        still has its closes counted under its port. Bounded: the ``max_ports`` most
+        recently seen are kept.
         """
         seen = self._seen_ports
-        ports = [c.local_port for c in listeners]
-        ports += [c.local_port for c in closes
-                  if c.remote_port == 0 and c.remote_address in ("0.0.0.0", "::")]
-        for port in ports:
+        for port in [c.local_port for c in listeners]:
             seen.pop(port, None)
             seen[port] = None
         while len(seen) > self.stats.max_ports:
