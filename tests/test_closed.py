@@ -1017,3 +1017,30 @@ def test_a_feeds_read_error_is_said_once_and_dropped_with_its_namespace() -> Non
         assert first.inode in feed.errors
         feed.keep([])
         assert feed.errors == {}
+
+
+def test_the_reader_thread_says_an_unexpected_failure_and_keeps_reading() -> None:
+    # A read that raises something other than OSError (a decoding bug, say: here the
+    # namespace's read made to raise once) is said in errors; the thread reads on.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    with CloseFeed(port=port) as feed:
+        first = look(None, Needs("rules", port), feed=feed)
+        fed = feed._fed[first.inode]
+        real = fed.read
+        calls = []
+
+        def broken(owners: OwnerCache | None) -> None:
+            calls.append(1)
+            fed.read = real  # type: ignore[method-assign]
+            raise RuntimeError("a decoding bug")
+
+        fed.read = broken  # type: ignore[method-assign]
+        feed.start_reader()
+        socket.create_connection(listener.getsockname()).close()
+        wait_for(lambda: first.inode in feed.errors, 10, "the failure said")
+        assert "RuntimeError: a decoding bug" in feed.errors[first.inode]
+        socket.create_connection(listener.getsockname()).close()
+        wait_for(lambda: fed.since, 10, "a close read by the thread after the failure")
+        assert feed._reader is not None and feed._reader.is_alive() and calls == [1]
+    listener.close()

@@ -1502,6 +1502,10 @@ class CloseFeed:
                     except OSError as err:
                         self.errors[key] = f"reading the closed-connection log: {err}"
                         fed.failed = True
+                    except Exception as err:  # said, and the thread reads on
+                        self.errors[key] = ("reading the closed-connection log: "
+                                            f"{type(err).__name__}: {err}")
+                        fed.failed = True
 
     def start_reader(self) -> None:
         """Read closes on a daemon thread until ``close()``.
