@@ -1335,7 +1335,9 @@ class CloseFeed:
 
     Owners are never walked for: a close is named by what ``owners`` (the looks' OwnerCache)
     already found for its inode while it lived, else its owner is None ("unknown").
-    ``port``: only closes on that local or remote port (the looks' own ``port``). ``stats``
+    ``port``: only closes on that local or remote port (the looks' own ``port``; ``lost``
+    still counts the kernel's drops of every close in the namespace: its drop count has no
+    port, so with ``port`` it is an upper bound). ``stats``
     counts every close read (the exporter's metrics); ``ports``: the ports counted under
     their own label besides the listeners the looks saw (this one's or an earlier one's: a
     restarted service's closes keep its port; the ``max_ports`` latest). ``errors``: why a
