@@ -60,10 +60,10 @@ def closes_once(ns: str, table: str = "pso_closes", given_up: int = 4, churn: in
 
 
 def closes_scene(ns: str, stop: threading.Event, errors: list[BaseException],
-                 churn: int = 10) -> None:
+                 churn: int = 10, given_up: int = 4) -> None:
     """Until ``stop``: rounds of ``closes_once``; what fails goes to ``errors``."""
     try:
         while not stop.is_set():
-            closes_once(ns, churn=churn)
+            closes_once(ns, churn=churn, given_up=given_up)
     except BaseException as err:
         errors.append(err)

@@ -617,7 +617,10 @@ def test_the_rules_on_closes_fire_in_diagnose_interval_and_a_second_scrape() -> 
     dying = dict((e.name, e.value) for e in found["PEERS_DYING"].evidence)
     assert dying["remote_address"] == "127.0.0.1" and int(dying["gave_up"]) >= 3
     churn = dict((e.name, e.value) for e in found["SHORT_LIVED_CHURN"].evidence)
-    assert int(churn["short_lived"]) >= 5 and "owner" in churn
+    # No look saw those connections: their owner is not knowable, and is said so (not the
+    # command of some other socket to 127.0.0.1). Counted once per connection: the exact
+    # count is asserted in test_closed.py.
+    assert int(churn["short_lived"]) >= 5 and churn["owner"] == "unknown", churn
     unacked = dict((e.name, e.value) for e in found["CLOSED_WITH_UNACKED_DATA"].evidence)
     assert int(unacked["unacked_closes"]) >= 3
     cli = {f["code"] for f in json.loads(out.getvalue())["namespaces"][0]["diagnosis"]

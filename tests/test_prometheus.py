@@ -1075,6 +1075,10 @@ def test_a_scrape_after_real_closes_counts_them_by_port_and_verdict(netns: str) 
 @pytest.mark.root
 def test_closed_connection_series_are_bounded_by_ports_and_verdicts(netns: str) -> None:
     kept = in_ns(netns, lambda: socket.create_server(("127.0.0.1", 0)))
+    # A service that restarts between two scrapes: a scrape saw its listener, and the
+    # listener and its connections are gone by the next one: still counted under its port.
+    restarted = in_ns(netns, lambda: socket.create_server(("127.0.0.1", 0)))
+    again = str(restarted.getsockname()[1])
     try:
         listed = 40000 + os.getpid() % 20000  # a --ports entry nothing uses
         registry = _registry(prom.SocketCollector(netns=netns, ports=[listed]))
@@ -1083,18 +1087,22 @@ def test_closed_connection_series_are_bounded_by_ports_and_verdicts(netns: str) 
         gone = in_ns(netns, lambda: socket.create_server(("127.0.0.1", 0)))
         _closes_in(netns, kept, 2)
         _closes_in(netns, gone, 2)
+        _closes_in(netns, restarted, 2)
         gone.close()
-        got = wait_for(lambda: (lambda g: g if sum(_closed(g).values()) >= 8 else None)(
-            samples(generate_latest(registry).decode())), timeout=60, what="8 closes")
+        restarted.close()
+        got = wait_for(lambda: (lambda g: g if sum(_closed(g).values()) >= 14 else None)(
+            samples(generate_latest(registry).decode())), timeout=60, what="14 closes")
         series = _closed(got)
-        ports = {str(kept.getsockname()[1]), str(listed)}
-        assert {p for p, _ in series} == {str(kept.getsockname()[1]), "other"}
+        ports = {str(kept.getsockname()[1]), str(listed), again}
+        assert {p for p, _ in series} == {str(kept.getsockname()[1]), again, "other"}
         assert {v for _, v in series} <= set(prom.VERDICTS)
         assert len(series) <= (len(ports) + 1) * len(prom.VERDICTS)
         assert series[(str(kept.getsockname()[1]), "normal")] == 4
+        assert series[(again, "normal")] == 4
         assert series[("other", "normal")] == 4
     finally:
         kept.close()
+        restarted.close()
 
 
 @pytest.mark.root

@@ -383,13 +383,15 @@ def test_ndjson_fires_the_rules_on_closes() -> None:
                            capture_output=True)
         stop = threading.Event()
         errors: list[BaseException] = []
-        scene = threading.Thread(target=closes_scene, args=(ns, stop, errors, 40))
+        scene = threading.Thread(target=closes_scene, args=(ns, stop, errors, 150, 6))
         scene.start()
         try:
             # Default thresholds: 3 connections to one peer given up within a sample, 5
-            # with data unacknowledged, 100 short-lived to one address (~160 a sample).
+            # with data unacknowledged on one port (each round listens on a new one: 6 a
+            # round), 100 short-lived to one address (each connection counted once: 150 a
+            # round, a round or more a sample).
             r = subprocess.run(_watch("--json", "--netns", ns, "--count", "5", "--interval",
-                                      "3"), capture_output=True, text=True, env=_env(),
+                                      "5"), capture_output=True, text=True, env=_env(),
                                timeout=180)
         finally:
             stop.set()

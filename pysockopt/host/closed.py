@@ -1006,16 +1006,20 @@ class CloseStats:
     """Fold ClosedConnections into bounded counters (``add``), read them with ``totals()``.
 
     ``ports``: the ports that get their own label (listeners and the exporter's ``--ports``);
-    any other close counts under "other". ``max_keys`` bounds every per-destination or per-owner
-    mapping: past it, new keys count under "other"; ``max_ports`` bounds the port labels ever
-    used (a host with thousands of listeners still has at most ``max_ports`` + 1 of them):
-    the cardinality is asserted in tests. An owner no look named counts as "unknown".
-    Counters only grow (Prometheus ``_total``), so a scrape reads ``totals()`` each time.
+    any other close counts under "other". ``listening``: the local ports of listeners: a
+    close on one is an accepted (inbound) end, not counted as a short-lived connection to its
+    client (a loopback connection would count twice). ``max_keys`` bounds every
+    per-destination or per-owner mapping: past it, new keys count under "other";
+    ``max_ports`` bounds the port labels ever used (a host with thousands of listeners still
+    has at most ``max_ports`` + 1 of them): the cardinality is asserted in tests. An owner
+    no look named counts as "unknown". Counters only grow (Prometheus ``_total``), so a
+    scrape reads ``totals()`` each time.
     """
 
     def __init__(self, ports: Iterable[int] = (), *, max_keys: int = 64,
-                 max_ports: int = 64) -> None:
+                 max_ports: int = 64, listening: Iterable[int] = ()) -> None:
         self.ports = frozenset(int(p) for p in ports)
+        self.listening = frozenset(int(p) for p in listening)
         for name, value in (("max_keys", max_keys), ("max_ports", max_ports)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidConfigError(name, value, "an int >= 1")
@@ -1035,13 +1039,15 @@ class CloseStats:
         self._retrans = 0
         self._lost = 0
 
-    def set_ports(self, ports: Iterable[int]) -> None:
+    def set_ports(self, ports: Iterable[int], listening: Iterable[int] | None = None) -> None:
         """Change the ports that get their own label (listeners come and go between scrapes).
 
         Closes counted before keep their labels; the number of port labels stays bounded by
-        how many ports are ever tracked.
+        how many ports are ever tracked. ``listening``: the listening ports, when given.
         """
         self.ports = frozenset(int(p) for p in ports)
+        if listening is not None:
+            self.listening = frozenset(int(p) for p in listening)
 
     def port_label(self, c: ClosedConnection) -> str:
         """Return the port a close counts under: local or remote when tracked, else other.
@@ -1078,7 +1084,8 @@ class CloseStats:
             for i, bound in enumerate(LIFETIME_BUCKETS):
                 if value <= bound:
                     self._buckets[i] += 1
-            if c.lifetime.upper_bound:
+            if c.lifetime.upper_bound and c.local_port not in self.listening:
+                # Its outbound end only: an accepted connection is not one "to" its client.
                 self._bump(self._short, (c.remote_address, owner),  # type: ignore[arg-type]
                            ("other", "other"))
         if c.verdict is Verdict.GAVE_UP:
@@ -1114,6 +1121,44 @@ _INODE_BITS: Final = 32
 _INODE_MASK: Final = (1 << _INODE_BITS) - 1
 
 
+#: Looks a followed socket with an inode may be missing from, its holder not known, before
+#: it counts as lost (a socket reset while held is announced only when its holder closes it;
+#: one announced later still is taken back).
+_HELD_LOOKS: Final = 8
+
+
+class _Held(set[int]):
+    """The inodes a process still holds; ``unheld``: those its known holders no longer do."""
+
+    unheld: frozenset[int] = frozenset()
+
+
+def _held(holders: Iterable[tuple[int, tuple[Process, ...]]]) -> _Held:
+    """Return which inodes of ``holders`` (inode, its holders as a lookup named them) are held.
+
+    No walk of /proc: only the descriptors of the processes the looks' lookups named are
+    read, each once. An inode with no named holder is in neither set (its verdict waits).
+    """
+    out = _Held()
+    by_pid: dict[int, set[int]] = {}
+    for inode, procs in holders:
+        for p in procs:
+            by_pid.setdefault(p.pid, set()).add(inode)
+    if not by_pid:
+        return out
+    asked = set().union(*by_pid.values())
+    for pid, want in by_pid.items():
+        names = {f"socket:[{i}]": i for i in want}
+        with contextlib.suppress(OSError), os.scandir(f"/proc/{pid}/fd") as it:
+            for entry in it:
+                with contextlib.suppress(OSError):
+                    found = names.get(os.readlink(entry.path))
+                    if found is not None:
+                        out.add(found)
+    out.unheld = frozenset(asked - out)
+    return out
+
+
 class _Fed:
     """One namespace of a CloseFeed: its subscriber, and the cookies its looks listed."""
 
@@ -1122,13 +1167,22 @@ class _Fed:
         self.sub = _Follower(ns, fd, port)
         self.first: dict[int, int] = {}     # cookie -> first look's index << 32 | inode
         self.missing: dict[int, int] = {}   # cookie -> looks it has been missing from
-        self.starts: list[float] = []
-        self.ends: list[float] = []
+        # The looks a followed (or declared) cookie refers to: index -> (the previous look's
+        # start, its dump's end), with how many cookies refer to each; dropped at 0.
+        self.looks: dict[int, tuple[float | None, float]] = {}
+        self.refs: dict[int, int] = {}
+        self.folded = 0                     # looks folded in
+        self.last_start: float | None = None  # the start of the last look folded in
         self.start = 0.0                    # the look in progress: when it entered
         self.end = 0.0                      # and when its dump ended
         self.listed: dict[int, int] | None = None  # its sockets: cookie -> inode
         self.since: list[ClosedConnection] = []     # closes read since the last observe
         self.lost = 0                       # lost at the last observe
+        self.failed = False                 # a read failed since the last observe
+        # Cookies counted lost, with what ``first`` had (an announcement takes them back).
+        self.declared: dict[int, int] = {}
+        # Missing cookies' holders, as named when they went missing (the held check).
+        self.holders: dict[int, tuple[Process, ...]] = {}
 
     def read(self, owners: OwnerCache | None) -> None:
         """Read the closes that wait (non-blocking) into ``since``."""
@@ -1137,14 +1191,15 @@ class _Fed:
         if not recs:
             return
         now_wall, now = time.time(), time.monotonic()
-        n = len(self.starts)
+        last = self.last_start
         # No look listed it: it was not there at the last look (whose dump ended before the
         # closes read at its fold were read), so it was born after that look began.
-        unseen = Lifetime(0.0, max(0.0, now - self.starts[n - 1])) if n else None
+        unseen = None if last is None else Lifetime(0.0, max(0.0, now - last))
         port = f.port
         first_pop, missing_pop = self.first.pop, self.missing.pop
-        announced, declared = f.announced, f.declared_lost
-        starts, ends = self.starts, self.ends
+        announced, declared_pop = f.announced, self.declared.pop
+        holders_pop = self.holders.pop
+        looks, refs = self.looks, self.refs
         known = None if owners is None else owners.known
         new, cls, ns = tuple.__new__, ClosedConnection, f.ns
         append = self.since.append
@@ -1154,19 +1209,26 @@ class _Fed:
             if port is not None and local_port != port and remote_port != port:
                 continue
             packed = first_pop(cookie, None)
-            missing_pop(cookie, None)
+            if missing_pop(cookie, None) is not None:
+                holders_pop(cookie, None)
             announced[cookie] = None
-            if cookie in declared:  # announced after all: not lost
-                del declared[cookie]
-                f.reconciled -= 1
+            if packed is None:
+                packed = declared_pop(cookie, None)
+                if packed is not None:  # announced after all: not lost, and a look saw it
+                    f.reconciled -= 1
             owner: tuple[Process, ...] | None = None
             if packed is None:
                 lifetime = unseen
             else:
                 k, inode = packed >> _INODE_BITS, packed & _INODE_MASK
-                at_least = max(0.0, now - ends[k])
-                lifetime = Lifetime(at_least, None if k == 0
-                                    else max(at_least, now - starts[k - 1]))
+                before, end = looks[k]
+                if refs[k] > 1:
+                    refs[k] -= 1
+                else:
+                    del refs[k], looks[k]
+                at_least = max(0.0, now - end)
+                lifetime = Lifetime(at_least, None if before is None
+                                    else max(at_least, now - before))
                 if known is not None and inode:
                     owner = known(inode)
             wqueue = wqueue or 0
@@ -1181,42 +1243,78 @@ class _Fed:
             for key in list(itertools.islice(announced, excess)):
                 del announced[key]
 
-    def fold(self, listeners: Iterable[Connection]) -> None:
+    def fold(self, listeners: Iterable[Connection], owners: OwnerCache | None = None) -> None:
         """Fold the look in progress (its listing and ``listeners``) into what was seen.
 
         A cookie a look listed is followed; one that two looks in a row no longer list and
-        was never announced is a close the log missed (counted in ``reconciled``).
+        was never announced is a close the log missed (counted in ``reconciled``) unless a
+        process may still hold it (``_held``). One announced later is taken back.
         """
         listed = self.listed or {}
         for c in listeners:
             if c.cookie:
                 listed[c.cookie] = c.inode
         self.listed = None
-        index = len(self.starts)
-        self.starts.append(self.start)
-        self.ends.append(self.end)
+        index = self.folded
+        self.folded += 1
+        before, self.last_start = self.last_start, self.start
         first, missing = self.first, self.missing
         announced = self.sub.announced
         base = index << _INODE_BITS
+        new = 0
         for cookie in listed.keys() - first.keys():
             if cookie not in announced:
                 first[cookie] = base | (listed[cookie] & _INODE_MASK)
+                new += 1
+        if new:
+            self.looks[index] = (before, self.end)
+            self.refs[index] = new
         gone = first.keys() - listed.keys()
+        holders = self.holders
         for cookie in [k for k in missing if k not in gone]:
             del missing[cookie]
-        declared = self.sub.declared_lost
-        lost = 0
+            holders.pop(cookie, None)
+        declared = self.declared
+        known = None if owners is None else owners.known
+        due = []
         for cookie in gone:
             times = missing.get(cookie, 0) + 1
-            if times < 2:  # its announcement may still be on its way (a workqueue sends it)
-                missing[cookie] = times
+            missing[cookie] = times
+            if times == 1 and known is not None:
+                # Its holders as the looks' lookups named them (kept: the cache forgets an
+                # inode no look asks about).
+                procs = known(first[cookie] & _INODE_MASK)
+                if procs:
+                    holders[cookie] = procs
+            if times >= 2:  # its announcement may still be on its way (a workqueue sends it)
+                due.append(cookie)
+        # Gone from the dumps is not yet freed: a socket reset or timed out while a process
+        # holds its descriptor is unhashed at once and announced only when that closes.
+        # Its named holders' descriptors are read at the 2nd, 4th, 8th... look it is missing
+        # from (a process may hold a million); one nobody named waits _HELD_LOOKS looks.
+        held = _held((first[k] & _INODE_MASK, holders[k]) for k in due
+                     if k in holders and not missing[k] & (missing[k] - 1)) if due else _Held()
+        lost = 0
+        for cookie in due:
+            inode = first[cookie] & _INODE_MASK
+            if cookie in holders:
+                if inode not in held.unheld:
+                    continue  # still held, or not read this time
+            elif inode and missing[cookie] < _HELD_LOOKS:
                 continue
-            del first[cookie], missing[cookie]
-            declared[cookie] = None
+            declared[cookie] = first.pop(cookie)
+            del missing[cookie]
+            holders.pop(cookie, None)
             lost += 1
         while len(declared) > _MAX_DECLARED:
-            del declared[next(iter(declared))]
+            self._unref(declared.pop(next(iter(declared))) >> _INODE_BITS)
         self.sub.reconciled += lost
+
+    def _unref(self, k: int) -> None:
+        if self.refs[k] > 1:
+            self.refs[k] -= 1
+        else:
+            del self.refs[k], self.looks[k]
 
     def lost_now(self) -> int:
         """Return the closes missed here: the larger of the kernel's drops and the reconciled."""
@@ -1237,11 +1335,15 @@ class CloseFeed:
 
     Owners are never walked for: a close is named by what ``owners`` (the looks' OwnerCache)
     already found for its inode while it lived, else its owner is None ("unknown").
-    ``port``: only closes on that local or remote port (the looks' own ``port``). ``stats``
+    ``port``: only closes on that local or remote port (the looks' own ``port``; ``lost``
+    still counts the kernel's drops of every close in the namespace: its drop count has no
+    port, so with ``port`` it is an upper bound). ``stats``
     counts every close read (the exporter's metrics); ``ports``: the ports counted under
-    their own label besides the looks' listeners. ``errors``: why a namespace has no
-    subscriber (it is tried again at its next look). ``keep``: keep every close in ``closes``
-    too (for a caller that wants the records; watch and the exporter count them only).
+    their own label besides the listeners the looks saw (this one's or an earlier one's: a
+    restarted service's closes keep its port; the ``max_ports`` latest). ``errors``: why a
+    namespace has no subscriber or its last read failed (tried again at its next look).
+    ``keep``: keep every close in ``closes`` too (for a caller that wants the records; watch
+    and the exporter count them only).
     """
 
     def __init__(self, *, port: int | None = None, ports: Iterable[int] = (),
@@ -1260,6 +1362,7 @@ class CloseFeed:
         self._keep = keep
         self._rcvbuf = rcvbuf
         self._fed: dict[int, _Fed] = {}
+        self._seen_ports: dict[int, None] = {}  # listening ports the looks saw, oldest first
         self._gone_lost = 0
         self._epoll = select.epoll()
         self._lock = threading.RLock()
@@ -1286,6 +1389,9 @@ class CloseFeed:
                 self._epoll.register(fd, select.EPOLLIN)
             fed.start = time.monotonic()
             fed.listed = None
+            # What fold needs of the announcements: those read since this look began (one
+            # read earlier was freed before this look's dump, which cannot list it).
+            fed.sub.announced.clear()
 
     def listed(self, inode: int, dump: NativeDump) -> None:
         """List the sockets a look dumped in namespace ``inode`` (before a tally compacts them)."""
@@ -1321,22 +1427,33 @@ class CloseFeed:
             if fed is None:
                 return None
             listeners = list(listeners)
-            first = not fed.starts
+            first = not fed.folded
             try:
                 fed.read(self.owners)
             except OSError as err:
                 self.errors[inode] = f"reading the closed-connection log: {err}"
+                fed.failed = True
+            # A read error is said by the look after it (this one), then no more unless a
+            # read fails again (not on every scrape after one transient failure).
+            if not fed.failed:
+                self.errors.pop(inode, None)
+            fed.failed = False
             if complete:
-                fed.fold(listeners)
+                fed.fold(listeners, self.owners)
             else:
                 fed.listed = None
             got, fed.since = fed.since, []
             if self._keep:
                 self.closes += got
-            ports = self.ports | {c.local_port for c in listeners}
-            self.stats.set_ports(ports)
+            seen = self._listened(listeners)
+            ports = self.ports | seen
+            # Which closes are accepted ends: on a listener a look saw, or one no look saw
+            # whose own close (no peer) came with them. Only the former label a port.
+            listening = seen | {c.local_port for c in got if c.remote_port == 0
+                                and c.remote_address in ("0.0.0.0", "::")}
+            self.stats.set_ports(ports, listening)
             interval = CloseStats(ports, max_keys=self.stats.max_keys,
-                                  max_ports=self.stats.max_ports)
+                                  max_ports=self.stats.max_ports, listening=listening)
             for c in got:
                 self.stats.add(c)
                 interval.add(c)
@@ -1346,6 +1463,21 @@ class CloseFeed:
                 interval.add_lost(lost - fed.lost)
                 fed.lost = lost
             return None if first else interval.totals()
+
+    def _listened(self, listeners: list[Connection]) -> frozenset[int]:
+        """Note the ports ``listeners`` listen on; return every listening port a look saw.
+
+        A service that restarts between two looks (its listener and connections closed)
+        still has its closes counted under its port. Bounded: the ``max_ports`` most
+        recently seen are kept.
+        """
+        seen = self._seen_ports
+        for port in [c.local_port for c in listeners]:
+            seen.pop(port, None)
+            seen[port] = None
+        while len(seen) > self.stats.max_ports:
+            del seen[next(iter(seen))]
+        return frozenset(seen)
 
     # --- between looks
 
@@ -1371,6 +1503,11 @@ class CloseFeed:
                         fed.read(self.owners)
                     except OSError as err:
                         self.errors[key] = f"reading the closed-connection log: {err}"
+                        fed.failed = True
+                    except Exception as err:  # said, and the thread reads on
+                        self.errors[key] = ("reading the closed-connection log: "
+                                            f"{type(err).__name__}: {err}")
+                        fed.failed = True
 
     def start_reader(self) -> None:
         """Read closes on a daemon thread until ``close()``.
@@ -1395,6 +1532,7 @@ class CloseFeed:
 
     def _drop(self, key: int) -> None:
         fed = self._fed.pop(key)
+        self.errors.pop(key, None)
         with contextlib.suppress(OSError):
             fed.read(self.owners)  # what it announced before going still counts
         for c in fed.since:

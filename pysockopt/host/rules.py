@@ -704,8 +704,8 @@ def _short_lived(rule: Rule, snap: Snapshot, t: Thresholds) -> Iterable[Finding]
             break
         if remote == "other":
             continue  # the overflow of many destinations: no one destination to name
-        if owner == "unknown":
-            owner = _live_owner(snap, remote=remote)
+        # No look saw these connections, so no lookup named their holder; the look's live
+        # sockets to the same address may be another process's: "unknown" is said plainly.
         who = "an unknown process" if owner == "unknown" else owner
         yield rule.finding(
             printable(f"{n:,} connections to {remote} by {who} opened and closed between "
@@ -1006,8 +1006,10 @@ RULES: Final[tuple[Rule, ...]] = (
          "Many short-lived connections to one destination",
          "At least `short_lived` connections to one remote address that opened and closed "
          "between two looks during the interval (the closed-connection log: lifetime only "
-         "an upper bound). The owner is the command the look finds holding that address's "
-         "live connections (looked up only when the rule fires), else unknown.",
+         "an upper bound). Each connection counts once, by its outbound end (a close on a "
+         "listening port is the accepted end). The owner is the one a lookup named for the "
+         "closed socket, else unknown: no look saw such a connection, and other sockets "
+         "to the same address may be another process's.",
          "A client opens a connection per request instead of reusing one: each costs a "
          "handshake and leaves TIME_WAIT on one side; at a high rate the ephemeral ports "
          "run out (EADDRNOTAVAIL).",
