@@ -583,6 +583,7 @@ _CLOSE_RULES = {"SHORT_LIVED_CHURN", "PEERS_DYING", "CLOSED_WITH_UNACKED_DATA"}
 
 @pytest.mark.root
 def test_the_rules_on_closes_fire_in_diagnose_interval_and_a_second_scrape() -> None:
+    pytest.importorskip("prometheus_client")  # the exporter's half: the test extra has it
     import pysockopt.prometheus as prom
 
     reason = have_netns()
