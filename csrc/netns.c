@@ -252,6 +252,8 @@ static int dump_retrying(struct pso_netns_dump_req *d)
         int rc = pso_sd_dump(d->q, d->sink);
         if (rc != 0) {
             d->step = d->sink->failed_step;
+            /* What the failed attempt added is no answer: the sink is left as it came. */
+            pso_sd_sink_rollback(d->sink, &mark);
             return rc;
         }
         if (!d->sink->interrupted)
